@@ -1,0 +1,57 @@
+//! `strata`: the command-line front end. Glue only: parse flags, call the libraries, map errors
+//! to exit code 1 with a one-line message on stderr.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod chat;
+mod generate;
+mod inspect;
+mod logits;
+mod tensor;
+mod tokenize;
+
+/// Run GGUF language models from a bounded memory budget.
+#[derive(Parser)]
+#[command(name = "strata", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Summarize a GGUF file: architecture, hyperparameters, tensor types and sizes.
+    Inspect(inspect::Args),
+    /// Dequantize one tensor of a model to a float32 `.npy` file.
+    Tensor(tensor::Args),
+    /// Tokenize text with a model's tokenizer and print ids and pieces.
+    Tokenize(tokenize::Args),
+    /// Generate text from a prompt.
+    Generate(generate::Args),
+    /// Chat with a model in an interactive REPL.
+    Chat(chat::Args),
+    /// Evaluate a prompt and print the top logits at every position as JSON.
+    Logits(logits::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Tensor(args) => tensor::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Logits(args) => logits::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line.
+            eprintln!("strata: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

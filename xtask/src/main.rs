@@ -1,0 +1,15 @@
+//! Project automation (matklad's xtask pattern): `cargo xtask <command>`.
+//!
+//! `cargo xtask test` is the local equivalent of CI; `cargo xtask demo` runs the main job.
+
+use anyhow::{bail, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        bail!("usage: cargo xtask <test|demo|fetch-model|gen-model|verify|bench|golden> [args]");
+    };
+    match cmd.as_str() {
+        other => bail!("unknown xtask command `{other}`; {rest:?}"),
+    }
+}
