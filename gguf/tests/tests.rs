@@ -1,0 +1,8 @@
+//! Integration tests of `strata-gguf`: one binary, one module per topic.
+
+mod common;
+mod hostile;
+mod metadata;
+mod real_model;
+mod roundtrip;
+mod types;
