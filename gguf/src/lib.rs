@@ -48,7 +48,7 @@ mod writer;
 
 pub use error::Error;
 pub use metadata::Metadata;
-pub use types::GgmlType;
+pub use types::{file_type_name, GgmlType};
 pub use value::{Array, Element, Value, ValueType};
 pub use writer::GgufWriter;
 

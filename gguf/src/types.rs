@@ -132,6 +132,10 @@ ggml_types! {
     TQ2_0 = 35, "TQ2_0", 256, 66;
     /// Microscaling FP4: 32 E2M1 values with a shared E8M0 exponent.
     MXFP4 = 39, "MXFP4", 32, 17;
+    /// NVIDIA FP4: 64 E2M1 values in four groups of 16, each with an E4M3 scale.
+    NVFP4 = 40, "NVFP4", 64, 36;
+    /// 1-bit quant: 128 sign bits with an f16 scale (1.125 bits per weight).
+    Q1_0 = 41, "Q1_0", 128, 18;
 }
 
 impl GgmlType {
@@ -149,6 +153,51 @@ impl GgmlType {
     pub fn is_quantized(self) -> bool {
         self.block_size() > 1
     }
+}
+
+/// llama.cpp's name of a `general.file_type` value (`enum llama_ftype`), e.g. 15 → `"Q4_K_M"`.
+///
+/// The file type describes the quantization mix a model was made with (most tensors in
+/// that type; norms and some others in other types). `None` for ids llama.cpp does not define.
+pub fn file_type_name(ftype: u32) -> Option<&'static str> {
+    Some(match ftype {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
+        30 => "IQ4_XS",
+        31 => "IQ1_M",
+        32 => "BF16",
+        36 => "TQ1_0",
+        37 => "TQ2_0",
+        38 => "MXFP4_MOE",
+        39 => "NVFP4",
+        40 => "Q1_0",
+        _ => return None,
+    })
 }
 
 impl fmt::Display for GgmlType {

@@ -53,3 +53,52 @@ pub fn small_file() -> Vec<u8> {
         .unwrap();
     w.to_vec().unwrap()
 }
+
+/// Builds GGUF bytes field by field, for hand-made (and deliberately broken) files.
+#[derive(Default)]
+pub struct Raw(pub Vec<u8>);
+
+impl Raw {
+    /// A header: magic, version, tensor count, kv count.
+    pub fn header(version: u32, n_tensors: u64, n_kv: u64) -> Raw {
+        let mut r = Raw::default();
+        r.bytes(b"GGUF").u32(version).u64(n_tensors).u64(n_kv);
+        r
+    }
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Raw {
+        self.0.extend_from_slice(b);
+        self
+    }
+    pub fn u8(&mut self, v: u8) -> &mut Raw {
+        self.bytes(&[v])
+    }
+    pub fn u32(&mut self, v: u32) -> &mut Raw {
+        self.bytes(&v.to_le_bytes())
+    }
+    pub fn u64(&mut self, v: u64) -> &mut Raw {
+        self.bytes(&v.to_le_bytes())
+    }
+    pub fn str(&mut self, s: &str) -> &mut Raw {
+        self.u64(s.len() as u64).bytes(s.as_bytes())
+    }
+    /// A `u32` metadata pair.
+    pub fn kv_u32(&mut self, key: &str, v: u32) -> &mut Raw {
+        self.str(key).u32(4).u32(v)
+    }
+    /// A tensor-table entry.
+    pub fn tensor(&mut self, name: &str, dims: &[u64], ty: u32, offset: u64) -> &mut Raw {
+        self.str(name).u32(dims.len() as u32);
+        for &d in dims {
+            self.u64(d);
+        }
+        self.u32(ty).u64(offset)
+    }
+    /// Zero padding up to a multiple of `align`, then `n` data bytes.
+    pub fn data(&mut self, align: usize, n: usize) -> &mut Raw {
+        while self.0.len() % align != 0 {
+            self.0.push(0);
+        }
+        self.0.resize(self.0.len() + n, 0xAB);
+        self
+    }
+}
