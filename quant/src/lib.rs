@@ -1,1 +1,315 @@
-//! Placeholder crate root; filled by its issue.
+//! GGUF block formats: dequantize, quantize, and quantized dot products at memory speed.
+//!
+//! Weights stay in their GGUF block format in memory; every matrix product reads the blocks in
+//! place. The principal entry points:
+//!
+//! - [`dequantize`] / [`quantize`]: whole rows of any supported [`GgmlType`] to and from `f32`.
+//! - [`vec_dot_type`]: the activation format a weight format is multiplied with (ggml's
+//!   pairing: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K, F32/F16/BF16 × F32).
+//! - [`quantize_acts`] → [`QuantizedActs`]: activations quantized once, shared by every weight
+//!   with the same dot type (Q, K and V all read the same `x`).
+//! - [`matvec`], [`matvec_q`], [`matmul`], [`matmul_q`]: `y = W·x` for one token and `Y = W·X`
+//!   for a batch, rows split over rayon threads (feature `rayon`, on by default).
+//!
+//! Block layouts live in [`blocks`], one `#[repr(C)]` record per format with a compile-time size
+//! check. The scalar reference kernels ([`scalar`]) are the oracle for the SIMD ones (AVX2,
+//! AVX-512 with VNNI on x86-64, NEON on aarch64), chosen once at run time; the environment
+//! variable `STRATA_SIMD=scalar|avx2|avx512|neon` caps the level (see [`SimdLevel`]).
+//!
+//! **Determinism.** Each output element is computed by exactly one kernel call whose arithmetic
+//! does not depend on how rows are grouped or split across threads, so results are bit-identical
+//! for any thread count, and `matmul` row `t` equals `matvec` of token `t`.
+//!
+//! This crate does no I/O and needs no threads or filesystem (without feature `rayon` every
+//! product runs on the calling thread).
+
+#![allow(clippy::needless_range_loop)] // index loops mirror the block layouts
+
+pub mod blocks;
+pub mod dequant;
+mod driver;
+pub mod quantize;
+pub mod scalar;
+mod simd;
+
+use strata_gguf::GgmlType;
+
+pub use driver::{matmul, matmul_q, matmul_q_with, matvec, matvec_q, matvec_q_with};
+pub use simd::SimdLevel;
+
+/// Errors of the quantization and dot-product functions.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QuantError {
+    /// The type has no implementation here for this operation (IQ*, TQ*, MXFP4, integer types…).
+    #[error("{ty} is not supported by strata-quant for {op}")]
+    Unsupported {
+        /// The type asked for.
+        ty: GgmlType,
+        /// What was asked: "dequantize", "quantize", "dot product", "activations".
+        op: &'static str,
+    },
+    /// A length is not a whole number of blocks (or elements).
+    #[error("{ty}: length {len} is not a multiple of {unit} {what}")]
+    BadLength {
+        /// The type whose block size applies.
+        ty: GgmlType,
+        /// The offending length.
+        len: usize,
+        /// The unit it must be a multiple of.
+        unit: usize,
+        /// What the length counts.
+        what: &'static str,
+    },
+    /// A buffer has the wrong size for the shape given.
+    #[error("{ty}: {what} has {got}, expected {expected}")]
+    SizeMismatch {
+        /// The type of the data.
+        ty: GgmlType,
+        /// Which buffer, and in what unit.
+        what: &'static str,
+        /// The size the shape implies.
+        expected: usize,
+        /// The size given.
+        got: usize,
+    },
+    /// Activations quantized to one type were given to weights that pair with another.
+    #[error("{weights} weights need {expected} activations, got {got}")]
+    ActsType {
+        /// The weight type.
+        weights: GgmlType,
+        /// The activation type it pairs with.
+        expected: GgmlType,
+        /// The activation type given.
+        got: GgmlType,
+    },
+    /// A SIMD level was requested that this CPU (or build) does not have.
+    #[error("SIMD level {0:?} is not available on this CPU")]
+    SimdUnavailable(SimdLevel),
+}
+
+/// Bytes of `n` elements of `ty`, checking that `n` is a whole number of blocks.
+pub(crate) fn row_bytes(ty: GgmlType, n: usize, what: &'static str) -> Result<usize, QuantError> {
+    ty.row_size(n as u64)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or(QuantError::BadLength {
+            ty,
+            len: n,
+            unit: ty.block_size(),
+            what,
+        })
+}
+
+/// Dequantizes `out.len()` elements of type `ty` from `bytes` into `out`.
+///
+/// `bytes` must hold exactly `out.len()` elements (`ty.row_size(out.len())` bytes). Bit-identical
+/// to ggml's `dequantize_row_*` and gguf-py's `gguf.quants.dequantize`.
+pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
+    use blocks::view;
+    let need = row_bytes(ty, out.len(), "elements (a whole number of blocks)")?;
+    if !is_supported(ty) {
+        return Err(QuantError::Unsupported {
+            ty,
+            op: "dequantize",
+        });
+    }
+    if bytes.len() != need {
+        return Err(QuantError::SizeMismatch {
+            ty,
+            what: "input bytes",
+            expected: need,
+            got: bytes.len(),
+        });
+    }
+    match ty {
+        GgmlType::F32 => dequant::f32(bytes, out),
+        GgmlType::F16 => dequant::f16(bytes, out),
+        GgmlType::BF16 => dequant::bf16(bytes, out),
+        GgmlType::Q4_0 => dequant::q4_0(view(bytes)?, out),
+        GgmlType::Q4_1 => dequant::q4_1(view(bytes)?, out),
+        GgmlType::Q5_0 => dequant::q5_0(view(bytes)?, out),
+        GgmlType::Q5_1 => dequant::q5_1(view(bytes)?, out),
+        GgmlType::Q8_0 => dequant::q8_0(view(bytes)?, out),
+        GgmlType::Q8_1 => dequant::q8_1(view(bytes)?, out),
+        GgmlType::Q2_K => dequant::q2_k(view(bytes)?, out),
+        GgmlType::Q3_K => dequant::q3_k(view(bytes)?, out),
+        GgmlType::Q4_K => dequant::q4_k(view(bytes)?, out),
+        GgmlType::Q5_K => dequant::q5_k(view(bytes)?, out),
+        GgmlType::Q6_K => dequant::q6_k(view(bytes)?, out),
+        GgmlType::Q8_K => dequant::q8_k(view(bytes)?, out),
+        _ => unreachable!("is_supported covers exactly the arms above"),
+    }
+    Ok(())
+}
+
+/// Whether `ty` is one of the formats this crate computes with (dequantize and dot product).
+pub fn is_supported(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(
+        ty,
+        F32 | F16
+            | BF16
+            | Q4_0
+            | Q4_1
+            | Q5_0
+            | Q5_1
+            | Q8_0
+            | Q8_1
+            | Q2_K
+            | Q3_K
+            | Q4_K
+            | Q5_K
+            | Q6_K
+            | Q8_K
+    )
+}
+
+/// Quantizes `src` (a whole number of blocks of `ty`) to `ty`'s bytes.
+///
+/// Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q8_K (bit-identical to ggml's
+/// reference quantizers), Q4_K, Q5_K, Q6_K (our quantizer; error bounds on the functions in
+/// [`quantize`](mod@quantize)). Q2_K and Q3_K and the unsupported formats give
+/// [`QuantError::Unsupported`].
+pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
+    use blocks::view_mut;
+    let n = row_bytes(ty, src.len(), "elements (a whole number of blocks)")?;
+    let mut out = vec![0u8; n];
+    match ty {
+        GgmlType::F32 => quantize::f32(src, &mut out),
+        GgmlType::F16 => quantize::f16(src, &mut out),
+        GgmlType::BF16 => quantize::bf16(src, &mut out),
+        GgmlType::Q4_0 => quantize::q4_0(src, view_mut(&mut out)),
+        GgmlType::Q4_1 => quantize::q4_1(src, view_mut(&mut out)),
+        GgmlType::Q5_0 => quantize::q5_0(src, view_mut(&mut out)),
+        GgmlType::Q5_1 => quantize::q5_1(src, view_mut(&mut out)),
+        GgmlType::Q8_0 => quantize::q8_0(src, view_mut(&mut out)),
+        GgmlType::Q8_1 => quantize::q8_1(src, view_mut(&mut out)),
+        GgmlType::Q8_K => quantize::q8_k(src, view_mut(&mut out)),
+        GgmlType::Q4_K => quantize::q4_k(src, view_mut(&mut out)),
+        GgmlType::Q5_K => quantize::q5_k(src, view_mut(&mut out)),
+        GgmlType::Q6_K => quantize::q6_k(src, view_mut(&mut out)),
+        _ => return Err(QuantError::Unsupported { ty, op: "quantize" }),
+    }
+    Ok(out)
+}
+
+/// The activation type that weights of type `ty` are multiplied with (ggml's `vec_dot_type`).
+pub fn vec_dot_type(ty: GgmlType) -> Result<GgmlType, QuantError> {
+    use GgmlType::*;
+    Ok(match ty {
+        F32 | F16 | BF16 => F32,
+        Q4_0 | Q5_0 | Q8_0 => Q8_0,
+        Q4_1 | Q5_1 => Q8_1,
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Q8_K,
+        _ => {
+            return Err(QuantError::Unsupported {
+                ty,
+                op: "dot product",
+            })
+        }
+    })
+}
+
+/// Activations quantized once, reusable for every weight of the same [`vec_dot_type`].
+///
+/// Holds `n_rows` rows (tokens) of `cols` elements, each row quantized to `ty` (F32 rows are
+/// kept as `f32`).
+#[derive(Clone, Debug)]
+pub struct QuantizedActs {
+    ty: GgmlType,
+    n_rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    buf: ActBuf,
+}
+
+#[derive(Clone, Debug)]
+enum ActBuf {
+    F32(Vec<f32>),
+    Bytes(Vec<u8>),
+}
+
+impl QuantizedActs {
+    /// The activation type (F32, Q8_0, Q8_1 or Q8_K).
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+    /// Number of rows (tokens).
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+    /// Elements per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// The bytes of row `t` (for F32, the native-endian bytes of the `f32`s).
+    ///
+    /// # Panics
+    /// If `t >= n_rows`.
+    pub fn row(&self, t: usize) -> &[u8] {
+        assert!(
+            t < self.n_rows,
+            "row {t} of {} activation rows",
+            self.n_rows
+        );
+        let all: &[u8] = match &self.buf {
+            ActBuf::F32(v) => f32_bytes(v),
+            ActBuf::Bytes(v) => v,
+        };
+        &all[t * self.row_bytes..(t + 1) * self.row_bytes]
+    }
+}
+
+/// Views `f32`s as bytes.
+pub(crate) fn f32_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: `u8` has alignment 1 and every byte of an `f32` is initialized; the view covers
+    // exactly the `f32`s' memory with the same lifetime.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+/// Quantizes `n_rows` rows of `cols` activations (`x` row-major) to `dot_ty`
+/// (F32, Q8_0, Q8_1 or Q8_K, as returned by [`vec_dot_type`]).
+///
+/// Q8_0/Q8_1/Q8_K follow ggml's reference quantizers exactly (Q8_0: `d = amax/127`, round half
+/// away from zero; Q8_K: `d = max/−127` of the signed absolute maximum, round half to even, with
+/// `bsums`).
+pub fn quantize_acts(
+    dot_ty: GgmlType,
+    x: &[f32],
+    n_rows: usize,
+    cols: usize,
+) -> Result<QuantizedActs, QuantError> {
+    if n_rows.checked_mul(cols) != Some(x.len()) {
+        return Err(QuantError::SizeMismatch {
+            ty: dot_ty,
+            what: "activations (elements)",
+            expected: n_rows.saturating_mul(cols),
+            got: x.len(),
+        });
+    }
+    let row_bytes = row_bytes(dot_ty, cols, "activation columns")?;
+    let buf = match dot_ty {
+        GgmlType::F32 => ActBuf::F32(x.to_vec()),
+        GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::Q8_K => {
+            let mut buf = vec![0u8; row_bytes * n_rows];
+            driver::for_each_row(x, cols, &mut buf, row_bytes, |xr, out| match dot_ty {
+                GgmlType::Q8_0 => quantize::q8_0(xr, blocks::view_mut(out)),
+                GgmlType::Q8_1 => quantize::q8_1(xr, blocks::view_mut(out)),
+                _ => quantize::q8_k(xr, blocks::view_mut(out)),
+            });
+            ActBuf::Bytes(buf)
+        }
+        _ => {
+            return Err(QuantError::Unsupported {
+                ty: dot_ty,
+                op: "activations",
+            })
+        }
+    };
+    Ok(QuantizedActs {
+        ty: dot_ty,
+        n_rows,
+        cols,
+        row_bytes,
+        buf,
+    })
+}

@@ -1,0 +1,353 @@
+//! Block layouts of the GGUF quantized formats, as `#[repr(C)]` records of bytes.
+//!
+//! Every field is a byte or a byte array, so every struct has alignment 1, no padding, and every
+//! bit pattern is a valid value. That makes [`view`] (bytes → `&[Block]`) sound for any byte
+//! slice whose length is a multiple of the block size, wherever it lies in memory (a tensor in a
+//! memory-mapped file is aligned only to what the file says). Multi-byte scalars are stored
+//! little-endian, as in GGUF; accessors decode them.
+//!
+//! Layouts are those of ggml (`ggml-common.h`) and gguf-py (`gguf/quants.py`); each struct's
+//! comment gives elements per block and bits per weight, and a `const` assertion pins its size.
+#![allow(non_camel_case_types)]
+
+use half::{bf16, f16};
+use strata_gguf::GgmlType;
+
+use crate::QuantError;
+
+/// Elements per K-quant super-block.
+pub const QK_K: usize = 256;
+/// Elements per block of the 32-element formats (Q4_0 … Q8_1).
+pub const QK: usize = 32;
+
+/// Decodes a little-endian IEEE half stored as two bytes.
+#[inline(always)]
+pub fn f16_to_f32(b: [u8; 2]) -> f32 {
+    f16::from_bits(u16::from_le_bytes(b)).to_f32()
+}
+
+/// Encodes an `f32` as a little-endian IEEE half (round to nearest even).
+#[inline(always)]
+pub fn f32_to_f16(x: f32) -> [u8; 2] {
+    f16::from_f32(x).to_bits().to_le_bytes()
+}
+
+/// Decodes a little-endian bfloat16 stored as two bytes (exact: the top half of an `f32`).
+#[inline(always)]
+pub fn bf16_to_f32(b: [u8; 2]) -> f32 {
+    bf16::from_bits(u16::from_le_bytes(b)).to_f32()
+}
+
+/// A block type: a plain record of bytes that any byte pattern may fill.
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]`, have alignment 1, no padding, contain only byte
+/// (`u8`/`i8`) fields or arrays of them, and have `size_of::<Self>() == Self::TYPE.type_size()`.
+pub unsafe trait Block: Copy + 'static {
+    /// The ggml type this block belongs to.
+    const TYPE: GgmlType;
+    /// Elements (weights) per block.
+    const ELEMS: usize;
+}
+
+/// Views `bytes` as a slice of blocks `B`.
+///
+/// Fails when the length is not a whole number of blocks.
+pub fn view<B: Block>(bytes: &[u8]) -> Result<&[B], QuantError> {
+    let size = std::mem::size_of::<B>();
+    const { assert!(std::mem::align_of::<B>() == 1) };
+    if bytes.len() % size != 0 {
+        return Err(QuantError::BadLength {
+            ty: B::TYPE,
+            len: bytes.len(),
+            unit: size,
+            what: "bytes (a whole number of blocks)",
+        });
+    }
+    // SAFETY: `B: Block` guarantees alignment 1, no padding and validity for every bit pattern;
+    // the length is a whole number of `B`s, so the new slice covers exactly `bytes`, with the
+    // same lifetime and immutability.
+    Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) })
+}
+
+/// Views a mutable byte slice as blocks `B` (used by quantizers writing into a `Vec<u8>`).
+pub(crate) fn view_mut<B: Block>(bytes: &mut [u8]) -> &mut [B] {
+    let size = std::mem::size_of::<B>();
+    const { assert!(std::mem::align_of::<B>() == 1) };
+    assert!(
+        bytes.len() % size == 0,
+        "buffer is not a whole number of {} blocks",
+        B::TYPE
+    );
+    // SAFETY: as in `view`; the slice is uniquely borrowed, and every bit pattern written through
+    // the block view is a valid byte.
+    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<B>(), bytes.len() / size) }
+}
+
+macro_rules! block {
+    ($(#[$doc:meta])* $name:ident, $ty:ident, $elems:expr, $size:expr, { $($(#[$fdoc:meta])* $field:ident : $fty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name {
+            $($(#[$fdoc])* pub $field: $fty,)*
+        }
+        const _: () = assert!(std::mem::size_of::<$name>() == $size);
+        const _: () = assert!(std::mem::align_of::<$name>() == 1);
+        // SAFETY: `#[repr(C)]`, byte fields only (checked alignment 1), size asserted above and
+        // equal to ggml's type size for this type (checked by a unit test against `strata_gguf`).
+        unsafe impl Block for $name {
+            const TYPE: GgmlType = GgmlType::$ty;
+            const ELEMS: usize = $elems;
+        }
+    };
+}
+
+block!(
+    /// Q4_0: 32 weights, 4.5 bits each. `w = d · (q − 8)`, q ∈ 0..16.
+    /// `qs[j]` holds element j (low nibble) and j + 16 (high nibble).
+    BlockQ4_0, Q4_0, QK, 18, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// Packed 4-bit quants.
+    qs: [u8; 16],
+});
+
+block!(
+    /// Q4_1: 32 weights, 5 bits each. `w = d · q + m`, q ∈ 0..16.
+    BlockQ4_1, Q4_1, QK, 20, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// Offset, the block minimum (f16).
+    m: [u8; 2],
+    /// Packed 4-bit quants, nibble order as in Q4_0.
+    qs: [u8; 16],
+});
+
+block!(
+    /// Q5_0: 32 weights, 5.5 bits each. `w = d · (q − 16)`, q ∈ 0..32; bit 4 of element j is
+    /// bit j of the little-endian `qh`.
+    BlockQ5_0, Q5_0, QK, 22, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// Fifth bits of the 32 quants (u32 little-endian).
+    qh: [u8; 4],
+    /// Low four bits, nibble order as in Q4_0.
+    qs: [u8; 16],
+});
+
+block!(
+    /// Q5_1: 32 weights, 6 bits each. `w = d · q + m`, q ∈ 0..32.
+    BlockQ5_1, Q5_1, QK, 24, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// Offset (f16).
+    m: [u8; 2],
+    /// Fifth bits (u32 little-endian).
+    qh: [u8; 4],
+    /// Low four bits.
+    qs: [u8; 16],
+});
+
+block!(
+    /// Q8_0: 32 weights, 8.5 bits each. `w = d · q`, q ∈ −128..128 (quantizers emit −127..=127).
+    BlockQ8_0, Q8_0, QK, 34, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// Quants.
+    qs: [i8; 32],
+});
+
+block!(
+    /// Q8_1: 32 weights, 9 bits each. `w = d · q`; `s = d · Σq` serves the Q4_1/Q5_1 dots.
+    BlockQ8_1, Q8_1, QK, 36, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// `d` times the sum of the quants (f16).
+    s: [u8; 2],
+    /// Quants.
+    qs: [i8; 32],
+});
+
+block!(
+    /// Q2_K: 256 weights, 2.625 bits each, in 16 sub-blocks of 16.
+    /// `w = d · (scales[j] & 15) · q − dmin · (scales[j] >> 4)`, q ∈ 0..4.
+    /// Element `128c + 32s + l` is bits `2s..2s+2` of `qs[32c + l]`.
+    BlockQ2_K, Q2_K, QK_K, 84, {
+    /// Per sub-block 4-bit scale (low) and 4-bit min (high).
+    scales: [u8; 16],
+    /// Packed 2-bit quants.
+    qs: [u8; 64],
+    /// Super-block scale for the scales (f16).
+    d: [u8; 2],
+    /// Super-block scale for the mins (f16).
+    dmin: [u8; 2],
+});
+
+block!(
+    /// Q3_K: 256 weights, 3.4375 bits each, in 16 sub-blocks of 16.
+    /// `w = d · (sc[j] − 32) · (q − 4·!h)`: q the 2 low bits (packed as Q2_K), h bit `e / 32` of
+    /// `hmask[e % 32]`; the 6-bit scales are packed in 12 bytes.
+    BlockQ3_K, Q3_K, QK_K, 110, {
+    /// High bits of the quants (set = no offset).
+    hmask: [u8; 32],
+    /// Low two bits of the quants.
+    qs: [u8; 64],
+    /// Sixteen 6-bit scales.
+    scales: [u8; 12],
+    /// Super-block scale (f16).
+    d: [u8; 2],
+});
+
+block!(
+    /// Q4_K: 256 weights, 4.5 bits each, in 8 sub-blocks of 32.
+    /// `w = d · sc[j] · q − dmin · m[j]`, q ∈ 0..16, 6-bit `sc`/`m` packed in `scales`.
+    /// Element `64c + 32h + l` is nibble h of `qs[32c + l]`.
+    BlockQ4_K, Q4_K, QK_K, 144, {
+    /// Super-block scale for the scales (f16).
+    d: [u8; 2],
+    /// Super-block scale for the mins (f16).
+    dmin: [u8; 2],
+    /// Eight 6-bit scales and eight 6-bit mins.
+    scales: [u8; 12],
+    /// Packed 4-bit quants.
+    qs: [u8; 128],
+});
+
+block!(
+    /// Q5_K: 256 weights, 5.5 bits each: Q4_K plus a fifth bit, bit `e / 32` of `qh[e % 32]`.
+    BlockQ5_K, Q5_K, QK_K, 176, {
+    /// Super-block scale for the scales (f16).
+    d: [u8; 2],
+    /// Super-block scale for the mins (f16).
+    dmin: [u8; 2],
+    /// Eight 6-bit scales and eight 6-bit mins (as Q4_K).
+    scales: [u8; 12],
+    /// Fifth bits.
+    qh: [u8; 32],
+    /// Low four bits (as Q4_K).
+    qs: [u8; 128],
+});
+
+block!(
+    /// Q6_K: 256 weights, 6.5625 bits each, in 16 sub-blocks of 16. `w = d · scales[j] · (q − 32)`.
+    /// Element `128c + 32s + l`: low nibble from `ql[64c + l + 32(s & 1)]` (nibble `s >> 1`),
+    /// high two bits from bits `2s..2s+2` of `qh[32c + l]`.
+    BlockQ6_K, Q6_K, QK_K, 210, {
+    /// Low four bits.
+    ql: [u8; 128],
+    /// High two bits.
+    qh: [u8; 64],
+    /// Signed 8-bit sub-block scales.
+    scales: [i8; 16],
+    /// Super-block scale (f16).
+    d: [u8; 2],
+});
+
+block!(
+    /// Q8_K: 256 activations, 9.125 bits each. `w = d · q`; `bsums[j]` = Σ of quants 16j..16j+16
+    /// (i16 little-endian), used by the K-quant dots for the mins/offsets.
+    BlockQ8_K, Q8_K, QK_K, 292, {
+    /// Scale (f32 little-endian).
+    d: [u8; 4],
+    /// Quants.
+    qs: [i8; 256],
+    /// Sums of 16 quants (16 × i16 little-endian).
+    bsums: [u8; 32],
+});
+
+impl BlockQ8_K {
+    /// The scale as `f32`.
+    #[inline(always)]
+    pub fn d(&self) -> f32 {
+        f32::from_le_bytes(self.d)
+    }
+    /// Sum of quants `16j .. 16j + 16`.
+    #[inline(always)]
+    pub fn bsum(&self, j: usize) -> i16 {
+        i16::from_le_bytes([self.bsums[2 * j], self.bsums[2 * j + 1]])
+    }
+}
+
+/// Unpacks the eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block.
+///
+/// Bytes 0..4 hold scales 0..4 (low 6 bits) and the top two bits of scales 4..8; bytes 4..8 the
+/// same for the mins; bytes 8..12 the low four bits of scales 4..8 (low nibble) and mins 4..8.
+#[inline(always)]
+pub fn k4_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    for j in 0..4 {
+        sc[j] = s[j] & 63;
+        m[j] = s[j + 4] & 63;
+        sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 2) & 0x30);
+        m[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
+    }
+    (sc, m)
+}
+
+/// Packs eight 6-bit scales and mins (each < 64) into the Q4_K/Q5_K 12-byte layout.
+pub fn k4_pack_scales_mins(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
+    let mut s = [0u8; 12];
+    for j in 0..4 {
+        s[j] = (sc[j] & 63) | ((sc[j + 4] & 0x30) << 2);
+        s[j + 4] = (m[j] & 63) | ((m[j + 4] & 0x30) << 2);
+        s[j + 8] = (sc[j + 4] & 0x0F) | ((m[j + 4] & 0x0F) << 4);
+    }
+    s
+}
+
+/// Unpacks the sixteen 6-bit Q3_K scales, already offset to −32..32.
+#[inline(always)]
+pub fn q3k_scales(s: &[u8; 12]) -> [i8; 16] {
+    let mut out = [0i8; 16];
+    for (j, o) in out.iter_mut().enumerate() {
+        let low = (s[j % 8] >> (4 * (j / 8))) & 0x0F;
+        let high = (s[8 + j % 4] >> (2 * (j / 4))) & 0x03;
+        *o = ((low | (high << 4)) as i8) - 32;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check<B: Block>() {
+        assert_eq!(std::mem::size_of::<B>(), B::TYPE.type_size(), "{}", B::TYPE);
+        assert_eq!(B::ELEMS, B::TYPE.block_size(), "{}", B::TYPE);
+    }
+
+    #[test]
+    fn sizes_match_gguf_type_table() {
+        check::<BlockQ4_0>();
+        check::<BlockQ4_1>();
+        check::<BlockQ5_0>();
+        check::<BlockQ5_1>();
+        check::<BlockQ8_0>();
+        check::<BlockQ8_1>();
+        check::<BlockQ2_K>();
+        check::<BlockQ3_K>();
+        check::<BlockQ4_K>();
+        check::<BlockQ5_K>();
+        check::<BlockQ6_K>();
+        check::<BlockQ8_K>();
+    }
+
+    #[test]
+    fn k4_scale_packing_round_trips() {
+        for seed in 0..64u8 {
+            let sc: [u8; 8] =
+                std::array::from_fn(|i| (seed.wrapping_mul(7).wrapping_add(i as u8 * 13)) & 63);
+            let m: [u8; 8] =
+                std::array::from_fn(|i| (seed.wrapping_mul(11).wrapping_add(i as u8 * 5)) & 63);
+            assert_eq!(k4_scales_mins(&k4_pack_scales_mins(&sc, &m)), (sc, m));
+        }
+    }
+
+    #[test]
+    fn view_rejects_partial_blocks() {
+        assert!(view::<BlockQ4_K>(&[0u8; 143]).is_err());
+        assert_eq!(view::<BlockQ4_K>(&[0u8; 288]).unwrap().len(), 2);
+    }
+}

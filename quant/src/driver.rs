@@ -1,0 +1,260 @@
+//! matvec / matmul over a tensor's bytes: shape checks, activation quantization (once per call),
+//! and the split of weight rows into tiles run on rayon threads.
+//!
+//! Rows are cut into tiles of a fixed number of rows that depends only on the row size (never on
+//! the thread count). Each task owns one tile: for every token it calls the row-dot kernel on
+//! the tile's rows, so the tile's weight bytes stay in cache across the tokens of a batch, and
+//! every output element is written by exactly one kernel call. No allocation happens after the
+//! activations are quantized.
+
+use strata_gguf::GgmlType;
+
+use crate::simd::{self, SimdLevel};
+use crate::{f32_bytes, quantize_acts, row_bytes, vec_dot_type, QuantError, QuantizedActs};
+
+/// Weight bytes per tile: small enough to stay in L2 while a batch of tokens passes over it.
+const TILE_BYTES: usize = 48 * 1024;
+/// Below this many weight bytes a product runs on the calling thread (threads would cost more
+/// than they save); results are the same either way.
+#[cfg(feature = "rayon")]
+const PAR_MIN_BYTES: usize = 256 * 1024;
+
+/// `y[r] = Σ_c W[r][c] · x[c]`: `W` is `rows` rows of `cols` elements of type `ty` (tensor dims
+/// `[cols, rows]`), `x` has `cols` elements, `y` has `rows`.
+///
+/// `x` is quantized to [`vec_dot_type`]`(ty)` once (F32/F16/BF16 weights use `x` as is).
+pub fn matvec(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    matmul(ty, w, rows, cols, x, 1, y)
+}
+
+/// [`matvec`] with activations already quantized ([`quantize_acts`], one row).
+pub fn matvec_q(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &QuantizedActs,
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    matvec_q_with(SimdLevel::active(), ty, w, rows, cols, x, y)
+}
+
+/// [`matvec_q`] at a given SIMD level (for tests and benchmarks comparing kernels).
+pub fn matvec_q_with(
+    level: SimdLevel,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &QuantizedActs,
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    if x.n_rows() != 1 {
+        return Err(QuantError::SizeMismatch {
+            ty: x.ty(),
+            what: "activation rows for matvec",
+            expected: 1,
+            got: x.n_rows(),
+        });
+    }
+    matmul_q_with(level, ty, w, rows, cols, x, y)
+}
+
+/// `Y[t][r] = Σ_c W[r][c] · X[t][c]` for `t in 0..n`: `X` row-major `n × cols`, `Y` row-major
+/// `n × rows`. Row `t` of `Y` is bit-identical to [`matvec`] of row `t` of `X`.
+pub fn matmul(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    let dot_ty = vec_dot_type(ty)?;
+    if dot_ty == GgmlType::F32 {
+        // Float weights read `x` in place: no copy.
+        if n.checked_mul(cols) != Some(x.len()) {
+            return Err(QuantError::SizeMismatch {
+                ty: dot_ty,
+                what: "activations (elements)",
+                expected: n.saturating_mul(cols),
+                got: x.len(),
+            });
+        }
+        let bytes = f32_bytes(x);
+        let xrow = cols * 4;
+        return run(
+            SimdLevel::active(),
+            ty,
+            w,
+            rows,
+            cols,
+            n,
+            |t| &bytes[t * xrow..(t + 1) * xrow],
+            y,
+        );
+    }
+    let acts = quantize_acts(dot_ty, x, n, cols)?;
+    matmul_q(ty, w, rows, cols, &acts, y)
+}
+
+/// [`matmul`] with activations already quantized (`x.n_rows()` tokens).
+pub fn matmul_q(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &QuantizedActs,
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    matmul_q_with(SimdLevel::active(), ty, w, rows, cols, x, y)
+}
+
+/// [`matmul_q`] at a given SIMD level (for tests and benchmarks comparing kernels).
+pub fn matmul_q_with(
+    level: SimdLevel,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &QuantizedActs,
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    let dot_ty = vec_dot_type(ty)?;
+    if x.ty() != dot_ty {
+        return Err(QuantError::ActsType {
+            weights: ty,
+            expected: dot_ty,
+            got: x.ty(),
+        });
+    }
+    if x.cols() != cols {
+        return Err(QuantError::SizeMismatch {
+            ty: dot_ty,
+            what: "activation columns",
+            expected: cols,
+            got: x.cols(),
+        });
+    }
+    run(level, ty, w, rows, cols, x.n_rows(), |t| x.row(t), y)
+}
+
+/// A pointer to the output that tasks writing disjoint elements may share.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks only write through it to disjoint element ranges (one tile's rows of each
+// token), and the owning `&mut [f32]` outlives every task (they finish before `run` returns).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    // A method (not field access) so closures capture the `Send + Sync` wrapper, not the pointer.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<'x>(
+    level: SimdLevel,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    n: usize,
+    xrow: impl Fn(usize) -> &'x [u8] + Sync,
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    if !level.is_available() {
+        return Err(QuantError::SimdUnavailable(level));
+    }
+    let kernel = simd::kernel(level, ty).ok_or(QuantError::Unsupported {
+        ty,
+        op: "dot product",
+    })?;
+    let rb = row_bytes(ty, cols, "columns (a whole number of blocks)")?;
+    let expected = rb.checked_mul(rows).ok_or(QuantError::SizeMismatch {
+        ty,
+        what: "weight bytes",
+        expected: usize::MAX,
+        got: w.len(),
+    })?;
+    if w.len() != expected {
+        return Err(QuantError::SizeMismatch {
+            ty,
+            what: "weight bytes",
+            expected,
+            got: w.len(),
+        });
+    }
+    if y.len() != rows * n {
+        return Err(QuantError::SizeMismatch {
+            ty,
+            what: "output elements",
+            expected: rows * n,
+            got: y.len(),
+        });
+    }
+    if rows == 0 || n == 0 {
+        return Ok(());
+    }
+    // Tile height: a multiple of 4 rows (the SIMD kernels' row group) near TILE_BYTES.
+    let tile = ((TILE_BYTES / rb.max(1)) / 4 * 4).clamp(4, 256);
+    let n_tiles = rows.div_ceil(tile);
+    let out = OutPtr(y.as_mut_ptr());
+    let task = |i: usize| {
+        let r0 = i * tile;
+        let r1 = (r0 + tile).min(rows);
+        let wt = &w[r0 * rb..r1 * rb];
+        for t in 0..n {
+            // SAFETY: `y` has `rows * n` elements (checked above) and `r0..r1` lies in `0..rows`,
+            // so this range is inside `y`; tile `i` is the only task writing rows `r0..r1`, so
+            // the ranges of different tasks are disjoint, and `y` is not read meanwhile.
+            let yt =
+                unsafe { std::slice::from_raw_parts_mut(out.ptr().add(t * rows + r0), r1 - r0) };
+            kernel(wt, rb, xrow(t), yt);
+        }
+    };
+    #[cfg(feature = "rayon")]
+    if w.len().saturating_mul(n) >= PAR_MIN_BYTES && n_tiles > 1 {
+        use rayon::prelude::*;
+        (0..n_tiles).into_par_iter().for_each(task);
+        return Ok(());
+    }
+    (0..n_tiles).for_each(task);
+    Ok(())
+}
+
+/// Applies `f` to each (input row, output row) pair of `x` (rows of `cols`) and `out` (rows of
+/// `rb` bytes), on rayon threads when the feature is on and there are several rows.
+pub(crate) fn for_each_row(
+    x: &[f32],
+    cols: usize,
+    out: &mut [u8],
+    rb: usize,
+    f: impl Fn(&[f32], &mut [u8]) + Sync + Send,
+) {
+    if cols == 0 || rb == 0 {
+        return;
+    }
+    #[cfg(feature = "rayon")]
+    if x.len() > cols {
+        use rayon::prelude::*;
+        x.par_chunks_exact(cols)
+            .zip(out.par_chunks_exact_mut(rb))
+            .for_each(|(a, b)| f(a, b));
+        return;
+    }
+    x.chunks_exact(cols)
+        .zip(out.chunks_exact_mut(rb))
+        .for_each(|(a, b)| f(a, b));
+}

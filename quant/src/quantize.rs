@@ -1,0 +1,339 @@
+//! Quantization: `f32` → blocks.
+//!
+//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1 and Q8_K follow ggml's reference quantizers
+//! (`quantize_row_*_ref`) step by step, so their output is bit-identical to ggml's and to
+//! gguf-py's (the golden tests check those gguf-py implements). Q4_K, Q5_K and Q6_K use our own
+//! simple, deterministic quantizer (ggml's searches for better scales; ours covers each
+//! sub-block's range exactly), with the round-trip error bound stated on each function.
+
+use crate::blocks::*;
+
+/// The first element of largest magnitude and that magnitude (ggml's `amax`/`max` loop:
+/// strictly greater replaces, so ties keep the first).
+#[inline(always)]
+fn signed_absmax(x: &[f32]) -> (f32, f32) {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (amax, max)
+}
+
+#[inline(always)]
+fn inv(d: f32) -> f32 {
+    if d != 0.0 {
+        1.0 / d
+    } else {
+        0.0
+    }
+}
+
+#[inline(always)]
+fn min_max(x: &[f32]) -> (f32, f32) {
+    let (mut min, mut max) = (f32::MAX, -f32::MAX);
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+/// f32 → Q4_0. Round trip: `|x − x̂| ≤ |d|/2` inside the block's range, `d = max/−8`
+/// (the f16 rounding of `d` adds at most 2⁻¹¹ relative).
+pub fn q4_0(x: &[f32], out: &mut [BlockQ4_0]) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (_, max) = signed_absmax(x);
+        let d = max / -8.0;
+        let id = inv(d);
+        b.d = f32_to_f16(d);
+        for j in 0..16 {
+            // `as u8` truncates toward zero like the C `(int8_t)` cast; the value is ≥ 0 here.
+            let q0 = ((x[j] * id + 8.5) as u8).min(15);
+            let q1 = ((x[j + 16] * id + 8.5) as u8).min(15);
+            b.qs[j] = q0 | (q1 << 4);
+        }
+    }
+}
+
+/// f32 → Q4_1. Round trip: `|x − x̂| ≤ d/2`, `d = (max − min)/15`.
+pub fn q4_1(x: &[f32], out: &mut [BlockQ4_1]) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (min, max) = min_max(x);
+        let d = (max - min) / 15.0;
+        let id = inv(d);
+        b.d = f32_to_f16(d);
+        b.m = f32_to_f16(min);
+        for j in 0..16 {
+            let q0 = (((x[j] - min) * id + 0.5) as u8).min(15);
+            let q1 = (((x[j + 16] - min) * id + 0.5) as u8).min(15);
+            b.qs[j] = q0 | (q1 << 4);
+        }
+    }
+}
+
+/// Packs 32 five-bit quants into (`qh`, `qs`).
+#[inline(always)]
+fn pack_q5(q: &[u8; 32]) -> ([u8; 4], [u8; 16]) {
+    let mut qh = 0u32;
+    let mut qs = [0u8; 16];
+    for j in 0..16 {
+        qs[j] = (q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4);
+        qh |= (((q[j] >> 4) & 1) as u32) << j;
+        qh |= (((q[j + 16] >> 4) & 1) as u32) << (j + 16);
+    }
+    (qh.to_le_bytes(), qs)
+}
+
+/// f32 → Q5_0. Round trip: `|x − x̂| ≤ |d|/2`, `d = max/−16`.
+pub fn q5_0(x: &[f32], out: &mut [BlockQ5_0]) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (_, max) = signed_absmax(x);
+        let d = max / -16.0;
+        let id = inv(d);
+        b.d = f32_to_f16(d);
+        let q: [u8; 32] = std::array::from_fn(|j| ((x[j] * id + 16.5) as u8).min(31));
+        (b.qh, b.qs) = pack_q5(&q);
+    }
+}
+
+/// f32 → Q5_1. Round trip: `|x − x̂| ≤ d/2`, `d = (max − min)/31`.
+pub fn q5_1(x: &[f32], out: &mut [BlockQ5_1]) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (min, max) = min_max(x);
+        let d = (max - min) / 31.0;
+        let id = inv(d);
+        b.d = f32_to_f16(d);
+        b.m = f32_to_f16(min);
+        let q: [u8; 32] = std::array::from_fn(|j| (((x[j] - min) * id + 0.5) as u8).min(31));
+        (b.qh, b.qs) = pack_q5(&q);
+    }
+}
+
+/// Scale and quants of one 32-element 8-bit block (ggml's Q8_0/Q8_1 reference): `d = amax/127`,
+/// `q = round(x / d)` with ties away from zero (C `roundf`).
+#[inline(always)]
+fn q8_block(x: &[f32]) -> (f32, [i8; 32]) {
+    let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = inv(d);
+    (d, std::array::from_fn(|j| (x[j] * id).round() as i8))
+}
+
+/// f32 → Q8_0 (ggml's `quantize_row_q8_0_ref`). Round trip: `|x − x̂| ≤ d/2`, `d = amax/127`.
+pub fn q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (d, qs) = q8_block(x);
+        b.d = f32_to_f16(d);
+        b.qs = qs;
+    }
+}
+
+/// f32 → Q8_1 (ggml's `quantize_row_q8_1_ref`); `s = f16(d · Σq)`.
+pub fn q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (d, qs) = q8_block(x);
+        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+        b.d = f32_to_f16(d);
+        b.s = f32_to_f16(sum as f32 * d);
+        b.qs = qs;
+    }
+}
+
+/// f32 → Q8_K (ggml's `quantize_row_q8_K_ref`): `iscale = −127/max` with `max` the signed
+/// element of largest magnitude, `q = min(127, round_ties_even(iscale · x))`, `d = 1/iscale`
+/// (an `f32`), `bsums` the sums of 16 quants. Round trip: `|x − x̂| ≤ |d|/2`.
+pub fn q8_k(x: &[f32], out: &mut [BlockQ8_K]) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
+        let (amax, max) = signed_absmax(x);
+        if amax == 0.0 {
+            b.d = 0f32.to_le_bytes();
+            b.qs = [0; 256];
+            b.bsums = [0; 32];
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in b.qs.iter_mut().zip(x) {
+            // ggml's `nearest_int` rounds half to even (the FPU's default mode).
+            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        }
+        for j in 0..16 {
+            let s: i32 = b.qs[16 * j..16 * j + 16].iter().map(|&q| q as i32).sum();
+            b.bsums[2 * j..2 * j + 2].copy_from_slice(&(s as i16).to_le_bytes());
+        }
+        b.d = (1.0 / iscale).to_le_bytes();
+    }
+}
+
+/// The smallest f16 value `d ≥ need` (so that `need / d ≤ limit` holds after rounding to f16).
+fn f16_at_least(need: f32) -> [u8; 2] {
+    let mut h = half::f16::from_f32(need);
+    while h.to_f32() < need {
+        h = half::f16::from_bits(h.to_bits() + 1);
+    }
+    h.to_bits().to_le_bytes()
+}
+
+/// Shared Q4_K/Q5_K quantizer: eight sub-blocks of 32 with `levels` quant levels (16 or 32).
+/// Returns (d, dmin, packed scales, quants 0..levels in element order).
+fn k_affine(x: &[f32], levels: u8) -> ([u8; 2], [u8; 2], [u8; 12], [u8; 256]) {
+    let top = (levels - 1) as f32;
+    // Per sub-block offset m_j = −min(0, min x) ≥ 0 and the upper end of the range.
+    let mut off = [0f32; 8];
+    let mut hi = [0f32; 8];
+    for j in 0..8 {
+        let (mn, mx) = min_max(&x[32 * j..32 * j + 32]);
+        off[j] = (-mn).max(0.0);
+        hi[j] = mx.max(0.0);
+    }
+    // Quantize the offsets to 6 bits, rounding up so the range stays covered.
+    let max_off = off.iter().fold(0f32, |a, &v| a.max(v));
+    let dmin_b = f16_at_least(max_off / 63.0);
+    let dmin = f16_to_f32(dmin_b);
+    let mut mq = [0u8; 8];
+    let mut offq = [0f32; 8];
+    for j in 0..8 {
+        mq[j] = if dmin > 0.0 {
+            (off[j] / dmin).ceil().min(63.0) as u8
+        } else {
+            0
+        };
+        offq[j] = dmin * mq[j] as f32;
+    }
+    // Scales: each sub-block's step must span offset + upper end in `top` steps.
+    let need: [f32; 8] = std::array::from_fn(|j| (hi[j] + offq[j]) / top);
+    let max_need = need.iter().fold(0f32, |a, &v| a.max(v));
+    let d_b = f16_at_least(max_need / 63.0);
+    let d = f16_to_f32(d_b);
+    let mut sc = [0u8; 8];
+    for j in 0..8 {
+        sc[j] = if d > 0.0 {
+            (need[j] / d).ceil().min(63.0) as u8
+        } else {
+            0
+        };
+    }
+    let mut q = [0u8; 256];
+    for (e, v) in q.iter_mut().enumerate() {
+        let j = e / 32;
+        let step = d * sc[j] as f32;
+        *v = if step > 0.0 {
+            ((x[e] + offq[j]) / step).round().clamp(0.0, top) as u8
+        } else {
+            0
+        };
+    }
+    (d_b, dmin_b, k4_pack_scales_mins(&sc, &mq), q)
+}
+
+/// f32 → Q4_K (our quantizer). Per sub-block j of 32: offset `m_j = dmin·⌈−min_j/dmin⌉` (min
+/// clamped to ≤ 0), step `s_j = d·⌈(max_j⁺ + m_j)/(15 d)⌉`, `q = round((x + m_j)/s_j)`.
+/// Round trip: `|x − x̂| ≤ s_j/2` where `s_j ≤ (max_j⁺ + m_j)/15 + d`, `d = max_j(…)/63`,
+/// `m_j ≤ −min_j + dmin`, `dmin = max_j(−min_j)/63`.
+pub fn q4_k(x: &[f32], out: &mut [BlockQ4_K]) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
+        let (d, dmin, scales, q) = k_affine(x, 16);
+        b.d = d;
+        b.dmin = dmin;
+        b.scales = scales;
+        for c in 0..4 {
+            for l in 0..32 {
+                b.qs[32 * c + l] = q[64 * c + l] | (q[64 * c + 32 + l] << 4);
+            }
+        }
+    }
+}
+
+/// f32 → Q5_K (our quantizer; as [`q4_k`] with 31 steps per sub-block).
+/// Round trip: `|x − x̂| ≤ s_j/2`, `s_j ≤ (max_j⁺ + m_j)/31 + d`.
+pub fn q5_k(x: &[f32], out: &mut [BlockQ5_K]) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
+        let (d, dmin, scales, q) = k_affine(x, 32);
+        b.d = d;
+        b.dmin = dmin;
+        b.scales = scales;
+        b.qh = [0; 32];
+        for c in 0..4 {
+            for l in 0..32 {
+                b.qs[32 * c + l] = (q[64 * c + l] & 0x0F) | ((q[64 * c + 32 + l] & 0x0F) << 4);
+            }
+        }
+        for (e, &v) in q.iter().enumerate() {
+            b.qh[e % 32] |= ((v >> 4) & 1) << (e / 32);
+        }
+    }
+}
+
+/// f32 → Q6_K (our quantizer). Per sub-block j of 16: step `s_j = d·⌈(amax_j/31)/d⌉` with
+/// `d = max_j(amax_j/31)/127`, `q = clamp(round(x/s_j), −32, 31)`.
+/// Round trip: `|x − x̂| ≤ s_j/2 ≤ (amax_j/31 + d)/2`.
+pub fn q6_k(x: &[f32], out: &mut [BlockQ6_K]) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
+        let need: [f32; 16] = std::array::from_fn(|j| {
+            x[16 * j..16 * j + 16]
+                .iter()
+                .fold(0f32, |a, v| a.max(v.abs()))
+                / 31.0
+        });
+        let max_need = need.iter().fold(0f32, |a, &v| a.max(v));
+        b.d = f16_at_least(max_need / 127.0);
+        let d = f16_to_f32(b.d);
+        for j in 0..16 {
+            b.scales[j] = if d > 0.0 {
+                (need[j] / d).ceil().min(127.0) as i8
+            } else {
+                0
+            };
+        }
+        let mut q = [0u8; 256];
+        for (e, v) in q.iter_mut().enumerate() {
+            let step = d * b.scales[e / 16] as f32;
+            let qi = if step > 0.0 {
+                (x[e] / step).round().clamp(-32.0, 31.0) as i32
+            } else {
+                0
+            };
+            *v = (qi + 32) as u8;
+        }
+        b.ql = [0; 128];
+        b.qh = [0; 64];
+        for (e, &v) in q.iter().enumerate() {
+            let (c, s, l) = (e / 128, (e % 128) / 32, e % 32);
+            b.ql[64 * c + 32 * (s & 1) + l] |= (v & 0x0F) << (4 * (s >> 1));
+            b.qh[32 * c + l] |= (v >> 4) << (2 * s);
+        }
+    }
+}
+
+/// f32 → F16 bytes (round to nearest even).
+pub fn f16(x: &[f32], out: &mut [u8]) {
+    for (v, o) in x.iter().zip(out.chunks_exact_mut(2)) {
+        o.copy_from_slice(&f32_to_f16(*v));
+    }
+}
+
+/// f32 → BF16 bytes: round to nearest even, NaN forced quiet (ggml's `ggml_compute_fp32_to_bf16`).
+pub fn bf16(x: &[f32], out: &mut [u8]) {
+    for (v, o) in x.iter().zip(out.chunks_exact_mut(2)) {
+        let u = v.to_bits();
+        let h = if (u & 0x7fff_ffff) > 0x7f80_0000 {
+            ((u >> 16) | 64) as u16
+        } else {
+            ((u as u64 + (0x7fff + ((u >> 16) & 1)) as u64) >> 16) as u16
+        };
+        o.copy_from_slice(&h.to_le_bytes());
+    }
+}
+
+/// f32 → F32 little-endian bytes.
+pub fn f32(x: &[f32], out: &mut [u8]) {
+    for (v, o) in x.iter().zip(out.chunks_exact_mut(4)) {
+        o.copy_from_slice(&v.to_le_bytes());
+    }
+}

@@ -1,0 +1,243 @@
+//! Kernel selection: the SIMD level, detected once, and the row-dot kernel per weight type.
+//!
+//! A kernel computes `out[r] = W[r] · x` for `r in 0..out.len()`, where row `r` of `W` is
+//! `w[r * row_bytes..][..row_bytes]` and `x` is one quantized activation row. SIMD kernels may
+//! process several rows per activation load, but each row's arithmetic is the same whatever the
+//! grouping, so results never depend on how rows are split between calls or threads.
+
+use std::sync::OnceLock;
+
+use strata_gguf::GgmlType;
+
+use crate::blocks::{view, Block, BlockQ8_0, BlockQ8_1, BlockQ8_K};
+use crate::{blocks, scalar};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+/// A row-dot kernel: `out[r] = dot(w[r*row_bytes..][..row_bytes], x)`.
+pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]);
+
+/// An instruction-set level for the dot-product kernels, ordered from lowest to highest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SimdLevel {
+    /// Portable scalar reference code.
+    Scalar,
+    /// aarch64 NEON (with the dot-product extension where used).
+    Neon,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL with VNNI (plus everything AVX2 needs).
+    Avx512,
+}
+
+impl SimdLevel {
+    /// Every level, lowest first.
+    pub const ALL: [SimdLevel; 4] = [
+        SimdLevel::Scalar,
+        SimdLevel::Neon,
+        SimdLevel::Avx2,
+        SimdLevel::Avx512,
+    ];
+
+    /// Whether this CPU (and build) can run kernels of this level.
+    pub fn is_available(self) -> bool {
+        match self {
+            SimdLevel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => {
+                SimdLevel::Avx2.is_available()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "aarch64")]
+            SimdLevel::Neon => {
+                std::arch::is_aarch64_feature_detected!("neon")
+                    && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The highest level this CPU supports.
+    pub fn detected() -> SimdLevel {
+        SimdLevel::ALL
+            .into_iter()
+            .rev()
+            .find(|l| l.is_available())
+            .unwrap_or(SimdLevel::Scalar)
+    }
+
+    /// The level the kernels use: [`detected`](Self::detected), capped by the environment
+    /// variable `STRATA_SIMD` (`scalar`, `neon`, `avx2`, `avx512`; a level above the CPU's is
+    /// capped to the CPU's). Read once, on first use, and cached.
+    pub fn active() -> SimdLevel {
+        static ACTIVE: OnceLock<SimdLevel> = OnceLock::new();
+        *ACTIVE.get_or_init(|| match std::env::var("STRATA_SIMD") {
+            Ok(v) => {
+                let forced = SimdLevel::parse(&v).unwrap_or_else(|| {
+                    panic!("STRATA_SIMD={v:?}: expected scalar, neon, avx2 or avx512")
+                });
+                SimdLevel::ALL
+                    .into_iter()
+                    .rev()
+                    .find(|l| *l <= forced && l.is_available())
+                    .unwrap_or(SimdLevel::Scalar)
+            }
+            Err(_) => SimdLevel::detected(),
+        })
+    }
+
+    /// Parses a level name (`scalar`, `neon`, `avx2`, `avx512`), case-insensitively.
+    pub fn parse(s: &str) -> Option<SimdLevel> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" | "none" => Some(SimdLevel::Scalar),
+            "neon" => Some(SimdLevel::Neon),
+            "avx2" => Some(SimdLevel::Avx2),
+            "avx512" | "avx-512" => Some(SimdLevel::Avx512),
+            _ => None,
+        }
+    }
+}
+
+/// Views activation bytes as `f32`s (they always come from an `f32` buffer).
+#[inline(always)]
+pub(crate) fn as_f32(x: &[u8]) -> &[f32] {
+    // SAFETY: every bit pattern is a valid `f32`; `align_to` only yields the aligned middle part.
+    let (pre, mid, post) = unsafe { x.align_to::<f32>() };
+    assert!(
+        pre.is_empty() && post.is_empty(),
+        "f32 activations must be 4-byte aligned whole f32s"
+    );
+    mid
+}
+
+/// Scalar kernel for block formats: one `scalar::*` call per row.
+macro_rules! scalar_rows {
+    ($name:ident, $wb:ty, $ab:ty, $f:path) => {
+        fn $name(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+            let xa = view::<$ab>(x).expect("activation row is whole blocks");
+            for (r, o) in out.iter_mut().enumerate() {
+                let wr = view::<$wb>(&w[r * row_bytes..(r + 1) * row_bytes])
+                    .expect("weight row is whole blocks");
+                *o = $f(wr, xa);
+            }
+        }
+    };
+}
+
+scalar_rows!(scalar_q4_0, blocks::BlockQ4_0, BlockQ8_0, scalar::q4_0);
+scalar_rows!(scalar_q5_0, blocks::BlockQ5_0, BlockQ8_0, scalar::q5_0);
+scalar_rows!(scalar_q8_0, BlockQ8_0, BlockQ8_0, scalar::q8_0);
+scalar_rows!(scalar_q4_1, blocks::BlockQ4_1, BlockQ8_1, scalar::q4_1);
+scalar_rows!(scalar_q5_1, blocks::BlockQ5_1, BlockQ8_1, scalar::q5_1);
+scalar_rows!(scalar_q2_k, blocks::BlockQ2_K, BlockQ8_K, scalar::q2_k);
+scalar_rows!(scalar_q3_k, blocks::BlockQ3_K, BlockQ8_K, scalar::q3_k);
+scalar_rows!(scalar_q4_k, blocks::BlockQ4_K, BlockQ8_K, scalar::q4_k);
+scalar_rows!(scalar_q5_k, blocks::BlockQ5_K, BlockQ8_K, scalar::q5_k);
+scalar_rows!(scalar_q6_k, blocks::BlockQ6_K, BlockQ8_K, scalar::q6_k);
+
+macro_rules! scalar_float_rows {
+    ($name:ident, $f:path) => {
+        fn $name(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+            let xf = as_f32(x);
+            for (r, o) in out.iter_mut().enumerate() {
+                *o = $f(&w[r * row_bytes..(r + 1) * row_bytes], xf);
+            }
+        }
+    };
+}
+
+scalar_float_rows!(scalar_f32, scalar::f32);
+scalar_float_rows!(scalar_f16, scalar::f16);
+scalar_float_rows!(scalar_bf16, scalar::bf16);
+
+/// The scalar kernel for weight type `ty`, if it is one we compute with.
+fn scalar_kernel(ty: GgmlType) -> Option<RowsFn> {
+    use GgmlType::*;
+    Some(match ty {
+        F32 => scalar_f32,
+        F16 => scalar_f16,
+        BF16 => scalar_bf16,
+        Q4_0 => scalar_q4_0,
+        Q5_0 => scalar_q5_0,
+        Q8_0 => scalar_q8_0,
+        Q4_1 => scalar_q4_1,
+        Q5_1 => scalar_q5_1,
+        Q2_K => scalar_q2_k,
+        Q3_K => scalar_q3_k,
+        Q4_K => scalar_q4_k,
+        Q5_K => scalar_q5_k,
+        Q6_K => scalar_q6_k,
+        _ => return None,
+    })
+}
+
+/// The best kernel for `ty` at most at `level` (falling back to lower levels where a format has
+/// no kernel of that level). `level` must be available on this CPU.
+pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
+    debug_assert!(level.is_available());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level >= SimdLevel::Avx512 {
+            if let Some(k) = avx512::kernel(ty) {
+                return Some(k);
+            }
+        }
+        if level >= SimdLevel::Avx2 {
+            if let Some(k) = avx2::kernel(ty) {
+                return Some(k);
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if level >= SimdLevel::Neon {
+            if let Some(k) = neon::kernel(ty) {
+                return Some(k);
+            }
+        }
+    }
+    scalar_kernel(ty)
+}
+
+/// Checks the slice sizes a kernel relies on: `out.len()` rows of `row_bytes` (whole blocks of
+/// `W`), and `x` exactly the activation blocks for one row. SIMD kernels call this before any
+/// unchecked access.
+#[inline(always)]
+#[allow(dead_code)]
+pub(crate) fn check_rows<W: Block, A: Block>(
+    w: &[u8],
+    row_bytes: usize,
+    x: &[u8],
+    rows: usize,
+) -> usize {
+    let nb = row_bytes / std::mem::size_of::<W>();
+    assert!(
+        row_bytes % std::mem::size_of::<W>() == 0,
+        "row is not whole {} blocks",
+        W::TYPE
+    );
+    assert!(
+        w.len() >= rows * row_bytes,
+        "weights shorter than {rows} rows"
+    );
+    assert!(
+        x.len() == nb * W::ELEMS / A::ELEMS * std::mem::size_of::<A>(),
+        "activation row size mismatch"
+    );
+    nb
+}

@@ -1,0 +1,136 @@
+//! Shared test helpers: a deterministic RNG and generators of valid random blocks.
+
+use strata_gguf::GgmlType;
+
+/// xorshift64*: deterministic, dependency-free.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn u8(&mut self) -> u8 {
+        (self.u64() >> 56) as u8
+    }
+    /// Uniform in [-1, 1).
+    pub fn f32(&mut self) -> f32 {
+        ((self.u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub fn normal_ish(&mut self) -> f32 {
+        (0..4).map(|_| self.f32()).sum::<f32>() * 0.5
+    }
+}
+
+/// Byte offsets of the f16 scale fields in one block of `ty`.
+pub fn f16_fields(ty: GgmlType) -> &'static [usize] {
+    use GgmlType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 => &[0],
+        Q4_1 | Q5_1 | Q8_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
+        Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// How scales are drawn for a block.
+#[derive(Clone, Copy, Debug)]
+pub enum Scales {
+    /// Ordinary magnitudes (up to 5e-2), either sign.
+    Normal,
+    /// All scales zero.
+    Zero,
+    /// Subnormal f16 scales.
+    Subnormal,
+    /// Largest finite f16 scales.
+    Max,
+}
+
+fn f16_bits(rng: &mut Rng, s: Scales) -> [u8; 2] {
+    let h = match s {
+        Scales::Normal => half::f16::from_f32(rng.f32() * 0.05),
+        Scales::Zero => half::f16::from_f32(0.0),
+        Scales::Subnormal => {
+            half::f16::from_bits((rng.u64() as u16 & 0x03ff) | 1 | ((rng.u64() as u16) & 0x8000))
+        }
+        Scales::Max => half::f16::from_bits(0x7bff | ((rng.u64() as u16) & 0x8000)),
+    };
+    h.to_bits().to_le_bytes()
+}
+
+/// `n_blocks` random blocks of `ty` with scales of the given kind (quant bytes fully random).
+/// For F32/F16/BF16, `n_blocks` elements of random finite values.
+pub fn random_blocks(ty: GgmlType, n_blocks: usize, rng: &mut Rng, scales: Scales) -> Vec<u8> {
+    let ts = ty.type_size();
+    let mut v: Vec<u8> = (0..n_blocks * ts).map(|_| rng.u8()).collect();
+    match ty {
+        GgmlType::F32 => {
+            for c in v.chunks_exact_mut(4) {
+                c.copy_from_slice(&rng.normal_ish().to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for c in v.chunks_exact_mut(2) {
+                c.copy_from_slice(
+                    &half::f16::from_f32(rng.normal_ish())
+                        .to_bits()
+                        .to_le_bytes(),
+                );
+            }
+        }
+        GgmlType::BF16 => {
+            for c in v.chunks_exact_mut(2) {
+                c.copy_from_slice(
+                    &half::bf16::from_f32(rng.normal_ish())
+                        .to_bits()
+                        .to_le_bytes(),
+                );
+            }
+        }
+        _ => {
+            for b in v.chunks_exact_mut(ts) {
+                for &off in f16_fields(ty) {
+                    b[off..off + 2].copy_from_slice(&f16_bits(rng, scales));
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Weight formats with dot products.
+pub const WEIGHT_TYPES: &[GgmlType] = &[
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// Random activations, roughly normal, with a few large outliers.
+pub fn random_acts(n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            if i % 97 == 5 {
+                rng.f32() * 20.0
+            } else {
+                rng.normal_ish()
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,131 @@
+//! matvec / matmul against an f64 reference built from dequantized weights and activations.
+
+use strata_gguf::GgmlType;
+use strata_quant::{dequantize, matmul, matvec, quantize_acts, vec_dot_type, QuantError};
+
+use crate::common::*;
+
+/// Reference: Σ dequant(W[r]) · dequant(quant(x)) in f64, and Σ |terms| for the tolerance.
+fn reference(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<(f64, f64)> {
+    let dt = vec_dot_type(ty).unwrap();
+    let acts = quantize_acts(dt, x, 1, cols).unwrap();
+    let mut xd = vec![0f32; cols];
+    dequantize(dt, acts.row(0), &mut xd).unwrap();
+    let rb = w.len() / rows;
+    let mut wd = vec![0f32; cols];
+    (0..rows)
+        .map(|r| {
+            dequantize(ty, &w[r * rb..(r + 1) * rb], &mut wd).unwrap();
+            let s: f64 = wd.iter().zip(&xd).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let m: f64 = wd
+                .iter()
+                .zip(&xd)
+                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                .sum();
+            (s, m)
+        })
+        .collect()
+}
+
+#[test]
+fn matvec_matches_dequantized_reference_for_every_format() {
+    let mut rng = Rng::new(1);
+    for &ty in WEIGHT_TYPES {
+        let (rows, cols) = (37, 512);
+        let nb = cols / ty.block_size() * rows;
+        let w = random_blocks(ty, nb, &mut rng, Scales::Normal);
+        let x = random_acts(cols, &mut rng);
+        let mut y = vec![0f32; rows];
+        matvec(ty, &w, rows, cols, &x, &mut y).unwrap();
+        for (r, (&got, (want, mag))) in y.iter().zip(reference(ty, &w, rows, cols, &x)).enumerate()
+        {
+            let tol = 1e-5 * mag + 1e-30;
+            assert!(
+                (got as f64 - want).abs() <= tol,
+                "{ty} row {r}: got {got}, want {want} (|terms| {mag})"
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_rows_equal_matvec_bitwise() {
+    let mut rng = Rng::new(2);
+    for &ty in WEIGHT_TYPES {
+        let (rows, cols, n) = (70, 768, 5);
+        let w = random_blocks(ty, cols / ty.block_size() * rows, &mut rng, Scales::Normal);
+        let x = random_acts(cols * n, &mut rng);
+        let mut y = vec![0f32; rows * n];
+        matmul(ty, &w, rows, cols, &x, n, &mut y).unwrap();
+        for t in 0..n {
+            let mut yv = vec![0f32; rows];
+            matvec(ty, &w, rows, cols, &x[t * cols..(t + 1) * cols], &mut yv).unwrap();
+            assert_eq!(
+                yv.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                y[t * rows..(t + 1) * rows]
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>(),
+                "{ty} token {t}"
+            );
+        }
+    }
+}
+
+#[cfg(feature = "rayon")]
+#[test]
+fn results_identical_for_any_thread_count() {
+    let mut rng = Rng::new(3);
+    for &ty in &[
+        GgmlType::Q4_K,
+        GgmlType::Q8_0,
+        GgmlType::Q6_K,
+        GgmlType::Q5_0,
+        GgmlType::F32,
+    ] {
+        let (rows, cols, n) = (1000, 1024, 3);
+        let w = random_blocks(ty, cols / ty.block_size() * rows, &mut rng, Scales::Normal);
+        let x = random_acts(cols * n, &mut rng);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut y = vec![0f32; rows * n];
+            pool.install(|| matmul(ty, &w, rows, cols, &x, n, &mut y))
+                .unwrap();
+            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let one = run(1);
+        for threads in [2, 3, 7] {
+            assert_eq!(one, run(threads), "{ty} with {threads} threads");
+        }
+    }
+}
+
+#[test]
+fn shape_and_type_errors() {
+    let w = vec![0u8; 144 * 2];
+    let mut y = vec![0f32; 2];
+    let x = vec![0f32; 256];
+    assert!(matches!(
+        matvec(GgmlType::Q4_K, &w, 2, 255, &x, &mut y),
+        Err(QuantError::BadLength { .. }) | Err(QuantError::SizeMismatch { .. })
+    ));
+    assert!(matches!(
+        matvec(GgmlType::Q4_K, &w[1..], 2, 256, &x, &mut y),
+        Err(QuantError::SizeMismatch { .. })
+    ));
+    assert!(matches!(
+        matvec(GgmlType::IQ2_XS, &w, 2, 256, &x, &mut y),
+        Err(QuantError::Unsupported {
+            ty: GgmlType::IQ2_XS,
+            ..
+        })
+    ));
+    let acts = quantize_acts(GgmlType::Q8_0, &x, 1, 256).unwrap();
+    assert!(matches!(
+        strata_quant::matvec_q(GgmlType::Q4_K, &w, 2, 256, &acts, &mut y),
+        Err(QuantError::ActsType { .. })
+    ));
+}

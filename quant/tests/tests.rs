@@ -1,0 +1,5 @@
+//! Integration tests of strata-quant: one binary, one module per concern.
+
+mod common;
+mod products;
+mod roundtrip;
