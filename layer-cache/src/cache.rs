@@ -1,0 +1,1036 @@
+//! [`LayerCache`]: a budgeted cache of layers with background prefetch.
+//!
+//! # Slots
+//! The budget is cut into the pinned globals and K *slots* of one layer each (the largest layer,
+//! rounded out to [`READ_ALIGN`]). With the cyclic policy and K < N layers, slots `0..K−w` each
+//! hold one layer for good (layers `0..K−w`) and the last `w` slots stream the other layers in
+//! turn; with K ≥ N every layer has its own slot. With LRU all K slots are one pool.
+//!
+//! # Concurrency
+//! One mutex guards the slot table; a condvar signals every change (a load finished, a
+//! [`LayerRef`] dropped, the consumer moved on). A slot's memory is written only while its
+//! status is `Loading` — no [`LayerRef`] can exist then — and read only while it is `Ready` and
+//! pinned by at least one live [`LayerRef`], which keeps it from being reused. The background
+//! prefetcher (feature `threads`, cyclic policy) loads the next w layers after the last one
+//! asked for; without `threads`, and with the LRU policy (a plain demand-paged cache, kept as
+//! the baseline), there is no background thread and `get` reads on demand.
+
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use strata_gguf::{GgmlType, Gguf};
+
+use crate::aligned::AlignedBuf;
+use crate::config::{Backend, Budget, CacheConfig, Policy};
+use crate::layer_map::{LayerMap, ReadRange, TensorEntry};
+use crate::stats::CacheStats;
+use crate::storage::{read_split, Storage};
+use crate::{Error, READ_ALIGN};
+
+/// How the budget was divided at open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachePlan {
+    /// Backend in use.
+    pub backend: Backend,
+    /// Policy in use.
+    pub policy: Policy,
+    /// The budget in bytes.
+    pub budget_bytes: u64,
+    /// The smallest budget this model and window allow.
+    pub minimum_bytes: u64,
+    /// Memory taken by the pinned globals.
+    pub globals_bytes: u64,
+    /// Memory of one layer slot (largest layer, aligned).
+    pub slot_bytes: u64,
+    /// Number of layer slots K (capped at the number of layers).
+    pub slots: usize,
+    /// Layers resident for good (cyclic: K − streaming slots, or all when K ≥ N; LRU: 0).
+    pub resident_layers: usize,
+    /// Slots shared by streamed layers (cyclic) or all slots (LRU).
+    pub streaming_slots: usize,
+    /// Prefetch window w.
+    pub window: usize,
+    /// Concurrent reads per load.
+    pub io_threads: usize,
+    /// Size of the model file.
+    pub file_len: u64,
+}
+
+impl CachePlan {
+    /// Slot index reserved for `layer`, if the policy gives it one of its own.
+    fn dedicated_slot(&self, layer: usize) -> Option<usize> {
+        (self.policy == Policy::Cyclic && layer < self.resident_layers).then_some(layer)
+    }
+
+    /// The slots any layer may be loaded into.
+    fn pool(&self) -> Range<usize> {
+        match self.policy {
+            Policy::Cyclic => self.resident_layers..self.resident_layers + self.streaming_slots,
+            Policy::Lru => 0..self.slots,
+        }
+    }
+}
+
+/// Where slot and globals bytes live.
+enum Memory {
+    /// Bytes are lent by the storage (mmap); nothing is allocated.
+    Mapped { base: *const u8 },
+    /// One aligned buffer for the globals and one per slot (file backend).
+    Buffers {
+        globals: AlignedBuf,
+        slots: Vec<AlignedBuf>,
+    },
+    /// One region of exactly the budget: `[globals | slot 0 | slot 1 | ...]`, u64 offsets.
+    #[cfg_attr(not(feature = "arena"), allow(dead_code))]
+    Arena {
+        arena: AlignedBuf,
+        slots_at: u64,
+        slot_bytes: u64,
+    },
+}
+
+impl Memory {
+    /// Start of slot `s`'s memory (not used for `Mapped`).
+    fn slot_ptr(&self, s: usize) -> *mut u8 {
+        match self {
+            Memory::Mapped { .. } => std::ptr::null_mut(),
+            Memory::Buffers { slots, .. } => slots[s].as_ptr(),
+            Memory::Arena {
+                arena,
+                slots_at,
+                slot_bytes,
+            } => {
+                // In bounds: open checked slots_at + slots * slot_bytes <= arena length.
+                let off = slots_at + s as u64 * slot_bytes;
+                arena.as_ptr().wrapping_add(off as usize)
+            }
+        }
+    }
+
+    /// Start of the globals region.
+    fn globals_ptr(&self) -> *mut u8 {
+        match self {
+            Memory::Mapped { base } => *base as *mut u8,
+            Memory::Buffers { globals, .. } => globals.as_ptr(),
+            Memory::Arena { arena, .. } => arena.as_ptr(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Status {
+    Empty,
+    Loading,
+    Ready,
+    /// A background load failed; the next `get` of the layer returns the error.
+    #[cfg_attr(not(feature = "threads"), allow(dead_code))]
+    Failed(Error),
+}
+
+#[derive(Debug)]
+struct Slot {
+    layer: Option<usize>,
+    status: Status,
+    pins: usize,
+    last_use: u64,
+    /// Loaded (or failed) by the prefetcher and not used since.
+    fresh: bool,
+    /// Bytes counted as resident for this slot.
+    bytes: u64,
+}
+
+struct State {
+    slots: Vec<Slot>,
+    layer_slot: Vec<Option<usize>>,
+    cursor: Option<usize>,
+    tick: u64,
+    stats: CacheStats,
+    shutdown: bool,
+}
+
+struct Shared {
+    storage: Arc<dyn Storage>,
+    gguf: Gguf,
+    map: LayerMap,
+    plan: CachePlan,
+    memory: Memory,
+    /// Per global tensor (same order as `map.globals()`): offset from the globals base.
+    globals_offsets: Vec<u64>,
+    globals_len: usize,
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+// SAFETY: the raw pointers in `Memory` point into allocations owned by `Memory` itself or into
+// the storage's mapping (owned through `storage`); access is synchronised by the slot protocol
+// described in the module docs.
+unsafe impl Send for Shared {}
+// SAFETY: as above; every mutable state is behind `state`'s mutex.
+unsafe impl Sync for Shared {}
+
+/// A monotonic clock that reads zero where the platform has none (wasm without WASI).
+#[derive(Clone, Copy)]
+struct Clock(#[cfg(not(all(target_family = "wasm", target_os = "unknown")))] std::time::Instant);
+
+impl Clock {
+    fn now() -> Clock {
+        Clock(
+            #[cfg(not(all(target_family = "wasm", target_os = "unknown")))]
+            std::time::Instant::now(),
+        )
+    }
+
+    fn elapsed(&self) -> Duration {
+        #[cfg(not(all(target_family = "wasm", target_os = "unknown")))]
+        return self.0.elapsed();
+        #[cfg(all(target_family = "wasm", target_os = "unknown"))]
+        return Duration::ZERO;
+    }
+}
+
+/// A model's layers behind a memory budget. See the [crate docs](crate).
+pub struct LayerCache {
+    shared: Arc<Shared>,
+    globals: LayerRef,
+    #[cfg(feature = "threads")]
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for LayerCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerCache")
+            .field("plan", &self.shared.plan)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Global tensors grouped into runs that are read with one aligned read each.
+struct GlobalsLayout {
+    /// (file read, offset of the read's first byte in the globals region).
+    runs: Vec<(ReadRange, u64)>,
+    /// Per global tensor: offset from the globals base.
+    offsets: Vec<u64>,
+    /// Bytes of the globals region.
+    bytes: u64,
+}
+
+fn plan_globals(globals: &[TensorEntry], file_len: u64) -> GlobalsLayout {
+    let mut order: Vec<usize> = (0..globals.len()).collect();
+    order.sort_by_key(|&i| globals[i].offset);
+    let mut ranges: Vec<(Range<u64>, Vec<usize>)> = Vec::new();
+    for i in order {
+        let t = &globals[i];
+        let r = t.offset..t.offset + t.n_bytes;
+        match ranges.last_mut() {
+            Some((last, members)) if r.start <= last.end + READ_ALIGN => {
+                last.end = last.end.max(r.end);
+                members.push(i);
+            }
+            _ => ranges.push((r, vec![i])),
+        }
+    }
+    let mut offsets = vec![0; globals.len()];
+    let mut runs = Vec::with_capacity(ranges.len());
+    let mut at = 0u64;
+    for (range, members) in ranges {
+        let read = ReadRange::covering(&range, file_len);
+        for i in members {
+            offsets[i] = at + read.head + (globals[i].offset - range.start);
+        }
+        runs.push((read, at));
+        at += read.footprint();
+    }
+    GlobalsLayout {
+        runs,
+        offsets,
+        bytes: at,
+    }
+}
+
+impl LayerCache {
+    /// Open the GGUF file at `path` with `config`'s backend, budget, window and policy.
+    ///
+    /// With the mmap backend the file must not be modified while the cache lives (see
+    /// [`MmapStorage::open`](crate::MmapStorage::open)).
+    #[cfg(feature = "file")]
+    pub fn open_path(path: &std::path::Path, config: &CacheConfig) -> Result<LayerCache, Error> {
+        let gguf = Gguf::open(path)?;
+        let storage: Arc<dyn Storage> = match config.backend {
+            Backend::Mmap => {
+                if config.direct_io {
+                    return Err(Error::Config {
+                        key: "storage.direct_io".into(),
+                        value: "true".into(),
+                        accepted:
+                            "true only with backend \"file\" or \"arena\"; false with \"mmap\""
+                                .into(),
+                    });
+                }
+                #[cfg(feature = "mmap")]
+                {
+                    // SAFETY: model files are treated as immutable while a cache has them open;
+                    // this obligation is stated on `open_path` and on `Backend::Mmap`.
+                    Arc::new(unsafe { crate::MmapStorage::open(path) }?)
+                }
+                #[cfg(not(feature = "mmap"))]
+                return Err(Error::BackendUnavailable {
+                    backend: "mmap".into(),
+                    reason: "built without the `mmap` feature".into(),
+                });
+            }
+            Backend::File | Backend::Arena => {
+                Arc::new(crate::FileStorage::open(path, config.direct_io)?)
+            }
+        };
+        LayerCache::open(storage, gguf, config)
+    }
+
+    /// Open over any storage; `gguf` is the storage's parsed header. The mmap backend needs a
+    /// storage that lends its bytes ([`Storage::bytes`]).
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        gguf: Gguf,
+        config: &CacheConfig,
+    ) -> Result<LayerCache, Error> {
+        let file_len = storage.len();
+        let map = LayerMap::from_gguf(&gguf, file_len)?;
+        let n = map.n_layers();
+        let window = config.prefetch;
+        let streaming = window.max(1);
+        let layout = plan_globals(map.globals(), file_len);
+        let slot_bytes = map
+            .layers()
+            .iter()
+            .map(|l| ReadRange::covering(&l.extent, file_len).footprint())
+            .max()
+            .unwrap_or(0);
+        let g = layout.bytes;
+        let min_slots = (streaming + 1).min(n) as u64;
+        let minimum = g + min_slots * slot_bytes;
+        let all = g + n as u64 * slot_bytes;
+        let budget_bytes = match config.budget {
+            Budget::Bytes(b) => b,
+            Budget::Percent(p) => (file_len as f64 * p / 100.0).floor() as u64,
+            Budget::All => all,
+            Budget::Min => minimum,
+        };
+        if budget_bytes < minimum {
+            return Err(Error::BudgetTooSmall {
+                budget: budget_bytes,
+                minimum,
+                globals: g,
+                largest_layer: slot_bytes,
+                slots: min_slots,
+            });
+        }
+        let k = (budget_bytes - g)
+            .checked_div(slot_bytes)
+            .map_or(n, |k| usize::try_from(k).unwrap_or(usize::MAX).min(n));
+        let (resident, streaming_slots) = match config.policy {
+            Policy::Cyclic if k >= n => (n, 0),
+            Policy::Cyclic => (k - streaming, streaming),
+            Policy::Lru => (0, k),
+        };
+        let plan = CachePlan {
+            backend: config.backend,
+            policy: config.policy,
+            budget_bytes,
+            minimum_bytes: minimum,
+            globals_bytes: g,
+            slot_bytes,
+            slots: k,
+            resident_layers: resident,
+            streaming_slots,
+            window,
+            io_threads: config.io_threads.max(1),
+            file_len,
+        };
+        let memory = match config.backend {
+            Backend::Mmap => {
+                let base = storage
+                    .bytes(0, file_len)
+                    .ok_or_else(|| Error::BackendUnavailable {
+                        backend: "mmap".into(),
+                        reason: format!(
+                            "{} cannot lend its bytes without copying",
+                            storage.describe()
+                        ),
+                    })?;
+                Memory::Mapped {
+                    base: base.as_ptr(),
+                }
+            }
+            Backend::File => {
+                let globals = AlignedBuf::new(g, "globals")?;
+                let slots = (0..k)
+                    .map(|_| AlignedBuf::new(slot_bytes, "layer slot"))
+                    .collect::<Result<_, _>>()?;
+                Memory::Buffers { globals, slots }
+            }
+            Backend::Arena => {
+                #[cfg(not(feature = "arena"))]
+                return Err(Error::BackendUnavailable {
+                    backend: "arena".into(),
+                    reason: "built without the `arena` feature".into(),
+                });
+                #[cfg(feature = "arena")]
+                {
+                    let arena = AlignedBuf::new(budget_bytes, "arena")?;
+                    debug_assert!(g + k as u64 * slot_bytes <= budget_bytes);
+                    Memory::Arena {
+                        arena,
+                        slots_at: g,
+                        slot_bytes,
+                    }
+                }
+            }
+        };
+        // Globals: with owned memory, read each run; with mmap, fault the pages in.
+        let globals_len = usize::try_from(match memory {
+            Memory::Mapped { .. } => file_len,
+            _ => g,
+        })
+        .map_err(|_| Error::TooLarge {
+            what: "globals",
+            value: g,
+        })?;
+        let mut bytes_read = 0;
+        let clock = Clock::now();
+        let globals_offsets = match &memory {
+            Memory::Mapped { base } => {
+                for (run, _) in &layout.runs {
+                    storage.will_need(run.offset, run.len);
+                    // SAFETY: run lies inside the mapping (LayerMap checked every tensor against
+                    // the file length and ReadRange clips at it), which lives as long as `storage`.
+                    unsafe {
+                        touch_pages(base.wrapping_add(run.offset as usize), run.len as usize)
+                    };
+                    bytes_read += run.len;
+                }
+                map.globals().iter().map(|t| t.offset).collect()
+            }
+            _ => {
+                let base = memory.globals_ptr();
+                for (run, at) in &layout.runs {
+                    // SAFETY: the globals region is `g` bytes, the sum of the runs' footprints,
+                    // so `at..at + len` is inside it; nothing else references it yet.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(base.add(*at as usize), run.len as usize)
+                    };
+                    read_split(storage.as_ref(), run.offset, dst, plan.io_threads)?;
+                    bytes_read += run.len;
+                }
+                layout.offsets
+            }
+        };
+        let stats = CacheStats {
+            bytes_read,
+            read_time: clock.elapsed(),
+            resident_bytes: g,
+            peak_resident_bytes: g,
+            budget_bytes,
+            ..CacheStats::default()
+        };
+        let n_slots = if config.policy == Policy::Cyclic {
+            resident + streaming_slots
+        } else {
+            k
+        };
+        let state = State {
+            slots: (0..n_slots)
+                .map(|_| Slot {
+                    layer: None,
+                    status: Status::Empty,
+                    pins: 0,
+                    last_use: 0,
+                    fresh: false,
+                    bytes: 0,
+                })
+                .collect(),
+            layer_slot: vec![None; n],
+            cursor: None,
+            tick: 0,
+            stats,
+            shutdown: false,
+        };
+        let shared = Arc::new(Shared {
+            storage,
+            gguf,
+            map,
+            plan,
+            memory,
+            globals_offsets,
+            globals_len,
+            state: Mutex::new(state),
+            cond: Condvar::new(),
+        });
+        let globals = LayerRef {
+            inner: Arc::new(RefInner {
+                base: shared.memory.globals_ptr(),
+                len: shared.globals_len,
+                layer: None,
+                slot: None,
+                shared: shared.clone(),
+            }),
+        };
+        #[cfg(feature = "threads")]
+        let worker = if window > 0 && n > 0 && config.policy == Policy::Cyclic {
+            let s = shared.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("strata-prefetch".into())
+                    .spawn(move || s.prefetch_loop())
+                    .map_err(|source| Error::Io {
+                        what: "spawning the prefetch thread".into(),
+                        offset: 0,
+                        len: 0,
+                        source,
+                    })?,
+            )
+        } else {
+            None
+        };
+        Ok(LayerCache {
+            shared,
+            globals,
+            #[cfg(feature = "threads")]
+            worker,
+        })
+    }
+
+    /// The parsed GGUF header (metadata and tensor table).
+    pub fn gguf(&self) -> &Gguf {
+        &self.shared.gguf
+    }
+
+    /// The layer map.
+    pub fn layer_map(&self) -> &LayerMap {
+        &self.shared.map
+    }
+
+    /// How the budget was divided.
+    pub fn plan(&self) -> &CachePlan {
+        &self.shared.plan
+    }
+
+    /// The storage the cache reads from.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.shared.storage
+    }
+
+    /// Number of `blk.N` layers.
+    pub fn n_layers(&self) -> usize {
+        self.shared.map.n_layers()
+    }
+
+    /// The pinned global tensors (full names: `token_embd.weight`, `output_norm.weight`, ...).
+    pub fn globals(&self) -> &LayerRef {
+        &self.globals
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CacheStats {
+        self.shared.lock().stats.clone()
+    }
+
+    /// Layer `layer`'s tensors: blocks until the layer is resident, reading it here if nobody
+    /// else is; then starts the prefetch of the next w layers. A read error is returned (and the
+    /// next `get` of the layer tries again); bytes are never made up.
+    pub fn get(&self, layer: usize) -> Result<LayerRef, Error> {
+        self.shared.get(layer)
+    }
+}
+
+impl Drop for LayerCache {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.cond.notify_all();
+        #[cfg(feature = "threads")]
+        if let Some(worker) = self.worker.take() {
+            // A panicking prefetcher has nothing left to report here.
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Read one byte per page so a mapped range is really resident.
+///
+/// # Safety
+/// `ptr..ptr + len` must be readable.
+unsafe fn touch_pages(ptr: *const u8, len: usize) {
+    let mut sum = 0u8;
+    let mut off = 0;
+    while off < len {
+        // SAFETY: off < len, inside the readable range the caller promised.
+        sum = sum.wrapping_add(unsafe { std::ptr::read_volatile(ptr.add(off)) });
+        off += 4096;
+    }
+    std::hint::black_box(sum);
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves counters at worst stale; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.cond.wait(guard).unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read_range(&self, layer: usize) -> ReadRange {
+        ReadRange::covering(&self.map.layers()[layer].extent, self.plan.file_len)
+    }
+
+    /// Memory accounted for a loaded layer.
+    fn footprint(&self, layer: usize) -> u64 {
+        match self.memory {
+            Memory::Mapped { .. } => {
+                let e = &self.map.layers()[layer].extent;
+                e.end - e.start
+            }
+            _ => self.read_range(layer).len,
+        }
+    }
+
+    #[cfg(feature = "threads")]
+    /// Whether `layer` is resident for good and already loaded (skipped by the window).
+    fn is_settled(&self, st: &State, layer: usize) -> bool {
+        self.plan.dedicated_slot(layer).is_some()
+            && st.layer_slot[layer].is_some_and(|s| matches!(st.slots[s].status, Status::Ready))
+    }
+
+    #[cfg(feature = "threads")]
+    /// The next w layers after the cursor (cyclic order) that the prefetcher should have ready.
+    fn window(&self, st: &State) -> Vec<usize> {
+        let n = self.map.n_layers();
+        let w = self.plan.window;
+        let mut out = Vec::with_capacity(w);
+        let first = st.cursor.map_or(0, |c| c + 1);
+        for step in 0..n {
+            if out.len() == w {
+                break;
+            }
+            let l = (first + step) % n;
+            if Some(l) == st.cursor {
+                break;
+            }
+            if !self.is_settled(st, l) {
+                out.push(l);
+            }
+        }
+        out
+    }
+
+    /// A slot `layer` may be loaded into now. Pinned and loading slots are never taken; with
+    /// `spare_fresh`, neither are prefetched layers not used yet (the prefetcher must not undo
+    /// its own work; the consumer takes one only when nothing else is free).
+    ///
+    /// Layers resident for good have their own slot. Otherwise the victim is the least recently
+    /// used unpinned slot of the pool: for the cyclic policy that pool is the w streaming slots,
+    /// through which the streamed layers pass in scan order (so a streamed layer never survives
+    /// a full token and the hits per token are exactly the K − w resident layers); for LRU it is
+    /// every slot.
+    fn pick_slot(&self, st: &State, layer: usize, spare_fresh: bool) -> Option<usize> {
+        if let Some(s) = self.plan.dedicated_slot(layer) {
+            return matches!(st.slots[s].status, Status::Empty).then_some(s);
+        }
+        let mut best: Option<(usize, u64)> = None;
+        for s in self.plan.pool() {
+            let slot = &st.slots[s];
+            if slot.pins > 0 || matches!(slot.status, Status::Loading) {
+                continue;
+            }
+            if slot.layer.is_none() {
+                return Some(s);
+            }
+            if spare_fresh && slot.fresh {
+                continue;
+            }
+            if best.is_none_or(|(_, oldest)| slot.last_use < oldest) {
+                best = Some((s, slot.last_use));
+            }
+        }
+        best.map(|(s, _)| s)
+    }
+
+    /// Take slot `s` for `layer` (status Loading); returns the evicted layer, if any.
+    fn claim(&self, st: &mut State, s: usize, layer: usize) -> Option<usize> {
+        let slot = &mut st.slots[s];
+        let old = slot.layer.take();
+        let was_ready = matches!(slot.status, Status::Ready);
+        let old_bytes = slot.bytes;
+        let bytes = self.footprint(layer);
+        *slot = Slot {
+            layer: Some(layer),
+            status: Status::Loading,
+            pins: 0,
+            last_use: st.tick,
+            fresh: false,
+            bytes,
+        };
+        if let Some(old) = old {
+            st.layer_slot[old] = None;
+            if was_ready {
+                st.stats.evictions += 1;
+            }
+        }
+        st.layer_slot[layer] = Some(s);
+        st.stats.resident_bytes = st.stats.resident_bytes - old_bytes + bytes;
+        st.stats.peak_resident_bytes = st.stats.peak_resident_bytes.max(st.stats.resident_bytes);
+        old
+    }
+
+    /// Empty slot `s` (after a failed load).
+    fn clear(&self, st: &mut State, s: usize) {
+        let slot = &mut st.slots[s];
+        if let Some(l) = slot.layer.take() {
+            st.layer_slot[l] = None;
+        }
+        st.stats.resident_bytes -= slot.bytes;
+        slot.bytes = 0;
+        slot.status = Status::Empty;
+        slot.fresh = false;
+    }
+
+    /// Release the pages of an evicted layer (mmap); pages shared with neighbours are kept.
+    fn release(&self, layer: usize) {
+        if let Memory::Mapped { .. } = self.memory {
+            let e = &self.map.layers()[layer].extent;
+            let start = e.start.div_ceil(READ_ALIGN) * READ_ALIGN;
+            let end = e.end / READ_ALIGN * READ_ALIGN;
+            if end > start {
+                self.storage.dont_need(start, end - start);
+            }
+        }
+    }
+
+    /// Bring `layer` into slot `s` (called without the lock, slot in state Loading).
+    fn load(&self, layer: usize, s: usize) -> Result<(), Error> {
+        let wrap = |e: Error| Error::Layer {
+            layer,
+            source: Box::new(e),
+        };
+        match self.memory {
+            Memory::Mapped { base } => {
+                let e = &self.map.layers()[layer].extent;
+                self.storage.will_need(e.start, e.end - e.start);
+                // SAFETY: the extent lies inside the mapping (LayerMap checked it against the
+                // file length), which lives as long as `self.storage`.
+                unsafe {
+                    touch_pages(
+                        base.wrapping_add(e.start as usize),
+                        (e.end - e.start) as usize,
+                    )
+                };
+                Ok(())
+            }
+            _ => {
+                let r = self.read_range(layer);
+                // SAFETY: slot `s` has slot_bytes >= r.len bytes (slot_bytes is the largest
+                // footprint) and is in state Loading: no LayerRef and no other loader can see
+                // its memory until we publish it as Ready under the lock.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(self.memory.slot_ptr(s), r.len as usize)
+                };
+                read_split(self.storage.as_ref(), r.offset, dst, self.plan.io_threads).map_err(wrap)
+            }
+        }
+    }
+
+    /// A pinned reference to `layer` in ready slot `s`.
+    fn make_ref(self: &Arc<Self>, st: &mut State, layer: usize, s: usize) -> LayerRef {
+        st.slots[s].pins += 1;
+        st.tick += 1;
+        st.slots[s].last_use = st.tick;
+        let e = &self.map.layers()[layer].extent;
+        let len = (e.end - e.start) as usize;
+        let base = match self.memory {
+            Memory::Mapped { base } => base.wrapping_add(e.start as usize),
+            _ => self
+                .memory
+                .slot_ptr(s)
+                .wrapping_add(self.read_range(layer).head as usize) as *const u8,
+        };
+        LayerRef {
+            inner: Arc::new(RefInner {
+                shared: self.clone(),
+                layer: Some(layer),
+                slot: Some(s),
+                base,
+                len,
+            }),
+        }
+    }
+
+    fn get(self: &Arc<Self>, layer: usize) -> Result<LayerRef, Error> {
+        let n = self.map.n_layers();
+        if layer >= n {
+            return Err(Error::NoSuchLayer { layer, n_layers: n });
+        }
+        let clock = Clock::now();
+        let mut st = self.lock();
+        st.stats.gets += 1;
+        let mut waited = false;
+        loop {
+            if let Some(s) = st.layer_slot[layer] {
+                match &st.slots[s].status {
+                    Status::Ready => {
+                        if st.slots[s].fresh || waited {
+                            st.stats.prefetch_hits += 1;
+                        } else {
+                            st.stats.hits += 1;
+                        }
+                        st.slots[s].fresh = false;
+                        if waited {
+                            st.stats.stall += clock.elapsed();
+                        }
+                        st.cursor = Some(layer);
+                        let r = self.make_ref(&mut st, layer, s);
+                        drop(st);
+                        self.cond.notify_all();
+                        return Ok(r);
+                    }
+                    Status::Loading => {
+                        waited = true;
+                        st = self.wait(st);
+                        continue;
+                    }
+                    Status::Failed(_) => {
+                        let Status::Failed(e) =
+                            std::mem::replace(&mut st.slots[s].status, Status::Empty)
+                        else {
+                            unreachable!("matched Failed above")
+                        };
+                        self.clear(&mut st, s);
+                        if waited {
+                            st.stats.stall += clock.elapsed();
+                        }
+                        drop(st);
+                        self.cond.notify_all();
+                        return Err(e);
+                    }
+                    Status::Empty => unreachable!("a mapped layer's slot is never Empty"),
+                }
+            }
+            let Some(s) = self
+                .pick_slot(&st, layer, true)
+                .or_else(|| self.pick_slot(&st, layer, false))
+            else {
+                waited = true;
+                st = self.wait(st);
+                continue;
+            };
+            let evicted = self.claim(&mut st, s, layer);
+            st.cursor = Some(layer);
+            drop(st);
+            self.cond.notify_all();
+            if let Some(old) = evicted {
+                self.release(old);
+            }
+            let read_clock = Clock::now();
+            let result = self.load(layer, s);
+            let read_time = read_clock.elapsed();
+            st = self.lock();
+            st.stats.read_time += read_time;
+            st.stats.stall += clock.elapsed();
+            return match result {
+                Ok(()) => {
+                    st.stats.sync_loads += 1;
+                    st.stats.bytes_read += self.read_range_len(layer);
+                    st.slots[s].status = Status::Ready;
+                    let r = self.make_ref(&mut st, layer, s);
+                    drop(st);
+                    self.cond.notify_all();
+                    Ok(r)
+                }
+                Err(e) => {
+                    st.stats.read_errors += 1;
+                    self.clear(&mut st, s);
+                    drop(st);
+                    self.cond.notify_all();
+                    Err(e)
+                }
+            };
+        }
+    }
+
+    fn read_range_len(&self, layer: usize) -> u64 {
+        self.footprint(layer)
+    }
+
+    /// The background prefetcher: load the first missing layer of the window, forever.
+    #[cfg(feature = "threads")]
+    fn prefetch_loop(self: Arc<Self>) {
+        loop {
+            let mut st = self.lock();
+            let (layer, s) = loop {
+                if st.shutdown {
+                    return;
+                }
+                if let Some(job) = self.next_job(&st) {
+                    break job;
+                }
+                st = self.wait(st);
+            };
+            let evicted = self.claim(&mut st, s, layer);
+            st.stats.prefetch_loads += 1;
+            drop(st);
+            if let Some(old) = evicted {
+                self.release(old);
+            }
+            let clock = Clock::now();
+            let result = self.load(layer, s);
+            let read_time = clock.elapsed();
+            let mut st = self.lock();
+            st.stats.read_time += read_time;
+            match result {
+                Ok(()) => {
+                    st.stats.bytes_read += self.read_range_len(layer);
+                    st.slots[s].status = Status::Ready;
+                    st.slots[s].fresh = true;
+                }
+                Err(e) => {
+                    st.stats.read_errors += 1;
+                    st.slots[s].status = Status::Failed(e);
+                    // Kept like an unused prefetch so the error reaches the `get` of this layer.
+                    st.slots[s].fresh = true;
+                }
+            }
+            drop(st);
+            self.cond.notify_all();
+        }
+    }
+
+    #[cfg(feature = "threads")]
+    fn next_job(&self, st: &State) -> Option<(usize, usize)> {
+        let window = self.window(st);
+        for &l in &window {
+            if st.layer_slot[l].is_some() {
+                continue;
+            }
+            return self.pick_slot(st, l, true).map(|s| (l, s));
+        }
+        None
+    }
+}
+
+struct RefInner {
+    shared: Arc<Shared>,
+    /// `None` for the globals.
+    layer: Option<usize>,
+    /// Pinned slot (`None` for the globals, which are never evicted).
+    slot: Option<usize>,
+    /// Layers: the byte at the layer extent's start. Globals: the globals region's start.
+    base: *const u8,
+    len: usize,
+}
+
+// SAFETY: `base` points into memory owned by `shared` (kept alive by the Arc) that does not
+// change while the slot is pinned by this RefInner (or ever, for the globals).
+unsafe impl Send for RefInner {}
+// SAFETY: as above; RefInner only hands out shared slices.
+unsafe impl Sync for RefInner {}
+
+impl Drop for RefInner {
+    fn drop(&mut self) {
+        if let Some(s) = self.slot {
+            self.shared.lock().slots[s].pins -= 1;
+            self.shared.cond.notify_all();
+        }
+    }
+}
+
+/// A resident layer (or the globals): cheap to clone, keeps the bytes resident while alive.
+///
+/// Holding more [`LayerRef`]s of streamed layers than there are streaming slots makes the next
+/// `get` of another streamed layer wait until one is dropped.
+#[derive(Clone)]
+pub struct LayerRef {
+    inner: Arc<RefInner>,
+}
+
+impl std::fmt::Debug for LayerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerRef")
+            .field("layer", &self.inner.layer)
+            .field("bytes", &self.inner.len)
+            .finish()
+    }
+}
+
+/// One tensor's bytes as stored in the file (quantized blocks, never converted).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TensorView<'a> {
+    /// Name inside its scope (without `blk.N.` for layers).
+    pub name: &'a str,
+    /// Element type.
+    pub ty: GgmlType,
+    /// Dimensions in ggml order (`dims[0]` is the row length).
+    pub dims: &'a [u64],
+    /// The tensor's bytes.
+    pub bytes: &'a [u8],
+}
+
+impl LayerRef {
+    /// The layer number, or `None` for the globals.
+    pub fn layer(&self) -> Option<usize> {
+        self.inner.layer
+    }
+
+    fn entries(&self) -> &[TensorEntry] {
+        match self.inner.layer {
+            Some(l) => &self.inner.shared.map.layers()[l].tensors,
+            None => self.inner.shared.map.globals(),
+        }
+    }
+
+    fn view(&self, i: usize) -> TensorView<'_> {
+        let entries = self.entries();
+        let t = &entries[i];
+        let off = match self.inner.layer {
+            Some(l) => t.offset - self.inner.shared.map.layers()[l].extent.start,
+            None => self.inner.shared.globals_offsets[i],
+        } as usize;
+        let len = t.n_bytes as usize;
+        assert!(
+            off + len <= self.inner.len,
+            "tensor view inside its layer (checked at open)"
+        );
+        // SAFETY: `off + len <= self.inner.len`, the bytes valid from `base`; they stay
+        // unchanged while `self` (hence the pin) lives, which bounds the returned lifetime.
+        let bytes = unsafe { std::slice::from_raw_parts(self.inner.base.add(off), len) };
+        TensorView {
+            name: &t.name,
+            ty: t.ty,
+            dims: &t.dims,
+            bytes,
+        }
+    }
+
+    /// The tensor `name` (without `blk.N.` for layers, full name for globals), or `None`.
+    pub fn get(&self, name: &str) -> Option<TensorView<'_>> {
+        let i = self
+            .entries()
+            .binary_search_by(|t| t.name.as_str().cmp(name))
+            .ok()?;
+        Some(self.view(i))
+    }
+
+    /// The tensor `name`, or [`Error::NoSuchTensor`].
+    pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, Error> {
+        self.get(name).ok_or_else(|| Error::NoSuchTensor {
+            name: name.to_string(),
+            scope: match self.inner.layer {
+                Some(l) => format!("layer {l}"),
+                None => String::from("globals"),
+            },
+        })
+    }
+
+    /// Every tensor, sorted by name.
+    pub fn tensors(&self) -> impl Iterator<Item = TensorView<'_>> + '_ {
+        (0..self.entries().len()).map(|i| self.view(i))
+    }
+}

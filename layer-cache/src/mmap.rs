@@ -1,0 +1,109 @@
+//! [`MmapStorage`]: a read-only memory map that lends bytes without copying.
+//!
+//! # What the budget means with this backend
+//! Bytes are never copied: a layer's tensors point straight into the mapping. The cache still
+//! does its bookkeeping per layer — "loading" a layer is `madvise(WILLNEED)` followed by
+//! touching one byte per page so the pages are really resident, and evicting it is
+//! `madvise(DONTNEED)` on the layer's range. So the pages *mapped into this process* for layer
+//! data (its RSS from the model file) stay within the budget, up to page granularity at layer
+//! boundaries. What the budget cannot bound is the kernel's page cache: pages dropped from the
+//! process stay cached by the kernel as reclaimable memory until it needs them, and the kernel
+//! may read ahead beyond what was asked. Use the `file` backend with `direct_io = true`, or
+//! `arena`, when memory must be bounded exactly.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::{Advice, Mmap, UncheckedAdvice};
+
+use crate::storage::{check_range, Storage};
+use crate::Error;
+
+/// A whole file mapped read-only.
+#[derive(Debug)]
+pub struct MmapStorage {
+    map: Mmap,
+    path: PathBuf,
+}
+
+impl MmapStorage {
+    /// Map `path` read-only.
+    ///
+    /// # Safety
+    /// The file must not be modified or truncated while the mapping lives: the mapping's bytes
+    /// would change under `&[u8]` borrows, and touching pages past a truncated end raises
+    /// SIGBUS. Model files are treated as immutable while open.
+    pub unsafe fn open(path: impl AsRef<Path>) -> Result<MmapStorage, Error> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|source| Error::Open {
+            path: path.clone(),
+            source,
+        })?;
+        // SAFETY: the caller guarantees the file is not modified while mapped (see # Safety).
+        let map = unsafe { Mmap::map(&file) }.map_err(|source| Error::Open {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(MmapStorage { map, path })
+    }
+
+    /// The mapped file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn range(&self, offset: u64, len: u64) -> Option<(usize, usize)> {
+        let start = usize::try_from(offset).ok()?;
+        let len = usize::try_from(len).ok()?;
+        let end = start.checked_add(len)?;
+        (end <= self.map.len()).then_some((start, len))
+    }
+}
+
+impl Storage for MmapStorage {
+    fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        check_range(&|| self.describe(), offset, buf.len() as u64, self.len())?;
+        let src = self
+            .bytes(offset, buf.len() as u64)
+            .ok_or_else(|| Error::OutOfBounds {
+                what: self.describe(),
+                offset,
+                len: buf.len() as u64,
+                available: self.len(),
+            })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn bytes(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let (start, len) = self.range(offset, len)?;
+        Some(&self.map[start..start + len])
+    }
+
+    fn will_need(&self, offset: u64, len: u64) {
+        if let Some((start, len)) = self.range(offset, len) {
+            // A hint: failure only loses the readahead, the later page touch still loads.
+            let _ = self.map.advise_range(Advice::WillNeed, start, len);
+        }
+    }
+
+    fn dont_need(&self, offset: u64, len: u64) {
+        if let Some((start, len)) = self.range(offset, len) {
+            // SAFETY: the mapping is private and read-only, so DONTNEED only drops this
+            // process's page mappings; the next access refaults the same file bytes. No Rust
+            // reference observes a change of contents.
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(UncheckedAdvice::DontNeed, start, len)
+            };
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
