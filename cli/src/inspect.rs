@@ -1,10 +1,543 @@
-//! `strata inspect`.
+//! `strata inspect`: a summary of a GGUF file, read from its header only.
+//!
+//! Everything shown comes from the metadata and the tensor table; the tensor data is never
+//! read, so this answers in milliseconds on a multi-GB model. A key that is missing or has an
+//! unexpected type is shown as unknown rather than failing: a valid file with odd metadata
+//! is still worth inspecting. A malformed file is an error naming the file and the problem.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+use serde::Serialize;
+use serde_json::json;
+use strata_gguf::{file_type_name, Array, Element, Gguf, Metadata, TensorInfo, Value, ValueType};
+
+/// Arrays longer than this are summarized (type, length, first items).
+const ARRAY_SHOWN: usize = 8;
+/// Strings longer than this many characters are shortened in the metadata listing.
+const STRING_SHOWN: usize = 96;
 
 /// Flags of `strata inspect`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The GGUF model file.
+    pub model: PathBuf,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also list every tensor: name, type, dimensions, offset and size.
+    #[arg(long)]
+    pub tensors: bool,
+}
 
 /// Runs `strata inspect`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`strata inspect` is not implemented yet")
+pub fn run(args: Args) -> Result<()> {
+    let g = Gguf::open(&args.model).map_err(|e| file_error(&args.model, &e))?;
+    let summary = Summary::new(&g);
+    let out = if args.json {
+        let mut doc = summary.to_json(&args.model, &g);
+        if args.tensors {
+            doc["tensors"] = serde_json::to_value(g.tensors())?;
+        }
+        let mut s = serde_json::to_string_pretty(&doc)?;
+        s.push('\n');
+        s
+    } else {
+        let mut s = summary.to_text(&args.model, &g);
+        if args.tensors {
+            write_tensors(&mut s, &g);
+        }
+        s
+    };
+    print_stdout(&out)
+}
+
+/// Writes to stdout; a closed pipe (`strata inspect m | head`) is not an error.
+fn print_stdout(s: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(s.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow!("writing to stdout: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// "path: problem" on one line, whatever the path or the file contains.
+fn file_error(path: &Path, e: &strata_gguf::Error) -> anyhow::Error {
+    let msg = format!("{}: {e}", path.display());
+    anyhow!("{}", msg.replace('\n', "\\n").replace('\r', "\\r"))
+}
+
+/// Tensors of one type: how many and how many bytes.
+#[derive(Default, Serialize)]
+struct TypeStats {
+    tensors: usize,
+    elements: u64,
+    bytes: u64,
+}
+
+/// Tensors of one group: the globals or one `blk.N` layer.
+#[derive(Default, Serialize)]
+struct GroupStats {
+    tensors: usize,
+    bytes: u64,
+}
+
+/// Everything derived from the header that the text and JSON outputs show.
+struct Summary {
+    arch: Option<String>,
+    name: Option<String>,
+    parameters: u64,
+    file_type: Option<u32>,
+    context_length: Option<u64>,
+    block_count: Option<u64>,
+    tokenizer_model: Option<String>,
+    tokenizer_pre: Option<String>,
+    vocab_size: Option<usize>,
+    types: BTreeMap<(u32, &'static str), TypeStats>,
+    globals: GroupStats,
+    layers: BTreeMap<u64, GroupStats>,
+    tensor_bytes: u64,
+}
+
+/// Splits `blk.N.rest` into `N`.
+fn layer_of(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix("blk.")?;
+    let (n, _) = rest.split_once('.')?;
+    n.parse().ok()
+}
+
+impl Summary {
+    fn new(g: &Gguf) -> Summary {
+        let md = g.metadata();
+        let arch = md.get_str("general.architecture").ok().map(str::to_owned);
+        let arch_key = |suffix: &str| format!("{}.{suffix}", arch.as_deref().unwrap_or("?"));
+        let mut s = Summary {
+            name: md.get_str("general.name").ok().map(str::to_owned),
+            parameters: 0,
+            file_type: md.get_u32("general.file_type").ok(),
+            context_length: md.get_u64(&arch_key("context_length")).ok(),
+            block_count: md.get_u64(&arch_key("block_count")).ok(),
+            tokenizer_model: md.get_str("tokenizer.ggml.model").ok().map(str::to_owned),
+            tokenizer_pre: md.get_str("tokenizer.ggml.pre").ok().map(str::to_owned),
+            vocab_size: md.get_array("tokenizer.ggml.tokens").ok().map(Array::len),
+            arch,
+            types: BTreeMap::new(),
+            globals: GroupStats::default(),
+            layers: BTreeMap::new(),
+            tensor_bytes: 0,
+        };
+        for t in g.tensors() {
+            s.parameters += t.n_elements();
+            s.tensor_bytes += t.n_bytes;
+            let ts = s.types.entry((t.ty.id(), t.ty.name())).or_default();
+            ts.tensors += 1;
+            ts.elements += t.n_elements();
+            ts.bytes += t.n_bytes;
+            let group = match layer_of(&t.name) {
+                Some(i) => s.layers.entry(i).or_default(),
+                None => &mut s.globals,
+            };
+            group.tensors += 1;
+            group.bytes += t.n_bytes;
+        }
+        s
+    }
+
+    /// Hyperparameters: the scalar `<arch>.*` keys, without the architecture prefix.
+    fn hyperparameters<'a>(&self, md: &'a Metadata) -> Vec<(&'a str, &'a Value)> {
+        let Some(arch) = &self.arch else {
+            return Vec::new();
+        };
+        md.iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(arch.as_str())?.strip_prefix('.')?, v)))
+            .collect()
+    }
+
+    fn to_text(&self, path: &Path, g: &Gguf) -> String {
+        let md = g.metadata();
+        let unknown = || "?".to_owned();
+        let mut o = String::new();
+        let w = &mut o;
+        let _ = writeln!(w, "file:            {}", path.display());
+        let _ = writeln!(
+            w,
+            "format:          GGUF v{}, {} metadata pairs, {} tensors, alignment {}, data at byte {}",
+            g.version(),
+            md.len(),
+            g.tensors().len(),
+            g.alignment(),
+            g.data_offset()
+        );
+        let _ = writeln!(
+            w,
+            "architecture:    {}",
+            self.arch.as_deref().map(sanitize).unwrap_or_else(unknown)
+        );
+        let _ = writeln!(
+            w,
+            "name:            {}",
+            self.name.as_deref().map(sanitize).unwrap_or_else(unknown)
+        );
+        let _ = writeln!(
+            w,
+            "parameters:      {} ({})",
+            group_digits(self.parameters),
+            short_count(self.parameters)
+        );
+        let _ = writeln!(w, "file type:       {}", self.file_type_text());
+        let _ = writeln!(
+            w,
+            "context length:  {}",
+            self.context_length.map_or_else(unknown, |c| c.to_string())
+        );
+        let _ = writeln!(
+            w,
+            "layers:          {}",
+            self.block_count.map_or_else(unknown, |c| c.to_string())
+        );
+        let _ = writeln!(
+            w,
+            "tokenizer:       {} (pre: {}), vocabulary {}",
+            self.tokenizer_model
+                .as_deref()
+                .map(sanitize)
+                .unwrap_or_else(unknown),
+            self.tokenizer_pre
+                .as_deref()
+                .map(sanitize)
+                .unwrap_or_else(unknown),
+            self.vocab_size.map_or_else(unknown, |n| n.to_string())
+        );
+
+        let hp = self.hyperparameters(md);
+        if !hp.is_empty() {
+            let _ = writeln!(w, "\nhyperparameters:");
+            let width = hp.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+            for (k, v) in hp {
+                let _ = writeln!(w, "  {:<width$}  {}", sanitize(k), value_text(v));
+            }
+        }
+
+        let _ = writeln!(w, "\ntensor types:");
+        let _ = writeln!(
+            w,
+            "  {:<8} {:>7} {:>15} {:>12} {:>6}",
+            "type", "tensors", "elements", "bytes", "share"
+        );
+        for ((_, name), ts) in &self.types {
+            let _ = writeln!(
+                w,
+                "  {:<8} {:>7} {:>15} {:>12} {:>5.1}%",
+                name,
+                ts.tensors,
+                group_digits(ts.elements),
+                human_bytes(ts.bytes),
+                percent(ts.bytes, self.tensor_bytes)
+            );
+        }
+        let _ = writeln!(
+            w,
+            "  {:<8} {:>7} {:>15} {:>12}",
+            "total",
+            g.tensors().len(),
+            group_digits(self.parameters),
+            human_bytes(self.tensor_bytes)
+        );
+
+        let _ = writeln!(w, "\nbytes by layer:");
+        let _ = writeln!(
+            w,
+            "  globals   {:>3} tensors {:>12}",
+            self.globals.tensors,
+            human_bytes(self.globals.bytes)
+        );
+        for (i, l) in &self.layers {
+            let _ = writeln!(
+                w,
+                "  blk.{:<4} {:>3} tensors {:>12}",
+                i,
+                l.tensors,
+                human_bytes(l.bytes)
+            );
+        }
+        if let (Some(max), false) = (
+            self.layers.values().map(|l| l.bytes).max(),
+            self.layers.is_empty(),
+        ) {
+            let _ = writeln!(w, "  largest layer {}", human_bytes(max));
+        }
+
+        let _ = writeln!(w, "\nmetadata:");
+        let width = md
+            .keys()
+            .map(|k| k.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(48);
+        for (k, v) in md.iter() {
+            let _ = writeln!(
+                w,
+                "  {:<width$}  {:<10} {}",
+                sanitize(k),
+                short_type(v),
+                value_text(v)
+            );
+        }
+        o
+    }
+
+    fn file_type_text(&self) -> String {
+        match self.file_type {
+            Some(id) => match file_type_name(id) {
+                Some(name) => format!("{name} ({id})"),
+                None => format!("unknown ({id})"),
+            },
+            None => "?".to_owned(),
+        }
+    }
+
+    fn to_json(&self, path: &Path, g: &Gguf) -> serde_json::Value {
+        let md = g.metadata();
+        let hyper: serde_json::Map<String, serde_json::Value> = self
+            .hyperparameters(md)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), value_json(v)))
+            .collect();
+        let metadata: serde_json::Map<String, serde_json::Value> = md
+            .iter()
+            .map(|(k, v)| (k.to_owned(), value_json(v)))
+            .collect();
+        let types: Vec<_> = self
+            .types
+            .iter()
+            .map(|((_, name), ts)| {
+                json!({ "type": name, "tensors": ts.tensors, "elements": ts.elements, "bytes": ts.bytes })
+            })
+            .collect();
+        let layers: Vec<_> = self
+            .layers
+            .iter()
+            .map(|(i, l)| json!({ "layer": i, "tensors": l.tensors, "bytes": l.bytes }))
+            .collect();
+        json!({
+            "file": path.display().to_string(),
+            "file_size": g.file_len(),
+            "version": g.version(),
+            "alignment": g.alignment(),
+            "data_offset": g.data_offset(),
+            "metadata_count": md.len(),
+            "tensor_count": g.tensors().len(),
+            "architecture": self.arch,
+            "name": self.name,
+            "parameters": self.parameters,
+            "file_type": self.file_type.map(|id| json!({ "id": id, "name": file_type_name(id) })),
+            "context_length": self.context_length,
+            "block_count": self.block_count,
+            "hyperparameters": hyper,
+            "tokenizer": {
+                "model": self.tokenizer_model,
+                "pre": self.tokenizer_pre,
+                "vocab_size": self.vocab_size,
+            },
+            "tensor_types": types,
+            "tensor_bytes": self.tensor_bytes,
+            "globals": self.globals,
+            "layers": layers,
+            "metadata": metadata,
+        })
+    }
+}
+
+fn write_tensors(o: &mut String, g: &Gguf) {
+    let _ = writeln!(o, "\ntensors:");
+    let width = g
+        .tensors()
+        .iter()
+        .map(|t| t.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(48);
+    for t in g.tensors() {
+        let _ = writeln!(
+            o,
+            "  {:<width$}  {:<7} {:<22} offset {:>12}  {:>10}",
+            sanitize(&t.name),
+            t.ty.name(),
+            dims_text(t),
+            t.offset,
+            human_bytes(t.n_bytes)
+        );
+    }
+}
+
+fn dims_text(t: &TensorInfo) -> String {
+    let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// A string from the file, made safe for one terminal line: control characters escaped,
+/// long strings shortened.
+fn sanitize(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == STRING_SHOWN {
+            let _ = write!(out, "… ({} bytes)", s.len());
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn short_type(v: &Value) -> String {
+    match v {
+        Value::Array(a) => format!("[{}]", elem_type_name(a)),
+        v => v.value_type().name().to_owned(),
+    }
+}
+
+fn elem_type_name(a: &Array) -> String {
+    if a.elem_type() == ValueType::Array {
+        match a.get(0) {
+            Some(Element::Array(inner)) => format!("[{}]", elem_type_name(inner)),
+            _ => "array".to_owned(),
+        }
+    } else {
+        a.elem_type().name().to_owned()
+    }
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("\"{}\"", sanitize(s)),
+        Value::Array(a) => array_text(a),
+        Value::F32(x) => x.to_string(),
+        Value::F64(x) => x.to_string(),
+        Value::Bool(b) => b.to_string(),
+        v => v.as_integer().map_or_else(String::new, |i| i.to_string()),
+    }
+}
+
+fn element_text(e: &Element<'_>) -> String {
+    match e {
+        Element::String(b) => format!("\"{}\"", sanitize(&String::from_utf8_lossy(b))),
+        Element::Array(a) => array_text(a),
+        Element::F32(x) => x.to_string(),
+        Element::F64(x) => x.to_string(),
+        Element::Bool(b) => b.to_string(),
+        e => e.as_integer().map_or_else(String::new, |i| i.to_string()),
+    }
+}
+
+fn array_text(a: &Array) -> String {
+    let items: Vec<String> = a
+        .iter()
+        .take(ARRAY_SHOWN)
+        .map(|e| element_text(&e))
+        .collect();
+    if a.len() > ARRAY_SHOWN {
+        format!("[{}, … ] ({} items)", items.join(", "), a.len())
+    } else {
+        format!("[{}]", items.join(", "))
+    }
+}
+
+/// A metadata value for JSON; arrays longer than [`ARRAY_SHOWN`] become a summary object.
+fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Array(a) => array_json(a),
+        v => serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+fn array_json(a: &Array) -> serde_json::Value {
+    if a.len() <= ARRAY_SHOWN {
+        return serde_json::to_value(a).unwrap_or(serde_json::Value::Null);
+    }
+    let head: Vec<serde_json::Value> = a
+        .iter()
+        .take(ARRAY_SHOWN)
+        .map(|e| match e {
+            Element::Array(inner) => array_json(inner),
+            e => serde_json::to_value(e).unwrap_or(serde_json::Value::Null),
+        })
+        .collect();
+    json!({ "type": format!("array of {}", elem_type_name(a)), "len": a.len(), "head": head })
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// 268098176 → "268,098,176".
+fn group_digits(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// 268098176 → "268.1M".
+fn short_count(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.2}B", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.1}M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1}K", n / 1e3)
+    } else {
+        format!("{n}")
+    }
+}
+
+/// Bytes in binary units: "178.12 MiB".
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formatting_helpers() {
+        assert_eq!(group_digits(268_098_176), "268,098,176");
+        assert_eq!(group_digits(12), "12");
+        assert_eq!(short_count(268_098_176), "268.1M");
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(layer_of("blk.17.attn_q.weight"), Some(17));
+        assert_eq!(layer_of("token_embd.weight"), None);
+        assert_eq!(sanitize("a\nb\x1b"), "a\\nb\\u{1b}");
+    }
 }
