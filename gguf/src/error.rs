@@ -81,7 +81,10 @@ pub enum Error {
         offset: u64,
     },
     /// A metadata value type id is not one GGUF defines.
-    #[error("unknown metadata value type {id} for key `{key}` at byte {offset}")]
+    #[error(
+        "unknown metadata value type {id} for key `{}` at byte {offset}",
+        esc(key)
+    )]
     UnknownValueType {
         /// The type id as stored.
         id: u32,
@@ -91,7 +94,7 @@ pub enum Error {
         offset: u64,
     },
     /// A boolean value is neither 0 nor 1.
-    #[error("invalid bool {value} for key `{key}` at byte {offset}")]
+    #[error("invalid bool {value} for key `{}` at byte {offset}", esc(key))]
     InvalidBool {
         /// The byte as stored.
         value: u8,
@@ -101,7 +104,10 @@ pub enum Error {
         offset: u64,
     },
     /// Arrays are nested deeper than [`MAX_ARRAY_DEPTH`](crate::MAX_ARRAY_DEPTH).
-    #[error("arrays nested deeper than {max} levels in key `{key}` at byte {offset}")]
+    #[error(
+        "arrays nested deeper than {max} levels in key `{}` at byte {offset}",
+        esc(key)
+    )]
     NestingTooDeep {
         /// The key.
         key: String,
@@ -111,7 +117,7 @@ pub enum Error {
         max: usize,
     },
     /// A metadata key occurs twice.
-    #[error("duplicate metadata key `{key}` at byte {offset}")]
+    #[error("duplicate metadata key `{}` at byte {offset}", esc(key))]
     DuplicateKey {
         /// The key.
         key: String,
@@ -119,7 +125,7 @@ pub enum Error {
         offset: u64,
     },
     /// A tensor name occurs twice.
-    #[error("duplicate tensor name `{name}` at byte {offset}")]
+    #[error("duplicate tensor name `{}` at byte {offset}", esc(name))]
     DuplicateTensor {
         /// The tensor name.
         name: String,
@@ -133,7 +139,10 @@ pub enum Error {
         reason: String,
     },
     /// A tensor has more than [`MAX_DIMS`](crate::MAX_DIMS) dimensions.
-    #[error("tensor `{name}` at byte {offset} has {n_dims} dimensions (at most {max})")]
+    #[error(
+        "tensor `{}` at byte {offset} has {n_dims} dimensions (at most {max})",
+        esc(name)
+    )]
     TooManyDims {
         /// The tensor name.
         name: String,
@@ -145,7 +154,7 @@ pub enum Error {
         max: usize,
     },
     /// A tensor's dimensions are negative (as i64) or their product overflows.
-    #[error("tensor `{name}` has invalid dimensions {dims:?}: {reason}")]
+    #[error("tensor `{}` has invalid dimensions {dims:?}: {reason}", esc(name))]
     BadDims {
         /// The tensor name.
         name: String,
@@ -155,7 +164,10 @@ pub enum Error {
         reason: &'static str,
     },
     /// A tensor type id is not one llama.cpp defines.
-    #[error("tensor `{name}` at byte {offset} has unknown ggml type id {id}")]
+    #[error(
+        "tensor `{}` at byte {offset} has unknown ggml type id {id}",
+        esc(name)
+    )]
     UnknownGgmlType {
         /// The type id as stored.
         id: u32,
@@ -179,7 +191,10 @@ pub enum Error {
         block_size: usize,
     },
     /// A tensor's data offset is not a multiple of the file's alignment.
-    #[error("tensor `{name}` offset {offset} is not a multiple of the alignment {alignment}")]
+    #[error(
+        "tensor `{}` offset {offset} is not a multiple of the alignment {alignment}",
+        esc(name)
+    )]
     MisalignedTensor {
         /// The tensor name.
         name: String,
@@ -189,7 +204,10 @@ pub enum Error {
         alignment: u64,
     },
     /// A tensor's bytes lie (partly) outside the data section or the given buffer.
-    #[error("tensor `{name}` bytes {start}..{end} lie outside the data ({len} bytes available)")]
+    #[error(
+        "tensor `{}` bytes {start}..{end} lie outside the data ({len} bytes available)",
+        esc(name)
+    )]
     TensorOutOfBounds {
         /// The tensor name.
         name: String,
@@ -201,7 +219,11 @@ pub enum Error {
         len: u64,
     },
     /// Two tensors' byte ranges overlap.
-    #[error("tensors `{first}` and `{second}` overlap in the data section (at offset {offset})")]
+    #[error(
+        "tensors `{}` and `{}` overlap in the data section (at offset {offset})",
+        esc(first),
+        esc(second)
+    )]
     TensorOverlap {
         /// The tensor that starts first.
         first: String,
@@ -211,13 +233,13 @@ pub enum Error {
         offset: u64,
     },
     /// A metadata key is missing.
-    #[error("metadata key `{key}` is missing")]
+    #[error("metadata key `{}` is missing", esc(key))]
     MissingKey {
         /// The key.
         key: String,
     },
     /// A metadata value has another type than the getter asked for.
-    #[error("metadata key `{key}` is {actual}, expected {expected}")]
+    #[error("metadata key `{}` is {actual}, expected {expected}", esc(key))]
     TypeMismatch {
         /// The key.
         key: String,
@@ -227,7 +249,7 @@ pub enum Error {
         actual: String,
     },
     /// A metadata integer does not fit the requested type.
-    #[error("metadata key `{key}` value {value} does not fit in {expected}")]
+    #[error("metadata key `{}` value {value} does not fit in {expected}", esc(key))]
     OutOfRange {
         /// The key.
         key: String,
@@ -238,7 +260,7 @@ pub enum Error {
     },
     /// Converting an array's elements failed (wrong element type, value out of range or
     /// invalid UTF-8); `key` is empty when the array was used without its key.
-    #[error("array `{key}`: element {index}: {reason}")]
+    #[error("array `{}`: element {index}: {reason}", esc(key))]
     ArrayElement {
         /// The key of the array (empty if unknown).
         key: String,
@@ -253,6 +275,25 @@ pub enum Error {
     /// An I/O error while writing.
     #[error("I/O error writing GGUF: {0}")]
     WriteIo(#[source] io::Error),
+}
+
+/// Makes a string read from a file safe to show in a one-line message: control characters
+/// (newlines, escape sequences) are escaped and very long strings are shortened.
+pub(crate) fn esc(s: &str) -> String {
+    const MAX_CHARS: usize = 120;
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX_CHARS {
+            out.push_str(&format!("…({} bytes)", s.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Error {

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 
+use crate::error::esc;
 use crate::metadata::Metadata;
 use crate::value::{Array, ArrayData, Value, ValueType};
 use crate::{Error, GgmlType, Gguf, TensorInfo, DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS};
@@ -143,7 +144,7 @@ impl<R: Read> Src<R> {
 
     fn value_type(&mut self, key: &str) -> Result<ValueType, Error> {
         let at = self.pos;
-        let id = self.u32(&|| format!("value type of key `{key}`"))?;
+        let id = self.u32(&|| format!("value type of key `{}`", esc(key)))?;
         ValueType::from_id(id).ok_or_else(|| Error::UnknownValueType {
             id,
             key: key.to_owned(),
@@ -152,7 +153,7 @@ impl<R: Read> Src<R> {
     }
 
     fn value(&mut self, ty: ValueType, key: &str) -> Result<Value, Error> {
-        let what = || format!("value of key `{key}`");
+        let what = || format!("value of key `{}`", esc(key));
         Ok(match ty {
             ValueType::U8 => Value::U8(u8::from_le_bytes(self.array(&what)?)),
             ValueType::I8 => Value::I8(i8::from_le_bytes(self.array(&what)?)),
@@ -186,16 +187,16 @@ impl<R: Read> Src<R> {
         }
         let elem = self.value_type(key)?;
         let count = self.count(elem.min_encoded_size(), &|| {
-            format!("element count of array `{key}`")
+            format!("element count of array `{}`", esc(key))
         })?;
-        let what = || format!("elements of array `{key}`");
+        let what = || format!("elements of array `{}`", esc(key));
         let data = match elem {
             ValueType::String => {
                 // count * 8 <= remaining: the offset table is no bigger than the file.
                 let mut ends = Vec::with_capacity(count as usize);
                 let mut blob = Vec::new();
                 for i in 0..count {
-                    let what = || format!("string {i} of array `{key}`");
+                    let what = || format!("string {i} of array `{}`", esc(key));
                     let len = self.u64(&|| format!("length of {}", what()))?;
                     self.append(&mut blob, len, &what)?;
                     ends.push(blob.len());
@@ -352,7 +353,7 @@ fn read_tensor_info<R: Read>(
     alignment: u64,
 ) -> Result<TensorInfo, Error> {
     let dims_at = src.pos;
-    let n_dims = src.u32(&|| format!("dimension count of tensor `{name}`"))?;
+    let n_dims = src.u32(&|| format!("dimension count of tensor `{}`", esc(&name)))?;
     if n_dims as usize > MAX_DIMS {
         return Err(Error::TooManyDims {
             name,
@@ -363,11 +364,11 @@ fn read_tensor_info<R: Read>(
     }
     let mut dims = Vec::with_capacity(n_dims as usize);
     for d in 0..n_dims {
-        dims.push(src.u64(&|| format!("dimension {d} of tensor `{name}`"))?);
+        dims.push(src.u64(&|| format!("dimension {d} of tensor `{}`", esc(&name)))?);
     }
     let type_at = src.pos;
-    let type_id = src.u32(&|| format!("type of tensor `{name}`"))?;
-    let offset = src.u64(&|| format!("data offset of tensor `{name}`"))?;
+    let type_id = src.u32(&|| format!("type of tensor `{}`", esc(&name)))?;
+    let offset = src.u64(&|| format!("data offset of tensor `{}`", esc(&name)))?;
 
     // ggml stores dimensions as int64: each must be non-negative and so must their product.
     if dims.iter().any(|&d| d > i64::MAX as u64) {

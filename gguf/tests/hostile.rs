@@ -410,3 +410,20 @@ fn writer_rejects_bad_input() {
     ));
     assert!(w.set_version(1).is_err());
 }
+
+#[test]
+fn messages_stay_on_one_line() {
+    let key = "evil\nkey\x1b[31m";
+    let mut r = Raw::header(3, 0, 2);
+    r.kv_u32(key, 1).kv_u32(key, 2);
+    let e = err(&r.0);
+    assert!(matches!(e, Error::DuplicateKey { key: ref k, .. } if k == key));
+    let msg = e.to_string();
+    assert!(!msg.contains('\n') && !msg.contains('\x1b'), "{msg:?}");
+    assert!(msg.contains("evil\\nkey"), "{msg}");
+    // A megabyte-long tensor name is shortened in the message.
+    let long = "x".repeat(1 << 20);
+    let mut r = Raw::header(3, 1, 0);
+    r.tensor(&long, &[8], 77, 0).data(32, 32);
+    assert!(err(&r.0).to_string().len() < 400);
+}
