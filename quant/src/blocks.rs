@@ -56,7 +56,7 @@ pub unsafe trait Block: Copy + 'static {
 pub fn view<B: Block>(bytes: &[u8]) -> Result<&[B], QuantError> {
     let size = std::mem::size_of::<B>();
     const { assert!(std::mem::align_of::<B>() == 1) };
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(QuantError::BadLength {
             ty: B::TYPE,
             len: bytes.len(),
@@ -75,7 +75,7 @@ pub(crate) fn view_mut<B: Block>(bytes: &mut [u8]) -> &mut [B] {
     let size = std::mem::size_of::<B>();
     const { assert!(std::mem::align_of::<B>() == 1) };
     assert!(
-        bytes.len() % size == 0,
+        bytes.len().is_multiple_of(size),
         "buffer is not a whole number of {} blocks",
         B::TYPE
     );

@@ -3,3 +3,4 @@
 mod common;
 mod products;
 mod roundtrip;
+mod simd;

@@ -1,11 +1,415 @@
-//! x86-64 avx2 kernels.
+//! x86-64 AVX2 (+FMA, F16C) kernels: Q4_0, Q5_0, Q8_0 × Q8_0; Q4_K, Q6_K × Q8_K; F32, F16 × F32.
+//!
+//! Plain algorithm (as the scalar reference): per block, the integer sum Σ q_w · q_x with the
+//! sub-block scales, then `acc += (d_w · d_x) · isum` in floats.
+//!
+//! Optimizations, in order of effect:
+//! 1. Four weight rows per pass over the activation row: each activation vector is loaded once
+//!    per four rows, and the four row streams keep more memory requests in flight.
+//! 2. Signed × signed bytes through `vpmaddubsw` (unsigned × signed): `|w|` times `y` with the
+//!    sign of `w` moved onto `y` (`vpsignb`); pairs of i16 widened and summed by `vpmaddwd`.
+//!    K-quant nibbles are unsigned already; their offsets are folded in with the Q8_K `bsums`.
+//! 3. Integer sums stay per lane (8 × i32) until a block is done; one `cvt` and one FMA per
+//!    block with the broadcast `d_w · d_x`; the eight float lanes are reduced once per row in
+//!    the fixed tree of [`scalar::reduce8`](crate::scalar).
+//!
+//! Every integer sum is exact (no i16 saturation is possible for the value ranges of these
+//! formats with activations in −127..=127); only the float summation order differs from the
+//! scalar reference. Each row's arithmetic is the same whether it runs in a group of four or
+//! alone, so results do not depend on how rows are grouped.
+
+use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
-use super::RowsFn;
+use super::{as_f32, check_rows, RowsFn, SimdLevel};
+use crate::blocks::{
+    k4_scales_mins, Block, BlockQ4_0, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_K,
+};
 
-/// The avx2 kernel for weight type `ty`, where one exists.
+/// The AVX2 kernel for weight type `ty`, where one exists.
 pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
-    let _ = ty;
-    None
+    if !SimdLevel::Avx2.is_available() {
+        return None;
+    }
+    Some(match ty {
+        GgmlType::Q8_0 => q8_0_rows,
+        GgmlType::Q4_0 => q4_0_rows,
+        GgmlType::Q5_0 => q5_0_rows,
+        GgmlType::Q4_K => q4_k_rows,
+        GgmlType::Q6_K => q6_k_rows,
+        GgmlType::F32 => f32_rows,
+        GgmlType::F16 => f16_rows,
+        _ => return None,
+    })
+}
+
+/// f16 bits → f32 with F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn h2f(b: [u8; 2]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(
+        _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
+    ))
+}
+
+/// Sum of 8 f32 lanes in the fixed tree `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn reduce8(v: __m256) -> f32 {
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v)); // l0+l4 …
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4)); // (l0+l4)+(l2+l6), (l1+l5)+(l3+l7)
+    let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2));
+    _mm_cvtss_f32(s1)
+}
+
+/// Σ over the 32 bytes of signed `w` · signed `y`, as 8 × i32 (`|y| ≤ 127`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_i8(w: __m256i, y: __m256i) -> __m256i {
+    let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w));
+    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+}
+
+/// Runs `body` over the rows in groups of four, then one at a time.
+macro_rules! by_rows {
+    ($w:expr, $row_bytes:expr, $out:expr, |$ptrs:ident: [$n:literal]| $body:expr, |$ptr1:ident: [1]| $body1:expr) => {{
+        let rows = $out.len();
+        let mut r = 0;
+        while r + 4 <= rows {
+            let $ptrs: [*const u8; 4] =
+                std::array::from_fn(|i| $w[(r + i) * $row_bytes..].as_ptr());
+            let res: [f32; 4] = $body;
+            $out[r..r + 4].copy_from_slice(&res);
+            r += 4;
+        }
+        while r < rows {
+            let $ptr1: [*const u8; 1] = [$w[r * $row_bytes..].as_ptr()];
+            let res: [f32; 1] = $body1;
+            $out[r] = res[0];
+            r += 1;
+        }
+    }};
+}
+
+/// Defines the safe row kernel `$name` over `$inner::<N>` for weight blocks `$wb` and
+/// activation blocks `$ab`.
+macro_rules! rows_kernel {
+    ($name:ident, $inner:ident, $wb:ty, $ab:ty) => {
+        fn $name(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+            let nb = check_rows::<$wb, $ab>(w, row_bytes, x, out.len());
+            by_rows!(w, row_bytes, out,
+                // SAFETY: this module's `kernel` hands this function out only when the CPU has
+                // every feature `$inner` enables; `check_rows` verified every row holds `nb` blocks and `x` the
+                // matching activation blocks, which is all `$inner` reads.
+                |p: [4]| unsafe { $inner::<4>(p.map(|p| p.cast::<$wb>()), x.as_ptr().cast::<$ab>(), nb) },
+                // SAFETY: as above.
+                |p: [1]| unsafe { $inner::<1>(p.map(|p| p.cast::<$wb>()), x.as_ptr().cast::<$ab>(), nb) })
+        }
+    };
+}
+pub(super) use {by_rows, rows_kernel};
+
+rows_kernel!(q8_0_rows, q8_0_dot, BlockQ8_0, BlockQ8_0);
+rows_kernel!(q4_0_rows, q4_0_dot, BlockQ4_0, BlockQ8_0);
+rows_kernel!(q5_0_rows, q5_0_dot, BlockQ5_0, BlockQ8_0);
+rows_kernel!(q4_k_rows, q4_k_dot, BlockQ4_K, BlockQ8_K);
+rows_kernel!(q6_k_rows, q6_k_dot, BlockQ6_K, BlockQ8_K);
+
+/// Q8_0-activation kernels: `unpack` turns weight block `b` into 32 signed bytes.
+macro_rules! q8_0_family {
+    ($fname:ident, $wb:ty, |$b:ident| $unpack:expr) => {
+        /// # Safety
+        /// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb`
+        /// activation blocks.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $fname<const N: usize>(
+            w: [*const $wb; N],
+            x: *const BlockQ8_0,
+            nb: usize,
+        ) -> [f32; N] {
+            let mut acc = [_mm256_setzero_ps(); N];
+            for i in 0..nb {
+                // SAFETY: `i < nb`, so block `i` of `x` and of every row is in bounds (caller).
+                let a = unsafe { &*x.add(i) };
+                // SAFETY: reads the 32 bytes of `a.qs`.
+                let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+                let dy = h2f(a.d);
+                for r in 0..N {
+                    // SAFETY: as for `a`.
+                    let $b = unsafe { &*w[r].add(i) };
+                    let q: __m256i = $unpack;
+                    let s = _mm256_cvtepi32_ps(dot_i8(q, y));
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f($b.d) * dy), s, acc[r]);
+                }
+            }
+            acc.map(|v| reduce8(v))
+        }
+    };
+}
+
+q8_0_family!(q8_0_dot, BlockQ8_0, |b| {
+    // SAFETY: reads the 32 bytes of `b.qs`.
+    unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) }
+});
+
+/// 16 packed nibble bytes → 32 bytes (low nibbles = elements 0..16, high = 16..32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn nibbles(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: reads the 16 bytes of `qs`.
+    let q = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+    let m = _mm_set1_epi8(0x0F);
+    _mm256_set_m128i(
+        _mm_and_si128(_mm_srli_epi16::<4>(q), m),
+        _mm_and_si128(q, m),
+    )
+}
+
+q8_0_family!(q4_0_dot, BlockQ4_0, |b| _mm256_sub_epi8(
+    nibbles(&b.qs),
+    _mm256_set1_epi8(8)
+));
+
+/// Expands 32 bits into 32 bytes: byte j = 0xFF where bit j is set, else 0.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bits_to_bytes(bits: u32) -> __m256i {
+    let v = _mm256_set1_epi32(bits as i32);
+    // Byte j takes byte j/8 of the word.
+    let spread = _mm256_shuffle_epi8(
+        v,
+        _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
+    );
+    // Set every bit but bit j%8; the byte is all ones exactly when bit j%8 was set.
+    let probe = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    _mm256_cmpeq_epi8(probe, _mm256_set1_epi64x(-1))
+}
+
+// q − 16 for the 5-bit quant q = nib | h·16: nib | 0xF0 when h = 0 (nib − 16), nib when h = 1.
+q8_0_family!(q5_0_dot, BlockQ5_0, |b| {
+    let high = bits_to_bytes(u32::from_le_bytes(b.qh));
+    _mm256_or_si256(
+        nibbles(&b.qs),
+        _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8)),
+    )
+});
+
+/// # Safety
+/// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_dot<const N: usize>(
+    w: [*const BlockQ4_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_m = [_mm256_setzero_ps(); N];
+    let m4 = _mm256_set1_epi8(0x0F);
+    for i in 0..nb {
+        // SAFETY: `i < nb` (caller).
+        let a = unsafe { &*x.add(i) };
+        let dx = a.d();
+        // Sums of 32 activations per sub-block, as 8 × i16 pairs ready for `vpmaddwd`.
+        // SAFETY: reads the 32 bytes of `a.bsums`.
+        let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+        // SAFETY: reads 4 × 64 bytes inside the 256-byte `a.qs`.
+        let y: [__m256i; 8] = std::array::from_fn(|k| unsafe {
+            _mm256_loadu_si256(a.qs.as_ptr().add(32 * k).cast())
+        });
+        for r in 0..N {
+            // SAFETY: `i < nb` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            let (sc, m) = k4_scales_mins(&b.scales);
+            let mut isum = _mm256_setzero_si256();
+            for c in 0..4 {
+                // SAFETY: reads bytes 32c..32c+32 of the 128-byte `b.qs`.
+                let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast()) };
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                let p_lo = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(lo, y[2 * c]),
+                    _mm256_set1_epi16(sc[2 * c] as i16),
+                );
+                let p_hi = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(hi, y[2 * c + 1]),
+                    _mm256_set1_epi16(sc[2 * c + 1] as i16),
+                );
+                isum = _mm256_add_epi32(isum, _mm256_add_epi32(p_lo, p_hi));
+            }
+            // Mins: Σ_j m_j · (bsum_2j + bsum_2j+1), each m_j against its pair of i16 sums.
+            // SAFETY: reads the 8 bytes of `m`.
+            let m8 = unsafe { _mm_loadl_epi64(m.as_ptr().cast()) };
+            let m16 = _mm_cvtepu8_epi16(m8);
+            let mdup = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
+            let msum = _mm256_madd_epi16(bsums, mdup);
+            acc[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dx * h2f(b.d)),
+                _mm256_cvtepi32_ps(isum),
+                acc[r],
+            );
+            acc_m[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dx * h2f(b.dmin)),
+                _mm256_cvtepi32_ps(msum),
+                acc_m[r],
+            );
+        }
+    }
+    std::array::from_fn(|r| reduce8(acc[r]) - reduce8(acc_m[r]))
+}
+
+/// # Safety
+/// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_dot<const N: usize>(
+    w: [*const BlockQ6_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(0x30);
+    // For chunk s of 32 elements: words 2s (low lane) and 2s+1 (high lane) of 8 scales.
+    let pick: [__m256i; 4] = std::array::from_fn(|s| {
+        let lo = (4 * s as i64) | ((4 * s as i64 + 1) << 8);
+        let hi = lo + 0x0202;
+        let lo8 = lo * 0x0001_0001_0001_0001;
+        let hi8 = hi * 0x0001_0001_0001_0001;
+        _mm256_setr_epi64x(lo8, lo8, hi8, hi8)
+    });
+    for i in 0..nb {
+        // SAFETY: `i < nb` (caller).
+        let a = unsafe { &*x.add(i) };
+        let dx = a.d();
+        // SAFETY: reads the 32 bytes of `a.bsums`.
+        let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+        // SAFETY: reads 8 × 32 bytes of the 256-byte `a.qs`.
+        let y: [__m256i; 8] = std::array::from_fn(|k| unsafe {
+            _mm256_loadu_si256(a.qs.as_ptr().add(32 * k).cast())
+        });
+        for r in 0..N {
+            // SAFETY: `i < nb` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            // SAFETY: reads the 16 bytes of `b.scales`.
+            let sc8 = unsafe { _mm_loadu_si128(b.scales.as_ptr().cast()) };
+            let sc16 = _mm256_cvtepi8_epi16(sc8); // 16 × i16
+            let mut isum = _mm256_setzero_si256();
+            for c in 0..2 {
+                // SAFETY: reads bytes 64c..64c+64 of `b.ql` and 32c..32c+32 of `b.qh`.
+                let (ql0, ql1, qh) = unsafe {
+                    (
+                        _mm256_loadu_si256(b.ql.as_ptr().add(64 * c).cast()),
+                        _mm256_loadu_si256(b.ql.as_ptr().add(64 * c + 32).cast()),
+                        _mm256_loadu_si256(b.qh.as_ptr().add(32 * c).cast()),
+                    )
+                };
+                let q = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql0, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                        _mm256_and_si256(qh, m2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2),
+                    ),
+                ];
+                // Scales 8c..8c+8 in both 128-bit lanes.
+                let scc = if c == 0 {
+                    _mm256_permute2x128_si256::<0x00>(sc16, sc16)
+                } else {
+                    _mm256_permute2x128_si256::<0x11>(sc16, sc16)
+                };
+                for s in 0..4 {
+                    let scale = _mm256_shuffle_epi8(scc, pick[s]);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[s], y[4 * c + s]), scale);
+                    isum = _mm256_add_epi32(isum, p);
+                }
+            }
+            // Offset −32: subtract 32 · Σ_j sc_j · bsum_j.
+            let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, sc16));
+            let isum = _mm256_sub_epi32(isum, corr);
+            acc[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dx * h2f(b.d)),
+                _mm256_cvtepi32_ps(isum),
+                acc[r],
+            );
+        }
+    }
+    acc.map(|v| reduce8(v))
+}
+
+/// Float weights: `load(ptr, k)` gives 8 weights at element `8k` as `__m256`.
+macro_rules! float_kernel {
+    ($name:ident, $inner:ident, $esize:literal, |$p:ident, $k:ident| $load:expr, $tail:expr) => {
+        /// # Safety
+        /// AVX2/FMA/F16C available; each `w[r]` points to `n` weights, `x` to `n` f32s.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $inner<const N: usize>(w: [*const u8; N], x: &[f32]) -> [f32; N] {
+            let n = x.len();
+            let mut acc = [_mm256_setzero_ps(); N];
+            for k in 0..n / 8 {
+                // SAFETY: elements 8k..8k+8 < n of `x`.
+                let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * k)) };
+                for r in 0..N {
+                    let ($p, $k) = (w[r], k);
+                    // SAFETY: elements 8k..8k+8 < n of row r (caller).
+                    let wv = unsafe { $load };
+                    acc[r] = _mm256_fmadd_ps(wv, xv, acc[r]);
+                }
+            }
+            std::array::from_fn(|r| {
+                let mut s = reduce8(acc[r]);
+                for e in n / 8 * 8..n {
+                    // SAFETY: `e < n` (caller).
+                    let b = unsafe { std::slice::from_raw_parts(w[r].add($esize * e), $esize) };
+                    s += ($tail)(b) * x[e];
+                }
+                s
+            })
+        }
+
+        fn $name(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+            let x = as_f32(x);
+            assert!(row_bytes == $esize * x.len() && w.len() >= out.len() * row_bytes, "float row size mismatch");
+            by_rows!(w, row_bytes, out,
+                // SAFETY: AVX2/FMA/F16C available (see `kernel`); sizes checked above.
+                |p: [4]| unsafe { $inner::<4>(p, x) },
+                // SAFETY: as above.
+                |p: [1]| unsafe { $inner::<1>(p, x) })
+        }
+    };
+}
+
+float_kernel!(
+    f32_rows,
+    f32_dot,
+    4,
+    |p, k| _mm256_loadu_ps(p.add(32 * k).cast()),
+    |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+);
+float_kernel!(
+    f16_rows,
+    f16_dot,
+    2,
+    |p, k| _mm256_cvtph_ps(_mm_loadu_si128(p.add(16 * k).cast())),
+    |b: &[u8]| h2f([b[0], b[1]])
+);
+
+#[allow(dead_code)]
+fn _assert_block_sizes() {
+    // The kernels read these layouts with fixed offsets.
+    const { assert!(std::mem::size_of::<BlockQ8_K>() == 292 && BlockQ8_K::ELEMS == 256) };
 }

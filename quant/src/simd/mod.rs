@@ -227,7 +227,7 @@ pub(crate) fn check_rows<W: Block, A: Block>(
 ) -> usize {
     let nb = row_bytes / std::mem::size_of::<W>();
     assert!(
-        row_bytes % std::mem::size_of::<W>() == 0,
+        row_bytes.is_multiple_of(std::mem::size_of::<W>()),
         "row is not whole {} blocks",
         W::TYPE
     );

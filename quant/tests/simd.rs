@@ -1,0 +1,139 @@
+//! Every SIMD level available on this CPU against the scalar reference.
+//!
+//! Tolerances: the integer part of every dot product is exact in all kernels; only the order of
+//! float operations differs (per-lane accumulation, FMA). Random blocks must agree within
+//! `1e-5 · Σ|w_e · x_e|` (the sum of absolute products of dequantized values; f32 summation
+//! error over the few dozen block terms of a row is far below that). Integer-valued inputs
+//! (unit scales, integer activations, sums below 2²⁴) make every float step exact, so there the
+//! results must be bit-identical.
+
+use strata_gguf::GgmlType;
+use strata_quant::{dequantize, matmul_q_with, quantize_acts, vec_dot_type, SimdLevel};
+
+use crate::common::*;
+
+fn levels() -> Vec<SimdLevel> {
+    SimdLevel::ALL
+        .into_iter()
+        .filter(|l| *l != SimdLevel::Scalar && l.is_available())
+        .collect()
+}
+
+fn run(
+    level: SimdLevel,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+) -> Vec<f32> {
+    let acts = quantize_acts(vec_dot_type(ty).unwrap(), x, n, cols).unwrap();
+    let mut y = vec![0f32; rows * n];
+    matmul_q_with(level, ty, w, rows, cols, &acts, &mut y).unwrap();
+    y
+}
+
+/// Σ|w·x| per output, from dequantized weights and activations.
+fn magnitudes(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize) -> Vec<f64> {
+    let dt = vec_dot_type(ty).unwrap();
+    let acts = quantize_acts(dt, x, n, cols).unwrap();
+    let rb = w.len() / rows;
+    let mut wd = vec![0f32; cols];
+    let mut xd = vec![0f32; cols];
+    let mut out = vec![0f64; rows * n];
+    for t in 0..n {
+        dequantize(dt, acts.row(t), &mut xd).unwrap();
+        for r in 0..rows {
+            dequantize(ty, &w[r * rb..(r + 1) * rb], &mut wd).unwrap();
+            out[t * rows + r] = wd
+                .iter()
+                .zip(&xd)
+                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                .sum();
+        }
+    }
+    out
+}
+
+#[test]
+fn simd_matches_scalar_on_random_and_edge_blocks() {
+    let levels = levels();
+    eprintln!(
+        "SIMD levels under test: {levels:?} (active: {:?})",
+        SimdLevel::active()
+    );
+    let mut rng = Rng::new(7);
+    for &ty in WEIGHT_TYPES {
+        for scales in [Scales::Normal, Scales::Zero, Scales::Subnormal, Scales::Max] {
+            // 9 rows: two groups of four and a remainder; 3 tokens.
+            let (rows, cols, n) = (9, 1024, 3);
+            let w = random_blocks(ty, cols / ty.block_size() * rows, &mut rng, scales);
+            let x = random_acts(cols * n, &mut rng);
+            let want = run(SimdLevel::Scalar, ty, &w, rows, cols, &x, n);
+            let mag = magnitudes(ty, &w, rows, cols, &x, n);
+            for &level in &levels {
+                let got = run(level, ty, &w, rows, cols, &x, n);
+                for i in 0..rows * n {
+                    let tol = 1e-5 * mag[i];
+                    assert!(
+                        (got[i] as f64 - want[i] as f64).abs() <= tol,
+                        "{ty} {scales:?} {level:?} output {i}: {} vs scalar {} (tol {tol})",
+                        got[i],
+                        want[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Weights with unit scales (d = dmin = 1) and integer activations whose block maximum is 127
+/// (so the activation scale is exactly 1): every intermediate is an integer below 2²⁴.
+#[test]
+fn simd_equals_scalar_exactly_on_integer_data() {
+    let levels = levels();
+    let mut rng = Rng::new(8);
+    for &ty in WEIGHT_TYPES {
+        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            continue;
+        }
+        let (rows, cols) = (6, 512);
+        let mut w = random_blocks(ty, cols / ty.block_size() * rows, &mut rng, Scales::Zero);
+        for b in w.chunks_exact_mut(ty.type_size()) {
+            for &off in f16_fields(ty) {
+                b[off..off + 2].copy_from_slice(&half::f16::from_f32(1.0).to_bits().to_le_bytes());
+            }
+        }
+        let blk = vec_dot_type(ty).unwrap().block_size();
+        let x: Vec<f32> = (0..cols)
+            .map(|i| {
+                if i % blk == 3 {
+                    127.0
+                } else {
+                    ((rng.u64() % 5) as i32 - 2) as f32
+                }
+            })
+            .collect();
+        let want = run(SimdLevel::Scalar, ty, &w, rows, cols, &x, 1);
+        for &level in &levels {
+            let got = run(level, ty, &w, rows, cols, &x, 1);
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{ty} {level:?}: {got:?} vs {want:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn forced_level_never_exceeds_detected() {
+    assert!(SimdLevel::active() <= SimdLevel::detected());
+    if let Ok(v) = std::env::var("STRATA_SIMD") {
+        assert!(
+            SimdLevel::active() <= SimdLevel::parse(&v).unwrap(),
+            "STRATA_SIMD={v}"
+        );
+    }
+}
