@@ -4,12 +4,19 @@
 
 use anyhow::{bail, Result};
 
+mod demo;
+mod fetch_model;
+mod test;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
         bail!("usage: cargo xtask <test|demo|fetch-model|gen-model|verify|bench|golden> [args]");
     };
     match cmd.as_str() {
+        "test" => test::run(rest),
+        "demo" => demo::run(rest),
+        "fetch-model" => fetch_model::run(rest),
         other => bail!("unknown xtask command `{other}`; {rest:?}"),
     }
 }

@@ -1,0 +1,132 @@
+//! `cargo xtask test`: the local equivalent of CI.
+//!
+//! A list of steps run in order; the first failure stops the run and names its step. To add a
+//! step, add one line to [`steps`].
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::fetch_model;
+
+/// What a step does.
+enum Action {
+    /// Run `cargo` with these arguments and environment variables.
+    Cargo(
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+    ),
+    /// Make sure the real model is present and verified.
+    EnsureModel,
+}
+
+/// One step: a name (printed, and named on failure) and its action.
+struct Step {
+    name: &'static str,
+    action: Action,
+}
+
+const fn cargo(name: &'static str, args: &'static [&'static str]) -> Step {
+    Step {
+        name,
+        action: Action::Cargo(args, &[]),
+    }
+}
+
+const fn cargo_env(
+    name: &'static str,
+    args: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
+) -> Step {
+    Step {
+        name,
+        action: Action::Cargo(args, env),
+    }
+}
+
+/// The steps, in order.
+fn steps() -> Vec<Step> {
+    vec![
+        cargo("format", &["fmt", "--all", "--", "--check"]),
+        cargo(
+            "clippy",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        Step {
+            name: "fetch model",
+            action: Action::EnsureModel,
+        },
+        cargo("tests", &["test", "--workspace"]),
+        cargo_env(
+            "quant tests, AVX2 path",
+            &["test", "-p", "strata-quant"],
+            &[("STRATA_SIMD", "avx2")],
+        ),
+        cargo_env(
+            "quant tests, scalar path",
+            &["test", "-p", "strata-quant"],
+            &[("STRATA_SIMD", "scalar")],
+        ),
+        // Agreement with llama.cpp's reference outputs; enable once xtask/src/verify.rs lands:
+        // cargo("verify against llama.cpp", &["xtask", "verify"]),
+    ]
+}
+
+/// Runs every step; `cargo xtask test` takes no arguments.
+pub fn run(args: &[String]) -> Result<()> {
+    if let Some(arg) = args.first() {
+        bail!("test takes no arguments, got `{arg}`");
+    }
+    let root = fetch_model::workspace_root();
+    let model = fetch_model::model_path();
+    let steps = steps();
+    let start = Instant::now();
+    for (i, step) in steps.iter().enumerate() {
+        println!("\n=== [{}/{}] {} ===", i + 1, steps.len(), step.name);
+        let t = Instant::now();
+        run_step(step, &root, &model).with_context(|| format!("step `{}` failed", step.name))?;
+        println!(
+            "=== {} ok ({:.1} s) ===",
+            step.name,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "\nall {} steps passed in {:.1} s",
+        steps.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn run_step(step: &Step, root: &Path, model: &Path) -> Result<()> {
+    match step.action {
+        Action::EnsureModel => {
+            fetch_model::ensure_model()?;
+            Ok(())
+        }
+        Action::Cargo(args, env) => {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(args).current_dir(root).env("STRATA_MODEL", model);
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            println!("$ cargo {}", args.join(" "));
+            let status = cmd.status().context("running cargo")?;
+            if !status.success() {
+                bail!("`cargo {}` exited with {status}", args.join(" "));
+            }
+            Ok(())
+        }
+    }
+}
