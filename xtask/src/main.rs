@@ -8,6 +8,8 @@ mod demo;
 mod fetch_model;
 mod test;
 
+mod gen_model;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
@@ -17,6 +19,7 @@ fn main() -> Result<()> {
         "test" => test::run(rest),
         "demo" => demo::run(rest),
         "fetch-model" => fetch_model::run(rest),
+        "gen-model" => gen_model::run(rest),
         other => bail!("unknown xtask command `{other}`; {rest:?}"),
     }
 }
