@@ -206,3 +206,8 @@ impl Gguf {
             })
     }
 }
+
+/// Runs the README's example as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

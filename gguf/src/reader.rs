@@ -21,6 +21,17 @@ const MIN_KV_SIZE: u64 = 8 + 4 + 1;
 /// Smallest encoding of one tensor-table entry: name length (8), n_dims (4), type (4), offset (8).
 const MIN_TENSOR_SIZE: u64 = 8 + 4 + 4 + 8;
 
+/// Largest single allocation step for bytes read from the file.
+const CHUNK: usize = 1 << 20;
+/// Most items preallocated for a count read from the file; beyond it, collections grow as items
+/// are actually read, so memory follows the data rather than what a count claims.
+const MAX_PREALLOC: u64 = 1 << 16;
+
+/// Capacity to preallocate for `count` items (already checked against the file length).
+fn prealloc(count: u64) -> usize {
+    count.min(MAX_PREALLOC) as usize
+}
+
 /// A byte source with a known total length and a running position.
 struct Src<R> {
     r: R,
@@ -85,10 +96,8 @@ impl<R: Read> Src<R> {
 
     /// Reads `n` bytes into a new vector, after checking that the file holds them.
     fn bytes(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<Vec<u8>, Error> {
-        self.need(n, what)?;
-        // `n` fits in the remaining file, so it fits in memory terms of this file's size.
-        let mut v = vec![0u8; usize::try_from(n).map_err(|_| self.absurd(n, what))?];
-        self.fill(&mut v, what)?;
+        let mut v = Vec::new();
+        self.append(&mut v, n, what)?;
         Ok(v)
     }
 
@@ -101,9 +110,17 @@ impl<R: Read> Src<R> {
     ) -> Result<(), Error> {
         self.need(n, what)?;
         let n = usize::try_from(n).map_err(|_| self.absurd(n, what))?;
-        let start = out.len();
-        out.resize(start + n, 0);
-        self.fill(&mut out[start..], what)
+        // Grow by at most CHUNK at a time: memory follows the bytes actually read, even when
+        // the stated length is backed only by a (sparse) file's length.
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(CHUNK);
+            let start = out.len();
+            out.resize(start + k, 0);
+            self.fill(&mut out[start..], what)?;
+            left -= k;
+        }
+        Ok(())
     }
 
     fn absurd(&self, count: u64, what: &dyn Fn() -> String) -> Error {
@@ -193,7 +210,7 @@ impl<R: Read> Src<R> {
         let data = match elem {
             ValueType::String => {
                 // count * 8 <= remaining: the offset table is no bigger than the file.
-                let mut ends = Vec::with_capacity(count as usize);
+                let mut ends = Vec::with_capacity(prealloc(count));
                 let mut blob = Vec::new();
                 for i in 0..count {
                     let what = || format!("string {i} of array `{}`", esc(key));
@@ -206,9 +223,7 @@ impl<R: Read> Src<R> {
                 ArrayData::Strings { blob, ends }
             }
             ValueType::Array => {
-                let mut items = Vec::with_capacity(
-                    (count as usize).min(self.remaining() as usize / size_of::<Array>()),
-                );
+                let mut items = Vec::with_capacity(prealloc(count));
                 for _ in 0..count {
                     items.push(self.array_value(key, depth + 1)?);
                 }
@@ -277,9 +292,7 @@ pub(crate) fn parse<R: Read>(r: R, len: u64) -> Result<Gguf, Error> {
         });
     }
 
-    // Preallocate no more memory than the file has bytes left, whatever the counts say.
-    let cap = |count: u64, item: usize| (count as usize).min(src.remaining() as usize / item);
-    let mut metadata = Metadata::with_capacity(cap(n_kv, size_of::<(String, Value)>() * 2));
+    let mut metadata = Metadata::with_capacity(prealloc(n_kv));
     for i in 0..n_kv {
         let key_at = src.pos;
         let key = src.string(&|| format!("key of metadata pair {i}"))?;
@@ -309,9 +322,8 @@ pub(crate) fn parse<R: Read>(r: R, len: u64) -> Result<Gguf, Error> {
         });
     }
 
-    let cap = |count: u64, item: usize| (count as usize).min(src.remaining() as usize / item);
-    let mut tensors = Vec::with_capacity(cap(n_tensors, size_of::<TensorInfo>()));
-    let mut index = HashMap::with_capacity(cap(n_tensors, size_of::<(String, usize)>() * 2));
+    let mut tensors = Vec::with_capacity(prealloc(n_tensors));
+    let mut index = HashMap::with_capacity(prealloc(n_tensors));
     for i in 0..n_tensors {
         let name_at = src.pos;
         let name = src.string(&|| format!("name of tensor {i}"))?;

@@ -89,3 +89,41 @@ fn open_read_and_from_bytes_agree() {
         bytes[t.abs_offset(c.data_offset()) as usize..].as_ptr()
     );
 }
+
+/// A `Read + Seek` that counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+impl<R: std::io::Seek> std::io::Seek for Counting<R> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+#[test]
+fn reading_the_header_does_not_read_tensor_data() {
+    let read = std::rc::Rc::new(std::cell::Cell::new(0));
+    let file = std::fs::File::open(model_path()).unwrap();
+    let g = Gguf::read(Counting {
+        inner: file,
+        read: read.clone(),
+    })
+    .unwrap();
+    // The header is 6.5 MB of a 253 MB file; allow one read-buffer (64 KiB) past it.
+    assert!(
+        read.get() <= g.data_offset() + 64 * 1024,
+        "read {} bytes",
+        read.get()
+    );
+    assert!(g.data_offset() < g.file_len() / 10);
+}
