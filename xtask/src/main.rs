@@ -9,6 +9,7 @@ mod fetch_model;
 mod test;
 
 mod gen_model;
+mod golden;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,6 +21,7 @@ fn main() -> Result<()> {
         "demo" => demo::run(rest),
         "fetch-model" => fetch_model::run(rest),
         "gen-model" => gen_model::run(rest),
+        "golden" => golden::run(rest),
         other => bail!("unknown xtask command `{other}`; {rest:?}"),
     }
 }

@@ -1,0 +1,179 @@
+//! Kernel throughput against the machine's memory bandwidth, measured in the same run.
+//!
+//! - `bandwidth/read_1GiB/{1,2}t`: sum of a 1 GiB buffer (u64 adds, 1 and 2 threads), GB/s.
+//! - `matvec/{TYPE}/{4096,8192}/{1,2}t`: `y = W·x` on a rows × cols weight matrix, GB/s of
+//!   weight bytes (activations quantized outside the timed loop, as the engine does).
+//! - `matmul/{TYPE}/4096/b{64,512}`: `Y = W·X` for a batch, in G elements/s = GOP/s
+//!   (one multiply-add = 2 operations: the element count is 2 · rows · cols · batch), 2 threads.
+//!
+//! Quick run of one size: `cargo bench -p strata-quant --bench matvec -- 8192`.
+//! `STRATA_SIMD=avx2|scalar` measures the lower kernel levels.
+
+#![allow(missing_docs)] // `criterion_group!` generates an undocumented `pub fn`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use strata_gguf::GgmlType;
+use strata_quant::{matmul_q, matvec_q, quantize_acts, vec_dot_type};
+
+const TYPES: &[GgmlType] = &[
+    GgmlType::Q4_K,
+    GgmlType::Q8_0,
+    GgmlType::Q6_K,
+    GgmlType::Q5_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_1,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q5_K,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+}
+
+/// Fast deterministic fill: random quant bytes, small finite f16 scales, finite floats.
+fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let n = ty.row_size((rows * cols) as u64).unwrap() as usize;
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    let mut v: Vec<u8> = Vec::with_capacity(n);
+    for _ in 0..n.div_ceil(8) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        v.extend_from_slice(&s.to_le_bytes());
+    }
+    v.truncate(n);
+    let small = half::f16::from_f32(0.01).to_bits().to_le_bytes();
+    let fields: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q6_K => &[208],
+        GgmlType::F16 | GgmlType::BF16 => {
+            for c in v.chunks_exact_mut(2) {
+                c[1] &= 0x3f; // exponent well inside the finite range
+            }
+            &[]
+        }
+        GgmlType::F32 => {
+            for c in v.chunks_exact_mut(4) {
+                c[3] &= 0x3f;
+            }
+            &[]
+        }
+        _ => &[],
+    };
+    if !fields.is_empty() {
+        for b in v.chunks_exact_mut(ty.type_size()) {
+            for &o in fields {
+                b[o..o + 2].copy_from_slice(&small);
+            }
+        }
+    }
+    v
+}
+
+fn acts(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}
+
+fn bandwidth(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bandwidth");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    let buf: Vec<u64> = (0..(1usize << 27)).map(|i| i as u64).collect(); // 1 GiB
+    g.throughput(Throughput::Bytes((buf.len() * 8) as u64));
+    for threads in [1usize, 2] {
+        let p = pool(threads);
+        g.bench_function(BenchmarkId::new("read_1GiB", format!("{threads}t")), |b| {
+            b.iter(|| {
+                p.install(|| {
+                    use rayon::prelude::*;
+                    let sum: u64 = buf
+                        .par_chunks(buf.len() / threads)
+                        .map(|c| {
+                            // Four independent sums so the adds keep up with the loads.
+                            let mut s = [0u64; 4];
+                            for q in c.chunks_exact(4) {
+                                for k in 0..4 {
+                                    s[k] = s[k].wrapping_add(q[k]);
+                                }
+                            }
+                            s[0].wrapping_add(s[1])
+                                .wrapping_add(s[2])
+                                .wrapping_add(s[3])
+                        })
+                        .reduce(|| 0, u64::wrapping_add);
+                    black_box(sum)
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn matvec(c: &mut Criterion) {
+    let mut g = c.benchmark_group("matvec");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for &ty in TYPES {
+        for n in [4096usize, 8192] {
+            let w = weights(ty, n, n);
+            let x = quantize_acts(vec_dot_type(ty).unwrap(), &acts(n), 1, n).unwrap();
+            let mut y = vec![0f32; n];
+            g.throughput(Throughput::Bytes(w.len() as u64));
+            for threads in [1usize, 2] {
+                let p = pool(threads);
+                g.bench_function(
+                    BenchmarkId::new(format!("{ty}/{n}"), format!("{threads}t")),
+                    |b| {
+                        b.iter(|| {
+                            p.install(|| matvec_q(ty, black_box(&w), n, n, &x, &mut y).unwrap())
+                        })
+                    },
+                );
+            }
+        }
+    }
+    g.finish();
+}
+
+fn matmul(c: &mut Criterion) {
+    let mut g = c.benchmark_group("matmul");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    let n = 4096usize;
+    let p = pool(2);
+    for &ty in TYPES {
+        let w = weights(ty, n, n);
+        for batch in [64usize, 512] {
+            let x = quantize_acts(vec_dot_type(ty).unwrap(), &acts(n * batch), batch, n).unwrap();
+            let mut y = vec![0f32; n * batch];
+            g.throughput(Throughput::Elements((2 * n * n * batch) as u64));
+            g.bench_function(
+                BenchmarkId::new(format!("{ty}/{n}"), format!("b{batch}")),
+                |b| b.iter(|| p.install(|| matmul_q(ty, black_box(&w), n, n, &x, &mut y).unwrap())),
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bandwidth, matvec, matmul);
+criterion_main!(benches);
