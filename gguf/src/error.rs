@@ -116,6 +116,17 @@ pub enum Error {
         /// The depth limit.
         max: usize,
     },
+    /// Parsing the header would take more memory than [`ReadOptions::max_memory`](crate::ReadOptions)
+    /// allows.
+    #[error("reading {what} at byte {offset} would take the parsed header past the memory limit of {limit} bytes")]
+    MemoryLimit {
+        /// What was being read.
+        what: String,
+        /// Byte offset of the field.
+        offset: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
     /// A metadata key occurs twice.
     #[error("duplicate metadata key `{}` at byte {offset}", esc(key))]
     DuplicateKey {

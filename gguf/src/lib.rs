@@ -61,6 +61,47 @@ pub const MAX_DIMS: usize = 4;
 /// Deepest nesting of arrays in metadata the reader accepts (an array of arrays is depth 2).
 pub const MAX_ARRAY_DEPTH: usize = 8;
 
+/// Default for [`ReadOptions::max_memory`]: 1 GiB, two orders of magnitude above the headers
+/// of real models (Gemma 3's 262k-token vocabulary makes a 6.5 MB header).
+pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
+
+/// Options for reading a header.
+///
+/// ```
+/// use strata_gguf::{Gguf, ReadOptions};
+/// let opts = ReadOptions::new().max_memory(64 << 20);
+/// assert!(Gguf::from_bytes_with(b"GGUF", &opts).is_err()); // truncated
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ReadOptions {
+    /// Most heap memory (estimated, in bytes) the parsed header may take: keys, strings,
+    /// arrays and the tensor table. Past it, parsing fails with [`Error::MemoryLimit`].
+    /// Bounds what a hostile file can make a reader allocate, whatever the file's size.
+    pub max_memory: u64,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            max_memory: DEFAULT_MAX_MEMORY,
+        }
+    }
+}
+
+impl ReadOptions {
+    /// The defaults ([`DEFAULT_MAX_MEMORY`]).
+    pub fn new() -> ReadOptions {
+        ReadOptions::default()
+    }
+
+    /// Sets [`ReadOptions::max_memory`].
+    pub fn max_memory(mut self, bytes: u64) -> ReadOptions {
+        self.max_memory = bytes;
+        self
+    }
+}
+
 /// One entry of the tensor table.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -109,6 +150,11 @@ impl Gguf {
     /// Opens the file at `path` and parses its header. Reads only the header and the tensor
     /// table, never the tensor data.
     pub fn open(path: impl AsRef<Path>) -> Result<Gguf, Error> {
+        Gguf::open_with(path, &ReadOptions::default())
+    }
+
+    /// [`Gguf::open`] with options.
+    pub fn open_with(path: impl AsRef<Path>, options: &ReadOptions) -> Result<Gguf, Error> {
         let path = path.as_ref();
         let open_err = |source| Error::Open {
             path: path.to_owned(),
@@ -116,12 +162,17 @@ impl Gguf {
         };
         let file = File::open(path).map_err(open_err)?;
         let len = file.metadata().map_err(open_err)?.len();
-        reader::parse(BufReader::with_capacity(1 << 16, file), len)
+        reader::parse(BufReader::with_capacity(1 << 16, file), len, options)
     }
 
     /// Parses a header from a reader positioned at the start of a GGUF file. The file is
     /// taken to end where the stream ends; offsets are relative to the starting position.
-    pub fn read<R: Read + Seek>(mut r: R) -> Result<Gguf, Error> {
+    pub fn read<R: Read + Seek>(r: R) -> Result<Gguf, Error> {
+        Gguf::read_with(r, &ReadOptions::default())
+    }
+
+    /// [`Gguf::read`] with options.
+    pub fn read_with<R: Read + Seek>(mut r: R, options: &ReadOptions) -> Result<Gguf, Error> {
         let io = |source| Error::Io {
             offset: 0,
             what: "stream length".to_owned(),
@@ -130,16 +181,19 @@ impl Gguf {
         let start = r.stream_position().map_err(io)?;
         let end = r.seek(SeekFrom::End(0)).map_err(io)?;
         r.seek(SeekFrom::Start(start)).map_err(io)?;
-        reader::parse(
-            BufReader::with_capacity(1 << 16, r),
-            end.saturating_sub(start),
-        )
+        let len = end.saturating_sub(start);
+        reader::parse(BufReader::with_capacity(1 << 16, r), len, options)
     }
 
     /// Parses a header from the bytes of a whole GGUF file (or at least its header; tensor
     /// ranges are checked against `bytes.len()`).
     pub fn from_bytes(bytes: &[u8]) -> Result<Gguf, Error> {
-        reader::parse(bytes, bytes.len() as u64)
+        Gguf::from_bytes_with(bytes, &ReadOptions::default())
+    }
+
+    /// [`Gguf::from_bytes`] with options.
+    pub fn from_bytes_with(bytes: &[u8], options: &ReadOptions) -> Result<Gguf, Error> {
+        reader::parse(bytes, bytes.len() as u64, options)
     }
 
     /// The GGUF version (2 or 3).

@@ -3,7 +3,9 @@
 //! The parser reads the file front to back exactly once and never seeks. It knows the total
 //! length of the file up front, so every count and length read from the file is checked
 //! against the bytes that remain *before* anything is allocated for it: a hostile file cannot
-//! make the parser allocate more than (a small constant times) its own size.
+//! make the parser allocate more than (a small constant times) its own size. On top of that,
+//! the estimated memory of everything parsed is charged against [`ReadOptions::max_memory`],
+//! and collections grow with the data actually read rather than with what a count claims.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -11,7 +13,9 @@ use std::io::{self, Read};
 use crate::error::esc;
 use crate::metadata::Metadata;
 use crate::value::{Array, ArrayData, Value, ValueType};
-use crate::{Error, GgmlType, Gguf, TensorInfo, DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS};
+use crate::{
+    Error, GgmlType, Gguf, ReadOptions, TensorInfo, DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS,
+};
 
 /// The four bytes every GGUF file starts with.
 pub(crate) const MAGIC: [u8; 4] = *b"GGUF";
@@ -37,9 +41,26 @@ struct Src<R> {
     r: R,
     pos: u64,
     len: u64,
+    /// Estimated heap bytes of what has been parsed so far.
+    mem: u64,
+    /// Limit for `mem` ([`ReadOptions::max_memory`]).
+    mem_limit: u64,
 }
 
 impl<R: Read> Src<R> {
+    /// Accounts for `n` more bytes of memory held by the parsed header.
+    fn charge(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<(), Error> {
+        self.mem = self.mem.saturating_add(n);
+        if self.mem > self.mem_limit {
+            return Err(Error::MemoryLimit {
+                what: what(),
+                offset: self.pos,
+                limit: self.mem_limit,
+            });
+        }
+        Ok(())
+    }
+
     fn remaining(&self) -> u64 {
         self.len.saturating_sub(self.pos)
     }
@@ -109,6 +130,7 @@ impl<R: Read> Src<R> {
         what: &dyn Fn() -> String,
     ) -> Result<(), Error> {
         self.need(n, what)?;
+        self.charge(n, what)?;
         let n = usize::try_from(n).map_err(|_| self.absurd(n, what))?;
         // Grow by at most CHUNK at a time: memory follows the bytes actually read, even when
         // the stated length is backed only by a (sparse) file's length.
@@ -215,6 +237,7 @@ impl<R: Read> Src<R> {
                 for i in 0..count {
                     let what = || format!("string {i} of array `{}`", esc(key));
                     let len = self.u64(&|| format!("length of {}", what()))?;
+                    self.charge(size_of::<usize>() as u64, &what)?;
                     self.append(&mut blob, len, &what)?;
                     ends.push(blob.len());
                 }
@@ -225,6 +248,7 @@ impl<R: Read> Src<R> {
             ValueType::Array => {
                 let mut items = Vec::with_capacity(prealloc(count));
                 for _ in 0..count {
+                    self.charge(size_of::<Array>() as u64, &what)?;
                     items.push(self.array_value(key, depth + 1)?);
                 }
                 ArrayData::Nested(items)
@@ -263,8 +287,14 @@ fn check_bool(b: u8, key: &str, offset: u64) -> Result<bool, Error> {
 }
 
 /// Parses a GGUF header from `r`, which holds `len` bytes from the start of the file.
-pub(crate) fn parse<R: Read>(r: R, len: u64) -> Result<Gguf, Error> {
-    let mut src = Src { r, pos: 0, len };
+pub(crate) fn parse<R: Read>(r: R, len: u64, options: &ReadOptions) -> Result<Gguf, Error> {
+    let mut src = Src {
+        r,
+        pos: 0,
+        len,
+        mem: 0,
+        mem_limit: options.max_memory,
+    };
 
     let magic: [u8; 4] = src.array(&|| "magic".to_owned())?;
     if magic != MAGIC {
@@ -302,6 +332,9 @@ pub(crate) fn parse<R: Read>(r: R, len: u64) -> Result<Gguf, Error> {
                 offset: key_at,
             });
         }
+        // The pair, its index entry and the key's second copy.
+        let entry = size_of::<(String, Value)>() + size_of::<(String, usize)>() + 2 * key.len();
+        src.charge(entry as u64 + 32, &|| format!("metadata pair {i}"))?;
         let ty = src.value_type(&key)?;
         let value = src.value(ty, &key)?;
         metadata.insert(key, value)?;
@@ -333,6 +366,10 @@ pub(crate) fn parse<R: Read>(r: R, len: u64) -> Result<Gguf, Error> {
                 offset: name_at,
             });
         }
+        let entry = size_of::<TensorInfo>() + size_of::<(String, usize)>() + 2 * name.len();
+        src.charge(entry as u64 + 32 + 8 * MAX_DIMS as u64, &|| {
+            format!("tensor {i}")
+        })?;
         let tensor = read_tensor_info(&mut src, name, alignment)?;
         index.insert(tensor.name.clone(), tensors.len());
         tensors.push(tensor);

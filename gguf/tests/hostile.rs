@@ -427,3 +427,31 @@ fn messages_stay_on_one_line() {
     r.tensor(&long, &[8], 77, 0).data(32, 32);
     assert!(err(&r.0).to_string().len() < 400);
 }
+
+#[test]
+fn memory_limit_bounds_what_a_file_can_make_us_hold() {
+    use strata_gguf::ReadOptions;
+    // A genuine 3 MB string (the file really holds it) is refused under a 1 MB limit, before
+    // anything is allocated for it.
+    let mut r = Raw::header(3, 0, 1);
+    r.str("big").u32(8).u64(3 << 20).bytes(&vec![b'a'; 3 << 20]);
+    let small = ReadOptions::new().max_memory(1 << 20);
+    let e = Gguf::from_bytes_with(&r.0, &small).unwrap_err();
+    assert!(
+        matches!(e, Error::MemoryLimit { limit, .. } if limit == 1 << 20),
+        "{e}"
+    );
+    let e = Gguf::read_with(Cursor::new(&r.0), &small).unwrap_err();
+    assert!(matches!(e, Error::MemoryLimit { .. }));
+    assert!(Gguf::from_bytes_with(&r.0, &ReadOptions::new().max_memory(8 << 20)).is_ok());
+    // Many small metadata pairs are charged for their bookkeeping, not just their bytes.
+    let n = 20_000u64;
+    let mut r = Raw::header(3, 0, n);
+    for i in 0..n {
+        r.str(&format!("{i:05}")).u32(0).u8(0);
+    }
+    assert!(r.0.len() < 400_000);
+    let e = Gguf::from_bytes_with(&r.0, &ReadOptions::new().max_memory(1 << 20)).unwrap_err();
+    assert!(matches!(e, Error::MemoryLimit { .. }), "{e}");
+    assert!(parse(&r.0).is_ok());
+}

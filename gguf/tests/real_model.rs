@@ -127,3 +127,12 @@ fn reading_the_header_does_not_read_tensor_data() {
     );
     assert!(g.data_offset() < g.file_len() / 10);
 }
+
+#[test]
+fn header_fits_a_small_memory_limit() {
+    use strata_gguf::{Error, ReadOptions};
+    let path = model_path();
+    assert!(Gguf::open_with(&path, &ReadOptions::new().max_memory(16 << 20)).is_ok());
+    let e = Gguf::open_with(&path, &ReadOptions::new().max_memory(1 << 20)).unwrap_err();
+    assert!(matches!(e, Error::MemoryLimit { .. }), "{e}");
+}
