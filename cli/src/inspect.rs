@@ -6,18 +6,23 @@
 //! is still worth inspecting. A malformed file is an error naming the file and the problem.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;
-use serde_json::json;
-use strata_gguf::{file_type_name, Array, Element, Gguf, Metadata, TensorInfo, Value, ValueType};
+use strata_gguf::{
+    file_type_name, Array, Element, Gguf, Metadata, ReadOptions, TensorInfo, Value, ValueType,
+};
 
 /// Arrays longer than this are summarized (type, length, first items).
 const ARRAY_SHOWN: usize = 8;
 /// Strings longer than this many characters are shortened in the metadata listing.
 const STRING_SHOWN: usize = 96;
+
+/// Most memory the parsed header may take. Real headers need far less (Gemma 3's 262k-token
+/// vocabulary: about 9 MB); a hostile file cannot make `inspect` hold more than this.
+const MAX_HEADER_MEMORY: u64 = 48 << 20;
 
 /// Flags of `strata inspect`.
 #[derive(clap::Args)]
@@ -34,41 +39,41 @@ pub struct Args {
 
 /// Runs `strata inspect`.
 pub fn run(args: Args) -> Result<()> {
-    let g = Gguf::open(&args.model).map_err(|e| file_error(&args.model, &e))?;
+    let options = ReadOptions::new().max_memory(MAX_HEADER_MEMORY);
+    let g = Gguf::open_with(&args.model, &options).map_err(|e| file_error(&args.model, &e))?;
     let summary = Summary::new(&g);
-    let out = if args.json {
-        let mut doc = summary.to_json(&args.model, &g);
-        if args.tensors {
-            doc["tensors"] = serde_json::to_value(g.tensors())?;
-        }
-        let mut s = serde_json::to_string_pretty(&doc)?;
-        s.push('\n');
-        s
+    // Output is streamed: a header with a million tensors never becomes one big string.
+    let mut out = BufWriter::new(io::stdout().lock());
+    let written = if args.json {
+        summary
+            .write_json(&mut out, &args.model, &g, args.tensors)
+            .map_err(io::Error::from)
     } else {
-        let mut s = summary.to_text(&args.model, &g);
-        if args.tensors {
-            write_tensors(&mut s, &g);
-        }
-        s
+        summary
+            .write_text(&mut out, &args.model, &g)
+            .and_then(|()| {
+                if args.tensors {
+                    write_tensors(&mut out, &g)?;
+                }
+                Ok(())
+            })
     };
-    print_stdout(&out)
-}
-
-/// Writes to stdout; a closed pipe (`strata inspect m | head`) is not an error.
-fn print_stdout(s: &str) -> Result<()> {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(s.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(anyhow!("writing to stdout: {e}"))
-        }
+    match written.and_then(|()| out.flush()) {
+        // `strata inspect model | head` closes the pipe early: not an error.
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(anyhow!("writing to stdout: {e}")),
         _ => Ok(()),
     }
 }
 
 /// "path: problem" on one line, whatever the path or the file contains.
 fn file_error(path: &Path, e: &strata_gguf::Error) -> anyhow::Error {
-    let msg = format!("{}: {e}", path.display());
+    let msg = match e {
+        // The path is already in front.
+        strata_gguf::Error::Open { source, .. } => {
+            format!("{}: cannot open: {source}", path.display())
+        }
+        e => format!("{}: {e}", path.display()),
+    };
     anyhow!("{}", msg.replace('\n', "\\n").replace('\r', "\\r"))
 }
 
@@ -158,13 +163,16 @@ impl Summary {
             .collect()
     }
 
-    fn to_text(&self, path: &Path, g: &Gguf) -> String {
+    fn write_text(&self, w: &mut impl Write, path: &Path, g: &Gguf) -> io::Result<()> {
         let md = g.metadata();
         let unknown = || "?".to_owned();
-        let mut o = String::new();
-        let w = &mut o;
-        let _ = writeln!(w, "file:            {}", path.display());
-        let _ = writeln!(
+        let text = |s: &Option<String>| s.as_deref().map_or_else(unknown, sanitize);
+        writeln!(
+            w,
+            "file:            {}",
+            sanitize(&path.display().to_string())
+        )?;
+        writeln!(
             w,
             "format:          GGUF v{}, {} metadata pairs, {} tensors, alignment {}, data at byte {}",
             g.version(),
@@ -172,65 +180,49 @@ impl Summary {
             g.tensors().len(),
             g.alignment(),
             g.data_offset()
-        );
-        let _ = writeln!(
-            w,
-            "architecture:    {}",
-            self.arch.as_deref().map(sanitize).unwrap_or_else(unknown)
-        );
-        let _ = writeln!(
-            w,
-            "name:            {}",
-            self.name.as_deref().map(sanitize).unwrap_or_else(unknown)
-        );
-        let _ = writeln!(
+        )?;
+        writeln!(w, "architecture:    {}", text(&self.arch))?;
+        writeln!(w, "name:            {}", text(&self.name))?;
+        writeln!(
             w,
             "parameters:      {} ({})",
             group_digits(self.parameters),
             short_count(self.parameters)
-        );
-        let _ = writeln!(w, "file type:       {}", self.file_type_text());
-        let _ = writeln!(
-            w,
-            "context length:  {}",
-            self.context_length.map_or_else(unknown, |c| c.to_string())
-        );
-        let _ = writeln!(
-            w,
-            "layers:          {}",
-            self.block_count.map_or_else(unknown, |c| c.to_string())
-        );
-        let _ = writeln!(
+        )?;
+        writeln!(w, "file type:       {}", self.file_type_text())?;
+        let num = |n: Option<u64>| n.map_or_else(unknown, |n| n.to_string());
+        writeln!(w, "context length:  {}", num(self.context_length))?;
+        writeln!(w, "layers:          {}", num(self.block_count))?;
+        writeln!(
             w,
             "tokenizer:       {} (pre: {}), vocabulary {}",
-            self.tokenizer_model
-                .as_deref()
-                .map(sanitize)
-                .unwrap_or_else(unknown),
-            self.tokenizer_pre
-                .as_deref()
-                .map(sanitize)
-                .unwrap_or_else(unknown),
-            self.vocab_size.map_or_else(unknown, |n| n.to_string())
-        );
+            text(&self.tokenizer_model),
+            text(&self.tokenizer_pre),
+            num(self.vocab_size.map(|n| n as u64))
+        )?;
 
         let hp = self.hyperparameters(md);
         if !hp.is_empty() {
-            let _ = writeln!(w, "\nhyperparameters:");
-            let width = hp.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+            writeln!(w, "\nhyperparameters:")?;
+            let width = hp
+                .iter()
+                .map(|(k, _)| k.chars().count())
+                .max()
+                .unwrap_or(0)
+                .min(48);
             for (k, v) in hp {
-                let _ = writeln!(w, "  {:<width$}  {}", sanitize(k), value_text(v));
+                writeln!(w, "  {:<width$}  {}", sanitize(k), value_text(v))?;
             }
         }
 
-        let _ = writeln!(w, "\ntensor types:");
-        let _ = writeln!(
+        writeln!(w, "\ntensor types:")?;
+        writeln!(
             w,
             "  {:<8} {:>7} {:>15} {:>12} {:>6}",
             "type", "tensors", "elements", "bytes", "share"
-        );
+        )?;
         for ((_, name), ts) in &self.types {
-            let _ = writeln!(
+            writeln!(
                 w,
                 "  {:<8} {:>7} {:>15} {:>12} {:>5.1}%",
                 name,
@@ -238,41 +230,38 @@ impl Summary {
                 group_digits(ts.elements),
                 human_bytes(ts.bytes),
                 percent(ts.bytes, self.tensor_bytes)
-            );
+            )?;
         }
-        let _ = writeln!(
+        writeln!(
             w,
             "  {:<8} {:>7} {:>15} {:>12}",
             "total",
             g.tensors().len(),
             group_digits(self.parameters),
             human_bytes(self.tensor_bytes)
-        );
+        )?;
 
-        let _ = writeln!(w, "\nbytes by layer:");
-        let _ = writeln!(
+        writeln!(w, "\nbytes by layer:")?;
+        writeln!(
             w,
             "  globals   {:>3} tensors {:>12}",
             self.globals.tensors,
             human_bytes(self.globals.bytes)
-        );
+        )?;
         for (i, l) in &self.layers {
-            let _ = writeln!(
+            writeln!(
                 w,
                 "  blk.{:<4} {:>3} tensors {:>12}",
                 i,
                 l.tensors,
                 human_bytes(l.bytes)
-            );
+            )?;
         }
-        if let (Some(max), false) = (
-            self.layers.values().map(|l| l.bytes).max(),
-            self.layers.is_empty(),
-        ) {
-            let _ = writeln!(w, "  largest layer {}", human_bytes(max));
+        if let Some(max) = self.layers.values().map(|l| l.bytes).max() {
+            writeln!(w, "  largest layer {}", human_bytes(max))?;
         }
 
-        let _ = writeln!(w, "\nmetadata:");
+        writeln!(w, "\nmetadata:")?;
         let width = md
             .keys()
             .map(|k| k.chars().count())
@@ -280,15 +269,15 @@ impl Summary {
             .unwrap_or(0)
             .min(48);
         for (k, v) in md.iter() {
-            let _ = writeln!(
+            writeln!(
                 w,
                 "  {:<width$}  {:<10} {}",
                 sanitize(k),
                 short_type(v),
                 value_text(v)
-            );
+            )?;
         }
-        o
+        Ok(())
     }
 
     fn file_type_text(&self) -> String {
@@ -301,60 +290,167 @@ impl Summary {
         }
     }
 
-    fn to_json(&self, path: &Path, g: &Gguf) -> serde_json::Value {
+    fn write_json(
+        &self,
+        w: &mut impl Write,
+        path: &Path,
+        g: &Gguf,
+        with_tensors: bool,
+    ) -> serde_json::Result<()> {
         let md = g.metadata();
-        let hyper: serde_json::Map<String, serde_json::Value> = self
-            .hyperparameters(md)
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), value_json(v)))
-            .collect();
-        let metadata: serde_json::Map<String, serde_json::Value> = md
-            .iter()
-            .map(|(k, v)| (k.to_owned(), value_json(v)))
-            .collect();
-        let types: Vec<_> = self
-            .types
-            .iter()
-            .map(|((_, name), ts)| {
-                json!({ "type": name, "tensors": ts.tensors, "elements": ts.elements, "bytes": ts.bytes })
-            })
-            .collect();
-        let layers: Vec<_> = self
-            .layers
-            .iter()
-            .map(|(i, l)| json!({ "layer": i, "tensors": l.tensors, "bytes": l.bytes }))
-            .collect();
-        json!({
-            "file": path.display().to_string(),
-            "file_size": g.file_len(),
-            "version": g.version(),
-            "alignment": g.alignment(),
-            "data_offset": g.data_offset(),
-            "metadata_count": md.len(),
-            "tensor_count": g.tensors().len(),
-            "architecture": self.arch,
-            "name": self.name,
-            "parameters": self.parameters,
-            "file_type": self.file_type.map(|id| json!({ "id": id, "name": file_type_name(id) })),
-            "context_length": self.context_length,
-            "block_count": self.block_count,
-            "hyperparameters": hyper,
-            "tokenizer": {
-                "model": self.tokenizer_model,
-                "pre": self.tokenizer_pre,
-                "vocab_size": self.vocab_size,
+        let doc = JsonDoc {
+            file: path.display().to_string(),
+            file_size: g.file_len(),
+            version: g.version(),
+            alignment: g.alignment(),
+            data_offset: g.data_offset(),
+            metadata_count: md.len(),
+            tensor_count: g.tensors().len(),
+            architecture: self.arch.as_deref(),
+            name: self.name.as_deref(),
+            parameters: self.parameters,
+            file_type: self.file_type.map(|id| FileType {
+                id,
+                name: file_type_name(id),
+            }),
+            context_length: self.context_length,
+            block_count: self.block_count,
+            hyperparameters: Pairs(self.hyperparameters(md)),
+            tokenizer: TokenizerJson {
+                model: self.tokenizer_model.as_deref(),
+                pre: self.tokenizer_pre.as_deref(),
+                vocab_size: self.vocab_size,
             },
-            "tensor_types": types,
-            "tensor_bytes": self.tensor_bytes,
-            "globals": self.globals,
-            "layers": layers,
-            "metadata": metadata,
-        })
+            tensor_types: self
+                .types
+                .iter()
+                .map(|(&(_, ty), ts)| TypeJson { ty, stats: ts })
+                .collect(),
+            tensor_bytes: self.tensor_bytes,
+            globals: &self.globals,
+            layers: self
+                .layers
+                .iter()
+                .map(|(&layer, stats)| LayerJson { layer, stats })
+                .collect(),
+            metadata: Pairs(md.iter().collect()),
+            tensors: with_tensors.then(|| g.tensors()),
+        };
+        serde_json::to_writer_pretty(&mut *w, &doc)?;
+        w.write_all(b"\n").map_err(serde_json::Error::io)
     }
 }
 
-fn write_tensors(o: &mut String, g: &Gguf) {
-    let _ = writeln!(o, "\ntensors:");
+/// The `--json` document.
+#[derive(Serialize)]
+struct JsonDoc<'a> {
+    file: String,
+    file_size: u64,
+    version: u32,
+    alignment: u64,
+    data_offset: u64,
+    metadata_count: usize,
+    tensor_count: usize,
+    architecture: Option<&'a str>,
+    name: Option<&'a str>,
+    parameters: u64,
+    file_type: Option<FileType>,
+    context_length: Option<u64>,
+    block_count: Option<u64>,
+    hyperparameters: Pairs<'a>,
+    tokenizer: TokenizerJson<'a>,
+    tensor_types: Vec<TypeJson<'a>>,
+    tensor_bytes: u64,
+    globals: &'a GroupStats,
+    layers: Vec<LayerJson<'a>>,
+    metadata: Pairs<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tensors: Option<&'a [TensorInfo]>,
+}
+
+#[derive(Serialize)]
+struct FileType {
+    id: u32,
+    name: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct TokenizerJson<'a> {
+    model: Option<&'a str>,
+    pre: Option<&'a str>,
+    vocab_size: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct TypeJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    #[serde(flatten)]
+    stats: &'a TypeStats,
+}
+
+#[derive(Serialize)]
+struct LayerJson<'a> {
+    layer: u64,
+    #[serde(flatten)]
+    stats: &'a GroupStats,
+}
+
+/// Metadata pairs as a JSON object, long arrays summarized.
+struct Pairs<'a>(Vec<(&'a str, &'a Value)>);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            match v {
+                Value::Array(a) => map.serialize_entry(k, &Summarized(a))?,
+                v => map.serialize_entry(k, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// An array: all elements if it has at most [`ARRAY_SHOWN`], otherwise
+/// `{"type": "array of …", "len": n, "head": [first ARRAY_SHOWN]}`; nested arrays likewise.
+struct Summarized<'a>(&'a Array);
+
+/// The first [`ARRAY_SHOWN`] elements of an array.
+struct Head<'a>(&'a Array);
+
+impl Serialize for Head<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let n = self.0.len().min(ARRAY_SHOWN);
+        let mut seq = s.serialize_seq(Some(n))?;
+        for e in self.0.iter().take(n) {
+            match e {
+                Element::Array(inner) => seq.serialize_element(&Summarized(inner))?,
+                e => seq.serialize_element(&e)?,
+            }
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for Summarized<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if self.0.len() <= ARRAY_SHOWN {
+            return Head(self.0).serialize(s);
+        }
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("type", &format!("array of {}", elem_type_name(self.0)))?;
+        map.serialize_entry("len", &self.0.len())?;
+        map.serialize_entry("head", &Head(self.0))?;
+        map.end()
+    }
+}
+
+fn write_tensors(w: &mut impl Write, g: &Gguf) -> io::Result<()> {
+    writeln!(w, "\ntensors:")?;
     let width = g
         .tensors()
         .iter()
@@ -363,16 +459,17 @@ fn write_tensors(o: &mut String, g: &Gguf) {
         .unwrap_or(0)
         .min(48);
     for t in g.tensors() {
-        let _ = writeln!(
-            o,
+        writeln!(
+            w,
             "  {:<width$}  {:<7} {:<22} offset {:>12}  {:>10}",
             sanitize(&t.name),
             t.ty.name(),
             dims_text(t),
             t.offset,
             human_bytes(t.n_bytes)
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn dims_text(t: &TensorInfo) -> String {
@@ -386,7 +483,7 @@ fn sanitize(s: &str) -> String {
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
         if i == STRING_SHOWN {
-            let _ = write!(out, "… ({} bytes)", s.len());
+            out.push_str(&format!("… ({} bytes)", s.len()));
             break;
         }
         if c.is_control() {
@@ -449,29 +546,6 @@ fn array_text(a: &Array) -> String {
     } else {
         format!("[{}]", items.join(", "))
     }
-}
-
-/// A metadata value for JSON; arrays longer than [`ARRAY_SHOWN`] become a summary object.
-fn value_json(v: &Value) -> serde_json::Value {
-    match v {
-        Value::Array(a) => array_json(a),
-        v => serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
-    }
-}
-
-fn array_json(a: &Array) -> serde_json::Value {
-    if a.len() <= ARRAY_SHOWN {
-        return serde_json::to_value(a).unwrap_or(serde_json::Value::Null);
-    }
-    let head: Vec<serde_json::Value> = a
-        .iter()
-        .take(ARRAY_SHOWN)
-        .map(|e| match e {
-            Element::Array(inner) => array_json(inner),
-            e => serde_json::to_value(e).unwrap_or(serde_json::Value::Null),
-        })
-        .collect();
-    json!({ "type": format!("array of {}", elem_type_name(a)), "len": a.len(), "head": head })
 }
 
 fn percent(part: u64, whole: u64) -> f64 {

@@ -210,6 +210,18 @@ fn hostile_files_exit_1_with_one_line() {
         dup.extend_from_slice(&1u32.to_le_bytes());
     }
     cases.push(("newline-key.gguf", dup));
+    // A genuine 64 MB string: more header than `inspect` agrees to hold in memory.
+    let mut big = Vec::new();
+    big.extend_from_slice(b"GGUF");
+    big.extend_from_slice(&3u32.to_le_bytes());
+    big.extend_from_slice(&0u64.to_le_bytes());
+    big.extend_from_slice(&1u64.to_le_bytes());
+    big.extend_from_slice(&1u64.to_le_bytes());
+    big.extend_from_slice(b"k");
+    big.extend_from_slice(&8u32.to_le_bytes());
+    big.extend_from_slice(&(64u64 << 20).to_le_bytes());
+    big.resize(big.len() + (64 << 20), b'x');
+    cases.push(("huge-string.gguf", big));
     for (name, bytes) in &cases {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
