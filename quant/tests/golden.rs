@@ -32,13 +32,17 @@ impl Reader<'_> {
         u32::from_le_bytes(self.take(4).try_into().unwrap())
     }
     fn f32s(&mut self, n: usize) -> Vec<f32> {
-        self.take(4 * n).chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        self.take(4 * n)
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
 }
 
 fn load(name: &str) -> Golden {
     let path = data_dir().join(format!("{name}.bin"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask golden`)", path.display()));
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask golden`)", path.display()));
     let mut r = Reader(&bytes);
     assert_eq!(r.take(4), b"SQGV", "{name}: magic");
     assert_eq!(r.u32(), 1, "{name}: version");
@@ -53,7 +57,12 @@ fn load(name: &str) -> Golden {
         (x, q)
     });
     assert!(r.0.is_empty(), "{name}: trailing bytes");
-    Golden { ty, blocks, dequant, quant }
+    Golden {
+        ty,
+        blocks,
+        dequant,
+        quant,
+    }
 }
 
 const FORMATS: &[(&str, GgmlType)] = &[
@@ -83,7 +92,13 @@ fn dequantize_is_bit_identical_to_gguf_py() {
         dequantize(ty, &g.blocks, &mut out).unwrap();
         let bs = ty.block_size();
         for (i, (a, b)) in out.iter().zip(&g.dequant).enumerate() {
-            assert_eq!(a.to_bits(), b.to_bits(), "{ty} block {} element {}: ours {a:e}, gguf-py {b:e}", i / bs, i % bs);
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{ty} block {} element {}: ours {a:e}, gguf-py {b:e}",
+                i / bs,
+                i % bs
+            );
         }
     }
 }
@@ -92,11 +107,18 @@ fn dequantize_is_bit_identical_to_gguf_py() {
 fn quantize_is_bit_identical_to_reference() {
     let mut checked = Vec::new();
     for &(name, ty) in FORMATS {
-        let Some((x, want)) = load(name).quant else { continue };
+        let Some((x, want)) = load(name).quant else {
+            continue;
+        };
         let got = quantize(ty, &x).unwrap();
         let ts = ty.type_size();
         for (b, (g, w)) in got.chunks(ts).zip(want.chunks(ts)).enumerate() {
-            assert_eq!(g, w, "{ty} block {b}: input {:?}", &x[b * ty.block_size()..(b + 1) * ty.block_size()]);
+            assert_eq!(
+                g,
+                w,
+                "{ty} block {b}: input {:?}",
+                &x[b * ty.block_size()..(b + 1) * ty.block_size()]
+            );
         }
         checked.push(ty);
     }
