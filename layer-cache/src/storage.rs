@@ -122,32 +122,44 @@ impl Storage for MemStorage {
     }
 }
 
-/// Read `buf.len()` bytes at `offset`, split into up to `threads` pieces read concurrently
-/// (pieces are multiples of [`READ_ALIGN`](crate::READ_ALIGN) so O_DIRECT alignment survives the
-/// split). With the `threads` feature off, or `threads <= 1`, one read.
+/// Size of one read when a load is split between threads.
+pub(crate) const PIECE: usize = 8 << 20;
+
+/// Read `buf.len()` bytes at `offset` with up to `threads` reads in flight: the range is cut
+/// into [`PIECE`]-sized pieces (multiples of [`READ_ALIGN`](crate::READ_ALIGN), so O_DIRECT
+/// alignment survives the split) that the threads take in order, so no thread idles while
+/// another still has a long tail. With the `threads` feature off, or `threads <= 1`, one read.
+/// The first error wins; every thread is joined before returning.
 pub(crate) fn read_split(
     storage: &dyn Storage,
     offset: u64,
     buf: &mut [u8],
     threads: usize,
 ) -> Result<(), Error> {
-    const MIN_PIECE: usize = 1 << 20;
     #[cfg(feature = "threads")]
     {
-        let align = crate::READ_ALIGN as usize;
-        let pieces = threads.min(buf.len() / MIN_PIECE).max(1);
-        if pieces > 1 {
-            let piece = buf.len().div_ceil(pieces).div_ceil(align) * align;
+        let n_pieces = buf.len().div_ceil(PIECE);
+        let workers = threads.min(n_pieces);
+        if workers > 1 {
+            let queue = std::sync::Mutex::new(buf.chunks_mut(PIECE).enumerate());
+            let failed = std::sync::atomic::AtomicBool::new(false);
+            let worker = || -> Result<(), Error> {
+                loop {
+                    if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some((i, piece)) = next else {
+                        return Ok(());
+                    };
+                    if let Err(e) = storage.read_at(offset + (i * PIECE) as u64, piece) {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            };
             return std::thread::scope(|scope| {
-                let handles: Vec<_> = buf
-                    .chunks_mut(piece)
-                    .enumerate()
-                    .map(|(i, chunk)| {
-                        let off = offset + (i * piece) as u64;
-                        scope.spawn(move || storage.read_at(off, chunk))
-                    })
-                    .collect();
-                // Join all before returning so no thread outlives the buffer; keep the first error.
+                let handles: Vec<_> = (0..workers).map(|_| scope.spawn(worker)).collect();
                 let mut result = Ok(());
                 for handle in handles {
                     let r = handle.join().unwrap_or_else(|_| {
@@ -161,6 +173,6 @@ pub(crate) fn read_split(
             });
         }
     }
-    let _ = (threads, MIN_PIECE);
+    let _ = threads;
     storage.read_at(offset, buf)
 }

@@ -8,6 +8,7 @@ mod demo;
 mod fetch_model;
 mod test;
 
+mod bench;
 mod gen_model;
 mod golden;
 
@@ -21,6 +22,7 @@ fn main() -> Result<()> {
         "demo" => demo::run(rest),
         "fetch-model" => fetch_model::run(rest),
         "gen-model" => gen_model::run(rest),
+        "bench" => bench::run(rest),
         "golden" => golden::run(rest),
         other => bail!("unknown xtask command `{other}`; {rest:?}"),
     }
