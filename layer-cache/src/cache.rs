@@ -1034,3 +1034,85 @@ impl LayerRef {
         (0..self.entries().len()).map(|i| self.view(i))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The portable core on its own: the arena over in-memory bytes, with whatever features
+    //! this build has (`cargo test --no-default-features --features arena --lib` runs it with
+    //! no filesystem, no mmap and no threads).
+
+    use super::*;
+    use crate::MemStorage;
+    use strata_gguf::GgufWriter;
+
+    fn model(n_layers: usize) -> Vec<u8> {
+        let mut w = GgufWriter::new();
+        let mut fill = 0u8;
+        let mut bytes = |n: usize| {
+            fill = fill.wrapping_add(37);
+            (0..n)
+                .map(|i| fill.wrapping_add(i as u8))
+                .collect::<Vec<u8>>()
+        };
+        w.add_tensor("token_embd.weight", GgmlType::F32, &[64, 10], bytes(2560))
+            .unwrap();
+        for i in 0..n_layers {
+            w.add_tensor(
+                format!("blk.{i}.a.weight"),
+                GgmlType::F32,
+                &[1000 + 100 * i as u64],
+                bytes(4000 + 400 * i),
+            )
+            .unwrap();
+            w.add_tensor(format!("blk.{i}.b.bias"), GgmlType::F16, &[8], bytes(16))
+                .unwrap();
+        }
+        w.add_tensor("output_norm.weight", GgmlType::F32, &[64], bytes(256))
+            .unwrap();
+        w.to_vec().unwrap()
+    }
+
+    #[test]
+    fn arena_over_memory_serves_exact_bytes_within_the_budget() {
+        let bytes = model(6);
+        let gguf = Gguf::from_bytes(&bytes).unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.clone()));
+        let config = CacheConfig {
+            backend: Backend::Arena,
+            budget: Budget::Min,
+            prefetch: 1,
+            io_threads: 1,
+            ..CacheConfig::default()
+        };
+        let cache = LayerCache::open(storage, gguf.clone(), &config).unwrap();
+        assert_eq!(cache.plan().slots, 2);
+        assert_eq!(cache.plan().resident_layers, 1);
+        for _token in 0..3 {
+            for layer in 0..6 {
+                let l = cache.get(layer).unwrap();
+                for (short, full) in [
+                    ("a.weight", format!("blk.{layer}.a.weight")),
+                    ("b.bias", format!("blk.{layer}.b.bias")),
+                ] {
+                    let t = gguf.tensor(&full).unwrap();
+                    assert_eq!(
+                        l.tensor(short).unwrap().bytes,
+                        gguf.tensor_data(&bytes, t).unwrap()
+                    );
+                }
+            }
+        }
+        let t = gguf.tensor("output_norm.weight").unwrap();
+        assert_eq!(
+            cache.globals().tensor("output_norm.weight").unwrap().bytes,
+            gguf.tensor_data(&bytes, t).unwrap()
+        );
+        let s = cache.stats();
+        assert!(s.peak_resident_bytes <= s.budget_bytes);
+        assert_eq!(s.hits, 2, "layer 0 is resident: a hit in tokens 2 and 3");
+        assert_eq!(
+            s.budget_bytes,
+            cache.plan().globals_bytes + 2 * cache.plan().slot_bytes
+        );
+    }
+}

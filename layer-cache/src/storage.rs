@@ -123,10 +123,11 @@ impl Storage for MemStorage {
 }
 
 /// Size of one read when a load is split between threads.
+#[cfg(feature = "threads")]
 pub(crate) const PIECE: usize = 8 << 20;
 
 /// Read `buf.len()` bytes at `offset` with up to `threads` reads in flight: the range is cut
-/// into [`PIECE`]-sized pieces (multiples of [`READ_ALIGN`](crate::READ_ALIGN), so O_DIRECT
+/// into `PIECE`-sized pieces (multiples of [`READ_ALIGN`](crate::READ_ALIGN), so O_DIRECT
 /// alignment survives the split) that the threads take in order, so no thread idles while
 /// another still has a long tail. With the `threads` feature off, or `threads <= 1`, one read.
 /// The first error wins; every thread is joined before returning.
