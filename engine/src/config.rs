@@ -1,0 +1,389 @@
+//! Model hyperparameters read from GGUF metadata.
+//!
+//! Every value is read by explicit key under the architecture's prefix (`gemma3.`, `llama.`,
+//! `qwen2.`), with llama.cpp's default where llama.cpp has one and an error naming the key where
+//! it has none. Nothing here is specific to one model file: the forward pass follows these values.
+
+use strata_gguf::{Gguf, Metadata};
+
+use crate::error::ConfigError;
+
+/// The transformer families the engine runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// Gemma 3: GeGLU, per-head Q/K norms, sandwich norms, sliding-window layers, scaled embeddings.
+    Gemma3,
+    /// Llama (also Mistral-style models): SwiGLU, normal RoPE ordering.
+    Llama,
+    /// Qwen2: SwiGLU, Q/K/V biases, NeoX RoPE ordering.
+    Qwen2,
+}
+
+impl Arch {
+    /// Parses `general.architecture`.
+    pub fn from_name(name: &str) -> Result<Arch, ConfigError> {
+        match name {
+            "gemma3" => Ok(Arch::Gemma3),
+            "llama" => Ok(Arch::Llama),
+            "qwen2" => Ok(Arch::Qwen2),
+            other => Err(ConfigError::UnsupportedArch {
+                arch: other.to_string(),
+            }),
+        }
+    }
+
+    /// The metadata key prefix (`general.architecture`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Gemma3 => "gemma3",
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+
+    /// How RoPE pairs the dimensions of a head for this architecture.
+    pub fn rope_style(self) -> RopeStyle {
+        match self {
+            Arch::Llama => RopeStyle::Normal,
+            Arch::Gemma3 | Arch::Qwen2 => RopeStyle::Neox,
+        }
+    }
+}
+
+/// Which dimensions RoPE rotates together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(2i, 2i+1)` (llama.cpp `LLAMA_ROPE_TYPE_NORM`).
+    Normal,
+    /// Halves `(i, i + n_rot/2)` (llama.cpp `LLAMA_ROPE_TYPE_NEOX`).
+    Neox,
+}
+
+/// The feed-forward gate activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FfnActivation {
+    /// `silu(gate) * up` (llama, qwen2).
+    SwiGlu,
+    /// `gelu_tanh(gate) * up` (gemma3).
+    GeGlu,
+}
+
+/// RoPE frequency parameters of one layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeParams {
+    /// Base θ of the frequencies `θ^(-2i/n_rot)`.
+    pub freq_base: f32,
+    /// Linear position scale (1 / scaling factor; 1.0 = no scaling).
+    pub freq_scale: f32,
+}
+
+/// Hyperparameters of a model, read from its GGUF metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    /// The architecture.
+    pub arch: Arch,
+    /// Width of the residual stream (`<arch>.embedding_length`).
+    pub n_embd: usize,
+    /// Number of transformer blocks (`<arch>.block_count`).
+    pub n_layer: usize,
+    /// Hidden width of the feed-forward network (`<arch>.feed_forward_length`).
+    pub n_ff: usize,
+    /// Query heads (`<arch>.attention.head_count`).
+    pub n_head: usize,
+    /// Key/value heads (`<arch>.attention.head_count_kv`, default `n_head`).
+    pub n_head_kv: usize,
+    /// Width of one key/query head (`<arch>.attention.key_length`, default `n_embd / n_head`).
+    pub head_dim: usize,
+    /// Width of one value head (`<arch>.attention.value_length`, default `head_dim`).
+    pub head_dim_v: usize,
+    /// Dimensions of each head that RoPE rotates (`<arch>.rope.dimension_count`, default `head_dim`).
+    pub n_rot: usize,
+    /// Vocabulary size (rows of `token_embd.weight`).
+    pub n_vocab: usize,
+    /// The context length the model was trained for (`<arch>.context_length`).
+    pub n_ctx_train: usize,
+    /// RMSNorm epsilon (`<arch>.attention.layer_norm_rms_epsilon`).
+    pub rms_eps: f32,
+    /// RoPE ordering.
+    pub rope_style: RopeStyle,
+    /// RoPE parameters of full-attention layers (`<arch>.rope.freq_base`, rope scaling keys).
+    pub rope_global: RopeParams,
+    /// RoPE parameters of sliding-window layers (gemma3: `<arch>.rope.local_freq_base`, default
+    /// 10000, no scaling). Equal to `rope_global` for architectures without sliding windows.
+    pub rope_local: RopeParams,
+    /// Sliding-window size in tokens; 0 = no sliding-window layers.
+    pub sliding_window: usize,
+    /// Period of the sliding-window pattern: layer `il` slides when `il % period < period - 1`
+    /// (llama.cpp `set_swa_pattern`); 0 = every layer slides when `sliding_window > 0`.
+    pub swa_period: usize,
+    /// Scale applied to attention scores: `softmax(scale · q·k)`.
+    pub attn_scale: f32,
+    /// Whether the scale is multiplied into Q before the dot products (gemma3) or applied to the
+    /// scores inside the softmax (llama, qwen2). Both are what llama.cpp's graphs do; the
+    /// distinction matters for rounding because Q is converted to f16 for an f16 K cache.
+    pub scale_q_before_attn: bool,
+    /// Multiply embeddings by `sqrt(n_embd)` (gemma3).
+    pub scale_embeddings: bool,
+    /// Gemma-style sandwich norms (`post_attention_norm`, `post_ffw_norm`) and per-head Q/K norms.
+    pub gemma_norms: bool,
+    /// The gate activation.
+    pub ffn_activation: FfnActivation,
+    /// Final logit soft-capping `c · tanh(x / c)` (0 = off).
+    pub final_logit_softcap: f32,
+}
+
+impl ModelConfig {
+    /// Reads the configuration of the model in `gguf`.
+    ///
+    /// `n_vocab` comes from the `token_embd.weight` tensor (the vocabulary the model computes
+    /// over), falling back to the tokenizer's token list.
+    pub fn from_gguf(gguf: &Gguf) -> Result<ModelConfig, ConfigError> {
+        let md = gguf.metadata();
+        let arch_name =
+            md.get_str("general.architecture")
+                .map_err(|source| ConfigError::Metadata {
+                    key: "general.architecture".into(),
+                    source,
+                })?;
+        let arch = Arch::from_name(arch_name)?;
+        let keys = Keys { md, arch };
+
+        if md.get(&keys.key("expert_count")).is_some() && keys.opt_u64("expert_count")? > Some(0) {
+            return Err(ConfigError::Unsupported {
+                what: format!("mixture-of-experts {} models", arch.name()),
+            });
+        }
+
+        let n_embd = keys.req_usize("embedding_length")?;
+        let n_layer = keys.req_usize("block_count")?;
+        let n_ff = keys.req_usize("feed_forward_length")?;
+        let n_head = keys.req_usize("attention.head_count")?;
+        let n_head_kv = keys.opt_usize("attention.head_count_kv")?.unwrap_or(n_head);
+        let n_ctx_train = keys.req_usize("context_length")?;
+        let rms_eps = keys.req_f32("attention.layer_norm_rms_epsilon")?;
+        if n_embd == 0 || n_layer == 0 || n_ff == 0 || n_head == 0 || n_head_kv == 0 {
+            return Err(ConfigError::Invalid {
+                what: format!(
+                    "zero dimension: n_embd={n_embd} n_layer={n_layer} n_ff={n_ff} \
+                     n_head={n_head} n_head_kv={n_head_kv}"
+                ),
+            });
+        }
+        if n_head % n_head_kv != 0 {
+            return Err(ConfigError::Invalid {
+                what: format!("head_count {n_head} is not a multiple of head_count_kv {n_head_kv}"),
+            });
+        }
+        let head_dim = keys
+            .opt_usize("attention.key_length")?
+            .unwrap_or(n_embd / n_head);
+        let head_dim_v = keys
+            .opt_usize("attention.value_length")?
+            .unwrap_or(head_dim);
+        let n_rot = keys.opt_usize("rope.dimension_count")?.unwrap_or(head_dim);
+        if head_dim == 0 || head_dim_v == 0 || n_rot > head_dim || n_rot % 2 != 0 {
+            return Err(ConfigError::Invalid {
+                what: format!("head_dim={head_dim} head_dim_v={head_dim_v} n_rot={n_rot}"),
+            });
+        }
+
+        let n_vocab = match gguf.tensor("token_embd.weight") {
+            Some(t) if t.dims.len() == 2 => {
+                usize::try_from(t.dims[1]).map_err(|_| ConfigError::Invalid {
+                    what: format!("token_embd.weight rows {}", t.dims[1]),
+                })?
+            }
+            Some(t) => {
+                return Err(ConfigError::Invalid {
+                    what: format!("token_embd.weight has dims {:?}, expected 2", t.dims),
+                })
+            }
+            None => {
+                return Err(ConfigError::MissingTensor {
+                    name: "token_embd.weight".into(),
+                })
+            }
+        };
+
+        let rope_global = RopeParams {
+            freq_base: keys.opt_f32("rope.freq_base")?.unwrap_or(10_000.0),
+            freq_scale: keys.rope_freq_scale()?,
+        };
+
+        let mut cfg = ModelConfig {
+            arch,
+            n_embd,
+            n_layer,
+            n_ff,
+            n_head,
+            n_head_kv,
+            head_dim,
+            head_dim_v,
+            n_rot,
+            n_vocab,
+            n_ctx_train,
+            rms_eps,
+            rope_style: arch.rope_style(),
+            rope_global,
+            rope_local: rope_global,
+            sliding_window: 0,
+            swa_period: 0,
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            scale_q_before_attn: false,
+            scale_embeddings: false,
+            gemma_norms: false,
+            ffn_activation: FfnActivation::SwiGlu,
+            final_logit_softcap: 0.0,
+        };
+
+        if arch == Arch::Gemma3 {
+            // llama.cpp: SWA on 5 of every 6 layers, local layers at rope base 10000, scale 1.
+            cfg.sliding_window = keys.opt_usize("attention.sliding_window")?.unwrap_or(0);
+            cfg.swa_period = keys
+                .opt_usize("attention.sliding_window_pattern")?
+                .unwrap_or(6);
+            let local_base = match keys.opt_f32("rope.local_freq_base")? {
+                Some(b) => b,
+                None => keys.opt_f32("rope.freq_base_swa")?.unwrap_or(10_000.0),
+            };
+            cfg.rope_local = RopeParams {
+                freq_base: local_base,
+                freq_scale: 1.0,
+            };
+            // Gemma 3 27B scales by the model width per head; every other size by head_dim
+            // (`query_pre_attn_scalar`).
+            cfg.attn_scale = if n_layer == 62 {
+                1.0 / ((n_embd / n_head) as f32).sqrt()
+            } else {
+                1.0 / (head_dim as f32).sqrt()
+            };
+            cfg.scale_q_before_attn = true;
+            cfg.scale_embeddings = true;
+            cfg.gemma_norms = true;
+            cfg.ffn_activation = FfnActivation::GeGlu;
+            cfg.final_logit_softcap = keys.opt_f32("final_logit_softcapping")?.unwrap_or(0.0);
+        }
+        Ok(cfg)
+    }
+
+    /// Whether layer `il` uses sliding-window attention (llama.cpp `set_swa_pattern` with
+    /// `dense_first = false`: the last layer of each period is global).
+    pub fn is_swa_layer(&self, il: usize) -> bool {
+        self.sliding_window > 0
+            && (self.swa_period == 0 || il % self.swa_period < self.swa_period - 1)
+    }
+
+    /// RoPE parameters of layer `il`.
+    pub fn rope_for_layer(&self, il: usize) -> RopeParams {
+        if self.is_swa_layer(il) {
+            self.rope_local
+        } else {
+            self.rope_global
+        }
+    }
+
+    /// Width of all query heads together.
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// Width of one token's keys (all KV heads).
+    pub fn k_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+
+    /// Width of one token's values (all KV heads).
+    pub fn v_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim_v
+    }
+}
+
+/// Typed metadata reads under one architecture prefix.
+struct Keys<'a> {
+    md: &'a Metadata,
+    arch: Arch,
+}
+
+impl Keys<'_> {
+    fn key(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.arch.name())
+    }
+
+    fn req_usize(&self, suffix: &str) -> Result<usize, ConfigError> {
+        let key = self.key(suffix);
+        self.opt_usize(suffix)?
+            .ok_or(ConfigError::MissingKey { key })
+    }
+
+    fn req_f32(&self, suffix: &str) -> Result<f32, ConfigError> {
+        let key = self.key(suffix);
+        self.opt_f32(suffix)?.ok_or(ConfigError::MissingKey { key })
+    }
+
+    fn opt_u64(&self, suffix: &str) -> Result<Option<u64>, ConfigError> {
+        let key = self.key(suffix);
+        if self.md.get(&key).is_none() {
+            return Ok(None);
+        }
+        self.md
+            .get_u64(&key)
+            .map(Some)
+            .map_err(|source| ConfigError::Metadata { key, source })
+    }
+
+    fn opt_usize(&self, suffix: &str) -> Result<Option<usize>, ConfigError> {
+        match self.opt_u64(suffix)? {
+            None => Ok(None),
+            Some(v) => usize::try_from(v)
+                .map(Some)
+                .map_err(|_| ConfigError::Invalid {
+                    what: format!("{} = {v} does not fit in usize", self.key(suffix)),
+                }),
+        }
+    }
+
+    fn opt_f32(&self, suffix: &str) -> Result<Option<f32>, ConfigError> {
+        let key = self.key(suffix);
+        if self.md.get(&key).is_none() {
+            return Ok(None);
+        }
+        self.md
+            .get_f32(&key)
+            .map(Some)
+            .map_err(|source| ConfigError::Metadata { key, source })
+    }
+
+    fn opt_str(&self, suffix: &str) -> Result<Option<&str>, ConfigError> {
+        let key = self.key(suffix);
+        if self.md.get(&key).is_none() {
+            return Ok(None);
+        }
+        self.md
+            .get_str(&key)
+            .map(Some)
+            .map_err(|source| ConfigError::Metadata { key, source })
+    }
+
+    /// Linear RoPE scaling as llama.cpp reads it: `rope.scale_linear` (legacy) or
+    /// `rope.scaling.factor`, giving `freq_scale = 1 / factor`. Scaling types other than
+    /// `none`/`linear` change the rotation itself and are refused rather than approximated.
+    fn rope_freq_scale(&self) -> Result<f32, ConfigError> {
+        let ty = self.opt_str("rope.scaling.type")?.unwrap_or("linear");
+        if ty == "none" {
+            return Ok(1.0);
+        }
+        if ty != "linear" {
+            return Err(ConfigError::Unsupported {
+                what: format!(
+                    "{} = {ty:?} (only none/linear)",
+                    self.key("rope.scaling.type")
+                ),
+            });
+        }
+        let mut factor = self.opt_f32("rope.scale_linear")?.unwrap_or(0.0);
+        if let Some(f) = self.opt_f32("rope.scaling.factor")? {
+            factor = f;
+        }
+        Ok(if factor == 0.0 { 1.0 } else { 1.0 / factor })
+    }
+}

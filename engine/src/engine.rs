@@ -1,0 +1,367 @@
+//! [`Engine`]: a model opened over the layer cache, with its tokenizer; [`Session`]: one
+//! sequence's KV state, evaluation and generation, with per-run statistics.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use strata_layer_cache::{CacheConfig, CacheStats, LayerCache};
+
+use crate::config::ModelConfig;
+use crate::error::EngineError;
+use crate::generate::{GenerateOptions, Generation};
+use crate::kv_cache::{KvCache, KvType};
+use crate::model::{LogitsFor, Model};
+use crate::tokenizer::Tokenizer;
+
+/// The context length used when none is configured (capped at the model's trained length).
+pub const DEFAULT_N_CTX: usize = 4096;
+/// Tokens per prefill batch when none is configured (llama.cpp's default ubatch).
+pub const DEFAULT_BATCH: usize = 512;
+
+/// How to open and run a model.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Storage backend, memory budget, prefetch window and policy of the layer cache.
+    pub cache: CacheConfig,
+    /// KV cache positions; `None` = [`DEFAULT_N_CTX`] or the model's limit if smaller.
+    pub n_ctx: Option<usize>,
+    /// KV cache element type (f16 like llama.cpp by default).
+    pub kv_type: KvType,
+    /// Compute threads; `None` = rayon's default (all cores). Results do not depend on it.
+    pub threads: Option<usize>,
+    /// Prompt tokens per forward batch.
+    pub batch_size: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            cache: CacheConfig::default(),
+            n_ctx: None,
+            kv_type: KvType::F16,
+            threads: None,
+            batch_size: DEFAULT_BATCH,
+        }
+    }
+}
+
+/// A loaded model: configuration, layer cache, tokenizer and compute threads.
+pub struct Engine {
+    model: Model,
+    tokenizer: Tokenizer,
+    n_ctx: usize,
+    kv_type: KvType,
+    batch_size: usize,
+    #[cfg(feature = "threads")]
+    pool: Option<rayon::ThreadPool>,
+    load_time: Duration,
+}
+
+impl Engine {
+    /// Opens the GGUF model at `path`: parses its header, reads its configuration and tokenizer,
+    /// and sets up the layer cache (an arena backend loads its resident layers here).
+    pub fn open(path: impl AsRef<Path>, config: EngineConfig) -> Result<Engine, EngineError> {
+        let t0 = Instant::now();
+        if config.batch_size == 0 {
+            return Err(EngineError::InvalidSetting {
+                what: "batch size 0".into(),
+            });
+        }
+        let cache = LayerCache::open_path(path.as_ref(), &config.cache)?;
+        let cfg = ModelConfig::from_gguf(cache.gguf())?;
+        let tokenizer = Tokenizer::from_gguf(cache.gguf())?;
+        let n_ctx = config
+            .n_ctx
+            .unwrap_or_else(|| DEFAULT_N_CTX.min(cfg.n_ctx_train.max(1)));
+        if n_ctx == 0 {
+            return Err(EngineError::InvalidSetting {
+                what: "context length 0".into(),
+            });
+        }
+        let model = Model::new(cfg, cache)?;
+        #[cfg(feature = "threads")]
+        let pool = match config.threads {
+            Some(threads) => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| EngineError::ThreadPool {
+                        threads,
+                        message: e.to_string(),
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(Engine {
+            model,
+            tokenizer,
+            n_ctx,
+            kv_type: config.kv_type,
+            batch_size: config.batch_size,
+            #[cfg(feature = "threads")]
+            pool,
+            load_time: t0.elapsed(),
+        })
+    }
+
+    /// The model's hyperparameters.
+    pub fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The model (forward pass and layer cache).
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// KV cache positions of each new session.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Time spent in [`Engine::open`].
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    /// Layer cache counters (hits, misses, bytes streamed, resident peak).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.model.cache().stats()
+    }
+
+    /// The layer cache.
+    pub fn layer_cache(&self) -> &LayerCache {
+        self.model.cache()
+    }
+
+    /// A new session with an empty KV cache of [`Engine::n_ctx`] positions.
+    pub fn session(&self) -> Result<Session<'_>, EngineError> {
+        Ok(Session {
+            engine: self,
+            kv: KvCache::new(self.model.config(), self.n_ctx, self.kv_type)?,
+            tokens: Vec::new(),
+            pending: None,
+            stats: RunStats::default(),
+        })
+    }
+
+    /// Runs `f` on this engine's thread pool (or the global one).
+    fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        #[cfg(feature = "threads")]
+        if let Some(pool) = &self.pool {
+            return pool.install(f);
+        }
+        f()
+    }
+}
+
+/// Timings of a session's work since it was created or its stats were reset.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RunStats {
+    /// Tokens evaluated in batches of more than one (prompts).
+    pub prefill_tokens: usize,
+    /// Time spent evaluating them.
+    pub prefill_time: Duration,
+    /// Tokens evaluated one at a time (generation).
+    pub decode_tokens: usize,
+    /// Time spent evaluating them.
+    pub decode_time: Duration,
+    /// Tokens produced by generation (sampled).
+    pub generated_tokens: usize,
+}
+
+impl RunStats {
+    /// Prompt tokens per second.
+    pub fn prefill_tok_s(&self) -> f64 {
+        rate(self.prefill_tokens, self.prefill_time)
+    }
+
+    /// Generated tokens evaluated per second.
+    pub fn decode_tok_s(&self) -> f64 {
+        rate(self.decode_tokens, self.decode_time)
+    }
+}
+
+fn rate(n: usize, t: Duration) -> f64 {
+    if t.is_zero() {
+        0.0
+    } else {
+        n as f64 / t.as_secs_f64()
+    }
+}
+
+/// One sequence: the tokens evaluated so far and their keys and values.
+pub struct Session<'e> {
+    engine: &'e Engine,
+    kv: KvCache,
+    /// Tokens whose keys and values are in `kv`, in position order.
+    tokens: Vec<u32>,
+    /// A token sampled by generation but not yet evaluated; evaluated first by the next call.
+    pending: Option<u32>,
+    stats: RunStats,
+}
+
+impl<'e> Session<'e> {
+    /// The engine this session runs on.
+    pub fn engine(&self) -> &'e Engine {
+        self.engine
+    }
+
+    /// Positions filled in the KV cache.
+    pub fn n_past(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The tokens evaluated so far, plus a generated token not evaluated yet.
+    pub fn tokens(&self) -> Vec<u32> {
+        let mut t = self.tokens.clone();
+        t.extend(self.pending);
+        t
+    }
+
+    /// Forgets every token (the KV cache is reused).
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.pending = None;
+    }
+
+    /// Timings so far.
+    pub fn stats(&self) -> &RunStats {
+        &self.stats
+    }
+
+    /// Clears the timings.
+    pub fn reset_stats(&mut self) {
+        self.stats = RunStats::default();
+    }
+
+    /// Evaluates `tokens` after the ones already in the session, in batches, and hands the
+    /// logits of the requested positions to `sink` as `(index in tokens, logits)`.
+    pub fn eval_with(
+        &mut self,
+        tokens: &[u32],
+        which: LogitsFor,
+        sink: &mut (dyn FnMut(usize, &[f32]) + Send),
+    ) -> Result<(), EngineError> {
+        // A pending generated token goes first; its logits are never reported.
+        let mut all = Vec::with_capacity(tokens.len() + 1);
+        let offset = usize::from(self.pending.is_some());
+        all.extend(self.pending);
+        all.extend_from_slice(tokens);
+        if all.is_empty() {
+            return Err(EngineError::EmptyInput);
+        }
+        if tokens.is_empty() && which == LogitsFor::All {
+            return Err(EngineError::EmptyInput);
+        }
+        self.check_fits(all.len())?;
+        let n_vocab = self.engine.config().n_vocab;
+        if let Some(&id) = all.iter().find(|&&id| id as usize >= n_vocab) {
+            return Err(EngineError::TokenOutOfRange { id, n_vocab });
+        }
+
+        let t0 = Instant::now();
+        let batch = self.engine.batch_size;
+        let n_all = all.len();
+        let engine = self.engine;
+        let kv = &mut self.kv;
+        let pos_start = self.tokens.len();
+        engine.install(|| -> Result<(), EngineError> {
+            let mut start = 0;
+            while start < n_all {
+                let end = (start + batch).min(n_all);
+                let is_last = end == n_all;
+                let chunk_which = match which {
+                    LogitsFor::All => Some(LogitsFor::All),
+                    LogitsFor::Last if is_last => Some(LogitsFor::Last),
+                    LogitsFor::Last => None,
+                };
+                let mut report = |i: usize, logits: &[f32]| {
+                    let idx = start + i;
+                    // With no new tokens, the pending token's logits are the ones asked for.
+                    if idx >= offset || tokens.is_empty() {
+                        sink(idx.saturating_sub(offset), logits);
+                    }
+                };
+                match chunk_which {
+                    Some(w) => engine.model.forward(
+                        &all[start..end],
+                        pos_start + start,
+                        kv,
+                        w,
+                        &mut report,
+                    )?,
+                    // Middle chunks of a long prompt: logits of the last row are computed and
+                    // dropped (the cost of one output row per 512 tokens).
+                    None => engine.model.forward(
+                        &all[start..end],
+                        pos_start + start,
+                        kv,
+                        LogitsFor::Last,
+                        &mut |_, _| {},
+                    )?,
+                }
+                start = end;
+            }
+            Ok(())
+        })?;
+        let dt = t0.elapsed();
+        if n_all > 1 {
+            self.stats.prefill_tokens += n_all;
+            self.stats.prefill_time += dt;
+        } else {
+            self.stats.decode_tokens += 1;
+            self.stats.decode_time += dt;
+        }
+        self.tokens.extend_from_slice(&all);
+        self.pending = None;
+        Ok(())
+    }
+
+    /// Evaluates `tokens` and returns the logits after the last one (`[n_vocab]`).
+    pub fn eval(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let mut out = Vec::new();
+        self.eval_with(tokens, LogitsFor::Last, &mut |_, l| out = l.to_vec())?;
+        Ok(out)
+    }
+
+    /// Starts generating after `prompt` (evaluated first; may be empty if the session already
+    /// holds tokens). Fails before evaluating anything if the prompt plus
+    /// `options.max_tokens` would overflow the KV cache.
+    pub fn generate<'s>(
+        &'s mut self,
+        prompt: &[u32],
+        options: GenerateOptions,
+    ) -> Result<Generation<'s, 'e>, EngineError> {
+        let pending = usize::from(self.pending.is_some());
+        self.check_fits(pending + prompt.len() + options.max_tokens)?;
+        Generation::start(self, prompt, options)
+    }
+
+    /// Marks `id` as generated but not yet evaluated.
+    pub(crate) fn set_pending(&mut self, id: u32) {
+        self.pending = Some(id);
+    }
+
+    pub(crate) fn stats_mut(&mut self) -> &mut RunStats {
+        &mut self.stats
+    }
+
+    /// Errors unless `n_new` more positions fit the KV cache.
+    fn check_fits(&self, n_new: usize) -> Result<(), EngineError> {
+        let needed = self.tokens.len() + n_new;
+        if needed > self.kv.n_ctx() {
+            return Err(EngineError::ContextOverflow {
+                needed,
+                n_ctx: self.kv.n_ctx(),
+                n_ctx_train: self.engine.config().n_ctx_train,
+            });
+        }
+        Ok(())
+    }
+}

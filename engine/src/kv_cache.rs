@@ -1,0 +1,160 @@
+//! The key/value cache: per layer, the keys and values of every position seen so far.
+//!
+//! Storage is f16 by default (llama.cpp's default `type_k = type_v = f16`) or f32. Rows are kept
+//! in position order, one row per token: `k[layer]: [n_ctx, n_head_kv · head_dim]`,
+//! `v[layer]: [n_ctx, n_head_kv · head_dim_v]`.
+
+use half::f16;
+use half::slice::HalfBitsSliceExt;
+use half::slice::HalfFloatSliceExt;
+
+use crate::config::ModelConfig;
+use crate::error::EngineError;
+
+/// Element type of the KV cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvType {
+    /// Half precision (llama.cpp's default): Q is rounded to f16 before `q·k`, attention
+    /// probabilities are rounded to f16 before weighting V.
+    #[default]
+    F16,
+    /// Single precision.
+    F32,
+}
+
+impl std::str::FromStr for KvType {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<KvType, EngineError> {
+        match s.to_ascii_lowercase().as_str() {
+            "f16" => Ok(KvType::F16),
+            "f32" => Ok(KvType::F32),
+            other => Err(EngineError::InvalidSetting {
+                what: format!("KV cache type `{other}` (expected f16 or f32)"),
+            }),
+        }
+    }
+}
+
+/// One layer's key or value rows.
+enum Rows {
+    /// f16 bit patterns (zero-initialized memory is +0.0).
+    F16(Vec<u16>),
+    F32(Vec<f32>),
+}
+
+impl Rows {
+    fn new(ty: KvType, n: usize) -> Rows {
+        match ty {
+            KvType::F16 => Rows::F16(vec![0u16; n]),
+            KvType::F32 => Rows::F32(vec![0.0f32; n]),
+        }
+    }
+
+    /// Writes `src` at element offset `at`, rounding to f16 if the storage is f16.
+    fn write(&mut self, at: usize, src: &[f32]) {
+        match self {
+            Rows::F16(bits) => bits[at..at + src.len()]
+                .reinterpret_cast_mut::<f16>()
+                .convert_from_f32_slice(src),
+            Rows::F32(v) => v[at..at + src.len()].copy_from_slice(src),
+        }
+    }
+
+    /// The first `n` elements as f32 (borrowed for f32 storage, converted into `scratch` for f16).
+    fn read<'a>(&'a self, n: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        match self {
+            Rows::F16(bits) => {
+                scratch.resize(n, 0.0);
+                bits[..n]
+                    .reinterpret_cast::<f16>()
+                    .convert_to_f32_slice(scratch);
+                scratch
+            }
+            Rows::F32(v) => &v[..n],
+        }
+    }
+}
+
+/// Keys and values of every layer for one sequence.
+pub struct KvCache {
+    ty: KvType,
+    n_ctx: usize,
+    k_dim: usize,
+    v_dim: usize,
+    k: Vec<Rows>,
+    v: Vec<Rows>,
+}
+
+impl KvCache {
+    /// Allocates a cache of `n_ctx` positions for a model with configuration `cfg`.
+    pub fn new(cfg: &ModelConfig, n_ctx: usize, ty: KvType) -> Result<KvCache, EngineError> {
+        if n_ctx == 0 {
+            return Err(EngineError::InvalidSetting {
+                what: "context length 0".into(),
+            });
+        }
+        let (k_dim, v_dim) = (cfg.k_dim(), cfg.v_dim());
+        let k = (0..cfg.n_layer)
+            .map(|_| Rows::new(ty, n_ctx * k_dim))
+            .collect();
+        let v = (0..cfg.n_layer)
+            .map(|_| Rows::new(ty, n_ctx * v_dim))
+            .collect();
+        Ok(KvCache {
+            ty,
+            n_ctx,
+            k_dim,
+            v_dim,
+            k,
+            v,
+        })
+    }
+
+    /// Positions the cache holds.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// The element type.
+    pub fn kv_type(&self) -> KvType {
+        self.ty
+    }
+
+    /// Bytes held by the cache.
+    pub fn size_bytes(&self) -> usize {
+        let elem = match self.ty {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        };
+        self.k.len() * self.n_ctx * (self.k_dim + self.v_dim) * elem
+    }
+
+    /// Stores the keys and values of `n` consecutive positions starting at `pos0` in `layer`.
+    /// Shapes: `k`: `[n, k_dim]`, `v`: `[n, v_dim]`. The caller checked `pos0 + n <= n_ctx`.
+    pub(crate) fn store(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
+        debug_assert!(pos0 + k.len() / self.k_dim <= self.n_ctx);
+        self.k[layer].write(pos0 * self.k_dim, k);
+        self.v[layer].write(pos0 * self.v_dim, v);
+    }
+
+    /// Keys of positions `0..n_pos` of `layer` as f32: `[n_pos, k_dim]`.
+    pub(crate) fn keys<'a>(
+        &'a self,
+        layer: usize,
+        n_pos: usize,
+        scratch: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        self.k[layer].read(n_pos * self.k_dim, scratch)
+    }
+
+    /// Values of positions `0..n_pos` of `layer` as f32: `[n_pos, v_dim]`.
+    pub(crate) fn values<'a>(
+        &'a self,
+        layer: usize,
+        n_pos: usize,
+        scratch: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        self.v[layer].read(n_pos * self.v_dim, scratch)
+    }
+}

@@ -1,0 +1,515 @@
+//! The forward pass: token ids in, logits out, reading every weight through the layer cache.
+//!
+//! ```text
+//! x = embed(tokens)                              [n, n_embd]   (× √n_embd for gemma3)
+//! for il in 0..n_layer:                          LayerCache::get(il) → tensor views
+//!     x = x + attention_block(x)                 norm → Q,K,V → (Q/K norm) → RoPE → KV cache →
+//!                                                softmax(QKᵀ)V → output proj (→ post-norm)
+//!     x = x + ffn_block(x)                       norm → act(gate) ⊙ up → down (→ post-norm)
+//! logits = output · norm(x)                      [n_out, n_vocab]
+//! ```
+//! Every matrix product reads quantized bytes in place: activations are quantized once per
+//! weight `vec_dot_type` (`strata_quant::quantize_acts`) and shared by Q/K/V and by gate/up,
+//! as llama.cpp does. Prefill uses `matmul_q` over a chunk of tokens, decode `matvec_q`.
+//! No weight is ever kept dequantized; only the embedding rows of the current tokens are
+//! dequantized, one row each.
+
+use strata_gguf::GgmlType;
+use strata_layer_cache::{LayerCache, LayerRef, TensorView};
+use strata_quant::{quantize_acts, vec_dot_type, QuantizedActs};
+
+use crate::attention::{attention, AttnParams};
+use crate::config::{FfnActivation, ModelConfig};
+use crate::error::EngineError;
+use crate::kv_cache::{KvCache, KvType};
+use crate::ops;
+
+/// Which positions of a batch need logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitsFor {
+    /// Only the last token (generation).
+    Last,
+    /// Every token (scoring, verification).
+    All,
+}
+
+/// Output rows computed per output-head product (bounds the logits buffer to 32 × n_vocab).
+const OUTPUT_ROWS_PER_STEP: usize = 32;
+
+/// A model: its configuration and the layer cache its weights come from.
+pub struct Model {
+    cfg: ModelConfig,
+    cache: LayerCache,
+    /// Llama 3 style per-pair RoPE frequency divisors (`rope_freqs.weight`, `[n_rot/2]`), a
+    /// property of the position encoding rather than a weight matrix.
+    rope_freqs: Option<Vec<f32>>,
+}
+
+impl Model {
+    /// Wraps an open layer cache; checks that the global tensors match the configuration.
+    pub fn new(cfg: ModelConfig, cache: LayerCache) -> Result<Model, EngineError> {
+        let globals = cache.globals();
+        let embd = globals.tensor("token_embd.weight")?;
+        expect_dims(&embd, &[cfg.n_embd as u64, cfg.n_vocab as u64])?;
+        let norm = globals.tensor("output_norm.weight")?;
+        expect_dims(&norm, &[cfg.n_embd as u64])?;
+        if let Some(out) = globals.get("output.weight") {
+            expect_dims(&out, &[cfg.n_embd as u64, cfg.n_vocab as u64])?;
+        }
+        let rope_freqs = match globals.get("rope_freqs.weight") {
+            Some(t) => {
+                expect_dims(&t, &[(cfg.n_rot / 2) as u64])?;
+                Some(f32_tensor(&t)?)
+            }
+            None => None,
+        };
+        if cache.n_layers() != cfg.n_layer {
+            return Err(EngineError::Config(crate::error::ConfigError::Invalid {
+                what: format!(
+                    "{}.block_count = {} but the file has {} layers of tensors",
+                    cfg.arch.name(),
+                    cfg.n_layer,
+                    cache.n_layers()
+                ),
+            }));
+        }
+        Ok(Model {
+            cfg,
+            cache,
+            rope_freqs,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The layer cache.
+    pub fn cache(&self) -> &LayerCache {
+        &self.cache
+    }
+
+    /// Runs `tokens` at positions `pos0..pos0 + n` through the model, appending their keys and
+    /// values to `kv`, and hands the logits of the requested positions to `sink` as
+    /// `(index in tokens, logits [n_vocab])`, in order.
+    ///
+    /// The caller checked that the positions fit `kv` and that every id is in the vocabulary.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        pos0: usize,
+        kv: &mut KvCache,
+        which: LogitsFor,
+        sink: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), EngineError> {
+        let n = tokens.len();
+        // x: [n, n_embd], the residual stream.
+        let mut x = self.embed(tokens)?;
+        let mut s = Scratch::default();
+        for il in 0..self.cfg.n_layer {
+            let layer = self.cache.get(il)?;
+            self.attention_block(il, &layer, &mut x, n, pos0, kv, &mut s)?;
+            self.ffn_block(&layer, &mut x, n, &mut s)?;
+        }
+        let first = match which {
+            LogitsFor::Last => n - 1,
+            LogitsFor::All => 0,
+        };
+        self.logits(&x[first * self.cfg.n_embd..], n - first, first, sink)
+    }
+
+    /// Embedding rows of `tokens` (dequantized one row at a time): `[n, n_embd]`.
+    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let d = self.cfg.n_embd;
+        let t = self.cache.globals().tensor("token_embd.weight")?;
+        let row_bytes = row_size(&t, d)?;
+        let mut x = vec![0.0f32; tokens.len() * d];
+        for (row, &id) in x.chunks_exact_mut(d).zip(tokens) {
+            let start = id as usize * row_bytes;
+            let bytes =
+                t.bytes
+                    .get(start..start + row_bytes)
+                    .ok_or(EngineError::TokenOutOfRange {
+                        id,
+                        n_vocab: self.cfg.n_vocab,
+                    })?;
+            strata_quant::dequantize(t.ty, bytes, row).map_err(|source| kernel_err(&t, source))?;
+        }
+        if self.cfg.scale_embeddings {
+            let scale = (d as f32).sqrt();
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
+        Ok(x)
+    }
+
+    /// `x += attention(norm(x))` for one layer, storing this batch's keys and values in `kv`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_block(
+        &self,
+        il: usize,
+        layer: &LayerRef,
+        x: &mut [f32],
+        n: usize,
+        pos0: usize,
+        kv: &mut KvCache,
+        s: &mut Scratch,
+    ) -> Result<(), EngineError> {
+        let c = &self.cfg;
+        let (d, hd) = (c.n_embd, c.head_dim);
+
+        // xn = rmsnorm(x) ⊙ attn_norm                         [n, n_embd]
+        let w_norm = norm_weight(layer, "attn_norm.weight", d, &mut s.w)?;
+        s.xn.resize(n * d, 0.0);
+        for (o, xi) in s.xn.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+            ops::rms_norm(xi, w_norm, c.rms_eps, o);
+        }
+
+        // q = Wq xn + bq  [n, n_head·hd];  k = Wk xn + bk  [n, n_kv·hd];  v = Wv xn + bv  [n, n_kv·hd_v]
+        let mut acts = Acts::new(&s.xn, n, d);
+        s.q.resize(n * c.q_dim(), 0.0);
+        s.k.resize(n * c.k_dim(), 0.0);
+        s.v.resize(n * c.v_dim(), 0.0);
+        linear(layer, "attn_q", &mut acts, c.q_dim(), &mut s.q)?;
+        linear(layer, "attn_k", &mut acts, c.k_dim(), &mut s.k)?;
+        linear(layer, "attn_v", &mut acts, c.v_dim(), &mut s.v)?;
+
+        // Gemma: per-head RMSNorm of q and k (weights [hd], shared by all heads).
+        if c.gemma_norms {
+            let wq = norm_weight(layer, "attn_q_norm.weight", hd, &mut s.w)?;
+            s.q.chunks_exact_mut(hd)
+                .for_each(|h| ops::rms_norm_inplace(h, wq, c.rms_eps));
+            let wk = norm_weight(layer, "attn_k_norm.weight", hd, &mut s.w)?;
+            s.k.chunks_exact_mut(hd)
+                .for_each(|h| ops::rms_norm_inplace(h, wk, c.rms_eps));
+        }
+
+        // RoPE on every head of q and k at the token's position, with this layer's base.
+        let rope = c.rope_for_layer(il);
+        let half = c.n_rot / 2;
+        s.cos.resize(half, 0.0);
+        s.sin.resize(half, 0.0);
+        for t in 0..n {
+            ops::rope_angles(
+                pos0 + t,
+                c.n_rot,
+                rope.freq_base,
+                rope.freq_scale,
+                self.rope_freqs.as_deref(),
+                &mut s.cos,
+                &mut s.sin,
+            );
+            for h in s.q[t * c.q_dim()..(t + 1) * c.q_dim()].chunks_exact_mut(hd) {
+                ops::rope_apply(h, c.n_rot, c.rope_style, &s.cos, &s.sin);
+            }
+            for h in s.k[t * c.k_dim()..(t + 1) * c.k_dim()].chunks_exact_mut(hd) {
+                ops::rope_apply(h, c.n_rot, c.rope_style, &s.cos, &s.sin);
+            }
+        }
+
+        // Gemma scales q before the product (query_pre_attn_scalar); the others scale scores.
+        let score_scale = if c.scale_q_before_attn {
+            s.q.iter_mut().for_each(|v| *v *= c.attn_scale);
+            1.0
+        } else {
+            c.attn_scale
+        };
+
+        // Append k, v at positions pos0..pos0+n, then attend over positions 0..pos0+n.
+        kv.store(il, pos0, &s.k, &s.v);
+        let n_kv = pos0 + n;
+        let params = AttnParams {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: hd,
+            head_dim_v: c.head_dim_v,
+            scale: score_scale,
+            window: c.is_swa_layer(il).then_some(c.sliding_window),
+            f16_operands: kv.kv_type() == KvType::F16,
+        };
+        // att: [n, n_head·hd_v]
+        s.att.resize(n * c.n_head * c.head_dim_v, 0.0);
+        {
+            let keys = kv.keys(il, n_kv, &mut s.kbuf);
+            let values = kv.values(il, n_kv, &mut s.vbuf);
+            attention(&s.q, pos0, keys, values, &params, &mut s.att);
+        }
+
+        // o = Wo att + bo                                      [n, n_embd]
+        let mut acts = Acts::new(&s.att, n, c.n_head * c.head_dim_v);
+        s.o.resize(n * d, 0.0);
+        linear(layer, "attn_output", &mut acts, d, &mut s.o)?;
+
+        // Gemma: o = rmsnorm(o) ⊙ post_attention_norm
+        if c.gemma_norms {
+            let w = norm_weight(layer, "post_attention_norm.weight", d, &mut s.w)?;
+            s.o.chunks_exact_mut(d)
+                .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
+        }
+
+        // Residual.
+        x.iter_mut().zip(&s.o).for_each(|(xi, oi)| *xi += oi);
+        Ok(())
+    }
+
+    /// `x += ffn(norm(x))` for one layer: `down(act(gate · xn) ⊙ (up · xn))`.
+    fn ffn_block(
+        &self,
+        layer: &LayerRef,
+        x: &mut [f32],
+        n: usize,
+        s: &mut Scratch,
+    ) -> Result<(), EngineError> {
+        let c = &self.cfg;
+        let (d, ff) = (c.n_embd, c.n_ff);
+
+        // xn = rmsnorm(x) ⊙ ffn_norm                          [n, n_embd]
+        let w_norm = norm_weight(layer, "ffn_norm.weight", d, &mut s.w)?;
+        s.xn.resize(n * d, 0.0);
+        for (o, xi) in s.xn.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+            ops::rms_norm(xi, w_norm, c.rms_eps, o);
+        }
+
+        // g = Wgate xn, u = Wup xn                            [n, n_ff]
+        let mut acts = Acts::new(&s.xn, n, d);
+        s.gate.resize(n * ff, 0.0);
+        s.up.resize(n * ff, 0.0);
+        linear(layer, "ffn_gate", &mut acts, ff, &mut s.gate)?;
+        linear(layer, "ffn_up", &mut acts, ff, &mut s.up)?;
+
+        // h = act(g) ⊙ u                                      [n, n_ff]
+        match c.ffn_activation {
+            FfnActivation::GeGlu => ops::geglu_inplace(&mut s.gate, &s.up),
+            FfnActivation::SwiGlu => ops::swiglu_inplace(&mut s.gate, &s.up),
+        }
+
+        // o = Wdown h                                         [n, n_embd]
+        let mut acts = Acts::new(&s.gate, n, ff);
+        s.o.resize(n * d, 0.0);
+        linear(layer, "ffn_down", &mut acts, d, &mut s.o)?;
+
+        // Gemma: o = rmsnorm(o) ⊙ post_ffw_norm
+        if c.gemma_norms {
+            let w = norm_weight(layer, "post_ffw_norm.weight", d, &mut s.w)?;
+            s.o.chunks_exact_mut(d)
+                .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
+        }
+
+        // Residual.
+        x.iter_mut().zip(&s.o).for_each(|(xi, oi)| *xi += oi);
+        Ok(())
+    }
+
+    /// Final norm and output head for `n_out` rows of `x` (`[n_out, n_embd]`), in steps of
+    /// [`OUTPUT_ROWS_PER_STEP`] rows; row `r` is reported to `sink` as index `first + r`.
+    fn logits(
+        &self,
+        x: &[f32],
+        n_out: usize,
+        first: usize,
+        sink: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), EngineError> {
+        let c = &self.cfg;
+        let (d, nv) = (c.n_embd, c.n_vocab);
+        let globals = self.cache.globals();
+        let mut w = Vec::new();
+        let w_norm = norm_weight(globals, "output_norm.weight", d, &mut w)?;
+        // Untied models have output.weight; tied ones reuse the embedding matrix.
+        let head = match globals.get("output.weight") {
+            Some(t) => t,
+            None => globals.tensor("token_embd.weight")?,
+        };
+
+        let mut xn = Vec::new();
+        let mut logits = Vec::new();
+        let mut r0 = 0;
+        while r0 < n_out {
+            let m = OUTPUT_ROWS_PER_STEP.min(n_out - r0);
+            // xn = rmsnorm(x) ⊙ output_norm                  [m, n_embd]
+            xn.resize(m * d, 0.0);
+            for (o, xi) in xn
+                .chunks_exact_mut(d)
+                .zip(x[r0 * d..(r0 + m) * d].chunks_exact(d))
+            {
+                ops::rms_norm(xi, w_norm, c.rms_eps, o);
+            }
+            // logits = W_out xn                              [m, n_vocab]
+            logits.resize(m * nv, 0.0);
+            let mut acts = Acts::new(&xn, m, d);
+            matmul(&head, &mut acts, nv, &mut logits)?;
+            if c.final_logit_softcap > 0.0 {
+                let cap = c.final_logit_softcap;
+                logits.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
+            }
+            for (r, row) in logits.chunks_exact(nv).enumerate() {
+                sink(first + r0 + r, row);
+            }
+            r0 += m;
+        }
+        Ok(())
+    }
+}
+
+/// Buffers reused across the layers of one forward call.
+#[derive(Default)]
+struct Scratch {
+    /// Normalized input of a block: `[n, n_embd]`.
+    xn: Vec<f32>,
+    /// Queries `[n, n_head·hd]`, keys `[n, n_kv·hd]`, values `[n, n_kv·hd_v]`.
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Attention output before the projection: `[n, n_head·hd_v]`.
+    att: Vec<f32>,
+    /// Block output before the residual add: `[n, n_embd]`.
+    o: Vec<f32>,
+    /// FFN gate and up projections: `[n, n_ff]`.
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// Cached keys/values of this layer as f32 when the cache is f16: `[n_kv, kv_dim]`.
+    kbuf: Vec<f32>,
+    vbuf: Vec<f32>,
+    /// RoPE angles of one position: `[n_rot/2]`.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    /// A norm weight read from its F32 tensor.
+    w: Vec<f32>,
+}
+
+/// Activations `x: [n, cols]`, quantized lazily once per `vec_dot_type` and then shared by every
+/// weight of that type (Q/K/V; gate/up).
+struct Acts<'x> {
+    x: &'x [f32],
+    n: usize,
+    cols: usize,
+    quantized: Vec<(GgmlType, QuantizedActs)>,
+}
+
+impl<'x> Acts<'x> {
+    fn new(x: &'x [f32], n: usize, cols: usize) -> Acts<'x> {
+        debug_assert_eq!(x.len(), n * cols);
+        Acts {
+            x,
+            n,
+            cols,
+            quantized: Vec::new(),
+        }
+    }
+
+    fn for_weight(&mut self, w: &TensorView<'_>) -> Result<&QuantizedActs, EngineError> {
+        let dot_ty = vec_dot_type(w.ty).map_err(|source| kernel_err(w, source))?;
+        let i = match self.quantized.iter().position(|(t, _)| *t == dot_ty) {
+            Some(i) => i,
+            None => {
+                let q = quantize_acts(dot_ty, self.x, self.n, self.cols)
+                    .map_err(|source| kernel_err(w, source))?;
+                self.quantized.push((dot_ty, q));
+                self.quantized.len() - 1
+            }
+        };
+        Ok(&self.quantized[i].1)
+    }
+}
+
+/// `y = W x (+ b)` for the layer tensor `<name>.weight` (dims `[cols, rows]`) and the optional
+/// bias `<name>.bias` (`[rows]`). Shapes: x `[n, cols]` (in `acts`), y `[n, rows]`.
+fn linear(
+    layer: &LayerRef,
+    name: &str,
+    acts: &mut Acts<'_>,
+    rows: usize,
+    y: &mut [f32],
+) -> Result<(), EngineError> {
+    let w = layer.tensor(&format!("{name}.weight"))?;
+    matmul(&w, acts, rows, y)?;
+    if let Some(b) = layer.get(&format!("{name}.bias")) {
+        expect_dims(&b, &[rows as u64])?;
+        let bias = f32_tensor(&b)?;
+        for row in y.chunks_exact_mut(rows) {
+            row.iter_mut().zip(&bias).for_each(|(v, bi)| *v += bi);
+        }
+    }
+    Ok(())
+}
+
+/// `y = W x` with W `[cols, rows]` read in place: `matvec_q` for one token, `matmul_q` for more.
+fn matmul(
+    w: &TensorView<'_>,
+    acts: &mut Acts<'_>,
+    rows: usize,
+    y: &mut [f32],
+) -> Result<(), EngineError> {
+    let cols = acts.cols;
+    let n = acts.n;
+    expect_dims(w, &[cols as u64, rows as u64])?;
+    let q = acts.for_weight(w)?;
+    let r = if n == 1 {
+        strata_quant::matvec_q(w.ty, w.bytes, rows, cols, q, y)
+    } else {
+        strata_quant::matmul_q(w.ty, w.bytes, rows, cols, q, y)
+    };
+    r.map_err(|source| kernel_err(w, source))
+}
+
+/// A norm weight `[n]` as f32 in `buf` (norm tensors are F32 in every GGUF llama.cpp writes).
+fn norm_weight<'b>(
+    layer: &LayerRef,
+    name: &str,
+    n: usize,
+    buf: &'b mut Vec<f32>,
+) -> Result<&'b [f32], EngineError> {
+    let t = layer.tensor(name)?;
+    expect_dims(&t, &[n as u64])?;
+    *buf = f32_tensor(&t)?;
+    Ok(buf)
+}
+
+/// The values of a small F32 (or F16/BF16, dequantized) 1-D tensor.
+fn f32_tensor(t: &TensorView<'_>) -> Result<Vec<f32>, EngineError> {
+    let n: u64 = t.dims.iter().product();
+    let mut out = Vec::new();
+    if t.ty == GgmlType::F32 {
+        ops::f32_from_le_bytes(t.bytes, &mut out);
+    } else {
+        out.resize(n as usize, 0.0);
+        strata_quant::dequantize(t.ty, t.bytes, &mut out)
+            .map_err(|source| kernel_err(t, source))?;
+    }
+    if out.len() as u64 != n {
+        return Err(EngineError::Shape {
+            name: t.name.to_string(),
+            dims: t.dims.to_vec(),
+            expected: vec![out.len() as u64],
+        });
+    }
+    Ok(out)
+}
+
+/// Bytes per row of `cols` elements of the tensor's type.
+fn row_size(t: &TensorView<'_>, cols: usize) -> Result<usize, EngineError> {
+    t.ty.row_size(cols as u64)
+        .map(|r| r as usize)
+        .ok_or(EngineError::TensorType {
+            name: t.name.to_string(),
+            ty: t.ty,
+            usage: "rows of this width",
+        })
+}
+
+fn expect_dims(t: &TensorView<'_>, expected: &[u64]) -> Result<(), EngineError> {
+    if t.dims != expected {
+        return Err(EngineError::Shape {
+            name: t.name.to_string(),
+            dims: t.dims.to_vec(),
+            expected: expected.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+fn kernel_err(t: &TensorView<'_>, source: strata_quant::QuantError) -> EngineError {
+    EngineError::Kernel {
+        tensor: t.name.to_string(),
+        source,
+    }
+}
