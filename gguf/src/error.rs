@@ -135,6 +135,16 @@ pub enum Error {
         /// Byte offset of the second occurrence.
         offset: u64,
     },
+    /// A tensor name is longer than [`MAX_TENSOR_NAME`](crate::MAX_TENSOR_NAME) bytes.
+    #[error("tensor name `{}` at byte {offset} is {len} bytes long (at most {max})", esc(name), max = crate::MAX_TENSOR_NAME)]
+    TensorNameTooLong {
+        /// The name.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+        /// Byte offset of the name.
+        offset: u64,
+    },
     /// A tensor name occurs twice.
     #[error("duplicate tensor name `{}` at byte {offset}", esc(name))]
     DuplicateTensor {

@@ -58,6 +58,9 @@ pub const ALIGNMENT_KEY: &str = "general.alignment";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Most dimensions a tensor may have (ggml's `GGML_MAX_DIMS`).
 pub const MAX_DIMS: usize = 4;
+/// Longest tensor name in bytes: ggml keeps names in a 64-byte buffer with a terminating NUL
+/// (`GGML_MAX_NAME`), and llama.cpp rejects files with longer names.
+pub const MAX_TENSOR_NAME: usize = 63;
 /// Deepest nesting of arrays in metadata the reader accepts (an array of arrays is depth 2).
 pub const MAX_ARRAY_DEPTH: usize = 8;
 

@@ -15,6 +15,7 @@ use crate::metadata::Metadata;
 use crate::value::{Array, ArrayData, Value, ValueType};
 use crate::{
     Error, GgmlType, Gguf, ReadOptions, TensorInfo, DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS,
+    MAX_TENSOR_NAME,
 };
 
 /// The four bytes every GGUF file starts with.
@@ -360,6 +361,13 @@ pub(crate) fn parse<R: Read>(r: R, len: u64, options: &ReadOptions) -> Result<Gg
     for i in 0..n_tensors {
         let name_at = src.pos;
         let name = src.string(&|| format!("name of tensor {i}"))?;
+        if name.len() > MAX_TENSOR_NAME {
+            return Err(Error::TensorNameTooLong {
+                len: name.len(),
+                name,
+                offset: name_at,
+            });
+        }
         if index.contains_key(&name) {
             return Err(Error::DuplicateTensor {
                 name,

@@ -14,7 +14,9 @@ use std::path::Path;
 use crate::metadata::Metadata;
 use crate::reader::MAGIC;
 use crate::value::{Array, ArrayData, Value};
-use crate::{Error, GgmlType, Gguf, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAX_DIMS};
+use crate::{
+    Error, GgmlType, Gguf, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAX_DIMS, MAX_TENSOR_NAME,
+};
 
 /// Builds a GGUF file from metadata and tensors, then writes it.
 ///
@@ -136,6 +138,13 @@ impl<'a> GgufWriter<'a> {
     ) -> Result<(), Error> {
         let name = name.into();
         let data = data.into();
+        if name.len() > MAX_TENSOR_NAME {
+            return Err(Error::TensorNameTooLong {
+                len: name.len(),
+                name,
+                offset: 0,
+            });
+        }
         if self.names.contains(&name) {
             return Err(Error::DuplicateTensor { name, offset: 0 });
         }

@@ -455,3 +455,26 @@ fn memory_limit_bounds_what_a_file_can_make_us_hold() {
     assert!(matches!(e, Error::MemoryLimit { .. }), "{e}");
     assert!(parse(&r.0).is_ok());
 }
+
+#[test]
+fn tensor_names_are_limited_like_ggml() {
+    let ok = "n".repeat(strata_gguf::MAX_TENSOR_NAME);
+    let mut r = Raw::header(3, 1, 0);
+    r.tensor(&ok, &[8], 0, 0).data(32, 32);
+    assert!(parse(&r.0).is_ok());
+    let long = "n".repeat(strata_gguf::MAX_TENSOR_NAME + 1);
+    let mut r = Raw::header(3, 1, 0);
+    r.tensor(&long, &[8], 0, 0).data(32, 32);
+    assert!(matches!(
+        err(&r.0),
+        Error::TensorNameTooLong {
+            len: 64,
+            offset: 24,
+            ..
+        }
+    ));
+    let mut w = GgufWriter::new();
+    assert!(w
+        .add_tensor(long, strata_gguf::GgmlType::F32, &[1], vec![0; 4])
+        .is_err());
+}
