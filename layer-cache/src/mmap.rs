@@ -4,14 +4,16 @@
 //! Bytes are never copied: a layer's tensors point straight into the mapping. The cache still
 //! does its bookkeeping per layer — "loading" a layer is `madvise(WILLNEED)` followed by
 //! touching one byte per page so the pages are really resident, and evicting it is
-//! `madvise(DONTNEED)` on the layer's range. So the pages *mapped into this process* for layer
-//! data (its RSS from the model file) stay within the budget, up to page granularity at layer
-//! boundaries. What the budget cannot bound is the kernel's page cache: pages dropped from the
-//! process stay cached by the kernel as reclaimable memory until it needs them, and the kernel
-//! may read ahead beyond what was asked. Use the `file` backend with `direct_io = true`, or
-//! `arena`, when memory must be bounded exactly.
+//! `madvise(DONTNEED)` on the layer's range, followed by `posix_fadvise(DONTNEED)` so the kernel
+//! also drops the now-unmapped clean pages from its page cache. So the pages *mapped into this
+//! process* for layer data (its RSS from the model file) stay within the budget, up to page
+//! granularity at layer boundaries (pages shared with a neighbouring layer are kept). What the
+//! budget cannot bound exactly is the kernel's page cache: its readahead may bring in more than
+//! was asked, and pages another process maps stay cached. Use the `file` backend with
+//! `direct_io = true`, or `arena`, when memory must be bounded exactly.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use memmap2::{Advice, Mmap, UncheckedAdvice};
@@ -23,6 +25,7 @@ use crate::Error;
 #[derive(Debug)]
 pub struct MmapStorage {
     map: Mmap,
+    file: File,
     path: PathBuf,
 }
 
@@ -44,7 +47,7 @@ impl MmapStorage {
             path: path.clone(),
             source,
         })?;
-        Ok(MmapStorage { map, path })
+        Ok(MmapStorage { map, file, path })
     }
 
     /// The mapped file's path.
@@ -99,6 +102,18 @@ impl Storage for MmapStorage {
             let _ = unsafe {
                 self.map
                     .unchecked_advise_range(UncheckedAdvice::DontNeed, start, len)
+            };
+            // Then drop the clean pages from the page cache too (a hint; pages still mapped
+            // elsewhere stay).
+            // SAFETY: posix_fadvise only reads its integer arguments; the fd is open for the
+            // lifetime of `self`.
+            let _ = unsafe {
+                libc::posix_fadvise(
+                    self.file.as_raw_fd(),
+                    offset as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                )
             };
         }
     }
