@@ -239,10 +239,11 @@ impl Gguf {
         self.index.get(name).map(|&i| &self.tensors[i])
     }
 
-    /// Absolute byte range of a tensor's data in the file.
+    /// Absolute byte range of a tensor's data in the file (checked at parse time for the
+    /// tensors of this file).
     pub fn tensor_range(&self, t: &TensorInfo) -> Range<u64> {
-        let start = t.abs_offset(self.data_offset);
-        start..start + t.n_bytes
+        let start = self.data_offset.saturating_add(t.offset);
+        start..start.saturating_add(t.n_bytes)
     }
 
     /// The data of tensor `t`, borrowed from `file_bytes` (the whole file, e.g. an mmap).
