@@ -5,4 +5,6 @@ mod hostile;
 mod metadata;
 mod real_model;
 mod roundtrip;
+#[cfg(feature = "serde")]
+mod serde;
 mod types;

@@ -66,6 +66,11 @@ fn steps() -> Vec<Step> {
             action: Action::EnsureModel,
         },
         cargo("tests", &["test", "--workspace"]),
+        // The workspace build turns on gguf's `serde` feature; check the crate without it too.
+        cargo(
+            "gguf without optional features",
+            &["test", "-p", "strata-gguf"],
+        ),
         cargo_env(
             "quant tests, AVX2 path",
             &["test", "-p", "strata-quant"],
