@@ -68,7 +68,7 @@ pub fn ensure_model() -> Result<PathBuf> {
 fn ensure_model_at(path: &Path) -> Result<()> {
     if path.is_file() {
         eprintln!("fetch-model: verifying {} ...", path.display());
-        let digest = sha256_file(&path)?;
+        let digest = sha256_file(path)?;
         if digest == MODEL_SHA256 {
             eprintln!("fetch-model: sha256 ok, not fetching again");
             return Ok(());
