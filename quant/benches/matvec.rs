@@ -1,8 +1,11 @@
 //! Kernel throughput against the machine's memory bandwidth, measured in the same run.
 //!
 //! - `bandwidth/read_1GiB/{1,2}t`: sum of a 1 GiB buffer (u64 adds, 1 and 2 threads), GB/s.
-//! - `matvec/{TYPE}/{4096,8192}/{1,2}t`: `y = W·x` on a rows × cols weight matrix, GB/s of
-//!   weight bytes (activations quantized outside the timed loop, as the engine does).
+//! - `matvec/{TYPE}/{1024,4096,8192}/{1,2}t`: `y = W·x` on an n × n weight matrix, GB/s of
+//!   weight bytes (activations quantized outside the timed loop, as the engine does); 1024 fits
+//!   in L2, so it shows the kernels' compute ceiling.
+//! - `matvec_cold/{TYPE}/8192/{1,2}t`: the same over ≥ 1 GiB of distinct weight copies, one
+//!   per call, so the weights come from DRAM (an 8192² matrix alone can sit in a large L3).
 //! - `matmul/{TYPE}/4096/b{64,512}`: `Y = W·X` for a batch, in G elements/s = GOP/s
 //!   (one multiply-add = 2 operations: the element count is 2 · rows · cols · batch), 2 threads.
 //!
@@ -16,7 +19,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use strata_gguf::GgmlType;
-use strata_quant::{matmul_q, matvec_q, quantize_acts, vec_dot_type};
+use strata_quant::{matmul_q, matvec_q, quantize_acts, vec_dot_type, QuantizedActs};
 
 const TYPES: &[GgmlType] = &[
     GgmlType::Q4_K,
@@ -126,29 +129,98 @@ fn bandwidth(c: &mut Criterion) {
     g.finish();
 }
 
+/// Weights and activations for one (type, size), made on first use so that a filtered run
+/// (`-- 8192`) only builds what it measures.
+struct Case {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    batch: usize,
+    data: Option<(Vec<u8>, QuantizedActs)>,
+}
+
+impl Case {
+    fn new(ty: GgmlType, rows: usize, cols: usize, batch: usize) -> Case {
+        Case {
+            ty,
+            rows,
+            cols,
+            batch,
+            data: None,
+        }
+    }
+    fn get(&mut self) -> &(Vec<u8>, QuantizedActs) {
+        let (ty, rows, cols, batch) = (self.ty, self.rows, self.cols, self.batch);
+        self.data.get_or_insert_with(|| {
+            let x =
+                quantize_acts(vec_dot_type(ty).unwrap(), &acts(cols * batch), batch, cols).unwrap();
+            (weights(ty, rows, cols), x)
+        })
+    }
+}
+
 fn matvec(c: &mut Criterion) {
     let mut g = c.benchmark_group("matvec");
     g.sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     for &ty in TYPES {
-        for n in [4096usize, 8192] {
-            let w = weights(ty, n, n);
-            let x = quantize_acts(vec_dot_type(ty).unwrap(), &acts(n), 1, n).unwrap();
+        for n in [1024usize, 4096, 8192] {
+            let mut case = Case::new(ty, n, n, 1);
             let mut y = vec![0f32; n];
-            g.throughput(Throughput::Bytes(w.len() as u64));
+            g.throughput(Throughput::Bytes(ty.row_size((n * n) as u64).unwrap()));
             for threads in [1usize, 2] {
                 let p = pool(threads);
                 g.bench_function(
                     BenchmarkId::new(format!("{ty}/{n}"), format!("{threads}t")),
                     |b| {
+                        let (w, x) = case.get();
                         b.iter(|| {
-                            p.install(|| matvec_q(ty, black_box(&w), n, n, &x, &mut y).unwrap())
+                            p.install(|| matvec_q(ty, black_box(w), n, n, x, &mut y).unwrap())
                         })
                     },
                 );
             }
         }
+    }
+    g.finish();
+}
+
+/// matvec over several distinct copies of the weights, ≥ 1 GiB in all, one copy per call, so
+/// every call streams its weights from DRAM (an 8192² matrix alone fits in a large L3).
+fn matvec_cold(c: &mut Criterion) {
+    let mut g = c.benchmark_group("matvec_cold");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let n = 8192usize;
+    for &ty in &[
+        GgmlType::Q4_K,
+        GgmlType::Q8_0,
+        GgmlType::Q6_K,
+        GgmlType::Q5_0,
+    ] {
+        let size = ty.row_size((n * n) as u64).unwrap() as usize;
+        let copies = (1usize << 30).div_ceil(size);
+        let mut case = Case::new(ty, n * copies, n, 1);
+        let mut y = vec![0f32; n];
+        g.throughput(Throughput::Bytes(size as u64));
+        for threads in [1usize, 2] {
+            let p = pool(threads);
+            g.bench_function(
+                BenchmarkId::new(format!("{ty}/{n}"), format!("{threads}t")),
+                |b| {
+                    let (w, x) = case.get();
+                    let mut k = 0;
+                    b.iter(|| {
+                        k = (k + 1) % copies;
+                        let wk = &w[k * size..(k + 1) * size];
+                        p.install(|| matvec_q(ty, black_box(wk), n, n, x, &mut y).unwrap())
+                    })
+                },
+            );
+        }
+        drop(case);
     }
     g.finish();
 }
@@ -161,19 +233,21 @@ fn matmul(c: &mut Criterion) {
     let n = 4096usize;
     let p = pool(2);
     for &ty in TYPES {
-        let w = weights(ty, n, n);
         for batch in [64usize, 512] {
-            let x = quantize_acts(vec_dot_type(ty).unwrap(), &acts(n * batch), batch, n).unwrap();
+            let mut case = Case::new(ty, n, n, batch);
             let mut y = vec![0f32; n * batch];
             g.throughput(Throughput::Elements((2 * n * n * batch) as u64));
             g.bench_function(
                 BenchmarkId::new(format!("{ty}/{n}"), format!("b{batch}")),
-                |b| b.iter(|| p.install(|| matmul_q(ty, black_box(&w), n, n, &x, &mut y).unwrap())),
+                |b| {
+                    let (w, x) = case.get();
+                    b.iter(|| p.install(|| matmul_q(ty, black_box(w), n, n, x, &mut y).unwrap()))
+                },
             );
         }
     }
     g.finish();
 }
 
-criterion_group!(benches, bandwidth, matvec, matmul);
+criterion_group!(benches, bandwidth, matvec, matvec_cold, matmul);
 criterion_main!(benches);

@@ -275,15 +275,28 @@ impl BlockQ8_K {
 /// same for the mins; bytes 8..12 the low four bits of scales 4..8 (low nibble) and mins 4..8.
 #[inline(always)]
 pub fn k4_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut m = [0u8; 8];
-    for j in 0..4 {
-        sc[j] = s[j] & 63;
-        m[j] = s[j + 4] & 63;
-        sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 2) & 0x30);
-        m[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
-    }
-    (sc, m)
+    let (sc, m) = k4_scales_mins_u64(s);
+    (sc.to_le_bytes(), m.to_le_bytes())
+}
+
+/// [`k4_scales_mins`] as two little-endian `u64`s (byte j = scale/min j), computed with four
+/// bytes at a time: every mask keeps bits that stay inside their own byte.
+#[inline(always)]
+pub fn k4_scales_mins_u64(s: &[u8; 12]) -> (u64, u64) {
+    let w0 = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let w1 = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let w2 = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    const M6: u32 = 0x3f3f_3f3f;
+    const M4: u32 = 0x0f0f_0f0f;
+    const H2: u32 = 0x3030_3030;
+    let sc_lo = w0 & M6;
+    let m_lo = w1 & M6;
+    let sc_hi = (w2 & M4) | ((w0 >> 2) & H2);
+    let m_hi = ((w2 >> 4) & M4) | ((w1 >> 2) & H2);
+    (
+        sc_lo as u64 | (sc_hi as u64) << 32,
+        m_lo as u64 | (m_hi as u64) << 32,
+    )
 }
 
 /// Packs eight 6-bit scales and mins (each < 64) into the Q4_K/Q5_K 12-byte layout.

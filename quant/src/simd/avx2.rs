@@ -24,7 +24,7 @@ use strata_gguf::GgmlType;
 
 use super::{as_f32, check_rows, RowsFn, SimdLevel};
 use crate::blocks::{
-    k4_scales_mins, Block, BlockQ4_0, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_K,
+    k4_scales_mins_u64, Block, BlockQ4_0, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_K,
 };
 
 /// The AVX2 kernel for weight type `ty`, where one exists.
@@ -69,6 +69,43 @@ pub(super) fn reduce8(v: __m256) -> f32 {
 fn dot_i8(w: __m256i, y: __m256i) -> __m256i {
     let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w));
     _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+}
+
+/// Software prefetch distance in blocks: far enough ahead to cover DRAM latency at the rate a
+/// row is consumed, near enough to stay in L1/L2.
+pub(super) const PF_BLOCKS: usize = 8;
+
+/// Prefetches block `i + PF_BLOCKS` of the row at `p` (every cache line it may touch).
+/// `wrapping_add` keeps the address computation defined past the end; a prefetch never faults.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn prefetch_ahead<B>(p: *const B, i: usize) {
+    let a = p.wrapping_add(i + PF_BLOCKS).cast::<i8>();
+    let mut off = 0;
+    while off < std::mem::size_of::<B>() + 63 {
+        _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(off));
+        off += 64;
+    }
+}
+
+/// The 256 activation quants of a Q8_K block as eight vectors.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_y8(qs: &[i8; 256]) -> [__m256i; 8] {
+    let p = qs.as_ptr();
+    // SAFETY: eight 32-byte loads at offsets 0, 32, …, 224 of the 256-byte array.
+    unsafe {
+        [
+            _mm256_loadu_si256(p.cast()),
+            _mm256_loadu_si256(p.add(32).cast()),
+            _mm256_loadu_si256(p.add(64).cast()),
+            _mm256_loadu_si256(p.add(96).cast()),
+            _mm256_loadu_si256(p.add(128).cast()),
+            _mm256_loadu_si256(p.add(160).cast()),
+            _mm256_loadu_si256(p.add(192).cast()),
+            _mm256_loadu_si256(p.add(224).cast()),
+        ]
+    }
 }
 
 /// Runs `body` over the rows in groups of four, then one at a time.
@@ -136,6 +173,8 @@ macro_rules! q8_0_family {
                 let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
                 let dy = h2f(a.d);
                 for r in 0..N {
+                    // Blocks are under 64 bytes: one line per block covers every line.
+                    _mm_prefetch::<_MM_HINT_T0>(w[r].wrapping_add(i + PF_BLOCKS).cast());
                     // SAFETY: as for `a`.
                     let $b = unsafe { &*w[r].add(i) };
                     let q: __m256i = $unpack;
@@ -218,14 +257,13 @@ unsafe fn q4_k_dot<const N: usize>(
         // Sums of 32 activations per sub-block, as 8 × i16 pairs ready for `vpmaddwd`.
         // SAFETY: reads the 32 bytes of `a.bsums`.
         let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
-        // SAFETY: reads 4 × 64 bytes inside the 256-byte `a.qs`.
-        let y: [__m256i; 8] = std::array::from_fn(|k| unsafe {
-            _mm256_loadu_si256(a.qs.as_ptr().add(32 * k).cast())
-        });
+        let y: [__m256i; 8] = load_y8(&a.qs);
         for r in 0..N {
+            prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, m) = k4_scales_mins(&b.scales);
+            let (sc64, m) = k4_scales_mins_u64(&b.scales);
+            let sc = sc64.to_le_bytes();
             let mut isum = _mm256_setzero_si256();
             for c in 0..4 {
                 // SAFETY: reads bytes 32c..32c+32 of the 128-byte `b.qs`.
@@ -243,8 +281,7 @@ unsafe fn q4_k_dot<const N: usize>(
                 isum = _mm256_add_epi32(isum, _mm256_add_epi32(p_lo, p_hi));
             }
             // Mins: Σ_j m_j · (bsum_2j + bsum_2j+1), each m_j against its pair of i16 sums.
-            // SAFETY: reads the 8 bytes of `m`.
-            let m8 = unsafe { _mm_loadl_epi64(m.as_ptr().cast()) };
+            let m8 = _mm_cvtsi64_si128(m as i64);
             let m16 = _mm_cvtepu8_epi16(m8);
             let mdup = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
             let msum = _mm256_madd_epi16(bsums, mdup);
@@ -288,11 +325,9 @@ unsafe fn q6_k_dot<const N: usize>(
         let dx = a.d();
         // SAFETY: reads the 32 bytes of `a.bsums`.
         let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
-        // SAFETY: reads 8 × 32 bytes of the 256-byte `a.qs`.
-        let y: [__m256i; 8] = std::array::from_fn(|k| unsafe {
-            _mm256_loadu_si256(a.qs.as_ptr().add(32 * k).cast())
-        });
+        let y: [__m256i; 8] = load_y8(&a.qs);
         for r in 0..N {
+            prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             // SAFETY: reads the 16 bytes of `b.scales`.

@@ -20,7 +20,11 @@ use strata_gguf::GgmlType;
 
 use super::avx2::{by_rows, h2f, reduce8, rows_kernel};
 use super::{check_rows, RowsFn, SimdLevel};
-use crate::blocks::{k4_scales_mins, BlockQ4_K, BlockQ8_0, BlockQ8_K};
+use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ8_0, BlockQ8_K};
+
+/// Software prefetch distance, in blocks (pairs of blocks for Q8_0) ahead of the one computed.
+/// `wrapping_add` keeps the address computation defined past the end; a prefetch never faults.
+const PF_BLOCKS: usize = 6;
 
 /// The AVX-512 kernel for weight type `ty`, where one exists.
 pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
@@ -44,6 +48,14 @@ fn reduce16(v: __m512) -> f32 {
     let lo = _mm512_castps512_ps256(v);
     let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
     reduce8(_mm256_add_ps(lo, hi))
+}
+
+/// Two f16 scales → `[a, b, 0, 0]` as f32 (one F16C conversion).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn h2f2(a: [u8; 2], b: [u8; 2]) -> __m128 {
+    let bits = u32::from_le_bytes([a[0], a[1], b[0], b[1]]);
+    _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
 }
 
 /// Two 32-byte arrays as one 512-bit vector (`a` low, `b` high).
@@ -70,24 +82,28 @@ unsafe fn q8_0_dot<const N: usize>(
     let mut acc = [_mm512_setzero_ps(); N];
     let mut acc_tail = [_mm256_setzero_ps(); N];
     let zero = _mm512_setzero_si512();
+    let spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     let mut i = 0;
     while i + 2 <= nb {
         // SAFETY: `i + 1 < nb` (caller).
         let (a0, a1) = unsafe { (&*x.add(i), &*x.add(i + 1)) };
         let y = load2(&a0.qs, &a1.qs);
-        let (dy0, dy1) = (h2f(a0.d), h2f(a1.d));
+        // Both blocks' scales converted at once: lanes [d0, d1, 0, 0].
+        let dy = h2f2(a0.d, a1.d);
         for r in 0..N {
             // SAFETY: `i + 1 < nb` (caller).
             let (b0, b1) = unsafe { (&*w[r].add(i), &*w[r].add(i + 1)) };
+            // Ask for the pair PF_BLOCKS ahead (68 bytes: up to two cache lines).
+            let ahead = w[r].wrapping_add(i + 2 * PF_BLOCKS).cast::<i8>();
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
             let q = load2(&b0.qs, &b1.qs);
             let neg = _mm512_movepi8_mask(q);
             let sy = _mm512_mask_sub_epi8(y, neg, zero, y);
             let dp = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(q), sy);
-            let scale = _mm512_mask_blend_ps(
-                0xFF00,
-                _mm512_set1_ps(h2f(b0.d) * dy0),
-                _mm512_set1_ps(h2f(b1.d) * dy1),
-            );
+            // d_w·d_x of block 0 in lanes 0..8, of block 1 in lanes 8..16.
+            let d = _mm_mul_ps(h2f2(b0.d, b1.d), dy);
+            let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
             acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dp), acc[r]);
         }
         i += 2;
@@ -144,20 +160,25 @@ unsafe fn q4_k_dot<const N: usize>(
         // SAFETY: reads the 32 bytes of `a.bsums`.
         let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
         // SAFETY: reads 4 × 64 bytes of the 256-byte `a.qs`.
-        let y: [__m512i; 4] = std::array::from_fn(|c| unsafe {
-            _mm512_loadu_si512(a.qs.as_ptr().add(64 * c).cast())
-        });
+        let y: [__m512i; 4] = unsafe {
+            let p = a.qs.as_ptr();
+            [
+                _mm512_loadu_si512(p.cast()),
+                _mm512_loadu_si512(p.add(64).cast()),
+                _mm512_loadu_si512(p.add(128).cast()),
+                _mm512_loadu_si512(p.add(192).cast()),
+            ]
+        };
         for r in 0..N {
+            // Ask for the block PF_BLOCKS ahead (its three cache lines) while this one computes.
+            let ahead = w[r].wrapping_add(i + PF_BLOCKS).cast::<i8>();
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, m) = k4_scales_mins(&b.scales);
-            // SAFETY: reads the 8 bytes of `sc` / of `m`.
-            let (sc8, m8) = unsafe {
-                (
-                    _mm_loadl_epi64(sc.as_ptr().cast()),
-                    _mm_loadl_epi64(m.as_ptr().cast()),
-                )
-            };
+            let (sc, m) = k4_scales_mins_u64(&b.scales);
+            let (sc8, m8) = (_mm_cvtsi64_si128(sc as i64), _mm_cvtsi64_si128(m as i64));
             let sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(sc8));
             let mut isum = _mm512_setzero_si512();
             for c in 0..4 {
