@@ -186,3 +186,43 @@ fn encode_piece(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cutting at `▁`s that no token spans gives the same ids as merging the whole text.
+    #[test]
+    fn cuts_do_not_change_the_result() {
+        let tokens = [
+            "a", "b", "c", "▁", "ab", "▁a", "▁b", "▁c", "a▁", "a▁b", "▁ab", "bc", "▁bc", "cc",
+            "▁▁", "ca", "▁ca", "b▁c",
+        ];
+        let mut vocab = StrIndex::with_capacity(tokens.len(), 64);
+        for t in tokens {
+            vocab.insert(t.as_bytes());
+        }
+        let scores: Vec<f32> = (0..tokens.len())
+            .map(|i| ((i * 7919) % 13) as f32 - 6.0)
+            .collect();
+        let joiners = joiners(&vocab);
+        assert_eq!(joiners, ['a', 'b', '▁']);
+        let bytes = [None; 256];
+        let mut x = 0x2545_F491u32;
+        for len in 0..200 {
+            let text: String = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    ["a", "b", "c", "▁"][(x % 4) as usize]
+                })
+                .collect();
+            let mut cut = Vec::new();
+            encode(&text, &joiners, &vocab, &scores, &bytes, &mut cut).unwrap();
+            let mut whole = Vec::new();
+            encode_piece(&text, &vocab, &scores, &bytes, &mut whole).unwrap();
+            assert_eq!(cut, whole, "{text:?}");
+        }
+    }
+}
