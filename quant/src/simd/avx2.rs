@@ -195,7 +195,7 @@ q8_0_family!(q8_0_dot, BlockQ8_0, |b| {
 /// 16 packed nibble bytes → 32 bytes (low nibbles = elements 0..16, high = 16..32).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn nibbles(qs: &[u8; 16]) -> __m256i {
+pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
     // SAFETY: reads the 16 bytes of `qs`.
     let q = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
     let m = _mm_set1_epi8(0x0F);
@@ -213,7 +213,7 @@ q8_0_family!(q4_0_dot, BlockQ4_0, |b| _mm256_sub_epi8(
 /// Expands 32 bits into 32 bytes: byte j = 0xFF where bit j is set, else 0.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn bits_to_bytes(bits: u32) -> __m256i {
+pub(super) fn bits_to_bytes(bits: u32) -> __m256i {
     let v = _mm256_set1_epi32(bits as i32);
     // Byte j takes byte j/8 of the word.
     let spread = _mm256_shuffle_epi8(

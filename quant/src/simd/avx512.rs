@@ -18,9 +18,9 @@ use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
-use super::avx2::{by_rows, h2f, reduce8, rows_kernel};
+use super::avx2::{bits_to_bytes, by_rows, h2f, nibbles, reduce8, rows_kernel};
 use super::{check_rows, RowsFn, SimdLevel};
-use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ8_0, BlockQ8_K};
+use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ5_0, BlockQ8_0, BlockQ8_K};
 
 /// Software prefetch distance, in blocks (pairs of blocks for Q8_0) ahead of the one computed.
 /// `wrapping_add` keeps the address computation defined past the end; a prefetch never faults.
@@ -34,12 +34,14 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
     Some(match ty {
         GgmlType::Q8_0 => q8_0_rows,
         GgmlType::Q4_K => q4_k_rows,
+        GgmlType::Q5_0 => q5_0_rows,
         _ => return None,
     })
 }
 
 rows_kernel!(q8_0_rows, q8_0_dot, BlockQ8_0, BlockQ8_0);
 rows_kernel!(q4_k_rows, q4_k_dot, BlockQ4_K, BlockQ8_K);
+rows_kernel!(q5_0_rows, q5_0_dot, BlockQ5_0, BlockQ8_0);
 
 /// 16 f32 lanes → 8 (lane i + lane i+8), then the fixed 8-lane tree.
 #[inline]
@@ -70,69 +72,120 @@ fn load2(a: &[i8; 32], b: &[i8; 32]) -> __m512i {
     }
 }
 
-/// # Safety
-/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `nb` readable
-/// blocks, `x` to `nb` activation blocks.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q8_0_dot<const N: usize>(
-    w: [*const BlockQ8_0; N],
-    x: *const BlockQ8_0,
-    nb: usize,
-) -> [f32; N] {
-    let mut acc = [_mm512_setzero_ps(); N];
-    let mut acc_tail = [_mm256_setzero_ps(); N];
-    let zero = _mm512_setzero_si512();
-    let spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    let mut i = 0;
-    while i + 2 <= nb {
-        // SAFETY: `i + 1 < nb` (caller).
-        let (a0, a1) = unsafe { (&*x.add(i), &*x.add(i + 1)) };
-        let y = load2(&a0.qs, &a1.qs);
-        // Both blocks' scales converted at once: lanes [d0, d1, 0, 0].
-        let dy = h2f2(a0.d, a1.d);
-        for r in 0..N {
-            // SAFETY: `i + 1 < nb` (caller).
-            let (b0, b1) = unsafe { (&*w[r].add(i), &*w[r].add(i + 1)) };
-            // Ask for the pair PF_BLOCKS ahead (68 bytes: up to two cache lines).
-            let ahead = w[r].wrapping_add(i + 2 * PF_BLOCKS).cast::<i8>();
-            _mm_prefetch::<_MM_HINT_T0>(ahead);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-            let q = load2(&b0.qs, &b1.qs);
-            let neg = _mm512_movepi8_mask(q);
-            let sy = _mm512_mask_sub_epi8(y, neg, zero, y);
-            let dp = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(q), sy);
-            // d_w·d_x of block 0 in lanes 0..8, of block 1 in lanes 8..16.
-            let d = _mm_mul_ps(h2f2(b0.d, b1.d), dy);
-            let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
-            acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dp), acc[r]);
+/// Q8_0-activation kernels over pairs of blocks: `pair(b0, b1)` gives the 64 signed quants of
+/// two weight blocks as one vector, `one(b)` the 32 of a single (last, odd) block.
+macro_rules! q8_0_family {
+    ($fname:ident, $wb:ty, |$b0:ident, $b1:ident| $pair:expr, |$b:ident| $one:expr) => {
+        /// # Safety
+        /// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `nb`
+        /// readable blocks, `x` to `nb` activation blocks.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        unsafe fn $fname<const N: usize>(
+            w: [*const $wb; N],
+            x: *const BlockQ8_0,
+            nb: usize,
+        ) -> [f32; N] {
+            let mut acc = [_mm512_setzero_ps(); N];
+            let mut acc_tail = [_mm256_setzero_ps(); N];
+            let zero = _mm512_setzero_si512();
+            let spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+            let mut i = 0;
+            while i + 2 <= nb {
+                // SAFETY: `i + 1 < nb` (caller).
+                let (a0, a1) = unsafe { (&*x.add(i), &*x.add(i + 1)) };
+                let y = load2(&a0.qs, &a1.qs);
+                // Both blocks' scales converted at once: lanes [d0, d1, 0, 0].
+                let dy = h2f2(a0.d, a1.d);
+                for r in 0..N {
+                    // SAFETY: `i + 1 < nb` (caller).
+                    let ($b0, $b1) = unsafe { (&*w[r].add(i), &*w[r].add(i + 1)) };
+                    // The pair PF_BLOCKS ahead (at most 68 bytes: up to two cache lines).
+                    let ahead = w[r].wrapping_add(i + 2 * PF_BLOCKS).cast::<i8>();
+                    _mm_prefetch::<_MM_HINT_T0>(ahead);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+                    let q: __m512i = $pair;
+                    // |q| · (y with the sign of q): u8 × i8 for `vpdpbusd`.
+                    let neg = _mm512_movepi8_mask(q);
+                    let sy = _mm512_mask_sub_epi8(y, neg, zero, y);
+                    let dp = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(q), sy);
+                    // d_w·d_x of block 0 in lanes 0..8, of block 1 in lanes 8..16.
+                    let d = _mm_mul_ps(h2f2($b0.d, $b1.d), dy);
+                    let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
+                    acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dp), acc[r]);
+                }
+                i += 2;
+            }
+            if i < nb {
+                // SAFETY: `i < nb` (caller).
+                let a = unsafe { &*x.add(i) };
+                // SAFETY: reads the 32 bytes of `a.qs`.
+                let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+                let dy = h2f(a.d);
+                for r in 0..N {
+                    // SAFETY: `i < nb` (caller).
+                    let $b = unsafe { &*w[r].add(i) };
+                    let q: __m256i = $one;
+                    let p = _mm256_dpbusd_epi32(
+                        _mm256_setzero_si256(),
+                        _mm256_abs_epi8(q),
+                        _mm256_sign_epi8(y, q),
+                    );
+                    acc_tail[r] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(h2f($b.d) * dy),
+                        _mm256_cvtepi32_ps(p),
+                        acc_tail[r],
+                    );
+                }
+            }
+            std::array::from_fn(|r| reduce16(acc[r]) + reduce8(acc_tail[r]))
         }
-        i += 2;
-    }
-    if i < nb {
-        // SAFETY: `i < nb` (caller).
-        let a = unsafe { &*x.add(i) };
-        // SAFETY: reads the 32 bytes of `a.qs`.
-        let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-        let dy = h2f(a.d);
-        for r in 0..N {
-            // SAFETY: `i < nb` (caller).
-            let b = unsafe { &*w[r].add(i) };
-            // SAFETY: reads the 32 bytes of `b.qs`.
-            let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) };
-            let p = _mm256_dpbusd_epi32(
-                _mm256_setzero_si256(),
-                _mm256_abs_epi8(q),
-                _mm256_sign_epi8(y, q),
-            );
-            acc_tail[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(h2f(b.d) * dy),
-                _mm256_cvtepi32_ps(p),
-                acc_tail[r],
-            );
-        }
-    }
-    std::array::from_fn(|r| reduce16(acc[r]) + reduce8(acc_tail[r]))
+    };
 }
+
+q8_0_family!(q8_0_dot, BlockQ8_0, |b0, b1| load2(&b0.qs, &b1.qs), |b| {
+    // SAFETY: reads the 32 bytes of `b.qs`.
+    unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) }
+});
+
+/// Two blocks' 16 packed nibble bytes → 64 bytes in element order: 128-bit lanes
+/// [lo(a), hi(a), lo(b), hi(b)].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn nibbles2(a: &[u8; 16], b: &[u8; 16]) -> __m512i {
+    // SAFETY: each load reads the 16 bytes of its array.
+    let (a, b) = unsafe {
+        (
+            _mm_loadu_si128(a.as_ptr().cast()),
+            _mm_loadu_si128(b.as_ptr().cast()),
+        )
+    };
+    let t = _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_broadcastsi128_si256(a)),
+        _mm256_broadcastsi128_si256(b),
+    );
+    // Shift the odd 128-bit lanes (words 8..16 and 24..32) right by four, then keep nibbles.
+    let t = _mm512_mask_srli_epi16(t, 0xFF00_FF00, t, 4);
+    _mm512_and_si512(t, _mm512_set1_epi8(0x0F))
+}
+
+// q − 16 for the 5-bit quant q = nib | h·16: nib | 0xF0 where the fifth bit is clear.
+q8_0_family!(
+    q5_0_dot,
+    BlockQ5_0,
+    |b0, b1| {
+        let h = u32::from_le_bytes(b0.qh) as u64 | (u32::from_le_bytes(b1.qh) as u64) << 32;
+        // 0xF0 in the bytes whose fifth bit is clear, 0 elsewhere.
+        let off = _mm512_maskz_mov_epi8(!h, _mm512_set1_epi8(0xF0u8 as i8));
+        _mm512_or_si512(nibbles2(&b0.qs, &b1.qs), off)
+    },
+    |b| {
+        let high = bits_to_bytes(u32::from_le_bytes(b.qh));
+        _mm256_or_si256(
+            nibbles(&b.qs),
+            _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8)),
+        )
+    }
+);
 
 /// # Safety
 /// As [`q8_0_dot`], with Q4_K weights and Q8_K activations.
