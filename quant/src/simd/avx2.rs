@@ -24,7 +24,8 @@ use strata_gguf::GgmlType;
 
 use super::{as_f32, check_rows, RowsFn, SimdLevel};
 use crate::blocks::{
-    k4_scales_mins_u64, Block, BlockQ4_0, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_K,
+    k4_scales_mins_u64, q3k_scales, Block, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K,
+    BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
 };
 
 /// The AVX2 kernel for weight type `ty`, where one exists.
@@ -40,6 +41,12 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         GgmlType::Q6_K => q6_k_rows,
         GgmlType::F32 => f32_rows,
         GgmlType::F16 => f16_rows,
+        GgmlType::BF16 => bf16_rows,
+        GgmlType::Q4_1 => q4_1_rows,
+        GgmlType::Q5_1 => q5_1_rows,
+        GgmlType::Q2_K => q2_k_rows,
+        GgmlType::Q3_K => q3_k_rows,
+        GgmlType::Q5_K => q5_k_rows,
         _ => return None,
     })
 }
@@ -442,6 +449,292 @@ float_kernel!(
     |p, k| _mm256_cvtph_ps(_mm_loadu_si128(p.add(16 * k).cast())),
     |b: &[u8]| h2f([b[0], b[1]])
 );
+
+float_kernel!(
+    bf16_rows,
+    bf16_dot,
+    2,
+    |p, k| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+        _mm_loadu_si128(p.add(16 * k).cast())
+    ))),
+    |b: &[u8]| crate::blocks::bf16_to_f32([b[0], b[1]])
+);
+
+rows_kernel!(q4_1_rows, q4_1_dot, BlockQ4_1, BlockQ8_1);
+rows_kernel!(q5_1_rows, q5_1_dot, BlockQ5_1, BlockQ8_1);
+rows_kernel!(q2_k_rows, q2_k_dot, BlockQ2_K, BlockQ8_K);
+rows_kernel!(q3_k_rows, q3_k_dot, BlockQ3_K, BlockQ8_K);
+rows_kernel!(q5_k_rows, q5_k_dot, BlockQ5_K, BlockQ8_K);
+
+/// Q8_1-activation kernels (offset formats): `unpack` turns weight block `b` into 32 unsigned
+/// quants; the block adds `(d_w·d_x)·Σq·y` lane-wise and `m_w·s_x` to a scalar sum.
+macro_rules! q8_1_family {
+    ($fname:ident, $wb:ty, |$b:ident| $unpack:expr) => {
+        /// # Safety
+        /// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb`
+        /// Q8_1 blocks.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $fname<const N: usize>(
+            w: [*const $wb; N],
+            x: *const BlockQ8_1,
+            nb: usize,
+        ) -> [f32; N] {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut acc_m = [0f32; N];
+            for i in 0..nb {
+                // SAFETY: `i < nb` (caller).
+                let a = unsafe { &*x.add(i) };
+                // SAFETY: reads the 32 bytes of `a.qs`.
+                let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+                let (dy, sy) = (h2f(a.d), h2f(a.s));
+                for r in 0..N {
+                    _mm_prefetch::<_MM_HINT_T0>(w[r].wrapping_add(i + PF_BLOCKS).cast());
+                    // SAFETY: `i < nb` (caller).
+                    let $b = unsafe { &*w[r].add(i) };
+                    let q: __m256i = $unpack;
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), _mm256_set1_epi16(1));
+                    acc[r] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(h2f($b.d) * dy),
+                        _mm256_cvtepi32_ps(p),
+                        acc[r],
+                    );
+                    acc_m[r] += h2f($b.m) * sy;
+                }
+            }
+            std::array::from_fn(|r| reduce8(acc[r]) + acc_m[r])
+        }
+    };
+}
+
+q8_1_family!(q4_1_dot, BlockQ4_1, |b| nibbles(&b.qs));
+q8_1_family!(q5_1_dot, BlockQ5_1, |b| {
+    let high = bits_to_bytes(u32::from_le_bytes(b.qh));
+    _mm256_or_si256(
+        nibbles(&b.qs),
+        _mm256_and_si256(high, _mm256_set1_epi8(0x10)),
+    )
+});
+
+/// Word-broadcast patterns for 16-element sub-blocks: for chunk `s` of 32 elements, words `2s`
+/// (low 128-bit lane) and `2s + 1` (high lane) of a lane holding 8 scales.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pick_pairs() -> [__m256i; 4] {
+    let one = |s: i64| {
+        let lo = (4 * s) | ((4 * s + 1) << 8);
+        let hi = lo + 0x0202;
+        let (lo8, hi8) = (lo * 0x0001_0001_0001_0001, hi * 0x0001_0001_0001_0001);
+        _mm256_setr_epi64x(lo8, lo8, hi8, hi8)
+    };
+    [one(0), one(1), one(2), one(3)]
+}
+
+/// # Safety
+/// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q2_k_dot<const N: usize>(
+    w: [*const BlockQ2_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_m = [_mm256_setzero_ps(); N];
+    let m3 = _mm256_set1_epi8(3);
+    let pick = pick_pairs();
+    for i in 0..nb {
+        // SAFETY: `i < nb` (caller).
+        let a = unsafe { &*x.add(i) };
+        let dx = a.d();
+        // SAFETY: reads the 32 bytes of `a.bsums`.
+        let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+        let y = load_y8(&a.qs);
+        for r in 0..N {
+            prefetch_ahead(w[r], i);
+            // SAFETY: `i < nb` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            // SAFETY: reads the 16 bytes of `b.scales`.
+            let sc8 = unsafe { _mm_loadu_si128(b.scales.as_ptr().cast()) };
+            let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sc8, _mm_set1_epi8(0x0F)));
+            let mn16 =
+                _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc8), _mm_set1_epi8(0x0F)));
+            let mut isum = _mm256_setzero_si256();
+            for c in 0..2 {
+                // SAFETY: reads bytes 32c..32c+32 of the 64-byte `b.qs`.
+                let qs = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast()) };
+                let scc = if c == 0 {
+                    _mm256_permute2x128_si256::<0x00>(sc16, sc16)
+                } else {
+                    _mm256_permute2x128_si256::<0x11>(sc16, sc16)
+                };
+                let q = [
+                    _mm256_and_si256(qs, m3),
+                    _mm256_and_si256(_mm256_srli_epi16::<2>(qs), m3),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m3),
+                    _mm256_and_si256(_mm256_srli_epi16::<6>(qs), m3),
+                ];
+                for s in 0..4 {
+                    let p = _mm256_maddubs_epi16(q[s], y[4 * c + s]);
+                    isum = _mm256_add_epi32(
+                        isum,
+                        _mm256_madd_epi16(p, _mm256_shuffle_epi8(scc, pick[s])),
+                    );
+                }
+            }
+            let msum = _mm256_madd_epi16(bsums, mn16);
+            acc[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dx * h2f(b.d)),
+                _mm256_cvtepi32_ps(isum),
+                acc[r],
+            );
+            acc_m[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dx * h2f(b.dmin)),
+                _mm256_cvtepi32_ps(msum),
+                acc_m[r],
+            );
+        }
+    }
+    std::array::from_fn(|r| reduce8(acc[r]) - reduce8(acc_m[r]))
+}
+
+/// # Safety
+/// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_k_dot<const N: usize>(
+    w: [*const BlockQ3_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let m3 = _mm256_set1_epi8(3);
+    let one = _mm256_set1_epi8(1);
+    let pick = pick_pairs();
+    for i in 0..nb {
+        // SAFETY: `i < nb` (caller).
+        let a = unsafe { &*x.add(i) };
+        let dx = a.d();
+        // SAFETY: reads the 32 bytes of `a.bsums`.
+        let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+        let y = load_y8(&a.qs);
+        for r in 0..N {
+            prefetch_ahead(w[r], i);
+            // SAFETY: `i < nb` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            let sc = q3k_scales(&b.scales);
+            // SAFETY: reads the 16 bytes of `sc`.
+            let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(sc.as_ptr().cast()) });
+            // SAFETY: reads the 32 bytes of `b.hmask`.
+            let hm = unsafe { _mm256_loadu_si256(b.hmask.as_ptr().cast()) };
+            let mut isum = _mm256_setzero_si256();
+            for c in 0..2 {
+                // SAFETY: reads bytes 32c..32c+32 of the 64-byte `b.qs`.
+                let qs = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast()) };
+                let scc = if c == 0 {
+                    _mm256_permute2x128_si256::<0x00>(sc16, sc16)
+                } else {
+                    _mm256_permute2x128_si256::<0x11>(sc16, sc16)
+                };
+                for s in 0..4 {
+                    // q + 4 = low two bits | (high bit << 2), in 0..8; the −4 comes from bsums.
+                    let low =
+                        _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * s as i32)), m3);
+                    let hb = _mm256_and_si256(
+                        _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * c + s) as i32)),
+                        one,
+                    );
+                    let q = _mm256_or_si256(low, _mm256_slli_epi16::<2>(hb));
+                    let p = _mm256_maddubs_epi16(q, y[4 * c + s]);
+                    isum = _mm256_add_epi32(
+                        isum,
+                        _mm256_madd_epi16(p, _mm256_shuffle_epi8(scc, pick[s])),
+                    );
+                }
+            }
+            let corr = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums, sc16));
+            let isum = _mm256_sub_epi32(isum, corr);
+            acc[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dx * h2f(b.d)),
+                _mm256_cvtepi32_ps(isum),
+                acc[r],
+            );
+        }
+    }
+    acc.map(|v| reduce8(v))
+}
+
+/// Bit `bit` of every byte of `v`, moved to bit 4 (other bits cleared).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bit_to_4(v: __m256i, bit: i32) -> __m256i {
+    let moved = if bit <= 4 {
+        _mm256_sll_epi16(v, _mm_cvtsi32_si128(4 - bit))
+    } else {
+        _mm256_srl_epi16(v, _mm_cvtsi32_si128(bit - 4))
+    };
+    _mm256_and_si256(moved, _mm256_set1_epi8(0x10))
+}
+
+/// # Safety
+/// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_dot<const N: usize>(
+    w: [*const BlockQ5_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_m = [_mm256_setzero_ps(); N];
+    let m4 = _mm256_set1_epi8(0x0F);
+    for i in 0..nb {
+        // SAFETY: `i < nb` (caller).
+        let a = unsafe { &*x.add(i) };
+        let dx = a.d();
+        // SAFETY: reads the 32 bytes of `a.bsums`.
+        let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+        let y = load_y8(&a.qs);
+        for r in 0..N {
+            prefetch_ahead(w[r], i);
+            // SAFETY: `i < nb` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            let (sc64, m) = k4_scales_mins_u64(&b.scales);
+            let sc = sc64.to_le_bytes();
+            // SAFETY: reads the 32 bytes of `b.qh`.
+            let qh = unsafe { _mm256_loadu_si256(b.qh.as_ptr().cast()) };
+            let mut isum = _mm256_setzero_si256();
+            for c in 0..4 {
+                // SAFETY: reads bytes 32c..32c+32 of the 128-byte `b.qs`.
+                let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast()) };
+                // Fifth bits: bit 2c (low nibbles) and 2c+1 (high nibbles) of qh, at bit 4.
+                let h_lo = bit_to_4(qh, 2 * c as i32);
+                let h_hi = bit_to_4(qh, 2 * c as i32 + 1);
+                let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h_lo);
+                let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), h_hi);
+                let p_lo = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(lo, y[2 * c]),
+                    _mm256_set1_epi16(sc[2 * c] as i16),
+                );
+                let p_hi = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(hi, y[2 * c + 1]),
+                    _mm256_set1_epi16(sc[2 * c + 1] as i16),
+                );
+                isum = _mm256_add_epi32(isum, _mm256_add_epi32(p_lo, p_hi));
+            }
+            let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64));
+            let mdup = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
+            let msum = _mm256_madd_epi16(bsums, mdup);
+            acc[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dx * h2f(b.d)),
+                _mm256_cvtepi32_ps(isum),
+                acc[r],
+            );
+            acc_m[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dx * h2f(b.dmin)),
+                _mm256_cvtepi32_ps(msum),
+                acc_m[r],
+            );
+        }
+    }
+    std::array::from_fn(|r| reduce8(acc[r]) - reduce8(acc_m[r]))
+}
 
 #[allow(dead_code)]
 fn _assert_block_sizes() {
