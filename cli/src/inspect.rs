@@ -109,6 +109,20 @@ struct Summary {
     tensor_bytes: u64,
 }
 
+/// The tokenizer algorithm named by `tokenizer.ggml.model` (llama.cpp's vocabulary types).
+fn tokenizer_kind(model: Option<&str>) -> Option<&'static str> {
+    Some(match model? {
+        "llama" => "SentencePiece BPE",
+        "gpt2" => "byte-level BPE",
+        "bert" => "WordPiece",
+        "t5" => "Unigram",
+        "rwkv" => "RWKV greedy",
+        "plamo2" => "PLaMo-2 Aho-Corasick",
+        "none" => "no tokenizer",
+        _ => return None,
+    })
+}
+
 /// Splits `blk.N.rest` into `N`.
 fn layer_of(name: &str) -> Option<u64> {
     let rest = name.strip_prefix("blk.")?;
@@ -195,8 +209,10 @@ impl Summary {
         writeln!(w, "layers:          {}", num(self.block_count))?;
         writeln!(
             w,
-            "tokenizer:       {} (pre: {}), vocabulary {}",
+            "tokenizer:       {}{} (pre: {}), vocabulary {}",
             text(&self.tokenizer_model),
+            tokenizer_kind(self.tokenizer_model.as_deref())
+                .map_or_else(String::new, |k| format!(" = {k}")),
             text(&self.tokenizer_pre),
             num(self.vocab_size.map(|n| n as u64))
         )?;
@@ -319,6 +335,7 @@ impl Summary {
             tokenizer: TokenizerJson {
                 model: self.tokenizer_model.as_deref(),
                 pre: self.tokenizer_pre.as_deref(),
+                kind: tokenizer_kind(self.tokenizer_model.as_deref()),
                 vocab_size: self.vocab_size,
             },
             tensor_types: self
@@ -377,6 +394,7 @@ struct FileType {
 #[derive(Serialize)]
 struct TokenizerJson<'a> {
     model: Option<&'a str>,
+    kind: Option<&'static str>,
     pre: Option<&'a str>,
     vocab_size: Option<usize>,
 }

@@ -99,7 +99,7 @@ fn real_model_text() {
         "file type:       Q4_K_M (15)",
         "context length:  32768",
         "layers:          18",
-        "tokenizer:       llama (pre: default), vocabulary 262144",
+        "tokenizer:       llama = SentencePiece BPE (pre: default), vocabulary 262144",
         "blk.17",
         "(262144 items)",
     ] {
@@ -125,6 +125,7 @@ fn real_model_json() {
     assert_eq!(doc["block_count"], 18);
     assert_eq!(doc["file_type"]["name"], "Q4_K_M");
     assert_eq!(doc["tokenizer"]["vocab_size"], 262_144);
+    assert_eq!(doc["tokenizer"]["kind"], "SentencePiece BPE");
     assert_eq!(doc["hyperparameters"]["embedding_length"], 640);
     let counts: Vec<(String, u64)> = doc["tensor_types"]
         .as_array()
