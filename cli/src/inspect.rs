@@ -150,19 +150,20 @@ impl Summary {
             layers: BTreeMap::new(),
             tensor_bytes: 0,
         };
+        // Sums saturate: the parser bounds every tensor, but never trust a sum over a file.
         for t in g.tensors() {
-            s.parameters += t.n_elements();
-            s.tensor_bytes += t.n_bytes;
+            s.parameters = s.parameters.saturating_add(t.n_elements());
+            s.tensor_bytes = s.tensor_bytes.saturating_add(t.n_bytes);
             let ts = s.types.entry((t.ty.id(), t.ty.name())).or_default();
             ts.tensors += 1;
-            ts.elements += t.n_elements();
-            ts.bytes += t.n_bytes;
+            ts.elements = ts.elements.saturating_add(t.n_elements());
+            ts.bytes = ts.bytes.saturating_add(t.n_bytes);
             let group = match layer_of(&t.name) {
                 Some(i) => s.layers.entry(i).or_default(),
                 None => &mut s.globals,
             };
             group.tensors += 1;
-            group.bytes += t.n_bytes;
+            group.bytes = group.bytes.saturating_add(t.n_bytes);
         }
         s
     }
