@@ -81,8 +81,8 @@ fn steps() -> Vec<Step> {
             &["test", "-p", "strata-quant"],
             &[("STRATA_SIMD", "scalar")],
         ),
-        // Agreement with llama.cpp's reference outputs; enable once xtask/src/verify.rs lands:
-        // cargo("verify against llama.cpp", &["xtask", "verify"]),
+        // Agreement with llama.cpp's reference outputs (xtask/src/verify.rs).
+        cargo("verify against llama.cpp", &["xtask", "verify"]),
     ]
 }
 
