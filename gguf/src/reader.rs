@@ -8,7 +8,7 @@
 //! and collections grow with the data actually read rather than with what a count claims.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io::{self, BufRead};
 
 use crate::error::esc;
 use crate::metadata::Metadata;
@@ -48,7 +48,7 @@ struct Src<R> {
     mem_limit: u64,
 }
 
-impl<R: Read> Src<R> {
+impl<R: BufRead> Src<R> {
     /// Accounts for `n` more bytes of memory held by the parsed header.
     fn charge(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<(), Error> {
         self.mem = self.mem.saturating_add(n);
@@ -155,6 +155,51 @@ impl<R: Read> Src<R> {
         }
     }
 
+    /// Fast path for one string of a string array: when its length and bytes are already in
+    /// the read buffer, appends the bytes to `blob` straight from it and returns `true`;
+    /// otherwise consumes nothing and returns `false` (the caller takes the general path,
+    /// which reports errors). A vocabulary of 262k tokens is read this way.
+    fn buffered_string(
+        &mut self,
+        blob: &mut Vec<u8>,
+        what: &dyn Fn() -> String,
+    ) -> Result<bool, Error> {
+        let remaining = self.remaining();
+        let (pos, mem, mem_limit) = (self.pos, self.mem, self.mem_limit);
+        let buf = match self.r.fill_buf() {
+            Ok(buf) => buf,
+            // Let the general path read again and report the error with its context.
+            Err(_) => return Ok(false),
+        };
+        let Some(len_bytes) = buf.get(..8) else {
+            return Ok(false);
+        };
+        let len = u64::from_le_bytes(len_bytes.try_into().unwrap_or([0xff; 8]));
+        // The buffer holds no more than what remains of the file, so a string that is
+        // entirely in it is inside the file.
+        let end = usize::try_from(len).ok().and_then(|n| n.checked_add(8));
+        let Some(bytes) = end.and_then(|end| buf.get(8..end)) else {
+            return Ok(false);
+        };
+        let total = 8 + len;
+        if total > remaining {
+            return Ok(false);
+        }
+        let mem = mem.saturating_add(size_of::<usize>() as u64 + len);
+        if mem > mem_limit {
+            return Err(Error::MemoryLimit {
+                what: what(),
+                offset: pos,
+                limit: mem_limit,
+            });
+        }
+        blob.extend_from_slice(bytes);
+        self.r.consume(total as usize);
+        self.pos += total;
+        self.mem = mem;
+        Ok(true)
+    }
+
     /// Reads a count and checks that `count` items of at least `min_size` bytes each fit in
     /// the rest of the file.
     fn count(&mut self, min_size: u64, what: &dyn Fn() -> String) -> Result<u64, Error> {
@@ -237,9 +282,11 @@ impl<R: Read> Src<R> {
                 let mut blob = Vec::new();
                 for i in 0..count {
                     let what = || format!("string {i} of array `{}`", esc(key));
-                    let len = self.u64(&|| format!("length of {}", what()))?;
-                    self.charge(size_of::<usize>() as u64, &what)?;
-                    self.append(&mut blob, len, &what)?;
+                    if !self.buffered_string(&mut blob, &what)? {
+                        let len = self.u64(&|| format!("length of {}", what()))?;
+                        self.charge(size_of::<usize>() as u64, &what)?;
+                        self.append(&mut blob, len, &what)?;
+                    }
                     ends.push(blob.len());
                 }
                 // Strings are kept as bytes; invalid UTF-8 is reported on access.
@@ -288,7 +335,7 @@ fn check_bool(b: u8, key: &str, offset: u64) -> Result<bool, Error> {
 }
 
 /// Parses a GGUF header from `r`, which holds `len` bytes from the start of the file.
-pub(crate) fn parse<R: Read>(r: R, len: u64, options: &ReadOptions) -> Result<Gguf, Error> {
+pub(crate) fn parse<R: BufRead>(r: R, len: u64, options: &ReadOptions) -> Result<Gguf, Error> {
     let mut src = Src {
         r,
         pos: 0,
@@ -404,7 +451,7 @@ pub(crate) fn parse<R: Read>(r: R, len: u64, options: &ReadOptions) -> Result<Gg
     })
 }
 
-fn read_tensor_info<R: Read>(
+fn read_tensor_info<R: BufRead>(
     src: &mut Src<R>,
     name: String,
     alignment: u64,
