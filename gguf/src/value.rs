@@ -305,7 +305,7 @@ pub(crate) enum ArrayData {
 /// an offset table, so a 262k-entry vocabulary costs two allocations, not 262k. Elements
 /// are decoded on access ([`Array::get`], [`Array::iter`], [`Array::iter_str`], the `to_*_vec`
 /// conversions).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Array {
     elem_type: ValueType,
     data: ArrayData,
@@ -633,6 +633,35 @@ impl Array {
             ArrayData::Strings { blob, ends } => blob.len() + ends.len() * size_of::<usize>(),
             ArrayData::Nested(v) => v.iter().map(Array::heap_bytes).sum(),
         }
+    }
+}
+
+/// Shows the element type, the length and the first few elements, so that debug-printing a
+/// header with a 262k-entry vocabulary stays readable.
+impl fmt::Debug for Array {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 8;
+        struct Items<'a>(&'a Array);
+        impl fmt::Debug for Items<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut list = f.debug_list();
+                for e in self.0.iter().take(SHOWN) {
+                    match e {
+                        Element::String(b) => list.entry(&String::from_utf8_lossy(b)),
+                        e => list.entry(&e),
+                    };
+                }
+                if self.0.len() > SHOWN {
+                    list.entry(&format_args!("…"));
+                }
+                list.finish()
+            }
+        }
+        f.debug_struct("Array")
+            .field("elem_type", &self.elem_type)
+            .field("len", &self.len())
+            .field("items", &Items(self))
+            .finish()
     }
 }
 

@@ -117,3 +117,14 @@ fn insert_rejects_duplicates() {
     ));
     assert_eq!(md.len(), 1);
 }
+
+#[test]
+fn debug_output_of_long_arrays_is_short() {
+    let a = Array::from_strings((0..100_000).map(|i| format!("token{i}")));
+    let dbg = format!("{a:?}");
+    assert!(dbg.len() < 200, "{dbg}");
+    assert!(
+        dbg.contains("len: 100000") && dbg.contains("\"token0\""),
+        "{dbg}"
+    );
+}
