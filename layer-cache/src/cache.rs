@@ -324,6 +324,8 @@ impl LayerCache {
                 slots: min_slots,
             });
         }
+        // More than room for everything buys nothing (and would only grow the arena).
+        let budget_bytes = budget_bytes.min(all);
         let k = (budget_bytes - g)
             .checked_div(slot_bytes)
             .map_or(n, |k| usize::try_from(k).unwrap_or(usize::MAX).min(n));
@@ -772,12 +774,14 @@ impl Shared {
         let clock = Clock::now();
         let mut st = self.lock();
         st.stats.gets += 1;
+        // `waited`: blocked at all (stall time); `waited_load`: blocked on this layer's load.
         let mut waited = false;
+        let mut waited_load = false;
         loop {
             if let Some(s) = st.layer_slot[layer] {
                 match &st.slots[s].status {
                     Status::Ready => {
-                        if st.slots[s].fresh || waited {
+                        if st.slots[s].fresh || waited_load {
                             st.stats.prefetch_hits += 1;
                         } else {
                             st.stats.hits += 1;
@@ -794,6 +798,7 @@ impl Shared {
                     }
                     Status::Loading => {
                         waited = true;
+                        waited_load = true;
                         st = self.wait(st);
                         continue;
                     }

@@ -25,6 +25,9 @@ use crate::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Backend {
     /// Memory map of the file, zero-copy; residency managed with madvise (feature `mmap`).
+    /// The model file must not be modified or truncated while a cache maps it (bytes would
+    /// change under borrows; touching a truncated page raises SIGBUS) — use `file` or `arena`
+    /// where that cannot be promised.
     #[default]
     Mmap,
     /// Positioned reads into owned aligned buffers, optionally O_DIRECT (feature `file`).
@@ -36,7 +39,8 @@ pub enum Backend {
 /// What the layer cache may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Budget {
-    /// At most this many bytes (globals plus layer slots).
+    /// At most this many bytes (globals plus layer slots); more than room for every layer is
+    /// capped at that.
     Bytes(u64),
     /// This percentage (0–100] of the model file's size.
     Percent(f64),
