@@ -356,6 +356,30 @@ fn a_budget_below_the_minimum_is_refused_naming_it() {
 }
 
 #[test]
+fn a_budget_above_everything_is_capped_at_room_for_every_layer() {
+    let model = TestModel::new("cap", N_LAYERS);
+    for (backend, direct) in backends() {
+        let all = LayerCache::open_path(
+            model.path(),
+            &config(backend, direct, Budget::All, 2, Policy::Cyclic),
+        )
+        .unwrap();
+        let huge = LayerCache::open_path(
+            model.path(),
+            &config(backend, direct, Budget::Bytes(1 << 50), 2, Policy::Cyclic),
+        )
+        .unwrap();
+        assert_eq!(huge.plan(), all.plan());
+        assert_eq!(all.plan().slots, N_LAYERS);
+        assert_eq!(all.plan().resident_layers, N_LAYERS);
+        assert_eq!(
+            all.plan().budget_bytes,
+            all.plan().globals_bytes + N_LAYERS as u64 * all.plan().slot_bytes
+        );
+    }
+}
+
+#[test]
 fn out_of_range_layers_and_mmap_over_non_lending_storage_are_errors() {
     let model = TestModel::new("range", N_LAYERS);
     let cache = LayerCache::open_path(model.path(), &CacheConfig::default()).unwrap();
