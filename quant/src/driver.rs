@@ -211,17 +211,39 @@ fn run<'x>(
     let tile = ((TILE_BYTES / rb.max(1)) / 4 * 4).clamp(4, 256);
     let n_tiles = rows.div_ceil(tile);
     let out = OutPtr(y.as_mut_ptr());
+    // Four tokens per pass over a tile where the level has such a kernel (each weight block is
+    // unpacked once for four tokens); its results equal `kernel`'s bit for bit.
+    let kernel4 = if n >= 4 {
+        simd::kernel4(level, ty)
+    } else {
+        None
+    };
     let task = |i: usize| {
         let r0 = i * tile;
         let r1 = (r0 + tile).min(rows);
         let wt = &w[r0 * rb..r1 * rb];
-        for t in 0..n {
-            // SAFETY: `y` has `rows * n` elements (checked above) and `r0..r1` lies in `0..rows`,
-            // so this range is inside `y`; tile `i` is the only task writing rows `r0..r1`, so
-            // the ranges of different tasks are disjoint, and `y` is not read meanwhile.
-            let yt =
-                unsafe { std::slice::from_raw_parts_mut(out.ptr().add(t * rows + r0), r1 - r0) };
-            kernel(wt, rb, xrow(t), yt);
+        // SAFETY: `y` has `rows * n` elements (checked above) and `r0..r1` lies in `0..rows`,
+        // so the range is inside `y`; tile `i` is the only task writing rows `r0..r1` of any
+        // token, so the ranges of different tasks (and of different `t`) are disjoint, and `y`
+        // is not read meanwhile.
+        let yt = |t: usize| unsafe {
+            std::slice::from_raw_parts_mut(out.ptr().add(t * rows + r0), r1 - r0)
+        };
+        let mut t = 0;
+        if let Some(k4) = kernel4 {
+            while t + 4 <= n {
+                k4(
+                    wt,
+                    rb,
+                    [xrow(t), xrow(t + 1), xrow(t + 2), xrow(t + 3)],
+                    [yt(t), yt(t + 1), yt(t + 2), yt(t + 3)],
+                );
+                t += 4;
+            }
+        }
+        while t < n {
+            kernel(wt, rb, xrow(t), yt(t));
+            t += 1;
         }
     };
     #[cfg(feature = "rayon")]

@@ -66,10 +66,11 @@ fn simd_matches_scalar_on_random_and_edge_blocks() {
     let mut rng = Rng::new(7);
     for &ty in WEIGHT_TYPES {
         for scales in [Scales::Normal, Scales::Zero, Scales::Subnormal, Scales::Max] {
-            // 9 rows: two groups of four and a remainder; 3 tokens. 25 blocks of 32 (odd, so
+            // 9 rows: two groups of four and a remainder. 25 blocks of 32 (odd, so
             // the kernels that take blocks in pairs run their single-block tail).
             let cols = if ty.block_size() == 32 { 800 } else { 1024 };
-            let (rows, n) = (9, 3);
+            // 5 tokens: a group of four (the multi-token kernels) and one alone.
+            let (rows, n) = (9, 5);
             let w = random_blocks(ty, cols / ty.block_size() * rows, &mut rng, scales);
             let x = random_acts(cols * n, &mut rng);
             let want = run(SimdLevel::Scalar, ty, &w, rows, cols, &x, n);

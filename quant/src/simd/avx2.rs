@@ -152,7 +152,7 @@ macro_rules! rows_kernel {
         }
     };
 }
-pub(super) use {by_rows, rows_kernel};
+pub(super) use by_rows;
 
 rows_kernel!(q8_0_rows, q8_0_dot, BlockQ8_0, BlockQ8_0);
 rows_kernel!(q4_0_rows, q4_0_dot, BlockQ4_0, BlockQ8_0);

@@ -18,8 +18,8 @@ use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
-use super::avx2::{bits_to_bytes, by_rows, h2f, nibbles, reduce8, rows_kernel};
-use super::{check_rows, RowsFn, SimdLevel};
+use super::avx2::{bits_to_bytes, by_rows, h2f, nibbles, reduce8};
+use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ5_0, BlockQ8_0, BlockQ8_K};
 
 /// Software prefetch distance, in blocks (pairs of blocks for Q8_0) ahead of the one computed.
@@ -39,9 +39,18 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
     })
 }
 
-rows_kernel!(q8_0_rows, q8_0_dot, BlockQ8_0, BlockQ8_0);
-rows_kernel!(q4_k_rows, q4_k_dot, BlockQ4_K, BlockQ8_K);
-rows_kernel!(q5_0_rows, q5_0_dot, BlockQ5_0, BlockQ8_0);
+/// The AVX-512 four-token kernel for weight type `ty`, where one exists.
+pub(super) fn kernel4(ty: GgmlType) -> Option<Rows4Fn> {
+    if !SimdLevel::Avx512.is_available() {
+        return None;
+    }
+    Some(match ty {
+        GgmlType::Q8_0 => q8_0_rows4,
+        GgmlType::Q4_K => q4_k_rows4,
+        GgmlType::Q5_0 => q5_0_rows4,
+        _ => return None,
+    })
+}
 
 /// 16 f32 lanes → 8 (lane i + lane i+8), then the fixed 8-lane tree.
 #[inline]
@@ -72,30 +81,27 @@ fn load2(a: &[i8; 32], b: &[i8; 32]) -> __m512i {
     }
 }
 
-/// Q8_0-activation kernels over pairs of blocks: `pair(b0, b1)` gives the 64 signed quants of
-/// two weight blocks as one vector, `one(b)` the 32 of a single (last, odd) block.
+/// Q8_0-activation kernels over pairs of blocks, for `N` weight rows and `T` tokens at once:
+/// `pair(b0, b1)` gives the 64 signed quants of two weight blocks as one vector, `one(b)` the 32
+/// of a single (last, odd) block. Each weight pair is unpacked once for all `T` tokens; row r,
+/// token t gets exactly the operations it gets with `N = T = 1`.
 macro_rules! q8_0_family {
     ($fname:ident, $wb:ty, |$b0:ident, $b1:ident| $pair:expr, |$b:ident| $one:expr) => {
         /// # Safety
         /// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `nb`
-        /// readable blocks, `x` to `nb` activation blocks.
+        /// readable blocks, each `x[t]` to `nb` activation blocks.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        unsafe fn $fname<const N: usize>(
+        unsafe fn $fname<const N: usize, const T: usize>(
             w: [*const $wb; N],
-            x: *const BlockQ8_0,
+            x: [*const BlockQ8_0; T],
             nb: usize,
-        ) -> [f32; N] {
-            let mut acc = [_mm512_setzero_ps(); N];
-            let mut acc_tail = [_mm256_setzero_ps(); N];
+        ) -> [[f32; T]; N] {
+            let mut acc = [[_mm512_setzero_ps(); T]; N];
+            let mut acc_tail = [[_mm256_setzero_ps(); T]; N];
             let zero = _mm512_setzero_si512();
             let spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
             let mut i = 0;
             while i + 2 <= nb {
-                // SAFETY: `i + 1 < nb` (caller).
-                let (a0, a1) = unsafe { (&*x.add(i), &*x.add(i + 1)) };
-                let y = load2(&a0.qs, &a1.qs);
-                // Both blocks' scales converted at once: lanes [d0, d1, 0, 0].
-                let dy = h2f2(a0.d, a1.d);
                 for r in 0..N {
                     // SAFETY: `i + 1 < nb` (caller).
                     let ($b0, $b1) = unsafe { (&*w[r].add(i), &*w[r].add(i + 1)) };
@@ -105,39 +111,95 @@ macro_rules! q8_0_family {
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
                     let q: __m512i = $pair;
                     // |q| · (y with the sign of q): u8 × i8 for `vpdpbusd`.
-                    let neg = _mm512_movepi8_mask(q);
-                    let sy = _mm512_mask_sub_epi8(y, neg, zero, y);
-                    let dp = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(q), sy);
-                    // d_w·d_x of block 0 in lanes 0..8, of block 1 in lanes 8..16.
-                    let d = _mm_mul_ps(h2f2($b0.d, $b1.d), dy);
-                    let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
-                    acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dp), acc[r]);
+                    let (aq, neg) = (_mm512_abs_epi8(q), _mm512_movepi8_mask(q));
+                    // Both blocks' scales converted at once: lanes [d0, d1, 0, 0].
+                    let dw = h2f2($b0.d, $b1.d);
+                    for t in 0..T {
+                        // SAFETY: `i + 1 < nb` (caller).
+                        let (a0, a1) = unsafe { (&*x[t].add(i), &*x[t].add(i + 1)) };
+                        let y = load2(&a0.qs, &a1.qs);
+                        let sy = _mm512_mask_sub_epi8(y, neg, zero, y);
+                        let dp = _mm512_dpbusd_epi32(zero, aq, sy);
+                        // d_w·d_x of block 0 in lanes 0..8, of block 1 in lanes 8..16.
+                        let d = _mm_mul_ps(dw, h2f2(a0.d, a1.d));
+                        let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
+                        acc[r][t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dp), acc[r][t]);
+                    }
                 }
                 i += 2;
             }
             if i < nb {
-                // SAFETY: `i < nb` (caller).
-                let a = unsafe { &*x.add(i) };
-                // SAFETY: reads the 32 bytes of `a.qs`.
-                let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-                let dy = h2f(a.d);
                 for r in 0..N {
                     // SAFETY: `i < nb` (caller).
                     let $b = unsafe { &*w[r].add(i) };
                     let q: __m256i = $one;
-                    let p = _mm256_dpbusd_epi32(
-                        _mm256_setzero_si256(),
-                        _mm256_abs_epi8(q),
-                        _mm256_sign_epi8(y, q),
-                    );
-                    acc_tail[r] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(h2f($b.d) * dy),
-                        _mm256_cvtepi32_ps(p),
-                        acc_tail[r],
-                    );
+                    let aq = _mm256_abs_epi8(q);
+                    let dw = h2f($b.d);
+                    for t in 0..T {
+                        // SAFETY: `i < nb` (caller).
+                        let a = unsafe { &*x[t].add(i) };
+                        // SAFETY: reads the 32 bytes of `a.qs`.
+                        let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+                        let p =
+                            _mm256_dpbusd_epi32(_mm256_setzero_si256(), aq, _mm256_sign_epi8(y, q));
+                        acc_tail[r][t] = _mm256_fmadd_ps(
+                            _mm256_set1_ps(dw * h2f(a.d)),
+                            _mm256_cvtepi32_ps(p),
+                            acc_tail[r][t],
+                        );
+                    }
                 }
             }
-            std::array::from_fn(|r| reduce16(acc[r]) + reduce8(acc_tail[r]))
+            std::array::from_fn(|r| {
+                std::array::from_fn(|t| reduce16(acc[r][t]) + reduce8(acc_tail[r][t]))
+            })
+        }
+    };
+}
+
+/// Defines the matvec kernel `$rows` (4 rows at a time, one token) and the 4-token kernel
+/// `$rows4` (2 rows × 4 tokens at a time) over `$inner::<N, T>`.
+macro_rules! mt_kernels {
+    ($rows:ident, $rows4:ident, $inner:ident, $wb:ty, $ab:ty) => {
+        fn $rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+            let nb = check_rows::<$wb, $ab>(w, row_bytes, x, out.len());
+            let xp = [x.as_ptr().cast::<$ab>()];
+            by_rows!(w, row_bytes, out,
+                // SAFETY: `kernel` hands this function out only when the CPU has every feature
+                // `$inner` enables; `check_rows` verified every row holds `nb` blocks and `x`
+                // the matching activation blocks, which is all `$inner` reads.
+                |p: [4]| unsafe { $inner::<4, 1>(p.map(|p| p.cast::<$wb>()), xp, nb) }.map(|v| v[0]),
+                // SAFETY: as above.
+                |p: [1]| unsafe { $inner::<1, 1>(p.map(|p| p.cast::<$wb>()), xp, nb) }.map(|v| v[0]))
+        }
+
+        fn $rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
+            let rows = out[0].len();
+            assert!(out.iter().all(|o| o.len() == rows), "output rows differ in length");
+            let nb = check_rows::<$wb, $ab>(w, row_bytes, x[0], rows);
+            for t in 1..4 {
+                check_rows::<$wb, $ab>(w, row_bytes, x[t], rows);
+            }
+            let xp = x.map(|s| s.as_ptr().cast::<$ab>());
+            let row = |r: usize| w[r * row_bytes..].as_ptr().cast::<$wb>();
+            let mut r = 0;
+            while r + 2 <= rows {
+                // SAFETY: as in `$rows`, for each of the four activation rows.
+                let res = unsafe { $inner::<2, 4>([row(r), row(r + 1)], xp, nb) };
+                for (k, rr) in res.iter().enumerate() {
+                    for t in 0..4 {
+                        out[t][r + k] = rr[t];
+                    }
+                }
+                r += 2;
+            }
+            if r < rows {
+                // SAFETY: as above.
+                let res = unsafe { $inner::<1, 4>([row(r)], xp, nb) };
+                for t in 0..4 {
+                    out[t][r] = res[0][t];
+                }
+            }
         }
     };
 }
@@ -187,16 +249,21 @@ q8_0_family!(
     }
 );
 
+/// Q4_K · Q8_K for `N` weight rows and `T` activation rows (tokens) at once: each weight block
+/// is unpacked once and used for every token. Row r, token t gets exactly the operations it gets
+/// with `N = T = 1`, so results do not depend on `N` or `T`.
+///
 /// # Safety
-/// As [`q8_0_dot`], with Q4_K weights and Q8_K activations.
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `nb` readable
+/// blocks, each `x[t]` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q4_k_dot<const N: usize>(
+unsafe fn q4_k_mt<const N: usize, const T: usize>(
     w: [*const BlockQ4_K; N],
-    x: *const BlockQ8_K,
+    x: [*const BlockQ8_K; T],
     nb: usize,
-) -> [f32; N] {
-    let mut acc = [_mm512_setzero_ps(); N];
-    let mut acc_m = [_mm256_setzero_ps(); N];
+) -> [[f32; T]; N] {
+    let mut acc = [[_mm512_setzero_ps(); T]; N];
+    let mut acc_m = [[_mm256_setzero_ps(); T]; N];
     let m4 = _mm512_set1_epi8(0x0F);
     // Scale words for chunk c: sub-block 2c in the low 16 words, 2c+1 in the high 16.
     let pick: [__m512i; 4] = std::array::from_fn(|c| {
@@ -207,21 +274,6 @@ unsafe fn q4_k_dot<const N: usize>(
         )
     });
     for i in 0..nb {
-        // SAFETY: `i < nb` (caller).
-        let a = unsafe { &*x.add(i) };
-        let dx = a.d();
-        // SAFETY: reads the 32 bytes of `a.bsums`.
-        let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
-        // SAFETY: reads 4 × 64 bytes of the 256-byte `a.qs`.
-        let y: [__m512i; 4] = unsafe {
-            let p = a.qs.as_ptr();
-            [
-                _mm512_loadu_si512(p.cast()),
-                _mm512_loadu_si512(p.add(64).cast()),
-                _mm512_loadu_si512(p.add(128).cast()),
-                _mm512_loadu_si512(p.add(192).cast()),
-            ]
-        };
         for r in 0..N {
             // Ask for the block PF_BLOCKS ahead (its three cache lines) while this one computes.
             let ahead = w[r].wrapping_add(i + PF_BLOCKS).cast::<i8>();
@@ -231,32 +283,47 @@ unsafe fn q4_k_dot<const N: usize>(
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             let (sc, m) = k4_scales_mins_u64(&b.scales);
-            let (sc8, m8) = (_mm_cvtsi64_si128(sc as i64), _mm_cvtsi64_si128(m as i64));
-            let sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(sc8));
-            let mut isum = _mm512_setzero_si512();
+            let sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
+            let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64));
+            let mdup = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
+            // The 256 quants in element order (64 per vector) and their scale words.
+            let mut q = [_mm512_setzero_si512(); 4];
+            let mut scale = [_mm512_setzero_si512(); 4];
             for c in 0..4 {
                 // SAFETY: reads bytes 32c..32c+32 of the 128-byte `b.qs`.
-                let q = unsafe {
+                let v = unsafe {
                     _mm512_broadcast_i64x4(_mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast()))
                 };
-                let q = _mm512_and_si512(_mm512_mask_srli_epi16(q, 0xFFFF_0000, q, 4), m4);
-                let p = _mm512_maddubs_epi16(q, y[c]);
-                isum = _mm512_dpwssd_epi32(isum, p, _mm512_permutexvar_epi16(pick[c], sc16));
+                q[c] = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF_0000, v, 4), m4);
+                scale[c] = _mm512_permutexvar_epi16(pick[c], sc16);
             }
-            let m16 = _mm_cvtepu8_epi16(m8);
-            let mdup = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
-            let msum = _mm256_madd_epi16(bsums, mdup);
-            acc[r] = _mm512_fmadd_ps(
-                _mm512_set1_ps(dx * h2f(b.d)),
-                _mm512_cvtepi32_ps(isum),
-                acc[r],
-            );
-            acc_m[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.dmin)),
-                _mm256_cvtepi32_ps(msum),
-                acc_m[r],
-            );
+            let (d, dmin) = (h2f(b.d), h2f(b.dmin));
+            for t in 0..T {
+                // SAFETY: `i < nb` (caller).
+                let a = unsafe { &*x[t].add(i) };
+                let mut isum = _mm512_setzero_si512();
+                for c in 0..4 {
+                    // SAFETY: reads bytes 64c..64c+64 of the 256-byte `a.qs`.
+                    let y = unsafe { _mm512_loadu_si512(a.qs.as_ptr().add(64 * c).cast()) };
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(q[c], y), scale[c]);
+                }
+                // SAFETY: reads the 32 bytes of `a.bsums`.
+                let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+                let msum = _mm256_madd_epi16(bsums, mdup);
+                let dx = a.d();
+                acc[r][t] =
+                    _mm512_fmadd_ps(_mm512_set1_ps(dx * d), _mm512_cvtepi32_ps(isum), acc[r][t]);
+                acc_m[r][t] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dx * dmin),
+                    _mm256_cvtepi32_ps(msum),
+                    acc_m[r][t],
+                );
+            }
         }
     }
-    std::array::from_fn(|r| reduce16(acc[r]) - reduce8(acc_m[r]))
+    std::array::from_fn(|r| std::array::from_fn(|t| reduce16(acc[r][t]) - reduce8(acc_m[r][t])))
 }
+
+mt_kernels!(q8_0_rows, q8_0_rows4, q8_0_dot, BlockQ8_0, BlockQ8_0);
+mt_kernels!(q4_k_rows, q4_k_rows4, q4_k_mt, BlockQ4_K, BlockQ8_K);
+mt_kernels!(q5_0_rows, q5_0_rows4, q5_0_dot, BlockQ5_0, BlockQ8_0);

@@ -22,6 +22,10 @@ mod neon;
 /// A row-dot kernel: `out[r] = dot(w[r*row_bytes..][..row_bytes], x)`.
 pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]);
 
+/// A four-token kernel: `out[t][r] = dot(w[r*row_bytes..][..row_bytes], x[t])`; the result for
+/// each (r, t) is bit-identical to the [`RowsFn`] of the same type and level.
+pub(crate) type Rows4Fn = fn(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]);
+
 /// An instruction-set level for the dot-product kernels, ordered from lowest to highest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SimdLevel {
@@ -212,6 +216,18 @@ pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
         }
     }
     scalar_kernel(ty)
+}
+
+/// The four-token kernel for `ty` at exactly the level [`kernel`] picks, if it has one.
+pub(crate) fn kernel4(level: SimdLevel, ty: GgmlType) -> Option<Rows4Fn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level >= SimdLevel::Avx512 && avx512::kernel(ty).is_some() {
+            return avx512::kernel4(ty);
+        }
+    }
+    let _ = (level, ty);
+    None
 }
 
 /// Checks the slice sizes a kernel relies on: `out.len()` rows of `row_bytes` (whole blocks of
