@@ -11,6 +11,7 @@ mod test;
 mod bench;
 mod gen_model;
 mod golden;
+mod verify;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +25,7 @@ fn main() -> Result<()> {
         "gen-model" => gen_model::run(rest),
         "bench" => bench::run(rest),
         "golden" => golden::run(rest),
+        "verify" => verify::run(rest),
         other => bail!("unknown xtask command `{other}`; {rest:?}"),
     }
 }
