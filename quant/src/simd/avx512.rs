@@ -18,9 +18,9 @@ use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
-use super::avx2::{bits_to_bytes, by_rows, h2f, nibbles, reduce8};
+use super::avx2::{bits_to_bytes, by_rows, h2f, nibbles, prefetch_ahead, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
-use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ5_0, BlockQ8_0, BlockQ8_K};
+use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_K};
 
 /// Software prefetch distance, in blocks (pairs of blocks for Q8_0) ahead of the one computed.
 /// `wrapping_add` keeps the address computation defined past the end; a prefetch never faults.
@@ -35,6 +35,7 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         GgmlType::Q8_0 => q8_0_rows,
         GgmlType::Q4_K => q4_k_rows,
         GgmlType::Q5_0 => q5_0_rows,
+        GgmlType::Q6_K => q6_k_rows,
         _ => return None,
     })
 }
@@ -48,6 +49,7 @@ pub(super) fn kernel4(ty: GgmlType) -> Option<Rows4Fn> {
         GgmlType::Q8_0 => q8_0_rows4,
         GgmlType::Q4_K => q4_k_rows4,
         GgmlType::Q5_0 => q5_0_rows4,
+        GgmlType::Q6_K => q6_k_rows4,
         _ => return None,
     })
 }
@@ -324,6 +326,91 @@ unsafe fn q4_k_mt<const N: usize, const T: usize>(
     std::array::from_fn(|r| std::array::from_fn(|t| reduce16(acc[r][t]) - reduce8(acc_m[r][t])))
 }
 
+/// Q6_K · Q8_K for `N` weight rows and `T` tokens at once (as [`q4_k_mt`]). Per half c of the
+/// block, the 64 bytes `ql[64c..64c+64]` and `qh[32c..32c+32]` broadcast to both 256-bit halves
+/// (the upper one shifted right by two) give the quants of elements `128c..128c+64` (low
+/// nibbles) and `128c+64..128c+128` (high nibbles) in element order; the −32 offset is taken
+/// out with the Q8_K `bsums`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `nb` readable
+/// blocks, each `x[t]` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_k_mt<const N: usize, const T: usize>(
+    w: [*const BlockQ6_K; N],
+    x: [*const BlockQ8_K; T],
+    nb: usize,
+) -> [[f32; T]; N] {
+    let mut acc = [[_mm512_setzero_ps(); T]; N];
+    let mut acc_m = [[_mm256_setzero_ps(); T]; N];
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m2 = _mm512_set1_epi8(0x30);
+    // Scale words for vector (c, h): word k takes sub-block 8c + 4h + k/8.
+    let pick: [__m512i; 4] = std::array::from_fn(|v| {
+        let base = 4 * v as i16;
+        let lanes: [i16; 32] = std::array::from_fn(|k| base + k as i16 / 8);
+        // SAFETY: reads the 64 bytes of `lanes`.
+        unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
+    });
+    for i in 0..nb {
+        for r in 0..N {
+            prefetch_ahead(w[r], i);
+            // SAFETY: `i < nb` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            // SAFETY: reads the 16 bytes of `b.scales`.
+            let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(b.scales.as_ptr().cast()) });
+            let sc512 = _mm512_castsi256_si512(sc16);
+            let mut q = [_mm512_setzero_si512(); 4];
+            for c in 0..2 {
+                // SAFETY: reads bytes 64c..64c+64 of the 128-byte `b.ql` and 32c..32c+32 of the
+                // 64-byte `b.qh`.
+                let (ql, qh) = unsafe {
+                    (
+                        _mm512_loadu_si512(b.ql.as_ptr().add(64 * c).cast()),
+                        _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                            b.qh.as_ptr().add(32 * c).cast(),
+                        )),
+                    )
+                };
+                let qh = _mm512_mask_srli_epi16(qh, 0xFFFF_0000, qh, 2);
+                q[2 * c] = _mm512_or_si512(
+                    _mm512_and_si512(ql, m4),
+                    _mm512_and_si512(_mm512_slli_epi16::<4>(qh), m2),
+                );
+                q[2 * c + 1] = _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                    _mm512_and_si512(qh, m2),
+                );
+            }
+            let scale: [__m512i; 4] =
+                std::array::from_fn(|v| _mm512_permutexvar_epi16(pick[v], sc512));
+            let d = h2f(b.d);
+            for t in 0..T {
+                // SAFETY: `i < nb` (caller).
+                let a = unsafe { &*x[t].add(i) };
+                let mut isum = _mm512_setzero_si512();
+                for v in 0..4 {
+                    // SAFETY: reads bytes 64v..64v+64 of the 256-byte `a.qs`.
+                    let y = unsafe { _mm512_loadu_si512(a.qs.as_ptr().add(64 * v).cast()) };
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(q[v], y), scale[v]);
+                }
+                // SAFETY: reads the 32 bytes of `a.bsums`.
+                let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+                let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, sc16));
+                let dd = _mm512_set1_ps(a.d() * d);
+                acc[r][t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(isum), acc[r][t]);
+                acc_m[r][t] = _mm256_fmadd_ps(
+                    _mm512_castps512_ps256(dd),
+                    _mm256_cvtepi32_ps(corr),
+                    acc_m[r][t],
+                );
+            }
+        }
+    }
+    std::array::from_fn(|r| std::array::from_fn(|t| reduce16(acc[r][t]) - reduce8(acc_m[r][t])))
+}
+
 mt_kernels!(q8_0_rows, q8_0_rows4, q8_0_dot, BlockQ8_0, BlockQ8_0);
 mt_kernels!(q4_k_rows, q4_k_rows4, q4_k_mt, BlockQ4_K, BlockQ8_K);
 mt_kernels!(q5_0_rows, q5_0_rows4, q5_0_dot, BlockQ5_0, BlockQ8_0);
+mt_kernels!(q6_k_rows, q6_k_rows4, q6_k_mt, BlockQ6_K, BlockQ8_K);
