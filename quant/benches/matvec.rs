@@ -63,15 +63,22 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
         GgmlType::Q2_K => &[80, 82],
         GgmlType::Q3_K => &[108],
         GgmlType::Q6_K => &[208],
-        GgmlType::F16 | GgmlType::BF16 => {
-            for c in v.chunks_exact_mut(2) {
-                c[1] &= 0x3f; // exponent well inside the finite range
-            }
-            &[]
-        }
-        GgmlType::F32 => {
-            for c in v.chunks_exact_mut(4) {
-                c[3] &= 0x3f;
+        // Floats in ±1 (random bits would include subnormals, whose slow microcode paths would
+        // measure the data, not the kernel).
+        GgmlType::F16 | GgmlType::BF16 | GgmlType::F32 => {
+            let es = ty.type_size();
+            for c in v.chunks_exact_mut(es) {
+                let r = u16::from_le_bytes([c[0], c[1]]);
+                let f = (r % 2001) as f32 / 1000.0 - 1.0;
+                match ty {
+                    GgmlType::F16 => {
+                        c.copy_from_slice(&half::f16::from_f32(f).to_bits().to_le_bytes())
+                    }
+                    GgmlType::BF16 => {
+                        c.copy_from_slice(&half::bf16::from_f32(f).to_bits().to_le_bytes())
+                    }
+                    _ => c.copy_from_slice(&f.to_le_bytes()),
+                }
             }
             &[]
         }

@@ -34,6 +34,11 @@ mod simd;
 
 use strata_gguf::GgmlType;
 
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use driver::{matmul, matmul_q, matmul_q_with, matvec, matvec_q, matvec_q_with};
 pub use simd::SimdLevel;
 

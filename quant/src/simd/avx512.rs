@@ -1,16 +1,20 @@
-//! x86-64 AVX-512 (F, BW, VL, VNNI) kernels: Q8_0 × Q8_0 and Q4_K × Q8_K. Other formats use the
-//! AVX2 kernels at this level.
+//! x86-64 AVX-512 (F, BW, VL, VNNI) kernels: Q8_0, Q5_0 × Q8_0 and Q4_K, Q6_K × Q8_K, each for
+//! matvec (four rows per pass) and for matmul (two rows × four tokens per pass). Other formats
+//! use the AVX2 kernels at this level.
 //!
 //! Same plain algorithm as the scalar reference (exact integer block sums, then
 //! `acc += (d_w · d_x) · isum`). Optimizations beyond the AVX2 kernels:
-//! - Q8_0: two 32-byte blocks per 512-bit register; `vpdpbusd` (VNNI) multiplies |w| by y with
-//!   the sign of w moved onto y (by mask, AVX-512 has no `vpsignb`) and sums four products per
-//!   i32 lane in one instruction; one FMA per block pair with both blocks' scales in one vector.
-//! - Q4_K: each 32 packed bytes are broadcast to both 256-bit halves and the high half shifted
-//!   by four under a mask, giving 64 quants in element order that meet one 64-byte activation
-//!   load; `vpmaddubsw` forms the pair products and `vpdpwssd` (VNNI) multiplies by the
+//! - Q8_0/Q5_0: two 32-byte blocks per 512-bit register; `vpdpbusd` (VNNI) multiplies |w| by y
+//!   with the sign of w moved onto y (by mask: AVX-512 has no `vpsignb`) and sums four products
+//!   per i32 lane in one instruction; both blocks' f16 scales converted by one `vcvtph2ps` and
+//!   spread with `vpermps`; Q5_0's fifth bits become a byte mask directly (`kmov` of 64 bits).
+//! - Q4_K/Q6_K: quants are unpacked in element order 64 at a time so that one 64-byte activation
+//!   load meets them (Q4_K: 32 packed bytes broadcast to both halves, the upper half shifted by
+//!   four under a mask); `vpmaddubsw` forms pair products and `vpdpwssd` (VNNI) multiplies by the
 //!   sub-block scales (picked with `vpermw`) and accumulates in one instruction.
-//! - Four rows per pass over the activations, as in the AVX2 kernels.
+//! - Matmul: each weight block is unpacked once and used for four tokens; for a given (row,
+//!   token) the operations are exactly those of the matvec kernel, so results are identical.
+//! - Software prefetch of the blocks a few ahead in every row.
 //!
 //! Integer sums are exact; float order differs from the scalar reference (lane-wise FMAs).
 
