@@ -19,9 +19,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::index::StrIndex;
+use super::index::{FastMap, StrIndex};
 use super::pretok::PreTokenizer;
-use super::unicode::{byte_to_char, decode_byte_level};
+use super::unicode::{byte_to_char, decode_byte_level_into};
 
 /// No id.
 const NONE: u32 = u32::MAX;
@@ -93,19 +93,18 @@ impl Bpe {
     ) -> Bpe {
         let mut strs = StrIndex::with_capacity(n_tokens + merges.len(), n_tokens * 8);
         let mut str_token = Vec::with_capacity(n_tokens + merges.len());
+        let mut raw = Vec::new();
         for id in 0..n_tokens as u32 {
             let Ok(text) = std::str::from_utf8(token_text(id)) else {
                 continue;
             };
-            if let Some(raw) = decode_byte_level(text) {
-                let (sid, new) = strs.insert(&raw);
-                if new {
+            raw.clear();
+            if decode_byte_level_into(text, &mut raw) {
+                // The byte-level spelling is a bijection, so distinct texts give distinct bytes.
+                if strs.insert(&raw).1 {
                     str_token.push(id);
-                } else {
-                    debug_assert!(false, "byte-level spelling is a bijection");
                 }
                 debug_assert_eq!(str_token.len(), strs.len());
-                let _ = sid;
             }
         }
         let mut pairs = PairMap::with_capacity_and_hasher(merges.len(), Default::default());
@@ -116,25 +115,29 @@ impl Bpe {
             }
             sid
         };
+        let (mut l, mut r) = (Vec::new(), Vec::new());
         for (rank, m) in merges.iter().enumerate() {
             // llama.cpp splits at the first space after the first byte.
             let Some(pos) = m.iter().skip(1).position(|&b| b == b' ').map(|p| p + 1) else {
                 continue;
             };
-            let (Ok(l), Ok(r)) = (
+            let (Ok(ltext), Ok(rtext)) = (
                 std::str::from_utf8(&m[..pos]),
                 std::str::from_utf8(&m[pos + 1..]),
             ) else {
                 continue;
             };
-            let (Some(l), Some(r)) = (decode_byte_level(l), decode_byte_level(r)) else {
+            l.clear();
+            r.clear();
+            if !decode_byte_level_into(ltext, &mut l) || !decode_byte_level_into(rtext, &mut r) {
                 continue;
-            };
+            }
             let ls = intern(&l, &mut strs);
             let rs = intern(&r, &mut strs);
-            let mut lr = l;
-            lr.extend_from_slice(&r);
-            let ms = intern(&lr, &mut strs);
+            let llen = l.len();
+            l.extend_from_slice(&r);
+            let ms = intern(&l, &mut strs);
+            l.truncate(llen);
             pairs.entry(pair_key(ls, rs)).or_insert((rank as u32, ms));
         }
         let mut byte_str = [NONE; 256];
@@ -173,9 +176,14 @@ impl Bpe {
     }
 
     /// Appends the tokens of one raw-text fragment (no special tokens inside) to `out`.
-    pub(crate) fn encode_fragment(&self, text: &str, out: &mut Vec<u32>) {
+    /// `cache` maps words already encoded in this call to their tokens' range in `out`.
+    pub(crate) fn encode_fragment<'t>(
+        &self,
+        text: &'t str,
+        cache: &mut FastMap<&'t str, (u32, u32)>,
+        out: &mut Vec<u32>,
+    ) {
         let words = self.pre.split(text);
-        let mut cache: HashMap<&str, (u32, u32)> = HashMap::new();
         let mut syms: Vec<Sym> = Vec::new();
         for word in words {
             if word.len() <= CACHE_MAX {
@@ -371,11 +379,11 @@ mod tests {
         let bpe = toy();
         let mut out = Vec::new();
         // "abc": "b c" (rank 0) beats "a b" (rank 1): a + bc; "a bc" has no merge.
-        bpe.encode_fragment("abc", &mut out);
+        bpe.encode_fragment("abc", &mut FastMap::default(), &mut out);
         assert_eq!(out, [0, 6]);
         out.clear();
         // "cde": "c d" (2) before "d e" (4): cd + e; no "cd e" merge.
-        bpe.encode_fragment("cde", &mut out);
+        bpe.encode_fragment("cde", &mut FastMap::default(), &mut out);
         assert_eq!(out, [8, 4]);
     }
 }

@@ -2,8 +2,10 @@
 //! open-addressing hash table of ids. Building it costs two allocations however many strings
 //! it holds, and a lookup hashes the query once and compares bytes in place.
 
-/// Empty slot marker.
-const EMPTY: u32 = u32::MAX;
+/// Empty slot marker. A used slot holds `tag << 32 | id`, where `tag` is the high half of the
+/// string's hash: most probes that would miss are rejected on the tag alone, without touching
+/// the string table (which, for a 262k vocabulary, is a cache miss).
+const EMPTY: u64 = u64::MAX;
 
 /// Interned byte strings with dense ids `0..len()`, in insertion order.
 #[derive(Debug, Clone, Default)]
@@ -11,7 +13,7 @@ pub(crate) struct StrIndex {
     bytes: Vec<u8>,
     /// `offsets[i]..offsets[i + 1]` is string `i` in `bytes`.
     offsets: Vec<u32>,
-    slots: Vec<u32>,
+    slots: Vec<u64>,
 }
 
 /// A fast 64-bit hash for short byte strings (FxHash-style multiply-rotate over 8-byte words).
@@ -36,10 +38,34 @@ pub(crate) fn hash_bytes(s: &[u8]) -> u64 {
     h ^ (h >> 32)
 }
 
+/// A `Hasher` over [`hash_bytes`]-style mixing, for the per-call word caches (keys are short
+/// strings; SipHash's DoS resistance buys nothing for a cache that lives one call).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 29;
+        h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^ (h >> 32)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = (self.0.rotate_left(5) ^ hash_bytes(bytes)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_u8(&mut self, b: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+/// `HashMap` with [`FastHasher`].
+pub(crate) type FastMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+
 impl StrIndex {
     /// An empty index sized for about `n` strings of `total_bytes` bytes in all.
     pub(crate) fn with_capacity(n: usize, total_bytes: usize) -> StrIndex {
-        let cap = (n.max(8) * 2).next_power_of_two();
+        let cap = ((n.max(8) + 1) * 2).next_power_of_two();
         let mut offsets = Vec::with_capacity(n + 1);
         offsets.push(0);
         StrIndex {
@@ -65,13 +91,16 @@ impl StrIndex {
     #[inline]
     pub(crate) fn find(&self, s: &[u8]) -> Option<u32> {
         let mask = self.slots.len() - 1;
-        let mut i = hash_bytes(s) as usize & mask;
+        let h = hash_bytes(s);
+        let tag = h >> 32;
+        let mut i = h as usize & mask;
         loop {
-            let id = self.slots[i];
-            if id == EMPTY {
+            let slot = self.slots[i];
+            if slot == EMPTY {
                 return None;
             }
-            if self.get(id) == s {
+            let id = slot as u32;
+            if slot >> 32 == tag && self.get(id) == s {
                 return Some(id);
             }
             i = (i + 1) & mask;
@@ -84,13 +113,16 @@ impl StrIndex {
             self.grow();
         }
         let mask = self.slots.len() - 1;
-        let mut i = hash_bytes(s) as usize & mask;
+        let h = hash_bytes(s);
+        let tag = h >> 32;
+        let mut i = h as usize & mask;
         loop {
-            let id = self.slots[i];
-            if id == EMPTY {
+            let slot = self.slots[i];
+            if slot == EMPTY {
                 break;
             }
-            if self.get(id) == s {
+            let id = slot as u32;
+            if slot >> 32 == tag && self.get(id) == s {
                 return (id, false);
             }
             i = (i + 1) & mask;
@@ -98,7 +130,7 @@ impl StrIndex {
         let id = self.len() as u32;
         self.bytes.extend_from_slice(s);
         self.offsets.push(self.bytes.len() as u32);
-        self.slots[i] = id;
+        self.slots[i] = (tag << 32) | u64::from(id);
         (id, true)
     }
 
@@ -107,11 +139,12 @@ impl StrIndex {
         let mut slots = vec![EMPTY; cap];
         let mask = cap - 1;
         for id in 0..self.len() as u32 {
-            let mut i = hash_bytes(self.get(id)) as usize & mask;
+            let h = hash_bytes(self.get(id));
+            let mut i = h as usize & mask;
             while slots[i] != EMPTY {
                 i = (i + 1) & mask;
             }
-            slots[i] = id;
+            slots[i] = ((h >> 32) << 32) | u64::from(id);
         }
         self.slots = slots;
     }

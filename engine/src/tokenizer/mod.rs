@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use strata_gguf::Gguf;
 
-use index::StrIndex;
+use index::{FastMap, StrIndex};
 pub use pretok::{PreTokenizer, GPT2_PATTERN, KNOWN_PRE, LLAMA3_PATTERN, QWEN2_PATTERN};
 
 /// Errors building a tokenizer or encoding text.
@@ -606,15 +606,15 @@ impl Tokenizer {
                 pieces.extend_from_slice(text);
             } else if a & ATTR_NORMAL != 0 {
                 if is_spm {
-                    pieces.extend_from_slice(&unescape_spaces(text));
+                    unescape_spaces(text, &mut pieces);
                 } else {
-                    match std::str::from_utf8(text)
-                        .ok()
-                        .and_then(unicode::decode_byte_level)
-                    {
-                        Some(raw) => pieces.extend_from_slice(&raw),
+                    let start = pieces.len();
+                    let ok = std::str::from_utf8(text)
+                        .is_ok_and(|t| unicode::decode_byte_level_into(t, &mut pieces));
+                    if !ok {
                         // Outside the byte-level alphabet: keep the text as is.
-                        None => pieces.extend_from_slice(text),
+                        pieces.truncate(start);
+                        pieces.extend_from_slice(text);
                     }
                 }
             } else if a & ATTR_BYTE != 0 {
@@ -766,6 +766,7 @@ impl Tokenizer {
             Model::Spm => {
                 let mut prev_special = true;
                 let mut buf = String::new();
+                let mut cache = FastMap::default();
                 for f in frags {
                     match f {
                         Fragment::Text(s) => {
@@ -782,6 +783,7 @@ impl Tokenizer {
                             spm::encode(
                                 &buf,
                                 &self.spm_joiners,
+                                &mut cache,
                                 &self.texts,
                                 &self.scores,
                                 &self.byte_tokens,
@@ -797,9 +799,10 @@ impl Tokenizer {
                 }
             }
             Model::Bpe(bpe) => {
+                let mut cache = FastMap::default();
                 for f in frags {
                     match f {
-                        Fragment::Text(s) => bpe.encode_fragment(s, &mut out),
+                        Fragment::Text(s) => bpe.encode_fragment(s, &mut cache, &mut out),
                         Fragment::Token(id) => out.push(id),
                     }
                 }
@@ -1006,10 +1009,9 @@ impl Tokenizer {
     }
 }
 
-/// `▁` (U+2581) → space.
-fn unescape_spaces(text: &[u8]) -> Vec<u8> {
+/// Appends `text` with `▁` (U+2581) turned into spaces.
+fn unescape_spaces(text: &[u8], out: &mut Vec<u8>) {
     const ESC: &[u8] = "▁".as_bytes();
-    let mut out = Vec::with_capacity(text.len());
     let mut i = 0;
     while i < text.len() {
         if text[i..].starts_with(ESC) {
@@ -1020,7 +1022,6 @@ fn unescape_spaces(text: &[u8]) -> Vec<u8> {
             i += 1;
         }
     }
-    out
 }
 
 /// The byte of a `<0xNN>` token text (llama.cpp reads the two characters after `<0x`).
@@ -1029,43 +1030,54 @@ fn parse_byte_token(text: &[u8]) -> Option<u8> {
     u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
 }
 
-/// llama.cpp's `clean_spaces` detokenizer passes.
+/// llama.cpp's `clean_spaces` detokenizer passes, in place over the buffer as llama.cpp runs
+/// them (so a space consumed by one rule is seen as gone by the next position).
 fn clean_spaces(t: &[u8]) -> Vec<u8> {
+    let mut text = t.to_vec();
     // Pass 1: " ?", " !", " .", " ," lose the space.
-    let mut a: Vec<u8> = Vec::with_capacity(t.len());
-    for (i, &x) in t.iter().enumerate() {
-        if i > 0 && t[i - 1] == b' ' && matches!(x, b'?' | b'!' | b'.' | b',') {
-            a.pop();
+    let n = text.len();
+    let mut total = usize::from(n > 0);
+    for i in 1..n {
+        let x = text[i];
+        if text[i - 1] == b' ' && matches!(x, b'?' | b'!' | b'.' | b',') {
+            total -= 1;
         }
-        a.push(x);
+        text[total] = x;
+        total += 1;
     }
-    // Pass 2: " ' " → "'".
-    let mut b: Vec<u8> = Vec::with_capacity(a.len());
-    let mut i = 0;
-    while i < a.len() {
-        let x = a[i];
-        if i > 0 && x == b'\'' && i + 1 < a.len() && a[i - 1] == b' ' && a[i + 1] == b' ' {
-            b.pop();
-            b.push(x);
-            i += 2;
-            continue;
+    // Pass 2: " ' " becomes "'".
+    let n = total;
+    total = usize::from(n > 0);
+    let mut i = 1;
+    while i < n {
+        let x = text[i];
+        if x == b'\'' && i + 1 < n && text[i - 1] == b' ' && text[i + 1] == b' ' {
+            total -= 1;
+            i += 1;
+            text[i] = 0;
         }
-        b.push(x);
+        text[total] = x;
+        total += 1;
         i += 1;
     }
     // Pass 3: " 's", " 'm", " 're", " 've" lose the space.
-    let mut c: Vec<u8> = Vec::with_capacity(b.len());
-    for (i, &x) in b.iter().enumerate() {
-        if i > 0 && b[i - 1] == b' ' && x == b'\'' && i + 1 < b.len() {
-            let x1 = b[i + 1];
-            let x2 = b.get(i + 2).copied();
-            if matches!(x1, b's' | b'm') || (x2 == Some(b'e') && matches!(x1, b'r' | b'v')) {
-                c.pop();
+    let n = total;
+    total = usize::from(n > 0);
+    for i in 1..n {
+        let x = text[i];
+        if text[i - 1] == b' ' && x == b'\'' && i + 1 < n {
+            let x1 = text[i + 1];
+            if matches!(x1, b's' | b'm')
+                || (i + 2 < n && text[i + 2] == b'e' && matches!(x1, b'r' | b'v'))
+            {
+                total -= 1;
             }
         }
-        c.push(x);
+        text[total] = x;
+        total += 1;
     }
-    c
+    text.truncate(total);
+    text
 }
 
 /// Turns ids into text one at a time, emitting only whole UTF-8 characters: bytes of a
@@ -1145,5 +1157,31 @@ impl<'a> StreamDecoder<'a> {
         self.pending.clear();
         self.first = false;
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_spaces_like_llama_cpp() {
+        let c = |s: &str| String::from_utf8(clean_spaces(s.as_bytes())).unwrap();
+        assert_eq!(c("Hello , world ! It 's ok ."), "Hello, world! It's ok.");
+        assert_eq!(c("we 're here , they 've gone"), "we're here, they've gone");
+        assert_eq!(c("rock ' n roll"), "rock'n roll");
+        assert_eq!(c("don 't"), "don 't");
+        assert_eq!(c(""), "");
+        assert_eq!(c(" ,"), ",");
+    }
+
+    #[test]
+    fn byte_token_and_space_helpers() {
+        assert_eq!(parse_byte_token(b"<0x0A>"), Some(10));
+        assert_eq!(parse_byte_token(b"<0xFF>"), Some(255));
+        assert_eq!(parse_byte_token(b"abc"), None);
+        let mut out = Vec::new();
+        unescape_spaces("▁a▁▁b".as_bytes(), &mut out);
+        assert_eq!(out, b" a  b");
     }
 }

@@ -16,9 +16,9 @@
 //!   a slice (no allocation), looked up in the interned vocabulary; the queue entry packs score
 //!   and position into one `u64` key.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
-use super::index::StrIndex;
+use super::index::{FastMap, StrIndex};
 use super::TokenizerError;
 
 /// A symbol: a byte span of the text in a doubly linked list.
@@ -28,6 +28,8 @@ struct Sym {
     len: u32,
     prev: u32,
     next: u32,
+    /// The token this symbol is, once it is the result of a merge.
+    tok: u32,
 }
 
 const NONE: u32 = u32::MAX;
@@ -39,6 +41,7 @@ struct Bigram {
     key: u64,
     right: u32,
     size: u32,
+    tok: u32,
 }
 
 /// Maps an `f32` to a `u32` with the same order (no NaNs in vocab scores; any would sort last).
@@ -75,9 +78,12 @@ pub(crate) fn joiners(vocab: &StrIndex) -> Vec<char> {
 
 /// Appends the tokens of `text` (spaces already escaped to `▁`) to `out`, cutting it at `▁`s
 /// that no token can span (see [`joiners`]).
+///
+/// `cache` maps pieces already encoded in this call to their tokens' range in `out`.
 pub(crate) fn encode(
     text: &str,
     joiners: &[char],
+    cache: &mut FastMap<String, (u32, u32)>,
     vocab: &StrIndex,
     scores: &[f32],
     byte_tokens: &[Option<u32>; 256],
@@ -93,7 +99,7 @@ pub(crate) fn encode(
         prev = Some(c);
     }
     cuts.push(text.len());
-    let mut cache: HashMap<&str, (u32, u32)> = HashMap::new();
+    let mut scratch = Scratch::default();
     for w in cuts.windows(2) {
         let piece = &text[w[0]..w[1]];
         if let Some(&(a, b)) = cache.get(piece) {
@@ -101,12 +107,19 @@ pub(crate) fn encode(
             continue;
         }
         let a = out.len();
-        encode_piece(piece, vocab, scores, byte_tokens, out)?;
+        encode_piece(piece, vocab, scores, byte_tokens, &mut scratch, out)?;
         if piece.len() <= 64 {
-            cache.insert(piece, (a as u32, out.len() as u32));
+            cache.insert(piece.to_owned(), (a as u32, out.len() as u32));
         }
     }
     Ok(())
+}
+
+/// Buffers reused across pieces.
+#[derive(Default)]
+struct Scratch {
+    syms: Vec<Sym>,
+    heap: BinaryHeap<Bigram>,
 }
 
 /// The SPM merge loop over one piece.
@@ -115,10 +128,13 @@ fn encode_piece(
     vocab: &StrIndex,
     scores: &[f32],
     byte_tokens: &[Option<u32>; 256],
+    scratch: &mut Scratch,
     out: &mut Vec<u32>,
 ) -> Result<(), TokenizerError> {
     let bytes = text.as_bytes();
-    let mut syms: Vec<Sym> = Vec::with_capacity(text.len());
+    let Scratch { syms, heap } = scratch;
+    syms.clear();
+    heap.clear();
     for (i, (off, c)) in text.char_indices().enumerate() {
         let i = i as u32;
         syms.push(Sym {
@@ -126,6 +142,7 @@ fn encode_piece(
             len: c.len_utf8() as u32,
             prev: i.wrapping_sub(1),
             next: i + 1,
+            tok: NONE,
         });
     }
     let Some(last) = syms.last_mut() else {
@@ -133,7 +150,6 @@ fn encode_piece(
     };
     last.next = NONE;
 
-    let mut heap: BinaryHeap<Bigram> = BinaryHeap::with_capacity(syms.len());
     let try_add = |heap: &mut BinaryHeap<Bigram>, syms: &[Sym], l: u32, r: u32| {
         if l == NONE || r == NONE {
             return;
@@ -145,11 +161,12 @@ fn encode_piece(
                 key: (u64::from(order_bits(scores[id as usize])) << 32) | u64::from(!l),
                 right: r,
                 size: span.len() as u32,
+                tok: id,
             });
         }
     };
     for i in 1..syms.len() as u32 {
-        try_add(&mut heap, &syms, i - 1, i);
+        try_add(heap, syms, i - 1, i);
     }
     while let Some(bg) = heap.pop() {
         let l = !(bg.key as u32);
@@ -159,20 +176,26 @@ fn encode_piece(
             continue;
         }
         syms[l as usize].len += rs.len;
+        syms[l as usize].tok = bg.tok;
         syms[r as usize].len = 0;
         syms[l as usize].next = rs.next;
         if rs.next != NONE {
             syms[rs.next as usize].prev = l;
         }
-        try_add(&mut heap, &syms, ls.prev, l);
-        try_add(&mut heap, &syms, l, rs.next);
+        try_add(heap, syms, ls.prev, l);
+        try_add(heap, syms, l, rs.next);
     }
 
     let mut i = 0u32;
     while i != NONE {
         let s = syms[i as usize];
         let span = &bytes[s.start as usize..(s.start + s.len) as usize];
-        match vocab.find(span) {
+        let found = if s.tok != NONE {
+            Some(s.tok)
+        } else {
+            vocab.find(span)
+        };
+        match found {
             Some(id) => out.push(id),
             None => {
                 for &b in span {
@@ -219,9 +242,21 @@ mod tests {
                 })
                 .collect();
             let mut cut = Vec::new();
-            encode(&text, &joiners, &vocab, &scores, &bytes, &mut cut).unwrap();
+            let mut cache = FastMap::default();
+            encode(
+                &text, &joiners, &mut cache, &vocab, &scores, &bytes, &mut cut,
+            )
+            .unwrap();
             let mut whole = Vec::new();
-            encode_piece(&text, &vocab, &scores, &bytes, &mut whole).unwrap();
+            encode_piece(
+                &text,
+                &vocab,
+                &scores,
+                &bytes,
+                &mut Scratch::default(),
+                &mut whole,
+            )
+            .unwrap();
             assert_eq!(cut, whole, "{text:?}");
         }
     }

@@ -86,7 +86,15 @@ pub(crate) fn byte_to_char() -> &'static [char; 256] {
 
 /// Decodes a string written in GPT-2's byte-level alphabet back to bytes; `None` if some
 /// character is outside the alphabet.
+#[cfg(test)]
 pub(crate) fn decode_byte_level(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    decode_byte_level_into(text, &mut out).then_some(out)
+}
+
+/// Appends the bytes a byte-level-alphabet string stands for to `out`; false (with `out` in an
+/// unspecified state past its old length) if some character is outside the alphabet.
+pub(crate) fn decode_byte_level_into(text: &str, out: &mut Vec<u8>) -> bool {
     static INVERSE: OnceLock<[i16; 324]> = OnceLock::new();
     let inverse = INVERSE.get_or_init(|| {
         let mut inv = [-1i16; 324];
@@ -95,12 +103,13 @@ pub(crate) fn decode_byte_level(text: &str) -> Option<Vec<u8>> {
         }
         inv
     });
-    text.chars()
-        .map(|c| {
-            let i = c as usize;
-            (i < inverse.len() && inverse[i] >= 0).then(|| inverse[i] as u8)
-        })
-        .collect()
+    for c in text.chars() {
+        match inverse.get(c as usize) {
+            Some(&b) if b >= 0 => out.push(b as u8),
+            _ => return false,
+        }
+    }
+    true
 }
 
 #[cfg(test)]
