@@ -3,7 +3,7 @@
 //! Weights stay in their GGUF block format in memory; every matrix product reads the blocks in
 //! place. The principal entry points:
 //!
-//! - [`dequantize`] / [`quantize`]: whole rows of any supported [`GgmlType`] to and from `f32`.
+//! - [`dequantize`] / [`quantize()`]: whole rows of any supported [`GgmlType`] to and from `f32`.
 //! - [`vec_dot_type`]: the activation format a weight format is multiplied with (ggml's
 //!   pairing: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K, F32/F16/BF16 × F32).
 //! - [`quantize_acts`] → [`QuantizedActs`]: activations quantized once, shared by every weight
