@@ -25,7 +25,7 @@ use crate::aligned::AlignedBuf;
 use crate::config::{Backend, Budget, CacheConfig, Policy};
 use crate::layer_map::{LayerMap, ReadRange, TensorEntry};
 use crate::stats::CacheStats;
-use crate::storage::{read_split, Storage};
+use crate::storage::{populate_split, read_split, Storage};
 use crate::{Error, READ_ALIGN};
 
 /// How the budget was divided at open.
@@ -718,15 +718,25 @@ impl Shared {
             Memory::Mapped { base } => {
                 let e = &self.map.layers()[layer].extent;
                 self.storage.will_need(e.start, e.end - e.start);
-                // SAFETY: the extent lies inside the mapping (LayerMap checked it against the
-                // file length), which lives as long as `self.storage`.
-                unsafe {
-                    touch_pages(
-                        base.wrapping_add(e.start as usize),
-                        (e.end - e.start) as usize,
-                    )
-                };
-                Ok(())
+                match populate_split(
+                    self.storage.as_ref(),
+                    e.start,
+                    e.end - e.start,
+                    self.plan.io_threads,
+                ) {
+                    Some(result) => result.map_err(wrap),
+                    None => {
+                        // SAFETY: the extent lies inside the mapping (LayerMap checked it
+                        // against the file length), which lives as long as `self.storage`.
+                        unsafe {
+                            touch_pages(
+                                base.wrapping_add(e.start as usize),
+                                (e.end - e.start) as usize,
+                            )
+                        };
+                        Ok(())
+                    }
+                }
             }
             _ => {
                 let r = self.read_range(layer);

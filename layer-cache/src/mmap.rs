@@ -94,6 +94,28 @@ impl Storage for MmapStorage {
         }
     }
 
+    fn populate(&self, offset: u64, len: u64) -> Option<Result<(), Error>> {
+        let Some((start, n)) = self.range(offset, len) else {
+            return Some(Err(Error::OutOfBounds {
+                what: self.describe(),
+                offset,
+                len,
+                available: self.len(),
+            }));
+        };
+        match self.map.advise_range(Advice::PopulateRead, start, n) {
+            Ok(()) => Some(Ok(())),
+            // Kernels before 5.14 do not know the advice: let the cache touch pages instead.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+            Err(source) => Some(Err(Error::Io {
+                what: self.describe(),
+                offset,
+                len,
+                source,
+            })),
+        }
+    }
+
     fn dont_need(&self, offset: u64, len: u64) {
         if let Some((start, len)) = self.range(offset, len) {
             // SAFETY: the mapping is private and read-only, so DONTNEED only drops this

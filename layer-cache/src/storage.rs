@@ -44,6 +44,15 @@ pub trait Storage: Send + Sync {
         let _ = (offset, len);
     }
 
+    /// Make `offset..offset + len` of a lent range resident now, reading it from the device
+    /// (mmap: `madvise(MADV_POPULATE_READ)`). `None` when the backend cannot; then the cache
+    /// touches one byte per page instead. An I/O error (or a range past a truncated end) is
+    /// returned, not raised as a signal.
+    fn populate(&self, offset: u64, len: u64) -> Option<Result<(), Error>> {
+        let _ = (offset, len);
+        None
+    }
+
     /// Hint: `offset..offset + len` is not needed any more (mmap: `madvise(DONTNEED)`).
     fn dont_need(&self, offset: u64, len: u64) {
         let _ = (offset, len);
@@ -176,4 +185,64 @@ pub(crate) fn read_split(
     }
     let _ = threads;
     storage.read_at(offset, buf)
+}
+
+/// [`Storage::populate`] over `offset..offset + len` in [`PIECE`]-sized pieces with up to
+/// `threads` in flight (like [`read_split`]). `None` if the storage cannot populate.
+pub(crate) fn populate_split(
+    storage: &dyn Storage,
+    offset: u64,
+    len: u64,
+    threads: usize,
+) -> Option<Result<(), Error>> {
+    #[cfg(feature = "threads")]
+    {
+        let piece = PIECE as u64;
+        let n_pieces = len.div_ceil(piece);
+        let workers = (threads as u64).min(n_pieces) as usize;
+        if workers > 1 {
+            let next = std::sync::atomic::AtomicU64::new(0);
+            let unsupported = std::sync::atomic::AtomicBool::new(false);
+            let worker = || -> Result<(), Error> {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n_pieces || unsupported.load(std::sync::atomic::Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    let start = offset + i * piece;
+                    match storage.populate(start, piece.min(offset + len - start)) {
+                        None => {
+                            unsupported.store(true, std::sync::atomic::Ordering::Relaxed);
+                            return Ok(());
+                        }
+                        Some(Err(e)) => {
+                            next.store(n_pieces, std::sync::atomic::Ordering::Relaxed);
+                            return Err(e);
+                        }
+                        Some(Ok(())) => {}
+                    }
+                }
+            };
+            let result = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers).map(|_| scope.spawn(worker)).collect();
+                let mut result = Ok(());
+                for handle in handles {
+                    let r = handle.join().unwrap_or_else(|_| {
+                        Err(Error::Layout(String::from("a populate thread panicked")))
+                    });
+                    if result.is_ok() {
+                        result = r;
+                    }
+                }
+                result
+            });
+            return if unsupported.load(std::sync::atomic::Ordering::Relaxed) && result.is_ok() {
+                None
+            } else {
+                Some(result)
+            };
+        }
+    }
+    let _ = threads;
+    storage.populate(offset, len)
 }
