@@ -31,7 +31,7 @@ pub(crate) type Rows4Fn = fn(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&m
 pub enum SimdLevel {
     /// Portable scalar reference code.
     Scalar,
-    /// aarch64 NEON (with the dot-product extension where used).
+    /// aarch64 NEON.
     Neon,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
@@ -67,10 +67,7 @@ impl SimdLevel {
                     && is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(target_arch = "aarch64")]
-            SimdLevel::Neon => {
-                std::arch::is_aarch64_feature_detected!("neon")
-                    && std::arch::is_aarch64_feature_detected!("dotprod")
-            }
+            SimdLevel::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
             _ => false,
         }

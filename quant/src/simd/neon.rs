@@ -26,7 +26,8 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
 #[inline(always)]
 fn dot16(a: int8x16_t, b: int8x16_t) -> int32x4_t {
     // SAFETY: NEON is part of the aarch64 baseline, so these register-only intrinsics are always
-    // available on this target.
+    // available on this target. (Newer toolchains treat them as safe: hence the `allow`.)
+    #[allow(unused_unsafe)]
     unsafe {
         let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
         let p = vmlal_high_s8(lo, a, b);
