@@ -27,8 +27,8 @@ pub struct Args {
 
 /// Runs `strata tokenize`.
 pub fn run(args: Args) -> Result<()> {
-    let gguf =
-        Gguf::open(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    // The GGUF error already names the file.
+    let gguf = Gguf::open(&args.model)?;
     let tok = Tokenizer::from_gguf(&gguf)
         .with_context(|| format!("building the tokenizer of {}", args.model.display()))?;
     let ids = tok

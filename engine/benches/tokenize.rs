@@ -6,6 +6,11 @@
 //! xorshift generator, joined by spaces, with a paragraph break ("\n\n") every 6 sentences,
 //! until 1 MiB (1,048,576 bytes) is reached.
 //!
+//! Both tokenizers cache words (pieces) already seen within one call, which such prose hits
+//! often (as real prose does: a few thousand distinct words make up most of any text). The
+//! `*_typos` cases bound the cost without that help: every word of the same prose has one
+//! letter replaced (deterministically), so almost every word is new to the cache.
+//!
 //! The Gemma model is found through `STRATA_MODEL` or `<workspace>/models/` (run
 //! `cargo xtask fetch-model` first).
 
@@ -90,6 +95,40 @@ fn prose() -> String {
     s
 }
 
+/// The same prose with one letter of every word of 4+ letters replaced, so words rarely repeat.
+fn prose_with_typos(text: &str) -> String {
+    let mut x: u32 = 0x2545_F491;
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let letters = word.bytes().filter(u8::is_ascii_lowercase).count();
+        if letters < 4 || !word.is_ascii() {
+            out.push_str(word);
+            continue;
+        }
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let target = (x as usize) % letters;
+        let mut seen = 0;
+        for b in word.bytes() {
+            if b.is_ascii_lowercase() {
+                if seen == target {
+                    out.push(char::from(b'a' + ((x >> 8) % 26) as u8));
+                } else {
+                    out.push(char::from(b));
+                }
+                seen += 1;
+            } else {
+                out.push(char::from(b));
+            }
+        }
+    }
+    out
+}
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -117,6 +156,7 @@ fn load(path: &Path) -> (Gguf, Tokenizer) {
 
 fn bench(c: &mut Criterion) {
     let text = prose();
+    let typos = prose_with_typos(&text);
     let mut g = c.benchmark_group("tokenize_1MiB_prose");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(text.len() as u64));
@@ -125,11 +165,13 @@ fn bench(c: &mut Criterion) {
         ("bpe_qwen2_152k", qwen_path()),
     ] {
         let (_, tok) = load(&path);
-        let n = tok.encode(&text, false, false).unwrap().len();
-        eprintln!("{name}: {} bytes -> {n} tokens", text.len());
-        g.bench_function(name, |b| {
-            b.iter(|| tok.encode(black_box(&text), false, false).unwrap())
-        });
+        for (variant, t) in [("", &text), ("_typos", &typos)] {
+            let n = tok.encode(t, false, false).unwrap().len();
+            eprintln!("{name}{variant}: {} bytes -> {n} tokens", t.len());
+            g.bench_function(format!("{name}{variant}"), |b| {
+                b.iter(|| tok.encode(black_box(t), false, false).unwrap())
+            });
+        }
     }
     g.finish();
 
