@@ -9,6 +9,7 @@ mod chat;
 mod generate;
 mod inspect;
 mod logits;
+mod model_opts;
 mod tensor;
 mod tokenize;
 

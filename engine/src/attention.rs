@@ -15,7 +15,7 @@
 
 use half::f16;
 
-use crate::ops::{axpy, dot, softmax_inplace};
+use crate::ops;
 
 /// Shapes and rules of one layer's attention.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +34,9 @@ pub struct AttnParams {
     pub window: Option<usize>,
     /// Round queries and probabilities to f16 (the KV cache is f16).
     pub f16_operands: bool,
+    /// More than one query token in this call (selects the summation order of a batched
+    /// product rather than a single-token one).
+    pub batched: bool,
 }
 
 /// Computes attention for `n_tok` query tokens at positions `pos0..pos0 + n_tok`.
@@ -74,6 +77,12 @@ pub fn attention(
 }
 
 /// Attention of one query head at position `pos` over keys `0..=pos`; writes `[head_dim_v]`.
+///
+/// Summation orders follow llama.cpp's CPU path so that results agree closely: for a batch,
+/// tinyBLAS's 16-lane products ([`ops::dot`]); for one token, `ggml_vec_dot_f16`'s 64-wide
+/// steps ([`ops::dot_step64`]). Masked positions stay in the score row as `-inf` so the
+/// 16-element chunks of the softmax start where ggml's do (at position 0); chunks that are
+/// entirely masked contribute exact zeros and are skipped.
 fn attend_one(
     q_head: &[f32],
     pos: usize,
@@ -95,29 +104,57 @@ fn attend_one(
         }
     }
 
-    // Visible keys: j in first..=pos (causal; window drops j with pos − j ≥ window).
+    // Visible keys: j in first..=pos (causal; the window drops j with pos − j ≥ window).
     let first = match p.window {
-        Some(w) if w > 0 => (pos + 1).saturating_sub(w),
-        Some(_) => pos + 1, // a zero window masks everything; llama.cpp would produce NaN
+        Some(w) => (pos + 1).saturating_sub(w),
         None => 0,
     };
-    // scores: [pos + 1 − first]
-    let mut scores: Vec<f32> = (first..=pos)
-        .map(|j| dot(&qh, &keys[j * k_dim + g * p.head_dim..][..p.head_dim]) * p.scale)
-        .collect();
-    softmax_inplace(&mut scores);
+    // Score row over [base, end): 16-aligned, masked entries = -inf.
+    let base = first / 16 * 16;
+    let end = pos + 1;
+    let mut scores = vec![f32::NEG_INFINITY; end - base];
+    for j in first..end {
+        let k = &keys[j * k_dim + g * p.head_dim..][..p.head_dim];
+        let s = if p.batched {
+            ops::dot(&qh, k)
+        } else {
+            ops::dot_step64(&qh, k)
+        };
+        scores[j - base] = s * p.scale;
+    }
+    if first == end {
+        // A zero window masks everything (llama.cpp would produce NaN); attend to nothing.
+        out.fill(0.0);
+        return;
+    }
+    ops::softmax_inplace(&mut scores);
+    if p.f16_operands {
+        ops::round_to_f16(&mut scores);
+    }
 
-    out.fill(0.0);
-    for (idx, j) in (first..=pos).enumerate() {
-        let mut a = scores[idx];
-        if p.f16_operands {
-            a = f16::from_f32(a).to_f32();
+    // out[d] = Σ_j a_j · v_j[d], accumulated per lane like the matching ggml kernel:
+    // 16 lanes (batch) or 64 lanes (single token), lane = j mod lanes.
+    let hv = p.head_dim_v;
+    let lanes = if p.batched { 16 } else { 64 };
+    let mut acc = vec![0.0f32; lanes * hv];
+    for j in first..end {
+        let a = scores[j - base];
+        let v = &values[j * v_dim + g * hv..][..hv];
+        let row = &mut acc[(j % lanes) * hv..][..hv];
+        for (r, &x) in row.iter_mut().zip(v) {
+            *r = a.mul_add(x, *r);
         }
-        axpy(
-            a,
-            &values[j * v_dim + g * p.head_dim_v..][..p.head_dim_v],
-            out,
-        );
+    }
+    for (d, o) in out.iter_mut().enumerate() {
+        let l16: [f32; 16] = if p.batched {
+            std::array::from_fn(|l| acc[l * hv + d])
+        } else {
+            std::array::from_fn(|l| {
+                let a = |jj: usize| acc[(16 * jj + l) * hv + d];
+                (a(0) + a(2)) + (a(1) + a(3))
+            })
+        };
+        *o = ops::reduce16(&l16);
     }
 }
 
@@ -134,6 +171,7 @@ mod tests {
             scale: 1.0,
             window,
             f16_operands: false,
+            batched: true,
         }
     }
 

@@ -230,6 +230,15 @@ impl<'e> Session<'e> {
         self.pending = None;
     }
 
+    /// Keeps the first `n_keep` tokens (as listed by [`Session::tokens`]) and forgets the rest;
+    /// later tokens overwrite their KV positions. Used to reuse a shared prefix (chat turns).
+    pub fn truncate(&mut self, n_keep: usize) {
+        if n_keep <= self.tokens.len() {
+            self.tokens.truncate(n_keep);
+            self.pending = None;
+        }
+    }
+
     /// Timings so far.
     pub fn stats(&self) -> &RunStats {
         &self.stats

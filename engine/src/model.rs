@@ -226,6 +226,7 @@ impl Model {
             scale: score_scale,
             window: c.is_swa_layer(il).then_some(c.sliding_window),
             f16_operands: kv.kv_type() == KvType::F16,
+            batched: n > 1,
         };
         // att: [n, n_head·hd_v]
         s.att.resize(n * c.n_head * c.head_dim_v, 0.0);

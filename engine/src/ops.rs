@@ -18,19 +18,23 @@ use crate::config::RopeStyle;
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     debug_assert_eq!(x.len(), w.len());
     debug_assert_eq!(x.len(), out.len());
-    let sum: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-    let mean = (sum / x.len() as f64) as f32;
+    let mean = mean_square(x);
     let scale = 1.0 / (mean + eps).sqrt();
     for ((o, &xi), &wi) in out.iter_mut().zip(x).zip(w) {
         *o = (xi * scale) * wi;
     }
 }
 
+/// `mean(x²)`: squares rounded to f32, summed in f64 in order, the mean rounded to f32 (ggml).
+fn mean_square(x: &[f32]) -> f32 {
+    let sum: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
+    (sum / x.len() as f64) as f32
+}
+
 /// RMSNorm of one row in place.
 pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
     debug_assert_eq!(x.len(), w.len());
-    let sum: f64 = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
-    let mean = (sum / x.len() as f64) as f32;
+    let mean = mean_square(x);
     let scale = 1.0 / (mean + eps).sqrt();
     for (xi, &wi) in x.iter_mut().zip(w) {
         *xi = (*xi * scale) * wi;
@@ -80,19 +84,20 @@ pub fn rope_apply(head: &mut [f32], n_rot: usize, style: RopeStyle, cos: &[f32],
     }
 }
 
-/// Softmax in place: `p_j = exp(x_j − max) / Σ exp(x_k − max)`; the sum is accumulated in f64.
-/// Entries equal to `-inf` (masked) become 0.
+/// Softmax in place as ggml's CPU `soft_max` computes it: `p_j = e_j · (1 / Σ e)` with
+/// `e_j = exp(x_j − max)` by [`expf_ggml`], the sum accumulated in f64 over 16-element chunks
+/// (each chunk summed by [`reduce16`]). Entries equal to `-inf` (masked) become 0. The chunks
+/// start at index 0 of `x`, so callers keep masked entries in place to keep the alignment.
 pub fn softmax_inplace(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        let e = if *v == f32::NEG_INFINITY {
-            0.0
-        } else {
-            (*v - max).exp()
-        };
-        *v = e;
-        sum += f64::from(e);
+    for chunk in x.chunks_mut(16) {
+        let mut lanes = [0.0f32; 16];
+        for (l, v) in chunk.iter_mut().enumerate() {
+            *v = expf_ggml(*v - max);
+            lanes[l] = *v;
+        }
+        sum += f64::from(reduce16(&lanes));
     }
     let inv = (1.0 / sum) as f32;
     for v in x.iter_mut() {
@@ -152,31 +157,92 @@ pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     src.convert_to_f32_slice(dst);
 }
 
-/// Dot product with 16 independent f32 accumulators (vectorizable; the order is fixed, so the
-/// result does not depend on threads).
+/// Sum of 16 lanes in the order of `_mm512_reduce_add_ps` (halves, quarters, pairs).
+#[inline]
+pub fn reduce16(l: &[f32; 16]) -> f32 {
+    let t8: [f32; 8] = std::array::from_fn(|i| l[i] + l[i + 8]);
+    let t4: [f32; 4] = std::array::from_fn(|i| t8[i] + t8[i + 4]);
+    (t4[0] + t4[2]) + (t4[1] + t4[3])
+}
+
+/// Dot product with 16 lanes: lane `j` accumulates elements `j, j+16, …` with fused
+/// multiply-adds, then the lanes are summed by [`reduce16`]. This is the order of a 16-wide
+/// SIMD loop (llama.cpp's tinyBLAS f16/f32 kernels for batches); the order is fixed, so the
+/// result does not depend on threads. A tail shorter than 16 is added lane-wise first.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0.0f32; 16];
-    let chunks = a.len() / 16;
-    for c in 0..chunks {
-        let (xa, xb) = (&a[c * 16..c * 16 + 16], &b[c * 16..c * 16 + 16]);
-        for i in 0..16 {
-            acc[i] = xa[i].mul_add(xb[i], acc[i]);
+    for (ca, cb) in a.chunks(16).zip(b.chunks(16)) {
+        for i in 0..ca.len() {
+            acc[i] = ca[i].mul_add(cb[i], acc[i]);
         }
     }
-    let mut tail = 0.0f32;
-    for i in chunks * 16..a.len() {
-        tail = a[i].mul_add(b[i], tail);
-    }
-    acc.iter().sum::<f32>() + tail
+    reduce16(&acc)
 }
 
-/// `y += a · x` (vectorizable).
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    debug_assert_eq!(x.len(), y.len());
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = a.mul_add(xi, *yi);
+/// Dot product in the order of ggml's `ggml_vec_dot_f16` on AVX-512 (used for single-token
+/// products): four 16-lane accumulators over steps of 64, combined as `(a0+a2) + (a1+a3)`,
+/// reduced by [`reduce16`], then a tail past the last multiple of 64 added in f64.
+pub fn dot_step64(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let np = a.len() / 64 * 64;
+    let mut acc = [[0.0f32; 16]; 4];
+    for (ca, cb) in a[..np].chunks_exact(64).zip(b[..np].chunks_exact(64)) {
+        for (j, lanes) in acc.iter_mut().enumerate() {
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                let i = 16 * j + l;
+                *lane = ca[i].mul_add(cb[i], *lane);
+            }
+        }
     }
+    let w: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let mut sum = f64::from(reduce16(&w));
+    for i in np..a.len() {
+        sum += f64::from(a[i] * b[i]);
+    }
+    sum as f32
+}
+
+/// `exp(x)` as ggml's AVX-512 `ggml_v_expf` computes it (a degree-5 polynomial on the
+/// reduced argument and a power-of-two scale; max error ~1.5 ulp), for `x ≤ 0` as in softmax.
+/// `x = −inf` gives 0.
+pub fn expf_ggml(x: f32) -> f32 {
+    if x == f32::NEG_INFINITY {
+        return 0.0;
+    }
+    let r = f32::from_bits(0x4B40_0000); // 0x1.8p23
+    let z = x.mul_add(f32::from_bits(0x3FB8_AA3B), r); // log2(e) = 0x1.715476p+0
+    let n = z - r;
+    // b = x − n·ln2 (in two parts: 0x1.62e4p-1 and 0x1.7f7d1cp-20)
+    let b = (-n).mul_add(
+        f32::from_bits(0x35BF_BE8E),
+        (-n).mul_add(f32::from_bits(0x3F31_7200), x),
+    );
+    let u = b * b;
+    let p = f32::from_bits(0x3C07_2010) // 0x1.0e4020p-7
+        .mul_add(b, f32::from_bits(0x3D2B_9F17)) // 0x1.573e2ep-5
+        .mul_add(
+            u,
+            f32::from_bits(0x3E2A_AF33).mul_add(b, f32::from_bits(0x3EFF_FEDB)),
+        ); // 0x1.555e66p-3, 0x1.fffdb6p-2
+    let j = p.mul_add(u, f32::from_bits(0x3F7F_FFF6).mul_add(b, 1.0)); // 0x1.ffffecp-1
+    if n.abs() > 192.0 {
+        // Far out of range: ggml returns 0 below and inf above.
+        return if n < 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    scale_by_pow2(j, n as i32)
+}
+
+/// `j · 2^n` with one rounding (like `_mm512_scalef_ps`), also into the subnormal range.
+fn scale_by_pow2(j: f32, n: i32) -> f32 {
+    if n > 127 {
+        return (j * 2f32.powi(127)) * 2f32.powi(n - 127);
+    }
+    if n >= -126 {
+        return j * f32::from_bits(((n + 127) as u32) << 23);
+    }
+    // Subnormal result: scale in f64 (exact) and round once to f32.
+    (f64::from(j) * 2f64.powi(n)) as f32
 }
 
 /// Reads little-endian f32 values from bytes (a small F32 tensor such as a norm weight).
@@ -281,5 +347,27 @@ mod tests {
         let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.25).collect();
         let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert!((dot(&a, &b) - naive).abs() < 1e-3);
+        let a: Vec<f32> = (0..200).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..200).map(|i| (i as f32 * 0.11).cos()).collect();
+        let naive: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum();
+        assert!((f64::from(dot_step64(&a, &b)) - naive).abs() < 1e-4);
+    }
+
+    #[test]
+    fn expf_ggml_is_close_to_exp() {
+        for i in 0..2000 {
+            let x = -(i as f32) * 0.05;
+            let (got, want) = (expf_ggml(x), x.exp());
+            assert!(
+                (got - want).abs() <= want * 4e-7 + f32::MIN_POSITIVE,
+                "{x}: {got} vs {want}"
+            );
+        }
+        assert_eq!(expf_ggml(f32::NEG_INFINITY), 0.0);
+        assert_eq!(expf_ggml(0.0), 1.0);
     }
 }

@@ -59,7 +59,9 @@ pub fn run(args: &[String]) -> Result<()> {
         match a.as_str() {
             "--model" => model = Some(it.next().context("--model needs a path")?.into()),
             "--quick" => quick = true,
-            other => bail!("unknown argument `{other}` (usage: cargo xtask verify [--model PATH] [--quick])"),
+            other => bail!(
+                "unknown argument `{other}` (usage: cargo xtask verify [--model PATH] [--quick])"
+            ),
         }
     }
     let root = workspace_root();
@@ -71,10 +73,17 @@ pub fn run(args: &[String]) -> Result<()> {
         },
     };
     if !model.exists() {
-        bail!("model {} not found: run `cargo xtask fetch-model` first", model.display());
+        bail!(
+            "model {} not found: run `cargo xtask fetch-model` first",
+            model.display()
+        );
     }
     let refs = load_references(&root.join("xtask/data/reference/gemma3-270m"))?;
-    println!("verify: {} against llama.cpp 0c1e57098 ({} prompts), tolerance {TOLERANCE}", model.display(), refs.len());
+    println!(
+        "verify: {} against llama.cpp 0c1e57098 ({} prompts), tolerance {TOLERANCE}",
+        model.display(),
+        refs.len()
+    );
 
     let t0 = Instant::now();
     let engine = Engine::open(&model, EngineConfig::default()).context("opening the model")?;
@@ -88,13 +97,20 @@ pub fn run(args: &[String]) -> Result<()> {
     for r in &refs {
         let row = check_prompt(&engine, r)?;
         worst = worst.max(row.max_diff);
-        let ok = row.ids_equal && row.top1_bad == 0 && row.max_diff <= TOLERANCE && row.greedy_match == GREEDY_STEPS;
+        let ok = row.ids_equal
+            && row.top1_bad == 0
+            && row.max_diff <= TOLERANCE
+            && row.greedy_match == GREEDY_STEPS;
         println!(
             "{:<11} {:>5} {:>6} {:>11} {:>10.4} {:>10.4} {:>9} {:>7}",
             r.name,
             r.token_ids.len(),
             if row.ids_equal { "equal" } else { "DIFF" },
-            format!("{}/{} ok", row.top1_checked - row.top1_bad, row.top1_checked),
+            format!(
+                "{}/{} ok",
+                row.top1_checked - row.top1_bad,
+                row.top1_checked
+            ),
             row.max_diff,
             row.last_diff,
             format!("{}/{}", row.greedy_match, GREEDY_STEPS),
@@ -108,7 +124,10 @@ pub fn run(args: &[String]) -> Result<()> {
     println!("max |Δ| over top-20 ids, all prompts and positions: {worst:.4} (tolerance {TOLERANCE}); {:.1} s", t0.elapsed().as_secs_f64());
 
     if !quick {
-        println!("\n{:<8} {:<8} {:>8} {:>10} {:>7}", "backend", "budget", "threads", "time", "logits");
+        println!(
+            "\n{:<8} {:<8} {:>8} {:>10} {:>7}",
+            "backend", "budget", "threads", "time", "logits"
+        );
         let runs: Vec<(Backend, Budget, Option<usize>)> = vec![
             (Backend::Mmap, Budget::All, Some(1)),
             (Backend::File, Budget::All, None),
@@ -120,16 +139,24 @@ pub fn run(args: &[String]) -> Result<()> {
         for (backend, budget, threads) in runs {
             let t = Instant::now();
             let cfg = EngineConfig {
-                cache: CacheConfig { backend, budget, ..CacheConfig::default() },
+                cache: CacheConfig {
+                    backend,
+                    budget,
+                    ..CacheConfig::default()
+                },
                 threads,
                 ..EngineConfig::default()
             };
-            let e = Engine::open(&model, cfg).with_context(|| format!("opening with {backend} / {budget}"))?;
+            let e = Engine::open(&model, cfg)
+                .with_context(|| format!("opening with {backend} / {budget}"))?;
             let mut same = true;
             for (r, base) in refs.iter().zip(&base_prints) {
                 if &fingerprint(&e, r)? != base {
                     same = false;
-                    failures.push(format!("{}: logits on {backend}/{budget} differ from mmap/all", r.name));
+                    failures.push(format!(
+                        "{}: logits on {backend}/{budget} differ from mmap/all",
+                        r.name
+                    ));
                 }
             }
             println!(
@@ -194,7 +221,9 @@ fn check_prompt(engine: &Engine, r: &Reference) -> Result<Row> {
         }
     })?;
     if top1_bad > 0 {
-        problems.push(format!("top-1 differs at {top1_bad} of {top1_checked} positions"));
+        problems.push(format!(
+            "top-1 differs at {top1_bad} of {top1_checked} positions"
+        ));
     }
     if max_diff > TOLERANCE {
         problems.push(format!("max |Δ| over top-20 = {max_diff:.4} > {TOLERANCE}"));
@@ -215,7 +244,11 @@ fn check_prompt(engine: &Engine, r: &Reference) -> Result<Row> {
             logits = s.eval(&[id])?;
         }
     }
-    let greedy_match = greedy.iter().zip(&r.greedy).take_while(|(a, b)| a == b).count();
+    let greedy_match = greedy
+        .iter()
+        .zip(&r.greedy)
+        .take_while(|(a, b)| a == b)
+        .count();
     if greedy_match < GREEDY_STEPS {
         problems.push(format!(
             "greedy differs at step {greedy_match}: ours {:?}, llama.cpp {:?}",
@@ -223,7 +256,15 @@ fn check_prompt(engine: &Engine, r: &Reference) -> Result<Row> {
             &r.greedy[greedy_match..]
         ));
     }
-    Ok(Row { ids_equal, top1_checked, top1_bad, max_diff, last_diff, greedy_match, problems })
+    Ok(Row {
+        ids_equal,
+        top1_checked,
+        top1_bad,
+        max_diff,
+        last_diff,
+        greedy_match,
+        problems,
+    })
 }
 
 /// SHA-256 of the logits at every prompt position and of [`RERUN_STEPS`] greedy steps.
@@ -284,12 +325,20 @@ fn load_references(dir: &Path) -> Result<Vec<Reference>> {
                     .as_array()
                     .context("top")?
                     .iter()
-                    .map(|e| Ok((e[0].as_u64().context("top id")? as u32, e[1].as_f64().context("top logit")?)))
+                    .map(|e| {
+                        Ok((
+                            e[0].as_u64().context("top id")? as u32,
+                            e[1].as_f64().context("top logit")?,
+                        ))
+                    })
                     .collect()
             })
             .collect::<Result<Vec<_>>>()?;
         let bytes = std::fs::read(dir.join(format!("{name}.last_logits.f32")))?;
-        let last_logits = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let last_logits = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let r = Reference {
             prompt: j["prompt"].as_str().context("prompt")?.to_string(),
             token_ids: ids(&j["token_ids"])?,
@@ -310,5 +359,8 @@ fn load_references(dir: &Path) -> Result<Vec<Reference>> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
 }

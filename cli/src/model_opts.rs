@@ -1,0 +1,130 @@
+//! Flags shared by the commands that run a model (`generate`, `chat`, `logits`): which model,
+//! which storage backend and budget, threads and context length.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use strata_engine::{Backend, Budget, CacheConfig, Engine, EngineConfig, KvType};
+use strata_layer_cache::ConfigOverrides;
+
+/// The model used when none is named (fetched by `cargo xtask fetch-model`).
+pub const DEFAULT_MODEL: &str = "models/gemma-3-270m-q4_k_m.gguf";
+
+/// Model and engine flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelOpts {
+    /// The GGUF model file [default: models/gemma-3-270m-q4_k_m.gguf in the workspace].
+    pub model: Option<PathBuf>,
+    /// Storage backend: mmap, file or arena.
+    #[arg(long)]
+    pub backend: Option<Backend>,
+    /// Memory budget for weights: bytes ("800MB", "1.5GiB"), a percentage of the file ("50%"),
+    /// "all" or "min".
+    #[arg(long)]
+    pub budget: Option<Budget>,
+    /// Prefetch window: layers read ahead in the background.
+    #[arg(long)]
+    pub prefetch: Option<usize>,
+    /// A TOML file with `[storage]` and `[cache]` settings (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Compute threads [default: all cores]. Results do not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// KV cache positions [default: 4096, or the model's context length if smaller].
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// KV cache element type: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    pub kv_type: KvType,
+}
+
+impl ModelOpts {
+    /// The model path: the flag, or the workspace default with a hint when it is missing.
+    pub fn model_path(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.model {
+            if !p.exists() {
+                bail!("model file {} not found", p.display());
+            }
+            return Ok(p.clone());
+        }
+        let candidates = [
+            PathBuf::from(DEFAULT_MODEL),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(DEFAULT_MODEL),
+        ];
+        match candidates.iter().find(|p| p.exists()) {
+            Some(p) => Ok(p.clone()),
+            None => bail!(
+                "no model given and {DEFAULT_MODEL} is missing: run `cargo xtask fetch-model` \
+                 (or pass a GGUF path)"
+            ),
+        }
+    }
+
+    /// The engine configuration: defaults, then the config file, then the flags.
+    pub fn engine_config(&self) -> Result<EngineConfig> {
+        let mut cache = CacheConfig::default();
+        if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let file = ConfigOverrides::from_toml_str(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            cache = cache.apply(&file);
+        }
+        if let Some(b) = self.backend {
+            cache.backend = b;
+        }
+        if let Some(b) = self.budget {
+            cache.budget = b;
+        }
+        if let Some(w) = self.prefetch {
+            cache.prefetch = w;
+        }
+        Ok(EngineConfig {
+            cache,
+            n_ctx: self.ctx,
+            kv_type: self.kv_type,
+            threads: self.threads,
+            ..EngineConfig::default()
+        })
+    }
+
+    /// Opens the model, telling the user on stderr while an arena is filled.
+    pub fn open(&self) -> Result<Engine> {
+        let path = self.model_path()?;
+        let cfg = self.engine_config()?;
+        let arena = cfg.cache.backend == Backend::Arena;
+        if arena {
+            eprint!(
+                "loading {} into an arena (budget {})… ",
+                path.display(),
+                cfg.cache.budget
+            );
+            let _ = std::io::stderr().flush();
+        }
+        let t = Instant::now();
+        let engine =
+            Engine::open(&path, cfg).with_context(|| format!("opening {}", path.display()))?;
+        if arena {
+            eprintln!("done in {:.2} s", t.elapsed().as_secs_f64());
+        }
+        Ok(engine)
+    }
+}
+
+/// One line of run statistics for stderr.
+pub fn stats_line(engine: &Engine, stats: &strata_engine::RunStats) -> String {
+    format!(
+        "load {:.2} s | prefill {} tok {:.1} tok/s | decode {} tok {:.1} tok/s | cache: {}",
+        engine.load_time().as_secs_f64(),
+        stats.prefill_tokens,
+        stats.prefill_tok_s(),
+        stats.decode_tokens,
+        stats.decode_tok_s(),
+        engine.cache_stats()
+    )
+}
