@@ -1,5 +1,5 @@
-//! `cargo xtask demo`: the main job. Fetches the real model if needed, then shows it with
-//! `strata inspect` (this becomes text generation when the engine lands).
+//! `cargo xtask demo`: the main job. Fetches the real model if needed, then generates a greedy
+//! continuation of a fixed prompt with `strata generate` (text on stdout, stats on stderr).
 
 use std::process::Command;
 
@@ -7,7 +7,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::fetch_model;
 
-/// Runs the demo; extra arguments are passed to `strata`.
+/// The fixed demo prompt (the first reference prompt of `cargo xtask verify`).
+const DEMO_PROMPT: &str = "The capital of France is";
+
+/// Runs the demo; extra arguments are passed to `strata generate`.
 pub fn run(args: &[String]) -> Result<()> {
     let model = fetch_model::ensure_model()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -19,14 +22,15 @@ pub fn run(args: &[String]) -> Result<()> {
         "-p",
         "strata",
         "--",
-        "inspect",
+        "generate",
     ])
     .arg(&model)
+    .args(["-p", DEMO_PROMPT, "-n", "64", "--temp", "0"])
     .args(args)
     .current_dir(fetch_model::workspace_root());
     let status = cmd.status().context("running cargo")?;
     if !status.success() {
-        bail!("`strata inspect {}` failed ({status})", model.display());
+        bail!("`strata generate {}` failed ({status})", model.display());
     }
     Ok(())
 }
