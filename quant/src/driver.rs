@@ -147,6 +147,40 @@ pub fn matmul_q_with(
     run(level, ty, w, rows, cols, x.n_rows(), |t| x.row(t), y)
 }
 
+/// One dot product: weight row `w_row` (`x.cols()` elements of type `ty`) · activation row `t`
+/// of `x` (quantized to [`vec_dot_type`]`(ty)`), with the active SIMD kernel. Equals element
+/// `r` of [`matvec_q`] for that row, bit for bit.
+pub fn vec_dot(ty: GgmlType, w_row: &[u8], x: &QuantizedActs, t: usize) -> Result<f32, QuantError> {
+    let dot_ty = vec_dot_type(ty)?;
+    if x.ty() != dot_ty {
+        return Err(QuantError::ActsType {
+            weights: ty,
+            expected: dot_ty,
+            got: x.ty(),
+        });
+    }
+    if t >= x.n_rows() {
+        return Err(QuantError::SizeMismatch {
+            ty: dot_ty,
+            what: "activation row index bound",
+            expected: x.n_rows(),
+            got: t,
+        });
+    }
+    let mut y = [0f32];
+    run(
+        SimdLevel::active(),
+        ty,
+        w_row,
+        1,
+        x.cols(),
+        1,
+        |_| x.row(t),
+        &mut y,
+    )?;
+    Ok(y[0])
+}
+
 /// A pointer to the output that tasks writing disjoint elements may share.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);

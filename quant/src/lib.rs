@@ -8,6 +8,7 @@
 //!   pairing: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K, F32/F16/BF16 × F32).
 //! - [`quantize_acts`] → [`QuantizedActs`]: activations quantized once, shared by every weight
 //!   with the same dot type (Q, K and V all read the same `x`).
+//! - [`vec_dot`]: one weight row · one quantized activation row.
 //! - [`matvec`], [`matvec_q`], [`matmul`], [`matmul_q`]: `y = W·x` for one token and `Y = W·X`
 //!   for a batch, rows split over rayon threads (feature `rayon`, on by default).
 //!
@@ -39,7 +40,7 @@ use strata_gguf::GgmlType;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-pub use driver::{matmul, matmul_q, matmul_q_with, matvec, matvec_q, matvec_q_with};
+pub use driver::{matmul, matmul_q, matmul_q_with, matvec, matvec_q, matvec_q_with, vec_dot};
 pub use simd::SimdLevel;
 
 /// Errors of the quantization and dot-product functions.

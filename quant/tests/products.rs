@@ -129,3 +129,22 @@ fn shape_and_type_errors() {
         Err(QuantError::ActsType { .. })
     ));
 }
+
+#[test]
+fn vec_dot_equals_matvec_rows() {
+    let mut rng = Rng::new(4);
+    for &ty in WEIGHT_TYPES {
+        let (rows, cols) = (6, 512);
+        let w = random_blocks(ty, cols / ty.block_size() * rows, &mut rng, Scales::Normal);
+        let x = random_acts(cols, &mut rng);
+        let acts = quantize_acts(vec_dot_type(ty).unwrap(), &x, 1, cols).unwrap();
+        let mut y = vec![0f32; rows];
+        strata_quant::matvec_q(ty, &w, rows, cols, &acts, &mut y).unwrap();
+        let rb = w.len() / rows;
+        for r in 0..rows {
+            let d = strata_quant::vec_dot(ty, &w[r * rb..(r + 1) * rb], &acts, 0).unwrap();
+            assert_eq!(d.to_bits(), y[r].to_bits(), "{ty} row {r}");
+        }
+        assert!(strata_quant::vec_dot(ty, &w[..rb], &acts, 1).is_err());
+    }
+}

@@ -140,3 +140,44 @@ fn forced_level_never_exceeds_detected() {
         );
     }
 }
+
+/// Extreme quants: every quant byte 0xFF, 0x80 or 0x7F (largest magnitudes, −128 for Q8_0),
+/// largest f16 scales, activations of alternating sign at full scale (quantized to ±127).
+#[test]
+fn simd_matches_scalar_on_extreme_quants() {
+    let levels = levels();
+    let mut rng = Rng::new(9);
+    for &ty in WEIGHT_TYPES {
+        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            continue;
+        }
+        let (rows, cols, n) = (5, 512, 5);
+        let mut w = random_blocks(ty, cols / ty.block_size() * rows, &mut rng, Scales::Max);
+        let fields = f16_fields(ty);
+        for (k, b) in w.chunks_exact_mut(ty.type_size()).enumerate() {
+            let fill = [0xFFu8, 0x80, 0x7F][k % 3];
+            for (i, v) in b.iter_mut().enumerate() {
+                if !fields.iter().any(|&o| i == o || i == o + 1) {
+                    *v = fill;
+                }
+            }
+        }
+        let x: Vec<f32> = (0..cols * n)
+            .map(|i| if i % 2 == 0 { 3.0 } else { -3.0 })
+            .collect();
+        let want = run(SimdLevel::Scalar, ty, &w, rows, cols, &x, n);
+        let mag = magnitudes(ty, &w, rows, cols, &x, n);
+        for &level in &levels {
+            let got = run(level, ty, &w, rows, cols, &x, n);
+            for i in 0..rows * n {
+                assert!(
+                    (got[i] as f64 - want[i] as f64).abs() <= 1e-5 * mag[i]
+                        && got[i].is_finite() == want[i].is_finite(),
+                    "{ty} {level:?} output {i}: {} vs scalar {}",
+                    got[i],
+                    want[i]
+                );
+            }
+        }
+    }
+}
