@@ -1,10 +1,10 @@
-//! x86-64 AVX-512 (F, BW, VL, VNNI) kernels: Q8_0, Q5_0 × Q8_0 and Q4_K, Q6_K × Q8_K, each for
+//! x86-64 AVX-512 (F, BW, VL, VNNI) kernels: Q8_0, Q5_0, Q4_0 × Q8_0 and Q4_K, Q6_K × Q8_K, each for
 //! matvec (four rows per pass) and for matmul (two rows × four tokens per pass). Other formats
 //! use the AVX2 kernels at this level.
 //!
 //! Same plain algorithm as the scalar reference (exact integer block sums, then
 //! `acc += (d_w · d_x) · isum`). Optimizations beyond the AVX2 kernels:
-//! - Q8_0/Q5_0: two 32-byte blocks per 512-bit register; `vpdpbusd` (VNNI) multiplies |w| by y
+//! - Q8_0/Q5_0/Q4_0: two 32-byte blocks per 512-bit register; `vpdpbusd` (VNNI) multiplies |w| by y
 //!   with the sign of w moved onto y (by mask: AVX-512 has no `vpsignb`) and sums four products
 //!   per i32 lane in one instruction; both blocks' f16 scales converted by one `vcvtph2ps` and
 //!   spread with `vpermps`; Q5_0's fifth bits become a byte mask directly (`kmov` of 64 bits).
@@ -24,7 +24,9 @@ use strata_gguf::GgmlType;
 
 use super::avx2::{bits_to_bytes, by_rows, h2f, nibbles, prefetch_ahead, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
-use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_K};
+use crate::blocks::{
+    k4_scales_mins_u64, BlockQ4_0, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_K,
+};
 
 /// Software prefetch distance, in blocks (pairs of blocks for Q8_0) ahead of the one computed.
 /// `wrapping_add` keeps the address computation defined past the end; a prefetch never faults.
@@ -39,6 +41,7 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         GgmlType::Q8_0 => q8_0_rows,
         GgmlType::Q4_K => q4_k_rows,
         GgmlType::Q5_0 => q5_0_rows,
+        GgmlType::Q4_0 => q4_0_rows,
         GgmlType::Q6_K => q6_k_rows,
         _ => return None,
     })
@@ -53,6 +56,7 @@ pub(super) fn kernel4(ty: GgmlType) -> Option<Rows4Fn> {
         GgmlType::Q8_0 => q8_0_rows4,
         GgmlType::Q4_K => q4_k_rows4,
         GgmlType::Q5_0 => q5_0_rows4,
+        GgmlType::Q4_0 => q4_0_rows4,
         GgmlType::Q6_K => q6_k_rows4,
         _ => return None,
     })
@@ -236,6 +240,13 @@ fn nibbles2(a: &[u8; 16], b: &[u8; 16]) -> __m512i {
     _mm512_and_si512(t, _mm512_set1_epi8(0x0F))
 }
 
+q8_0_family!(
+    q4_0_dot,
+    BlockQ4_0,
+    |b0, b1| _mm512_sub_epi8(nibbles2(&b0.qs, &b1.qs), _mm512_set1_epi8(8)),
+    |b| _mm256_sub_epi8(nibbles(&b.qs), _mm256_set1_epi8(8))
+);
+
 // q − 16 for the 5-bit quant q = nib | h·16: nib | 0xF0 where the fifth bit is clear.
 q8_0_family!(
     q5_0_dot,
@@ -417,4 +428,5 @@ unsafe fn q6_k_mt<const N: usize, const T: usize>(
 mt_kernels!(q8_0_rows, q8_0_rows4, q8_0_dot, BlockQ8_0, BlockQ8_0);
 mt_kernels!(q4_k_rows, q4_k_rows4, q4_k_mt, BlockQ4_K, BlockQ8_K);
 mt_kernels!(q5_0_rows, q5_0_rows4, q5_0_dot, BlockQ5_0, BlockQ8_0);
+mt_kernels!(q4_0_rows, q4_0_rows4, q4_0_dot, BlockQ4_0, BlockQ8_0);
 mt_kernels!(q6_k_rows, q6_k_rows4, q6_k_mt, BlockQ6_K, BlockQ8_K);
