@@ -24,8 +24,9 @@
 //! well-known end-of-turn texts. Where llama.cpp's result depends on hash-map iteration order
 //! (several candidate EOT texts in one vocabulary), the lowest id wins here.
 //!
-//! Not implemented (llama.cpp applies them by model name only): the per-model `lstrip`/`rstrip`
-//! attributes (phi-3, jina), and the WPM/UGM/RWKV tokenizer families.
+//! The `lstrip`/`rstrip` attributes llama.cpp sets by model name (Phi-3's special tokens eat
+//! the whitespace after them; jina/modern-bert mask tokens the whitespace before) are applied
+//! the same way. Not implemented: the WPM/UGM/RWKV tokenizer families.
 
 mod bpe;
 mod index;
@@ -154,6 +155,10 @@ const ATTR_NORMAL: u8 = 1 << 2;
 const ATTR_CONTROL: u8 = 1 << 3;
 const ATTR_USER_DEFINED: u8 = 1 << 4;
 const ATTR_BYTE: u8 = 1 << 5;
+/// Whitespace before an occurrence of the token is dropped (llama.cpp sets it by model name).
+const ATTR_LSTRIP: u8 = 1 << 6;
+/// Whitespace after an occurrence of the token is dropped.
+const ATTR_RSTRIP: u8 = 1 << 7;
 
 fn attr_of(t: TokenType) -> u8 {
     match t {
@@ -207,6 +212,10 @@ pub struct Vocab {
     pub add_space_prefix: Option<bool>,
     /// `tokenizer.chat_template`.
     pub chat_template: Option<String>,
+    /// `general.name` (llama.cpp keys a few per-token attributes on it, e.g. Phi-3's).
+    pub name: Option<String>,
+    /// `general.architecture`.
+    pub architecture: Option<String>,
 }
 
 /// Metadata keys.
@@ -228,6 +237,8 @@ mod keys {
     pub const ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
     pub const ADD_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
     pub const CHAT_TEMPLATE: &str = "tokenizer.chat_template";
+    pub const NAME: &str = "general.name";
+    pub const ARCH: &str = "general.architecture";
 }
 
 impl Vocab {
@@ -323,6 +334,8 @@ impl Vocab {
             add_eos: opt_bool(keys::ADD_EOS)?,
             add_space_prefix: opt_bool(keys::ADD_PREFIX)?,
             chat_template: opt_str(keys::CHAT_TEMPLATE)?,
+            name: opt_str(keys::NAME)?,
+            architecture: opt_str(keys::ARCH)?,
         })
     }
 }
@@ -649,6 +662,36 @@ impl Tokenizer {
             .filter(|&id| std::str::from_utf8(texts.get(id)).is_ok())
             .collect();
         special.sort_by_key(|&id| (std::cmp::Reverse(texts.get(id).len()), id));
+        // Per-token strip attributes llama.cpp sets by model name (after its special-token
+        // cache is built, so they do not change which tokens are special).
+        let name = v.name.as_deref().unwrap_or("").to_ascii_lowercase();
+        let pre_name = v.pre.as_deref().unwrap_or("");
+        let arch = v.architecture.as_deref().unwrap_or("");
+        fn set_attr(texts: &StrIndex, attrs: &mut [u8], text: &str, bit: u8, on: bool) {
+            if let Some(id) = texts.find(text.as_bytes()) {
+                let a = &mut attrs[id as usize];
+                *a = if on { *a | bit } else { *a & !bit };
+            }
+        }
+        if ["jina-v2-de", "jina-v2-es", "jina-v2-code"]
+            .iter()
+            .any(|p| pre_name.contains(p))
+            || ["nomic-bert-moe", "jina-bert-v3"]
+                .iter()
+                .any(|a| arch.contains(a))
+        {
+            set_attr(&texts, &mut attrs, "<mask>", ATTR_LSTRIP, true);
+        } else if name.contains("phi-3") || name.contains("phi3") {
+            for &id in &special {
+                attrs[id as usize] |= ATTR_RSTRIP;
+            }
+            set_attr(&texts, &mut attrs, "</s>", ATTR_RSTRIP, true);
+            for t in ["<unk>", "<s>", "<|endoftext|>"] {
+                set_attr(&texts, &mut attrs, t, ATTR_RSTRIP, false);
+            }
+        } else if name.contains("modern-bert") {
+            set_attr(&texts, &mut attrs, "[MASK]", ATTR_LSTRIP, true);
+        }
         let build = |ids: Vec<u32>| -> Option<(AhoCorasick, Vec<u32>)> {
             if ids.is_empty() {
                 return None;
@@ -719,6 +762,9 @@ impl Tokenizer {
             return vec![Fragment::Text(text)];
         }
         cands.sort_unstable();
+        // start -> (end, token id, or DROPPED for whitespace a strip attribute removed).
+        const DROPPED: u32 = u32::MAX;
+        let bytes = text.as_bytes();
         let mut claimed: BTreeMap<usize, (usize, u32)> = BTreeMap::new();
         for (pat, start, end) in cands {
             let before_ok = claimed
@@ -726,8 +772,34 @@ impl Tokenizer {
                 .next_back()
                 .is_none_or(|(_, &(e, _))| e <= start);
             let after_ok = claimed.range(start..end).next().is_none();
-            if before_ok && after_ok {
-                claimed.insert(start, (end, ids[pat as usize]));
+            if !(before_ok && after_ok) {
+                continue;
+            }
+            let id = ids[pat as usize];
+            claimed.insert(start, (end, id));
+            let a = self.attrs[id as usize];
+            if a & ATTR_LSTRIP != 0 {
+                let lo = claimed
+                    .range(..start)
+                    .next_back()
+                    .map_or(0, |(_, &(e, _))| e);
+                let mut s = start;
+                while s > lo && is_c_space(bytes[s - 1]) {
+                    s -= 1;
+                }
+                if s < start {
+                    claimed.insert(s, (start, DROPPED));
+                }
+            }
+            if a & ATTR_RSTRIP != 0 {
+                let hi = claimed.range(end..).next().map_or(text.len(), |(&s, _)| s);
+                let mut e = end;
+                while e < hi && is_c_space(bytes[e]) {
+                    e += 1;
+                }
+                if e > end {
+                    claimed.insert(end, (e, DROPPED));
+                }
             }
         }
         let mut out = Vec::with_capacity(claimed.len() * 2 + 1);
@@ -736,7 +808,9 @@ impl Tokenizer {
             if start > pos {
                 out.push(Fragment::Text(&text[pos..start]));
             }
-            out.push(Fragment::Token(id));
+            if id != DROPPED {
+                out.push(Fragment::Token(id));
+            }
             pos = end;
         }
         if pos < text.len() {
@@ -1009,6 +1083,11 @@ impl Tokenizer {
     }
 }
 
+/// C's `isspace` in the "C" locale.
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
+}
+
 /// Appends `text` with `▁` (U+2581) turned into spaces.
 fn unescape_spaces(text: &[u8], out: &mut Vec<u8>) {
     const ESC: &[u8] = "▁".as_bytes();
@@ -1173,6 +1252,49 @@ mod tests {
         assert_eq!(c("don 't"), "don 't");
         assert_eq!(c(""), "");
         assert_eq!(c(" ,"), ",");
+    }
+
+    fn toy_spm(name: Option<&str>) -> Tokenizer {
+        let tokens = [
+            "<unk>", "<s>", "</s>", "▁", "a", "b", "▁a", "▁b", "<|user|>",
+        ];
+        let mut types = vec![TokenType::Normal; tokens.len()];
+        types[0] = TokenType::Unknown;
+        types[1] = TokenType::Control;
+        types[2] = TokenType::Control;
+        types[8] = TokenType::UserDefined;
+        Tokenizer::from_vocab(Vocab {
+            model: "llama".into(),
+            tokens: tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
+            scores: Some((0..tokens.len()).map(|i| -(i as f32)).collect()),
+            token_types: Some(types),
+            name: name.map(str::to_owned),
+            ..Vocab::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn phi3_special_tokens_strip_following_whitespace() {
+        // "a " + <|user|> + "  b": Phi-3's rstrip drops the two spaces after <|user|>.
+        let phi = toy_spm(Some("Phi-3 Mini 4k Instruct"));
+        assert_eq!(
+            phi.encode("a <|user|>  b", false, false).unwrap(),
+            [6, 3, 8, 7]
+        );
+        let plain = toy_spm(None);
+        assert_eq!(
+            plain.encode("a <|user|>  b", false, false).unwrap(),
+            [6, 3, 8, 3, 3, 7]
+        );
+        // Control tokens are only matched with parse_special; then BOS is not stripped.
+        assert_eq!(plain.encode("<s>a", false, true).unwrap(), [1, 6]);
+        assert_eq!(plain.encode("a", true, false).unwrap(), [1, 6]);
+        // Without parse_special "<s>" is text, and this toy vocabulary cannot spell "<".
+        assert!(matches!(
+            plain.encode("<s>a", false, false),
+            Err(TokenizerError::NoByteToken { byte: b'<' })
+        ));
     }
 
     #[test]
