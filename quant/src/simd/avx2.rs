@@ -24,7 +24,7 @@ use strata_gguf::GgmlType;
 
 use super::{as_f32, check_rows, RowsFn, SimdLevel};
 use crate::blocks::{
-    k4_scales_mins_u64, q3k_scales, Block, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K,
+    k4_scales_mins_u64, q3k_scales, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K,
     BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
 };
 
@@ -734,10 +734,4 @@ unsafe fn q5_k_dot<const N: usize>(
         }
     }
     std::array::from_fn(|r| reduce8(acc[r]) - reduce8(acc_m[r]))
-}
-
-#[allow(dead_code)]
-fn _assert_block_sizes() {
-    // The kernels read these layouts with fixed offsets.
-    const { assert!(std::mem::size_of::<BlockQ8_K>() == 292 && BlockQ8_K::ELEMS == 256) };
 }

@@ -231,7 +231,7 @@ pub(crate) fn kernel4(level: SimdLevel, ty: GgmlType) -> Option<Rows4Fn> {
 /// `W`), and `x` exactly the activation blocks for one row. SIMD kernels call this before any
 /// unchecked access.
 #[inline(always)]
-#[allow(dead_code)]
+#[allow(dead_code)] // unused on targets with no SIMD kernels
 pub(crate) fn check_rows<W: Block, A: Block>(
     w: &[u8],
     row_bytes: usize,
