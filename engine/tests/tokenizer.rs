@@ -285,6 +285,45 @@ fn llama_spm_space_prefix_and_bytes() {
 }
 
 #[test]
+fn bpe_specials_user_defined_always_control_on_request() {
+    let tok = vocab("deepseek-r1-qwen");
+    // User-defined tokens (here <think>) are matched even without parse_special.
+    let think = tok.token_id("<think>").expect("<think>");
+    let ids = tok.encode("<think>hi</think>", false, false).unwrap();
+    assert_eq!(ids[0], think, "{ids:?}");
+    assert_eq!(tok.decode(&ids), "<think>hi</think>");
+    // Control tokens only with parse_special.
+    let eos = tok.eos().unwrap();
+    let eos_text = String::from_utf8(tok.token_text(eos).to_vec()).unwrap();
+    assert_eq!(tok.encode(&eos_text, false, true).unwrap(), [eos]);
+    assert_ne!(tok.encode(&eos_text, false, false).unwrap(), [eos]);
+    assert!(tok.is_eog(eos));
+    // add_special: BOS (add_bos_token = true), no EOS.
+    let with = tok.encode("hi", true, false).unwrap();
+    assert_eq!(with[0], tok.bos().unwrap());
+    assert_eq!(
+        with.len(),
+        1 + tok.encode("hi", false, false).unwrap().len()
+    );
+}
+
+#[test]
+fn detokenize_options() {
+    // GPT-2 cleans spaces before punctuation (llama.cpp's clean_spaces); decode does not.
+    let tok = vocab("gpt-2");
+    let ids = tok.encode("Hello , world !", false, false).unwrap();
+    assert_eq!(tok.decode(&ids), "Hello , world !");
+    assert_eq!(tok.detokenize(&ids, false, false), "Hello, world!");
+    // remove_special drops the BOS the model adds; unparse_special renders control tokens.
+    let spm = vocab("llama-spm");
+    let ids = spm.encode("Hi", true, false).unwrap();
+    assert_eq!(ids[0], 1);
+    assert_eq!(spm.detokenize(&ids, true, false), " Hi");
+    assert_eq!(spm.detokenize(&ids, false, true), "<s> Hi");
+    assert_eq!(spm.decode(&ids), " Hi");
+}
+
+#[test]
 fn unknown_pre_tokenizer_is_an_error() {
     let v = Vocab {
         model: "gpt2".into(),
