@@ -140,10 +140,7 @@ fn attend_one(
     for j in first..end {
         let a = scores[j - base];
         let v = &values[j * v_dim + g * hv..][..hv];
-        let row = &mut acc[(j % lanes) * hv..][..hv];
-        for (r, &x) in row.iter_mut().zip(v) {
-            *r = a.mul_add(x, *r);
-        }
+        ops::fma_axpy(a, v, &mut acc[(j % lanes) * hv..][..hv]);
     }
     for (d, o) in out.iter_mut().enumerate() {
         let l16: [f32; 16] = if p.batched {

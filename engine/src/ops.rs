@@ -157,6 +157,51 @@ pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     src.convert_to_f32_slice(dst);
 }
 
+/// Evaluates `$body` (an `#[inline(always)]` function call using `f32::mul_add`) inside a
+/// function compiled with the FMA target feature when the CPU has it, so `mul_add` becomes one
+/// instruction instead of a libm call. The results are identical either way: a fused
+/// multiply-add is correctly rounded in hardware and in libm.
+macro_rules! with_fma {
+    ($f:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "fma")]
+            unsafe fn fast<'a>(a: &'a [f32], b: &'a [f32]) -> f32 {
+                $f(a, b)
+            }
+            if std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports FMA (checked just above), the only requirement of
+                // calling a function compiled with that target feature.
+                return unsafe { fast($($arg),*) };
+            }
+        }
+        $f($($arg),*)
+    }};
+}
+
+/// `y = a·x + y` element-wise with fused multiply-adds (see `with_fma!`).
+pub fn fma_axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    #[inline(always)]
+    fn body(a: f32, x: &[f32], y: &mut [f32]) {
+        for (r, &xi) in y.iter_mut().zip(x) {
+            *r = a.mul_add(xi, *r);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "fma")]
+        unsafe fn fast(a: f32, x: &[f32], y: &mut [f32]) {
+            body(a, x, y)
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports FMA (checked just above), the only requirement of
+            // calling a function compiled with that target feature.
+            return unsafe { fast(a, x, y) };
+        }
+    }
+    body(a, x, y)
+}
+
 /// Sum of 16 lanes in the order of `_mm512_reduce_add_ps` (halves, quarters, pairs).
 #[inline]
 pub fn reduce16(l: &[f32; 16]) -> f32 {
@@ -170,6 +215,11 @@ pub fn reduce16(l: &[f32; 16]) -> f32 {
 /// SIMD loop (llama.cpp's tinyBLAS f16/f32 kernels for batches); the order is fixed, so the
 /// result does not depend on threads. A tail shorter than 16 is added lane-wise first.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    with_fma!(dot_body(a, b))
+}
+
+#[inline(always)]
+fn dot_body(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0.0f32; 16];
     for (ca, cb) in a.chunks(16).zip(b.chunks(16)) {
@@ -184,6 +234,11 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// products): four 16-lane accumulators over steps of 64, combined as `(a0+a2) + (a1+a3)`,
 /// reduced by [`reduce16`], then a tail past the last multiple of 64 added in f64.
 pub fn dot_step64(a: &[f32], b: &[f32]) -> f32 {
+    with_fma!(dot_step64_body(a, b))
+}
+
+#[inline(always)]
+fn dot_step64_body(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let np = a.len() / 64 * 64;
     let mut acc = [[0.0f32; 16]; 4];
