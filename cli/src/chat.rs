@@ -14,8 +14,8 @@ use crate::model_opts::{stats_line, ModelOpts};
 
 /// Gemma's turn format, used when the model file carries no `tokenizer.chat_template`.
 const GEMMA_TEMPLATE: &str = "{{ bos_token }}{% for m in messages %}\
-{% if m.role == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = m.role %}{% endif %}\
-<start_of_turn>{{ role }}\n{{ m.content | trim }}<end_of_turn>\n{% endfor %}\
+<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n\
+{{ m.content | trim }}<end_of_turn>\n{% endfor %}\
 {% if add_generation_prompt %}<start_of_turn>model\n{% endif %}";
 
 /// Flags of `strata chat`.
@@ -100,6 +100,9 @@ pub fn run(args: Args) -> Result<()> {
             .as_deref()
             .is_some_and(|b| !b.is_empty() && text.starts_with(b));
         let ids = tok.encode(&text, !starts_with_bos, true)?;
+        if std::env::var_os("STRATA_CHAT_DEBUG").is_some() {
+            eprintln!("[template] {text:?} -> {} tokens", ids.len());
+        }
 
         // Reuse the cached prefix; evaluate the rest.
         let have = session.tokens();
