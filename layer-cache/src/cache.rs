@@ -25,7 +25,7 @@ use crate::aligned::AlignedBuf;
 use crate::config::{Backend, Budget, CacheConfig, Policy};
 use crate::layer_map::{LayerMap, ReadRange, TensorEntry};
 use crate::stats::CacheStats;
-use crate::storage::{populate_split, read_split, Storage};
+use crate::storage::{read_split, Storage};
 use crate::{Error, READ_ALIGN};
 
 /// How the budget was divided at open.
@@ -718,12 +718,9 @@ impl Shared {
             Memory::Mapped { base } => {
                 let e = &self.map.layers()[layer].extent;
                 self.storage.will_need(e.start, e.end - e.start);
-                match populate_split(
-                    self.storage.as_ref(),
-                    e.start,
-                    e.end - e.start,
-                    self.plan.io_threads,
-                ) {
+                // One populate call after WILLNEED: the kernel's readahead then streams the
+                // whole range (measured faster than populating pieces from several threads).
+                match self.storage.populate(e.start, e.end - e.start) {
                     Some(result) => result.map_err(wrap),
                     None => {
                         // SAFETY: the extent lies inside the mapping (LayerMap checked it
