@@ -3,7 +3,9 @@
 //! # What the budget means with this backend
 //! Bytes are never copied: a layer's tensors point straight into the mapping. The cache still
 //! does its bookkeeping per layer — "loading" a layer is `madvise(WILLNEED)` followed by
-//! touching one byte per page so the pages are really resident, and evicting it is
+//! `madvise(MADV_POPULATE_READ)` so the pages are really resident (an I/O error or a truncated
+//! file then comes back as an error, not SIGBUS; kernels before 5.14 touch one byte per page
+//! instead), and evicting it is
 //! `madvise(DONTNEED)` on the layer's range, followed by `posix_fadvise(DONTNEED)` so the kernel
 //! also drops the now-unmapped clean pages from its page cache. So the pages *mapped into this
 //! process* for layer data (its RSS from the model file) stay within the budget, up to page
@@ -89,7 +91,7 @@ impl Storage for MmapStorage {
 
     fn will_need(&self, offset: u64, len: u64) {
         if let Some((start, len)) = self.range(offset, len) {
-            // A hint: failure only loses the readahead, the later page touch still loads.
+            // A hint: failure only loses the readahead; the populate that follows still loads.
             let _ = self.map.advise_range(Advice::WillNeed, start, len);
         }
     }
