@@ -399,7 +399,7 @@ fn text_strategy() -> impl Strategy<Value = String> {
             " ", "  ", "\t", "\n", "\r\n", "\r", "\u{a0}", "\u{3000}", "'", "'s", "'LL", "'re", "'ve", "'d",
             "a", "Hello", "WORLD", "é", "東京", "🚀", "1", "12345", "½", "٣", "!", "...", "?!", "—",
             "\u{301}", "<", ">", "<start_of_turn>", "<end_of_turn>", "<s>", "</s>", "<|endoftext|>",
-            "<|im_start|>", "<think>", "\u{200d}", "🏳️‍🌈", "x\u{301}", "Ω", "ǅ",
+            "<|im_start|>", "<think>", "\u{200d}", "🏳️‍🌈", "x\u{301}", "Ω", "ǅ", "▁",
         ]).prop_map(str::to_owned),
         1 => any::<char>().prop_map(|c| c.to_string()),
     ];
@@ -445,14 +445,15 @@ proptest! {
     fn gemma_any_text(text in text_strategy()) {
         let tok = gemma();
         let ids = tok.encode(&text, false, false).unwrap();
-        prop_assert_eq!(&tok.decode(&ids), &text);
         let mut d = StreamDecoder::new(tok);
         let mut streamed = String::new();
         for &id in &ids {
             streamed.push_str(&d.push(id));
         }
         streamed.push_str(&d.finish());
-        prop_assert_eq!(streamed, text);
+        prop_assert_eq!(&streamed, &tok.decode(&ids));
+        // SPM writes spaces as U+2581, so a literal U+2581 comes back as a space.
+        prop_assert_eq!(streamed, text.replace('▁', " "));
     }
 }
 
@@ -462,7 +463,8 @@ proptest! {
 fn lossless(name: &str, text: &str) -> bool {
     let tok = vocab(name);
     if tok.model_name() == "llama" {
-        return true;
+        // SPM writes spaces as U+2581, so a literal U+2581 comes back as a space.
+        return !text.contains('▁');
     }
     // Every byte must have a single-byte token in byte-level spelling.
     text.bytes().all(|b| byte_has_token(tok, b))
