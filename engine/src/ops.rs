@@ -126,10 +126,19 @@ pub fn geglu_inplace(gate: &mut [f32], up: &[f32]) {
         } else if x >= 10.0 {
             x * u
         } else {
-            let xh = f16::from_f32(x).to_f32();
-            f16::from_f32(gelu_tanh(xh)).to_f32() * u
+            gelu_table()[usize::from(f16::from_f32(x).to_bits())].to_f32() * u
         };
     }
+}
+
+/// `f16(gelu_tanh(x))` for every f16 bit pattern `x`, built once (128 KiB).
+fn gelu_table() -> &'static [f16] {
+    static TABLE: std::sync::OnceLock<Vec<f16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| f16::from_f32(gelu_tanh(f16::from_bits(bits).to_f32())))
+            .collect()
+    })
 }
 
 /// SwiGLU in place of `gate`: `gate = silu(gate) ⊙ up` with `silu(x) = x / (1 + e^(−x))`.
@@ -222,10 +231,17 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn dot_body(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0.0f32; 16];
-    for (ca, cb) in a.chunks(16).zip(b.chunks(16)) {
-        for i in 0..ca.len() {
+    let (ea, eb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ta, tb) = (ea.remainder(), eb.remainder());
+    for (ca, cb) in ea.zip(eb) {
+        let ca: &[f32; 16] = ca.try_into().expect("chunks of 16");
+        let cb: &[f32; 16] = cb.try_into().expect("chunks of 16");
+        for i in 0..16 {
             acc[i] = ca[i].mul_add(cb[i], acc[i]);
         }
+    }
+    for i in 0..ta.len() {
+        acc[i] = ta[i].mul_add(tb[i], acc[i]);
     }
     reduce16(&acc)
 }
