@@ -387,3 +387,87 @@ impl Keys<'_> {
         Ok(if factor == 0.0 { 1.0 } else { 1.0 / factor })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_gguf::GgufWriter;
+
+    fn gemma_like(extra: &[(&str, f32)]) -> Gguf {
+        let mut w = GgufWriter::new();
+        w.add_metadata("general.architecture", "gemma3").unwrap();
+        for (k, v) in [
+            ("embedding_length", 64u32),
+            ("block_count", 12),
+            ("feed_forward_length", 128),
+            ("attention.head_count", 4),
+            ("attention.head_count_kv", 1),
+            ("attention.key_length", 32),
+            ("attention.value_length", 32),
+            ("context_length", 1024),
+            ("attention.sliding_window", 512),
+        ] {
+            w.add_metadata(format!("gemma3.{k}"), v).unwrap();
+        }
+        w.add_metadata("gemma3.attention.layer_norm_rms_epsilon", 1e-6f32)
+            .unwrap();
+        w.add_metadata("gemma3.rope.freq_base", 1e6f32).unwrap();
+        for (k, v) in extra {
+            w.add_metadata(format!("gemma3.{k}"), *v).unwrap();
+        }
+        w.add_tensor(
+            "token_embd.weight",
+            strata_gguf::GgmlType::F32,
+            &[64, 10],
+            vec![0u8; 64 * 10 * 4],
+        )
+        .unwrap();
+        Gguf::from_bytes(&w.to_vec().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn gemma3_every_sixth_layer_is_global_with_its_own_rope_base() {
+        let c = ModelConfig::from_gguf(&gemma_like(&[])).unwrap();
+        let swa: Vec<bool> = (0..12).map(|il| c.is_swa_layer(il)).collect();
+        assert_eq!(
+            swa,
+            [true, true, true, true, true, false, true, true, true, true, true, false]
+        );
+        assert_eq!(c.rope_for_layer(0).freq_base, 10_000.0);
+        assert_eq!(c.rope_for_layer(5).freq_base, 1e6);
+        assert_eq!(c.attn_scale, 1.0 / 32f32.sqrt());
+        assert!(c.scale_q_before_attn && c.scale_embeddings && c.gemma_norms);
+        assert_eq!((c.head_dim, c.n_head_kv, c.n_vocab), (32, 1, 10));
+        assert_eq!(c.rope_style, RopeStyle::Neox);
+    }
+
+    #[test]
+    fn rope_scaling_and_local_base_follow_metadata() {
+        let c = ModelConfig::from_gguf(&gemma_like(&[
+            ("rope.scaling.factor", 8.0),
+            ("rope.local_freq_base", 20_000.0),
+        ]))
+        .unwrap();
+        assert_eq!(c.rope_global.freq_scale, 0.125);
+        assert_eq!(
+            c.rope_local,
+            RopeParams {
+                freq_base: 20_000.0,
+                freq_scale: 1.0
+            }
+        );
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let mut w = GgufWriter::new();
+        w.add_metadata("general.architecture", "qwen2").unwrap();
+        w.add_metadata("qwen2.embedding_length", 64u32).unwrap();
+        let g = Gguf::from_bytes(&w.to_vec().unwrap()).unwrap();
+        let e = ModelConfig::from_gguf(&g).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::MissingKey { key } if key == "qwen2.block_count"),
+            "{e}"
+        );
+    }
+}
