@@ -331,3 +331,34 @@ fn unsupported_architecture_is_named() {
     let err = strata_engine::ModelConfig::from_gguf(&g).unwrap_err();
     assert!(err.to_string().contains("llama.embedding_length"), "{err}");
 }
+
+#[test]
+fn stop_string_ends_generation_before_it() {
+    let path = write_model("qwen2", 13);
+    let engine = Engine::open(&path, EngineConfig::default()).unwrap();
+    let gen = |stop: Vec<String>| -> String {
+        let mut s = engine.session().unwrap();
+        let opts = GenerateOptions {
+            max_tokens: 12,
+            sampler: SamplerConfig::greedy(),
+            stop,
+            stop_at_eog: false,
+        };
+        s.generate(&[1, 4, 8], opts)
+            .unwrap()
+            .map(|p| p.unwrap())
+            .collect()
+    };
+    let full = gen(vec![]);
+    assert!(full.chars().count() >= 4, "{full:?}");
+    // Stop at the text starting with the third character of the full continuation.
+    let start = full.char_indices().nth(2).unwrap().0;
+    let stop: String = full[start..].chars().take(2).collect();
+    let cut = full.find(&stop).unwrap();
+    assert_eq!(
+        gen(vec![stop.clone()]),
+        full[..cut],
+        "stop {stop:?} in {full:?}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
