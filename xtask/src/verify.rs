@@ -22,17 +22,19 @@ use strata_engine::{Backend, Budget, CacheConfig, Engine, EngineConfig, LogitsFo
 
 /// Largest accepted |our logit − llama.cpp's| over llama.cpp's top-20 ids at any prompt position.
 ///
-/// Justification (measured, see ARCHITECTURE/verify output): at position 0 (BOS alone) our
-/// logits equal llama.cpp's to 5 decimals, because every product uses the same quantized
-/// activations and integer dot products. From position 1 on, llama.cpp's many f32 reductions
-/// (tinyBLAS tiles, repacked Q4_K GEMM, f16 attention) round differently from ours, and each
-/// last-bit difference can flip one Q8 activation rounding (1/127 of a block's maximum) in a
-/// later layer; Gemma 3 amplifies those flips (its BOS row carries activations near 1e5). We
-/// measured that merely reordering our own attention sums moves logits by up to ~1.2, and the
-/// unquantized f32 model differs from llama.cpp by ~0.6. 1.5 bounds what rounding alone does
-/// while still catching real errors (a wrong RoPE base, norm or mask moves logits by several
-/// units; see the sliding-window and RoPE unit tests).
-pub const TOLERANCE: f32 = 1.5;
+/// Measured (2026-11-26, all six prompts): worst 1.34 with `strata_quant`'s Q8_0 activation
+/// rounding, 1.50 with llama.cpp's x86 rounding patched in (`x·(127/amax)`, ties to even).
+/// Why so large: at position 0 (BOS alone) we equal llama.cpp to 5 decimals (with that patch),
+/// since every product uses the same quantized activations and integer dot products. From
+/// position 1 on, llama.cpp's f32 reductions (tinyBLAS tiles for batches, repacked Q4_K GEMM,
+/// AVX-512 horizontal sums) round differently from ours, and each last-bit difference can flip
+/// one Q8 activation rounding (1/127 of a block's maximum) in a later layer; Gemma 3 amplifies
+/// such flips (its BOS row carries activations near 1e5). Merely reordering the lanes of our own
+/// attention dot product moved logits by up to 1.16, and the unquantized f32 model is 0.68 away
+/// from llama.cpp. 2.0 leaves margin over the measured 1.50 while still failing on gross errors
+/// (NeoX vs normal RoPE ordering moved these logits by 3.1); the sharper checks are top-1 and
+/// the greedy continuation.
+pub const TOLERANCE: f32 = 2.0;
 /// Top-1 is compared only where llama.cpp's top-1 leads its top-2 by more than this.
 const TOP1_MARGIN: f64 = 0.1;
 /// Greedy tokens generated per prompt (the reference has 32).
