@@ -133,7 +133,16 @@ fn simd_equals_scalar_exactly_on_integer_data() {
 #[test]
 fn forced_level_never_exceeds_detected() {
     assert!(SimdLevel::active() <= SimdLevel::detected());
-    if let Ok(v) = std::env::var("STRATA_SIMD") {
+    if let Ok(v) = std::env::var("STRATA_SIMD")
+        .map(|v| v.trim().to_string())
+        .and_then(|v| {
+            if v.is_empty() {
+                Err(std::env::VarError::NotPresent)
+            } else {
+                Ok(v)
+            }
+        })
+    {
         assert!(
             SimdLevel::active() <= SimdLevel::parse(&v).unwrap(),
             "STRATA_SIMD={v}"

@@ -84,11 +84,15 @@ impl SimdLevel {
 
     /// The level the kernels use: [`detected`](Self::detected), capped by the environment
     /// variable `STRATA_SIMD` (`scalar`, `neon`, `avx2`, `avx512`; a level above the CPU's is
-    /// capped to the CPU's). Read once, on first use, and cached.
+    /// capped to the CPU's; empty reads as unset). Read once, on first use, and cached.
+    ///
+    /// # Panics
+    /// If `STRATA_SIMD` holds anything else: a misspelt level must not silently run another.
     pub fn active() -> SimdLevel {
         static ACTIVE: OnceLock<SimdLevel> = OnceLock::new();
         *ACTIVE.get_or_init(|| match std::env::var("STRATA_SIMD") {
-            Ok(v) => {
+            // Set but empty reads as unset.
+            Ok(v) if !v.trim().is_empty() => {
                 let forced = SimdLevel::parse(&v).unwrap_or_else(|| {
                     panic!("STRATA_SIMD={v:?}: expected scalar, neon, avx2 or avx512")
                 });
@@ -98,7 +102,7 @@ impl SimdLevel {
                     .find(|l| *l <= forced && l.is_available())
                     .unwrap_or(SimdLevel::Scalar)
             }
-            Err(_) => SimdLevel::detected(),
+            _ => SimdLevel::detected(),
         })
     }
 
