@@ -49,6 +49,8 @@ struct Reference {
     /// Per position: llama.cpp's top-20 `(id, logit)`.
     top: Vec<Vec<(u32, f64)>>,
     greedy: Vec<u32>,
+    /// llama.cpp's top-1 − top-2 logit gap at each greedy step.
+    greedy_gaps: Vec<f64>,
     last_logits: Vec<f32>,
 }
 
@@ -252,8 +254,11 @@ fn check_prompt(engine: &Engine, r: &Reference) -> Result<Row> {
         .take_while(|(a, b)| a == b)
         .count();
     if greedy_match < GREEDY_STEPS {
+        // How close llama.cpp's own choice was there (a near-tie flips under rounding).
+        let gap = r.greedy_gaps.get(greedy_match).copied().unwrap_or(f64::NAN);
         problems.push(format!(
-            "greedy differs at step {greedy_match}: ours {:?}, llama.cpp {:?}",
+            "greedy differs at step {greedy_match} (llama.cpp's top-1 led its top-2 by {gap:.3} there): \
+             ours {:?}, llama.cpp {:?}",
             &greedy[greedy_match..],
             &r.greedy[greedy_match..]
         ));
@@ -336,6 +341,16 @@ fn load_references(dir: &Path) -> Result<Vec<Reference>> {
                     .collect()
             })
             .collect::<Result<Vec<_>>>()?;
+        let greedy_gaps = j["greedy"]["steps"]
+            .as_array()
+            .context("greedy.steps")?
+            .iter()
+            .map(|st| {
+                let t = &st["top"];
+                Ok(t[0][1].as_f64().context("step logit")?
+                    - t[1][1].as_f64().context("step logit")?)
+            })
+            .collect::<Result<Vec<f64>>>()?;
         let bytes = std::fs::read(dir.join(format!("{name}.last_logits.f32")))?;
         let last_logits = bytes
             .chunks_exact(4)
@@ -346,6 +361,7 @@ fn load_references(dir: &Path) -> Result<Vec<Reference>> {
             token_ids: ids(&j["token_ids"])?,
             top,
             greedy: ids(&j["greedy"]["ids"])?,
+            greedy_gaps,
             last_logits,
             name,
         };
