@@ -1,6 +1,7 @@
 //! [`Engine`]: a model opened over the layer cache, with its tokenizer; [`Session`]: one
 //! sequence's KV state, evaluation and generation, with per-run statistics.
 
+#[cfg(feature = "file")]
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -60,14 +61,24 @@ pub struct Engine {
 impl Engine {
     /// Opens the GGUF model at `path`: parses its header, reads its configuration and tokenizer,
     /// and sets up the layer cache (an arena backend loads its resident layers here).
+    #[cfg(feature = "file")]
     pub fn open(path: impl AsRef<Path>, config: EngineConfig) -> Result<Engine, EngineError> {
+        let t0 = Instant::now();
+        let cache = LayerCache::open_path(path.as_ref(), &config.cache)?;
+        let mut engine = Engine::from_cache(cache, config)?;
+        engine.load_time = t0.elapsed();
+        Ok(engine)
+    }
+
+    /// Builds an engine over a layer cache opened by the caller (any [`strata_layer_cache::Storage`],
+    /// e.g. an arena filled by a host without a filesystem). `config.cache` is not used again.
+    pub fn from_cache(cache: LayerCache, config: EngineConfig) -> Result<Engine, EngineError> {
         let t0 = Instant::now();
         if config.batch_size == 0 {
             return Err(EngineError::InvalidSetting {
                 what: "batch size 0".into(),
             });
         }
-        let cache = LayerCache::open_path(path.as_ref(), &config.cache)?;
         let cfg = ModelConfig::from_gguf(cache.gguf())?;
         let tokenizer = Tokenizer::from_gguf(cache.gguf())?;
         let n_ctx = config
