@@ -275,9 +275,11 @@ pub(crate) fn f32_bytes(v: &[f32]) -> &[u8] {
 /// Quantizes `n_rows` rows of `cols` activations (`x` row-major) to `dot_ty`
 /// (F32, Q8_0, Q8_1 or Q8_K, as returned by [`vec_dot_type`]).
 ///
-/// Q8_0/Q8_1/Q8_K follow ggml's reference quantizers exactly (Q8_0: `d = amax/127`, round half
-/// away from zero; Q8_K: `d = max/−127` of the signed absolute maximum, round half to even, with
-/// `bsums`).
+/// Q8_0 and Q8_1 follow llama.cpp's x86 run-time activation quantizer (`d = amax/127`,
+/// `q = round_ties_even(x · 127/amax)`), which is what llama.cpp multiplies with on the CPU;
+/// it can differ by one in a quant from [`quantize`]'s reference rounding (half away from zero).
+/// Q8_K follows ggml's reference (`d = max/−127` of the signed absolute maximum, round half to
+/// even, with `bsums`), which is also what llama.cpp runs.
 pub fn quantize_acts(
     dot_ty: GgmlType,
     x: &[f32],
@@ -298,8 +300,8 @@ pub fn quantize_acts(
         GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::Q8_K => {
             let mut buf = vec![0u8; row_bytes * n_rows];
             driver::for_each_row(x, cols, &mut buf, row_bytes, |xr, out| match dot_ty {
-                GgmlType::Q8_0 => quantize::q8_0(xr, blocks::view_mut(out)),
-                GgmlType::Q8_1 => quantize::q8_1(xr, blocks::view_mut(out)),
+                GgmlType::Q8_0 => quantize::q8_0_runtime(xr, blocks::view_mut(out)),
+                GgmlType::Q8_1 => quantize::q8_1_runtime(xr, blocks::view_mut(out)),
                 _ => quantize::q8_k(xr, blocks::view_mut(out)),
             });
             ActBuf::Bytes(buf)

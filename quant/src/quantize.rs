@@ -135,6 +135,40 @@ pub fn q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     }
 }
 
+/// One Q8_0/Q8_1 block as llama.cpp's x86 CPU backend quantizes *activations* at run time
+/// (`quantize_row_q8_0`/`quantize_row_q8_1` in `ggml-cpu/arch/x86/quants.c`): `d = amax/127`,
+/// `q = round_ties_even(x · (127/amax))`. It differs from the reference quantizer ([`q8_block`])
+/// in the multiplier (`127/amax`, not `1/d`) and in rounding ties to even, so a few quants differ
+/// by one; the engine uses this one so that its logits agree with llama.cpp's.
+#[inline(always)]
+fn q8_block_runtime(x: &[f32]) -> (f32, [i8; 32]) {
+    let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    (d, std::array::from_fn(|j| (x[j] * id).round_ties_even() as i8))
+}
+
+/// f32 → Q8_0 as llama.cpp's x86 backend quantizes activations (see [`q8_block_runtime`]).
+pub fn q8_0_runtime(x: &[f32], out: &mut [BlockQ8_0]) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (d, qs) = q8_block_runtime(x);
+        b.d = f32_to_f16(d);
+        b.qs = qs;
+    }
+}
+
+/// f32 → Q8_1 as llama.cpp's x86 backend quantizes activations (see [`q8_block_runtime`]);
+/// `s = f16(d · Σq)`.
+pub fn q8_1_runtime(x: &[f32], out: &mut [BlockQ8_1]) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (d, qs) = q8_block_runtime(x);
+        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+        b.d = f32_to_f16(d);
+        b.s = f32_to_f16(sum as f32 * d);
+        b.qs = qs;
+    }
+}
+
 /// f32 → Q8_1 (ggml's `quantize_row_q8_1_ref`); `s = f16(d · Σq)`.
 pub fn q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {

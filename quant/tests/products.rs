@@ -148,3 +148,26 @@ fn vec_dot_equals_matvec_rows() {
         assert!(strata_quant::vec_dot(ty, &w[..rb], &acts, 1).is_err());
     }
 }
+
+/// Regression: activations are quantized the way llama.cpp's x86 backend does at run time
+/// (`x · 127/amax`, ties to even), not with the reference rounding (ties away from zero), or
+/// the engine's logits drift from llama.cpp's.
+#[test]
+fn q8_0_activations_round_ties_to_even_like_llama_cpp_x86() {
+    // amax = 127 makes the multiplier exactly 1, so 2.5 and -3.5 are exact ties.
+    let mut x = [0f32; 32];
+    x[0] = 127.0;
+    x[1] = 2.5;
+    x[2] = -3.5;
+    x[3] = 0.5;
+    for ty in [GgmlType::Q8_0, GgmlType::Q8_1] {
+        let acts = quantize_acts(ty, &x, 1, 32).unwrap();
+        let row = acts.row(0);
+        let qs_at = if ty == GgmlType::Q8_0 { 2 } else { 4 };
+        let q = |i: usize| row[qs_at + i] as i8;
+        assert_eq!((q(0), q(1), q(2), q(3)), (127, 2, -4, 0), "{ty}");
+    }
+    // The reference quantizer (for weights) keeps rounding half away from zero.
+    let w = strata_quant::quantize(GgmlType::Q8_0, &x).unwrap();
+    assert_eq!((w[3] as i8, w[4] as i8, w[5] as i8), (3, -4, 1));
+}
