@@ -145,7 +145,10 @@ fn q8_block_runtime(x: &[f32]) -> (f32, [i8; 32]) {
     let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-    (d, std::array::from_fn(|j| (x[j] * id).round_ties_even() as i8))
+    (
+        d,
+        std::array::from_fn(|j| (x[j] * id).round_ties_even() as i8),
+    )
 }
 
 /// f32 → Q8_0 as llama.cpp's x86 backend quantizes activations (see [`q8_block_runtime`]).
