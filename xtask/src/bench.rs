@@ -4,9 +4,10 @@
 //! cargo xtask bench cache [--model PATH] [--budget 25%] [--prefetch 2] [--io-threads 4]
 //!                         [--tokens 3] [--compute 0,1.2] [--backends file,arena] [--raw-gib 1.5]
 //! ```
-//! 1. Raw bandwidth, in the same run: O_DIRECT reads of 4 MiB, one sequential stream, then 2, 4
-//!    and 8 parallel streams over disjoint ranges, and 32 MiB reads with 1 and 4 streams; the
-//!    best of these is the bound.
+//! 1. Raw bandwidth, in the same run: O_DIRECT reads in the prefetcher's own pattern
+//!    (`io_threads` readers striding 8 MiB pieces), then 4 MiB reads in one sequential stream,
+//!    2, 4 and 8 parallel streams over disjoint ranges, and 32 MiB reads with 1 and 4 streams;
+//!    the best of these is the bound.
 //! 2. For each backend, policy (cyclic, LRU) and compute factor: open the cache with the budget,
 //!    then scan every layer once per token, spinning for `factor × (layer bytes / best raw
 //!    bandwidth)` per layer to stand in for the forward pass. Token 1 fills the resident set;
@@ -263,6 +264,8 @@ fn bench_cache(args: &[String]) -> Result<()> {
 
     let mut raw = Vec::new();
     let configs = [
+        // The prefetcher's own pattern first: io_threads readers striding 8 MiB pieces.
+        (o.io_threads.max(1), 8u64 << 20, true),
         (1usize, 4u64 << 20, false),
         (2, 4 << 20, false),
         (4, 4 << 20, false),
