@@ -18,6 +18,14 @@ use crate::{
     MAX_TENSOR_NAME,
 };
 
+/// The element count of a tensor with dimensions `dims`: their product, or `None` where it
+/// overflows int64 (ggml stores the count as int64).
+pub(crate) fn element_count(dims: &[u64]) -> Option<u64> {
+    dims.iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= i64::MAX as u64)
+}
+
 /// The four bytes every GGUF file starts with.
 pub(crate) const MAGIC: [u8; 4] = *b"GGUF";
 
@@ -482,11 +490,7 @@ fn read_tensor_info<R: BufRead>(
             reason: "a dimension is negative as int64",
         });
     }
-    let n_elements = dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= i64::MAX as u64);
-    let Some(n_elements) = n_elements else {
+    let Some(n_elements) = element_count(&dims) else {
         return Err(Error::BadDims {
             name,
             dims,

@@ -12,7 +12,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use crate::metadata::Metadata;
-use crate::reader::MAGIC;
+use crate::reader::{element_count, MAGIC};
 use crate::value::{Array, ArrayData, Value};
 use crate::{
     Error, GgmlType, Gguf, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAX_DIMS, MAX_TENSOR_NAME,
@@ -156,11 +156,7 @@ impl<'a> GgufWriter<'a> {
                 max: MAX_DIMS,
             });
         }
-        let n_elements = dims
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| n <= i64::MAX as u64);
-        let Some(n_elements) = n_elements else {
+        let Some(n_elements) = element_count(dims) else {
             return Err(Error::BadDims {
                 name,
                 dims: dims.to_vec(),
