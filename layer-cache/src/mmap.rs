@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{Advice, Mmap, UncheckedAdvice};
 
-use crate::storage::{check_range, Storage};
+use crate::storage::{check_range, copy_lent, Storage};
 use crate::Error;
 
 /// A whole file mapped read-only.
@@ -72,16 +72,7 @@ impl Storage for MmapStorage {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         check_range(&|| self.describe(), offset, buf.len() as u64, self.len())?;
-        let src = self
-            .bytes(offset, buf.len() as u64)
-            .ok_or_else(|| Error::OutOfBounds {
-                what: self.describe(),
-                offset,
-                len: buf.len() as u64,
-                available: self.len(),
-            })?;
-        buf.copy_from_slice(src);
-        Ok(())
+        copy_lent(self, offset, buf)
     }
 
     fn bytes(&self, offset: u64, len: u64) -> Option<&[u8]> {

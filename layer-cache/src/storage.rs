@@ -64,6 +64,25 @@ pub trait Storage: Send + Sync {
     }
 }
 
+/// `read_at` for backends that lend their bytes ([`Storage::bytes`]): copies the lent range
+/// `offset..offset + buf.len()` into `buf`, or [`Error::OutOfBounds`] where it cannot be lent.
+pub(crate) fn copy_lent<S: Storage + ?Sized>(
+    storage: &S,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(), Error> {
+    let src = storage
+        .bytes(offset, buf.len() as u64)
+        .ok_or_else(|| Error::OutOfBounds {
+            what: storage.describe(),
+            offset,
+            len: buf.len() as u64,
+            available: storage.len(),
+        })?;
+    buf.copy_from_slice(src);
+    Ok(())
+}
+
 #[cfg(feature = "mmap")]
 /// Bounds check shared by the backends: `offset + len <= available`, without overflow.
 pub(crate) fn check_range(
@@ -108,16 +127,7 @@ impl Storage for MemStorage {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        let src = self
-            .bytes(offset, buf.len() as u64)
-            .ok_or_else(|| Error::OutOfBounds {
-                what: self.describe(),
-                offset,
-                len: buf.len() as u64,
-                available: self.len(),
-            })?;
-        buf.copy_from_slice(src);
-        Ok(())
+        copy_lent(self, offset, buf)
     }
 
     fn bytes(&self, offset: u64, len: u64) -> Option<&[u8]> {
