@@ -128,14 +128,7 @@ pub fn matmul_q_with(
     x: &QuantizedActs,
     y: &mut [f32],
 ) -> Result<(), QuantError> {
-    let dot_ty = vec_dot_type(ty)?;
-    if x.ty() != dot_ty {
-        return Err(QuantError::ActsType {
-            weights: ty,
-            expected: dot_ty,
-            got: x.ty(),
-        });
-    }
+    let dot_ty = acts_dot_type(ty, x)?;
     if x.cols() != cols {
         return Err(QuantError::SizeMismatch {
             ty: dot_ty,
@@ -151,14 +144,7 @@ pub fn matmul_q_with(
 /// of `x` (quantized to [`vec_dot_type`]`(ty)`), with the active SIMD kernel. Equals element
 /// `r` of [`matvec_q`] for that row, bit for bit.
 pub fn vec_dot(ty: GgmlType, w_row: &[u8], x: &QuantizedActs, t: usize) -> Result<f32, QuantError> {
-    let dot_ty = vec_dot_type(ty)?;
-    if x.ty() != dot_ty {
-        return Err(QuantError::ActsType {
-            weights: ty,
-            expected: dot_ty,
-            got: x.ty(),
-        });
-    }
+    let dot_ty = acts_dot_type(ty, x)?;
     if t >= x.n_rows() {
         return Err(QuantError::SizeMismatch {
             ty: dot_ty,
@@ -179,6 +165,19 @@ pub fn vec_dot(ty: GgmlType, w_row: &[u8], x: &QuantizedActs, t: usize) -> Resul
         &mut y,
     )?;
     Ok(y[0])
+}
+
+/// [`vec_dot_type`]`(ty)`, after checking that `x` was quantized to it.
+fn acts_dot_type(ty: GgmlType, x: &QuantizedActs) -> Result<GgmlType, QuantError> {
+    let dot_ty = vec_dot_type(ty)?;
+    if x.ty() != dot_ty {
+        return Err(QuantError::ActsType {
+            weights: ty,
+            expected: dot_ty,
+            got: x.ty(),
+        });
+    }
+    Ok(dot_ty)
 }
 
 /// A pointer to the output that tasks writing disjoint elements may share.
