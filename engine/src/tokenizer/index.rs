@@ -90,18 +90,24 @@ impl StrIndex {
     /// The id of `s`, if interned.
     #[inline]
     pub(crate) fn find(&self, s: &[u8]) -> Option<u32> {
+        self.probe(s, hash_bytes(s)).ok()
+    }
+
+    /// Looks `s` (hash `h`) up: `Ok(id)` where it is interned, else `Err(i)` with `i` the empty
+    /// slot where the probe ended (where `s` would go).
+    #[inline]
+    fn probe(&self, s: &[u8], h: u64) -> Result<u32, usize> {
         let mask = self.slots.len() - 1;
-        let h = hash_bytes(s);
         let tag = h >> 32;
         let mut i = h as usize & mask;
         loop {
             let slot = self.slots[i];
             if slot == EMPTY {
-                return None;
+                return Err(i);
             }
             let id = slot as u32;
             if slot >> 32 == tag && self.get(id) == s {
-                return Some(id);
+                return Ok(id);
             }
             i = (i + 1) & mask;
         }
@@ -112,25 +118,15 @@ impl StrIndex {
         if (self.len() + 1) * 2 > self.slots.len() {
             self.grow();
         }
-        let mask = self.slots.len() - 1;
         let h = hash_bytes(s);
-        let tag = h >> 32;
-        let mut i = h as usize & mask;
-        loop {
-            let slot = self.slots[i];
-            if slot == EMPTY {
-                break;
-            }
-            let id = slot as u32;
-            if slot >> 32 == tag && self.get(id) == s {
-                return (id, false);
-            }
-            i = (i + 1) & mask;
-        }
+        let i = match self.probe(s, h) {
+            Ok(id) => return (id, false),
+            Err(i) => i,
+        };
         let id = self.len() as u32;
         self.bytes.extend_from_slice(s);
         self.offsets.push(self.bytes.len() as u32);
-        self.slots[i] = (tag << 32) | u64::from(id);
+        self.slots[i] = ((h >> 32) << 32) | u64::from(id);
         (id, true)
     }
 
