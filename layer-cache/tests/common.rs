@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use strata_gguf::{GgmlType, Gguf, GgufWriter};
-use strata_layer_cache::{Error, MemStorage, Storage};
+use strata_layer_cache::{Budget, CacheConfig, Error, LayerCache, MemStorage, Storage};
 
 /// Deterministic xorshift bytes.
 pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
@@ -160,4 +160,17 @@ impl Storage for FaultyStorage {
 /// In-memory storage of a model's bytes.
 pub fn mem_storage(model: &TestModel) -> Arc<dyn Storage> {
     Arc::new(MemStorage::new(model.bytes.clone()))
+}
+
+/// The plan's budget for "room for `k` layers".
+pub fn budget_for(model: &TestModel, k: u64) -> Budget {
+    let probe = LayerCache::open_path(
+        model.path(),
+        &CacheConfig {
+            budget: Budget::Min,
+            ..CacheConfig::default()
+        },
+    )
+    .unwrap();
+    Budget::Bytes(probe.plan().globals_bytes + k * probe.plan().slot_bytes)
 }

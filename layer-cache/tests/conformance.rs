@@ -7,7 +7,7 @@ use strata_layer_cache::{
     Storage,
 };
 
-use crate::common::{mem_storage, random_bytes, FaultyStorage, TestModel};
+use crate::common::{budget_for, mem_storage, random_bytes, FaultyStorage, TestModel};
 
 const N_LAYERS: usize = 7;
 
@@ -37,19 +37,6 @@ fn config(
         policy,
         io_threads: 3,
     }
-}
-
-/// The plan's budget for "room for `k` layers".
-fn budget_for(model: &TestModel, k: u64) -> Budget {
-    let probe = LayerCache::open_path(
-        model.path(),
-        &CacheConfig {
-            budget: Budget::Min,
-            ..CacheConfig::default()
-        },
-    )
-    .unwrap();
-    Budget::Bytes(probe.plan().globals_bytes + k * probe.plan().slot_bytes)
 }
 
 /// Every tensor of `l` equals the file's bytes.

@@ -1,8 +1,8 @@
 //! Cyclic-optimal vs LRU on the per-token cyclic scan.
 
-use strata_layer_cache::{Backend, Budget, CacheConfig, LayerCache, Policy};
+use strata_layer_cache::{Backend, CacheConfig, LayerCache, Policy};
 
-use crate::common::TestModel;
+use crate::common::{budget_for, TestModel};
 
 /// Hits per token for `policy` with room for `k` layers and window `w`, measured over tokens
 /// 2..=4 (token 1 fills the cache).
@@ -13,15 +13,7 @@ fn hits_per_token(
     k: u64,
     w: usize,
 ) -> (Vec<u64>, u64) {
-    let probe = LayerCache::open_path(
-        model.path(),
-        &CacheConfig {
-            budget: Budget::Min,
-            ..CacheConfig::default()
-        },
-    )
-    .unwrap();
-    let budget = Budget::Bytes(probe.plan().globals_bytes + k * probe.plan().slot_bytes);
+    let budget = budget_for(model, k);
     let cache = LayerCache::open_path(
         model.path(),
         &CacheConfig {
