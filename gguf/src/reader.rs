@@ -26,6 +26,30 @@ pub(crate) fn element_count(dims: &[u64]) -> Option<u64> {
         .filter(|&n| n <= i64::MAX as u64)
 }
 
+/// The byte size of tensor `name` (type `ty`, dimensions `dims`, `n_elements` in all): an
+/// error if its rows are not whole blocks or the size overflows u64.
+pub(crate) fn tensor_bytes(
+    name: &str,
+    ty: GgmlType,
+    dims: &[u64],
+    n_elements: u64,
+) -> Result<u64, Error> {
+    let ne0 = dims.first().copied().unwrap_or(1);
+    if ne0 % ty.block_size() as u64 != 0 {
+        return Err(Error::PartialBlock {
+            name: name.to_owned(),
+            ty,
+            ne0,
+            block_size: ty.block_size(),
+        });
+    }
+    ty.row_size(n_elements).ok_or_else(|| Error::BadDims {
+        name: name.to_owned(),
+        dims: dims.to_vec(),
+        reason: "the byte size overflows u64",
+    })
+}
+
 /// The four bytes every GGUF file starts with.
 pub(crate) const MAGIC: [u8; 4] = *b"GGUF";
 
@@ -504,22 +528,7 @@ fn read_tensor_info<R: BufRead>(
             offset: type_at,
         });
     };
-    let ne0 = dims.first().copied().unwrap_or(1);
-    if ne0 % ty.block_size() as u64 != 0 {
-        return Err(Error::PartialBlock {
-            name,
-            ty,
-            ne0,
-            block_size: ty.block_size(),
-        });
-    }
-    let Some(n_bytes) = ty.row_size(n_elements) else {
-        return Err(Error::BadDims {
-            name,
-            dims,
-            reason: "the byte size overflows u64",
-        });
-    };
+    let n_bytes = tensor_bytes(&name, ty, &dims, n_elements)?;
     if offset % alignment != 0 {
         return Err(Error::MisalignedTensor {
             name,

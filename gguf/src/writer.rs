@@ -12,7 +12,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use crate::metadata::Metadata;
-use crate::reader::{element_count, MAGIC};
+use crate::reader::{element_count, tensor_bytes, MAGIC};
 use crate::value::{Array, ArrayData, Value};
 use crate::{
     Error, GgmlType, Gguf, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAX_DIMS, MAX_TENSOR_NAME,
@@ -163,20 +163,7 @@ impl<'a> GgufWriter<'a> {
                 reason: "the element count overflows int64",
             });
         };
-        let ne0 = dims.first().copied().unwrap_or(1);
-        if ne0 % ty.block_size() as u64 != 0 {
-            return Err(Error::PartialBlock {
-                name,
-                ty,
-                ne0,
-                block_size: ty.block_size(),
-            });
-        }
-        let n_bytes = ty.row_size(n_elements).ok_or_else(|| Error::BadDims {
-            name: name.clone(),
-            dims: dims.to_vec(),
-            reason: "the byte size overflows u64",
-        })?;
+        let n_bytes = tensor_bytes(&name, ty, dims, n_elements)?;
         if data.len() as u64 != n_bytes {
             return Err(Error::Write(format!(
                 "tensor `{name}` ({ty}, dims {dims:?}) needs {n_bytes} bytes, got {}",
