@@ -1,9 +1,12 @@
 //! `strata inspect` end to end: the real model, JSON output, and hostile files
 //! (each must exit with code 1 and one line on stderr naming the file).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::model_path;
 use strata_gguf::{Array, GgmlType, GgufWriter};
 
 fn strata(args: &[&std::ffi::OsStr]) -> Output {
@@ -17,21 +20,6 @@ fn inspect(path: &Path, flags: &[&str]) -> Output {
     let mut args = vec![std::ffi::OsStr::new("inspect"), path.as_os_str()];
     args.extend(flags.iter().map(std::ffi::OsStr::new));
     strata(&args)
-}
-
-/// The real model: `$STRATA_MODEL` or `<workspace>/models/gemma-3-270m-q4_k_m.gguf`.
-fn model_path() -> PathBuf {
-    let path = std::env::var_os("STRATA_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/gemma-3-270m-q4_k_m.gguf")
-        });
-    assert!(
-        path.is_file(),
-        "real model not found at {}: run `cargo xtask fetch-model` (or set STRATA_MODEL)",
-        path.display()
-    );
-    path
 }
 
 /// A scratch directory for this test process.

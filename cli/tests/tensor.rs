@@ -3,6 +3,8 @@
 //! the real model against gguf-py's dequantization recorded in `tests/data/tensor_golden.txt`
 //! (`cargo xtask golden` regenerates both; no Python is needed here).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -122,16 +124,7 @@ fn every_format_in_a_model_of_our_own_matches_gguf_py() {
 
 #[test]
 fn real_model_tensors_match_gguf_py() {
-    let model = std::env::var_os("STRATA_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/gemma-3-270m-q4_k_m.gguf")
-        });
-    assert!(
-        model.is_file(),
-        "real model not found at {}: run `cargo xtask fetch-model` (or set STRATA_MODEL)",
-        model.display()
-    );
+    let model = common::model_path();
     let fixture = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tensor_golden.txt"),
     )
