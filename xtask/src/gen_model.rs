@@ -13,7 +13,7 @@
 //! ("llama") vocabulary: `<unk>`, `<s>`, `</s>`, the 256 byte tokens, a few hundred pieces, then
 //! filler pieces up to the vocabulary size.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -371,7 +371,7 @@ pub fn write_model(spec: &ModelSpec, seed: u64, path: &Path) -> Result<u64> {
     // enough for the largest tensor with that column count plus room to vary the offset.
     let tensors = spec.tensors();
     let block = spec.ty.block_size() as u64;
-    let mut largest: HashMap<u64, u64> = HashMap::new();
+    let mut largest: BTreeMap<u64, u64> = BTreeMap::new();
     for (_, dims, kind) in &tensors {
         if *kind == Kind::Matrix {
             let blocks = dims[0] * dims[1] / block;
@@ -379,7 +379,7 @@ pub fn write_model(spec: &ModelSpec, seed: u64, path: &Path) -> Result<u64> {
             *e = (*e).max(blocks);
         }
     }
-    let mut pools: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut pools: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     for (&cols, &blocks) in &largest {
         let n = blocks + (blocks / 2).max(64);
         pools.insert(
@@ -514,6 +514,24 @@ mod tests {
         assert_eq!(f16_bits(0.5), 0x3800);
         assert_eq!(f16_bits(1e-9), 0);
         assert_eq!(f16_bits(1e9), 0x7bff);
+    }
+
+    /// Regression: the block pools were drawn in `HashMap` order, so one seed gave different
+    /// files from run to run (and the synthetic llama.cpp references in `verify` went stale).
+    #[test]
+    fn same_seed_gives_identical_files() {
+        let spec = ModelSpec::preset("tiny", Arch::Qwen2, GgmlType::Q4_K).unwrap();
+        let dir = std::env::temp_dir();
+        let files: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                let path = dir.join(format!("xtask-det-{}-{i}.gguf", std::process::id()));
+                write_model(&spec, 42, &path).unwrap();
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::remove_file(&path).unwrap();
+                bytes
+            })
+            .collect();
+        assert!(files.windows(2).all(|w| w[0] == w[1]));
     }
 
     #[test]
