@@ -126,13 +126,31 @@ fn q8_block(x: &[f32]) -> (f32, [i8; 32]) {
     (d, std::array::from_fn(|j| (x[j] * id).round() as i8))
 }
 
-/// f32 → Q8_0 (ggml's `quantize_row_q8_0_ref`). Round trip: `|x − x̂| ≤ d/2`, `d = amax/127`.
-pub fn q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+/// Fills Q8_0 blocks with the scale and quants `block` computes for each 32 values.
+#[inline(always)]
+fn fill_q8_0(x: &[f32], out: &mut [BlockQ8_0], block: impl Fn(&[f32]) -> (f32, [i8; 32])) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
-        let (d, qs) = q8_block(x);
+        let (d, qs) = block(x);
         b.d = f32_to_f16(d);
         b.qs = qs;
     }
+}
+
+/// Fills Q8_1 blocks with the scale and quants `block` computes; `s = f16(d · Σq)`.
+#[inline(always)]
+fn fill_q8_1(x: &[f32], out: &mut [BlockQ8_1], block: impl Fn(&[f32]) -> (f32, [i8; 32])) {
+    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let (d, qs) = block(x);
+        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+        b.d = f32_to_f16(d);
+        b.s = f32_to_f16(sum as f32 * d);
+        b.qs = qs;
+    }
+}
+
+/// f32 → Q8_0 (ggml's `quantize_row_q8_0_ref`). Round trip: `|x − x̂| ≤ d/2`, `d = amax/127`.
+pub fn q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    fill_q8_0(x, out, q8_block);
 }
 
 /// `x.round_ties_even()` for `|x| < 2^22`, without the libm call (`rintf`) the method compiles
@@ -163,34 +181,18 @@ fn q8_block_runtime(x: &[f32]) -> (f32, [i8; 32]) {
 
 /// f32 → Q8_0 as llama.cpp's x86 backend quantizes activations (see [`q8_block_runtime`]).
 pub fn q8_0_runtime(x: &[f32], out: &mut [BlockQ8_0]) {
-    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
-        let (d, qs) = q8_block_runtime(x);
-        b.d = f32_to_f16(d);
-        b.qs = qs;
-    }
+    fill_q8_0(x, out, q8_block_runtime);
 }
 
 /// f32 → Q8_1 as llama.cpp's x86 backend quantizes activations (see [`q8_block_runtime`]);
 /// `s = f16(d · Σq)`.
 pub fn q8_1_runtime(x: &[f32], out: &mut [BlockQ8_1]) {
-    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
-        let (d, qs) = q8_block_runtime(x);
-        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
-        b.d = f32_to_f16(d);
-        b.s = f32_to_f16(sum as f32 * d);
-        b.qs = qs;
-    }
+    fill_q8_1(x, out, q8_block_runtime);
 }
 
 /// f32 → Q8_1 (ggml's `quantize_row_q8_1_ref`); `s = f16(d · Σq)`.
 pub fn q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
-    for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
-        let (d, qs) = q8_block(x);
-        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
-        b.d = f32_to_f16(d);
-        b.s = f32_to_f16(sum as f32 * d);
-        b.qs = qs;
-    }
+    fill_q8_1(x, out, q8_block);
 }
 
 /// f32 → Q8_K (ggml's `quantize_row_q8_K_ref`): `iscale = −127/max` with `max` the signed
