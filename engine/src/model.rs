@@ -281,7 +281,7 @@ impl Model {
         // h = act(g) ⊙ u                                      [n, n_ff]
         match c.ffn_activation {
             FfnActivation::GeGlu => ops::geglu_inplace(&mut s.gate, &s.up),
-            FfnActivation::SwiGlu => ops::swiglu_inplace(&mut s.gate, &s.up),
+            FfnActivation::SwiGlu => ops::swiglu_inplace(&mut s.gate, &s.up, ff),
         }
 
         // o = Wdown h                                         [n, n_embd]

@@ -79,8 +79,10 @@ pub fn rope_apply(head: &mut [f32], n_rot: usize, style: RopeStyle, cos: &[f32],
             RopeStyle::Neox => (i, i + half),
         };
         let (x0, x1) = (head[a], head[b]);
-        head[a] = x0 * cos[i] - x1 * sin[i];
-        head[b] = x0 * sin[i] + x1 * cos[i];
+        // ggml's rotation as its compiler emits it: the first product of each line fused
+        // into the add (x0·c − x1·s and x0·s + x1·c with one rounding fewer).
+        head[a] = x0.mul_add(cos[i], -(x1 * sin[i]));
+        head[b] = x0.mul_add(sin[i], x1 * cos[i]);
     }
 }
 
@@ -110,7 +112,9 @@ const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
 /// GELU with the tanh approximation: `0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²)))`.
 pub fn gelu_tanh(x: f32) -> f32 {
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
+    // `1 + a·x·x` is one fused multiply-add of `a·x` and `x`, as in ggml's compiled table
+    // builder; the table entry for x = −1.999 differs in its last f16 bit otherwise.
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (GELU_COEF_A * x).mul_add(x, 1.0)).tanh())
 }
 
 /// GeGLU in place of `gate`: `gate = gelu_tanh(gate) ⊙ up`.
@@ -141,12 +145,41 @@ fn gelu_table() -> &'static [f16] {
     })
 }
 
-/// SwiGLU in place of `gate`: `gate = silu(gate) ⊙ up` with `silu(x) = x / (1 + e^(−x))`.
-pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        let x = *g;
-        *g = x / (1.0 + (-x).exp()) * u;
+/// SwiGLU in place of `gate`: `gate = silu(gate) ⊙ up` with `silu(x) = x / (1 + e^(−x))`, for
+/// rows of `row` elements.
+///
+/// As ggml's CPU backend does: in each row, the elements of whole 16-element chunks take
+/// `e^(−x)` from [`expf_ggml`] (its AVX-512 `exp`), the tail past the last chunk from libm.
+pub fn swiglu_inplace(gate: &mut [f32], up: &[f32], row: usize) {
+    #[inline(always)]
+    fn body(gate: &mut [f32], up: &[f32], row: usize) {
+        debug_assert_eq!(gate.len(), up.len());
+        for (gr, ur) in gate.chunks_mut(row.max(1)).zip(up.chunks(row.max(1))) {
+            let simd = gr.len() / 16 * 16;
+            for (i, (g, &u)) in gr.iter_mut().zip(ur).enumerate() {
+                let x = *g;
+                let e = if i < simd {
+                    expf_ggml(0.0 - x)
+                } else {
+                    (-x).exp()
+                };
+                *g = x / (1.0 + e) * u;
+            }
+        }
     }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "fma")]
+        unsafe fn fast(gate: &mut [f32], up: &[f32], row: usize) {
+            body(gate, up, row)
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports FMA (checked just above), the only requirement of
+            // calling a function compiled with that target feature.
+            return unsafe { fast(gate, up, row) };
+        }
+    }
+    body(gate, up, row)
 }
 
 /// Rounds every value to the nearest f16 and back (what storing into an f16 buffer does).
@@ -275,8 +308,9 @@ fn dot_step64_body(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `exp(x)` as ggml's AVX-512 `ggml_v_expf` computes it (a degree-5 polynomial on the
-/// reduced argument and a power-of-two scale; max error ~1.5 ulp), for `x ≤ 0` as in softmax.
-/// `x = −inf` gives 0.
+/// reduced argument and a power-of-two scale; max error ~1.5 ulp). `x = −inf` gives 0; far
+/// out of range it gives 0 below and `inf` above, as ggml's does.
+#[inline(always)]
 pub fn expf_ggml(x: f32) -> f32 {
     if x == f32::NEG_INFINITY {
         return 0.0;
@@ -407,7 +441,7 @@ mod tests {
     #[test]
     fn swiglu_matches_formula() {
         let mut g = [0.0f32, 2.0];
-        swiglu_inplace(&mut g, &[3.0, 0.5]);
+        swiglu_inplace(&mut g, &[3.0, 0.5], 2);
         assert_eq!(g[0], 0.0);
         assert!((g[1] - 2.0 / (1.0 + (-2.0f32).exp()) * 0.5).abs() < 1e-6);
     }
