@@ -110,7 +110,27 @@ impl ModelOpts {
         let engine =
             Engine::open(&path, cfg).with_context(|| format!("opening {}", path.display()))?;
         if arena {
-            eprintln!("done in {:.2} s", t.elapsed().as_secs_f64());
+            eprintln!("globals read in {:.2} s", t.elapsed().as_secs_f64());
+            // The resident layers now, with a progress bar, rather than silently during the
+            // first token.
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "resident layers [{bar:30}] {pos}/{len} {elapsed}",
+                )
+                .context("progress bar template")?
+                .progress_chars("=> "),
+            );
+            let n = engine
+                .preload(&mut |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                })
+                .with_context(|| format!("loading the layers of {}", path.display()))?;
+            bar.finish_and_clear();
+            eprintln!(
+                "arena loaded: {n} resident layers in {:.2} s",
+                t.elapsed().as_secs_f64()
+            );
         }
         Ok(engine)
     }

@@ -60,7 +60,7 @@ pub struct Engine {
 
 impl Engine {
     /// Opens the GGUF model at `path`: parses its header, reads its configuration and tokenizer,
-    /// and sets up the layer cache (an arena backend loads its resident layers here).
+    /// and sets up the layer cache (reading the globals; see [`Engine::preload`] for the layers).
     #[cfg(feature = "file")]
     pub fn open(path: impl AsRef<Path>, config: EngineConfig) -> Result<Engine, EngineError> {
         let t0 = Instant::now();
@@ -143,6 +143,13 @@ impl Engine {
     /// Layer cache counters (hits, misses, bytes streamed, resident peak).
     pub fn cache_stats(&self) -> CacheStats {
         self.model.cache().stats()
+    }
+
+    /// Loads the layers that stay resident for good now rather than during the first
+    /// evaluation (what an arena backend spends its load time on), calling
+    /// `progress(done, total)` after each layer; returns the number loaded.
+    pub fn preload(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<usize, EngineError> {
+        Ok(self.model.cache().preload(progress)?)
     }
 
     /// The layer cache.

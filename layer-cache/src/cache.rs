@@ -542,6 +542,23 @@ impl LayerCache {
     pub fn get(&self, layer: usize) -> Result<LayerRef, Error> {
         self.shared.get(layer)
     }
+
+    /// Reads now every layer that stays resident for good (cyclic policy: the first K − w
+    /// layers; none under LRU), so that the first token does not wait for them, calling
+    /// `progress(done, total)` after each. Streaming layers are left to the prefetcher. Returns
+    /// how many layers were loaded. A read error is returned as from [`LayerCache::get`].
+    pub fn preload(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<usize, Error> {
+        let plan = &self.shared.plan;
+        let total = match plan.policy {
+            Policy::Cyclic => plan.resident_layers,
+            Policy::Lru => 0,
+        };
+        for layer in 0..total {
+            drop(self.get(layer)?);
+            progress(layer + 1, total);
+        }
+        Ok(total)
+    }
 }
 
 impl Drop for LayerCache {

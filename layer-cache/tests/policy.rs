@@ -76,3 +76,41 @@ fn cyclic_hit_ratio_is_exactly_k_minus_w_over_n_and_lru_collapses() {
         assert_eq!(all, vec![N as u64; 3]);
     }
 }
+
+#[test]
+fn preload_reads_exactly_the_resident_layers_then_they_hit() {
+    const N: usize = 6;
+    let model = TestModel::new("preload", N);
+    for (policy, k, w, expected) in [
+        (Policy::Cyclic, 4u64, 1usize, 3usize),
+        (Policy::Cyclic, 6, 2, 6),
+        (Policy::Lru, 4, 1, 0),
+    ] {
+        let cache = LayerCache::open_path(
+            model.path(),
+            &CacheConfig {
+                backend: Backend::Arena,
+                budget: budget_for(&model, k),
+                prefetch: w,
+                policy,
+                ..CacheConfig::default()
+            },
+        )
+        .unwrap();
+        let mut calls = Vec::new();
+        let loaded = cache
+            .preload(&mut |done, total| calls.push((done, total)))
+            .unwrap();
+        assert_eq!(loaded, expected, "{policy:?} k={k} w={w}");
+        assert_eq!(
+            calls,
+            (1..=expected).map(|d| (d, expected)).collect::<Vec<_>>()
+        );
+        // The preloaded layers are now plain hits.
+        let before = cache.stats();
+        for layer in 0..expected {
+            cache.get(layer).unwrap();
+        }
+        assert_eq!(cache.stats().since(&before).hits, expected as u64);
+    }
+}
