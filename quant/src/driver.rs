@@ -68,7 +68,9 @@ pub fn matvec_q_with(
 }
 
 /// `Y[t][r] = Σ_c W[r][c] · X[t][c]` for `t in 0..n`: `X` row-major `n × cols`, `Y` row-major
-/// `n × rows`. Row `t` of `Y` is bit-identical to [`matvec`] of row `t` of `X`.
+/// `n × rows`. Row `t` of `Y` is bit-identical to [`matvec`] of row `t` of `X`, except for the
+/// first `n - n % 4` tokens of a Q4_K matrix whose row count is a multiple of 8 (llama.cpp's
+/// gemm order; see the crate docs).
 pub fn matmul(
     ty: GgmlType,
     w: &[u8],
@@ -142,7 +144,8 @@ pub fn matmul_q_with(
 
 /// One dot product: weight row `w_row` (`x.cols()` elements of type `ty`) · activation row `t`
 /// of `x` (quantized to [`vec_dot_type`]`(ty)`), with the active SIMD kernel. Equals element
-/// `r` of [`matvec_q`] for that row, bit for bit.
+/// `r` of [`matvec_q`] for that row, bit for bit, except for Q4_K matrices whose row count is a
+/// multiple of 8 (this is llama.cpp's `vec_dot` order; such matrices use its gemv order).
 pub fn vec_dot(ty: GgmlType, w_row: &[u8], x: &QuantizedActs, t: usize) -> Result<f32, QuantError> {
     let dot_ty = acts_dot_type(ty, x)?;
     if t >= x.n_rows() {
@@ -210,10 +213,16 @@ fn run<'x>(
     if !level.is_available() {
         return Err(QuantError::SimdUnavailable(level));
     }
-    let kernel = simd::kernel(level, ty).ok_or(QuantError::Unsupported {
-        ty,
-        op: "dot product",
-    })?;
+    // Q4_K follows llama.cpp's kernel choice, which depends on the row count (see `q4k`).
+    let (kernel, kernel4) = if ty == GgmlType::Q4_K {
+        crate::q4k::kernels(level, rows)
+    } else {
+        let k = simd::kernel(level, ty).ok_or(QuantError::Unsupported {
+            ty,
+            op: "dot product",
+        })?;
+        (k, simd::kernel4(level, ty))
+    };
     let rb = row_bytes(ty, cols, "columns (a whole number of blocks)")?;
     let expected = rb.checked_mul(rows).ok_or(QuantError::SizeMismatch {
         ty,
@@ -245,12 +254,10 @@ fn run<'x>(
     let n_tiles = rows.div_ceil(tile);
     let out = OutPtr(y.as_mut_ptr());
     // Four tokens per pass over a tile where the level has such a kernel (each weight block is
-    // unpacked once for four tokens); its results equal `kernel`'s bit for bit.
-    let kernel4 = if n >= 4 {
-        simd::kernel4(level, ty)
-    } else {
-        None
-    };
+    // unpacked once for four tokens), for the first `n - n % 4` tokens: llama.cpp's grouping.
+    // Its results equal `kernel`'s bit for bit except for Q4_K with rows % 8 == 0, where the
+    // two reproduce llama.cpp's gemm and gemv orders.
+    let kernel4 = if n >= 4 { kernel4 } else { None };
     let task = |i: usize| {
         let r0 = i * tile;
         let r1 = (r0 + tile).min(rows);

@@ -19,7 +19,10 @@
 //!
 //! **Determinism.** Each output element is computed by exactly one kernel call whose arithmetic
 //! does not depend on how rows are grouped or split across threads, so results are bit-identical
-//! for any thread count, and `matmul` row `t` equals `matvec` of token `t`.
+//! for any thread count. `matmul` row `t` equals `matvec` of token `t`, except that, like
+//! llama.cpp, a Q4_K matrix whose row count is a multiple of 8 runs its tokens in groups of four
+//! (the first `n - n % 4`) in another float order (llama.cpp's repacked gemm; the others and
+//! `matvec` follow its gemv) — see the `q4k` module; results then depend on `n`, never on threads.
 //!
 //! This crate does no I/O and needs no threads or filesystem (without feature `rayon` every
 //! product runs on the calling thread).
@@ -29,6 +32,7 @@
 pub mod blocks;
 pub mod dequant;
 mod driver;
+mod q4k;
 pub mod quantize;
 pub mod scalar;
 mod simd;

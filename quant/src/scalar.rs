@@ -157,16 +157,10 @@ fn k_affine(q: &[i32; 256], d: [u8; 2], dmin: [u8; 2], scales: &[u8; 12], a: &Bl
     (dx * f16_to_f32(d)) * isum as f32 - (dx * f16_to_f32(dmin)) * msum as f32
 }
 
-/// Q4_K · Q8_K.
+/// Q4_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q4_K_q8_K` (x86). Matrix
+/// products may use its repacked gemv/gemm orders instead (see the crate docs).
 pub fn q4_k(w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
-    let mut sum = 0f32;
-    for (b, a) in w.iter().zip(x) {
-        let q: [i32; 256] = std::array::from_fn(|e| {
-            ((b.qs[32 * (e / 64) + e % 32] >> (4 * ((e % 64) / 32))) & 0x0F) as i32
-        });
-        sum += k_affine(&q, b.d, b.dmin, &b.scales, a);
-    }
-    sum
+    crate::q4k::dot(crate::q4k::Order::VecDot, w, x)
 }
 
 /// Q5_K · Q8_K.

@@ -48,6 +48,8 @@ fn matvec_matches_dequantized_reference_for_every_format() {
     }
 }
 
+/// 70 rows: not a multiple of 8, so Q4_K too runs one order for every token (see `q4k.rs` for
+/// the row counts where it does not).
 #[test]
 fn matmul_rows_equal_matvec_bitwise() {
     let mut rng = Rng::new(2);

@@ -3,5 +3,6 @@
 mod common;
 mod golden;
 mod products;
+mod q4k;
 mod roundtrip;
 mod simd;

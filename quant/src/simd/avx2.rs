@@ -24,8 +24,8 @@ use strata_gguf::GgmlType;
 
 use super::{as_f32, check_rows, RowsFn, SimdLevel};
 use crate::blocks::{
-    k4_scales_mins_u64, q3k_scales, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K,
-    BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
+    k4_scales_mins_u64, q3k_scales, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ5_0,
+    BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
 };
 
 /// The AVX2 kernel for weight type `ty`, where one exists.
@@ -37,7 +37,6 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         GgmlType::Q8_0 => q8_0_rows,
         GgmlType::Q4_0 => q4_0_rows,
         GgmlType::Q5_0 => q5_0_rows,
-        GgmlType::Q4_K => q4_k_rows,
         GgmlType::Q6_K => q6_k_rows,
         GgmlType::F32 => f32_rows,
         GgmlType::F16 => f16_rows,
@@ -157,7 +156,6 @@ pub(super) use by_rows;
 rows_kernel!(q8_0_rows, q8_0_dot, BlockQ8_0, BlockQ8_0);
 rows_kernel!(q4_0_rows, q4_0_dot, BlockQ4_0, BlockQ8_0);
 rows_kernel!(q5_0_rows, q5_0_dot, BlockQ5_0, BlockQ8_0);
-rows_kernel!(q4_k_rows, q4_k_dot, BlockQ4_K, BlockQ8_K);
 rows_kernel!(q6_k_rows, q6_k_dot, BlockQ6_K, BlockQ8_K);
 
 /// Q8_0-activation kernels: `unpack` turns weight block `b` into 32 signed bytes.
@@ -245,67 +243,6 @@ q8_0_family!(q5_0_dot, BlockQ5_0, |b| {
         _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8)),
     )
 });
-
-/// # Safety
-/// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_dot<const N: usize>(
-    w: [*const BlockQ4_K; N],
-    x: *const BlockQ8_K,
-    nb: usize,
-) -> [f32; N] {
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc_m = [_mm256_setzero_ps(); N];
-    let m4 = _mm256_set1_epi8(0x0F);
-    for i in 0..nb {
-        // SAFETY: `i < nb` (caller).
-        let a = unsafe { &*x.add(i) };
-        let dx = a.d();
-        // Sums of 32 activations per sub-block, as 8 × i16 pairs ready for `vpmaddwd`.
-        // SAFETY: reads the 32 bytes of `a.bsums`.
-        let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
-        let y: [__m256i; 8] = load_y8(&a.qs);
-        for r in 0..N {
-            prefetch_ahead(w[r], i);
-            // SAFETY: `i < nb` (caller).
-            let b = unsafe { &*w[r].add(i) };
-            let (sc64, m) = k4_scales_mins_u64(&b.scales);
-            let sc = sc64.to_le_bytes();
-            let mut isum = _mm256_setzero_si256();
-            for c in 0..4 {
-                // SAFETY: reads bytes 32c..32c+32 of the 128-byte `b.qs`.
-                let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast()) };
-                let lo = _mm256_and_si256(q, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                let p_lo = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(lo, y[2 * c]),
-                    _mm256_set1_epi16(sc[2 * c] as i16),
-                );
-                let p_hi = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(hi, y[2 * c + 1]),
-                    _mm256_set1_epi16(sc[2 * c + 1] as i16),
-                );
-                isum = _mm256_add_epi32(isum, _mm256_add_epi32(p_lo, p_hi));
-            }
-            // Mins: Σ_j m_j · (bsum_2j + bsum_2j+1), each m_j against its pair of i16 sums.
-            let m8 = _mm_cvtsi64_si128(m as i64);
-            let m16 = _mm_cvtepu8_epi16(m8);
-            let mdup = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
-            let msum = _mm256_madd_epi16(bsums, mdup);
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.d)),
-                _mm256_cvtepi32_ps(isum),
-                acc[r],
-            );
-            acc_m[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.dmin)),
-                _mm256_cvtepi32_ps(msum),
-                acc_m[r],
-            );
-        }
-    }
-    std::array::from_fn(|r| reduce8(acc[r]) - reduce8(acc_m[r]))
-}
 
 /// # Safety
 /// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.

@@ -1,4 +1,4 @@
-//! x86-64 AVX-512 (F, BW, VL, VNNI) kernels: Q8_0, Q5_0, Q4_0 × Q8_0 and Q4_K, Q6_K × Q8_K, each for
+//! x86-64 AVX-512 (F, BW, VL, VNNI) kernels: Q8_0, Q5_0, Q4_0 × Q8_0 and Q6_K × Q8_K, each for
 //! matvec (four rows per pass) and for matmul (two rows × four tokens per pass). Other formats
 //! use the AVX2 kernels at this level.
 //!
@@ -8,9 +8,8 @@
 //!   with the sign of w moved onto y (by mask: AVX-512 has no `vpsignb`) and sums four products
 //!   per i32 lane in one instruction; both blocks' f16 scales converted by one `vcvtph2ps` and
 //!   spread with `vpermps`; Q5_0's fifth bits become a byte mask directly (`kmov` of 64 bits).
-//! - Q4_K/Q6_K: quants are unpacked in element order 64 at a time so that one 64-byte activation
-//!   load meets them (Q4_K: 32 packed bytes broadcast to both halves, the upper half shifted by
-//!   four under a mask); `vpmaddubsw` forms pair products and `vpdpwssd` (VNNI) multiplies by the
+//! - Q6_K: quants are unpacked in element order 64 at a time so that one 64-byte activation
+//!   load meets them (Q4_K, in `q4k_x86`, likewise); `vpmaddubsw` forms pair products and `vpdpwssd` (VNNI) multiplies by the
 //!   sub-block scales (picked with `vpermw`) and accumulates in one instruction.
 //! - Matmul: each weight block is unpacked once and used for four tokens; for a given (row,
 //!   token) the operations are exactly those of the matvec kernel, so results are identical.
@@ -24,16 +23,12 @@ use strata_gguf::GgmlType;
 
 use super::avx2::{bits_to_bytes, by_rows, h2f, nibbles, prefetch_ahead, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
-use crate::blocks::{
-    k4_scales_mins_u64, BlockQ4_0, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_K,
-};
+use crate::blocks::{BlockQ4_0, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_K};
 
 /// Software prefetch distance, in pairs of blocks (Q8_0/Q5_0/Q4_0) ahead of the pair computed
 /// (measured on cold 8192² matvec: 16 pairs ≈ 1 KiB ahead beat 6).
 /// `wrapping_add` keeps the address computation defined past the end; a prefetch never faults.
 const PF_BLOCKS: usize = 16;
-/// Prefetch distance for the 144-byte Q4_K blocks (8 ≈ 1.1 KiB ahead beat 6 and 16).
-const PF_BLOCKS_K: usize = 8;
 
 /// The AVX-512 kernel for weight type `ty`, where one exists.
 pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
@@ -42,7 +37,6 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
     }
     Some(match ty {
         GgmlType::Q8_0 => q8_0_rows,
-        GgmlType::Q4_K => q4_k_rows,
         GgmlType::Q5_0 => q5_0_rows,
         GgmlType::Q4_0 => q4_0_rows,
         GgmlType::Q6_K => q6_k_rows,
@@ -57,7 +51,6 @@ pub(super) fn kernel4(ty: GgmlType) -> Option<Rows4Fn> {
     }
     Some(match ty {
         GgmlType::Q8_0 => q8_0_rows4,
-        GgmlType::Q4_K => q4_k_rows4,
         GgmlType::Q5_0 => q5_0_rows4,
         GgmlType::Q4_0 => q4_0_rows4,
         GgmlType::Q6_K => q6_k_rows4,
@@ -269,81 +262,6 @@ q8_0_family!(
     }
 );
 
-/// Q4_K · Q8_K for `N` weight rows and `T` activation rows (tokens) at once: each weight block
-/// is unpacked once and used for every token. Row r, token t gets exactly the operations it gets
-/// with `N = T = 1`, so results do not depend on `N` or `T`.
-///
-/// # Safety
-/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `nb` readable
-/// blocks, each `x[t]` to `nb` Q8_K blocks.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn q4_k_mt<const N: usize, const T: usize>(
-    w: [*const BlockQ4_K; N],
-    x: [*const BlockQ8_K; T],
-    nb: usize,
-) -> [[f32; T]; N] {
-    let mut acc = [[_mm512_setzero_ps(); T]; N];
-    let mut acc_m = [[_mm256_setzero_ps(); T]; N];
-    let m4 = _mm512_set1_epi8(0x0F);
-    // Scale words for chunk c: sub-block 2c in the low 16 words, 2c+1 in the high 16.
-    let pick: [__m512i; 4] = std::array::from_fn(|c| {
-        _mm512_mask_blend_epi16(
-            0xFFFF_0000,
-            _mm512_set1_epi16(2 * c as i16),
-            _mm512_set1_epi16(2 * c as i16 + 1),
-        )
-    });
-    for i in 0..nb {
-        for r in 0..N {
-            // Ask for the block PF_BLOCKS_K ahead (its three cache lines) while this one computes.
-            let ahead = w[r].wrapping_add(i + PF_BLOCKS_K).cast::<i8>();
-            _mm_prefetch::<_MM_HINT_T0>(ahead);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
-            // SAFETY: `i < nb` (caller).
-            let b = unsafe { &*w[r].add(i) };
-            let (sc, m) = k4_scales_mins_u64(&b.scales);
-            let sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-            let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64));
-            let mdup = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
-            // The 256 quants in element order (64 per vector) and their scale words.
-            let mut q = [_mm512_setzero_si512(); 4];
-            let mut scale = [_mm512_setzero_si512(); 4];
-            for c in 0..4 {
-                // SAFETY: reads bytes 32c..32c+32 of the 128-byte `b.qs`.
-                let v = unsafe {
-                    _mm512_broadcast_i64x4(_mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast()))
-                };
-                q[c] = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF_0000, v, 4), m4);
-                scale[c] = _mm512_permutexvar_epi16(pick[c], sc16);
-            }
-            let (d, dmin) = (h2f(b.d), h2f(b.dmin));
-            for t in 0..T {
-                // SAFETY: `i < nb` (caller).
-                let a = unsafe { &*x[t].add(i) };
-                let mut isum = _mm512_setzero_si512();
-                for c in 0..4 {
-                    // SAFETY: reads bytes 64c..64c+64 of the 256-byte `a.qs`.
-                    let y = unsafe { _mm512_loadu_si512(a.qs.as_ptr().add(64 * c).cast()) };
-                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(q[c], y), scale[c]);
-                }
-                // SAFETY: reads the 32 bytes of `a.bsums`.
-                let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
-                let msum = _mm256_madd_epi16(bsums, mdup);
-                let dx = a.d();
-                acc[r][t] =
-                    _mm512_fmadd_ps(_mm512_set1_ps(dx * d), _mm512_cvtepi32_ps(isum), acc[r][t]);
-                acc_m[r][t] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(dx * dmin),
-                    _mm256_cvtepi32_ps(msum),
-                    acc_m[r][t],
-                );
-            }
-        }
-    }
-    std::array::from_fn(|r| std::array::from_fn(|t| reduce16(acc[r][t]) - reduce8(acc_m[r][t])))
-}
-
 /// Q6_K · Q8_K for `N` weight rows and `T` tokens at once (as [`q4_k_mt`]). Per half c of the
 /// block, the 64 bytes `ql[64c..64c+64]` and `qh[32c..32c+32]` broadcast to both 256-bit halves
 /// (the upper one shifted right by two) give the quants of elements `128c..128c+64` (low
@@ -429,7 +347,6 @@ unsafe fn q6_k_mt<const N: usize, const T: usize>(
 }
 
 mt_kernels!(q8_0_rows, q8_0_rows4, q8_0_dot, BlockQ8_0, BlockQ8_0);
-mt_kernels!(q4_k_rows, q4_k_rows4, q4_k_mt, BlockQ4_K, BlockQ8_K);
 mt_kernels!(q5_0_rows, q5_0_rows4, q5_0_dot, BlockQ5_0, BlockQ8_0);
 mt_kernels!(q4_0_rows, q4_0_rows4, q4_0_dot, BlockQ4_0, BlockQ8_0);
 mt_kernels!(q6_k_rows, q6_k_rows4, q6_k_mt, BlockQ6_K, BlockQ8_K);

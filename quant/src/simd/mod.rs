@@ -18,12 +18,22 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+#[cfg(target_arch = "x86_64")]
+mod q4k_x86;
+
+/// The x86 Q4_K kernels for a matrix of `rows` rows at most at `level` (see
+/// [`crate::q4k::kernels`]), where this CPU has them.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn q4k_x86(level: SimdLevel, rows: usize) -> Option<(RowsFn, Option<Rows4Fn>)> {
+    q4k_x86::kernels(level, rows)
+}
 
 /// A row-dot kernel: `out[r] = dot(w[r*row_bytes..][..row_bytes], x)`.
 pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]);
 
 /// A four-token kernel: `out[t][r] = dot(w[r*row_bytes..][..row_bytes], x[t])`; the result for
-/// each (r, t) is bit-identical to the [`RowsFn`] of the same type and level.
+/// each (r, t) is bit-identical to the [`RowsFn`] of the same type and level, except for Q4_K
+/// (see [`crate::q4k`]), where both reproduce llama.cpp's kernels for their token groups.
 pub(crate) type Rows4Fn = fn(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]);
 
 /// An instruction-set level for the dot-product kernels, ordered from lowest to highest.
@@ -151,7 +161,6 @@ scalar_rows!(scalar_q4_1, blocks::BlockQ4_1, BlockQ8_1, scalar::q4_1);
 scalar_rows!(scalar_q5_1, blocks::BlockQ5_1, BlockQ8_1, scalar::q5_1);
 scalar_rows!(scalar_q2_k, blocks::BlockQ2_K, BlockQ8_K, scalar::q2_k);
 scalar_rows!(scalar_q3_k, blocks::BlockQ3_K, BlockQ8_K, scalar::q3_k);
-scalar_rows!(scalar_q4_k, blocks::BlockQ4_K, BlockQ8_K, scalar::q4_k);
 scalar_rows!(scalar_q5_k, blocks::BlockQ5_K, BlockQ8_K, scalar::q5_k);
 scalar_rows!(scalar_q6_k, blocks::BlockQ6_K, BlockQ8_K, scalar::q6_k);
 
@@ -184,7 +193,6 @@ fn scalar_kernel(ty: GgmlType) -> Option<RowsFn> {
         Q5_1 => scalar_q5_1,
         Q2_K => scalar_q2_k,
         Q3_K => scalar_q3_k,
-        Q4_K => scalar_q4_k,
         Q5_K => scalar_q5_k,
         Q6_K => scalar_q6_k,
         _ => return None,

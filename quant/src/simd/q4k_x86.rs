@@ -1,0 +1,668 @@
+//! Q4_K · Q8_K on x86-64 (AVX2 and AVX-512) in llama.cpp's three float orders (see
+//! [`crate::q4k`]), bit-identical to the scalar reference of each order.
+//!
+//! Integer part, per weight block and activation block (exact in every kernel):
+//! - AVX2: per 64-element chunk `c`, `vpmaddubsw` on the 32 low and the 32 high nibbles and
+//!   `vpmaddwd` with the broadcast sub-block scale give `D_c` (8 × i32), where lane `l` holds
+//!   elements `64c+4l..+4` of sub-block `2c` and `64c+32+4l..+4` of sub-block `2c+1`, scaled.
+//! - AVX-512: the 64 quants of chunk `c` in element order in one register; `vpmaddubsw` and
+//!   `vpdpwssd` (VNNI) with the scale words give `E_c` (16 × i32: lanes 0..8 sub-block `2c`,
+//!   8..16 sub-block `2c+1`); lanes `l` and `l + 8` together are `D_c`'s lane `l`.
+//! - Mins: `vphaddw` of the Q8_K `bsums` gives the eight 32-element sums; `vpmaddwd` with the
+//!   eight mins gives the four pair sums `M_p` of all three orders.
+//!
+//! Float part, per order:
+//! - vec_dot: `Σ_c D_c` is exactly vec_dot's eight lanes; one FMA into eight f32 lanes and one
+//!   into four min lanes per block, the final trees as in [`crate::q4k::AccDot`].
+//! - gemv: four rows at once; the per-row totals `I_r` (all lanes of `Σ_c D_c`) and `M_r` are
+//!   gathered by `vphaddd` into one vector `[I0, M0, I1, M1, I2, M2, I3, M3]`, converted, and
+//!   multiplied-added with `[d_w·d_x, dmin_w·d_x]` of the four rows: one FMA for four rows.
+//! - gemm: four tokens of one row at once; each chunk's lanes are summed into `P_p` (AVX2:
+//!   `vphaddd`; AVX-512: unpack-and-add within 128-bit lanes, then across them for the four
+//!   tokens together); a 4 × 4 transpose puts the four tokens' `P_p` and `M_p` side by side,
+//!   and four FMAs (`p = 0..4`, in order) update `[acc_t0..t3, accm_t0..t3]`.
+//!
+//! Each lane runs exactly the scalar reference's sequence of FMAs for its (row, token), so the
+//! results equal [`crate::q4k::dot`] bit for bit, whatever the grouping of rows.
+
+use std::arch::x86_64::*;
+
+use super::avx2::{by_rows, h2f, prefetch_ahead};
+use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
+use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ8_K};
+use crate::q4k::Acc2;
+
+/// The x86 kernels for a Q4_K matrix of `rows` rows at most at `level` (see
+/// [`crate::q4k::kernels`]); `None` where the CPU has neither AVX2 nor AVX-512 or `level` is
+/// below both.
+pub(super) fn kernels(level: SimdLevel, rows: usize) -> Option<(RowsFn, Option<Rows4Fn>)> {
+    let gemm_like = rows.is_multiple_of(8);
+    if level >= SimdLevel::Avx512 && SimdLevel::Avx512.is_available() {
+        return Some(if gemm_like {
+            (gemv_rows_512, Some(gemm_rows4_512))
+        } else {
+            (vec_dot_rows_512, Some(vec_dot_rows4_512))
+        });
+    }
+    if level >= SimdLevel::Avx2 && SimdLevel::Avx2.is_available() {
+        return Some(if gemm_like {
+            (gemv_rows_256, Some(gemm_rows4_256))
+        } else {
+            (vec_dot_rows_256, None)
+        });
+    }
+    None
+}
+
+/// Software prefetch distance for the 144-byte Q4_K blocks in the AVX-512 kernels.
+const PF_BLOCKS_K: usize = 8;
+
+/// `d` and `dmin` of a block as f32 (F16C).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn d_dmin(b: &BlockQ4_K) -> (f32, f32) {
+    (h2f(b.d), h2f(b.dmin))
+}
+
+/// The eight mins of a block as i16 words (low 128 bits), and its eight scales as bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scales_mins(b: &BlockQ4_K) -> (u64, __m128i) {
+    let (sc, m) = k4_scales_mins_u64(&b.scales);
+    (sc, _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64)))
+}
+
+/// The eight 32-element activation sums of a Q8_K block as i16 words.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bsums32(a: &BlockQ8_K) -> __m128i {
+    // SAFETY: reads the 32 bytes of `a.bsums`.
+    let v = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+    _mm_hadd_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v))
+}
+
+/// Sum of four i32 lanes (exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_i32x4(v: __m128i) -> i32 {
+    let s = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<1>(s)))
+}
+
+/// Sum of eight i32 lanes (exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_i32x8(v: __m256i) -> i32 {
+    hsum_i32x4(_mm_add_epi32(
+        _mm256_castsi256_si128(v),
+        _mm256_extracti128_si256::<1>(v),
+    ))
+}
+
+/// gemv for four rows: totals `i[r]` (8 lanes each, summed here) and min pair sums `m[r]`
+/// (4 lanes each) → `[I0, M0, I1, M1, I2, M2, I3, M3]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gather_totals4(i: [__m256i; 4], m: [__m128i; 4]) -> __m256i {
+    let z = _mm_setzero_si128();
+    let h: [__m256i; 4] =
+        std::array::from_fn(|r| _mm256_hadd_epi32(i[r], _mm256_set_m128i(z, m[r])));
+    let g01 = _mm256_hadd_epi32(h[0], h[1]); // [I0lo, M0, I1lo, M1 | I0hi, 0, I1hi, 0]
+    let g23 = _mm256_hadd_epi32(h[2], h[3]);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(g01, g23),
+        _mm256_permute2x128_si256::<0x31>(g01, g23),
+    )
+}
+
+/// `[d0, dmin0, d1, dmin1, …]` of four blocks as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn d_dmin4(b: [&BlockQ4_K; 4]) -> __m256 {
+    let u = b.map(|b| i32::from_le_bytes([b.d[0], b.d[1], b.dmin[0], b.dmin[1]]));
+    _mm256_cvtph_ps(_mm_setr_epi32(u[0], u[1], u[2], u[3]))
+}
+
+/// gemm's float step for one row and four tokens: `p[t]`, `m[t]` the four pair sums of token
+/// `t`; `dd` = `[d_w·d_x(t) for t] ++ [dmin_w·d_x(t) for t]`; `acc` = `[acc_t…, accm_t…]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_step4(acc: __m256, dd: __m256, p: [__m128i; 4], m: [__m128i; 4]) -> __m256 {
+    let x: [__m256i; 4] = std::array::from_fn(|t| _mm256_set_m128i(m[t], p[t]));
+    let t01l = _mm256_unpacklo_epi32(x[0], x[1]);
+    let t01h = _mm256_unpackhi_epi32(x[0], x[1]);
+    let t23l = _mm256_unpacklo_epi32(x[2], x[3]);
+    let t23h = _mm256_unpackhi_epi32(x[2], x[3]);
+    // v[p] = [P_p of tokens 0..4 | M_p of tokens 0..4]
+    let v = [
+        _mm256_unpacklo_epi64(t01l, t23l),
+        _mm256_unpackhi_epi64(t01l, t23l),
+        _mm256_unpacklo_epi64(t01h, t23h),
+        _mm256_unpackhi_epi64(t01h, t23h),
+    ];
+    let mut acc = acc;
+    for vp in v {
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(vp), dd, acc);
+    }
+    acc
+}
+
+/// `[d_w, d_w, d_w, d_w, dmin_w, …] · [dx_0, dx_1, dx_2, dx_3, dx_0, …]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_dd(d: f32, dmin: f32, dx: __m256) -> __m256 {
+    _mm256_mul_ps(_mm256_set_m128(_mm_set1_ps(dmin), _mm_set1_ps(d)), dx)
+}
+
+/// Results of gemm's accumulators `[acc_t…, accm_t…]`: `acc_t − accm_t`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_finish(acc: __m256) -> [f32; 4] {
+    let r = _mm_sub_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+    let mut o = [0f32; 4];
+    // SAFETY: writes the 16 bytes of `o`.
+    unsafe { _mm_storeu_ps(o.as_mut_ptr(), r) };
+    o
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2
+
+/// The 8 chunk vectors' inputs of a weight block: low and high nibbles of each 32-byte chunk.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn nibbles_256(b: &BlockQ4_K) -> [[__m256i; 2]; 4] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    std::array::from_fn(|c| {
+        // SAFETY: reads bytes 32c..32c+32 of the 128-byte `b.qs`.
+        let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast()) };
+        [
+            _mm256_and_si256(q, m4),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
+        ]
+    })
+}
+
+/// `D_c` for the four chunks (see the module docs).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn chunks_256(q: &[[__m256i; 2]; 4], sc: u64, a: &BlockQ8_K) -> [__m256i; 4] {
+    let sc = sc.to_le_bytes();
+    std::array::from_fn(|c| {
+        // SAFETY: reads bytes 64c..64c+64 of the 256-byte `a.qs`.
+        let (ylo, yhi) = unsafe {
+            let p = a.qs.as_ptr().add(64 * c);
+            (
+                _mm256_loadu_si256(p.cast()),
+                _mm256_loadu_si256(p.add(32).cast()),
+            )
+        };
+        let lo = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(q[c][0], ylo),
+            _mm256_set1_epi16(sc[2 * c] as i16),
+        );
+        let hi = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(q[c][1], yhi),
+            _mm256_set1_epi16(sc[2 * c + 1] as i16),
+        );
+        _mm256_add_epi32(lo, hi)
+    })
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sum4(d: [__m256i; 4]) -> __m256i {
+    _mm256_add_epi32(_mm256_add_epi32(d[0], d[1]), _mm256_add_epi32(d[2], d[3]))
+}
+
+/// vec_dot order, `N` rows, one token.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_256<const N: usize>(
+    w: [*const BlockQ4_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_m = [_mm_setzero_ps(); N];
+    for i in 0..nb {
+        // SAFETY: `i < nb` (caller).
+        let a = unsafe { &*x.add(i) };
+        let dx = a.d();
+        let bs = bsums32(a);
+        for r in 0..N {
+            prefetch_ahead(w[r], i);
+            // SAFETY: `i < nb` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            let (sc, mins) = scales_mins(b);
+            let lanes = sum4(chunks_256(&nibbles_256(b), sc, a));
+            let (d, dmin) = d_dmin(b);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dx * d), _mm256_cvtepi32_ps(lanes), acc[r]);
+            acc_m[r] = _mm_fmadd_ps(
+                _mm_set1_ps(-dx * dmin),
+                _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs)),
+                acc_m[r],
+            );
+        }
+    }
+    std::array::from_fn(|r| finish_dot(acc[r], acc_m[r]))
+}
+
+/// vec_dot's end: the eight lanes' tree plus the four min lanes' tree.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn finish_dot(acc: __m256, acc_m: __m128) -> f32 {
+    let s = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    let m = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+    super::avx2::reduce8(acc) + m
+}
+
+/// gemv order, `N` rows (4 or 1), one token.
+///
+/// # Safety
+/// As [`vec_dot_256`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemv_256<const N: usize>(
+    w: [*const BlockQ4_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    let mut acc4 = _mm256_setzero_ps();
+    let mut acc1 = [Acc2::default(); N];
+    for i in 0..nb {
+        // SAFETY: `i < nb` (caller).
+        let a = unsafe { &*x.add(i) };
+        let dx = a.d();
+        let bs = bsums32(a);
+        let mut tot = [_mm256_setzero_si256(); N];
+        let mut mp = [_mm_setzero_si128(); N];
+        for r in 0..N {
+            prefetch_ahead(w[r], i);
+            // SAFETY: `i < nb` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            let (sc, mins) = scales_mins(b);
+            tot[r] = sum4(chunks_256(&nibbles_256(b), sc, a));
+            mp[r] = _mm_madd_epi16(mins, bs);
+        }
+        // SAFETY: `i < nb` (caller).
+        let blocks: [&BlockQ4_K; N] = std::array::from_fn(|r| unsafe { &*w[r].add(i) });
+        gemv_float::<N>(&mut acc4, &mut acc1, blocks, dx, tot, mp);
+    }
+    gemv_finish::<N>(acc4, acc1)
+}
+
+/// gemv's float step for `N` rows (4: vectorized; otherwise one at a time).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemv_float<const N: usize>(
+    acc4: &mut __m256,
+    acc1: &mut [Acc2; N],
+    b: [&BlockQ4_K; N],
+    dx: f32,
+    tot: [__m256i; N],
+    mp: [__m128i; N],
+) {
+    if N == 4 {
+        let v = gather_totals4(
+            std::array::from_fn(|r| tot[r]),
+            std::array::from_fn(|r| mp[r]),
+        );
+        let dd = _mm256_mul_ps(d_dmin4(std::array::from_fn(|r| b[r])), _mm256_set1_ps(dx));
+        *acc4 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), dd, *acc4);
+    } else {
+        for r in 0..N {
+            let (d, dmin) = d_dmin(b[r]);
+            acc1[r].gemv(d * dx, dmin * dx, hsum_i32x8(tot[r]), hsum_i32x4(mp[r]));
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemv_finish<const N: usize>(acc4: __m256, acc1: [Acc2; N]) -> [f32; N] {
+    if N == 4 {
+        let mut o = [0f32; 8];
+        // SAFETY: writes the 32 bytes of `o`.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc4) };
+        std::array::from_fn(|r| o[2 * r] - o[2 * r + 1])
+    } else {
+        acc1.map(Acc2::finish)
+    }
+}
+
+/// gemm order: one row, four tokens.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; `w` points to `nb` readable blocks, each `x[t]` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_256(w: *const BlockQ4_K, x: [*const BlockQ8_K; 4], nb: usize) -> [f32; 4] {
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        prefetch_ahead(w, i);
+        // SAFETY: `i < nb` (caller).
+        let b = unsafe { &*w.add(i) };
+        // SAFETY: `i < nb` (caller).
+        let a: [&BlockQ8_K; 4] = std::array::from_fn(|t| unsafe { &*x[t].add(i) });
+        let (sc, mins) = scales_mins(b);
+        let q = nibbles_256(b);
+        let p: [__m128i; 4] = std::array::from_fn(|t| {
+            let d = chunks_256(&q, sc, a[t]);
+            let h = _mm256_hadd_epi32(_mm256_hadd_epi32(d[0], d[1]), _mm256_hadd_epi32(d[2], d[3]));
+            _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+        });
+        let m: [__m128i; 4] = std::array::from_fn(|t| _mm_madd_epi16(mins, bsums32(a[t])));
+        let dx = _mm_setr_ps(a[0].d(), a[1].d(), a[2].d(), a[3].d());
+        let (d, dmin) = d_dmin(b);
+        acc = gemm_step4(acc, gemm_dd(d, dmin, _mm256_set_m128(dx, dx)), p, m);
+    }
+    gemm_finish(acc)
+}
+
+fn vec_dot_rows_256(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    let nb = check_rows::<BlockQ4_K, BlockQ8_K>(w, row_bytes, x, out.len());
+    let xp = x.as_ptr().cast::<BlockQ8_K>();
+    by_rows!(w, row_bytes, out,
+        // SAFETY: `kernels` hands this function out only when the CPU has AVX2/FMA/F16C;
+        // `check_rows` verified every row holds `nb` blocks and `x` the matching activation
+        // blocks, which is all the kernel reads.
+        |p: [4]| unsafe { vec_dot_256::<4>(p.map(|p| p.cast()), xp, nb) },
+        // SAFETY: as above.
+        |p: [1]| unsafe { vec_dot_256::<1>(p.map(|p| p.cast()), xp, nb) })
+}
+
+fn gemv_rows_256(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    let nb = check_rows::<BlockQ4_K, BlockQ8_K>(w, row_bytes, x, out.len());
+    let xp = x.as_ptr().cast::<BlockQ8_K>();
+    by_rows!(w, row_bytes, out,
+        // SAFETY: as in `vec_dot_rows_256`.
+        |p: [4]| unsafe { gemv_256::<4>(p.map(|p| p.cast()), xp, nb) },
+        // SAFETY: as above.
+        |p: [1]| unsafe { gemv_256::<1>(p.map(|p| p.cast()), xp, nb) })
+}
+
+/// Checks the four activation rows and output slices of a four-token kernel; returns `nb`.
+fn check4(w: &[u8], row_bytes: usize, x: &[&[u8]; 4], out: &[&mut [f32]; 4]) -> usize {
+    let rows = out[0].len();
+    assert!(
+        out.iter().all(|o| o.len() == rows),
+        "output rows differ in length"
+    );
+    let nb = check_rows::<BlockQ4_K, BlockQ8_K>(w, row_bytes, x[0], rows);
+    for xt in &x[1..] {
+        check_rows::<BlockQ4_K, BlockQ8_K>(w, row_bytes, xt, rows);
+    }
+    nb
+}
+
+fn gemm_rows4_256(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
+    let nb = check4(w, row_bytes, &x, &out);
+    let xp = x.map(|s| s.as_ptr().cast::<BlockQ8_K>());
+    for r in 0..out[0].len() {
+        // SAFETY: as in `vec_dot_rows_256`, for each of the four activation rows.
+        let res = unsafe { gemm_256(w[r * row_bytes..].as_ptr().cast(), xp, nb) };
+        for t in 0..4 {
+            out[t][r] = res[t];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX-512
+
+/// A weight block unpacked for AVX-512: the 64 quants of each chunk in element order, and the
+/// scale words for `vpdpwssd`.
+struct Unpacked512 {
+    q: [__m512i; 4],
+    scale: [__m512i; 4],
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn unpack_512(b: &BlockQ4_K, sc: u64) -> Unpacked512 {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
+    Unpacked512 {
+        q: std::array::from_fn(|c| {
+            // SAFETY: reads bytes 32c..32c+32 of the 128-byte `b.qs`.
+            let v = unsafe {
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast()))
+            };
+            _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF_0000, v, 4), m4)
+        }),
+        scale: std::array::from_fn(|c| {
+            // Words 0..16: scale of sub-block 2c; words 16..32: of 2c+1.
+            let pick = _mm512_mask_blend_epi16(
+                0xFFFF_0000,
+                _mm512_set1_epi16(2 * c as i16),
+                _mm512_set1_epi16(2 * c as i16 + 1),
+            );
+            _mm512_permutexvar_epi16(pick, sc16)
+        }),
+    }
+}
+
+/// `E_c` for chunk `c`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn chunk_512(u: &Unpacked512, a: &BlockQ8_K, c: usize, acc: __m512i) -> __m512i {
+    // SAFETY: reads bytes 64c..64c+64 of the 256-byte `a.qs` (`c < 4`).
+    let y = unsafe { _mm512_loadu_si512(a.qs.as_ptr().add(64 * c).cast()) };
+    _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u.q[c], y), u.scale[c])
+}
+
+/// `Σ_c D_c` (vec_dot's eight lanes).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn lanes_512(u: &Unpacked512, a: &BlockQ8_K) -> __m256i {
+    let mut e = _mm512_setzero_si512();
+    for c in 0..4 {
+        e = chunk_512(u, a, c, e);
+    }
+    _mm256_add_epi32(_mm512_castsi512_si256(e), _mm512_extracti64x4_epi64::<1>(e))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn prefetch_512(p: *const BlockQ4_K, i: usize) {
+    let ahead = p.wrapping_add(i + PF_BLOCKS_K).cast::<i8>();
+    _mm_prefetch::<_MM_HINT_T0>(ahead);
+    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128));
+}
+
+/// vec_dot order, `N` rows × `T` tokens (each weight block unpacked once for all tokens).
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `nb` readable
+/// blocks, each `x[t]` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn vec_dot_512<const N: usize, const T: usize>(
+    w: [*const BlockQ4_K; N],
+    x: [*const BlockQ8_K; T],
+    nb: usize,
+) -> [[f32; T]; N] {
+    let mut acc = [[_mm256_setzero_ps(); T]; N];
+    let mut acc_m = [[_mm_setzero_ps(); T]; N];
+    for i in 0..nb {
+        for r in 0..N {
+            prefetch_512(w[r], i);
+            // SAFETY: `i < nb` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            let (sc, mins) = scales_mins(b);
+            let u = unpack_512(b, sc);
+            let (d, dmin) = d_dmin(b);
+            for t in 0..T {
+                // SAFETY: `i < nb` (caller).
+                let a = unsafe { &*x[t].add(i) };
+                let dx = a.d();
+                acc[r][t] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dx * d),
+                    _mm256_cvtepi32_ps(lanes_512(&u, a)),
+                    acc[r][t],
+                );
+                acc_m[r][t] = _mm_fmadd_ps(
+                    _mm_set1_ps(-dx * dmin),
+                    _mm_cvtepi32_ps(_mm_madd_epi16(mins, bsums32(a))),
+                    acc_m[r][t],
+                );
+            }
+        }
+    }
+    std::array::from_fn(|r| std::array::from_fn(|t| finish_dot(acc[r][t], acc_m[r][t])))
+}
+
+/// gemv order, `N` rows (4 or 1), one token.
+///
+/// # Safety
+/// As [`vec_dot_512`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn gemv_512<const N: usize>(
+    w: [*const BlockQ4_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    let mut acc4 = _mm256_setzero_ps();
+    let mut acc1 = [Acc2::default(); N];
+    for i in 0..nb {
+        // SAFETY: `i < nb` (caller).
+        let a = unsafe { &*x.add(i) };
+        let dx = a.d();
+        let bs = bsums32(a);
+        let mut tot = [_mm256_setzero_si256(); N];
+        let mut mp = [_mm_setzero_si128(); N];
+        for r in 0..N {
+            prefetch_512(w[r], i);
+            // SAFETY: `i < nb` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            let (sc, mins) = scales_mins(b);
+            tot[r] = lanes_512(&unpack_512(b, sc), a);
+            mp[r] = _mm_madd_epi16(mins, bs);
+        }
+        // SAFETY: `i < nb` (caller).
+        let blocks: [&BlockQ4_K; N] = std::array::from_fn(|r| unsafe { &*w[r].add(i) });
+        gemv_float::<N>(&mut acc4, &mut acc1, blocks, dx, tot, mp);
+    }
+    gemv_finish::<N>(acc4, acc1)
+}
+
+/// The four pair sums `P_p` of each of four tokens, as the 128-bit lanes of one vector:
+/// `e[t][c]` = `E_c` of token `t`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn pair_sums4_512(e: [[__m512i; 4]; 4]) -> __m512i {
+    // Within 128-bit lanes: [E0, E1, E2, E3] partial sums of the lane's four i32s.
+    let z: [__m512i; 4] = e.map(|e| {
+        let x = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(e[0], e[1]),
+            _mm512_unpackhi_epi32(e[0], e[1]),
+        );
+        let y = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(e[2], e[3]),
+            _mm512_unpackhi_epi32(e[2], e[3]),
+        );
+        _mm512_add_epi32(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y))
+    });
+    // Across 128-bit lanes, four tokens at once: lane t of the result is token t's total.
+    let fold = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0x88>(a, b),
+            _mm512_shuffle_i32x4::<0xDD>(a, b),
+        )
+    };
+    fold(fold(z[0], z[1]), fold(z[2], z[3]))
+}
+
+/// gemm order: one row, four tokens.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; `w` points to `nb` readable blocks, each
+/// `x[t]` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn gemm_512(w: *const BlockQ4_K, x: [*const BlockQ8_K; 4], nb: usize) -> [f32; 4] {
+    let mut acc = _mm256_setzero_ps();
+    let zero = _mm512_setzero_si512();
+    for i in 0..nb {
+        prefetch_512(w, i);
+        // SAFETY: `i < nb` (caller).
+        let b = unsafe { &*w.add(i) };
+        // SAFETY: `i < nb` (caller).
+        let a: [&BlockQ8_K; 4] = std::array::from_fn(|t| unsafe { &*x[t].add(i) });
+        let (sc, mins) = scales_mins(b);
+        let u = unpack_512(b, sc);
+        let e: [[__m512i; 4]; 4] =
+            std::array::from_fn(|t| std::array::from_fn(|c| chunk_512(&u, a[t], c, zero)));
+        let ps = pair_sums4_512(e);
+        let p = [
+            _mm512_castsi512_si128(ps),
+            _mm512_extracti32x4_epi32::<1>(ps),
+            _mm512_extracti32x4_epi32::<2>(ps),
+            _mm512_extracti32x4_epi32::<3>(ps),
+        ];
+        let m: [__m128i; 4] = std::array::from_fn(|t| _mm_madd_epi16(mins, bsums32(a[t])));
+        let dx = _mm_setr_ps(a[0].d(), a[1].d(), a[2].d(), a[3].d());
+        let (d, dmin) = d_dmin(b);
+        acc = gemm_step4(acc, gemm_dd(d, dmin, _mm256_set_m128(dx, dx)), p, m);
+    }
+    gemm_finish(acc)
+}
+
+fn vec_dot_rows_512(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    let nb = check_rows::<BlockQ4_K, BlockQ8_K>(w, row_bytes, x, out.len());
+    let xp = [x.as_ptr().cast::<BlockQ8_K>()];
+    by_rows!(w, row_bytes, out,
+        // SAFETY: `kernels` hands this function out only when the CPU has every feature the
+        // kernel enables; `check_rows` verified every row holds `nb` blocks and `x` the
+        // matching activation blocks, which is all the kernel reads.
+        |p: [4]| unsafe { vec_dot_512::<4, 1>(p.map(|p| p.cast()), xp, nb) }.map(|v| v[0]),
+        // SAFETY: as above.
+        |p: [1]| unsafe { vec_dot_512::<1, 1>(p.map(|p| p.cast()), xp, nb) }.map(|v| v[0]))
+}
+
+fn vec_dot_rows4_512(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
+    let nb = check4(w, row_bytes, &x, &out);
+    let xp = x.map(|s| s.as_ptr().cast::<BlockQ8_K>());
+    let rows = out[0].len();
+    let row = |r: usize| w[r * row_bytes..].as_ptr().cast::<BlockQ4_K>();
+    let mut r = 0;
+    while r + 2 <= rows {
+        // SAFETY: as in `vec_dot_rows_512`, for each of the four activation rows.
+        let res = unsafe { vec_dot_512::<2, 4>([row(r), row(r + 1)], xp, nb) };
+        for (k, rr) in res.iter().enumerate() {
+            for t in 0..4 {
+                out[t][r + k] = rr[t];
+            }
+        }
+        r += 2;
+    }
+    if r < rows {
+        // SAFETY: as above.
+        let res = unsafe { vec_dot_512::<1, 4>([row(r)], xp, nb) };
+        for t in 0..4 {
+            out[t][r] = res[0][t];
+        }
+    }
+}
+
+fn gemv_rows_512(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    let nb = check_rows::<BlockQ4_K, BlockQ8_K>(w, row_bytes, x, out.len());
+    let xp = x.as_ptr().cast::<BlockQ8_K>();
+    by_rows!(w, row_bytes, out,
+        // SAFETY: as in `vec_dot_rows_512`.
+        |p: [4]| unsafe { gemv_512::<4>(p.map(|p| p.cast()), xp, nb) },
+        // SAFETY: as above.
+        |p: [1]| unsafe { gemv_512::<1>(p.map(|p| p.cast()), xp, nb) })
+}
+
+fn gemm_rows4_512(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
+    let nb = check4(w, row_bytes, &x, &out);
+    let xp = x.map(|s| s.as_ptr().cast::<BlockQ8_K>());
+    for r in 0..out[0].len() {
+        // SAFETY: as in `vec_dot_rows_512`, for each of the four activation rows.
+        let res = unsafe { gemm_512(w[r * row_bytes..].as_ptr().cast(), xp, nb) };
+        for t in 0..4 {
+            out[t][r] = res[t];
+        }
+    }
+}
