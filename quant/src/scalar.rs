@@ -5,6 +5,9 @@
 //! block's float scales are then applied and the blocks summed in order into one `f32`.
 //! Pairings are ggml's: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K,
 //! F32/F16/BF16 × F32.
+//!
+//! Where a kernel reproduces llama.cpp's float order (Q6_K), the reference emulates the SIMD
+//! lanes one by one, so every level is bit-identical to it and to llama.cpp.
 
 use crate::blocks::*;
 use crate::dequant::{q5_quants, q6k_quants};
@@ -183,17 +186,30 @@ pub fn q5_k(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
     sum
 }
 
-/// Q6_K · Q8_K: `d·d_x·Σ_j sc_j·Σ (q − 32)·x`.
+/// Q6_K · Q8_K: `d·d_x·Σ_j sc_j·Σ (q − 32)·x`, in llama.cpp's float order
+/// (`ggml_vec_dot_q6_K_q8_K`, its AVX2 branch, which x86 builds with AVX-512 run too).
+///
+/// Eight integer lanes per block: lane `k` holds `Σ sc·q·x` over the elements `e` with
+/// `(e mod 32) / 4 == k` (the `vpmaddubsw`/`vpmaddwd` layout of each 32-element chunk), minus
+/// `32 · (sc_2k·bsum_2k + sc_2k+1·bsum_2k+1)` (the −32 offset, sub-blocks 2k and 2k+1). Each lane
+/// is converted to `f32` and accumulated with one fused multiply-add by `d_x · d_w`; the eight
+/// float lanes are added at the end in [`reduce8`]'s tree.
 pub fn q6_k(w: &[BlockQ6_K], x: &[BlockQ8_K]) -> f32 {
-    let mut sum = 0f32;
+    let mut acc = [0f32; 8];
     for (b, a) in w.iter().zip(x) {
         let u = q6k_quants(b);
-        let q: [i32; 256] = std::array::from_fn(|e| u[e] as i32 - 32);
-        let s = sums16(&q, a);
-        let isum: i32 = (0..16).map(|j| b.scales[j] as i32 * s[j]).sum();
-        sum += (a.d() * f16_to_f32(b.d)) * isum as f32;
+        let mut lane = [0i32; 8];
+        for (e, &q) in u.iter().enumerate() {
+            lane[(e % 32) / 4] += b.scales[e / 16] as i32 * q as i32 * a.qs[e] as i32;
+        }
+        let d = a.d() * f16_to_f32(b.d);
+        for k in 0..8 {
+            let off = b.scales[2 * k] as i32 * a.bsum(2 * k) as i32
+                + b.scales[2 * k + 1] as i32 * a.bsum(2 * k + 1) as i32;
+            acc[k] = d.mul_add((lane[k] - 32 * off) as f32, acc[k]);
+        }
     }
-    sum
+    reduce8(acc)
 }
 
 /// Float rows: eight interleaved partial sums (lane `i % 8`), then added pairwise

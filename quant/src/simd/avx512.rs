@@ -16,7 +16,8 @@
 //!   token) the operations are exactly those of the matvec kernel, so results are identical.
 //! - Software prefetch of the blocks a few ahead in every row.
 //!
-//! Integer sums are exact; float order differs from the scalar reference (lane-wise FMAs).
+//! Integer sums are exact; float order differs from the scalar reference (lane-wise FMAs),
+//! except for Q6_K, whose float order is llama.cpp's and the scalar reference's exactly.
 
 use std::arch::x86_64::*;
 
@@ -350,6 +351,12 @@ unsafe fn q4_k_mt<const N: usize, const T: usize>(
 /// nibbles) and `128c+64..128c+128` (high nibbles) in element order; the −32 offset is taken
 /// out with the Q8_K `bsums`.
 ///
+/// Float order is llama.cpp's (`ggml_vec_dot_q6_K_q8_K`, AVX2 branch) and the scalar
+/// reference's: the two 256-bit halves of the integer sum are added (i32 lane `k` then holds
+/// the elements with `(e mod 32)/4 == k`, as in llama.cpp's eight lanes), the offset term of
+/// sub-blocks 2k, 2k+1 is subtracted in lane k, and one 8-lane FMA by `d_x·d_w` per block
+/// accumulates; the lanes are reduced once at the end.
+///
 /// # Safety
 /// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `nb` readable
 /// blocks, each `x[t]` to `nb` Q8_K blocks.
@@ -359,8 +366,7 @@ unsafe fn q6_k_mt<const N: usize, const T: usize>(
     x: [*const BlockQ8_K; T],
     nb: usize,
 ) -> [[f32; T]; N] {
-    let mut acc = [[_mm512_setzero_ps(); T]; N];
-    let mut acc_m = [[_mm256_setzero_ps(); T]; N];
+    let mut acc = [[_mm256_setzero_ps(); T]; N];
     let m4 = _mm512_set1_epi8(0x0F);
     let m2 = _mm512_set1_epi8(0x30);
     // Scale words for vector (c, h): word k takes sub-block 8c + 4h + k/8.
@@ -415,17 +421,20 @@ unsafe fn q6_k_mt<const N: usize, const T: usize>(
                 // SAFETY: reads the 32 bytes of `a.bsums`.
                 let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
                 let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, sc16));
-                let dd = _mm512_set1_ps(a.d() * d);
-                acc[r][t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(isum), acc[r][t]);
-                acc_m[r][t] = _mm256_fmadd_ps(
-                    _mm512_castps512_ps256(dd),
-                    _mm256_cvtepi32_ps(corr),
-                    acc_m[r][t],
+                // Elements 32j + 4k..32j + 4k + 4 of every chunk j meet in i32 lane k.
+                let isum8 = _mm256_add_epi32(
+                    _mm512_castsi512_si256(isum),
+                    _mm512_extracti64x4_epi64::<1>(isum),
+                );
+                acc[r][t] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(a.d() * d),
+                    _mm256_cvtepi32_ps(_mm256_sub_epi32(isum8, corr)),
+                    acc[r][t],
                 );
             }
         }
     }
-    std::array::from_fn(|r| std::array::from_fn(|t| reduce16(acc[r][t]) - reduce8(acc_m[r][t])))
+    std::array::from_fn(|r| std::array::from_fn(|t| reduce8(acc[r][t])))
 }
 
 mt_kernels!(q8_0_rows, q8_0_rows4, q8_0_dot, BlockQ8_0, BlockQ8_0);

@@ -1,0 +1,208 @@
+//! Bit-exactness against llama.cpp's CPU backend (commit 0c1e57098, x86-64 build with AVX2 and
+//! AVX-512): the kernels reproduce its float operation order, so results must be identical bit
+//! for bit, at every SIMD level.
+//!
+//! The expected values come from running llama.cpp's own `from_float` (activation quantizer)
+//! and `vec_dot` for the weight type on the seeded data [`Case`] draws (a xorshift64 stream,
+//! drawn in the order written below), and are pinned here as bits. Every SIMD level must also
+//! equal the scalar reference bit for bit on random blocks.
+
+use strata_gguf::GgmlType;
+use strata_quant::{matmul_q_with, quantize_acts, vec_dot_type, SimdLevel};
+
+use crate::common::*;
+
+/// Seeded weights and activations, drawn exactly as the generator that produced the goldens.
+struct Case {
+    w: Vec<u8>,
+    x: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    n: usize,
+}
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+impl Case {
+    /// Weight bytes first (one draw per byte, top byte), then each f16 field of the weights
+    /// (a magnitude draw, then a sign draw), then activations: `u = (r>>40)/2^24·2 − 1`, times
+    /// 40 at every 97th element (offset 5). Token 0's first 32 activations are replaced by
+    /// `−127, −15.5, −14.5, …, 14.5`: that block's Q8_K scale is exactly 1 and every quant
+    /// is a tie, rounded to even.
+    fn new(ty: GgmlType, rows: usize, cols: usize, n: usize) -> Case {
+        let mut rng = XorShift(0x243F_6A88_85A3_08D3);
+        let rb = ty.row_size(cols as u64).unwrap() as usize;
+        let mut w: Vec<u8> = (0..rb * rows).map(|_| (rng.next() >> 56) as u8).collect();
+        match ty {
+            GgmlType::Q6_K => {
+                for b in w.chunks_exact_mut(210) {
+                    let mut h = (0x1000 + (rng.next() >> 40) % 0x1800) as u16;
+                    if rng.next() & 1 == 1 {
+                        h |= 0x8000;
+                    }
+                    b[208..210].copy_from_slice(&h.to_le_bytes());
+                }
+            }
+            GgmlType::F16 | GgmlType::BF16 => {
+                let (base, span) = if ty == GgmlType::F16 {
+                    (0x2000, 0x2400)
+                } else {
+                    (0x3c00, 0x0400)
+                };
+                for e in w.chunks_exact_mut(2) {
+                    let mut h = (base + (rng.next() >> 40) % span) as u16;
+                    if rng.next() & 1 == 1 {
+                        h |= 0x8000;
+                    }
+                    e.copy_from_slice(&h.to_le_bytes());
+                }
+            }
+            _ => unreachable!("no golden generator for {ty}"),
+        }
+        let mut x: Vec<f32> = (0..cols * n)
+            .map(|i| {
+                let u = (rng.next() >> 40) as f32 / 16_777_216.0 * 2.0 - 1.0;
+                if i % 97 == 5 {
+                    u * 40.0
+                } else {
+                    u
+                }
+            })
+            .collect();
+        if cols >= 256 {
+            x[0] = -127.0;
+            for (j, v) in x.iter_mut().enumerate().take(32).skip(1) {
+                *v = (j as f32 - 16.0) + 0.5;
+            }
+        }
+        Case {
+            w,
+            x,
+            rows,
+            cols,
+            n,
+        }
+    }
+
+    fn run(&self, level: SimdLevel, ty: GgmlType) -> Vec<u32> {
+        let acts = quantize_acts(vec_dot_type(ty).unwrap(), &self.x, self.n, self.cols).unwrap();
+        let mut y = vec![0f32; self.rows * self.n];
+        matmul_q_with(level, ty, &self.w, self.rows, self.cols, &acts, &mut y).unwrap();
+        y.iter().map(|v| v.to_bits()).collect()
+    }
+}
+
+/// FNV-1a (64-bit) of bytes.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn available_levels() -> Vec<SimdLevel> {
+    SimdLevel::ALL
+        .into_iter()
+        .filter(|l| l.is_available())
+        .collect()
+}
+
+/// Checks every available level (matvec one token at a time, and the whole batch) against
+/// llama.cpp's results `want` (token-major).
+fn check_golden(ty: GgmlType, case: &Case, want: &[u32]) {
+    for level in available_levels() {
+        assert_eq!(
+            case.run(level, ty),
+            want,
+            "{ty} {level:?}: batch of {}",
+            case.n
+        );
+    }
+}
+
+/// Q8_K activations: bytes identical to llama.cpp's `quantize_row_q8_K` (its reference
+/// quantizer, which x86 runs), ties included.
+#[test]
+fn q8_k_activations_bit_identical_to_llama_cpp() {
+    let case = Case::new(GgmlType::Q6_K, 8, 1024, 3);
+    let acts = quantize_acts(GgmlType::Q8_K, &case.x, case.n, case.cols).unwrap();
+    let bytes: Vec<u8> = (0..case.n).flat_map(|t| acts.row(t).to_vec()).collect();
+    assert_eq!(fnv1a(&bytes), 0xa167_48cc_8d88_267f);
+    // The tie block (quants after the 4-byte scale): iscale = −127/−127 is exactly 1, so each
+    // j − 15.5 rounds to the even neighbour.
+    let q: Vec<i8> = acts.row(0)[4..36].iter().map(|&b| b as i8).collect();
+    let want: Vec<i8> = std::iter::once(-127)
+        .chain((1..32).map(|j| (j as f32 - 15.5).round_ties_even() as i8))
+        .collect();
+    assert_eq!(q, want);
+}
+
+/// Q6_K · Q8_K equals `ggml_vec_dot_q6_K_q8_K` (x86 AVX2 branch) bit for bit, one token or many
+/// (llama.cpp multiplies Q6_K one element at a time with that kernel for every batch size on
+/// x86: no repacking, no llamafile tile).
+#[test]
+fn q6_k_bit_identical_to_llama_cpp() {
+    let case = Case::new(GgmlType::Q6_K, 8, 1024, 3);
+    #[rustfmt::skip]
+    let want = [
+        0xc4046f50, 0x45022bc8, 0xc46bf920, 0xc31e29b3, 0x43fd480c, 0xc463db60, 0x44a5bbcd, 0x441d3127,
+        0xc3db7b43, 0xc50d0372, 0x44a51d76, 0xc42f1bf2, 0xc2a26350, 0xc3f49da4, 0x44b7e617, 0xc361327c,
+        0x41f4a788, 0x43231f98, 0x4506fee5, 0xc2dad7d0, 0x444112a2, 0x43d204fc, 0xc40cb2d4, 0xc4125dee,
+    ];
+    check_golden(GgmlType::Q6_K, &case, &want);
+    // One token alone gives the same bits as inside the batch.
+    let one = Case {
+        x: case.x[..case.cols].to_vec(),
+        n: 1,
+        ..Case::new(GgmlType::Q6_K, 8, 1024, 3)
+    };
+    check_golden(GgmlType::Q6_K, &one, &want[..8]);
+}
+
+/// Every SIMD level equals the scalar reference bit for bit on random blocks (normal,
+/// subnormal and largest scales), for 1 token and for 5 (the four-token kernels and one more),
+/// over 9 rows (groups of four, pairs, and a remainder).
+#[test]
+fn q6_k_simd_bit_identical_to_scalar() {
+    let mut rng = Rng::new(61);
+    let ty = GgmlType::Q6_K;
+    for scales in [Scales::Normal, Scales::Subnormal, Scales::Max, Scales::Zero] {
+        for n in [1, 5] {
+            let (rows, cols) = (9, 1280);
+            let w = random_blocks(ty, cols / 256 * rows, &mut rng, scales);
+            let x = random_acts(cols * n, &mut rng);
+            let case = Case {
+                w,
+                x,
+                rows,
+                cols,
+                n,
+            };
+            let want = case.run(SimdLevel::Scalar, ty);
+            for level in available_levels() {
+                assert_eq!(case.run(level, ty), want, "{scales:?} n={n} {level:?}");
+            }
+        }
+    }
+}
+
+/// Regression: a block whose largest magnitude is below 2⁻¹¹⁹ makes `−127/max` overflow to
+/// ±∞; llama.cpp's `nearest_int` then yields −2²² (∞) or 0 (NaN for a zero element), whose low
+/// byte, 0, is stored. We used to saturate to ±127 there.
+#[test]
+fn q8_k_tiny_block_quantizes_to_zero_like_llama_cpp() {
+    let x: Vec<f32> = (0..256).map(|i| (i as f32 - 100.0) * 1e-40).collect();
+    let acts = quantize_acts(GgmlType::Q8_K, &x, 1, 256).unwrap();
+    let row = acts.row(0);
+    // max is 1.55e−38 (element 255), so iscale = −∞ and d = 1/−∞ = −0.
+    assert_eq!(row[..4], (-0f32).to_le_bytes());
+    assert!(row[4..].iter().all(|&b| b == 0), "{:?}", &row[4..40]);
+}
