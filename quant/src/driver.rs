@@ -68,7 +68,12 @@ pub fn matvec_q_with(
 }
 
 /// `Y[t][r] = Σ_c W[r][c] · X[t][c]` for `t in 0..n`: `X` row-major `n × cols`, `Y` row-major
-/// `n × rows`. Row `t` of `Y` is bit-identical to [`matvec`] of row `t` of `X`.
+/// `n × rows`.
+///
+/// Each element's float order is the one llama.cpp's CPU backend uses for a batch of `n`
+/// tokens, which may depend on `n` (Q6_K: its `vec_dot` below 8 tokens, its tiled matmul from 8
+/// on), so row `t` of `Y` can differ from [`matvec`] of row `t` of `X` in the last bits; it never
+/// depends on thread count or on how rows are tiled.
 pub fn matmul(
     ty: GgmlType,
     w: &[u8],
@@ -251,6 +256,8 @@ fn run<'x>(
     } else {
         None
     };
+    // Batches that llama.cpp multiplies in another float order (see `simd::batch_kernels`).
+    let (kernel, kernel4) = simd::batch_kernels(level, ty, n).unwrap_or((kernel, kernel4));
     let task = |i: usize| {
         let r0 = i * tile;
         let r1 = (r0 + tile).min(rows);

@@ -19,7 +19,9 @@
 //!
 //! **Determinism.** Each output element is computed by exactly one kernel call whose arithmetic
 //! does not depend on how rows are grouped or split across threads, so results are bit-identical
-//! for any thread count, and `matmul` row `t` equals `matvec` of token `t`.
+//! for any thread count. The float order follows llama.cpp's CPU backend for the same batch size
+//! `n`, and llama.cpp picks kernels by `n` (Q6_K: `vec_dot` below 8 tokens, its tiled matmul from
+//! 8 on), so `matmul` row `t` may differ from `matvec` of token `t` in the last bits.
 //!
 //! This crate does no I/O and needs no threads or filesystem (without feature `rayon` every
 //! product runs on the calling thread).

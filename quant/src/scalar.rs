@@ -212,6 +212,22 @@ pub fn q6_k(w: &[BlockQ6_K], x: &[BlockQ8_K]) -> f32 {
     reduce8(acc)
 }
 
+/// Q6_K · Q8_K in the float order of llama.cpp's tiled K-quant matmul
+/// (`ggml-cpu/tiled`, AVX-512 VNNI microkernel), which x86 runs for batches of 8 or more tokens:
+/// per block the exact integer `s = Σ_j sc_j·Σ (q − 32)·x`, then `t = f32(s) · d_w` and
+/// `acc = fma(t, d_x, acc)`, blocks in order from `acc = 0`.
+pub fn q6_k_tiled(w: &[BlockQ6_K], x: &[BlockQ8_K]) -> f32 {
+    let mut acc = 0f32;
+    for (b, a) in w.iter().zip(x) {
+        let u = q6k_quants(b);
+        let q: [i32; 256] = std::array::from_fn(|e| u[e] as i32 - 32);
+        let s = sums16(&q, a);
+        let isum: i32 = (0..16).map(|j| b.scales[j] as i32 * s[j]).sum();
+        acc = (isum as f32 * f16_to_f32(b.d)).mul_add(a.d(), acc);
+    }
+    acc
+}
+
 /// Float rows: eight interleaved partial sums (lane `i % 8`), then added pairwise
 /// `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`, the same tree the AVX2 kernels use.
 #[inline(always)]

@@ -167,15 +167,41 @@ fn q6_k_bit_identical_to_llama_cpp() {
     check_golden(GgmlType::Q6_K, &one, &want[..8]);
 }
 
+/// A batch of 9 tokens: llama.cpp's graph takes its tiled K-quant matmul from 8 tokens on, whose
+/// float order differs from `vec_dot`'s (per block `acc = fma(f32(s)·d_w, d_x, acc)`), so these
+/// bits differ from the one-token ones in the last places; ours must follow. The expected
+/// values are `ggml_mul_mat` computed by llama.cpp's CPU graph (2 threads) on the same data.
+#[test]
+fn q6_k_batch_of_9_bit_identical_to_llama_cpp_tiled_matmul() {
+    let case = Case::new(GgmlType::Q6_K, 8, 1024, 9);
+    let acts = quantize_acts(GgmlType::Q8_K, &case.x, case.n, case.cols).unwrap();
+    let bytes: Vec<u8> = (0..case.n).flat_map(|t| acts.row(t).to_vec()).collect();
+    assert_eq!(fnv1a(&bytes), 0x172e_860b_fbbe_9c79);
+    #[rustfmt::skip]
+    let want = [
+        0xc4046f50, 0x45022bca, 0xc46bf91f, 0xc31e29b3, 0x43fd480b, 0xc463db7b, 0x44a5bbce, 0x441d3126,
+        0xc3db7b43, 0xc50d0372, 0x44a51d77, 0xc42f1bf1, 0xc2a26350, 0xc3f49da0, 0x44b7e619, 0xc361327a,
+        0x41f4a76d, 0x43231fac, 0x4506fee6, 0xc2dad7da, 0x444112a2, 0x43d204f7, 0xc40cb2cf, 0xc4125df0,
+        0xc4af0501, 0x44e1de58, 0xc4ece591, 0x43cf242f, 0x43d345dd, 0xc3a2d016, 0xc4aa7a53, 0xc3198a2a,
+        0xc524a926, 0xc4c20cb3, 0x45213e2e, 0x43a7d222, 0x44637722, 0xc3fc0dee, 0x44598341, 0x4502a6b0,
+        0xc44d75e5, 0xc4653c1f, 0x44c9ea72, 0x42e24ed2, 0x44202ffe, 0xc4a369b9, 0x429eaa33, 0x42cb851a,
+        0x43db9e8d, 0x4424486a, 0x45293b70, 0x4338b0e3, 0x43c1562a, 0xc44ea736, 0x43fb971a, 0xc4478735,
+        0xc4511e87, 0x44d050fb, 0xc38bcdc6, 0x43a41eb4, 0x426461de, 0x4499899d, 0xc27e8c65, 0xc4b586e6,
+        0xc4194b5e, 0xc315f161, 0x448864b8, 0x445a7726, 0xc3dce967, 0x4483ddef, 0x42b0097c, 0x432ba819,
+    ];
+    check_golden(GgmlType::Q6_K, &case, &want);
+}
+
 /// Every SIMD level equals the scalar reference bit for bit on random blocks (normal,
-/// subnormal and largest scales), for 1 token and for 5 (the four-token kernels and one more),
-/// over 9 rows (groups of four, pairs, and a remainder).
+/// subnormal and largest scales), for 1 token, for 5 (the four-token kernels and one more) and
+/// for 9 (llama.cpp's batch order), over 9 rows (groups of four, pairs, and a remainder).
 #[test]
 fn q6_k_simd_bit_identical_to_scalar() {
     let mut rng = Rng::new(61);
     let ty = GgmlType::Q6_K;
     for scales in [Scales::Normal, Scales::Subnormal, Scales::Max, Scales::Zero] {
-        for n in [1, 5] {
+        // 9: the batch order (four-token kernels twice, then one).
+        for n in [1, 5, 9] {
             let (rows, cols) = (9, 1280);
             let w = random_blocks(ty, cols / 256 * rows, &mut rng, scales);
             let x = random_acts(cols * n, &mut rng);

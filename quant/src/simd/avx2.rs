@@ -70,6 +70,15 @@ pub(super) fn reduce8(v: __m256) -> f32 {
     _mm_cvtss_f32(s1)
 }
 
+/// Sum of the eight i32 lanes (wrapping, like the vector adds).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum_i32x8(v: __m256i) -> i32 {
+    let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+    _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32::<0b01>(s2)))
+}
+
 /// Σ over the 32 bytes of signed `w` · signed `y`, as 8 × i32 (`|y| ≤ 127`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -159,6 +168,19 @@ rows_kernel!(q4_0_rows, q4_0_dot, BlockQ4_0, BlockQ8_0);
 rows_kernel!(q5_0_rows, q5_0_dot, BlockQ5_0, BlockQ8_0);
 rows_kernel!(q4_k_rows, q4_k_dot, BlockQ4_K, BlockQ8_K);
 rows_kernel!(q6_k_rows, q6_k_dot, BlockQ6_K, BlockQ8_K);
+rows_kernel!(q6_k_tiled_rows, q6_k_tiled_dot, BlockQ6_K, BlockQ8_K);
+
+/// The AVX2 kernel for `ty` in the float order of llama.cpp's tiled matmul, for formats where
+/// it differs from [`kernel`]'s (see `simd::batch`).
+pub(super) fn tiled_kernel(ty: GgmlType) -> Option<RowsFn> {
+    if !SimdLevel::Avx2.is_available() {
+        return None;
+    }
+    Some(match ty {
+        GgmlType::Q6_K => q6_k_tiled_rows,
+        _ => return None,
+    })
+}
 
 /// Q8_0-activation kernels: `unpack` turns weight block `b` into 32 signed bytes.
 macro_rules! q8_0_family {
@@ -307,6 +329,8 @@ unsafe fn q4_k_dot<const N: usize>(
     std::array::from_fn(|r| reduce8(acc[r]) - reduce8(acc_m[r]))
 }
 
+/// Q6_K · Q8_K in llama.cpp's `ggml_vec_dot_q6_K_q8_K` (AVX2) order.
+///
 /// # Safety
 /// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -315,7 +339,39 @@ unsafe fn q6_k_dot<const N: usize>(
     x: *const BlockQ8_K,
     nb: usize,
 ) -> [f32; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q6_k_any::<N, false>(w, x, nb) }
+}
+
+/// Q6_K · Q8_K in the float order of llama.cpp's tiled matmul (batches of 8 or more tokens,
+/// `scalar::q6_k_tiled`): the block's eight i32 lanes added up exactly, then
+/// `acc = fma(f32(s)·d_w, d_x, acc)`.
+///
+/// # Safety
+/// As [`q6_k_dot`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_tiled_dot<const N: usize>(
+    w: [*const BlockQ6_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q6_k_any::<N, true>(w, x, nb) }
+}
+
+/// The Q6_K kernel body; `TILED` picks the float order.
+///
+/// # Safety
+/// As [`q6_k_dot`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_any<const N: usize, const TILED: bool>(
+    w: [*const BlockQ6_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc1 = [0f32; N];
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x30);
     // For chunk s of 32 elements: words 2s (low lane) and 2s+1 (high lane) of 8 scales.
@@ -383,14 +439,22 @@ unsafe fn q6_k_dot<const N: usize>(
             // Offset −32: subtract 32 · Σ_j sc_j · bsum_j.
             let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, sc16));
             let isum = _mm256_sub_epi32(isum, corr);
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.d)),
-                _mm256_cvtepi32_ps(isum),
-                acc[r],
-            );
+            if TILED {
+                acc1[r] = (hsum_i32x8(isum) as f32 * h2f(b.d)).mul_add(dx, acc1[r]);
+            } else {
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dx * h2f(b.d)),
+                    _mm256_cvtepi32_ps(isum),
+                    acc[r],
+                );
+            }
         }
     }
-    acc.map(|v| reduce8(v))
+    if TILED {
+        acc1
+    } else {
+        acc.map(|v| reduce8(v))
+    }
 }
 
 /// Float weights: `load(ptr, k)` gives 8 weights at element `8k` as `__m256`.

@@ -23,7 +23,7 @@ use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
-use super::avx2::{bits_to_bytes, by_rows, h2f, nibbles, prefetch_ahead, reduce8};
+use super::avx2::{bits_to_bytes, by_rows, h2f, hsum_i32x8, nibbles, prefetch_ahead, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{
     k4_scales_mins_u64, BlockQ4_0, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_K,
@@ -62,6 +62,18 @@ pub(super) fn kernel4(ty: GgmlType) -> Option<Rows4Fn> {
         GgmlType::Q5_0 => q5_0_rows4,
         GgmlType::Q4_0 => q4_0_rows4,
         GgmlType::Q6_K => q6_k_rows4,
+        _ => return None,
+    })
+}
+
+/// The AVX-512 kernels (one token, four tokens) for `ty` in the float order of llama.cpp's
+/// tiled matmul, for formats where it differs from `kernel`'s (see `simd::batch`).
+pub(super) fn tiled_kernels(ty: GgmlType) -> Option<(RowsFn, Rows4Fn)> {
+    if !SimdLevel::Avx512.is_available() {
+        return None;
+    }
+    Some(match ty {
+        GgmlType::Q6_K => (q6_k_tiled_rows, q6_k_tiled_rows4),
         _ => return None,
     })
 }
@@ -366,7 +378,39 @@ unsafe fn q6_k_mt<const N: usize, const T: usize>(
     x: [*const BlockQ8_K; T],
     nb: usize,
 ) -> [[f32; T]; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q6_k_any::<N, T, false>(w, x, nb) }
+}
+
+/// [`q6_k_mt`] in the float order of llama.cpp's tiled matmul (batches of 8 or more tokens):
+/// per block the eight i32 lanes are added up (exact), then `acc = fma(f32(s)·d_w, d_x, acc)`
+/// in scalar floats, as `scalar::q6_k_tiled`.
+///
+/// # Safety
+/// As [`q6_k_mt`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_k_tiled_mt<const N: usize, const T: usize>(
+    w: [*const BlockQ6_K; N],
+    x: [*const BlockQ8_K; T],
+    nb: usize,
+) -> [[f32; T]; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q6_k_any::<N, T, true>(w, x, nb) }
+}
+
+/// The Q6_K kernel body: `TILED` picks the float order (see [`q6_k_mt`], [`q6_k_tiled_mt`]).
+///
+/// # Safety
+/// As [`q6_k_mt`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
+    w: [*const BlockQ6_K; N],
+    x: [*const BlockQ8_K; T],
+    nb: usize,
+) -> [[f32; T]; N] {
     let mut acc = [[_mm256_setzero_ps(); T]; N];
+    let mut acc1 = [[0f32; T]; N];
     let m4 = _mm512_set1_epi8(0x0F);
     let m2 = _mm512_set1_epi8(0x30);
     // Scale words for vector (c, h): word k takes sub-block 8c + 4h + k/8.
@@ -426,15 +470,25 @@ unsafe fn q6_k_mt<const N: usize, const T: usize>(
                     _mm512_castsi512_si256(isum),
                     _mm512_extracti64x4_epi64::<1>(isum),
                 );
-                acc[r][t] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(a.d() * d),
-                    _mm256_cvtepi32_ps(_mm256_sub_epi32(isum8, corr)),
-                    acc[r][t],
-                );
+                let isum8 = _mm256_sub_epi32(isum8, corr);
+                if TILED {
+                    let s = hsum_i32x8(isum8) as f32;
+                    acc1[r][t] = (s * d).mul_add(a.d(), acc1[r][t]);
+                } else {
+                    acc[r][t] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(a.d() * d),
+                        _mm256_cvtepi32_ps(isum8),
+                        acc[r][t],
+                    );
+                }
             }
         }
     }
-    std::array::from_fn(|r| std::array::from_fn(|t| reduce8(acc[r][t])))
+    if TILED {
+        acc1
+    } else {
+        std::array::from_fn(|r| std::array::from_fn(|t| reduce8(acc[r][t])))
+    }
 }
 
 mt_kernels!(q8_0_rows, q8_0_rows4, q8_0_dot, BlockQ8_0, BlockQ8_0);
@@ -442,3 +496,10 @@ mt_kernels!(q4_k_rows, q4_k_rows4, q4_k_mt, BlockQ4_K, BlockQ8_K);
 mt_kernels!(q5_0_rows, q5_0_rows4, q5_0_dot, BlockQ5_0, BlockQ8_0);
 mt_kernels!(q4_0_rows, q4_0_rows4, q4_0_dot, BlockQ4_0, BlockQ8_0);
 mt_kernels!(q6_k_rows, q6_k_rows4, q6_k_mt, BlockQ6_K, BlockQ8_K);
+mt_kernels!(
+    q6_k_tiled_rows,
+    q6_k_tiled_rows4,
+    q6_k_tiled_mt,
+    BlockQ6_K,
+    BlockQ8_K
+);

@@ -258,3 +258,6 @@ pub(crate) fn check_rows<W: Block, A: Block>(
     );
     nb
 }
+
+mod batch;
+pub(crate) use batch::batch_kernels;
