@@ -22,7 +22,8 @@ const PAR_MIN_BYTES: usize = 256 * 1024;
 /// `y[r] = Σ_c W[r][c] · x[c]`: `W` is `rows` rows of `cols` elements of type `ty` (tensor dims
 /// `[cols, rows]`), `x` has `cols` elements, `y` has `rows`.
 ///
-/// `x` is quantized to [`vec_dot_type`]`(ty)` once (F32/F16/BF16 weights use `x` as is).
+/// `x` is quantized to [`vec_dot_type`]`(ty)` once (F32/BF16 weights use `x` as is; F16
+/// weights get `x` rounded to F16, as llama.cpp does).
 pub fn matvec(
     ty: GgmlType,
     w: &[u8],
@@ -257,7 +258,8 @@ fn run<'x>(
         None
     };
     // Batches that llama.cpp multiplies in another float order (see `simd::batch_kernels`).
-    let (kernel, kernel4) = simd::batch_kernels(level, ty, n).unwrap_or((kernel, kernel4));
+    let (kernel, kernel4) =
+        simd::batch_kernels(level, ty, n, rows, cols).unwrap_or((kernel, kernel4));
     let task = |i: usize| {
         let r0 = i * tile;
         let r1 = (r0 + tile).min(rows);

@@ -4,7 +4,7 @@
 //! sub-block scales and the Q8_K `bsums` for mins/offsets) is computed exactly in `i32`; the
 //! block's float scales are then applied and the blocks summed in order into one `f32`.
 //! Pairings are ggml's: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K,
-//! F32/F16/BF16 × F32.
+//! F16 × F16, F32/BF16 × F32.
 //!
 //! Where a kernel reproduces llama.cpp's float order (Q6_K), the reference emulates the SIMD
 //! lanes one by one, so every level is bit-identical to it and to llama.cpp.
@@ -261,9 +261,64 @@ pub fn f32(w: &[u8], x: &[f32]) -> f32 {
     )
 }
 
-/// F16 · F32.
-pub fn f16(w: &[u8], x: &[f32]) -> f32 {
-    float_dot(x.len(), |i| f16_to_f32([w[2 * i], w[2 * i + 1]]), x)
+/// Adds 16 lanes as `_mm512_reduce_add_ps` does (GCC): lane `i` + lane `i + 8`, then
+/// [`reduce8`]'s tree.
+#[inline(always)]
+pub(crate) fn reduce16(a: [f32; 16]) -> f32 {
+    reduce8(std::array::from_fn(|i| a[i] + a[i + 8]))
+}
+
+/// Element `i` of little-endian f16 bytes.
+#[inline(always)]
+fn h(b: &[u8], i: usize) -> f32 {
+    f16_to_f32([b[2 * i], b[2 * i + 1]])
+}
+
+/// F16 · F16 (weights and activations as little-endian f16 bytes) in the order of llama.cpp's
+/// `ggml_vec_dot_f16` (AVX-512 build without AVX512-FP16): four 16-lane accumulators over
+/// steps of 64 elements (lane `l` of accumulator `j` takes element `64i + 16j + l`, one FMA
+/// each), combined `(s0 + s2) + (s1 + s3)` lane by lane, then [`reduce16`]; the last `n mod 64`
+/// products are added in `f64` and the sum rounded to `f32` once.
+pub fn f16(w: &[u8], x: &[u8]) -> f32 {
+    let n = x.len() / 2;
+    let np = n / 64 * 64;
+    let mut s = [[0f32; 16]; 4];
+    for i in (0..np).step_by(64) {
+        for (j, sj) in s.iter_mut().enumerate() {
+            for (l, v) in sj.iter_mut().enumerate() {
+                let e = i + 16 * j + l;
+                *v = h(w, e).mul_add(h(x, e), *v);
+            }
+        }
+    }
+    let t = std::array::from_fn(|l| (s[0][l] + s[2][l]) + (s[1][l] + s[3][l]));
+    let mut sum = reduce16(t) as f64;
+    for e in np..n {
+        sum += (h(w, e) * h(x, e)) as f64;
+    }
+    sum as f32
+}
+
+/// F16 · F16 in the order of llama.cpp's llamafile `tinyBLAS` (its F16 × F16 `sgemm`, 16-lane
+/// AVX-512), which it uses for batches of 2 or more tokens when the row length is a multiple of
+/// 16 and the row count a multiple of 4: one 16-lane accumulator, one FMA per 16 elements, then
+/// [`reduce16`].
+///
+/// # Panics
+/// If the row length is not a multiple of 16.
+pub fn f16_sgemm(w: &[u8], x: &[u8]) -> f32 {
+    let n = x.len() / 2;
+    assert!(
+        n.is_multiple_of(16),
+        "tinyBLAS order needs rows of 16k elements"
+    );
+    let mut acc = [0f32; 16];
+    for i in (0..n).step_by(16) {
+        for (l, v) in acc.iter_mut().enumerate() {
+            *v = h(w, i + l).mul_add(h(x, i + l), *v);
+        }
+    }
+    reduce16(acc)
 }
 
 /// BF16 · F32.

@@ -232,3 +232,71 @@ fn q8_k_tiny_block_quantizes_to_zero_like_llama_cpp() {
     assert_eq!(row[..4], (-0f32).to_le_bytes());
     assert!(row[4..].iter().all(|&b| b == 0), "{:?}", &row[4..40]);
 }
+
+/// F16 weights: activations rounded to F16 (bytes identical to llama.cpp's), then one token in
+/// `ggml_vec_dot_f16` order and a batch of 3 in llamafile tinyBLAS order (8 rows, 1024 columns:
+/// a shape tinyBLAS takes), as llama.cpp's graph computes them.
+#[test]
+fn f16_bit_identical_to_llama_cpp() {
+    let case = Case::new(GgmlType::F16, 8, 1024, 3);
+    let acts = quantize_acts(GgmlType::F16, &case.x, case.n, case.cols).unwrap();
+    let bytes: Vec<u8> = (0..case.n).flat_map(|t| acts.row(t).to_vec()).collect();
+    assert_eq!(fnv1a(&bytes), 0x97b2_9d7e_26b4_e2e0);
+    #[rustfmt::skip]
+    let batch = [
+        0xc2d25f4e, 0x422932a8, 0x43fe99d3, 0x42a88d70, 0xc2cd4949, 0x438bac4b, 0xc242f36e, 0x4307cfc4,
+        0xc25790ba, 0xc1342d68, 0x429deee0, 0x423e9030, 0xc29c5ace, 0xc327be2d, 0xc2bd8e10, 0xc27a377a,
+        0xc28508d6, 0xc2aa40ed, 0x42491a7b, 0xc251eb15, 0x427ee7cf, 0xc0a34d40, 0x4201d613, 0xc17d8ca9,
+    ];
+    check_golden(GgmlType::F16, &case, &batch);
+    let one = Case {
+        x: case.x[..case.cols].to_vec(),
+        n: 1,
+        ..Case::new(GgmlType::F16, 8, 1024, 3)
+    };
+    #[rustfmt::skip]
+    let single = [
+        0xc2d25f4e, 0x422932a8, 0x43fe99d3, 0x42a88d70, 0xc2cd4946, 0x438bac4c, 0xc242f36f, 0x4307cfc4,
+    ];
+    check_golden(GgmlType::F16, &one, &single);
+}
+
+/// F16 with 1000 columns (not a multiple of 16): tinyBLAS refuses the shape, so llama.cpp's
+/// batch of 3 runs `ggml_vec_dot_f16` per element, whose last 40 products (1000 mod 64) are
+/// summed in `f64`.
+#[test]
+fn f16_vec_dot_fallback_bit_identical_to_llama_cpp() {
+    let case = Case::new(GgmlType::F16, 6, 1000, 3);
+    #[rustfmt::skip]
+    let want = [
+        0xc3016ff6, 0xc24e8550, 0xc1c9ace2, 0xc36f53b7, 0x41a07e4c, 0x43cbd715,
+        0x42e990b1, 0xbf91a777, 0xc323e208, 0x423db4c7, 0x41d92694, 0xc16fc7a1,
+        0x4144193c, 0xc23e6d16, 0xc10cabdd, 0xc2f842d2, 0xc27c82f8, 0xc1dfe089,
+    ];
+    check_golden(GgmlType::F16, &case, &want);
+}
+
+/// F16: every SIMD level equals the scalar reference bit for bit, in both orders (shapes
+/// tinyBLAS takes and refuses, 1 and 5 tokens).
+#[test]
+fn f16_simd_bit_identical_to_scalar() {
+    let mut rng = Rng::new(16);
+    let ty = GgmlType::F16;
+    for (rows, cols) in [(8, 1024), (9, 1000), (12, 208), (5, 64)] {
+        for n in [1, 2, 5] {
+            let w = random_blocks(ty, cols * rows, &mut rng, Scales::Normal);
+            let x = random_acts(cols * n, &mut rng);
+            let case = Case {
+                w,
+                x,
+                rows,
+                cols,
+                n,
+            };
+            let want = case.run(SimdLevel::Scalar, ty);
+            for level in available_levels() {
+                assert_eq!(case.run(level, ty), want, "{rows}x{cols} n={n} {level:?}");
+            }
+        }
+    }
+}

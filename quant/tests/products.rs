@@ -48,6 +48,9 @@ fn matvec_matches_dequantized_reference_for_every_format() {
     }
 }
 
+/// Holds where llama.cpp runs one token and the batch with the same kernel, as for these shapes
+/// (5 tokens: below Q6_K's tiled matmul; 70 rows: a shape F16's tinyBLAS refuses). Elsewhere a
+/// batch may differ in the last bits (see `exact.rs`).
 #[test]
 fn matmul_rows_equal_matvec_bitwise() {
     let mut rng = Rng::new(2);

@@ -1,4 +1,5 @@
-//! x86-64 AVX2 (+FMA, F16C) kernels: Q4_0, Q5_0, Q8_0 × Q8_0; Q4_K, Q6_K × Q8_K; F32, F16 × F32.
+//! x86-64 AVX2 (+FMA, F16C) kernels: Q4_0, Q5_0, Q8_0 × Q8_0; Q4_K, Q6_K × Q8_K; F32, BF16 × F32
+//! (F16 × F16: `simd::f16`).
 //!
 //! Plain algorithm (as the scalar reference): per block, the integer sum Σ q_w · q_x with the
 //! sub-block scales, then `acc += (d_w · d_x) · isum` in floats.
@@ -40,7 +41,6 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         GgmlType::Q4_K => q4_k_rows,
         GgmlType::Q6_K => q6_k_rows,
         GgmlType::F32 => f32_rows,
-        GgmlType::F16 => f16_rows,
         GgmlType::BF16 => bf16_rows,
         GgmlType::Q4_1 => q4_1_rows,
         GgmlType::Q5_1 => q5_1_rows,
@@ -505,13 +505,6 @@ float_kernel!(
     4,
     |p, k| _mm256_loadu_ps(p.add(32 * k).cast()),
     |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-);
-float_kernel!(
-    f16_rows,
-    f16_dot,
-    2,
-    |p, k| _mm256_cvtph_ps(_mm_loadu_si128(p.add(16 * k).cast())),
-    |b: &[u8]| h2f([b[0], b[1]])
 );
 
 float_kernel!(

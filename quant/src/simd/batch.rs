@@ -8,8 +8,12 @@
 //! into one FMA), blocks in order from `acc = 0`. Fewer than 8 tokens go to `vec_dot`, one
 //! element at a time, in that kernel's own order ([`super::kernel`]).
 //!
-//! So a product's bits may depend on the number of tokens `n`, as llama.cpp's do; they never
-//! depend on threads or on how rows are tiled.
+//! F16 weights: llama.cpp converts the activations to F16 (`vec_dot_type` F16) and, for 2 or
+//! more tokens, tries llamafile's `sgemm` (tinyBLAS, 16-lane AVX-512 FMAs, one accumulator per
+//! output) before `ggml_vec_dot_f16` (four accumulators over steps of 64, tail in `f64`).
+//!
+//! So a product's bits may depend on the number of tokens `n` (and, for F16, on the shape), as
+//! llama.cpp's do; they never depend on threads or on how rows are tiled.
 
 use strata_gguf::GgmlType;
 
@@ -22,14 +26,41 @@ pub(crate) const TILED_MIN_TOKENS: usize = 8;
 
 scalar_rows!(scalar_q6_k_tiled, BlockQ6_K, BlockQ8_K, scalar::q6_k_tiled);
 
-/// The (one-token, four-token) kernels for `ty` at most at `level` when a product of `n`
-/// tokens follows a batch order of llama.cpp's other than `vec_dot`'s; `None` where it does not
-/// (the caller then uses [`super::kernel`] and [`super::kernel4`]).
+/// The batch size from which llama.cpp tries llamafile's `sgemm` (F16 weights here).
+pub(crate) const SGEMM_MIN_TOKENS: usize = 2;
+
+/// F16 × F16 in tinyBLAS order (`scalar::f16_sgemm`).
+fn scalar_f16_sgemm(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = scalar::f16_sgemm(&w[r * row_bytes..(r + 1) * row_bytes], x);
+    }
+}
+
+/// The (one-token, four-token) kernels for a product of `n` tokens with `rows × cols` weights
+/// of type `ty`, at most at `level`, when llama.cpp computes that batch in another float order
+/// than its `vec_dot`'s; `None` where it does not (the caller then uses [`super::kernel`] and
+/// [`super::kernel4`]).
+///
+/// - Q6_K, `n ≥ 8`: the tiled K-quant matmul (see the module docs).
+/// - F16, `n ≥ 2`, `cols % 16 == 0`, `rows % 4 == 0`: llamafile's tinyBLAS F16 × F16 (other
+///   shapes it refuses, and llama.cpp falls back to `vec_dot`).
 pub(crate) fn batch_kernels(
     level: SimdLevel,
     ty: GgmlType,
     n: usize,
+    rows: usize,
+    cols: usize,
 ) -> Option<(RowsFn, Option<Rows4Fn>)> {
+    if ty == GgmlType::F16 {
+        if n < SGEMM_MIN_TOKENS || !cols.is_multiple_of(16) || !rows.is_multiple_of(4) {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some((k, k4)) = super::f16::sgemm_kernels(level) {
+            return Some((k, Some(k4)));
+        }
+        return Some((scalar_f16_sgemm, None));
+    }
     if n < TILED_MIN_TOKENS || ty != GgmlType::Q6_K {
         return None;
     }

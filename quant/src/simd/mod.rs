@@ -16,6 +16,8 @@ use crate::{blocks, scalar};
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod f16;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
@@ -167,7 +169,12 @@ macro_rules! scalar_float_rows {
 }
 
 scalar_float_rows!(scalar_f32, scalar::f32);
-scalar_float_rows!(scalar_f16, scalar::f16);
+/// F16 weights × F16 activations (`scalar::f16`, llama.cpp's `vec_dot` order).
+fn scalar_f16(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = scalar::f16(&w[r * row_bytes..(r + 1) * row_bytes], x);
+    }
+}
 scalar_float_rows!(scalar_bf16, scalar::bf16);
 
 /// The scalar kernel for weight type `ty`, if it is one we compute with.
@@ -197,6 +204,11 @@ pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
     debug_assert!(level.is_available());
     #[cfg(target_arch = "x86_64")]
     {
+        if ty == GgmlType::F16 {
+            if let Some(k) = f16::vec_dot_kernel(level) {
+                return Some(k);
+            }
+        }
         if level >= SimdLevel::Avx512 {
             if let Some(k) = avx512::kernel(ty) {
                 return Some(k);
