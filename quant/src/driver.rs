@@ -22,8 +22,8 @@ const PAR_MIN_BYTES: usize = 256 * 1024;
 /// `y[r] = Σ_c W[r][c] · x[c]`: `W` is `rows` rows of `cols` elements of type `ty` (tensor dims
 /// `[cols, rows]`), `x` has `cols` elements, `y` has `rows`.
 ///
-/// `x` is quantized to [`vec_dot_type`]`(ty)` once (F32/BF16 weights use `x` as is; F16
-/// weights get `x` rounded to F16, as llama.cpp does).
+/// `x` is quantized to [`vec_dot_type`]`(ty)` once (F32 weights use `x` as is; F16 and BF16
+/// weights get `x` rounded to their type, as llama.cpp does).
 pub fn matvec(
     ty: GgmlType,
     w: &[u8],

@@ -4,7 +4,7 @@
 //! sub-block scales and the Q8_K `bsums` for mins/offsets) is computed exactly in `i32`; the
 //! block's float scales are then applied and the blocks summed in order into one `f32`.
 //! Pairings are ggml's: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K,
-//! F16 × F16, F32/BF16 × F32.
+//! F16 × F16, BF16 × BF16, F32 × F32.
 //!
 //! Where a kernel reproduces llama.cpp's float order (Q6_K), the reference emulates the SIMD
 //! lanes one by one, so every level is bit-identical to it and to llama.cpp.
@@ -321,7 +321,73 @@ pub fn f16_sgemm(w: &[u8], x: &[u8]) -> f32 {
     reduce16(acc)
 }
 
-/// BF16 · F32.
-pub fn bf16(w: &[u8], x: &[f32]) -> f32 {
-    float_dot(x.len(), |i| bf16_to_f32([w[2 * i], w[2 * i + 1]]), x)
+/// `x` with a subnormal flushed to zero of the same sign (the DAZ/FTZ of `vdpbf16ps`).
+#[inline(always)]
+pub(crate) fn flush_subnormal(x: f32) -> f32 {
+    if x.is_subnormal() {
+        0f32.copysign(x)
+    } else {
+        x
+    }
+}
+
+/// Element `i` of little-endian bf16 bytes.
+#[inline(always)]
+fn bh(b: &[u8], i: usize) -> f32 {
+    bf16_to_f32([b[2 * i], b[2 * i + 1]])
+}
+
+/// One lane of AVX-512 BF16's `vdpbf16ps` over the 32 elements from `c`: lane `l` adds the
+/// product of elements `c + 2l + 1`, then of `c + 2l`, each as an FMA with subnormal inputs
+/// read as zero and a subnormal result flushed to zero.
+#[inline(always)]
+fn dpbf16(acc: &mut [f32; 16], w: &[u8], x: &[u8], c: usize) {
+    for (l, v) in acc.iter_mut().enumerate() {
+        for e in [c + 2 * l + 1, c + 2 * l] {
+            let (a, b) = (flush_subnormal(bh(w, e)), flush_subnormal(bh(x, e)));
+            *v = flush_subnormal(a.mul_add(b, flush_subnormal(*v)));
+        }
+    }
+}
+
+/// BF16 · BF16 (weights and activations as little-endian bf16 bytes) in the order of
+/// llama.cpp's `ggml_vec_dot_bf16` (AVX-512 BF16 build): two 16-lane `vdpbf16ps` accumulators
+/// over steps of 64 elements (the first takes elements 0..32 of each step, the second 32..64;
+/// see `dpbf16` for one lane), each reduced as `_mm512_reduce_add_ps` and added in `f64`,
+/// then the last `n mod 64` products in `f64`, the sum rounded to `f32` once.
+pub fn bf16(w: &[u8], x: &[u8]) -> f32 {
+    let n = x.len() / 2;
+    let np = n / 64 * 64;
+    let (mut c1, mut c2) = ([0f32; 16], [0f32; 16]);
+    for i in (0..np).step_by(64) {
+        dpbf16(&mut c1, w, x, i);
+        dpbf16(&mut c2, w, x, i + 32);
+    }
+    let mut sum = 0f64;
+    sum += reduce16(c1) as f64;
+    sum += reduce16(c2) as f64;
+    for e in np..n {
+        sum += (bh(w, e) * bh(x, e)) as f64;
+    }
+    sum as f32
+}
+
+/// BF16 · BF16 in the order of llama.cpp's llamafile `tinyBLAS` BF16 × BF16 (AVX-512 BF16),
+/// used for batches of 2 or more tokens when the row length is a multiple of 32 and the row
+/// count a multiple of 4: one 16-lane `vdpbf16ps` accumulator over steps of 32, then
+/// [`reduce16`].
+///
+/// # Panics
+/// If the row length is not a multiple of 32.
+pub fn bf16_sgemm(w: &[u8], x: &[u8]) -> f32 {
+    let n = x.len() / 2;
+    assert!(
+        n.is_multiple_of(32),
+        "tinyBLAS BF16 order needs rows of 32k elements"
+    );
+    let mut acc = [0f32; 16];
+    for c in (0..n).step_by(32) {
+        dpbf16(&mut acc, w, x, c);
+    }
+    reduce16(acc)
 }

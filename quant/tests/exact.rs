@@ -300,3 +300,89 @@ fn f16_simd_bit_identical_to_scalar() {
         }
     }
 }
+
+/// BF16 weights: activations rounded to BF16, then one token in `ggml_vec_dot_bf16` order and a
+/// batch of 3 in tinyBLAS BF16 order (`vdpbf16ps`), as llama.cpp's graph computes them.
+#[test]
+fn bf16_bit_identical_to_llama_cpp() {
+    let case = Case::new(GgmlType::BF16, 8, 1024, 3);
+    let acts = quantize_acts(GgmlType::BF16, &case.x, case.n, case.cols).unwrap();
+    let bytes: Vec<u8> = (0..case.n).flat_map(|t| acts.row(t).to_vec()).collect();
+    assert_eq!(fnv1a(&bytes), 0x22f5_bc68_4c15_2ee4);
+    #[rustfmt::skip]
+    let batch = [
+        0xc26faa5e, 0xc2080662, 0x42d1bed0, 0x416818c4, 0x4163f286, 0x427564be, 0x42788e00, 0x43197a03,
+        0xc21d3c81, 0x41f5c11a, 0x4278fc74, 0x42b1f3aa, 0xc20d7712, 0xc237792a, 0xc2449522, 0x411d55f4,
+        0xc26ecee4, 0x4246b7f1, 0xc16c9f3c, 0x4149b875, 0x41d77fe9, 0x3f965912, 0xc03aef10, 0x411cec4b,
+    ];
+    check_golden(GgmlType::BF16, &case, &batch);
+    let one = Case {
+        x: case.x[..case.cols].to_vec(),
+        n: 1,
+        ..Case::new(GgmlType::BF16, 8, 1024, 3)
+    };
+    #[rustfmt::skip]
+    let single = [
+        0xc26faa5d, 0xc2080659, 0x42d1bece, 0x416818be, 0x4163f292, 0x427564bc, 0x42788e02, 0x43197a03,
+    ];
+    check_golden(GgmlType::BF16, &one, &single);
+}
+
+/// BF16 with 1000 columns (not a multiple of 32): tinyBLAS refuses, llama.cpp's batch runs
+/// `ggml_vec_dot_bf16` per element, the last 40 products summed in `f64`.
+#[test]
+fn bf16_vec_dot_fallback_bit_identical_to_llama_cpp() {
+    let case = Case::new(GgmlType::BF16, 6, 1000, 3);
+    #[rustfmt::skip]
+    let want = [
+        0x40cf8786, 0xc28f6804, 0x416d4e5c, 0x40f070be, 0x41a65f37, 0xc16f5f83,
+        0xc1246b85, 0xc2713a95, 0xc0f8f4f1, 0xc2134b00, 0xc05517d3, 0x4111d482,
+        0xc1d1d55b, 0xc19232c3, 0xc2c15509, 0xc1f4d14c, 0x4208ace2, 0xc1d24e5b,
+    ];
+    check_golden(GgmlType::BF16, &case, &want);
+}
+
+/// BF16: every SIMD level (native `vdpbf16ps` where the CPU has it, the AVX2 emulation
+/// otherwise) equals the scalar emulation bit for bit, in both orders, including values whose
+/// products and partial sums fall below the smallest normal (`vdpbf16ps` flushes them).
+#[test]
+fn bf16_simd_bit_identical_to_scalar() {
+    let mut rng = Rng::new(30);
+    let ty = GgmlType::BF16;
+    for tiny in [false, true] {
+        for (rows, cols) in [(8, 1024), (9, 1000), (12, 224), (5, 64)] {
+            for n in [1, 2, 5] {
+                let mut w = random_blocks(ty, cols * rows, &mut rng, Scales::Normal);
+                let mut x = random_acts(cols * n, &mut rng);
+                if tiny {
+                    // Weights near 2^-60, activations near 2^-66 (and some subnormal): products
+                    // near 2^-126, the edge of the normal range.
+                    for (k, e) in w.chunks_exact_mut(2).enumerate() {
+                        let v = f32::from_bits(u32::from(u16::from_le_bytes([e[0], e[1]])) << 16);
+                        let s = if k % 7 == 0 { 1e-39 } else { 2f32.powi(-60) };
+                        let b = ((v.clamp(-4.0, 4.0) * s).to_bits() >> 16) as u16;
+                        e.copy_from_slice(&b.to_le_bytes());
+                    }
+                    for (k, v) in x.iter_mut().enumerate() {
+                        *v *= if k % 5 == 0 { 1e-39 } else { 2f32.powi(-66) };
+                    }
+                }
+                let case = Case {
+                    w,
+                    x,
+                    rows,
+                    cols,
+                    n,
+                };
+                let want = case.run(SimdLevel::Scalar, ty);
+                for level in available_levels() {
+                    assert_eq!(
+                        case.run(level, ty),
+                        want,
+                        "tiny={tiny} {rows}x{cols} n={n} {level:?}"
+                    );
+                }
+            }
+        }
+    }
+}

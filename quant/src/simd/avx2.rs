@@ -1,5 +1,5 @@
-//! x86-64 AVX2 (+FMA, F16C) kernels: Q4_0, Q5_0, Q8_0 × Q8_0; Q4_K, Q6_K × Q8_K; F32, BF16 × F32
-//! (F16 × F16: `simd::f16`).
+//! x86-64 AVX2 (+FMA, F16C) kernels: Q4_0, Q5_0, Q8_0 × Q8_0; Q4_K, Q6_K × Q8_K; F32 × F32
+//! (F16 × F16 and BF16 × BF16: `simd::f16`, `simd::bf16`).
 //!
 //! Plain algorithm (as the scalar reference): per block, the integer sum Σ q_w · q_x with the
 //! sub-block scales, then `acc += (d_w · d_x) · isum` in floats.
@@ -41,7 +41,6 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         GgmlType::Q4_K => q4_k_rows,
         GgmlType::Q6_K => q6_k_rows,
         GgmlType::F32 => f32_rows,
-        GgmlType::BF16 => bf16_rows,
         GgmlType::Q4_1 => q4_1_rows,
         GgmlType::Q5_1 => q5_1_rows,
         GgmlType::Q2_K => q2_k_rows,
@@ -505,16 +504,6 @@ float_kernel!(
     4,
     |p, k| _mm256_loadu_ps(p.add(32 * k).cast()),
     |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-);
-
-float_kernel!(
-    bf16_rows,
-    bf16_dot,
-    2,
-    |p, k| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-        _mm_loadu_si128(p.add(16 * k).cast())
-    ))),
-    |b: &[u8]| crate::blocks::bf16_to_f32([b[0], b[1]])
 );
 
 rows_kernel!(q4_1_rows, q4_1_dot, BlockQ4_1, BlockQ8_1);

@@ -8,9 +8,11 @@
 //! into one FMA), blocks in order from `acc = 0`. Fewer than 8 tokens go to `vec_dot`, one
 //! element at a time, in that kernel's own order ([`super::kernel`]).
 //!
-//! F16 weights: llama.cpp converts the activations to F16 (`vec_dot_type` F16) and, for 2 or
-//! more tokens, tries llamafile's `sgemm` (tinyBLAS, 16-lane AVX-512 FMAs, one accumulator per
-//! output) before `ggml_vec_dot_f16` (four accumulators over steps of 64, tail in `f64`).
+//! F16 and BF16 weights: llama.cpp converts the activations to the weights' type
+//! (`vec_dot_type`) and, for 2 or more tokens, tries llamafile's `sgemm` (tinyBLAS: one 16-lane
+//! accumulator per output, AVX-512 FMAs for F16, `vdpbf16ps` for BF16) before its `vec_dot`
+//! (F16: four accumulators over steps of 64; BF16: two `vdpbf16ps` accumulators; tails in
+//! `f64`).
 //!
 //! So a product's bits may depend on the number of tokens `n` (and, for F16, on the shape), as
 //! llama.cpp's do; they never depend on threads or on how rows are tiled.
@@ -36,6 +38,13 @@ fn scalar_f16_sgemm(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
     }
 }
 
+/// BF16 × BF16 in tinyBLAS order (`scalar::bf16_sgemm`).
+fn scalar_bf16_sgemm(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = scalar::bf16_sgemm(&w[r * row_bytes..(r + 1) * row_bytes], x);
+    }
+}
+
 /// The (one-token, four-token) kernels for a product of `n` tokens with `rows × cols` weights
 /// of type `ty`, at most at `level`, when llama.cpp computes that batch in another float order
 /// than its `vec_dot`'s; `None` where it does not (the caller then uses [`super::kernel`] and
@@ -44,6 +53,7 @@ fn scalar_f16_sgemm(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
 /// - Q6_K, `n ≥ 8`: the tiled K-quant matmul (see the module docs).
 /// - F16, `n ≥ 2`, `cols % 16 == 0`, `rows % 4 == 0`: llamafile's tinyBLAS F16 × F16 (other
 ///   shapes it refuses, and llama.cpp falls back to `vec_dot`).
+/// - BF16, `n ≥ 2`, `cols % 32 == 0`, `rows % 4 == 0`: tinyBLAS BF16 × BF16 (`vdpbf16ps`).
 pub(crate) fn batch_kernels(
     level: SimdLevel,
     ty: GgmlType,
@@ -60,6 +70,16 @@ pub(crate) fn batch_kernels(
             return Some((k, Some(k4)));
         }
         return Some((scalar_f16_sgemm, None));
+    }
+    if ty == GgmlType::BF16 {
+        if n < SGEMM_MIN_TOKENS || !cols.is_multiple_of(32) || !rows.is_multiple_of(4) {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some((k, k4)) = super::bf16::sgemm_kernels(level) {
+            return Some((k, Some(k4)));
+        }
+        return Some((scalar_bf16_sgemm, None));
     }
     if n < TILED_MIN_TOKENS || ty != GgmlType::Q6_K {
         return None;

@@ -17,6 +17,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
+mod bf16;
+#[cfg(target_arch = "x86_64")]
 mod f16;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -175,7 +177,12 @@ fn scalar_f16(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
         *o = scalar::f16(&w[r * row_bytes..(r + 1) * row_bytes], x);
     }
 }
-scalar_float_rows!(scalar_bf16, scalar::bf16);
+/// BF16 weights × BF16 activations (`scalar::bf16`, llama.cpp's `vec_dot` order).
+fn scalar_bf16(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = scalar::bf16(&w[r * row_bytes..(r + 1) * row_bytes], x);
+    }
+}
 
 /// The scalar kernel for weight type `ty`, if it is one we compute with.
 fn scalar_kernel(ty: GgmlType) -> Option<RowsFn> {
@@ -206,6 +213,11 @@ pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
     {
         if ty == GgmlType::F16 {
             if let Some(k) = f16::vec_dot_kernel(level) {
+                return Some(k);
+            }
+        }
+        if ty == GgmlType::BF16 {
+            if let Some(k) = bf16::vec_dot_kernel(level) {
                 return Some(k);
             }
         }
