@@ -23,6 +23,7 @@ use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
+use super::tiled::TiledAcc;
 use super::{as_f32, check_rows, RowsFn, SimdLevel};
 use crate::blocks::{
     k4_scales_mins_u64, q3k_scales, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K,
@@ -370,7 +371,7 @@ unsafe fn q6_k_any<const N: usize, const TILED: bool>(
     nb: usize,
 ) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc1 = [0f32; N];
+    let mut tiled = TiledAcc::<N, 1>::new();
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x30);
     // For chunk s of 32 elements: words 2s (low lane) and 2s+1 (high lane) of 8 scales.
@@ -388,6 +389,9 @@ unsafe fn q6_k_any<const N: usize, const TILED: bool>(
         // SAFETY: reads the 32 bytes of `a.bsums`.
         let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
         let y: [__m256i; 8] = load_y8(&a.qs);
+        // Tiled order: the block's integer lanes and scale of every row.
+        let mut sums = [[_mm256_setzero_si256(); 1]; N];
+        let mut dw = [0f32; N];
         for r in 0..N {
             prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
@@ -439,7 +443,8 @@ unsafe fn q6_k_any<const N: usize, const TILED: bool>(
             let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, sc16));
             let isum = _mm256_sub_epi32(isum, corr);
             if TILED {
-                acc1[r] = (hsum_i32x8(isum) as f32 * h2f(b.d)).mul_add(dx, acc1[r]);
+                sums[r][0] = isum;
+                dw[r] = h2f(b.d);
             } else {
                 acc[r] = _mm256_fmadd_ps(
                     _mm256_set1_ps(dx * h2f(b.d)),
@@ -448,9 +453,12 @@ unsafe fn q6_k_any<const N: usize, const TILED: bool>(
                 );
             }
         }
+        if TILED {
+            tiled.add(&sums, dw, [dx]);
+        }
     }
     if TILED {
-        acc1
+        tiled.finish().map(|v| v[0])
     } else {
         acc.map(|v| reduce8(v))
     }

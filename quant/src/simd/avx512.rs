@@ -23,7 +23,8 @@ use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
-use super::avx2::{bits_to_bytes, by_rows, h2f, hsum_i32x8, nibbles, prefetch_ahead, reduce8};
+use super::avx2::{bits_to_bytes, by_rows, h2f, nibbles, prefetch_ahead, reduce8};
+use super::tiled::TiledAcc;
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{
     k4_scales_mins_u64, BlockQ4_0, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_K,
@@ -410,7 +411,7 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
     nb: usize,
 ) -> [[f32; T]; N] {
     let mut acc = [[_mm256_setzero_ps(); T]; N];
-    let mut acc1 = [[0f32; T]; N];
+    let mut tiled = TiledAcc::<N, T>::new();
     let m4 = _mm512_set1_epi8(0x0F);
     let m2 = _mm512_set1_epi8(0x30);
     // Scale words for vector (c, h): word k takes sub-block 8c + 4h + k/8.
@@ -421,6 +422,9 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
         unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
     });
     for i in 0..nb {
+        // Tiled order: the block's integer lanes and scales of every (row, token).
+        let mut sums = [[_mm256_setzero_si256(); T]; N];
+        let mut dw = [0f32; N];
         for r in 0..N {
             prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
@@ -453,6 +457,7 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
             let scale: [__m512i; 4] =
                 std::array::from_fn(|v| _mm512_permutexvar_epi16(pick[v], sc512));
             let d = h2f(b.d);
+            dw[r] = d;
             for t in 0..T {
                 // SAFETY: `i < nb` (caller).
                 let a = unsafe { &*x[t].add(i) };
@@ -472,8 +477,7 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
                 );
                 let isum8 = _mm256_sub_epi32(isum8, corr);
                 if TILED {
-                    let s = hsum_i32x8(isum8) as f32;
-                    acc1[r][t] = (s * d).mul_add(a.d(), acc1[r][t]);
+                    sums[r][t] = isum8;
                 } else {
                     acc[r][t] = _mm256_fmadd_ps(
                         _mm256_set1_ps(a.d() * d),
@@ -483,9 +487,14 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
                 }
             }
         }
+        if TILED {
+            // SAFETY: `i < nb` (caller).
+            let dx = std::array::from_fn(|t| unsafe { (*x[t].add(i)).d() });
+            tiled.add(&sums, dw, dx);
+        }
     }
     if TILED {
-        acc1
+        tiled.finish()
     } else {
         std::array::from_fn(|r| std::array::from_fn(|t| reduce8(acc[r][t])))
     }

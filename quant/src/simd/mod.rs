@@ -22,6 +22,8 @@ mod bf16;
 mod f16;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+#[cfg(target_arch = "x86_64")]
+mod tiled;
 
 /// A row-dot kernel: `out[r] = dot(w[r*row_bytes..][..row_bytes], x)`.
 pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]);
