@@ -172,18 +172,65 @@ pub fn q4_k(w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
     sum
 }
 
-/// Q5_K · Q8_K.
+/// The 256 unsigned 5-bit quants of a Q5_K block in element order.
+#[inline(always)]
+fn q5k_quants(b: &BlockQ5_K) -> [i32; 256] {
+    std::array::from_fn(|e| {
+        let low = (b.qs[32 * (e / 64) + e % 32] >> (4 * ((e % 64) / 32))) & 0x0F;
+        let high = (b.qh[e % 32] >> (e / 32)) & 1;
+        (low | (high << 4)) as i32
+    })
+}
+
+/// `Σ_j m_j · (bsum_2j + bsum_2j+1)`: the Q4_K/Q5_K min term's integer.
+#[inline(always)]
+fn k_min_sum(m: &[u8; 8], a: &BlockQ8_K) -> i32 {
+    (0..8)
+        .map(|j| m[j] as i32 * (a.bsum(2 * j) as i32 + a.bsum(2 * j + 1) as i32))
+        .sum()
+}
+
+/// Q5_K · Q8_K: `d·d_x·Σ_j sc_j·Σ q·x − dmin·d_x·Σ_j m_j·bsum_j`, in llama.cpp's float order
+/// (`ggml_vec_dot_q5_K_q8_K`, AVX2 branch): eight integer lanes per block (lane `k` holds
+/// `Σ sc·q·x` over the elements with `(e mod 32)/4 == k`), each accumulated with an FMA by
+/// `d_x·d`; the min term in one scalar, `summs = fma(f32(Σ m·bsum), (−d_x)·dmin, summs)` (the
+/// compiler contracts llama.cpp's `summs += dmin * msum`); result `reduce8(acc) + summs`.
 pub fn q5_k(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
-    let mut sum = 0f32;
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
     for (b, a) in w.iter().zip(x) {
-        let q: [i32; 256] = std::array::from_fn(|e| {
-            let low = (b.qs[32 * (e / 64) + e % 32] >> (4 * ((e % 64) / 32))) & 0x0F;
-            let high = (b.qh[e % 32] >> (e / 32)) & 1;
-            (low | (high << 4)) as i32
-        });
-        sum += k_affine(&q, b.d, b.dmin, &b.scales, a);
+        let (sc, m) = k4_scales_mins(&b.scales);
+        let q = q5k_quants(b);
+        let mut lane = [0i32; 8];
+        for e in 0..256 {
+            lane[(e % 32) / 4] += sc[e / 32] as i32 * q[e] * a.qs[e] as i32;
+        }
+        let d = a.d() * f16_to_f32(b.d);
+        let dmin = -a.d() * f16_to_f32(b.dmin);
+        summs = (k_min_sum(&m, a) as f32).mul_add(dmin, summs);
+        for k in 0..8 {
+            acc[k] = d.mul_add(lane[k] as f32, acc[k]);
+        }
     }
-    sum
+    reduce8(acc) + summs
+}
+
+/// Q5_K · Q8_K in the float order of llama.cpp's tiled K-quant matmul (batches of 8 or more
+/// tokens): per block the exact integers `s = Σ_j sc_j·Σ q·x` and `m = Σ_j m_j·bsum_j`, then
+/// `r = f32(s)·d`, `r = fma(−dmin, f32(m), r)`, `acc = fma(r, d_x, acc)`, blocks in order.
+pub fn q5_k_tiled(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
+    let mut acc = 0f32;
+    for (b, a) in w.iter().zip(x) {
+        let (sc, m) = k4_scales_mins(&b.scales);
+        let q = q5k_quants(b);
+        let s: i32 = (0..256)
+            .map(|e| sc[e / 32] as i32 * q[e] * a.qs[e] as i32)
+            .sum();
+        let r = s as f32 * f16_to_f32(b.d);
+        let r = (-f16_to_f32(b.dmin)).mul_add(k_min_sum(&m, a) as f32, r);
+        acc = r.mul_add(a.d(), acc);
+    }
+    acc
 }
 
 /// Q6_K · Q8_K: `d·d_x·Σ_j sc_j·Σ (q − 32)·x`, in llama.cpp's float order

@@ -34,7 +34,7 @@ impl XorShift {
 
 impl Case {
     /// Weight bytes first (one draw per byte, top byte), then each f16 field of the weights
-    /// (a magnitude draw, then a sign draw), then activations: `u = (r>>40)/2^24·2 − 1`, times
+    /// (a magnitude draw, then a sign draw; Q5_K: `d` then `dmin` of each block), then activations: `u = (r>>40)/2^24·2 − 1`, times
     /// 40 at every 97th element (offset 5). Token 0's first 32 activations are replaced by
     /// `−127, −15.5, −14.5, …, 14.5`: that block's Q8_K scale is exactly 1 and every quant
     /// is a tie, rounded to even.
@@ -50,6 +50,17 @@ impl Case {
                         h |= 0x8000;
                     }
                     b[208..210].copy_from_slice(&h.to_le_bytes());
+                }
+            }
+            GgmlType::Q5_K => {
+                for b in w.chunks_exact_mut(176) {
+                    for f in 0..2 {
+                        let mut h = (0x1000 + (rng.next() >> 40) % 0x1800) as u16;
+                        if rng.next() & 1 == 1 {
+                            h |= 0x8000;
+                        }
+                        b[2 * f..2 * f + 2].copy_from_slice(&h.to_le_bytes());
+                    }
                 }
             }
             GgmlType::F16 | GgmlType::BF16 => {
@@ -382,6 +393,60 @@ fn bf16_simd_bit_identical_to_scalar() {
                         "tiny={tiny} {rows}x{cols} n={n} {level:?}"
                     );
                 }
+            }
+        }
+    }
+}
+
+/// Q5_K · Q8_K (not repacked on x86): 3 tokens in `ggml_vec_dot_q5_K_q8_K` order (AVX2
+/// branch, its `summs += dmin * msum` contracted to an FMA), 9 tokens in the tiled matmul's
+/// order, as llama.cpp's graph computes them.
+#[test]
+fn q5_k_bit_identical_to_llama_cpp() {
+    let case = Case::new(GgmlType::Q5_K, 8, 1024, 3);
+    #[rustfmt::skip]
+    let want = [
+        0xc29f0dde, 0x427050d4, 0xc21b9682, 0xc309ef5e, 0xc2b3a2c5, 0x43efed3f, 0xc575b9f4, 0x4362d198,
+        0x438a81e4, 0xc216347a, 0xc33407b3, 0x432a239c, 0xc2c220df, 0xc3224093, 0xc28d4912, 0xc320d721,
+        0x41561e1f, 0x41e33424, 0x43b857f7, 0xc1c40567, 0xc38676c5, 0x42e3bfa2, 0xc4a87223, 0x438fc682,
+    ];
+    check_golden(GgmlType::Q5_K, &case, &want);
+    let case = Case::new(GgmlType::Q5_K, 8, 1024, 9);
+    #[rustfmt::skip]
+    let want = [
+        0xc29f0dde, 0x427050d6, 0xc21b9682, 0xc309ef60, 0xc2b3a2c6, 0x43efed42, 0xc575b9f4, 0x4362d198,
+        0x438a81e6, 0xc2163479, 0xc33407b4, 0x432a239b, 0xc2c220df, 0xc3224093, 0xc28d490b, 0xc320d721,
+        0x41561e1b, 0x41e33424, 0x43b857f8, 0xc1c40562, 0xc38676c6, 0x42e3bf9f, 0xc4a87223, 0x438fc683,
+        0x419eeda4, 0xc263e7f4, 0x4297d0fa, 0x43b1bbd8, 0xc3189cf8, 0xc421a762, 0x44758589, 0xc4131e6f,
+        0xc3859213, 0x42929e6c, 0x43fcc27d, 0xc293a128, 0xc3538198, 0xc3d4aba6, 0x4402edb4, 0xc4984437,
+        0x4331dbfd, 0xc2096145, 0x433dd066, 0x4334b4c4, 0xc41789d2, 0x438138c7, 0x44213995, 0x434af7e1,
+        0xc3a96fb9, 0x427630c3, 0x43cf6a5c, 0x42a9fe90, 0xc313f75b, 0xc3a64e36, 0xc3e4e642, 0xc321a0cf,
+        0xc09a7de8, 0xc1e8dddc, 0xc3e43db6, 0x43ef5c87, 0xc40ed354, 0x42b3df48, 0x449824b0, 0xc3f61797,
+        0x4306d1db, 0x42cf7aaa, 0x43143c06, 0xc3f464a2, 0x437c1da1, 0x443276fb, 0xc4231baa, 0x4300a56b,
+    ];
+    check_golden(GgmlType::Q5_K, &case, &want);
+}
+
+/// Q5_K: every SIMD level equals the scalar reference bit for bit (1, 5 and 9 tokens).
+#[test]
+fn q5_k_simd_bit_identical_to_scalar() {
+    let mut rng = Rng::new(51);
+    let ty = GgmlType::Q5_K;
+    for scales in [Scales::Normal, Scales::Subnormal, Scales::Max, Scales::Zero] {
+        for n in [1, 5, 9] {
+            let (rows, cols) = (9, 1280);
+            let w = random_blocks(ty, cols / 256 * rows, &mut rng, scales);
+            let x = random_acts(cols * n, &mut rng);
+            let case = Case {
+                w,
+                x,
+                rows,
+                cols,
+                n,
+            };
+            let want = case.run(SimdLevel::Scalar, ty);
+            for level in available_levels() {
+                assert_eq!(case.run(level, ty), want, "{scales:?} n={n} {level:?}");
             }
         }
     }

@@ -178,6 +178,7 @@ pub(super) fn tiled_kernel(ty: GgmlType) -> Option<RowsFn> {
     }
     Some(match ty {
         GgmlType::Q6_K => q6_k_tiled_rows,
+        GgmlType::Q5_K => q5_k_tiled_rows,
         _ => return None,
     })
 }
@@ -519,6 +520,7 @@ rows_kernel!(q5_1_rows, q5_1_dot, BlockQ5_1, BlockQ8_1);
 rows_kernel!(q2_k_rows, q2_k_dot, BlockQ2_K, BlockQ8_K);
 rows_kernel!(q3_k_rows, q3_k_dot, BlockQ3_K, BlockQ8_K);
 rows_kernel!(q5_k_rows, q5_k_dot, BlockQ5_K, BlockQ8_K);
+rows_kernel!(q5_k_tiled_rows, q5_k_tiled_dot, BlockQ5_K, BlockQ8_K);
 
 /// Q8_1-activation kernels (offset formats): `unpack` turns weight block `b` into 32 unsigned
 /// quants; the block adds `(d_w·d_x)·Σq·y` lane-wise and `m_w·s_x` to a scalar sum.
@@ -735,8 +737,41 @@ unsafe fn q5_k_dot<const N: usize>(
     x: *const BlockQ8_K,
     nb: usize,
 ) -> [f32; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q5_k_any::<N, false>(w, x, nb) }
+}
+
+/// Q5_K · Q8_K in the float order of llama.cpp's tiled matmul (batches of 8 or more tokens,
+/// `scalar::q5_k_tiled`).
+///
+/// # Safety
+/// As [`q5_k_dot`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_tiled_dot<const N: usize>(
+    w: [*const BlockQ5_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q5_k_any::<N, true>(w, x, nb) }
+}
+
+/// The Q5_K kernel body; `TILED` picks the float order. `vec_dot` order
+/// (`scalar::q5_k`): eight lanes `acc = fma(d_x·d, f32(lane), acc)`, the min term in one
+/// scalar `summs = fma(f32(Σ m·bsum), (−d_x)·dmin, summs)`, result `reduce8(acc) + summs`.
+///
+/// # Safety
+/// As [`q5_k_dot`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_any<const N: usize, const TILED: bool>(
+    w: [*const BlockQ5_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc_m = [_mm256_setzero_ps(); N];
+    let mut summs = [0f32; N];
+    let mut tiled = TiledAcc::<N, 1>::new();
     let m4 = _mm256_set1_epi8(0x0F);
     for i in 0..nb {
         // SAFETY: `i < nb` (caller).
@@ -745,6 +780,11 @@ unsafe fn q5_k_dot<const N: usize>(
         // SAFETY: reads the 32 bytes of `a.bsums`.
         let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
         let y = load_y8(&a.qs);
+        // Tiled order: the block's integer lanes and scales of every row.
+        let mut sums = [[_mm256_setzero_si256(); 1]; N];
+        let mut msums = [[_mm256_setzero_si256(); 1]; N];
+        let mut dw = [0f32; N];
+        let mut dmin = [0f32; N];
         for r in 0..N {
             prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
@@ -775,17 +815,27 @@ unsafe fn q5_k_dot<const N: usize>(
             let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64));
             let mdup = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
             let msum = _mm256_madd_epi16(bsums, mdup);
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.d)),
-                _mm256_cvtepi32_ps(isum),
-                acc[r],
-            );
-            acc_m[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.dmin)),
-                _mm256_cvtepi32_ps(msum),
-                acc_m[r],
-            );
+            if TILED {
+                sums[r][0] = isum;
+                msums[r][0] = msum;
+                dw[r] = h2f(b.d);
+                dmin[r] = h2f(b.dmin);
+            } else {
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dx * h2f(b.d)),
+                    _mm256_cvtepi32_ps(isum),
+                    acc[r],
+                );
+                summs[r] = (hsum_i32x8(msum) as f32).mul_add(-dx * h2f(b.dmin), summs[r]);
+            }
+        }
+        if TILED {
+            tiled.add_min(&sums, &msums, dw, dmin, [dx]);
         }
     }
-    std::array::from_fn(|r| reduce8(acc[r]) - reduce8(acc_m[r]))
+    if TILED {
+        tiled.finish().map(|v| v[0])
+    } else {
+        std::array::from_fn(|r| reduce8(acc[r]) + summs[r])
+    }
 }

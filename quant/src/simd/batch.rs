@@ -20,13 +20,14 @@
 use strata_gguf::GgmlType;
 
 use super::{Rows4Fn, RowsFn, SimdLevel};
-use crate::blocks::{view, BlockQ6_K, BlockQ8_K};
+use crate::blocks::{view, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 use crate::scalar;
 
 /// The batch size from which llama.cpp takes its tiled K-quant matmul.
 pub(crate) const TILED_MIN_TOKENS: usize = 8;
 
 scalar_rows!(scalar_q6_k_tiled, BlockQ6_K, BlockQ8_K, scalar::q6_k_tiled);
+scalar_rows!(scalar_q5_k_tiled, BlockQ5_K, BlockQ8_K, scalar::q5_k_tiled);
 
 /// The batch size from which llama.cpp tries llamafile's `sgemm` (F16 weights here).
 pub(crate) const SGEMM_MIN_TOKENS: usize = 2;
@@ -50,7 +51,8 @@ fn scalar_bf16_sgemm(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
 /// than its `vec_dot`'s; `None` where it does not (the caller then uses [`super::kernel`] and
 /// [`super::kernel4`]).
 ///
-/// - Q6_K, `n ≥ 8`: the tiled K-quant matmul (see the module docs).
+/// - Q6_K and Q5_K (neither is repacked on x86), `n ≥ 8`: the tiled K-quant matmul (see the
+///   module docs; Q5_K's block value is `fma(−dmin, f32(Σ m·bsum), f32(s)·d)`).
 /// - F16, `n ≥ 2`, `cols % 16 == 0`, `rows % 4 == 0`: llamafile's tinyBLAS F16 × F16 (other
 ///   shapes it refuses, and llama.cpp falls back to `vec_dot`).
 /// - BF16, `n ≥ 2`, `cols % 32 == 0`, `rows % 4 == 0`: tinyBLAS BF16 × BF16 (`vdpbf16ps`).
@@ -81,7 +83,7 @@ pub(crate) fn batch_kernels(
         }
         return Some((scalar_bf16_sgemm, None));
     }
-    if n < TILED_MIN_TOKENS || ty != GgmlType::Q6_K {
+    if n < TILED_MIN_TOKENS || !matches!(ty, GgmlType::Q6_K | GgmlType::Q5_K) {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
@@ -98,5 +100,12 @@ pub(crate) fn batch_kernels(
         }
     }
     let _ = level;
-    Some((scalar_q6_k_tiled, None))
+    Some((
+        if ty == GgmlType::Q6_K {
+            scalar_q6_k_tiled
+        } else {
+            scalar_q5_k_tiled
+        },
+        None,
+    ))
 }

@@ -84,6 +84,65 @@ impl<const N: usize, const T: usize> TiledAcc<N, T> {
         }
     }
 
+    /// As [`add`](Self::add) for formats with mins (Q4_K/Q5_K): `msums[r][t]` the eight integer
+    /// lanes of `Σ m·bsum`, `dmin[r]` the row's block min scale; per pair
+    /// `r = f32(s)·d_w`, `r = fma(−dmin, f32(m), r)`, `acc = fma(r, d_x, acc)`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn add_min(
+        &mut self,
+        sums: &[[__m256i; T]; N],
+        msums: &[[__m256i; T]; N],
+        dw: [f32; N],
+        dmin: [f32; N],
+        dx: [f32; T],
+    ) {
+        if N * T == 8 {
+            let s = hsum8(std::array::from_fn(|k| sums[k / T][k % T]));
+            let m = hsum8(std::array::from_fn(|k| msums[k / T][k % T]));
+            let dwv: [f32; 8] = std::array::from_fn(|k| dw[k / T]);
+            let dmv: [f32; 8] = std::array::from_fn(|k| dmin[k / T]);
+            let dxv: [f32; 8] = std::array::from_fn(|k| dx[k % T]);
+            // SAFETY: each load reads the 32 bytes of an 8-element array.
+            let (dwv, dmv, dxv) = unsafe {
+                (
+                    _mm256_loadu_ps(dwv.as_ptr()),
+                    _mm256_loadu_ps(dmv.as_ptr()),
+                    _mm256_loadu_ps(dxv.as_ptr()),
+                )
+            };
+            let r = _mm256_mul_ps(_mm256_cvtepi32_ps(s), dwv);
+            let r = _mm256_fnmadd_ps(dmv, _mm256_cvtepi32_ps(m), r);
+            self.v8 = _mm256_fmadd_ps(r, dxv, self.v8);
+        } else if N * T == 4 {
+            let s = hsum4(std::array::from_fn(|k| sums[k / T][k % T]));
+            let m = hsum4(std::array::from_fn(|k| msums[k / T][k % T]));
+            let dwv: [f32; 4] = std::array::from_fn(|k| dw[k / T]);
+            let dmv: [f32; 4] = std::array::from_fn(|k| dmin[k / T]);
+            let dxv: [f32; 4] = std::array::from_fn(|k| dx[k % T]);
+            // SAFETY: each load reads the 16 bytes of a 4-element array.
+            let (dwv, dmv, dxv) = unsafe {
+                (
+                    _mm_loadu_ps(dwv.as_ptr()),
+                    _mm_loadu_ps(dmv.as_ptr()),
+                    _mm_loadu_ps(dxv.as_ptr()),
+                )
+            };
+            let r = _mm_mul_ps(_mm_cvtepi32_ps(s), dwv);
+            let r = _mm_fnmadd_ps(dmv, _mm_cvtepi32_ps(m), r);
+            self.v4 = _mm_fmadd_ps(r, dxv, self.v4);
+        } else {
+            for r in 0..N {
+                for t in 0..T {
+                    let s = hsum_i32x8(sums[r][t]) as f32;
+                    let m = hsum_i32x8(msums[r][t]) as f32;
+                    let v = (-dmin[r]).mul_add(m, s * dw[r]);
+                    self.s[r][t] = v.mul_add(dx[t], self.s[r][t]);
+                }
+            }
+        }
+    }
+
     /// The sums, `[row][token]`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
