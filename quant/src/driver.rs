@@ -22,7 +22,8 @@ const PAR_MIN_BYTES: usize = 256 * 1024;
 /// `y[r] = Σ_c W[r][c] · x[c]`: `W` is `rows` rows of `cols` elements of type `ty` (tensor dims
 /// `[cols, rows]`), `x` has `cols` elements, `y` has `rows`.
 ///
-/// `x` is quantized to [`vec_dot_type`]`(ty)` once (F32/F16/BF16 weights use `x` as is).
+/// `x` is quantized to [`vec_dot_type`]`(ty)` once (F32 weights use `x` as is; F16 and BF16
+/// weights get `x` rounded to their type, as llama.cpp does).
 pub fn matvec(
     ty: GgmlType,
     w: &[u8],
@@ -68,9 +69,13 @@ pub fn matvec_q_with(
 }
 
 /// `Y[t][r] = Σ_c W[r][c] · X[t][c]` for `t in 0..n`: `X` row-major `n × cols`, `Y` row-major
-/// `n × rows`. Row `t` of `Y` is bit-identical to [`matvec`] of row `t` of `X`, except for the
-/// first `n - n % 4` tokens of a Q4_K matrix whose row count is a multiple of 8 (llama.cpp's
-/// gemm order; see the crate docs).
+/// `n × rows`.
+///
+/// Each element's float order is the one llama.cpp's CPU backend uses for a batch of `n`
+/// tokens, which may depend on `n` (Q4_K with rows % 8 == 0: its repacked gemm for the first
+/// `n - n % 4` tokens, gemv for the rest; Q5_K/Q6_K: `vec_dot` below 8 tokens, its tiled matmul
+/// from 8 on; F16/BF16: tinyBLAS from 2 tokens), so row `t` of `Y` can differ from [`matvec`] of
+/// row `t` of `X` in the last bits; it never depends on thread count or on how rows are tiled.
 pub fn matmul(
     ty: GgmlType,
     w: &[u8],
@@ -258,6 +263,9 @@ fn run<'x>(
     // Its results equal `kernel`'s bit for bit except for Q4_K with rows % 8 == 0, where the
     // two reproduce llama.cpp's gemm and gemv orders.
     let kernel4 = if n >= 4 { kernel4 } else { None };
+    // Batches that llama.cpp multiplies in another float order (see `simd::batch_kernels`).
+    let (kernel, kernel4) =
+        simd::batch_kernels(level, ty, n, rows, cols).unwrap_or((kernel, kernel4));
     let task = |i: usize| {
         let r0 = i * tile;
         let r1 = (r0 + tile).min(rows);

@@ -1,4 +1,5 @@
-//! x86-64 AVX2 (+FMA, F16C) kernels: Q4_0, Q5_0, Q8_0 × Q8_0; Q4_K, Q6_K × Q8_K; F32, F16 × F32.
+//! x86-64 AVX2 (+FMA, F16C) kernels: Q4_0, Q5_0, Q8_0 × Q8_0; Q4_K, Q6_K × Q8_K; F32 × F32
+//! (F16 × F16 and BF16 × BF16: `simd::f16`, `simd::bf16`).
 //!
 //! Plain algorithm (as the scalar reference): per block, the integer sum Σ q_w · q_x with the
 //! sub-block scales, then `acc += (d_w · d_x) · isum` in floats.
@@ -22,6 +23,7 @@ use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
+use super::tiled::TiledAcc;
 use super::{as_f32, check_rows, RowsFn, SimdLevel};
 use crate::blocks::{
     k4_scales_mins_u64, q3k_scales, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ5_0,
@@ -39,8 +41,6 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         GgmlType::Q5_0 => q5_0_rows,
         GgmlType::Q6_K => q6_k_rows,
         GgmlType::F32 => f32_rows,
-        GgmlType::F16 => f16_rows,
-        GgmlType::BF16 => bf16_rows,
         GgmlType::Q4_1 => q4_1_rows,
         GgmlType::Q5_1 => q5_1_rows,
         GgmlType::Q2_K => q2_k_rows,
@@ -67,6 +67,15 @@ pub(super) fn reduce8(v: __m256) -> f32 {
     let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4)); // (l0+l4)+(l2+l6), (l1+l5)+(l3+l7)
     let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2));
     _mm_cvtss_f32(s1)
+}
+
+/// Sum of the eight i32 lanes (wrapping, like the vector adds).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum_i32x8(v: __m256i) -> i32 {
+    let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+    _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32::<0b01>(s2)))
 }
 
 /// Σ over the 32 bytes of signed `w` · signed `y`, as 8 × i32 (`|y| ≤ 127`).
@@ -157,6 +166,20 @@ rows_kernel!(q8_0_rows, q8_0_dot, BlockQ8_0, BlockQ8_0);
 rows_kernel!(q4_0_rows, q4_0_dot, BlockQ4_0, BlockQ8_0);
 rows_kernel!(q5_0_rows, q5_0_dot, BlockQ5_0, BlockQ8_0);
 rows_kernel!(q6_k_rows, q6_k_dot, BlockQ6_K, BlockQ8_K);
+rows_kernel!(q6_k_tiled_rows, q6_k_tiled_dot, BlockQ6_K, BlockQ8_K);
+
+/// The AVX2 kernel for `ty` in the float order of llama.cpp's tiled matmul, for formats where
+/// it differs from [`kernel`]'s (see `simd::batch`).
+pub(super) fn tiled_kernel(ty: GgmlType) -> Option<RowsFn> {
+    if !SimdLevel::Avx2.is_available() {
+        return None;
+    }
+    Some(match ty {
+        GgmlType::Q6_K => q6_k_tiled_rows,
+        GgmlType::Q5_K => q5_k_tiled_rows,
+        _ => return None,
+    })
+}
 
 /// Q8_0-activation kernels: `unpack` turns weight block `b` into 32 signed bytes.
 macro_rules! q8_0_family {
@@ -244,6 +267,8 @@ q8_0_family!(q5_0_dot, BlockQ5_0, |b| {
     )
 });
 
+/// Q6_K · Q8_K in llama.cpp's `ggml_vec_dot_q6_K_q8_K` (AVX2) order.
+///
 /// # Safety
 /// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -252,7 +277,39 @@ unsafe fn q6_k_dot<const N: usize>(
     x: *const BlockQ8_K,
     nb: usize,
 ) -> [f32; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q6_k_any::<N, false>(w, x, nb) }
+}
+
+/// Q6_K · Q8_K in the float order of llama.cpp's tiled matmul (batches of 8 or more tokens,
+/// `scalar::q6_k_tiled`): the block's eight i32 lanes added up exactly, then
+/// `acc = fma(f32(s)·d_w, d_x, acc)`.
+///
+/// # Safety
+/// As [`q6_k_dot`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_tiled_dot<const N: usize>(
+    w: [*const BlockQ6_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q6_k_any::<N, true>(w, x, nb) }
+}
+
+/// The Q6_K kernel body; `TILED` picks the float order.
+///
+/// # Safety
+/// As [`q6_k_dot`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_any<const N: usize, const TILED: bool>(
+    w: [*const BlockQ6_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
+    let mut tiled = TiledAcc::<N, 1>::new();
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x30);
     // For chunk s of 32 elements: words 2s (low lane) and 2s+1 (high lane) of 8 scales.
@@ -270,6 +327,9 @@ unsafe fn q6_k_dot<const N: usize>(
         // SAFETY: reads the 32 bytes of `a.bsums`.
         let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
         let y: [__m256i; 8] = load_y8(&a.qs);
+        // Tiled order: the block's integer lanes and scale of every row.
+        let mut sums = [[_mm256_setzero_si256(); 1]; N];
+        let mut dw = [0f32; N];
         for r in 0..N {
             prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
@@ -320,14 +380,26 @@ unsafe fn q6_k_dot<const N: usize>(
             // Offset −32: subtract 32 · Σ_j sc_j · bsum_j.
             let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, sc16));
             let isum = _mm256_sub_epi32(isum, corr);
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.d)),
-                _mm256_cvtepi32_ps(isum),
-                acc[r],
-            );
+            if TILED {
+                sums[r][0] = isum;
+                dw[r] = h2f(b.d);
+            } else {
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dx * h2f(b.d)),
+                    _mm256_cvtepi32_ps(isum),
+                    acc[r],
+                );
+            }
+        }
+        if TILED {
+            tiled.add(&sums, dw, [dx]);
         }
     }
-    acc.map(|v| reduce8(v))
+    if TILED {
+        tiled.finish().map(|v| v[0])
+    } else {
+        acc.map(|v| reduce8(v))
+    }
 }
 
 /// Float weights: `load(ptr, k)` gives 8 weights at element `8k` as `__m256`.
@@ -379,29 +451,13 @@ float_kernel!(
     |p, k| _mm256_loadu_ps(p.add(32 * k).cast()),
     |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]])
 );
-float_kernel!(
-    f16_rows,
-    f16_dot,
-    2,
-    |p, k| _mm256_cvtph_ps(_mm_loadu_si128(p.add(16 * k).cast())),
-    |b: &[u8]| h2f([b[0], b[1]])
-);
-
-float_kernel!(
-    bf16_rows,
-    bf16_dot,
-    2,
-    |p, k| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-        _mm_loadu_si128(p.add(16 * k).cast())
-    ))),
-    |b: &[u8]| crate::blocks::bf16_to_f32([b[0], b[1]])
-);
 
 rows_kernel!(q4_1_rows, q4_1_dot, BlockQ4_1, BlockQ8_1);
 rows_kernel!(q5_1_rows, q5_1_dot, BlockQ5_1, BlockQ8_1);
 rows_kernel!(q2_k_rows, q2_k_dot, BlockQ2_K, BlockQ8_K);
 rows_kernel!(q3_k_rows, q3_k_dot, BlockQ3_K, BlockQ8_K);
 rows_kernel!(q5_k_rows, q5_k_dot, BlockQ5_K, BlockQ8_K);
+rows_kernel!(q5_k_tiled_rows, q5_k_tiled_dot, BlockQ5_K, BlockQ8_K);
 
 /// Q8_1-activation kernels (offset formats): `unpack` turns weight block `b` into 32 unsigned
 /// quants; the block adds `(d_w·d_x)·Σq·y` lane-wise and `m_w·s_x` to a scalar sum.
@@ -618,8 +674,41 @@ unsafe fn q5_k_dot<const N: usize>(
     x: *const BlockQ8_K,
     nb: usize,
 ) -> [f32; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q5_k_any::<N, false>(w, x, nb) }
+}
+
+/// Q5_K · Q8_K in the float order of llama.cpp's tiled matmul (batches of 8 or more tokens,
+/// `scalar::q5_k_tiled`).
+///
+/// # Safety
+/// As [`q5_k_dot`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_tiled_dot<const N: usize>(
+    w: [*const BlockQ5_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q5_k_any::<N, true>(w, x, nb) }
+}
+
+/// The Q5_K kernel body; `TILED` picks the float order. `vec_dot` order
+/// (`scalar::q5_k`): eight lanes `acc = fma(d_x·d, f32(lane), acc)`, the min term in one
+/// scalar `summs = fma(f32(Σ m·bsum), (−d_x)·dmin, summs)`, result `reduce8(acc) + summs`.
+///
+/// # Safety
+/// As [`q5_k_dot`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_any<const N: usize, const TILED: bool>(
+    w: [*const BlockQ5_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc_m = [_mm256_setzero_ps(); N];
+    let mut summs = [0f32; N];
+    let mut tiled = TiledAcc::<N, 1>::new();
     let m4 = _mm256_set1_epi8(0x0F);
     for i in 0..nb {
         // SAFETY: `i < nb` (caller).
@@ -628,6 +717,11 @@ unsafe fn q5_k_dot<const N: usize>(
         // SAFETY: reads the 32 bytes of `a.bsums`.
         let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
         let y = load_y8(&a.qs);
+        // Tiled order: the block's integer lanes and scales of every row.
+        let mut sums = [[_mm256_setzero_si256(); 1]; N];
+        let mut msums = [[_mm256_setzero_si256(); 1]; N];
+        let mut dw = [0f32; N];
+        let mut dmin = [0f32; N];
         for r in 0..N {
             prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
@@ -658,17 +752,27 @@ unsafe fn q5_k_dot<const N: usize>(
             let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64));
             let mdup = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
             let msum = _mm256_madd_epi16(bsums, mdup);
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.d)),
-                _mm256_cvtepi32_ps(isum),
-                acc[r],
-            );
-            acc_m[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.dmin)),
-                _mm256_cvtepi32_ps(msum),
-                acc_m[r],
-            );
+            if TILED {
+                sums[r][0] = isum;
+                msums[r][0] = msum;
+                dw[r] = h2f(b.d);
+                dmin[r] = h2f(b.dmin);
+            } else {
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dx * h2f(b.d)),
+                    _mm256_cvtepi32_ps(isum),
+                    acc[r],
+                );
+                summs[r] = (hsum_i32x8(msum) as f32).mul_add(-dx * h2f(b.dmin), summs[r]);
+            }
+        }
+        if TILED {
+            tiled.add_min(&sums, &msums, dw, dmin, [dx]);
         }
     }
-    std::array::from_fn(|r| reduce8(acc[r]) - reduce8(acc_m[r]))
+    if TILED {
+        tiled.finish().map(|v| v[0])
+    } else {
+        std::array::from_fn(|r| reduce8(acc[r]) + summs[r])
+    }
 }

@@ -16,6 +16,10 @@ use crate::{blocks, scalar};
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod bf16;
+#[cfg(target_arch = "x86_64")]
+mod f16;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "x86_64")]
@@ -27,6 +31,8 @@ mod q4k_x86;
 pub(crate) fn q4k_x86(level: SimdLevel, rows: usize) -> Option<(RowsFn, Option<Rows4Fn>)> {
     q4k_x86::kernels(level, rows)
 }
+#[cfg(target_arch = "x86_64")]
+mod tiled;
 
 /// A row-dot kernel: `out[r] = dot(w[r*row_bytes..][..row_bytes], x)`.
 pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]);
@@ -176,8 +182,18 @@ macro_rules! scalar_float_rows {
 }
 
 scalar_float_rows!(scalar_f32, scalar::f32);
-scalar_float_rows!(scalar_f16, scalar::f16);
-scalar_float_rows!(scalar_bf16, scalar::bf16);
+/// F16 weights × F16 activations (`scalar::f16`, llama.cpp's `vec_dot` order).
+fn scalar_f16(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = scalar::f16(&w[r * row_bytes..(r + 1) * row_bytes], x);
+    }
+}
+/// BF16 weights × BF16 activations (`scalar::bf16`, llama.cpp's `vec_dot` order).
+fn scalar_bf16(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = scalar::bf16(&w[r * row_bytes..(r + 1) * row_bytes], x);
+    }
+}
 
 /// The scalar kernel for weight type `ty`, if it is one we compute with.
 fn scalar_kernel(ty: GgmlType) -> Option<RowsFn> {
@@ -205,6 +221,16 @@ pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
     debug_assert!(level.is_available());
     #[cfg(target_arch = "x86_64")]
     {
+        if ty == GgmlType::F16 {
+            if let Some(k) = f16::vec_dot_kernel(level) {
+                return Some(k);
+            }
+        }
+        if ty == GgmlType::BF16 {
+            if let Some(k) = bf16::vec_dot_kernel(level) {
+                return Some(k);
+            }
+        }
         if level >= SimdLevel::Avx512 {
             if let Some(k) = avx512::kernel(ty) {
                 return Some(k);
@@ -266,3 +292,6 @@ pub(crate) fn check_rows<W: Block, A: Block>(
     );
     nb
 }
+
+mod batch;
+pub(crate) use batch::batch_kernels;
