@@ -2,31 +2,33 @@
 //!
 //! These are the oracle for the SIMD kernels. For each block the integer part (Σ q_w · q_x, with
 //! sub-block scales and the Q8_K `bsums` for mins/offsets) is computed exactly in `i32`; the
-//! block's float scales are then applied and the blocks summed in order into one `f32`.
+//! block's float scales are then applied and the blocks summed in order into one `f32` (Q4_0,
+//! Q5_0, Q8_0: into eight lanes with fused multiply-adds, in llama.cpp's order; see `centred`).
 //! Pairings are ggml's: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K,
 //! F32/F16/BF16 × F32.
 
 use crate::blocks::*;
 use crate::dequant::{q5_quants, q6k_quants};
 
-/// Σ over blocks of `(d_w · d_x) · Σ q_w q_x` for formats whose quants are centred integers.
+/// Σ over blocks of `(d_w · d_x) · Σ q_w q_x` for formats whose quants are centred integers
+/// (× Q8_0), in llama.cpp's float order on x86 (`ggml_vec_dot_*_q8_0` and `tinyBLAS_Q0_AVX`
+/// alike): eight lanes, lane `l` of block `b` being the exact integer sum of the products of
+/// elements `4l..4l+4`; for each block in order `acc[l] = fma(d_w · d_x, p[l], acc[l])`; then
+/// [`reduce8`].
 #[inline(always)]
-fn centred<B, const N: usize>(
-    w: &[B],
-    x: &[BlockQ8_0],
-    quants: impl Fn(&B) -> ([i8; N], f32),
-) -> f32 {
-    let mut sum = 0f32;
+fn centred<B>(w: &[B], x: &[BlockQ8_0], quants: impl Fn(&B) -> ([i8; 32], f32)) -> f32 {
+    let mut acc = [0f32; 8];
     for (b, a) in w.iter().zip(x) {
         let (q, d) = quants(b);
-        let isum: i32 = q
-            .iter()
-            .zip(a.qs.iter())
-            .map(|(&p, &r)| p as i32 * r as i32)
-            .sum();
-        sum += isum as f32 * (d * f16_to_f32(a.d));
+        let d = d * f16_to_f32(a.d);
+        for (l, acc) in acc.iter_mut().enumerate() {
+            let p: i32 = (4 * l..4 * l + 4)
+                .map(|e| q[e] as i32 * a.qs[e] as i32)
+                .sum();
+            *acc = d.mul_add(p as f32, *acc);
+        }
     }
-    sum
+    reduce8(acc)
 }
 
 /// Q4_0 · Q8_0.

@@ -1,6 +1,7 @@
 //! Integration tests of strata-quant: one binary, one module per concern.
 
 mod common;
+mod exact_q0;
 mod golden;
 mod products;
 mod roundtrip;

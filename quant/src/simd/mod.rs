@@ -16,6 +16,8 @@ use crate::{blocks, scalar};
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_q0;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
