@@ -142,7 +142,8 @@ pub fn matmul_q_with(
 
 /// One dot product: weight row `w_row` (`x.cols()` elements of type `ty`) · activation row `t`
 /// of `x` (quantized to [`vec_dot_type`]`(ty)`), with the active SIMD kernel. Equals element
-/// `r` of [`matvec_q`] for that row, bit for bit.
+/// `r` of [`matvec_q`] for that row, bit for bit, except for Q4_0 matrices whose row count is a
+/// multiple of 8 (this is llama.cpp's `vec_dot` order; such matrices use its repacked order).
 pub fn vec_dot(ty: GgmlType, w_row: &[u8], x: &QuantizedActs, t: usize) -> Result<f32, QuantError> {
     let dot_ty = acts_dot_type(ty, x)?;
     if t >= x.n_rows() {
@@ -210,10 +211,16 @@ fn run<'x>(
     if !level.is_available() {
         return Err(QuantError::SimdUnavailable(level));
     }
-    let kernel = simd::kernel(level, ty).ok_or(QuantError::Unsupported {
-        ty,
-        op: "dot product",
-    })?;
+    // Q4_0 with a multiple of 8 rows: llama.cpp repacks it and runs another float order.
+    let (kernel, kernel4) = if ty == GgmlType::Q4_0 && rows.is_multiple_of(8) {
+        simd::q4_0_repacked(level)
+    } else {
+        let k = simd::kernel(level, ty).ok_or(QuantError::Unsupported {
+            ty,
+            op: "dot product",
+        })?;
+        (k, simd::kernel4(level, ty))
+    };
     let rb = row_bytes(ty, cols, "columns (a whole number of blocks)")?;
     let expected = rb.checked_mul(rows).ok_or(QuantError::SizeMismatch {
         ty,
@@ -246,11 +253,7 @@ fn run<'x>(
     let out = OutPtr(y.as_mut_ptr());
     // Four tokens per pass over a tile where the level has such a kernel (each weight block is
     // unpacked once for four tokens); its results equal `kernel`'s bit for bit.
-    let kernel4 = if n >= 4 {
-        simd::kernel4(level, ty)
-    } else {
-        None
-    };
+    let kernel4 = if n >= 4 { kernel4 } else { None };
     let task = |i: usize| {
         let r0 = i * tile;
         let r1 = (r0 + tile).min(rows);

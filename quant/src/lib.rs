@@ -19,7 +19,10 @@
 //!
 //! **Determinism.** Each output element is computed by exactly one kernel call whose arithmetic
 //! does not depend on how rows are grouped or split across threads, so results are bit-identical
-//! for any thread count, and `matmul` row `t` equals `matvec` of token `t`.
+//! for any thread count, and `matmul` row `t` equals `matvec` of token `t`. The float order is
+//! llama.cpp's on x86, which for a few formats depends on the matrix: a Q4_0 matrix whose row
+//! count is a multiple of 8 is computed as llama.cpp computes its repacked copy
+//! ([`scalar::q4_0_repacked`]), one row alone ([`vec_dot`]) as its `vec_dot`.
 //!
 //! This crate does no I/O and needs no threads or filesystem (without feature `rayon` every
 //! product runs on the calling thread).

@@ -46,6 +46,24 @@ pub fn q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
     })
 }
 
+/// Q4_0 · Q8_0 in the order of llama.cpp's repacked x86 kernels (`ggml_gemv_q4_0_8x8_q8_0`
+/// and `ggml_gemm_q4_0_8x8_q8_0`, which it uses for matrices of a multiple of 8 rows): one
+/// float per output, `acc = fma(Σ q_w q_x, f32(d_w) · f32(d_x), acc)` block after block, the
+/// integer sum over the whole block being exact.
+pub fn q4_0_repacked(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+    let mut acc = 0f32;
+    for (b, a) in w.iter().zip(x) {
+        let isum: i32 = (0..16)
+            .map(|j| {
+                let (lo, hi) = ((b.qs[j] & 0x0F) as i32 - 8, (b.qs[j] >> 4) as i32 - 8);
+                lo * a.qs[j] as i32 + hi * a.qs[j + 16] as i32
+            })
+            .sum();
+        acc = (isum as f32).mul_add(f16_to_f32(b.d) * f16_to_f32(a.d), acc);
+    }
+    acc
+}
+
 /// Q5_0 · Q8_0.
 pub fn q5_0(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
     centred(w, x, |b| {

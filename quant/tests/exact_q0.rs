@@ -3,9 +3,11 @@
 //! llama.cpp's x86 CPU backend computes each output element of these formats the same way for
 //! one token (`ggml_vec_dot_*_q8_0`) and for batches (`tinyBLAS_Q0_AVX`): eight f32 lanes, lane
 //! `l` of each block adding `fma(d_w · d_x, Σ_{e=4l}^{4l+3} q_w[e] q_x[e], acc[l])`, blocks in
-//! order, then `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`. These tests check the scalar reference
-//! against that specification written out independently here, and every SIMD level (and every
-//! grouping of rows and tokens the kernels use) against the scalar reference, with no tolerance.
+//! order, then `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`. Except Q4_0 matrices of a multiple of 8
+//! rows, which llama.cpp repacks and computes with one float per output:
+//! `acc = fma(Σ_block q_w q_x, d_w · d_x, acc)`. These tests check the scalar reference against
+//! those specifications written out independently here, and every SIMD level (and every grouping
+//! of rows and tokens the kernels use) against the scalar reference, with no tolerance.
 
 use strata_gguf::GgmlType;
 use strata_quant::{dequantize, matmul_q_with, quantize_acts, QuantizedActs, SimdLevel};
@@ -27,10 +29,12 @@ fn product(level: SimdLevel, ty: GgmlType, w: &[u8], rows: usize, x: &QuantizedA
     y.iter().map(|v| v.to_bits()).collect()
 }
 
-/// The specification above, from the blocks' integer quants and f16 scales.
-fn spec(ty: GgmlType, w_row: &[u8], x_row: &[u8]) -> f32 {
+/// The specifications above, from the blocks' integer quants and f16 scales (`repacked`: the
+/// Q4_0 one for a multiple of 8 rows).
+fn spec(ty: GgmlType, repacked: bool, w_row: &[u8], x_row: &[u8]) -> f32 {
     let ts = ty.type_size();
     let mut acc = [0f32; 8];
+    let mut one = 0f32;
     for (b, a) in w_row.chunks_exact(ts).zip(x_row.chunks_exact(34)) {
         // The weight quants: dequantize the block with its scale set to one.
         let mut unit = b.to_vec();
@@ -40,12 +44,18 @@ fn spec(ty: GgmlType, w_row: &[u8], x_row: &[u8]) -> f32 {
         let dw = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
         let dx = half::f16::from_le_bytes([a[0], a[1]]).to_f32();
         let d = dw * dx;
+        let prod = |e: usize| q[e] as i32 * a[2 + e] as i8 as i32;
+        if repacked {
+            one = ((0..32).map(prod).sum::<i32>() as f32).mul_add(d, one);
+            continue;
+        }
         for (l, acc) in acc.iter_mut().enumerate() {
-            let p: i32 = (4 * l..4 * l + 4)
-                .map(|e| q[e] as i32 * a[2 + e] as i8 as i32)
-                .sum();
+            let p: i32 = (4 * l..4 * l + 4).map(prod).sum();
             *acc = d.mul_add(p as f32, *acc);
         }
+    }
+    if repacked {
+        return one;
     }
     ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
@@ -55,35 +65,50 @@ fn scalar_reference_is_llama_cpp_order() {
     let mut rng = Rng::new(21);
     for ty in TYPES {
         for scales in [Scales::Normal, Scales::Subnormal, Scales::Max] {
-            let (rows, cols, n) = (5, 800, 3);
-            let w = random_blocks(ty, cols / 32 * rows, &mut rng, scales);
-            let x =
-                quantize_acts(GgmlType::Q8_0, &random_acts(cols * n, &mut rng), n, cols).unwrap();
-            let got = product(SimdLevel::Scalar, ty, &w, rows, &x);
-            let rb = w.len() / rows;
-            for t in 0..n {
-                for r in 0..rows {
-                    let want = spec(ty, &w[r * rb..(r + 1) * rb], x.row(t));
-                    assert_eq!(
-                        got[t * rows + r],
-                        want.to_bits(),
-                        "{ty} {scales:?} row {r} token {t}: {} vs {want}",
-                        f32::from_bits(got[t * rows + r])
-                    );
+            // 5 rows: the vec_dot/tinyBLAS order; 16 rows of Q4_0: the repacked one.
+            for rows in [5, 16] {
+                let (cols, n) = (800, 3);
+                let w = random_blocks(ty, cols / 32 * rows, &mut rng, scales);
+                let x = quantize_acts(GgmlType::Q8_0, &random_acts(cols * n, &mut rng), n, cols)
+                    .unwrap();
+                let got = product(SimdLevel::Scalar, ty, &w, rows, &x);
+                let repacked = ty == GgmlType::Q4_0 && rows % 8 == 0;
+                let rb = w.len() / rows;
+                for t in 0..n {
+                    for r in 0..rows {
+                        let want = spec(ty, repacked, &w[r * rb..(r + 1) * rb], x.row(t));
+                        assert_eq!(
+                            got[t * rows + r],
+                            want.to_bits(),
+                            "{ty} {scales:?} rows {rows}: row {r} token {t}: {} vs {want}",
+                            f32::from_bits(got[t * rows + r])
+                        );
+                    }
                 }
             }
         }
     }
 }
 
-/// Every level, for row counts that exercise each row grouping (pairs, eights, a lone row) and
-/// token counts that exercise the four-token kernel and the single-token one.
+/// Every level, for row counts that exercise each row grouping (pairs, eights, sixteens, a lone
+/// row, a padded group; multiples of 8 rows for repacked Q4_0) and token counts that exercise
+/// the four-token kernel and the single-token one.
 #[test]
 fn every_level_equals_scalar_bit_for_bit() {
     let mut rng = Rng::new(22);
     let levels = levels();
     for ty in TYPES {
-        for (rows, cols) in [(1, 32), (2, 64), (3, 800), (9, 96), (17, 800), (8, 1024)] {
+        for (rows, cols) in [
+            (1, 32),
+            (2, 64),
+            (3, 800),
+            (9, 96),
+            (17, 800),
+            (8, 1024),
+            (16, 800),
+            (40, 96),
+            (56, 64),
+        ] {
             for n in [1, 2, 3, 4, 5, 9] {
                 let w = random_blocks(ty, cols / 32 * rows, &mut rng, Scales::Normal);
                 let x = quantize_acts(GgmlType::Q8_0, &random_acts(cols * n, &mut rng), n, cols)
@@ -102,13 +127,15 @@ fn every_level_equals_scalar_bit_for_bit() {
 }
 
 /// Results do not depend on the number of tokens in the batch: token `t` of a batch equals the
-/// same token alone (llama.cpp's one-token and batch kernels agree for these formats), and a
-/// product large enough to be split into tiles over threads equals the scalar one.
+/// same token alone (llama.cpp's one-token and batch kernels agree for these formats, repacked
+/// Q4_0 included), and a product large enough to be split into tiles over threads equals the
+/// scalar one (700 rows: vec_dot order; 704: repacked Q4_0, in tiles of 84 rows, so that a
+/// kernel call does not start at a multiple of 8 rows).
 #[test]
 fn batch_rows_equal_single_token_and_tiling_is_invisible() {
     let mut rng = Rng::new(23);
-    for ty in TYPES {
-        let (rows, cols, n) = (700, 2048, 6);
+    for (ty, rows) in TYPES.into_iter().flat_map(|ty| [(ty, 700), (ty, 704)]) {
+        let (cols, n) = (1024, 6);
         let w = random_blocks(ty, cols / 32 * rows, &mut rng, Scales::Normal);
         let xs = random_acts(cols * n, &mut rng);
         let x = quantize_acts(GgmlType::Q8_0, &xs, n, cols).unwrap();

@@ -18,6 +18,21 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_q0;
+#[cfg(target_arch = "x86_64")]
+mod q4_0r_x86;
+
+/// The kernels for a Q4_0 matrix whose row count is a multiple of 8, at most at `level`:
+/// llama.cpp repacks such matrices and computes them in another float order (see
+/// [`scalar::q4_0_repacked`]); the four-token kernel, where there is one, gives the same results.
+pub(crate) fn q4_0_repacked(level: SimdLevel) -> (RowsFn, Option<Rows4Fn>) {
+    #[cfg(target_arch = "x86_64")]
+    return q4_0r_x86::kernels(level);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = level;
+        (scalar_q4_0_repacked, None)
+    }
+}
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
@@ -147,6 +162,12 @@ macro_rules! scalar_rows {
 }
 
 scalar_rows!(scalar_q4_0, blocks::BlockQ4_0, BlockQ8_0, scalar::q4_0);
+scalar_rows!(
+    scalar_q4_0_repacked,
+    blocks::BlockQ4_0,
+    BlockQ8_0,
+    scalar::q4_0_repacked
+);
 scalar_rows!(scalar_q5_0, blocks::BlockQ5_0, BlockQ8_0, scalar::q5_0);
 scalar_rows!(scalar_q8_0, BlockQ8_0, BlockQ8_0, scalar::q8_0);
 scalar_rows!(scalar_q4_1, blocks::BlockQ4_1, BlockQ8_1, scalar::q4_1);
