@@ -3,7 +3,8 @@
 //! These are the oracle for the SIMD kernels. For each block the integer part (Σ q_w · q_x, with
 //! sub-block scales and the Q8_K `bsums` for mins/offsets) is computed exactly in `i32`; the
 //! block's float scales are then applied and the blocks summed in order into one `f32` (Q4_0,
-//! Q5_0, Q8_0: into eight lanes with fused multiply-adds, in llama.cpp's order; see `centred`).
+//! Q5_0, Q8_0, Q4_1, Q5_1: into eight lanes with fused multiply-adds, in llama.cpp's order; see
+//! `centred` and `offset`).
 //! Pairings are ggml's: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K,
 //! F32/F16/BF16 × F32.
 
@@ -80,19 +81,26 @@ pub fn q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     centred(w, x, |b| (b.qs, f16_to_f32(b.d)))
 }
 
-/// Σ over blocks of `(d_w · d_x) · Σ q_w q_x + m_w · s_x` (offset formats × Q8_1).
+/// Σ over blocks of `(d_w · d_x) · Σ q_w q_x + m_w · s_x` (offset formats × Q8_1), in
+/// llama.cpp's x86 order (`ggml_vec_dot_q{4,5}_1_q8_1`, AVX2 branch; it has no batch kernel for
+/// these, so batches use it too): the first term in eight lanes as in `centred`, the second in
+/// one float, `summs = fma(m_w, s_x, summs)` (GCC contracts `summs += m*s`; the product of two
+/// f16 values is exact in f32 anyway), then [`reduce8`]`(acc) + summs`.
 #[inline(always)]
 fn offset(w: impl Iterator<Item = ([u8; 32], f32, f32)>, x: &[BlockQ8_1]) -> f32 {
-    let mut sum = 0f32;
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
     for ((q, d, m), a) in w.zip(x) {
-        let isum: i32 = q
-            .iter()
-            .zip(a.qs.iter())
-            .map(|(&p, &r)| p as i32 * r as i32)
-            .sum();
-        sum += isum as f32 * (d * f16_to_f32(a.d)) + m * f16_to_f32(a.s);
+        let d = d * f16_to_f32(a.d);
+        for (l, acc) in acc.iter_mut().enumerate() {
+            let p: i32 = (4 * l..4 * l + 4)
+                .map(|e| q[e] as i32 * a.qs[e] as i32)
+                .sum();
+            *acc = d.mul_add(p as f32, *acc);
+        }
+        summs = m.mul_add(f16_to_f32(a.s), summs);
     }
-    sum
+    reduce8(acc) + summs
 }
 
 /// Q4_1 · Q8_1.

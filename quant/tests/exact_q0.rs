@@ -1,20 +1,36 @@
-//! Q8_0-activation formats (Q4_0, Q5_0, Q8_0) in llama.cpp's float order, bit for bit.
+//! The 32-element block formats (Q4_0, Q5_0, Q8_0 × Q8_0; Q4_1, Q5_1 × Q8_1) in llama.cpp's
+//! float order, bit for bit.
 //!
 //! llama.cpp's x86 CPU backend computes each output element of these formats the same way for
-//! one token (`ggml_vec_dot_*_q8_0`) and for batches (`tinyBLAS_Q0_AVX`): eight f32 lanes, lane
-//! `l` of each block adding `fma(d_w · d_x, Σ_{e=4l}^{4l+3} q_w[e] q_x[e], acc[l])`, blocks in
-//! order, then `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`. Except Q4_0 matrices of a multiple of 8
+//! one token (`ggml_vec_dot_*`) and for batches (`tinyBLAS_Q0_AVX`; Q4_1/Q5_1 have no batch
+//! kernel and use `vec_dot`): eight f32 lanes, lane `l` of each block adding
+//! `fma(d_w · d_x, Σ_{e=4l}^{4l+3} q_w[e] q_x[e], acc[l])`, blocks in order, then
+//! `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`; Q4_1/Q5_1 add `summs`, accumulated as
+//! `fma(m_w, s_x, summs)` over the blocks. Except Q4_0 matrices of a multiple of 8
 //! rows, which llama.cpp repacks and computes with one float per output:
 //! `acc = fma(Σ_block q_w q_x, d_w · d_x, acc)`. These tests check the scalar reference against
 //! those specifications written out independently here, and every SIMD level (and every grouping
 //! of rows and tokens the kernels use) against the scalar reference, with no tolerance.
 
 use strata_gguf::GgmlType;
-use strata_quant::{dequantize, matmul_q_with, quantize_acts, QuantizedActs, SimdLevel};
+use strata_quant::{
+    dequantize, matmul_q_with, quantize_acts, vec_dot_type, QuantizedActs, SimdLevel,
+};
 
 use crate::common::*;
 
-const TYPES: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0];
+const TYPES: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_1,
+];
+
+/// Activations of `n` rows for weights of type `ty`.
+fn acts(ty: GgmlType, x: &[f32], n: usize, cols: usize) -> QuantizedActs {
+    quantize_acts(vec_dot_type(ty).unwrap(), x, n, cols).unwrap()
+}
 
 fn levels() -> Vec<SimdLevel> {
     SimdLevel::ALL
@@ -33,18 +49,26 @@ fn product(level: SimdLevel, ty: GgmlType, w: &[u8], rows: usize, x: &QuantizedA
 /// Q4_0 one for a multiple of 8 rows).
 fn spec(ty: GgmlType, repacked: bool, w_row: &[u8], x_row: &[u8]) -> f32 {
     let ts = ty.type_size();
+    // Q4_1/Q5_1 × Q8_1: an offset `m` after `d` in the weights, a sum `s` after `d` in the
+    // activations.
+    let offset = matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1);
+    let xq = if offset { 4 } else { 2 };
+    let f16 = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
     let mut acc = [0f32; 8];
     let mut one = 0f32;
-    for (b, a) in w_row.chunks_exact(ts).zip(x_row.chunks_exact(34)) {
-        // The weight quants: dequantize the block with its scale set to one.
+    let mut summs = 0f32;
+    for (b, a) in w_row.chunks_exact(ts).zip(x_row.chunks_exact(xq + 32)) {
+        // The weight quants: dequantize the block with its scale set to one (offset zero).
         let mut unit = b.to_vec();
         unit[..2].copy_from_slice(&half::f16::ONE.to_bits().to_le_bytes());
+        if offset {
+            unit[2..4].copy_from_slice(&half::f16::ZERO.to_bits().to_le_bytes());
+            summs = f16(b, 2).mul_add(f16(a, 2), summs);
+        }
         let mut q = [0f32; 32];
         dequantize(ty, &unit, &mut q).unwrap();
-        let dw = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-        let dx = half::f16::from_le_bytes([a[0], a[1]]).to_f32();
-        let d = dw * dx;
-        let prod = |e: usize| q[e] as i32 * a[2 + e] as i8 as i32;
+        let d = f16(b, 0) * f16(a, 0);
+        let prod = |e: usize| q[e] as i32 * a[xq + e] as i8 as i32;
         if repacked {
             one = ((0..32).map(prod).sum::<i32>() as f32).mul_add(d, one);
             continue;
@@ -57,7 +81,7 @@ fn spec(ty: GgmlType, repacked: bool, w_row: &[u8], x_row: &[u8]) -> f32 {
     if repacked {
         return one;
     }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + summs
 }
 
 #[test]
@@ -69,8 +93,7 @@ fn scalar_reference_is_llama_cpp_order() {
             for rows in [5, 16] {
                 let (cols, n) = (800, 3);
                 let w = random_blocks(ty, cols / 32 * rows, &mut rng, scales);
-                let x = quantize_acts(GgmlType::Q8_0, &random_acts(cols * n, &mut rng), n, cols)
-                    .unwrap();
+                let x = acts(ty, &random_acts(cols * n, &mut rng), n, cols);
                 let got = product(SimdLevel::Scalar, ty, &w, rows, &x);
                 let repacked = ty == GgmlType::Q4_0 && rows % 8 == 0;
                 let rb = w.len() / rows;
@@ -111,8 +134,7 @@ fn every_level_equals_scalar_bit_for_bit() {
         ] {
             for n in [1, 2, 3, 4, 5, 9] {
                 let w = random_blocks(ty, cols / 32 * rows, &mut rng, Scales::Normal);
-                let x = quantize_acts(GgmlType::Q8_0, &random_acts(cols * n, &mut rng), n, cols)
-                    .unwrap();
+                let x = acts(ty, &random_acts(cols * n, &mut rng), n, cols);
                 let want = product(SimdLevel::Scalar, ty, &w, rows, &x);
                 for &level in &levels {
                     assert_eq!(
@@ -138,14 +160,13 @@ fn batch_rows_equal_single_token_and_tiling_is_invisible() {
         let (cols, n) = (1024, 6);
         let w = random_blocks(ty, cols / 32 * rows, &mut rng, Scales::Normal);
         let xs = random_acts(cols * n, &mut rng);
-        let x = quantize_acts(GgmlType::Q8_0, &xs, n, cols).unwrap();
+        let x = acts(ty, &xs, n, cols);
         let want = product(SimdLevel::Scalar, ty, &w, rows, &x);
         for level in levels() {
             let all = product(level, ty, &w, rows, &x);
             assert_eq!(all, want, "{ty} {level:?} batch vs scalar");
             for t in 0..n {
-                let one =
-                    quantize_acts(GgmlType::Q8_0, &xs[t * cols..(t + 1) * cols], 1, cols).unwrap();
+                let one = acts(ty, &xs[t * cols..(t + 1) * cols], 1, cols);
                 assert_eq!(
                     product(level, ty, &w, rows, &one),
                     all[t * rows..(t + 1) * rows],
