@@ -24,8 +24,23 @@ use super::{check_rows, Rows4Fn, RowsFn};
 use crate::blocks::{BlockQ4_0, BlockQ5_0, BlockQ8_0};
 
 /// Software prefetch distance in blocks ahead of the block computed, per row (~1 KiB of Q8_0,
-/// as the kernels this replaced).
+/// as the kernels this replaced), for long rows.
 const PF_BLOCKS: usize = 32;
+/// Largest pass (rows × blocks) whose successor is prefetched instead (~8.7 KiB of Q8_0).
+const PF_PASS_BLOCKS: usize = 256;
+
+/// Prefetch distance in blocks for a pass over `rows` consecutive rows of `nb` blocks. The rows
+/// of a pass are adjacent in memory, so with short rows (the 640-column rows of an output head)
+/// a fixed distance would mostly land in rows the pass is reading anyway: there, each row
+/// prefetches the same position in the next pass's rows.
+#[inline(always)]
+fn ahead(rows: usize, nb: usize) -> usize {
+    if rows * nb <= PF_PASS_BLOCKS {
+        rows * nb
+    } else {
+        PF_BLOCKS
+    }
+}
 /// Row pairs per pass of the one-token kernel: four (eight rows) measured faster than two
 /// (latency of the per-lane FMA chains) and than eight (more streams than the prefetchers
 /// keep up with), on L2-resident and DRAM-resident matrices alike.
@@ -177,6 +192,7 @@ unsafe fn pairs<B: Q0Block, const P: usize, const T: usize>(
     w: [[*const B; 2]; P],
     x: [*const BlockQ8_0; T],
     nb: usize,
+    ahead: usize,
 ) -> [[[f32; T]; 2]; P] {
     let mut acc = [[_mm512_setzero_ps(); T]; P];
     let zero = _mm512_setzero_si512();
@@ -185,7 +201,7 @@ unsafe fn pairs<B: Q0Block, const P: usize, const T: usize>(
     for i in 0..nb {
         for p in 0..P {
             for r in w[p] {
-                _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(i + PF_BLOCKS).cast());
+                _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(i + ahead).cast());
             }
             // SAFETY: `i < nb` (caller).
             let (a, b) = unsafe { (&*w[p][0].add(i), &*w[p][1].add(i)) };
@@ -231,11 +247,12 @@ unsafe fn single<B: Q0Block, const T: usize>(
     w: *const B,
     x: [*const BlockQ8_0; T],
     nb: usize,
+    ahead: usize,
 ) -> [f32; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     let zero = _mm256_setzero_si256();
     for i in 0..nb {
-        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(i + PF_BLOCKS).cast());
+        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(i + ahead).cast());
         // SAFETY: `i < nb` (caller).
         let a = unsafe { &*w.add(i) };
         // SAFETY: the features are enabled here.
@@ -273,7 +290,7 @@ fn rows<B: Q0Block + crate::blocks::Block>(w: &[u8], row_bytes: usize, x: &[u8],
         // SAFETY: `kernel` hands this function out only when the CPU has every feature `pairs`
         // enables; `check_rows` verified every row holds `nb` blocks and `x` the matching
         // activation blocks, which is all `pairs` reads.
-        let res = unsafe { pairs::<B, G, 1>(wp, xp, nb) };
+        let res = unsafe { pairs::<B, G, 1>(wp, xp, nb, ahead(2 * G, nb)) };
         for p in 0..G {
             out[r + 2 * p] = res[p][0][0];
             out[r + 2 * p + 1] = res[p][1][0];
@@ -282,14 +299,14 @@ fn rows<B: Q0Block + crate::blocks::Block>(w: &[u8], row_bytes: usize, x: &[u8],
     }
     while r + 2 <= rows {
         // SAFETY: as above.
-        let res = unsafe { pairs::<B, 1, 1>([[ptr(r), ptr(r + 1)]], xp, nb) };
+        let res = unsafe { pairs::<B, 1, 1>([[ptr(r), ptr(r + 1)]], xp, nb, ahead(2, nb)) };
         out[r] = res[0][0][0];
         out[r + 1] = res[0][1][0];
         r += 2;
     }
     if r < rows {
         // SAFETY: as above.
-        out[r] = unsafe { single::<B, 1>(ptr(r), xp, nb) }[0];
+        out[r] = unsafe { single::<B, 1>(ptr(r), xp, nb, ahead(1, nb)) }[0];
     }
 }
 
@@ -314,7 +331,7 @@ fn rows4<B: Q0Block + crate::blocks::Block>(
     let mut r = 0;
     while r + 2 <= rows {
         // SAFETY: as in `rows`, for each of the four activation rows.
-        let res = unsafe { pairs::<B, 1, 4>([[ptr(r), ptr(r + 1)]], xp, nb) };
+        let res = unsafe { pairs::<B, 1, 4>([[ptr(r), ptr(r + 1)]], xp, nb, ahead(2, nb)) };
         for t in 0..4 {
             out[t][r] = res[0][0][t];
             out[t][r + 1] = res[0][1][t];
@@ -323,7 +340,7 @@ fn rows4<B: Q0Block + crate::blocks::Block>(
     }
     if r < rows {
         // SAFETY: as above.
-        let res = unsafe { single::<B, 4>(ptr(r), xp, nb) };
+        let res = unsafe { single::<B, 4>(ptr(r), xp, nb, ahead(1, nb)) };
         for t in 0..4 {
             out[t][r] = res[t];
         }
