@@ -5,7 +5,8 @@
 //!
 //! - [`dequantize`] / [`quantize()`]: whole rows of any supported [`GgmlType`] to and from `f32`.
 //! - [`vec_dot_type`]: the activation format a weight format is multiplied with (ggml's
-//!   pairing: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K, F32/F16/BF16 × F32).
+//!   pairing: Q4_0/Q5_0/Q8_0/IQ4_NL × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K,
+//!   F32/F16/BF16 × F32).
 //! - [`quantize_acts`] → [`QuantizedActs`]: activations quantized once, shared by every weight
 //!   with the same dot type (Q, K and V all read the same `x`).
 //! - [`vec_dot`]: one weight row · one quantized activation row.
@@ -20,9 +21,12 @@
 //! **Determinism.** Each output element is computed by exactly one kernel call whose arithmetic
 //! does not depend on how rows are grouped or split across threads, so results are bit-identical
 //! for any thread count, and `matmul` row `t` equals `matvec` of token `t`. The float order is
-//! llama.cpp's on x86, which for a few formats depends on the matrix: a Q4_0 matrix whose row
-//! count is a multiple of 8 is computed as llama.cpp computes its repacked copy
-//! ([`scalar::q4_0_repacked`]), one row alone ([`vec_dot`]) as its `vec_dot`.
+//! llama.cpp's on x86, which for a few formats depends on the matrix: a Q4_0 or IQ4_NL matrix
+//! whose row count is a multiple of 8 is computed as llama.cpp computes its repacked copy
+//! ([`scalar::q4_0_repacked`]), one row alone ([`vec_dot`]) as its `vec_dot`; and an IQ4_NL
+//! matrix that llama.cpp does not repack gets its `vec_dot` order for one token and its batch
+//! kernel's for several ([`scalar::iq4_nl_vec_dot`], [`scalar::iq4_nl`]), so that there `matmul`
+//! row `t` can differ from `matvec` of token `t` in the last bits.
 //!
 //! This crate does no I/O and needs no threads or filesystem (without feature `rayon` every
 //! product runs on the calling thread).
@@ -145,6 +149,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), Qua
         GgmlType::Q5_K => dequant::q5_k(view(bytes)?, out),
         GgmlType::Q6_K => dequant::q6_k(view(bytes)?, out),
         GgmlType::Q8_K => dequant::q8_k(view(bytes)?, out),
+        GgmlType::IQ4_NL => dequant::iq4_nl(view(bytes)?, out),
         _ => unreachable!("is_supported covers exactly the arms above"),
     }
     Ok(())
@@ -169,6 +174,7 @@ pub fn is_supported(ty: GgmlType) -> bool {
             | Q5_K
             | Q6_K
             | Q8_K
+            | IQ4_NL
     )
 }
 
@@ -206,7 +212,7 @@ pub fn vec_dot_type(ty: GgmlType) -> Result<GgmlType, QuantError> {
     use GgmlType::*;
     Ok(match ty {
         F32 | F16 | BF16 => F32,
-        Q4_0 | Q5_0 | Q8_0 => Q8_0,
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Q8_K,
         _ => {

@@ -52,15 +52,78 @@ pub fn q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
 /// float per output, `acc = fma(Σ q_w q_x, f32(d_w) · f32(d_x), acc)` block after block, the
 /// integer sum over the whole block being exact.
 pub fn q4_0_repacked(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+    repacked(w, x, |b| {
+        (nibble_values(&b.qs, |n| n as i8 - 8), f16_to_f32(b.d))
+    })
+}
+
+/// IQ4_NL · Q8_0 in the order of llama.cpp's repacked x86 kernels (`ggml_gemv_iq4_nl_8x8_q8_0`,
+/// `ggml_gemm_iq4_nl_8x8_q8_0`; matrices of a multiple of 8 rows), as [`q4_0_repacked`].
+pub fn iq4_nl_repacked(w: &[BlockIQ4_NL], x: &[BlockQ8_0]) -> f32 {
+    repacked(w, x, iq4_nl_quants)
+}
+
+/// IQ4_NL · Q8_0 in `tinyBLAS_Q0_AVX`'s order (batches of n ≥ 2 tokens, matrices llama.cpp does
+/// not repack): as [`q8_0`].
+pub fn iq4_nl(w: &[BlockIQ4_NL], x: &[BlockQ8_0]) -> f32 {
+    centred(w, x, iq4_nl_quants)
+}
+
+/// IQ4_NL · Q8_0 in `ggml_vec_dot_iq4_nl_q8_0`'s order (one token, matrices llama.cpp does not
+/// repack): the eight lanes of `centred` kept in two sets, even blocks in one and odd blocks in
+/// the other, over the pairs of blocks; the sets added lane by lane and reduced by [`reduce8`];
+/// then, for an odd block count, `fma(d_w · d_x, Σ q_w q_x, sum)` for the last block.
+pub fn iq4_nl_vec_dot(w: &[BlockIQ4_NL], x: &[BlockQ8_0]) -> f32 {
+    let mut acc = [[0f32; 8]; 2];
+    let pairs = w.len().min(x.len()) / 2;
+    for i in 0..2 * pairs {
+        let (q, dw) = iq4_nl_quants(&w[i]);
+        let d = dw * f16_to_f32(x[i].d);
+        for (l, acc) in acc[i % 2].iter_mut().enumerate() {
+            let p: i32 = (4 * l..4 * l + 4)
+                .map(|e| q[e] as i32 * x[i].qs[e] as i32)
+                .sum();
+            *acc = d.mul_add(p as f32, *acc);
+        }
+    }
+    let mut sum = reduce8(std::array::from_fn(|l| acc[0][l] + acc[1][l]));
+    for i in 2 * pairs..w.len().min(x.len()) {
+        let (q, dw) = iq4_nl_quants(&w[i]);
+        let isum: i32 = (0..32).map(|e| q[e] as i32 * x[i].qs[e] as i32).sum();
+        sum = (dw * f16_to_f32(x[i].d)).mul_add(isum as f32, sum);
+    }
+    sum
+}
+
+/// The 32 values of a nibble-packed block (`qs[j]`: element j low, j + 16 high) through `f`.
+#[inline(always)]
+fn nibble_values(qs: &[u8; 16], f: impl Fn(u8) -> i8) -> [i8; 32] {
+    std::array::from_fn(|j| {
+        if j < 16 {
+            f(qs[j] & 0x0F)
+        } else {
+            f(qs[j - 16] >> 4)
+        }
+    })
+}
+
+/// An IQ4_NL block's 32 values and scale.
+#[inline(always)]
+fn iq4_nl_quants(b: &BlockIQ4_NL) -> ([i8; 32], f32) {
+    (
+        nibble_values(&b.qs, |n| IQ4_NL_VALUES[n as usize]),
+        f16_to_f32(b.d),
+    )
+}
+
+/// One float per output: `acc = fma(Σ q_w q_x, d_w · d_x, acc)` per block (repacked orders).
+#[inline(always)]
+fn repacked<B>(w: &[B], x: &[BlockQ8_0], quants: impl Fn(&B) -> ([i8; 32], f32)) -> f32 {
     let mut acc = 0f32;
     for (b, a) in w.iter().zip(x) {
-        let isum: i32 = (0..16)
-            .map(|j| {
-                let (lo, hi) = ((b.qs[j] & 0x0F) as i32 - 8, (b.qs[j] >> 4) as i32 - 8);
-                lo * a.qs[j] as i32 + hi * a.qs[j + 16] as i32
-            })
-            .sum();
-        acc = (isum as f32).mul_add(f16_to_f32(b.d) * f16_to_f32(a.d), acc);
+        let (q, d) = quants(b);
+        let isum: i32 = (0..32).map(|e| q[e] as i32 * a.qs[e] as i32).sum();
+        acc = (isum as f32).mul_add(d * f16_to_f32(a.d), acc);
     }
     acc
 }

@@ -1,5 +1,6 @@
 //! x86-64 AVX-512 (F, BW, VL, VNNI) kernels for the formats multiplied with Q8_0 activations:
-//! Q8_0, Q5_0, Q4_0 — in llama.cpp's float order.
+//! Q8_0, Q5_0, Q4_0, IQ4_NL — in llama.cpp's float order (for IQ4_NL, the order of its batch
+//! kernel; see [`scalar::iq4_nl`](crate::scalar::iq4_nl)).
 //!
 //! llama.cpp computes every output element of these formats the same way on an AVX2 machine,
 //! whether through `tinyBLAS_Q0_AVX` (llamafile sgemm, batches of n ≥ 2 tokens, every tile
@@ -21,7 +22,7 @@ use std::arch::x86_64::*;
 
 use super::avx2::{bits_to_bytes, h2f, nibbles, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn};
-use crate::blocks::{BlockQ4_0, BlockQ5_0, BlockQ8_0};
+use crate::blocks::{BlockIQ4_NL, BlockQ4_0, BlockQ5_0, BlockQ8_0, IQ4_NL_VALUES};
 
 /// Software prefetch distance in blocks ahead of the block computed, per row (~1 KiB of Q8_0,
 /// as the kernels this replaced), for long rows.
@@ -53,6 +54,7 @@ pub(super) fn kernel(ty: strata_gguf::GgmlType) -> Option<RowsFn> {
         Q8_0 => q8_0_rows,
         Q5_0 => q5_0_rows,
         Q4_0 => q4_0_rows,
+        IQ4_NL => iq4_nl_rows,
         _ => return None,
     })
 }
@@ -64,6 +66,7 @@ pub(super) fn kernel4(ty: strata_gguf::GgmlType) -> Option<Rows4Fn> {
         Q8_0 => q8_0_rows4,
         Q5_0 => q5_0_rows4,
         Q4_0 => q4_0_rows4,
+        IQ4_NL => iq4_nl_rows4,
         _ => return None,
     })
 }
@@ -174,6 +177,28 @@ impl Q0Block for BlockQ5_0 {
             nibbles(&a.qs),
             _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8)),
         )
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+impl Q0Block for BlockIQ4_NL {
+    // The nibbles index the value table (`vpshufb` within each 128-bit lane).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn pair(a: &Self, b: &Self) -> __m512i {
+        // SAFETY: reads the 16 bytes of the table.
+        let lut = unsafe { _mm_loadu_si128(IQ4_NL_VALUES.as_ptr().cast()) };
+        _mm512_shuffle_epi8(_mm512_broadcast_i32x4(lut), nibbles2(&a.qs, &b.qs))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn one(a: &Self) -> __m256i {
+        // SAFETY: reads the 16 bytes of the table.
+        let lut = unsafe { _mm_loadu_si128(IQ4_NL_VALUES.as_ptr().cast()) };
+        _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(lut), nibbles(&a.qs))
     }
     #[inline(always)]
     fn d(&self) -> [u8; 2] {
@@ -355,6 +380,12 @@ fn q5_0_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
 }
 fn q4_0_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
     rows::<BlockQ4_0>(w, row_bytes, x, out)
+}
+fn iq4_nl_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    rows::<BlockIQ4_NL>(w, row_bytes, x, out)
+}
+fn iq4_nl_rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
+    rows4::<BlockIQ4_NL>(w, row_bytes, x, out)
 }
 fn q8_0_rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
     rows4::<BlockQ8_0>(w, row_bytes, x, out)
