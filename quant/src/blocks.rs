@@ -150,6 +150,21 @@ block!(
 });
 
 block!(
+    /// IQ4_NL: 32 weights, 4.5 bits each. `w = d · IQ4_NL_VALUES[q]`, q ∈ 0..16, nibble order as
+    /// in Q4_0.
+    BlockIQ4_NL, IQ4_NL, QK, 18, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// Packed 4-bit indices into [`IQ4_NL_VALUES`].
+    qs: [u8; 16],
+});
+
+/// The 16 values an IQ4_NL index stands for (ggml's `kvalues_iq4nl`).
+pub const IQ4_NL_VALUES: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+block!(
     /// Q8_0: 32 weights, 8.5 bits each. `w = d · q`, q ∈ −128..128 (quantizers emit −127..=127).
     BlockQ8_0, Q8_0, QK, 34, {
     /// Scale (f16).
@@ -338,6 +353,7 @@ mod tests {
         check::<BlockQ5_0>();
         check::<BlockQ5_1>();
         check::<BlockQ8_0>();
+        check::<BlockIQ4_NL>();
         check::<BlockQ8_1>();
         check::<BlockQ2_K>();
         check::<BlockQ3_K>();

@@ -74,6 +74,17 @@ pub fn q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
     }
 }
 
+/// IQ4_NL → f32 (`d · value`, as ggml's `dequantize_row_iq4_nl`).
+pub fn iq4_nl(blocks: &[BlockIQ4_NL], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = f16_to_f32(b.d);
+        for j in 0..16 {
+            y[j] = d * IQ4_NL_VALUES[(b.qs[j] & 0x0F) as usize] as f32;
+            y[j + 16] = d * IQ4_NL_VALUES[(b.qs[j] >> 4) as usize] as f32;
+        }
+    }
+}
+
 /// Q8_1 → f32 (`s` is redundant and ignored).
 pub fn q8_1(blocks: &[BlockQ8_1], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK)) {

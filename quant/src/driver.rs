@@ -149,8 +149,9 @@ pub fn matmul_q_with(
 
 /// One dot product: weight row `w_row` (`x.cols()` elements of type `ty`) · activation row `t`
 /// of `x` (quantized to [`vec_dot_type`]`(ty)`), with the active SIMD kernel. Equals element
-/// `r` of [`matvec_q`] for that row, bit for bit, except for Q4_K matrices whose row count is a
-/// multiple of 8 (this is llama.cpp's `vec_dot` order; such matrices use its gemv order).
+/// `r` of [`matvec_q`] for that row, bit for bit, except for Q4_K, Q4_0 and IQ4_NL matrices whose
+/// row count is a multiple of 8 (this is llama.cpp's `vec_dot` order; such matrices use its
+/// repacked orders).
 pub fn vec_dot(ty: GgmlType, w_row: &[u8], x: &QuantizedActs, t: usize) -> Result<f32, QuantError> {
     let dot_ty = acts_dot_type(ty, x)?;
     if t >= x.n_rows() {
@@ -218,9 +219,21 @@ fn run<'x>(
     if !level.is_available() {
         return Err(QuantError::SimdUnavailable(level));
     }
-    // Q4_K follows llama.cpp's kernel choice, which depends on the row count (see `q4k`).
+    // The kernel llama.cpp would run, chosen by type, row count and (for some formats) the
+    // number of tokens: Q4_K, Q4_0 and IQ4_NL with a multiple of 8 rows are repacked by
+    // llama.cpp and run in other float orders; other IQ4_NL matrices get one order for one token
+    // and another for batches.
+    let repacked = if rows.is_multiple_of(8) {
+        simd::repacked(level, ty)
+    } else {
+        None
+    };
     let (kernel, kernel4) = if ty == GgmlType::Q4_K {
         crate::q4k::kernels(level, rows)
+    } else if let Some(k) = repacked {
+        k
+    } else if ty == GgmlType::IQ4_NL && n == 1 {
+        (simd::iq4_nl_vec_dot(level), None)
     } else {
         let k = simd::kernel(level, ty).ok_or(QuantError::Unsupported {
             ty,

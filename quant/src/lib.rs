@@ -5,7 +5,7 @@
 //!
 //! - [`dequantize`] / [`quantize()`]: whole rows of any supported [`GgmlType`] to and from `f32`.
 //! - [`vec_dot_type`]: the activation format a weight format is multiplied with (ggml's
-//!   pairing: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K, F16 × F16,
+//!   pairing: Q4_0/Q5_0/Q8_0/IQ4_NL × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K, F16 × F16,
 //!   BF16 × BF16, F32 × F32).
 //! - [`quantize_acts`] → [`QuantizedActs`]: activations quantized once, shared by every weight
 //!   with the same dot type (Q, K and V all read the same `x`).
@@ -20,11 +20,14 @@
 //!
 //! **Determinism.** Each output element is computed by exactly one kernel call whose arithmetic
 //! does not depend on how rows are grouped or split across threads, so results are bit-identical
-//! for any thread count. The float order follows llama.cpp's CPU backend for the same batch size
-//! `n`, and llama.cpp picks kernels by `n` (Q4_K with rows % 8 == 0: its repacked gemm for
-//! tokens in groups of four, gemv for the rest — see the `q4k` module; Q5_K/Q6_K: `vec_dot` below
-//! 8 tokens, its tiled matmul from 8 on; F16/BF16: tinyBLAS from 2 tokens), so `matmul` row `t`
-//! may differ from `matvec` of token `t` in the last bits; it never depends on threads.
+//! for any thread count. The float order is llama.cpp's CPU backend's (x86) for the same matrix
+//! and batch size `n`, and llama.cpp picks kernels by both: Q4_K, Q4_0 and IQ4_NL matrices with a
+//! multiple of 8 rows are repacked (Q4_K: its gemm for tokens in groups of four, gemv for the
+//! rest — see the `q4k` module; Q4_0/IQ4_NL: [`scalar::q4_0_repacked`]); Q5_K/Q6_K take `vec_dot`
+//! below 8 tokens and its tiled matmul from 8 on; F16/BF16 take tinyBLAS from 2 tokens; IQ4_NL
+//! that is not repacked takes `vec_dot` for one token and tinyBLAS for more. So `matmul` row `t`
+//! may differ from `matvec` of token `t`, and [`vec_dot`] from a repacked matrix's `matvec`, in
+//! the last bits; nothing depends on threads.
 //!
 //! This crate does no I/O and needs no threads or filesystem (without feature `rayon` every
 //! product runs on the calling thread).
@@ -148,6 +151,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), Qua
         GgmlType::Q5_K => dequant::q5_k(view(bytes)?, out),
         GgmlType::Q6_K => dequant::q6_k(view(bytes)?, out),
         GgmlType::Q8_K => dequant::q8_k(view(bytes)?, out),
+        GgmlType::IQ4_NL => dequant::iq4_nl(view(bytes)?, out),
         _ => unreachable!("is_supported covers exactly the arms above"),
     }
     Ok(())
@@ -172,6 +176,7 @@ pub fn is_supported(ty: GgmlType) -> bool {
             | Q5_K
             | Q6_K
             | Q8_K
+            | IQ4_NL
     )
 }
 
@@ -211,7 +216,7 @@ pub fn vec_dot_type(ty: GgmlType) -> Result<GgmlType, QuantError> {
         F32 => F32,
         F16 => F16,
         BF16 => BF16,
-        Q4_0 | Q5_0 | Q8_0 => Q8_0,
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Q8_K,
         _ => {

@@ -2,7 +2,9 @@
 //!
 //! These are the oracle for the SIMD kernels. For each block the integer part (Σ q_w · q_x, with
 //! sub-block scales and the Q8_K `bsums` for mins/offsets) is computed exactly in `i32`; the
-//! block's float scales are then applied and the blocks summed in order into one `f32`.
+//! block's float scales are then applied and the blocks summed in order into one `f32` (Q4_0,
+//! Q5_0, Q8_0, Q4_1, Q5_1: into eight lanes with fused multiply-adds, in llama.cpp's order; see
+//! `centred` and `offset`).
 //! Pairings are ggml's: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K,
 //! F16 × F16, BF16 × BF16, F32 × F32.
 //!
@@ -12,24 +14,25 @@
 use crate::blocks::*;
 use crate::dequant::{q5_quants, q6k_quants};
 
-/// Σ over blocks of `(d_w · d_x) · Σ q_w q_x` for formats whose quants are centred integers.
+/// Σ over blocks of `(d_w · d_x) · Σ q_w q_x` for formats whose quants are centred integers
+/// (× Q8_0), in llama.cpp's float order on x86 (`ggml_vec_dot_*_q8_0` and `tinyBLAS_Q0_AVX`
+/// alike): eight lanes, lane `l` of block `b` being the exact integer sum of the products of
+/// elements `4l..4l+4`; for each block in order `acc[l] = fma(d_w · d_x, p[l], acc[l])`; then
+/// [`reduce8`].
 #[inline(always)]
-fn centred<B, const N: usize>(
-    w: &[B],
-    x: &[BlockQ8_0],
-    quants: impl Fn(&B) -> ([i8; N], f32),
-) -> f32 {
-    let mut sum = 0f32;
+fn centred<B>(w: &[B], x: &[BlockQ8_0], quants: impl Fn(&B) -> ([i8; 32], f32)) -> f32 {
+    let mut acc = [0f32; 8];
     for (b, a) in w.iter().zip(x) {
         let (q, d) = quants(b);
-        let isum: i32 = q
-            .iter()
-            .zip(a.qs.iter())
-            .map(|(&p, &r)| p as i32 * r as i32)
-            .sum();
-        sum += isum as f32 * (d * f16_to_f32(a.d));
+        let d = d * f16_to_f32(a.d);
+        for (l, acc) in acc.iter_mut().enumerate() {
+            let p: i32 = (4 * l..4 * l + 4)
+                .map(|e| q[e] as i32 * a.qs[e] as i32)
+                .sum();
+            *acc = d.mul_add(p as f32, *acc);
+        }
     }
-    sum
+    reduce8(acc)
 }
 
 /// Q4_0 · Q8_0.
@@ -45,6 +48,87 @@ pub fn q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
         });
         (q, f16_to_f32(b.d))
     })
+}
+
+/// Q4_0 · Q8_0 in the order of llama.cpp's repacked x86 kernels (`ggml_gemv_q4_0_8x8_q8_0`
+/// and `ggml_gemm_q4_0_8x8_q8_0`, which it uses for matrices of a multiple of 8 rows): one
+/// float per output, `acc = fma(Σ q_w q_x, f32(d_w) · f32(d_x), acc)` block after block, the
+/// integer sum over the whole block being exact.
+pub fn q4_0_repacked(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+    repacked(w, x, |b| {
+        (nibble_values(&b.qs, |n| n as i8 - 8), f16_to_f32(b.d))
+    })
+}
+
+/// IQ4_NL · Q8_0 in the order of llama.cpp's repacked x86 kernels (`ggml_gemv_iq4_nl_8x8_q8_0`,
+/// `ggml_gemm_iq4_nl_8x8_q8_0`; matrices of a multiple of 8 rows), as [`q4_0_repacked`].
+pub fn iq4_nl_repacked(w: &[BlockIQ4_NL], x: &[BlockQ8_0]) -> f32 {
+    repacked(w, x, iq4_nl_quants)
+}
+
+/// IQ4_NL · Q8_0 in `tinyBLAS_Q0_AVX`'s order (batches of n ≥ 2 tokens, matrices llama.cpp does
+/// not repack): as [`q8_0`].
+pub fn iq4_nl(w: &[BlockIQ4_NL], x: &[BlockQ8_0]) -> f32 {
+    centred(w, x, iq4_nl_quants)
+}
+
+/// IQ4_NL · Q8_0 in `ggml_vec_dot_iq4_nl_q8_0`'s order (one token, matrices llama.cpp does not
+/// repack): the eight lanes of `centred` kept in two sets, even blocks in one and odd blocks in
+/// the other, over the pairs of blocks; the sets added lane by lane and reduced by [`reduce8`];
+/// then, for an odd block count, `fma(d_w · d_x, Σ q_w q_x, sum)` for the last block.
+pub fn iq4_nl_vec_dot(w: &[BlockIQ4_NL], x: &[BlockQ8_0]) -> f32 {
+    let mut acc = [[0f32; 8]; 2];
+    let pairs = w.len().min(x.len()) / 2;
+    for i in 0..2 * pairs {
+        let (q, dw) = iq4_nl_quants(&w[i]);
+        let d = dw * f16_to_f32(x[i].d);
+        for (l, acc) in acc[i % 2].iter_mut().enumerate() {
+            let p: i32 = (4 * l..4 * l + 4)
+                .map(|e| q[e] as i32 * x[i].qs[e] as i32)
+                .sum();
+            *acc = d.mul_add(p as f32, *acc);
+        }
+    }
+    let mut sum = reduce8(std::array::from_fn(|l| acc[0][l] + acc[1][l]));
+    for i in 2 * pairs..w.len().min(x.len()) {
+        let (q, dw) = iq4_nl_quants(&w[i]);
+        let isum: i32 = (0..32).map(|e| q[e] as i32 * x[i].qs[e] as i32).sum();
+        sum = (dw * f16_to_f32(x[i].d)).mul_add(isum as f32, sum);
+    }
+    sum
+}
+
+/// The 32 values of a nibble-packed block (`qs[j]`: element j low, j + 16 high) through `f`.
+#[inline(always)]
+fn nibble_values(qs: &[u8; 16], f: impl Fn(u8) -> i8) -> [i8; 32] {
+    std::array::from_fn(|j| {
+        if j < 16 {
+            f(qs[j] & 0x0F)
+        } else {
+            f(qs[j - 16] >> 4)
+        }
+    })
+}
+
+/// An IQ4_NL block's 32 values and scale.
+#[inline(always)]
+fn iq4_nl_quants(b: &BlockIQ4_NL) -> ([i8; 32], f32) {
+    (
+        nibble_values(&b.qs, |n| IQ4_NL_VALUES[n as usize]),
+        f16_to_f32(b.d),
+    )
+}
+
+/// One float per output: `acc = fma(Σ q_w q_x, d_w · d_x, acc)` per block (repacked orders).
+#[inline(always)]
+fn repacked<B>(w: &[B], x: &[BlockQ8_0], quants: impl Fn(&B) -> ([i8; 32], f32)) -> f32 {
+    let mut acc = 0f32;
+    for (b, a) in w.iter().zip(x) {
+        let (q, d) = quants(b);
+        let isum: i32 = (0..32).map(|e| q[e] as i32 * a.qs[e] as i32).sum();
+        acc = (isum as f32).mul_add(d * f16_to_f32(a.d), acc);
+    }
+    acc
 }
 
 /// Q5_0 · Q8_0.
@@ -63,19 +147,26 @@ pub fn q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     centred(w, x, |b| (b.qs, f16_to_f32(b.d)))
 }
 
-/// Σ over blocks of `(d_w · d_x) · Σ q_w q_x + m_w · s_x` (offset formats × Q8_1).
+/// Σ over blocks of `(d_w · d_x) · Σ q_w q_x + m_w · s_x` (offset formats × Q8_1), in
+/// llama.cpp's x86 order (`ggml_vec_dot_q{4,5}_1_q8_1`, AVX2 branch; it has no batch kernel for
+/// these, so batches use it too): the first term in eight lanes as in `centred`, the second in
+/// one float, `summs = fma(m_w, s_x, summs)` (GCC contracts `summs += m*s`; the product of two
+/// f16 values is exact in f32 anyway), then [`reduce8`]`(acc) + summs`.
 #[inline(always)]
 fn offset(w: impl Iterator<Item = ([u8; 32], f32, f32)>, x: &[BlockQ8_1]) -> f32 {
-    let mut sum = 0f32;
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
     for ((q, d, m), a) in w.zip(x) {
-        let isum: i32 = q
-            .iter()
-            .zip(a.qs.iter())
-            .map(|(&p, &r)| p as i32 * r as i32)
-            .sum();
-        sum += isum as f32 * (d * f16_to_f32(a.d)) + m * f16_to_f32(a.s);
+        let d = d * f16_to_f32(a.d);
+        for (l, acc) in acc.iter_mut().enumerate() {
+            let p: i32 = (4 * l..4 * l + 4)
+                .map(|e| q[e] as i32 * a.qs[e] as i32)
+                .sum();
+            *acc = d.mul_add(p as f32, *acc);
+        }
+        summs = m.mul_add(f16_to_f32(a.s), summs);
     }
-    sum
+    reduce8(acc) + summs
 }
 
 /// Q4_1 · Q8_1.

@@ -141,7 +141,7 @@ fn float_formats() {
 fn unsupported_formats_are_named() {
     for ty in [
         GgmlType::IQ2_XXS,
-        GgmlType::IQ4_NL,
+        GgmlType::IQ4_XS,
         GgmlType::TQ1_0,
         GgmlType::TQ2_0,
         GgmlType::MXFP4,

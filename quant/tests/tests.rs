@@ -2,6 +2,7 @@
 
 mod common;
 mod exact;
+mod exact_q0;
 mod golden;
 mod products;
 mod q4k;

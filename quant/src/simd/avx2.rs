@@ -26,8 +26,8 @@ use strata_gguf::GgmlType;
 use super::tiled::TiledAcc;
 use super::{as_f32, check_rows, RowsFn, SimdLevel};
 use crate::blocks::{
-    k4_scales_mins_u64, q3k_scales, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ5_0,
-    BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
+    k4_scales_mins_u64, q3k_scales, BlockIQ4_NL, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1,
+    BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, IQ4_NL_VALUES,
 };
 
 /// The AVX2 kernel for weight type `ty`, where one exists.
@@ -39,6 +39,7 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         GgmlType::Q8_0 => q8_0_rows,
         GgmlType::Q4_0 => q4_0_rows,
         GgmlType::Q5_0 => q5_0_rows,
+        GgmlType::IQ4_NL => iq4_nl_rows,
         GgmlType::Q6_K => q6_k_rows,
         GgmlType::F32 => f32_rows,
         GgmlType::Q4_1 => q4_1_rows,
@@ -165,6 +166,7 @@ pub(super) use by_rows;
 rows_kernel!(q8_0_rows, q8_0_dot, BlockQ8_0, BlockQ8_0);
 rows_kernel!(q4_0_rows, q4_0_dot, BlockQ4_0, BlockQ8_0);
 rows_kernel!(q5_0_rows, q5_0_dot, BlockQ5_0, BlockQ8_0);
+rows_kernel!(iq4_nl_rows, iq4_nl_dot, BlockIQ4_NL, BlockQ8_0);
 rows_kernel!(q6_k_rows, q6_k_dot, BlockQ6_K, BlockQ8_K);
 rows_kernel!(q6_k_tiled_rows, q6_k_tiled_dot, BlockQ6_K, BlockQ8_K);
 
@@ -265,6 +267,13 @@ q8_0_family!(q5_0_dot, BlockQ5_0, |b| {
         nibbles(&b.qs),
         _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8)),
     )
+});
+
+// IQ4_NL: the nibbles index the value table (`vpshufb`).
+q8_0_family!(iq4_nl_dot, BlockIQ4_NL, |b| {
+    // SAFETY: reads the 16 bytes of the table.
+    let lut = unsafe { _mm_loadu_si128(IQ4_NL_VALUES.as_ptr().cast()) };
+    _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(lut), nibbles(&b.qs))
 });
 
 /// Q6_K · Q8_K in llama.cpp's `ggml_vec_dot_q6_K_q8_K` (AVX2) order.

@@ -32,7 +32,40 @@ pub(crate) fn q4k_x86(level: SimdLevel, rows: usize) -> Option<(RowsFn, Option<R
     q4k_x86::kernels(level, rows)
 }
 #[cfg(target_arch = "x86_64")]
+mod avx512_q0;
+#[cfg(target_arch = "x86_64")]
+mod iq4_nl_x86;
+#[cfg(target_arch = "x86_64")]
+mod repacked_x86;
+#[cfg(target_arch = "x86_64")]
 mod tiled;
+
+/// The kernels for a Q4_0 or IQ4_NL matrix whose row count is a multiple of 8, at most at
+/// `level`: llama.cpp repacks such matrices and computes them in another float order (see
+/// [`scalar::q4_0_repacked`]); the four-token kernel, where there is one, gives the same results.
+pub(crate) fn repacked(level: SimdLevel, ty: GgmlType) -> Option<(RowsFn, Option<Rows4Fn>)> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = repacked_x86::kernels(level, ty) {
+        return Some(k);
+    }
+    let _ = level;
+    match ty {
+        GgmlType::Q4_0 => Some((scalar_q4_0_repacked, None)),
+        GgmlType::IQ4_NL => Some((scalar_iq4_nl_repacked, None)),
+        _ => None,
+    }
+}
+
+/// The one-token kernel for an IQ4_NL matrix llama.cpp does not repack (its `vec_dot` order,
+/// which differs from its batch kernel's), at most at `level`.
+pub(crate) fn iq4_nl_vec_dot(level: SimdLevel) -> RowsFn {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = iq4_nl_x86::kernel(level) {
+        return k;
+    }
+    let _ = level;
+    scalar_iq4_nl_vec_dot
+}
 
 /// A row-dot kernel: `out[r] = dot(w[r*row_bytes..][..row_bytes], x)`.
 pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]);
@@ -161,6 +194,30 @@ macro_rules! scalar_rows {
 }
 
 scalar_rows!(scalar_q4_0, blocks::BlockQ4_0, BlockQ8_0, scalar::q4_0);
+scalar_rows!(
+    scalar_q4_0_repacked,
+    blocks::BlockQ4_0,
+    BlockQ8_0,
+    scalar::q4_0_repacked
+);
+scalar_rows!(
+    scalar_iq4_nl,
+    blocks::BlockIQ4_NL,
+    BlockQ8_0,
+    scalar::iq4_nl
+);
+scalar_rows!(
+    scalar_iq4_nl_vec_dot,
+    blocks::BlockIQ4_NL,
+    BlockQ8_0,
+    scalar::iq4_nl_vec_dot
+);
+scalar_rows!(
+    scalar_iq4_nl_repacked,
+    blocks::BlockIQ4_NL,
+    BlockQ8_0,
+    scalar::iq4_nl_repacked
+);
 scalar_rows!(scalar_q5_0, blocks::BlockQ5_0, BlockQ8_0, scalar::q5_0);
 scalar_rows!(scalar_q8_0, BlockQ8_0, BlockQ8_0, scalar::q8_0);
 scalar_rows!(scalar_q4_1, blocks::BlockQ4_1, BlockQ8_1, scalar::q4_1);
@@ -205,6 +262,7 @@ fn scalar_kernel(ty: GgmlType) -> Option<RowsFn> {
         Q4_0 => scalar_q4_0,
         Q5_0 => scalar_q5_0,
         Q8_0 => scalar_q8_0,
+        IQ4_NL => scalar_iq4_nl,
         Q4_1 => scalar_q4_1,
         Q5_1 => scalar_q5_1,
         Q2_K => scalar_q2_k,

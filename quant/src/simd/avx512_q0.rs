@@ -1,0 +1,398 @@
+//! x86-64 AVX-512 (F, BW, VL, VNNI) kernels for the formats multiplied with Q8_0 activations:
+//! Q8_0, Q5_0, Q4_0, IQ4_NL — in llama.cpp's float order (for IQ4_NL, the order of its batch
+//! kernel; see [`scalar::iq4_nl`](crate::scalar::iq4_nl)).
+//!
+//! llama.cpp computes every output element of these formats the same way on an AVX2 machine,
+//! whether through `tinyBLAS_Q0_AVX` (llamafile sgemm, batches of n ≥ 2 tokens, every tile
+//! shape) or through `ggml_vec_dot_{q8_0,q5_0,q4_0}_q8_0` (one token): eight float lanes; for
+//! each block in order, `p[l]` = the exact integer sum of the four products of bytes
+//! `4l..4l+4`, `d = f32(d_w) · f32(d_x)`, `acc[l] = fma(d, p[l], acc[l])`; finally
+//! `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`. [`scalar`](crate::scalar) spells this out lane by
+//! lane; the AVX2 kernels are it with one `ymm` per row.
+//!
+//! The eight lanes of one row form a dependent chain of one FMA per block, so two consecutive
+//! blocks may not share a 512-bit register (that would split the chain in two). Instead each
+//! `zmm` holds the lanes of **two rows** (row `2p` in the low half, `2p + 1` in the high half):
+//! one `vpdpbusd` forms the lane sums of both rows' blocks against the activation block
+//! broadcast to both halves, and one FMA with `[d_a·d_x ×8, d_b·d_x ×8]` advances both chains.
+//! Per lane the operations are exactly those above, so results equal the scalar reference bit
+//! for bit whatever the grouping of rows and tokens. A row without a partner uses one `ymm`.
+
+use std::arch::x86_64::*;
+
+use super::avx2::{bits_to_bytes, h2f, nibbles, reduce8};
+use super::{check_rows, Rows4Fn, RowsFn};
+use crate::blocks::{BlockIQ4_NL, BlockQ4_0, BlockQ5_0, BlockQ8_0, IQ4_NL_VALUES};
+
+/// Software prefetch distance in blocks ahead of the block computed, per row (~1 KiB of Q8_0,
+/// as the kernels this replaced), for long rows.
+const PF_BLOCKS: usize = 32;
+/// Largest pass (rows × blocks) whose successor is prefetched instead (~8.7 KiB of Q8_0).
+const PF_PASS_BLOCKS: usize = 256;
+
+/// Prefetch distance in blocks for a pass over `rows` consecutive rows of `nb` blocks. The rows
+/// of a pass are adjacent in memory, so with short rows (the 640-column rows of an output head)
+/// a fixed distance would mostly land in rows the pass is reading anyway: there, each row
+/// prefetches the same position in the next pass's rows.
+#[inline(always)]
+fn ahead(rows: usize, nb: usize) -> usize {
+    if rows * nb <= PF_PASS_BLOCKS {
+        rows * nb
+    } else {
+        PF_BLOCKS
+    }
+}
+/// Row pairs per pass of the one-token kernel: four (eight rows) measured faster than two
+/// (latency of the per-lane FMA chains) and than eight (more streams than the prefetchers
+/// keep up with), on L2-resident and DRAM-resident matrices alike.
+const G: usize = 4;
+
+/// The kernel (`Some` for Q8_0, Q5_0, Q4_0); the caller checked that AVX-512 is available.
+pub(super) fn kernel(ty: strata_gguf::GgmlType) -> Option<RowsFn> {
+    use strata_gguf::GgmlType::*;
+    Some(match ty {
+        Q8_0 => q8_0_rows,
+        Q5_0 => q5_0_rows,
+        Q4_0 => q4_0_rows,
+        IQ4_NL => iq4_nl_rows,
+        _ => return None,
+    })
+}
+
+/// The four-token kernel (`Some` for Q8_0, Q5_0, Q4_0); the caller checked AVX-512.
+pub(super) fn kernel4(ty: strata_gguf::GgmlType) -> Option<Rows4Fn> {
+    use strata_gguf::GgmlType::*;
+    Some(match ty {
+        Q8_0 => q8_0_rows4,
+        Q5_0 => q5_0_rows4,
+        Q4_0 => q4_0_rows4,
+        IQ4_NL => iq4_nl_rows4,
+        _ => return None,
+    })
+}
+
+/// Two f16 scales → `[a, b, 0, 0]` as f32 (one F16C conversion; exact).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn h2f2(a: [u8; 2], b: [u8; 2]) -> __m128 {
+    let bits = u32::from_le_bytes([a[0], a[1], b[0], b[1]]);
+    _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
+}
+
+/// Two 256-bit vectors as one 512-bit vector (`lo` low, `hi` high).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn join(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+/// Two blocks' 16 packed nibble bytes → 64 bytes, each half in element order (low nibbles =
+/// elements 0..16, high = 16..32): 128-bit lanes [lo(a), hi(a), lo(b), hi(b)].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn nibbles2(a: &[u8; 16], b: &[u8; 16]) -> __m512i {
+    // SAFETY: each load reads the 16 bytes of its array.
+    let (a, b) = unsafe {
+        (
+            _mm_loadu_si128(a.as_ptr().cast()),
+            _mm_loadu_si128(b.as_ptr().cast()),
+        )
+    };
+    let t = join(
+        _mm256_broadcastsi128_si256(a),
+        _mm256_broadcastsi128_si256(b),
+    );
+    // Shift the odd 128-bit lanes (words 8..16 and 24..32) right by four, then keep nibbles.
+    let t = _mm512_mask_srli_epi16(t, 0xFF00_FF00, t, 4);
+    _mm512_and_si512(t, _mm512_set1_epi8(0x0F))
+}
+
+/// A weight block whose 32 quants unpack to signed bytes (the values llama.cpp multiplies).
+trait Q0Block {
+    /// The 32 signed quants of `a` (low half) and `b` (high half).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available.
+    unsafe fn pair(a: &Self, b: &Self) -> __m512i;
+    /// The 32 signed quants of `a`.
+    ///
+    /// # Safety
+    /// As [`pair`](Q0Block::pair).
+    unsafe fn one(a: &Self) -> __m256i;
+    /// The f16 scale.
+    fn d(&self) -> [u8; 2];
+}
+
+impl Q0Block for BlockQ8_0 {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn pair(a: &Self, b: &Self) -> __m512i {
+        // SAFETY: the features `one` needs are enabled here.
+        unsafe { join(Self::one(a), Self::one(b)) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn one(a: &Self) -> __m256i {
+        // SAFETY: reads the 32 bytes of `a.qs`.
+        unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) }
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+impl Q0Block for BlockQ4_0 {
+    // Nibble − 8.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn pair(a: &Self, b: &Self) -> __m512i {
+        _mm512_sub_epi8(nibbles2(&a.qs, &b.qs), _mm512_set1_epi8(8))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn one(a: &Self) -> __m256i {
+        _mm256_sub_epi8(nibbles(&a.qs), _mm256_set1_epi8(8))
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+impl Q0Block for BlockQ5_0 {
+    // q − 16 for the 5-bit quant q = nib | h·16: nib | 0xF0 where the fifth bit is clear.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn pair(a: &Self, b: &Self) -> __m512i {
+        let h = u32::from_le_bytes(a.qh) as u64 | (u32::from_le_bytes(b.qh) as u64) << 32;
+        let off = _mm512_maskz_mov_epi8(!h, _mm512_set1_epi8(0xF0u8 as i8));
+        _mm512_or_si512(nibbles2(&a.qs, &b.qs), off)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn one(a: &Self) -> __m256i {
+        let high = bits_to_bytes(u32::from_le_bytes(a.qh));
+        _mm256_or_si256(
+            nibbles(&a.qs),
+            _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8)),
+        )
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+impl Q0Block for BlockIQ4_NL {
+    // The nibbles index the value table (`vpshufb` within each 128-bit lane).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn pair(a: &Self, b: &Self) -> __m512i {
+        // SAFETY: reads the 16 bytes of the table.
+        let lut = unsafe { _mm_loadu_si128(IQ4_NL_VALUES.as_ptr().cast()) };
+        _mm512_shuffle_epi8(_mm512_broadcast_i32x4(lut), nibbles2(&a.qs, &b.qs))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn one(a: &Self) -> __m256i {
+        // SAFETY: reads the 16 bytes of the table.
+        let lut = unsafe { _mm_loadu_si128(IQ4_NL_VALUES.as_ptr().cast()) };
+        _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(lut), nibbles(&a.qs))
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+/// `2P` weight rows (row pairs `(w[2p], w[2p+1])`) × `T` tokens, `nb` blocks each.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `nb` readable
+/// blocks, each `x[t]` to `nb` Q8_0 blocks.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn pairs<B: Q0Block, const P: usize, const T: usize>(
+    w: [[*const B; 2]; P],
+    x: [*const BlockQ8_0; T],
+    nb: usize,
+    ahead: usize,
+) -> [[[f32; T]; 2]; P] {
+    let mut acc = [[_mm512_setzero_ps(); T]; P];
+    let zero = _mm512_setzero_si512();
+    // Lanes 0..8 take element 0 of a 4-vector, lanes 8..16 element 1.
+    let spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    for i in 0..nb {
+        for p in 0..P {
+            for r in w[p] {
+                _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(i + ahead).cast());
+            }
+            // SAFETY: `i < nb` (caller).
+            let (a, b) = unsafe { (&*w[p][0].add(i), &*w[p][1].add(i)) };
+            // SAFETY: the features are enabled here.
+            let q = unsafe { B::pair(a, b) };
+            // |q| · (y with the sign of q): u8 × i8 for `vpdpbusd` (llama.cpp's
+            // `sign_epi8(y, q)`, which also zeroes y where q = 0; |q| = 0 there anyway).
+            let (aq, neg) = (_mm512_abs_epi8(q), _mm512_movepi8_mask(q));
+            let dw = h2f2(a.d(), b.d());
+            for t in 0..T {
+                // SAFETY: `i < nb` (caller).
+                let y = unsafe { &*x[t].add(i) };
+                // SAFETY: reads the 32 bytes of `y.qs`.
+                let yv =
+                    unsafe { _mm512_broadcast_i64x4(_mm256_loadu_si256(y.qs.as_ptr().cast())) };
+                let sy = _mm512_mask_sub_epi8(yv, neg, zero, yv);
+                let dp = _mm512_dpbusd_epi32(zero, aq, sy);
+                // [d_a·d_x, d_b·d_x] (f32 products, as llama.cpp), eight lanes each.
+                let d = _mm_mul_ps(dw, _mm_set1_ps(h2f(y.d)));
+                let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d));
+                acc[p][t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dp), acc[p][t]);
+            }
+        }
+    }
+    std::array::from_fn(|p| {
+        let lo = acc[p].map(|v| reduce8(_mm512_castps512_ps256(v)));
+        let hi = acc[p].map(|v| {
+            reduce8(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                _mm512_castps_pd(v),
+            )))
+        });
+        [lo, hi]
+    })
+}
+
+/// One weight row × `T` tokens, in one `ymm` per token (same per-lane operations as [`pairs`]).
+///
+/// # Safety
+/// As [`pairs`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn single<B: Q0Block, const T: usize>(
+    w: *const B,
+    x: [*const BlockQ8_0; T],
+    nb: usize,
+    ahead: usize,
+) -> [f32; T] {
+    let mut acc = [_mm256_setzero_ps(); T];
+    let zero = _mm256_setzero_si256();
+    for i in 0..nb {
+        _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(i + ahead).cast());
+        // SAFETY: `i < nb` (caller).
+        let a = unsafe { &*w.add(i) };
+        // SAFETY: the features are enabled here.
+        let q = unsafe { B::one(a) };
+        let aq = _mm256_abs_epi8(q);
+        let dw = h2f(a.d());
+        for t in 0..T {
+            // SAFETY: `i < nb` (caller).
+            let y = unsafe { &*x[t].add(i) };
+            // SAFETY: reads the 32 bytes of `y.qs`.
+            let yv = unsafe { _mm256_loadu_si256(y.qs.as_ptr().cast()) };
+            let dp = _mm256_dpbusd_epi32(zero, aq, _mm256_sign_epi8(yv, q));
+            let d = _mm256_set1_ps(dw * h2f(y.d));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dp), acc[t]);
+        }
+    }
+    acc.map(|v| reduce8(v))
+}
+
+/// Rows `r0..` of `w` as block pointers, `row_bytes` apart.
+#[inline(always)]
+fn row_ptr<B>(w: &[u8], row_bytes: usize, r: usize) -> *const B {
+    w[r * row_bytes..].as_ptr().cast()
+}
+
+/// `out[r] = W[r] · x` for every row: eight rows (four pairs) per pass, then pairs, then one.
+fn rows<B: Q0Block + crate::blocks::Block>(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    let nb = check_rows::<B, BlockQ8_0>(w, row_bytes, x, out.len());
+    let xp = [x.as_ptr().cast::<BlockQ8_0>()];
+    let ptr = |r: usize| row_ptr::<B>(w, row_bytes, r);
+    let rows = out.len();
+    let mut r = 0;
+    while r + 2 * G <= rows {
+        let wp: [[*const B; 2]; G] = std::array::from_fn(|p| [ptr(r + 2 * p), ptr(r + 2 * p + 1)]);
+        // SAFETY: `kernel` hands this function out only when the CPU has every feature `pairs`
+        // enables; `check_rows` verified every row holds `nb` blocks and `x` the matching
+        // activation blocks, which is all `pairs` reads.
+        let res = unsafe { pairs::<B, G, 1>(wp, xp, nb, ahead(2 * G, nb)) };
+        for p in 0..G {
+            out[r + 2 * p] = res[p][0][0];
+            out[r + 2 * p + 1] = res[p][1][0];
+        }
+        r += 2 * G;
+    }
+    while r + 2 <= rows {
+        // SAFETY: as above.
+        let res = unsafe { pairs::<B, 1, 1>([[ptr(r), ptr(r + 1)]], xp, nb, ahead(2, nb)) };
+        out[r] = res[0][0][0];
+        out[r + 1] = res[0][1][0];
+        r += 2;
+    }
+    if r < rows {
+        // SAFETY: as above.
+        out[r] = unsafe { single::<B, 1>(ptr(r), xp, nb, ahead(1, nb)) }[0];
+    }
+}
+
+/// `out[t][r] = W[r] · x[t]` for four tokens: two rows × four tokens per pass, then one row.
+fn rows4<B: Q0Block + crate::blocks::Block>(
+    w: &[u8],
+    row_bytes: usize,
+    x: [&[u8]; 4],
+    out: [&mut [f32]; 4],
+) {
+    let rows = out[0].len();
+    assert!(
+        out.iter().all(|o| o.len() == rows),
+        "output rows differ in length"
+    );
+    let nb = check_rows::<B, BlockQ8_0>(w, row_bytes, x[0], rows);
+    for xt in &x[1..] {
+        check_rows::<B, BlockQ8_0>(w, row_bytes, xt, rows);
+    }
+    let xp = x.map(|s| s.as_ptr().cast::<BlockQ8_0>());
+    let ptr = |r: usize| row_ptr::<B>(w, row_bytes, r);
+    let mut r = 0;
+    while r + 2 <= rows {
+        // SAFETY: as in `rows`, for each of the four activation rows.
+        let res = unsafe { pairs::<B, 1, 4>([[ptr(r), ptr(r + 1)]], xp, nb, ahead(2, nb)) };
+        for t in 0..4 {
+            out[t][r] = res[0][0][t];
+            out[t][r + 1] = res[0][1][t];
+        }
+        r += 2;
+    }
+    if r < rows {
+        // SAFETY: as above.
+        let res = unsafe { single::<B, 4>(ptr(r), xp, nb, ahead(1, nb)) };
+        for t in 0..4 {
+            out[t][r] = res[t];
+        }
+    }
+}
+
+fn q8_0_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    rows::<BlockQ8_0>(w, row_bytes, x, out)
+}
+fn q5_0_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    rows::<BlockQ5_0>(w, row_bytes, x, out)
+}
+fn q4_0_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    rows::<BlockQ4_0>(w, row_bytes, x, out)
+}
+fn iq4_nl_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    rows::<BlockIQ4_NL>(w, row_bytes, x, out)
+}
+fn iq4_nl_rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
+    rows4::<BlockIQ4_NL>(w, row_bytes, x, out)
+}
+fn q8_0_rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
+    rows4::<BlockQ8_0>(w, row_bytes, x, out)
+}
+fn q5_0_rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
+    rows4::<BlockQ5_0>(w, row_bytes, x, out)
+}
+fn q4_0_rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
+    rows4::<BlockQ4_0>(w, row_bytes, x, out)
+}
