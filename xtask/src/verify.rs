@@ -3,24 +3,21 @@
 //! prompts on every storage backend and at the smallest budget the cache accepts, which must
 //! reproduce the first run's logits bit for bit.
 //!
-//! First, the rounding noise of this model is measured in the same run: every prompt is
-//! evaluated twice by our engine, once as one batch and once a token at a time. Both are exact
-//! evaluations of the same model that differ only in the order of f32 sums in attention; their
-//! largest disagreement over llama.cpp's top-20 ids is the *self-divergence* σ. It must itself
-//! be ≤ [`TOLERANCE`], and it sets the near-tie margin `M = max(0.1, 2σ)`: a lead smaller than
-//! `M` can flip under a mere reordering of sums, in our engine as in llama.cpp.
+//! Strata reproduces the float operation order of llama.cpp's CPU backend op by op (the quant
+//! crate's kernels follow its per-type, per-batch-size kernels; the engine's norms, RoPE,
+//! softmax, attention and activations round as its compiled code does), so on the machine the
+//! reference was made on the logits are expected to be *equal*, not merely close.
 //!
-//! Checks per prompt:
+//! Checks per prompt (the issue's criteria, unweakened):
 //! 1. our token ids equal llama.cpp's;
 //! 2. at every prompt position, our top-1 equals llama.cpp's wherever llama.cpp's top-1 leads its
-//!    top-2 by more than `M` (the count at the issue's fixed 0.1 margin is printed as well);
+//!    top-2 by more than [`TOP1_MARGIN`];
 //! 3. over llama.cpp's top-20 ids at every position, max |our logit − theirs| ≤ [`TOLERANCE`];
-//! 4. the greedy 32-token continuation (not stopping at EOS, like the reference) is identical up
-//!    to llama.cpp's first near-tie (a step where its top-1 leads by less than `M`); how far the
-//!    whole continuation agrees is printed too.
+//! 4. the greedy 32-token continuation (not stopping at EOS, like the reference) is identical.
 //!
 //! Then each (backend, budget, threads) run must give the same bytes: a SHA-256 over the
-//! logits of every prompt position and of the greedy steps.
+//! logits of every prompt position and of the greedy steps. Last, the synthetic llama and qwen2
+//! models of `cargo xtask gen-model` against llama.cpp's outputs for them, by the same criteria.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -29,21 +26,20 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use strata_engine::{Backend, Budget, CacheConfig, Engine, EngineConfig, LogitsFor};
 
-/// Largest accepted |our logit − llama.cpp's| over llama.cpp's top-20 ids at any prompt position.
+/// Largest accepted |our logit − llama.cpp's| over llama.cpp's top-20 ids at any position.
 ///
-/// Measured (2026-11-26, all six prompts, Q8_0 activations rounded like llama.cpp's x86 code):
-/// worst 1.50. Why so large: every product uses the same quantized activations and integer dot
-/// products as llama.cpp, but its f32 reductions (tinyBLAS tiles for batches, repacked Q4_K GEMM,
-/// AVX-512 horizontal sums) round differently from ours, and each last-bit difference can flip
-/// one Q8 activation rounding (1/127 of a block's maximum) in a later layer; Gemma 3 amplifies
-/// such flips (its BOS row carries activations near 1e5). The same happens inside our own
-/// engine: evaluating a prompt token by token instead of as one batch changes only attention's
-/// summation order and moves logits by up to 1.00 (the self-divergence this command measures
-/// and prints). 2.0 leaves margin over the measured 1.50 while still failing on gross errors
-/// (NeoX vs normal RoPE ordering moved these logits by 3.1).
-pub const TOLERANCE: f32 = 2.0;
-/// The issue's fixed near-tie margin: top-1 is compared where llama.cpp's lead exceeds this
-/// (or the measured margin `2σ`, whichever is larger).
+/// Measured (2026-11-26, all six prompts and every synthetic model): 0 — the logits are
+/// bit-identical, because every kernel reproduces llama.cpp's float order. Why a tolerance at
+/// all, and why this one: any departure from that order is not a small error on this model.
+/// Gemma 3 amplifies a single last-bit difference (through the Q8 rounding of its ~1e5 outlier
+/// activations) to 0.1–1.5 in the logits — that was the state before the kernels were made exact
+/// (max 1.50), and evaluating a prompt token by token instead of as one batch, a legitimate
+/// change of summation order, moves them by up to 1.1. So 0.01 is far below any genuine order
+/// difference and far above the print precision of the reference (`%.9g` round-trips f32); it
+/// fails unless the forward pass is exact in practice, which is what the top-1 and greedy checks
+/// need on near-ties (the reference has leads as small as 0.035).
+pub const TOLERANCE: f32 = 0.01;
+/// The issue's near-tie margin: top-1 is compared where llama.cpp's lead exceeds this.
 const TOP1_MARGIN: f64 = 0.1;
 /// Greedy tokens generated per prompt (the reference has 32).
 const GREEDY_STEPS: usize = 32;
@@ -101,55 +97,18 @@ pub fn run(args: &[String]) -> Result<()> {
     let engine = Engine::open(&model, EngineConfig::default()).context("opening the model")?;
     let mut failures = Vec::new();
 
-    // The model's own rounding noise, measured now: batch vs token-at-a-time evaluation.
-    let sequential = Engine::open(
-        &model,
-        EngineConfig {
-            batch_size: 1,
-            ..EngineConfig::default()
-        },
-    )
-    .context("opening the model (token-at-a-time)")?;
-    let mut sigma = 0f32;
-    for r in &refs {
-        let s = self_divergence(&engine, &sequential, r)?;
-        println!("self-divergence {:<11} {s:.4}", r.name);
-        sigma = sigma.max(s);
-    }
-    let margin = TOP1_MARGIN.max(2.0 * f64::from(sigma));
     println!(
-        "self-divergence σ = {sigma:.4} (must be ≤ {TOLERANCE}); near-tie margin M = max(0.1, 2σ) = {margin:.4}\n"
-    );
-    if sigma > TOLERANCE {
-        failures.push(format!(
-            "self-divergence {sigma:.4} > {TOLERANCE}: batch and token-at-a-time evaluation disagree"
-        ));
-    }
-
-    println!(
-        "{:<11} {:>5} {:>6} {:>11} {:>11} {:>10} {:>10} {:>9} {:>9} {:>7}",
-        "prompt",
-        "toks",
-        "ids",
-        "top1(>M)",
-        "top1(>0.1)",
-        "max|Δ|20",
-        "last|Δ|20",
-        "greedy<tie",
-        "greedy",
-        "result"
+        "{:<11} {:>5} {:>6} {:>11} {:>10} {:>10} {:>9} {:>7}",
+        "prompt", "toks", "ids", "top1(>0.1)", "max|Δ|20", "last|Δ|20", "greedy", "result"
     );
     let mut base_prints = Vec::new();
     let mut worst = 0f32;
     for r in &refs {
-        let row = check_prompt(&engine, r, margin)?;
+        let row = check_prompt(&engine, r)?;
         worst = worst.max(row.max_diff);
-        let ok = row.ids_equal
-            && row.top1_bad == 0
-            && row.max_diff <= TOLERANCE
-            && row.greedy_match >= row.greedy_decided;
+        let ok = row.problems.is_empty();
         println!(
-            "{:<11} {:>5} {:>6} {:>11} {:>11} {:>10.4} {:>10.4} {:>9} {:>9} {:>7}",
+            "{:<11} {:>5} {:>6} {:>11} {:>10.4} {:>10.4} {:>9} {:>7}",
             r.name,
             r.token_ids.len(),
             if row.ids_equal { "equal" } else { "DIFF" },
@@ -158,18 +117,8 @@ pub fn run(args: &[String]) -> Result<()> {
                 row.top1_checked - row.top1_bad,
                 row.top1_checked
             ),
-            format!(
-                "{}/{}",
-                row.strict_checked - row.strict_bad,
-                row.strict_checked
-            ),
             row.max_diff,
             row.last_diff,
-            format!(
-                "{}/{}",
-                row.greedy_match.min(row.greedy_decided),
-                row.greedy_decided
-            ),
             format!("{}/{}", row.greedy_match, GREEDY_STEPS),
             if ok { "pass" } else { "FAIL" },
         );
@@ -242,45 +191,16 @@ pub fn run(args: &[String]) -> Result<()> {
 
 struct Row {
     ids_equal: bool,
-    /// Positions where llama.cpp's lead exceeds the margin M, and our top-1 differs there.
+    /// Positions where llama.cpp's lead exceeds [`TOP1_MARGIN`], and where our top-1 differs.
     top1_checked: usize,
     top1_bad: usize,
-    /// The same at the issue's fixed 0.1 margin (reported, not enforced).
-    strict_checked: usize,
-    strict_bad: usize,
-    /// Greedy steps before llama.cpp's first near-tie (lead < M).
-    greedy_decided: usize,
     max_diff: f32,
     last_diff: f32,
     greedy_match: usize,
     problems: Vec<String>,
 }
 
-/// Largest |batch − token-at-a-time| logit over llama.cpp's top-20 ids at any prompt position.
-fn self_divergence(batch: &Engine, sequential: &Engine, r: &Reference) -> Result<f32> {
-    let all = |engine: &Engine| -> Result<Vec<Vec<f32>>> {
-        let mut out = Vec::new();
-        engine
-            .session()?
-            .eval_with(&r.token_ids, LogitsFor::All, &mut |i, logits| {
-                out.push(
-                    r.top[i]
-                        .iter()
-                        .map(|&(id, _)| logits[id as usize])
-                        .collect(),
-                );
-            })?;
-        Ok(out)
-    };
-    let (a, b) = (all(batch)?, all(sequential)?);
-    Ok(a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max))
-}
-
-fn check_prompt(engine: &Engine, r: &Reference, margin: f64) -> Result<Row> {
+fn check_prompt(engine: &Engine, r: &Reference) -> Result<Row> {
     let mut problems = Vec::new();
     let ids = engine.tokenizer().encode(&r.prompt, true, false)?;
     let ids_equal = ids == r.token_ids;
@@ -292,7 +212,6 @@ fn check_prompt(engine: &Engine, r: &Reference, margin: f64) -> Result<Row> {
     // hide a forward-pass one).
     let mut s = engine.session()?;
     let (mut top1_checked, mut top1_bad, mut max_diff) = (0usize, 0usize, 0f32);
-    let (mut strict_checked, mut strict_bad) = (0usize, 0usize);
     let mut last = Vec::new();
     let n = r.token_ids.len();
     s.eval_with(&r.token_ids, LogitsFor::All, &mut |i, logits| {
@@ -300,10 +219,6 @@ fn check_prompt(engine: &Engine, r: &Reference, margin: f64) -> Result<Row> {
         let lead = top[0].1 - top[1].1;
         let differs = argmax(logits) != top[0].0;
         if lead > TOP1_MARGIN {
-            strict_checked += 1;
-            strict_bad += usize::from(differs);
-        }
-        if lead > margin {
             top1_checked += 1;
             top1_bad += usize::from(differs);
         }
@@ -316,7 +231,7 @@ fn check_prompt(engine: &Engine, r: &Reference, margin: f64) -> Result<Row> {
     })?;
     if top1_bad > 0 {
         problems.push(format!(
-            "top-1 differs at {top1_bad} of {top1_checked} positions where llama.cpp leads by > {margin:.3}"
+            "top-1 differs at {top1_bad} of {top1_checked} positions where llama.cpp leads by > {TOP1_MARGIN}"
         ));
     }
     if max_diff > TOLERANCE {
@@ -343,14 +258,8 @@ fn check_prompt(engine: &Engine, r: &Reference, margin: f64) -> Result<Row> {
         .zip(&r.greedy)
         .take_while(|(a, b)| a == b)
         .count();
-    let greedy_decided = r
-        .greedy_gaps
-        .iter()
-        .take(GREEDY_STEPS)
-        .position(|&gap| gap < margin)
-        .unwrap_or(GREEDY_STEPS);
-    if greedy_match < greedy_decided {
-        // How close llama.cpp's own choice was there (a near-tie flips under rounding).
+    if greedy_match < GREEDY_STEPS {
+        // How close llama.cpp's own choice was there.
         let gap = r.greedy_gaps.get(greedy_match).copied().unwrap_or(f64::NAN);
         problems.push(format!(
             "greedy differs at step {greedy_match} (llama.cpp's top-1 led its top-2 by {gap:.3} there): \
@@ -363,9 +272,6 @@ fn check_prompt(engine: &Engine, r: &Reference, margin: f64) -> Result<Row> {
         ids_equal,
         top1_checked,
         top1_bad,
-        strict_checked,
-        strict_bad,
-        greedy_decided,
         max_diff,
         last_diff,
         greedy_match,
@@ -482,17 +388,13 @@ fn parse_positions(j: &serde_json::Value) -> Result<Vec<Vec<(u32, f64)>>> {
         .collect()
 }
 
-/// Largest accepted |our logit − llama.cpp's| on the synthetic llama/qwen2 models. Measured
-/// 2026-11-26: 0.0033/0.0038 (F16), 0.043/0.030 (Q8_0), 0.078/0.049 (Q4_K) for llama/qwen2;
-/// these small random models do not amplify rounding the way Gemma 3 does, so the bound is tight.
-const SYNTH_TOLERANCE: f32 = 0.2;
-
 /// The llama and qwen2 forward passes against llama.cpp: the seeded tiny models of
 /// `cargo xtask gen-model` (every weight type it writes) are regenerated, their SHA-256 checked
 /// against the reference (a changed generator needs new reference files, see the README beside
-/// them), and evaluated on the reference prompt. Checks: token ids equal; max |Δ| over
-/// llama.cpp's top-20 ids ≤ [`SYNTH_TOLERANCE`]; top-1 equal wherever llama.cpp leads by more
-/// than twice that. Returns the failures.
+/// them), and evaluated on the reference prompt with the real model's criteria: token ids equal;
+/// max |Δ| over llama.cpp's top-20 ids ≤ [`TOLERANCE`]; top-1 equal wherever llama.cpp leads by
+/// more than [`TOP1_MARGIN`]; the greedy continuation (16 tokens in these references) identical.
+/// Returns the failures.
 fn check_synthetic(root: &Path) -> Result<Vec<String>> {
     use crate::gen_model::{write_model, Arch, ModelSpec};
     use strata_gguf::GgmlType;
@@ -502,8 +404,8 @@ fn check_synthetic(root: &Path) -> Result<Vec<String>> {
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut failures = Vec::new();
     println!(
-        "\n{:<11} {:>5} {:>6} {:>11} {:>10} {:>7}",
-        "synthetic", "toks", "ids", "top1", "max|Δ|20", "result"
+        "\n{:<11} {:>5} {:>6} {:>11} {:>10} {:>9} {:>7}",
+        "synthetic", "toks", "ids", "top1(>0.1)", "max|Δ|20", "greedy", "result"
     );
     for (arch, arch_name) in [(Arch::Llama, "llama"), (Arch::Qwen2, "qwen2")] {
         for (ty, ty_name) in [
@@ -537,31 +439,51 @@ fn check_synthetic(root: &Path) -> Result<Vec<String>> {
             let ours = engine.tokenizer().encode(prompt, true, false)?;
             let ids_equal = ours == token_ids;
             let (mut checked, mut bad, mut max_diff) = (0usize, 0usize, 0f32);
-            engine
-                .session()?
-                .eval_with(&token_ids, LogitsFor::All, &mut |i, logits| {
-                    let t = &top[i];
-                    if t[0].1 - t[1].1 > 2.0 * f64::from(SYNTH_TOLERANCE) {
-                        checked += 1;
-                        bad += usize::from(argmax(logits) != t[0].0);
-                    }
-                    for &(id, l) in t {
-                        max_diff = max_diff.max((logits[id as usize] - l as f32).abs());
-                    }
-                })?;
-            let ok = ids_equal && bad == 0 && max_diff <= SYNTH_TOLERANCE;
+            let mut last = Vec::new();
+            let mut session = engine.session()?;
+            session.eval_with(&token_ids, LogitsFor::All, &mut |i, logits| {
+                let t = &top[i];
+                if t[0].1 - t[1].1 > TOP1_MARGIN {
+                    checked += 1;
+                    bad += usize::from(argmax(logits) != t[0].0);
+                }
+                for &(id, l) in t {
+                    max_diff = max_diff.max((logits[id as usize] - l as f32).abs());
+                }
+                if i + 1 == token_ids.len() {
+                    last = logits.to_vec();
+                }
+            })?;
+            let expected = ids(&j["greedy"]["ids"])?;
+            let mut greedy = Vec::new();
+            while greedy.len() < expected.len() {
+                let id = argmax(&last);
+                greedy.push(id);
+                if greedy.len() < expected.len() {
+                    last = session.eval(&[id])?;
+                }
+            }
+            let greedy_match = greedy
+                .iter()
+                .zip(&expected)
+                .take_while(|(a, b)| a == b)
+                .count();
+            let ok =
+                ids_equal && bad == 0 && max_diff <= TOLERANCE && greedy_match == expected.len();
             println!(
-                "{:<11} {:>5} {:>6} {:>11} {:>10.4} {:>7}",
+                "{:<11} {:>5} {:>6} {:>11} {:>10.4} {:>9} {:>7}",
                 name,
                 token_ids.len(),
                 if ids_equal { "equal" } else { "DIFF" },
                 format!("{}/{checked} ok", checked - bad),
                 max_diff,
+                format!("{greedy_match}/{}", expected.len()),
                 if ok { "pass" } else { "FAIL" }
             );
             if !ok {
                 failures.push(format!(
-                    "{name}: ids equal {ids_equal}, top-1 wrong at {bad} of {checked}, max |Δ| {max_diff:.4} (tolerance {SYNTH_TOLERANCE})"
+                    "{name}: ids equal {ids_equal}, top-1 wrong at {bad} of {checked}, max |Δ| {max_diff:.4} (tolerance {TOLERANCE}), greedy equal for {greedy_match} of {} steps",
+                    expected.len()
                 ));
             }
         }
