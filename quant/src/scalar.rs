@@ -143,38 +143,16 @@ pub fn q3_k(w: &[BlockQ3_K], x: &[BlockQ8_K]) -> f32 {
     sum
 }
 
-/// Shared Q4_K/Q5_K · Q8_K given the unsigned quants in element order.
-#[inline(always)]
-fn k_affine(q: &[i32; 256], d: [u8; 2], dmin: [u8; 2], scales: &[u8; 12], a: &BlockQ8_K) -> f32 {
-    let (sc, m) = k4_scales_mins(scales);
-    let s = sums16(q, a);
-    let (mut isum, mut msum) = (0i32, 0i32);
-    for j in 0..8 {
-        isum += sc[j] as i32 * (s[2 * j] + s[2 * j + 1]);
-        msum += m[j] as i32 * (a.bsum(2 * j) as i32 + a.bsum(2 * j + 1) as i32);
-    }
-    let dx = a.d();
-    (dx * f16_to_f32(d)) * isum as f32 - (dx * f16_to_f32(dmin)) * msum as f32
-}
-
 /// Q4_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q4_K_q8_K` (x86). Matrix
 /// products may use its repacked gemv/gemm orders instead (see the crate docs).
 pub fn q4_k(w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
     crate::q4k::dot(crate::q4k::Order::VecDot, w, x)
 }
 
-/// Q5_K · Q8_K.
+/// Q5_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q5_K_q8_K` (x86; see the
+/// `q5k` module).
 pub fn q5_k(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
-    let mut sum = 0f32;
-    for (b, a) in w.iter().zip(x) {
-        let q: [i32; 256] = std::array::from_fn(|e| {
-            let low = (b.qs[32 * (e / 64) + e % 32] >> (4 * ((e % 64) / 32))) & 0x0F;
-            let high = (b.qh[e % 32] >> (e / 32)) & 1;
-            (low | (high << 4)) as i32
-        });
-        sum += k_affine(&q, b.d, b.dmin, &b.scales, a);
-    }
-    sum
+    crate::q5k::dot(w, x)
 }
 
 /// Q6_K · Q8_K: `d·d_x·Σ_j sc_j·Σ (q − 32)·x`.

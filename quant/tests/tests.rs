@@ -2,6 +2,7 @@
 
 mod common;
 mod golden;
+mod kquants;
 mod products;
 mod q4k;
 mod roundtrip;

@@ -27,6 +27,7 @@ use crate::blocks::{
     k4_scales_mins_u64, q3k_scales, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ5_0,
     BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
 };
+use crate::tiled::AccTiled;
 
 /// The AVX2 kernel for weight type `ty`, where one exists.
 pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
@@ -67,6 +68,15 @@ pub(super) fn reduce8(v: __m256) -> f32 {
     let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4)); // (l0+l4)+(l2+l6), (l1+l5)+(l3+l7)
     let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2));
     _mm_cvtss_f32(s1)
+}
+
+/// Sum of eight i32 lanes (exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum_i32x8(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<1>(s)))
 }
 
 /// Σ over the 32 bytes of signed `w` · signed `y`, as 8 × i32 (`|y| ≤ 127`).
@@ -402,6 +412,46 @@ rows_kernel!(q5_1_rows, q5_1_dot, BlockQ5_1, BlockQ8_1);
 rows_kernel!(q2_k_rows, q2_k_dot, BlockQ2_K, BlockQ8_K);
 rows_kernel!(q3_k_rows, q3_k_dot, BlockQ3_K, BlockQ8_K);
 rows_kernel!(q5_k_rows, q5_k_dot, BlockQ5_K, BlockQ8_K);
+rows_kernel!(q5_k_tiled_rows, q5_k_tiled, BlockQ5_K, BlockQ8_K);
+
+/// The AVX2 kernel of llama.cpp's tiled order (see [`crate::tiled`]) for Q5_K.
+pub(super) fn tiled_kernel(ty: GgmlType) -> Option<RowsFn> {
+    if !SimdLevel::Avx2.is_available() {
+        return None;
+    }
+    Some(match ty {
+        GgmlType::Q5_K => q5_k_tiled_rows,
+        _ => return None,
+    })
+}
+
+/// Q5_K in the tiled order: [`q5_k_impl`] with `TILED`.
+///
+/// # Safety
+/// As [`q5_k_impl`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_tiled<const N: usize>(
+    w: [*const BlockQ5_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    // SAFETY: the caller's guarantees are `q5_k_impl`'s.
+    unsafe { q5_k_impl::<N, true>(w, x, nb) }
+}
+
+/// Q5_K in the vec_dot order: [`q5_k_impl`] without `TILED`.
+///
+/// # Safety
+/// As [`q5_k_impl`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_dot<const N: usize>(
+    w: [*const BlockQ5_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    // SAFETY: the caller's guarantees are `q5_k_impl`'s.
+    unsafe { q5_k_impl::<N, false>(w, x, nb) }
+}
 
 /// Q8_1-activation kernels (offset formats): `unpack` turns weight block `b` into 32 unsigned
 /// quants; the block adds `(d_w·d_x)·Σq·y` lane-wise and `m_w·s_x` to a scalar sum.
@@ -610,16 +660,21 @@ fn bit_to_4(v: __m256i, bit: i32) -> __m256i {
     _mm256_and_si256(moved, _mm256_set1_epi8(0x10))
 }
 
+/// Q5_K in `ggml_vec_dot_q5_K_q8_K`'s order (see [`crate::q5k`]): lanes as the scalar
+/// reference's, one FMA per block into eight f32 lanes, and the min total `M` into one scalar;
+/// with `TILED`, llama.cpp's tiled order (see [`crate::tiled`]) on the lanes' total and `M`.
+///
 /// # Safety
 /// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_k_dot<const N: usize>(
+unsafe fn q5_k_impl<const N: usize, const TILED: bool>(
     w: [*const BlockQ5_K; N],
     x: *const BlockQ8_K,
     nb: usize,
 ) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc_m = [_mm256_setzero_ps(); N];
+    let mut summs = [0f32; N];
+    let mut tiled = [AccTiled::default(); N];
     let m4 = _mm256_set1_epi8(0x0F);
     for i in 0..nb {
         // SAFETY: `i < nb` (caller).
@@ -627,6 +682,11 @@ unsafe fn q5_k_dot<const N: usize>(
         let dx = a.d();
         // SAFETY: reads the 32 bytes of `a.bsums`.
         let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+        // The eight 32-element sums.
+        let bs32 = _mm_hadd_epi16(
+            _mm256_castsi256_si128(bsums),
+            _mm256_extracti128_si256::<1>(bsums),
+        );
         let y = load_y8(&a.qs);
         for r in 0..N {
             prefetch_ahead(w[r], i);
@@ -655,20 +715,23 @@ unsafe fn q5_k_dot<const N: usize>(
                 );
                 isum = _mm256_add_epi32(isum, _mm256_add_epi32(p_lo, p_hi));
             }
-            let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64));
-            let mdup = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
-            let msum = _mm256_madd_epi16(bsums, mdup);
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.d)),
-                _mm256_cvtepi32_ps(isum),
-                acc[r],
-            );
-            acc_m[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.dmin)),
-                _mm256_cvtepi32_ps(msum),
-                acc_m[r],
-            );
+            let mp = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64)), bs32);
+            let mp = _mm_add_epi32(mp, _mm_unpackhi_epi64(mp, mp));
+            let msum = _mm_cvtsi128_si32(_mm_add_epi32(mp, _mm_shuffle_epi32::<1>(mp)));
+            if TILED {
+                tiled[r].add(h2f(b.d), h2f(b.dmin), dx, hsum_i32x8(isum), msum);
+            } else {
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dx * h2f(b.d)),
+                    _mm256_cvtepi32_ps(isum),
+                    acc[r],
+                );
+                summs[r] = (msum as f32).mul_add(-dx * h2f(b.dmin), summs[r]);
+            }
         }
     }
-    std::array::from_fn(|r| reduce8(acc[r]) - reduce8(acc_m[r]))
+    if TILED {
+        return tiled.map(AccTiled::finish);
+    }
+    std::array::from_fn(|r| reduce8(acc[r]) + summs[r])
 }

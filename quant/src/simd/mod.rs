@@ -28,6 +28,16 @@ pub(crate) fn q4k_x86(level: SimdLevel, rows: usize) -> Option<(RowsFn, Option<R
     q4k_x86::kernels(level, rows)
 }
 
+/// The x86 kernel of llama.cpp's tiled K-quant order (see [`crate::tiled`]) for `ty` at most at
+/// `level`, where this CPU has one.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn tiled_x86(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
+    if level < SimdLevel::Avx2 || !SimdLevel::Avx2.is_available() {
+        return None;
+    }
+    avx2::tiled_kernel(ty)
+}
+
 /// A row-dot kernel: `out[r] = dot(w[r*row_bytes..][..row_bytes], x)`.
 pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]);
 

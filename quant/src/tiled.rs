@@ -1,0 +1,100 @@
+//! llama.cpp's tiled K-quant matrix product (`ggml/src/ggml-cpu/tiled`), reproduced bit for bit
+//! for Q5_K.
+//!
+//! llama.cpp (0c1e57098, x86-64 with AVX-512 VNNI) computes `MUL_MAT` of a K-quant weight that
+//! is not repacked with its tiled kernel, instead of `vec_dot`, when the product has at least
+//! [`MIN_TOKENS`] tokens (`ggml_compute_forward_mul_mat_tiled`; always for Q5_K). Every token
+//! of such a product, whatever its position, gets the same arithmetic. Per (row, token) and per
+//! block, in block order, with exact integer totals `S1 = Σ_j sc_j·S_j` (the sub-block scales
+//! times the sub-block quant sums) and `S2 = Σ_j m_j·bs_j`:
+//!
+//! ```text
+//! r   = S1 · d_w                      (f32 multiply)
+//! r   = fma(−dmin_w, S2, r)
+//! acc = fma(r, d_x, acc)
+//! ```
+//!
+//! starting from `acc = 0` (the source writes `acc + r · d_x` with intrinsics; the build
+//! contracts it to one FMA, as its disassembly shows). The VNNI microkernel, its 16-token
+//! narrow path and its 256-wide windows all follow this order; only the order of the integer
+//! sums differs, and those are exact.
+
+use strata_gguf::GgmlType;
+
+use crate::blocks::{f16_to_f32, view, Block, BlockQ5_K, BlockQ8_K};
+use crate::simd::{RowsFn, SimdLevel};
+
+/// The fewest tokens for which llama.cpp takes the tiled path (`ggml_tiled_min_batch`).
+pub(crate) const MIN_TOKENS: usize = 8;
+
+/// The tiled accumulator for one (row, token).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct AccTiled(f32);
+
+impl AccTiled {
+    /// One block: weight scales `d_w`, `dmin_w` (0 for formats without mins), activation
+    /// scale `d_x`, integer totals `s1`, `s2`.
+    #[inline(always)]
+    pub(crate) fn add(&mut self, d_w: f32, dmin_w: f32, d_x: f32, s1: i32, s2: i32) {
+        let r = (-dmin_w).mul_add(s2 as f32, s1 as f32 * d_w);
+        self.0 = r.mul_add(d_x, self.0);
+    }
+
+    /// The result.
+    #[inline(always)]
+    pub(crate) fn finish(self) -> f32 {
+        self.0
+    }
+}
+
+/// The tiled one-token kernel for `ty` at `level` (every token of a product with at least
+/// [`MIN_TOKENS`] tokens runs it), if `ty` is Q5_K.
+pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Some(k) = crate::simd::tiled_x86(level, ty) {
+            return Some(k);
+        }
+    }
+    let _ = level;
+    Some(match ty {
+        GgmlType::Q5_K => q5_k_rows,
+        _ => return None,
+    })
+}
+
+/// Q5_K · Q8_K, one row, tiled order.
+pub(crate) fn q5_k(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
+    let mut acc = AccTiled::default();
+    for (b, a) in w.iter().zip(x) {
+        let (lanes, m) = crate::q5k::block_ints(b, a);
+        acc.add(
+            f16_to_f32(b.d),
+            f16_to_f32(b.dmin),
+            a.d(),
+            lanes.iter().sum(),
+            m,
+        );
+    }
+    acc.finish()
+}
+
+fn rows<B: Block>(
+    w: &[u8],
+    row_bytes: usize,
+    x: &[u8],
+    out: &mut [f32],
+    dot: fn(&[B], &[BlockQ8_K]) -> f32,
+) {
+    let xa = view::<BlockQ8_K>(x).expect("activation row is whole blocks");
+    for (r, o) in out.iter_mut().enumerate() {
+        let wr =
+            view::<B>(&w[r * row_bytes..(r + 1) * row_bytes]).expect("weight row is whole blocks");
+        assert_eq!(wr.len(), xa.len(), "activation row size mismatch");
+        *o = dot(wr, xa);
+    }
+}
+
+fn q5_k_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    rows(w, row_bytes, x, out, q5_k)
+}
