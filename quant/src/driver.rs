@@ -70,7 +70,7 @@ pub fn matvec_q_with(
 /// `Y[t][r] = Σ_c W[r][c] · X[t][c]` for `t in 0..n`: `X` row-major `n × cols`, `Y` row-major
 /// `n × rows`. Row `t` of `Y` is bit-identical to [`matvec`] of row `t` of `X`, except for the
 /// first `n - n % 4` tokens of a Q4_K matrix whose row count is a multiple of 8 (llama.cpp's
-/// gemm order) and for every token of a product of at least 8 tokens with a Q5_K matrix
+/// gemm order) and for every token of a product of at least 8 tokens with a Q5_K or Q3_K matrix
 /// (llama.cpp's tiled order; see the crate docs).
 pub fn matmul(
     ty: GgmlType,
@@ -214,7 +214,7 @@ fn run<'x>(
     if !level.is_available() {
         return Err(QuantError::SimdUnavailable(level));
     }
-    // Q4_K and Q5_K follow llama.cpp's kernel choice, which depends on the row count and the
+    // Q4_K and Q5_K, Q3_K follow llama.cpp's kernel choice, which depends on the row count and the
     // number of tokens (see `q4k`, `tiled`).
     let (kernel, kernel4) = if ty == GgmlType::Q4_K {
         crate::q4k::kernels(level, rows)
@@ -222,7 +222,7 @@ fn run<'x>(
         .then(|| crate::tiled::kernel(level, ty))
         .flatten()
     {
-        // Q5_K: llama.cpp's tiled product for batches of at least 8 tokens.
+        // Q5_K, Q3_K: llama.cpp's tiled product for batches of at least 8 tokens.
         (k, None)
     } else {
         let k = simd::kernel(level, ty).ok_or(QuantError::Unsupported {

@@ -23,7 +23,7 @@
 //! llama.cpp, a Q4_K matrix whose row count is a multiple of 8 runs its tokens in groups of four
 //! (the first `n - n % 4`) in another float order (llama.cpp's repacked gemm; the others and
 //! `matvec` follow its gemv) — see the `q4k` module — and that a product of at least 8 tokens
-//! with a Q5_K matrix follows llama.cpp's tiled order for every token (the `tiled` module);
+//! with a Q5_K or Q3_K matrix follows llama.cpp's tiled order for every token (the `tiled` module);
 //! results then depend on `n`, never on threads.
 //!
 //! This crate does no I/O and needs no threads or filesystem (without feature `rayon` every
@@ -34,6 +34,7 @@
 pub mod blocks;
 pub mod dequant;
 mod driver;
+mod q3k;
 mod q4k;
 mod q5k;
 pub mod quantize;

@@ -126,21 +126,10 @@ pub fn q2_k(w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
     sum
 }
 
-/// Q3_K · Q8_K: `d·d_x·Σ_j (sc_j − 32)·Σ q x`, q ∈ −4..4.
+/// Q3_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q3_K_q8_K` (x86; see the
+/// `q3k` module).
 pub fn q3_k(w: &[BlockQ3_K], x: &[BlockQ8_K]) -> f32 {
-    let mut sum = 0f32;
-    for (b, a) in w.iter().zip(x) {
-        let sc = q3k_scales(&b.scales);
-        let q: [i32; 256] = std::array::from_fn(|e| {
-            let low = ((b.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i32;
-            let high = (b.hmask[e % 32] >> (e / 32)) & 1;
-            low - if high == 0 { 4 } else { 0 }
-        });
-        let s = sums16(&q, a);
-        let isum: i32 = (0..16).map(|j| sc[j] as i32 * s[j]).sum();
-        sum += (a.d() * f16_to_f32(b.d)) * isum as f32;
-    }
-    sum
+    crate::q3k::dot(w, x)
 }
 
 /// Q4_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q4_K_q8_K` (x86). Matrix

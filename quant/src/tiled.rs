@@ -1,16 +1,17 @@
 //! llama.cpp's tiled K-quant matrix product (`ggml/src/ggml-cpu/tiled`), reproduced bit for bit
-//! for Q5_K.
+//! for Q5_K and Q3_K.
 //!
 //! llama.cpp (0c1e57098, x86-64 with AVX-512 VNNI) computes `MUL_MAT` of a K-quant weight that
 //! is not repacked with its tiled kernel, instead of `vec_dot`, when the product has at least
-//! [`MIN_TOKENS`] tokens (`ggml_compute_forward_mul_mat_tiled`; always for Q5_K). Every token
-//! of such a product, whatever its position, gets the same arithmetic. Per (row, token) and per
-//! block, in block order, with exact integer totals `S1 = Σ_j sc_j·S_j` (the sub-block scales
-//! times the sub-block quant sums) and `S2 = Σ_j m_j·bs_j`:
+//! [`MIN_TOKENS`] tokens (`ggml_compute_forward_mul_mat_tiled`; always for Q5_K and Q3_K). Every
+//! token of such a product, whatever its position, gets the same arithmetic. Per (row, token)
+//! and per block, in block order, with exact integer totals `S1 = Σ_j sc_j·S_j` (the sub-block
+//! scales times the sub-block quant sums; Q3_K's scales are `sc − 32` and its quants signed)
+//! and, for Q5_K, `S2 = Σ_j m_j·bs_j`:
 //!
 //! ```text
 //! r   = S1 · d_w                      (f32 multiply)
-//! r   = fma(−dmin_w, S2, r)
+//! r   = fma(−dmin_w, S2, r)           (Q5_K only)
 //! acc = fma(r, d_x, acc)
 //! ```
 //!
@@ -21,7 +22,7 @@
 
 use strata_gguf::GgmlType;
 
-use crate::blocks::{f16_to_f32, view, Block, BlockQ5_K, BlockQ8_K};
+use crate::blocks::{f16_to_f32, view, Block, BlockQ3_K, BlockQ5_K, BlockQ8_K};
 use crate::simd::{RowsFn, SimdLevel};
 
 /// The fewest tokens for which llama.cpp takes the tiled path (`ggml_tiled_min_batch`).
@@ -40,6 +41,12 @@ impl AccTiled {
         self.0 = r.mul_add(d_x, self.0);
     }
 
+    /// [`add`](Self::add) for formats without mins.
+    #[inline(always)]
+    pub(crate) fn add_no_min(&mut self, d_w: f32, d_x: f32, s1: i32) {
+        self.0 = (s1 as f32 * d_w).mul_add(d_x, self.0);
+    }
+
     /// The result.
     #[inline(always)]
     pub(crate) fn finish(self) -> f32 {
@@ -48,7 +55,7 @@ impl AccTiled {
 }
 
 /// The tiled one-token kernel for `ty` at `level` (every token of a product with at least
-/// [`MIN_TOKENS`] tokens runs it), if `ty` is Q5_K.
+/// [`MIN_TOKENS`] tokens runs it), if `ty` is Q5_K or Q3_K.
 pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -59,6 +66,7 @@ pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
     let _ = level;
     Some(match ty {
         GgmlType::Q5_K => q5_k_rows,
+        GgmlType::Q3_K => q3_k_rows,
         _ => return None,
     })
 }
@@ -75,6 +83,16 @@ pub(crate) fn q5_k(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
             lanes.iter().sum(),
             m,
         );
+    }
+    acc.finish()
+}
+
+/// Q3_K · Q8_K, one row, tiled order.
+pub(crate) fn q3_k(w: &[BlockQ3_K], x: &[BlockQ8_K]) -> f32 {
+    let mut acc = AccTiled::default();
+    for (b, a) in w.iter().zip(x) {
+        let lanes = crate::q3k::block_lanes(b, a);
+        acc.add_no_min(f16_to_f32(b.d), a.d(), lanes.iter().sum());
     }
     acc.finish()
 }
@@ -97,4 +115,8 @@ fn rows<B: Block>(
 
 fn q5_k_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
     rows(w, row_bytes, x, out, q5_k)
+}
+
+fn q3_k_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    rows(w, row_bytes, x, out, q3_k)
 }

@@ -1,4 +1,4 @@
-//! Q5_K in llama.cpp's orders (see the crate's `q5k` and `tiled` modules): every SIMD
+//! Q5_K and Q3_K in llama.cpp's orders (see the crate's `q5k`, `q3k` and `tiled` modules): every SIMD
 //! level equals the scalar reference bit for bit, for every token count and row count.
 
 use strata_gguf::GgmlType;
@@ -31,7 +31,7 @@ fn product(
 fn every_level_equals_scalar_bitwise() {
     let mut rng = Rng::new(43);
     let cols = 768;
-    for ty in [GgmlType::Q5_K] {
+    for ty in [GgmlType::Q5_K, GgmlType::Q3_K] {
         for scales in [Scales::Normal, Scales::Subnormal, Scales::Max] {
             for rows in [8, 16, 9, 12, 13] {
                 let w = random_blocks(ty, cols / 256 * rows, &mut rng, scales);
@@ -57,7 +57,7 @@ fn every_level_equals_scalar_bitwise() {
 fn ungrouped_tokens_equal_matvec_bitwise() {
     let mut rng = Rng::new(44);
     let (cols, n) = (512, 7);
-    for (ty, rows, first) in [(GgmlType::Q5_K, 16, 0)] {
+    for (ty, rows, first) in [(GgmlType::Q5_K, 16, 0), (GgmlType::Q3_K, 16, 0)] {
         let w = random_blocks(ty, cols / 256 * rows, &mut rng, Scales::Normal);
         let x = random_acts(cols * n, &mut rng);
         let y = product(SimdLevel::active(), ty, &w, rows, cols, &x, n);

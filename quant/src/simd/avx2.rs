@@ -412,14 +412,16 @@ rows_kernel!(q5_1_rows, q5_1_dot, BlockQ5_1, BlockQ8_1);
 rows_kernel!(q2_k_rows, q2_k_dot, BlockQ2_K, BlockQ8_K);
 rows_kernel!(q3_k_rows, q3_k_dot, BlockQ3_K, BlockQ8_K);
 rows_kernel!(q5_k_rows, q5_k_dot, BlockQ5_K, BlockQ8_K);
+rows_kernel!(q3_k_tiled_rows, q3_k_tiled, BlockQ3_K, BlockQ8_K);
 rows_kernel!(q5_k_tiled_rows, q5_k_tiled, BlockQ5_K, BlockQ8_K);
 
-/// The AVX2 kernel of llama.cpp's tiled order (see [`crate::tiled`]) for Q5_K.
+/// The AVX2 kernel of llama.cpp's tiled order (see [`crate::tiled`]) for Q5_K or Q3_K.
 pub(super) fn tiled_kernel(ty: GgmlType) -> Option<RowsFn> {
     if !SimdLevel::Avx2.is_available() {
         return None;
     }
     Some(match ty {
+        GgmlType::Q3_K => q3_k_tiled_rows,
         GgmlType::Q5_K => q5_k_tiled_rows,
         _ => return None,
     })
@@ -451,6 +453,34 @@ unsafe fn q5_k_dot<const N: usize>(
 ) -> [f32; N] {
     // SAFETY: the caller's guarantees are `q5_k_impl`'s.
     unsafe { q5_k_impl::<N, false>(w, x, nb) }
+}
+
+/// Q3_K in the tiled order: [`q3_k_impl`] with `TILED`.
+///
+/// # Safety
+/// As [`q3_k_impl`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_k_tiled<const N: usize>(
+    w: [*const BlockQ3_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    // SAFETY: the caller's guarantees are `q3_k_impl`'s.
+    unsafe { q3_k_impl::<N, true>(w, x, nb) }
+}
+
+/// Q3_K in the vec_dot order: [`q3_k_impl`] without `TILED`.
+///
+/// # Safety
+/// As [`q3_k_impl`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_k_dot<const N: usize>(
+    w: [*const BlockQ3_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    // SAFETY: the caller's guarantees are `q3_k_impl`'s.
+    unsafe { q3_k_impl::<N, false>(w, x, nb) }
 }
 
 /// Q8_1-activation kernels (offset formats): `unpack` turns weight block `b` into 32 unsigned
@@ -583,15 +613,20 @@ unsafe fn q2_k_dot<const N: usize>(
     std::array::from_fn(|r| reduce8(acc[r]) - reduce8(acc_m[r]))
 }
 
+/// Q3_K in `ggml_vec_dot_q3_K_q8_K`'s order (see [`crate::q3k`]): lanes as the scalar
+/// reference's, one FMA per block into eight f32 lanes; with `TILED`, llama.cpp's tiled order
+/// (see [`crate::tiled`]) on the lanes' total.
+///
 /// # Safety
 /// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q3_k_dot<const N: usize>(
+unsafe fn q3_k_impl<const N: usize, const TILED: bool>(
     w: [*const BlockQ3_K; N],
     x: *const BlockQ8_K,
     nb: usize,
 ) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
+    let mut tiled = [AccTiled::default(); N];
     let m3 = _mm256_set1_epi8(3);
     let one = _mm256_set1_epi8(1);
     let pick = pick_pairs();
@@ -599,8 +634,6 @@ unsafe fn q3_k_dot<const N: usize>(
         // SAFETY: `i < nb` (caller).
         let a = unsafe { &*x.add(i) };
         let dx = a.d();
-        // SAFETY: reads the 32 bytes of `a.bsums`.
-        let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
         let y = load_y8(&a.qs);
         for r in 0..N {
             prefetch_ahead(w[r], i);
@@ -621,29 +654,37 @@ unsafe fn q3_k_dot<const N: usize>(
                     _mm256_permute2x128_si256::<0x11>(sc16, sc16)
                 };
                 for s in 0..4 {
-                    // q + 4 = low two bits | (high bit << 2), in 0..8; the −4 comes from bsums.
+                    // q = low two bits − (4 where the high bit is clear), as llama.cpp: two
+                    // unsigned products subtracted, so each lane holds exactly its elements.
                     let low =
                         _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * s as i32)), m3);
-                    let hb = _mm256_and_si256(
+                    let clear4 = _mm256_slli_epi16::<2>(_mm256_andnot_si256(
                         _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * c + s) as i32)),
                         one,
+                    ));
+                    let p = _mm256_sub_epi16(
+                        _mm256_maddubs_epi16(low, y[4 * c + s]),
+                        _mm256_maddubs_epi16(clear4, y[4 * c + s]),
                     );
-                    let q = _mm256_or_si256(low, _mm256_slli_epi16::<2>(hb));
-                    let p = _mm256_maddubs_epi16(q, y[4 * c + s]);
                     isum = _mm256_add_epi32(
                         isum,
                         _mm256_madd_epi16(p, _mm256_shuffle_epi8(scc, pick[s])),
                     );
                 }
             }
-            let corr = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums, sc16));
-            let isum = _mm256_sub_epi32(isum, corr);
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.d)),
-                _mm256_cvtepi32_ps(isum),
-                acc[r],
-            );
+            if TILED {
+                tiled[r].add_no_min(h2f(b.d), dx, hsum_i32x8(isum));
+            } else {
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dx * h2f(b.d)),
+                    _mm256_cvtepi32_ps(isum),
+                    acc[r],
+                );
+            }
         }
+    }
+    if TILED {
+        return tiled.map(AccTiled::finish);
     }
     acc.map(|v| reduce8(v))
 }
