@@ -69,9 +69,9 @@ pub fn matvec_q_with(
 
 /// `Y[t][r] = Σ_c W[r][c] · X[t][c]` for `t in 0..n`: `X` row-major `n × cols`, `Y` row-major
 /// `n × rows`. Row `t` of `Y` is bit-identical to [`matvec`] of row `t` of `X`, except for the
-/// first `n - n % 4` tokens of a Q4_K matrix whose row count is a multiple of 8 (llama.cpp's
-/// gemm order) and for every token of a product of at least 8 tokens with a Q5_K or Q3_K matrix
-/// (llama.cpp's tiled order; see the crate docs).
+/// first `n - n % 4` tokens of a Q4_K or Q2_K matrix whose row count is a multiple of 8
+/// (llama.cpp's gemm order) and for every token of a product of at least 8 tokens with another
+/// Q2_K matrix or a Q5_K or Q3_K one (llama.cpp's tiled order; see the crate docs).
 pub fn matmul(
     ty: GgmlType,
     w: &[u8],
@@ -145,8 +145,9 @@ pub fn matmul_q_with(
 
 /// One dot product: weight row `w_row` (`x.cols()` elements of type `ty`) · activation row `t`
 /// of `x` (quantized to [`vec_dot_type`]`(ty)`), with the active SIMD kernel. Equals element
-/// `r` of [`matvec_q`] for that row, bit for bit, except for Q4_K matrices whose row count is a
-/// multiple of 8 (this is llama.cpp's `vec_dot` order; such matrices use its gemv order).
+/// `r` of [`matvec_q`] for that row, bit for bit, except for Q4_K and Q2_K matrices whose row
+/// count is a multiple of 8 (this is llama.cpp's `vec_dot` order; such matrices use its gemv
+/// order).
 pub fn vec_dot(ty: GgmlType, w_row: &[u8], x: &QuantizedActs, t: usize) -> Result<f32, QuantError> {
     let dot_ty = acts_dot_type(ty, x)?;
     if t >= x.n_rows() {
@@ -214,10 +215,12 @@ fn run<'x>(
     if !level.is_available() {
         return Err(QuantError::SimdUnavailable(level));
     }
-    // Q4_K and Q5_K, Q3_K follow llama.cpp's kernel choice, which depends on the row count and the
-    // number of tokens (see `q4k`, `tiled`).
+    // Q4_K, Q2_K, Q5_K and Q3_K follow llama.cpp's kernel choice, which depends on the row
+    // count and the number of tokens (see `q4k`, `q2k`, `tiled`).
     let (kernel, kernel4) = if ty == GgmlType::Q4_K {
         crate::q4k::kernels(level, rows)
+    } else if ty == GgmlType::Q2_K {
+        crate::q2k::kernels(level, rows, n)
     } else if let Some(k) = (n >= crate::tiled::MIN_TOKENS)
         .then(|| crate::tiled::kernel(level, ty))
         .flatten()
@@ -263,8 +266,8 @@ fn run<'x>(
     let out = OutPtr(y.as_mut_ptr());
     // Four tokens per pass over a tile where the level has such a kernel (each weight block is
     // unpacked once for four tokens), for the first `n - n % 4` tokens: llama.cpp's grouping.
-    // Its results equal `kernel`'s bit for bit except for Q4_K with rows % 8 == 0, where the
-    // two reproduce llama.cpp's gemm and gemv orders.
+    // Its results equal `kernel`'s bit for bit except for Q4_K and Q2_K with rows % 8 == 0,
+    // where the two reproduce llama.cpp's gemm and gemv orders.
     let kernel4 = if n >= 4 { kernel4 } else { None };
     let task = |i: usize| {
         let r0 = i * tile;

@@ -107,23 +107,10 @@ fn sums16(q: &[i32; 256], x: &BlockQ8_K) -> [i32; 16] {
     std::array::from_fn(|j| (16 * j..16 * j + 16).map(|e| q[e] * x.qs[e] as i32).sum())
 }
 
-/// Q2_K · Q8_K: `d·d_x·Σ_j sc_j·S_j − dmin·d_x·Σ_j m_j·bsum_j`.
+/// Q2_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q2_K_q8_K` (x86). Matrix
+/// products may use its repacked gemv/gemm orders instead (see the crate docs).
 pub fn q2_k(w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
-    let mut sum = 0f32;
-    for (b, a) in w.iter().zip(x) {
-        let q: [i32; 256] = std::array::from_fn(|e| {
-            ((b.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i32
-        });
-        let s = sums16(&q, a);
-        let (mut isum, mut msum) = (0i32, 0i32);
-        for j in 0..16 {
-            isum += (b.scales[j] & 0x0F) as i32 * s[j];
-            msum += (b.scales[j] >> 4) as i32 * a.bsum(j) as i32;
-        }
-        let dx = a.d();
-        sum += (dx * f16_to_f32(b.d)) * isum as f32 - (dx * f16_to_f32(b.dmin)) * msum as f32;
-    }
-    sum
+    crate::q2k::dot(crate::q2k::Order::VecDot, w, x)
 }
 
 /// Q3_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q3_K_q8_K` (x86; see the

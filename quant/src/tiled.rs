@@ -1,17 +1,18 @@
 //! llama.cpp's tiled K-quant matrix product (`ggml/src/ggml-cpu/tiled`), reproduced bit for bit
-//! for Q5_K and Q3_K.
+//! for Q5_K, Q3_K and Q2_K.
 //!
 //! llama.cpp (0c1e57098, x86-64 with AVX-512 VNNI) computes `MUL_MAT` of a K-quant weight that
 //! is not repacked with its tiled kernel, instead of `vec_dot`, when the product has at least
-//! [`MIN_TOKENS`] tokens (`ggml_compute_forward_mul_mat_tiled`; always for Q5_K and Q3_K). Every
-//! token of such a product, whatever its position, gets the same arithmetic. Per (row, token)
-//! and per block, in block order, with exact integer totals `S1 = Σ_j sc_j·S_j` (the sub-block
-//! scales times the sub-block quant sums; Q3_K's scales are `sc − 32` and its quants signed)
-//! and, for Q5_K, `S2 = Σ_j m_j·bs_j`:
+//! [`MIN_TOKENS`] tokens (`ggml_compute_forward_mul_mat_tiled`; for these types: Q5_K and Q3_K
+//! always, Q2_K when its row count is not a multiple of 8). Every token of such a product,
+//! whatever its position, gets the same arithmetic. Per (row, token) and per block, in block
+//! order, with exact integer totals `S1 = Σ_j sc_j·S_j` (the sub-block scales times the
+//! sub-block quant sums; Q3_K's scales are `sc − 32` and its quants signed) and, for formats
+//! with mins, `S2 = Σ_j m_j·bs_j`:
 //!
 //! ```text
 //! r   = S1 · d_w                      (f32 multiply)
-//! r   = fma(−dmin_w, S2, r)           (Q5_K only)
+//! r   = fma(−dmin_w, S2, r)           (Q5_K, Q2_K only)
 //! acc = fma(r, d_x, acc)
 //! ```
 //!
@@ -22,7 +23,7 @@
 
 use strata_gguf::GgmlType;
 
-use crate::blocks::{f16_to_f32, view, Block, BlockQ3_K, BlockQ5_K, BlockQ8_K};
+use crate::blocks::{f16_to_f32, view, Block, BlockQ2_K, BlockQ3_K, BlockQ5_K, BlockQ8_K};
 use crate::simd::{RowsFn, SimdLevel};
 
 /// The fewest tokens for which llama.cpp takes the tiled path (`ggml_tiled_min_batch`).
@@ -55,7 +56,7 @@ impl AccTiled {
 }
 
 /// The tiled one-token kernel for `ty` at `level` (every token of a product with at least
-/// [`MIN_TOKENS`] tokens runs it), if `ty` is Q5_K or Q3_K.
+/// [`MIN_TOKENS`] tokens runs it), if `ty` is one of Q5_K, Q3_K, Q2_K.
 pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -67,6 +68,7 @@ pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
     Some(match ty {
         GgmlType::Q5_K => q5_k_rows,
         GgmlType::Q3_K => q3_k_rows,
+        GgmlType::Q2_K => q2_k_rows,
         _ => return None,
     })
 }
@@ -97,6 +99,23 @@ pub(crate) fn q3_k(w: &[BlockQ3_K], x: &[BlockQ8_K]) -> f32 {
     acc.finish()
 }
 
+/// Q2_K · Q8_K, one row, tiled order.
+pub(crate) fn q2_k(w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
+    let mut acc = AccTiled::default();
+    for (b, a) in w.iter().zip(x) {
+        let (h, n) = crate::q2k::block_ints(b, a);
+        let s1 = h.iter().flatten().sum();
+        acc.add(
+            f16_to_f32(b.d),
+            f16_to_f32(b.dmin),
+            a.d(),
+            s1,
+            n.iter().sum(),
+        );
+    }
+    acc.finish()
+}
+
 fn rows<B: Block>(
     w: &[u8],
     row_bytes: usize,
@@ -119,4 +138,8 @@ fn q5_k_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
 
 fn q3_k_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
     rows(w, row_bytes, x, out, q3_k)
+}
+
+fn q2_k_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    rows(w, row_bytes, x, out, q2_k)
 }

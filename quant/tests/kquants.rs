@@ -1,5 +1,6 @@
-//! Q5_K and Q3_K in llama.cpp's orders (see the crate's `q5k`, `q3k` and `tiled` modules): every SIMD
-//! level equals the scalar reference bit for bit, for every token count and row count.
+//! Q5_K, Q3_K and Q2_K in llama.cpp's orders (see the crate's `q5k`, `q3k`, `q2k` modules):
+//! every SIMD level equals the scalar reference bit for bit, for every token grouping and row
+//! count.
 
 use strata_gguf::GgmlType;
 use strata_quant::{matmul_q_with, matvec, quantize_acts, SimdLevel};
@@ -25,13 +26,14 @@ fn product(
     y
 }
 
-/// Row counts with remainders of the four-row groups; token counts 1..=9 cover vec_dot (up to
-/// 7 tokens) and the tiled order (8 and more).
+/// Row counts with and without the multiple of 8 that selects Q2_K's gemv/gemm orders, and with
+/// remainders of the four-row groups; token counts 1..=9 cover every `n % 4` with and without
+/// a group of four.
 #[test]
 fn every_level_equals_scalar_bitwise() {
     let mut rng = Rng::new(43);
     let cols = 768;
-    for ty in [GgmlType::Q5_K, GgmlType::Q3_K] {
+    for ty in [GgmlType::Q5_K, GgmlType::Q3_K, GgmlType::Q2_K] {
         for scales in [Scales::Normal, Scales::Subnormal, Scales::Max] {
             for rows in [8, 16, 9, 12, 13] {
                 let w = random_blocks(ty, cols / 256 * rows, &mut rng, scales);
@@ -52,12 +54,19 @@ fn every_level_equals_scalar_bitwise() {
     }
 }
 
-/// Below 8 tokens every token runs llama.cpp's vec_dot, as matvec does.
+/// Q5_K and Q3_K run llama.cpp's vec_dot for every token; Q2_K with `rows % 8 == 0` runs gemv
+/// for the tokens after the last group of four (and for matvec), gemm for the grouped ones,
+/// which may differ.
 #[test]
 fn ungrouped_tokens_equal_matvec_bitwise() {
     let mut rng = Rng::new(44);
     let (cols, n) = (512, 7);
-    for (ty, rows, first) in [(GgmlType::Q5_K, 16, 0), (GgmlType::Q3_K, 16, 0)] {
+    for (ty, rows, first) in [
+        (GgmlType::Q5_K, 16, 0),
+        (GgmlType::Q3_K, 16, 0),
+        (GgmlType::Q2_K, 12, 0),
+        (GgmlType::Q2_K, 16, 4),
+    ] {
         let w = random_blocks(ty, cols / 256 * rows, &mut rng, Scales::Normal);
         let x = random_acts(cols * n, &mut rng);
         let y = product(SimdLevel::active(), ty, &w, rows, cols, &x, n);

@@ -24,8 +24,8 @@ use strata_gguf::GgmlType;
 
 use super::{as_f32, check_rows, RowsFn, SimdLevel};
 use crate::blocks::{
-    k4_scales_mins_u64, q3k_scales, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ5_0,
-    BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
+    k4_scales_mins_u64, q3k_scales, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1,
+    BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
 };
 use crate::tiled::AccTiled;
 
@@ -44,7 +44,6 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         GgmlType::BF16 => bf16_rows,
         GgmlType::Q4_1 => q4_1_rows,
         GgmlType::Q5_1 => q5_1_rows,
-        GgmlType::Q2_K => q2_k_rows,
         GgmlType::Q3_K => q3_k_rows,
         GgmlType::Q5_K => q5_k_rows,
         _ => return None,
@@ -107,7 +106,7 @@ pub(super) fn prefetch_ahead<B>(p: *const B, i: usize) {
 /// The 256 activation quants of a Q8_K block as eight vectors.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_y8(qs: &[i8; 256]) -> [__m256i; 8] {
+pub(super) fn load_y8(qs: &[i8; 256]) -> [__m256i; 8] {
     let p = qs.as_ptr();
     // SAFETY: eight 32-byte loads at offsets 0, 32, …, 224 of the 256-byte array.
     unsafe {
@@ -409,7 +408,6 @@ float_kernel!(
 
 rows_kernel!(q4_1_rows, q4_1_dot, BlockQ4_1, BlockQ8_1);
 rows_kernel!(q5_1_rows, q5_1_dot, BlockQ5_1, BlockQ8_1);
-rows_kernel!(q2_k_rows, q2_k_dot, BlockQ2_K, BlockQ8_K);
 rows_kernel!(q3_k_rows, q3_k_dot, BlockQ3_K, BlockQ8_K);
 rows_kernel!(q5_k_rows, q5_k_dot, BlockQ5_K, BlockQ8_K);
 rows_kernel!(q3_k_tiled_rows, q3_k_tiled, BlockQ3_K, BlockQ8_K);
@@ -536,7 +534,7 @@ q8_1_family!(q5_1_dot, BlockQ5_1, |b| {
 /// (low 128-bit lane) and `2s + 1` (high lane) of a lane holding 8 scales.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn pick_pairs() -> [__m256i; 4] {
+pub(super) fn pick_pairs() -> [__m256i; 4] {
     let one = |s: i64| {
         let lo = (4 * s) | ((4 * s + 1) << 8);
         let hi = lo + 0x0202;
@@ -544,73 +542,6 @@ fn pick_pairs() -> [__m256i; 4] {
         _mm256_setr_epi64x(lo8, lo8, hi8, hi8)
     };
     [one(0), one(1), one(2), one(3)]
-}
-
-/// # Safety
-/// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q2_k_dot<const N: usize>(
-    w: [*const BlockQ2_K; N],
-    x: *const BlockQ8_K,
-    nb: usize,
-) -> [f32; N] {
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc_m = [_mm256_setzero_ps(); N];
-    let m3 = _mm256_set1_epi8(3);
-    let pick = pick_pairs();
-    for i in 0..nb {
-        // SAFETY: `i < nb` (caller).
-        let a = unsafe { &*x.add(i) };
-        let dx = a.d();
-        // SAFETY: reads the 32 bytes of `a.bsums`.
-        let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
-        let y = load_y8(&a.qs);
-        for r in 0..N {
-            prefetch_ahead(w[r], i);
-            // SAFETY: `i < nb` (caller).
-            let b = unsafe { &*w[r].add(i) };
-            // SAFETY: reads the 16 bytes of `b.scales`.
-            let sc8 = unsafe { _mm_loadu_si128(b.scales.as_ptr().cast()) };
-            let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sc8, _mm_set1_epi8(0x0F)));
-            let mn16 =
-                _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc8), _mm_set1_epi8(0x0F)));
-            let mut isum = _mm256_setzero_si256();
-            for c in 0..2 {
-                // SAFETY: reads bytes 32c..32c+32 of the 64-byte `b.qs`.
-                let qs = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast()) };
-                let scc = if c == 0 {
-                    _mm256_permute2x128_si256::<0x00>(sc16, sc16)
-                } else {
-                    _mm256_permute2x128_si256::<0x11>(sc16, sc16)
-                };
-                let q = [
-                    _mm256_and_si256(qs, m3),
-                    _mm256_and_si256(_mm256_srli_epi16::<2>(qs), m3),
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m3),
-                    _mm256_and_si256(_mm256_srli_epi16::<6>(qs), m3),
-                ];
-                for s in 0..4 {
-                    let p = _mm256_maddubs_epi16(q[s], y[4 * c + s]);
-                    isum = _mm256_add_epi32(
-                        isum,
-                        _mm256_madd_epi16(p, _mm256_shuffle_epi8(scc, pick[s])),
-                    );
-                }
-            }
-            let msum = _mm256_madd_epi16(bsums, mn16);
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.d)),
-                _mm256_cvtepi32_ps(isum),
-                acc[r],
-            );
-            acc_m[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.dmin)),
-                _mm256_cvtepi32_ps(msum),
-                acc_m[r],
-            );
-        }
-    }
-    std::array::from_fn(|r| reduce8(acc[r]) - reduce8(acc_m[r]))
 }
 
 /// Q3_K in `ggml_vec_dot_q3_K_q8_K`'s order (see [`crate::q3k`]): lanes as the scalar

@@ -19,7 +19,16 @@ mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "x86_64")]
+mod q2k_x86;
+#[cfg(target_arch = "x86_64")]
 mod q4k_x86;
+
+/// The x86 Q2_K kernels for a matrix of `rows` rows at most at `level` (see
+/// [`crate::q2k::kernels`]), where this CPU has them.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn q2k_x86(level: SimdLevel, rows: usize) -> Option<(RowsFn, Option<Rows4Fn>)> {
+    q2k_x86::kernels(level, rows)
+}
 
 /// The x86 Q4_K kernels for a matrix of `rows` rows at most at `level` (see
 /// [`crate::q4k::kernels`]), where this CPU has them.
@@ -35,7 +44,10 @@ pub(crate) fn tiled_x86(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
     if level < SimdLevel::Avx2 || !SimdLevel::Avx2.is_available() {
         return None;
     }
-    avx2::tiled_kernel(ty)
+    match ty {
+        GgmlType::Q2_K => Some(q2k_x86::tiled_rows),
+        _ => avx2::tiled_kernel(ty),
+    }
 }
 
 /// A row-dot kernel: `out[r] = dot(w[r*row_bytes..][..row_bytes], x)`.
@@ -43,7 +55,8 @@ pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32
 
 /// A four-token kernel: `out[t][r] = dot(w[r*row_bytes..][..row_bytes], x[t])`; the result for
 /// each (r, t) is bit-identical to the [`RowsFn`] of the same type and level, except for Q4_K
-/// (see [`crate::q4k`]), where both reproduce llama.cpp's kernels for their token groups.
+/// and Q2_K (see [`crate::q4k`], [`crate::q2k`]), where both reproduce llama.cpp's kernels for
+/// their token groups.
 pub(crate) type Rows4Fn = fn(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]);
 
 /// An instruction-set level for the dot-product kernels, ordered from lowest to highest.
