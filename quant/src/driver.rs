@@ -71,7 +71,7 @@ pub fn matvec_q_with(
 /// `n × rows`. Row `t` of `Y` is bit-identical to [`matvec`] of row `t` of `X`, except for the
 /// first `n - n % 4` tokens of a Q4_K or Q2_K matrix whose row count is a multiple of 8
 /// (llama.cpp's gemm order) and for every token of a product of at least 8 tokens with another
-/// Q2_K matrix or a Q5_K or Q3_K one (llama.cpp's tiled order; see the crate docs).
+/// Q4_K or Q2_K matrix or a Q5_K or Q3_K one (llama.cpp's tiled order; see the crate docs).
 pub fn matmul(
     ty: GgmlType,
     w: &[u8],
@@ -218,7 +218,7 @@ fn run<'x>(
     // Q4_K, Q2_K, Q5_K and Q3_K follow llama.cpp's kernel choice, which depends on the row
     // count and the number of tokens (see `q4k`, `q2k`, `tiled`).
     let (kernel, kernel4) = if ty == GgmlType::Q4_K {
-        crate::q4k::kernels(level, rows)
+        crate::q4k::kernels(level, rows, n)
     } else if ty == GgmlType::Q2_K {
         crate::q2k::kernels(level, rows, n)
     } else if let Some(k) = (n >= crate::tiled::MIN_TOKENS)

@@ -23,8 +23,8 @@
 //! llama.cpp, a Q4_K or Q2_K matrix whose row count is a multiple of 8 runs its tokens in groups
 //! of four (the first `n - n % 4`) in another float order (llama.cpp's repacked gemm; the others
 //! and `matvec` follow its gemv) — see the `q4k` and `q2k` modules — and that a product of at
-//! least 8 tokens with Q5_K, Q3_K or another Q2_K matrix follows llama.cpp's tiled order for
-//! every token (the `tiled` module); results then depend on `n`, never on threads.
+//! least 8 tokens with Q5_K, Q3_K or another Q2_K or Q4_K matrix follows llama.cpp's tiled
+//! order for every token (the `tiled` module); results then depend on `n`, never on threads.
 //!
 //! This crate does no I/O and needs no threads or filesystem (without feature `rayon` every
 //! product runs on the calling thread).

@@ -4,7 +4,8 @@
 //! three kernels, whose integer parts are the same exact sums but whose float parts differ:
 //!
 //! - **vec_dot** (`ggml_vec_dot_q4_K_q8_K`): weight matrices whose row count is not a multiple
-//!   of 8, for every token. Per block, eight i32 lanes `L_l` (lane `l` holds elements
+//!   of 8, for every token of products of fewer than 8 tokens (with more, llama.cpp's tiled
+//!   product: see [`crate::tiled`]). Per block, eight i32 lanes `L_l` (lane `l` holds elements
 //!   `64j+4l..64j+4l+4` of sub-block `2j` times its scale plus elements `64j+32+4l..` of
 //!   sub-block `2j+1` times its scale, summed over `j`) and four i32 min lanes
 //!   `M_k = m_2k·bs_2k + m_2k+1·bs_2k+1` (`bs_j`: sum of the 32 activations of sub-block `j`).
@@ -31,6 +32,8 @@
 //! This module holds the order itself (the accumulators, used by the scalar reference and, for
 //! single rows, by the SIMD kernels) and the scalar kernels.
 
+use strata_gguf::GgmlType;
+
 use crate::blocks::{f16_to_f32, k4_scales_mins, view, BlockQ4_K, BlockQ8_K};
 use crate::simd::{Rows4Fn, RowsFn, SimdLevel};
 
@@ -45,13 +48,20 @@ pub(crate) enum Order {
     Gemm,
 }
 
-/// The one-token kernel and the four-token kernel for a Q4_K matrix of `rows` rows at `level`.
+/// The one-token kernel and the four-token kernel for a product of `n` tokens with a Q4_K
+/// matrix of `rows` rows at `level`.
 ///
 /// The one-token kernel serves the tokens after the last whole group of four; the four-token
 /// kernel, the groups of four (llama.cpp's split: groups only when there are at least four
 /// tokens). Where `rows % 8 != 0` both follow `vec_dot`, so row `t` of a product equals the
-/// one-token product of token `t`; otherwise groups of four follow `gemm` and the rest `gemv`.
-pub(crate) fn kernels(level: SimdLevel, rows: usize) -> (RowsFn, Option<Rows4Fn>) {
+/// one-token product of token `t`, except that products of at least
+/// [`crate::tiled::MIN_TOKENS`] tokens follow llama.cpp's tiled order for every token (see
+/// [`crate::tiled`]); otherwise groups of four follow `gemm` and the rest `gemv`.
+pub(crate) fn kernels(level: SimdLevel, rows: usize, n: usize) -> (RowsFn, Option<Rows4Fn>) {
+    if !rows.is_multiple_of(8) && n >= crate::tiled::MIN_TOKENS {
+        let k = crate::tiled::kernel(level, GgmlType::Q4_K).expect("Q4_K has a tiled kernel");
+        return (k, None);
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if let Some(k) = crate::simd::q4k_x86(level, rows) {

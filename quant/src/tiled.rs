@@ -1,10 +1,11 @@
 //! llama.cpp's tiled K-quant matrix product (`ggml/src/ggml-cpu/tiled`), reproduced bit for bit
-//! for Q5_K, Q3_K and Q2_K.
+//! for Q5_K, Q3_K, Q2_K and Q4_K.
 //!
 //! llama.cpp (0c1e57098, x86-64 with AVX-512 VNNI) computes `MUL_MAT` of a K-quant weight that
 //! is not repacked with its tiled kernel, instead of `vec_dot`, when the product has at least
 //! [`MIN_TOKENS`] tokens (`ggml_compute_forward_mul_mat_tiled`; for these types: Q5_K and Q3_K
-//! always, Q2_K when its row count is not a multiple of 8). Every token of such a product,
+//! always, Q2_K and Q4_K when the row count is not a multiple of 8; Q6_K always too, not done
+//! here). Every token of such a product,
 //! whatever its position, gets the same arithmetic. Per (row, token) and per block, in block
 //! order, with exact integer totals `S1 = Σ_j sc_j·S_j` (the sub-block scales times the
 //! sub-block quant sums; Q3_K's scales are `sc − 32` and its quants signed) and, for formats
@@ -12,7 +13,7 @@
 //!
 //! ```text
 //! r   = S1 · d_w                      (f32 multiply)
-//! r   = fma(−dmin_w, S2, r)           (Q5_K, Q2_K only)
+//! r   = fma(−dmin_w, S2, r)           (Q5_K, Q2_K, Q4_K only)
 //! acc = fma(r, d_x, acc)
 //! ```
 //!
@@ -23,7 +24,9 @@
 
 use strata_gguf::GgmlType;
 
-use crate::blocks::{f16_to_f32, view, Block, BlockQ2_K, BlockQ3_K, BlockQ5_K, BlockQ8_K};
+use crate::blocks::{
+    f16_to_f32, view, Block, BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ8_K,
+};
 use crate::simd::{RowsFn, SimdLevel};
 
 /// The fewest tokens for which llama.cpp takes the tiled path (`ggml_tiled_min_batch`).
@@ -56,7 +59,7 @@ impl AccTiled {
 }
 
 /// The tiled one-token kernel for `ty` at `level` (every token of a product with at least
-/// [`MIN_TOKENS`] tokens runs it), if `ty` is one of Q5_K, Q3_K, Q2_K.
+/// [`MIN_TOKENS`] tokens runs it), if `ty` is one of Q5_K, Q3_K, Q2_K, Q4_K.
 pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -69,6 +72,7 @@ pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
         GgmlType::Q5_K => q5_k_rows,
         GgmlType::Q3_K => q3_k_rows,
         GgmlType::Q2_K => q2_k_rows,
+        GgmlType::Q4_K => q4_k_rows,
         _ => return None,
     })
 }
@@ -116,6 +120,22 @@ pub(crate) fn q2_k(w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
     acc.finish()
 }
 
+/// Q4_K · Q8_K, one row, tiled order.
+pub(crate) fn q4_k(w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
+    let mut acc = AccTiled::default();
+    for (b, a) in w.iter().zip(x) {
+        let k = crate::q4k::block_ints(b, a);
+        acc.add(
+            f16_to_f32(b.d),
+            f16_to_f32(b.dmin),
+            a.d(),
+            k.lanes.iter().sum(),
+            k.m.iter().sum(),
+        );
+    }
+    acc.finish()
+}
+
 fn rows<B: Block>(
     w: &[u8],
     row_bytes: usize,
@@ -142,4 +162,8 @@ fn q3_k_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
 
 fn q2_k_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
     rows(w, row_bytes, x, out, q2_k)
+}
+
+fn q4_k_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    rows(w, row_bytes, x, out, q4_k)
 }

@@ -46,6 +46,7 @@ pub(crate) fn tiled_x86(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
     }
     match ty {
         GgmlType::Q2_K => Some(q2k_x86::tiled_rows),
+        GgmlType::Q4_K => Some(q4k_x86::tiled_rows),
         _ => avx2::tiled_kernel(ty),
     }
 }
