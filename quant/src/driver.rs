@@ -22,7 +22,8 @@ const PAR_MIN_BYTES: usize = 256 * 1024;
 /// `y[r] = Σ_c W[r][c] · x[c]`: `W` is `rows` rows of `cols` elements of type `ty` (tensor dims
 /// `[cols, rows]`), `x` has `cols` elements, `y` has `rows`.
 ///
-/// `x` is quantized to [`vec_dot_type`]`(ty)` once (F32/F16/BF16 weights use `x` as is).
+/// `x` is quantized to [`vec_dot_type`]`(ty)` once (F32 weights use `x` as is; F16 and BF16
+/// weights get `x` rounded to their type, as llama.cpp does).
 pub fn matvec(
     ty: GgmlType,
     w: &[u8],
@@ -68,10 +69,12 @@ pub fn matvec_q_with(
 }
 
 /// `Y[t][r] = Σ_c W[r][c] · X[t][c]` for `t in 0..n`: `X` row-major `n × cols`, `Y` row-major
-/// `n × rows`. Row `t` of `Y` is bit-identical to [`matvec`] of row `t` of `X`, except for the
-/// first `n - n % 4` tokens of a Q4_K or Q2_K matrix whose row count is a multiple of 8
-/// (llama.cpp's gemm order) and for every token of a product of at least 8 tokens with another
-/// Q4_K or Q2_K matrix or a Q5_K or Q3_K one (llama.cpp's tiled order; see the crate docs).
+/// `n × rows`.
+///
+/// Each element gets the float order of the kernel llama.cpp's CPU backend runs for this type,
+/// row count and batch size `n` (the rule is in the crate docs), so row `t` of `Y`
+/// can differ from [`matvec`] of row `t` of `X` in the last bits; it never depends on thread
+/// count or on how rows are tiled.
 pub fn matmul(
     ty: GgmlType,
     w: &[u8],
@@ -201,6 +204,47 @@ impl OutPtr {
     }
 }
 
+/// Which of llama.cpp's CPU kernels (0c1e57098, x86-64 AVX-512 build) computes a product, and so
+/// whose float order [`run`] reproduces. [`Kernel::for_product`] is the one place this rule is
+/// decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// Repacked Q4_K/Q2_K weights: gemm for tokens in whole groups of four (the first
+    /// `n - n % 4`), gemv for the others (see the `q4k` and `q2k` modules).
+    Repacked,
+    /// The tiled K-quant matmul (see the `tiled` module).
+    Tiled,
+    /// llamafile's tinyBLAS `sgemm` for F16/BF16 weights.
+    Sgemm,
+    /// `vec_dot`, one element at a time.
+    VecDot,
+}
+
+impl Kernel {
+    /// The kernel for `n` tokens times `rows × cols` weights of type `ty`:
+    ///
+    /// - Q4_K and Q2_K with `rows % 8 == 0` (llama.cpp repacks them), any `n`: [`Kernel::Repacked`];
+    /// - other K-quant matrices (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), `n >= 8`: [`Kernel::Tiled`];
+    /// - F16 with `cols % 16 == 0`, BF16 with `cols % 32 == 0`, `rows % 4 == 0`, `n >= 2`:
+    ///   [`Kernel::Sgemm`] (other shapes llamafile refuses);
+    /// - everything else: [`Kernel::VecDot`].
+    fn for_product(ty: GgmlType, rows: usize, cols: usize, n: usize) -> Kernel {
+        use GgmlType::*;
+        match ty {
+            Q4_K | Q2_K if rows.is_multiple_of(8) => Kernel::Repacked,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K if n >= crate::tiled::MIN_TOKENS => Kernel::Tiled,
+            F16 | BF16
+                if n >= simd::SGEMM_MIN_TOKENS
+                    && rows.is_multiple_of(4)
+                    && cols.is_multiple_of(if ty == F16 { 16 } else { 32 }) =>
+            {
+                Kernel::Sgemm
+            }
+            _ => Kernel::VecDot,
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run<'x>(
     level: SimdLevel,
@@ -215,24 +259,20 @@ fn run<'x>(
     if !level.is_available() {
         return Err(QuantError::SimdUnavailable(level));
     }
-    // Q4_K, Q2_K, Q5_K and Q3_K follow llama.cpp's kernel choice, which depends on the row
-    // count and the number of tokens (see `q4k`, `q2k`, `tiled`).
-    let (kernel, kernel4) = if ty == GgmlType::Q4_K {
-        crate::q4k::kernels(level, rows, n)
-    } else if ty == GgmlType::Q2_K {
-        crate::q2k::kernels(level, rows, n)
-    } else if let Some(k) = (n >= crate::tiled::MIN_TOKENS)
-        .then(|| crate::tiled::kernel(level, ty))
-        .flatten()
-    {
-        // Q5_K, Q3_K: llama.cpp's tiled product for batches of at least 8 tokens.
-        (k, None)
-    } else {
-        let k = simd::kernel(level, ty).ok_or(QuantError::Unsupported {
-            ty,
-            op: "dot product",
-        })?;
-        (k, simd::kernel4(level, ty))
+    let (kernel, kernel4) = match Kernel::for_product(ty, rows, cols, n) {
+        Kernel::Repacked if ty == GgmlType::Q4_K => crate::q4k::kernels(level, true),
+        Kernel::Repacked => crate::q2k::kernels(level, true),
+        Kernel::Tiled => crate::tiled::kernels(level, ty),
+        Kernel::Sgemm => simd::sgemm_kernels(level, ty),
+        Kernel::VecDot if ty == GgmlType::Q4_K => crate::q4k::kernels(level, false),
+        Kernel::VecDot if ty == GgmlType::Q2_K => crate::q2k::kernels(level, false),
+        Kernel::VecDot => {
+            let k = simd::kernel(level, ty).ok_or(QuantError::Unsupported {
+                ty,
+                op: "dot product",
+            })?;
+            (k, simd::kernel4(level, ty))
+        }
     };
     let rb = row_bytes(ty, cols, "columns (a whole number of blocks)")?;
     let expected = rb.checked_mul(rows).ok_or(QuantError::SizeMismatch {
@@ -264,10 +304,10 @@ fn run<'x>(
     let tile = ((TILE_BYTES / rb.max(1)) / 4 * 4).clamp(4, 256);
     let n_tiles = rows.div_ceil(tile);
     let out = OutPtr(y.as_mut_ptr());
-    // Four tokens per pass over a tile where the level has such a kernel (each weight block is
-    // unpacked once for four tokens), for the first `n - n % 4` tokens: llama.cpp's grouping.
-    // Its results equal `kernel`'s bit for bit except for Q4_K and Q2_K with rows % 8 == 0,
-    // where the two reproduce llama.cpp's gemm and gemv orders.
+    // Four tokens per pass over a tile where the kernel choice has such a kernel (each weight
+    // block is unpacked once for four tokens), for the first `n - n % 4` tokens: llama.cpp's
+    // grouping. Its results equal `kernel`'s bit for bit except for `Kernel::Repacked`, where
+    // the two are llama.cpp's gemm and gemv.
     let kernel4 = if n >= 4 { kernel4 } else { None };
     let task = |i: usize| {
         let r0 = i * tile;

@@ -5,7 +5,8 @@
 //!
 //! - [`dequantize`] / [`quantize()`]: whole rows of any supported [`GgmlType`] to and from `f32`.
 //! - [`vec_dot_type`]: the activation format a weight format is multiplied with (ggml's
-//!   pairing: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K, F32/F16/BF16 × F32).
+//!   pairing: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K, F16 × F16,
+//!   BF16 × BF16, F32 × F32).
 //! - [`quantize_acts`] → [`QuantizedActs`]: activations quantized once, shared by every weight
 //!   with the same dot type (Q, K and V all read the same `x`).
 //! - [`vec_dot`]: one weight row · one quantized activation row.
@@ -19,12 +20,20 @@
 //!
 //! **Determinism.** Each output element is computed by exactly one kernel call whose arithmetic
 //! does not depend on how rows are grouped or split across threads, so results are bit-identical
-//! for any thread count. `matmul` row `t` equals `matvec` of token `t`, except that, like
-//! llama.cpp, a Q4_K or Q2_K matrix whose row count is a multiple of 8 runs its tokens in groups
-//! of four (the first `n - n % 4`) in another float order (llama.cpp's repacked gemm; the others
-//! and `matvec` follow its gemv) — see the `q4k` and `q2k` modules — and that a product of at
-//! least 8 tokens with Q5_K, Q3_K or another Q2_K or Q4_K matrix follows llama.cpp's tiled
-//! order for every token (the `tiled` module); results then depend on `n`, never on threads.
+//! for any thread count. The float order is the one llama.cpp's CPU backend (0c1e57098, x86-64
+//! AVX-512 build) uses for the same product, and llama.cpp picks its kernel by type, row count
+//! and batch size `n`:
+//!
+//! - Q4_K and Q2_K with `rows % 8 == 0` (weights it repacks): its gemm for the tokens in whole
+//!   groups of four (the first `n - n % 4`), its gemv for the rest (see the `q4k`, `q2k` modules);
+//! - any other K-quant matrix (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) with `n >= 8`: its tiled matmul
+//!   (the `tiled` module);
+//! - F16 (`cols % 16 == 0`) and BF16 (`cols % 32 == 0`) with `rows % 4 == 0` and `n >= 2`:
+//!   llamafile's tinyBLAS;
+//! - everything else: its `vec_dot`, one element at a time (the order [`vec_dot`] always uses).
+//!
+//! So `matmul` row `t` may differ from `matvec` of token `t` in the last bits; results never
+//! depend on threads or on how rows are tiled.
 //!
 //! This crate does no I/O and needs no threads or filesystem (without feature `rayon` every
 //! product runs on the calling thread).
@@ -212,7 +221,9 @@ pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
 pub fn vec_dot_type(ty: GgmlType) -> Result<GgmlType, QuantError> {
     use GgmlType::*;
     Ok(match ty {
-        F32 | F16 | BF16 => F32,
+        F32 => F32,
+        F16 => F16,
+        BF16 => BF16,
         Q4_0 | Q5_0 | Q8_0 => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Q8_K,
@@ -245,7 +256,7 @@ enum ActBuf {
 }
 
 impl QuantizedActs {
-    /// The activation type (F32, Q8_0, Q8_1 or Q8_K).
+    /// The activation type (F32, F16, BF16, Q8_0, Q8_1 or Q8_K).
     pub fn ty(&self) -> GgmlType {
         self.ty
     }
@@ -283,13 +294,15 @@ pub(crate) fn f32_bytes(v: &[f32]) -> &[u8] {
 }
 
 /// Quantizes `n_rows` rows of `cols` activations (`x` row-major) to `dot_ty`
-/// (F32, Q8_0, Q8_1 or Q8_K, as returned by [`vec_dot_type`]).
+/// (F32, F16, BF16, Q8_0, Q8_1 or Q8_K, as returned by [`vec_dot_type`]).
 ///
 /// Q8_0 and Q8_1 follow llama.cpp's x86 run-time activation quantizer (`d = amax/127`,
 /// `q = round_ties_even(x · 127/amax)`), which is what llama.cpp multiplies with on the CPU;
 /// it can differ by one in a quant from [`quantize`]'s reference rounding (half away from zero).
 /// Q8_K follows ggml's reference (`d = max/−127` of the signed absolute maximum, round half to
-/// even, with `bsums`), which is also what llama.cpp runs.
+/// even, with `bsums`), which is also what llama.cpp runs. F16 rounds each value to nearest
+/// even (llama.cpp's `ggml_cpu_fp32_to_fp16`); BF16 likewise, NaN kept quiet
+/// (`ggml_cpu_fp32_to_bf16`).
 pub fn quantize_acts(
     dot_ty: GgmlType,
     x: &[f32],
@@ -307,11 +320,13 @@ pub fn quantize_acts(
     let row_bytes = row_bytes(dot_ty, cols, "activation columns")?;
     let buf = match dot_ty {
         GgmlType::F32 => ActBuf::F32(x.to_vec()),
-        GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::Q8_K => {
+        GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::Q8_K | GgmlType::F16 | GgmlType::BF16 => {
             let mut buf = vec![0u8; row_bytes * n_rows];
             driver::for_each_row(x, cols, &mut buf, row_bytes, |xr, out| match dot_ty {
                 GgmlType::Q8_0 => quantize::q8_0_runtime(xr, blocks::view_mut(out)),
                 GgmlType::Q8_1 => quantize::q8_1_runtime(xr, blocks::view_mut(out)),
+                GgmlType::F16 => quantize::f16(xr, out),
+                GgmlType::BF16 => quantize::bf16(xr, out),
                 _ => quantize::q8_k(xr, blocks::view_mut(out)),
             });
             ActBuf::Bytes(buf)

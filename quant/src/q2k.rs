@@ -28,8 +28,6 @@
 //! module), the four-token activation quantizer `ggml_quantize_mat_q8_K_4x8` gives products
 //! equal to those of `quantize_row_q8_K_ref`'s quants, so one Q8_K quantization serves all three.
 
-use strata_gguf::GgmlType;
-
 use crate::blocks::{f16_to_f32, view, BlockQ2_K, BlockQ8_K};
 use crate::simd::{Rows4Fn, RowsFn, SimdLevel};
 
@@ -44,25 +42,19 @@ pub(crate) enum Order {
     Gemm,
 }
 
-/// The one-token kernel and the four-token kernel for a product of `n` tokens with a Q2_K
-/// matrix of `rows` rows at `level`.
-///
-/// Where `rows % 8 != 0`, every token follows `vec_dot`, or llama.cpp's tiled order (see
-/// [`crate::tiled`]) when `n` is at least [`crate::tiled::MIN_TOKENS`] (no four-token kernel);
-/// otherwise groups of four follow `gemm` and the other tokens `gemv`.
-pub(crate) fn kernels(level: SimdLevel, rows: usize, n: usize) -> (RowsFn, Option<Rows4Fn>) {
-    if !rows.is_multiple_of(8) && n >= crate::tiled::MIN_TOKENS {
-        let k = crate::tiled::kernel(level, GgmlType::Q2_K).expect("Q2_K has a tiled kernel");
-        return (k, None);
-    }
+/// The one-token kernel and the four-token kernel for a Q2_K matrix at `level`: llama.cpp's
+/// gemv and gemm where it repacks the weights (`repacked`, row counts that are a multiple of 8;
+/// the driver runs gemm for the tokens in whole groups of four and gemv for the others),
+/// `vec_dot` otherwise (both kernels then give the same bits).
+pub(crate) fn kernels(level: SimdLevel, repacked: bool) -> (RowsFn, Option<Rows4Fn>) {
     #[cfg(target_arch = "x86_64")]
     {
-        if let Some(k) = crate::simd::q2k_x86(level, rows) {
+        if let Some(k) = crate::simd::q2k_x86(level, repacked) {
             return k;
         }
     }
     let _ = level;
-    if rows.is_multiple_of(8) {
+    if repacked {
         (gemv_rows, Some(gemm_rows4))
     } else {
         (vec_dot_rows, None)

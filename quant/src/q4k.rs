@@ -32,8 +32,6 @@
 //! This module holds the order itself (the accumulators, used by the scalar reference and, for
 //! single rows, by the SIMD kernels) and the scalar kernels.
 
-use strata_gguf::GgmlType;
-
 use crate::blocks::{f16_to_f32, k4_scales_mins, view, BlockQ4_K, BlockQ8_K};
 use crate::simd::{Rows4Fn, RowsFn, SimdLevel};
 
@@ -48,28 +46,19 @@ pub(crate) enum Order {
     Gemm,
 }
 
-/// The one-token kernel and the four-token kernel for a product of `n` tokens with a Q4_K
-/// matrix of `rows` rows at `level`.
-///
-/// The one-token kernel serves the tokens after the last whole group of four; the four-token
-/// kernel, the groups of four (llama.cpp's split: groups only when there are at least four
-/// tokens). Where `rows % 8 != 0` both follow `vec_dot`, so row `t` of a product equals the
-/// one-token product of token `t`, except that products of at least
-/// [`crate::tiled::MIN_TOKENS`] tokens follow llama.cpp's tiled order for every token (see
-/// [`crate::tiled`]); otherwise groups of four follow `gemm` and the rest `gemv`.
-pub(crate) fn kernels(level: SimdLevel, rows: usize, n: usize) -> (RowsFn, Option<Rows4Fn>) {
-    if !rows.is_multiple_of(8) && n >= crate::tiled::MIN_TOKENS {
-        let k = crate::tiled::kernel(level, GgmlType::Q4_K).expect("Q4_K has a tiled kernel");
-        return (k, None);
-    }
+/// The one-token kernel and the four-token kernel for a Q4_K matrix at `level`: llama.cpp's
+/// gemv and gemm where it repacks the weights (`repacked`, row counts that are a multiple of 8;
+/// the driver runs gemm for the tokens in whole groups of four and gemv for the others),
+/// `vec_dot` otherwise (both kernels then give the same bits).
+pub(crate) fn kernels(level: SimdLevel, repacked: bool) -> (RowsFn, Option<Rows4Fn>) {
     #[cfg(target_arch = "x86_64")]
     {
-        if let Some(k) = crate::simd::q4k_x86(level, rows) {
+        if let Some(k) = crate::simd::q4k_x86(level, repacked) {
             return k;
         }
     }
     let _ = level;
-    if rows.is_multiple_of(8) {
+    if repacked {
         (gemv_rows, Some(gemm_rows4))
     } else {
         (vec_dot_rows, None)

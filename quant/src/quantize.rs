@@ -195,9 +195,21 @@ pub fn q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     fill_q8_1(x, out, q8_block);
 }
 
+/// ggml's `nearest_int`: the low 23 mantissa bits of `x + 1.5·2^23`, less 2^22. For
+/// `|x| < 2^22` this is `x` rounded half to even; for other inputs it is whatever those bits
+/// give (∞ and NaN give −2^22 and 0), which matters when `−127/max` overflows to ±∞ for a
+/// block of tiny activations (`|max| < 2^−119`): llama.cpp then stores the low byte, 0.
+#[inline(always)]
+fn nearest_int(x: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    ((x + MAGIC).to_bits() & 0x007F_FFFF) as i32 - 0x0040_0000
+}
+
 /// f32 → Q8_K (ggml's `quantize_row_q8_K_ref`): `iscale = −127/max` with `max` the signed
-/// element of largest magnitude, `q = min(127, round_ties_even(iscale · x))`, `d = 1/iscale`
-/// (an `f32`), `bsums` the sums of 16 quants. Round trip: `|x − x̂| ≤ |d|/2`.
+/// element of largest magnitude, `q = min(127, round_ties_even(iscale · x))` (ggml's
+/// `nearest_int`, see there for out-of-range values), `d = 1/iscale` (an `f32`), `bsums` the
+/// sums of 16 quants. Round trip: `|x − x̂| ≤ |d|/2`. Bit-identical to llama.cpp's, which x86
+/// runs for activations too.
 pub fn q8_k(x: &[f32], out: &mut [BlockQ8_K]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
         let (amax, max) = signed_absmax(x);
@@ -209,8 +221,8 @@ pub fn q8_k(x: &[f32], out: &mut [BlockQ8_K]) {
         }
         let iscale = -127.0 / max;
         for (q, &v) in b.qs.iter_mut().zip(x) {
-            // ggml's `nearest_int` rounds half to even (the FPU's default mode).
-            *q = (round_ties_even_small(iscale * v) as i32).min(127) as i8;
+            // The C `(int8_t)` store of `MIN(127, v)` keeps the low byte.
+            *q = nearest_int(iscale * v).min(127) as i8;
         }
         for j in 0..16 {
             let s: i32 = b.qs[16 * j..16 * j + 16].iter().map(|&q| q as i32).sum();

@@ -4,7 +4,13 @@
 //! sub-block scales and the Q8_K `bsums` for mins/offsets) is computed exactly in `i32`; the
 //! block's float scales are then applied and the blocks summed in order into one `f32`.
 //! Pairings are ggml's: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K,
-//! F32/F16/BF16 × F32.
+//! F16 × F16, BF16 × BF16, F32 × F32.
+//!
+//! Where a kernel reproduces llama.cpp's float order (the K-quants, F16, BF16), the reference
+//! emulates the SIMD lanes one by one, so every level is bit-identical to it and to llama.cpp.
+//! These are `vec_dot` orders; the other orders llama.cpp uses for matrix products (repacked
+//! gemv/gemm, tiled, tinyBLAS) have their references in the `q4k`, `q2k`, `tiled` modules and
+//! here (`f16_sgemm`, `bf16_sgemm`).
 
 use crate::blocks::*;
 use crate::dequant::{q5_quants, q6k_quants};
@@ -101,12 +107,6 @@ pub fn q5_1(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
     )
 }
 
-/// Σ_{e in 16j..16j+16} q[e] · x[e] for each of the 16 sub-blocks of 16.
-#[inline(always)]
-fn sums16(q: &[i32; 256], x: &BlockQ8_K) -> [i32; 16] {
-    std::array::from_fn(|j| (16 * j..16 * j + 16).map(|e| q[e] * x.qs[e] as i32).sum())
-}
-
 /// Q2_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q2_K_q8_K` (x86). Matrix
 /// products may use its repacked gemv/gemm orders instead (see the crate docs).
 pub fn q2_k(w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
@@ -131,17 +131,30 @@ pub fn q5_k(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
     crate::q5k::dot(w, x)
 }
 
-/// Q6_K · Q8_K: `d·d_x·Σ_j sc_j·Σ (q − 32)·x`.
+/// Q6_K · Q8_K: `d·d_x·Σ_j sc_j·Σ (q − 32)·x`, in llama.cpp's float order
+/// (`ggml_vec_dot_q6_K_q8_K`, its AVX2 branch, which x86 builds with AVX-512 run too).
+///
+/// Eight integer lanes per block: lane `k` holds `Σ sc·q·x` over the elements `e` with
+/// `(e mod 32) / 4 == k` (the `vpmaddubsw`/`vpmaddwd` layout of each 32-element chunk), minus
+/// `32 · (sc_2k·bsum_2k + sc_2k+1·bsum_2k+1)` (the −32 offset, sub-blocks 2k and 2k+1). Each lane
+/// is converted to `f32` and accumulated with one fused multiply-add by `d_x · d_w`; the eight
+/// float lanes are added at the end in [`reduce8`]'s tree.
 pub fn q6_k(w: &[BlockQ6_K], x: &[BlockQ8_K]) -> f32 {
-    let mut sum = 0f32;
+    let mut acc = [0f32; 8];
     for (b, a) in w.iter().zip(x) {
         let u = q6k_quants(b);
-        let q: [i32; 256] = std::array::from_fn(|e| u[e] as i32 - 32);
-        let s = sums16(&q, a);
-        let isum: i32 = (0..16).map(|j| b.scales[j] as i32 * s[j]).sum();
-        sum += (a.d() * f16_to_f32(b.d)) * isum as f32;
+        let mut lane = [0i32; 8];
+        for (e, &q) in u.iter().enumerate() {
+            lane[(e % 32) / 4] += b.scales[e / 16] as i32 * q as i32 * a.qs[e] as i32;
+        }
+        let d = a.d() * f16_to_f32(b.d);
+        for k in 0..8 {
+            let off = b.scales[2 * k] as i32 * a.bsum(2 * k) as i32
+                + b.scales[2 * k + 1] as i32 * a.bsum(2 * k + 1) as i32;
+            acc[k] = d.mul_add((lane[k] - 32 * off) as f32, acc[k]);
+        }
     }
-    sum
+    reduce8(acc)
 }
 
 /// Float rows: eight interleaved partial sums (lane `i % 8`), then added pairwise
@@ -177,12 +190,133 @@ pub fn f32(w: &[u8], x: &[f32]) -> f32 {
     )
 }
 
-/// F16 · F32.
-pub fn f16(w: &[u8], x: &[f32]) -> f32 {
-    float_dot(x.len(), |i| f16_to_f32([w[2 * i], w[2 * i + 1]]), x)
+/// Adds 16 lanes as `_mm512_reduce_add_ps` does (GCC): lane `i` + lane `i + 8`, then
+/// [`reduce8`]'s tree.
+#[inline(always)]
+pub(crate) fn reduce16(a: [f32; 16]) -> f32 {
+    reduce8(std::array::from_fn(|i| a[i] + a[i + 8]))
 }
 
-/// BF16 · F32.
-pub fn bf16(w: &[u8], x: &[f32]) -> f32 {
-    float_dot(x.len(), |i| bf16_to_f32([w[2 * i], w[2 * i + 1]]), x)
+/// Element `i` of little-endian f16 bytes.
+#[inline(always)]
+fn h(b: &[u8], i: usize) -> f32 {
+    f16_to_f32([b[2 * i], b[2 * i + 1]])
+}
+
+/// F16 · F16 (weights and activations as little-endian f16 bytes) in the order of llama.cpp's
+/// `ggml_vec_dot_f16` (AVX-512 build without AVX512-FP16): four 16-lane accumulators over
+/// steps of 64 elements (lane `l` of accumulator `j` takes element `64i + 16j + l`, one FMA
+/// each), combined `(s0 + s2) + (s1 + s3)` lane by lane, then [`reduce16`]; the last `n mod 64`
+/// products are added in `f64` and the sum rounded to `f32` once.
+pub fn f16(w: &[u8], x: &[u8]) -> f32 {
+    let n = x.len() / 2;
+    let np = n / 64 * 64;
+    let mut s = [[0f32; 16]; 4];
+    for i in (0..np).step_by(64) {
+        for (j, sj) in s.iter_mut().enumerate() {
+            for (l, v) in sj.iter_mut().enumerate() {
+                let e = i + 16 * j + l;
+                *v = h(w, e).mul_add(h(x, e), *v);
+            }
+        }
+    }
+    let t = std::array::from_fn(|l| (s[0][l] + s[2][l]) + (s[1][l] + s[3][l]));
+    let mut sum = reduce16(t) as f64;
+    for e in np..n {
+        sum += (h(w, e) * h(x, e)) as f64;
+    }
+    sum as f32
+}
+
+/// F16 · F16 in the order of llama.cpp's llamafile `tinyBLAS` (its F16 × F16 `sgemm`, 16-lane
+/// AVX-512), which it uses for batches of 2 or more tokens when the row length is a multiple of
+/// 16 and the row count a multiple of 4: one 16-lane accumulator, one FMA per 16 elements, then
+/// [`reduce16`].
+///
+/// # Panics
+/// If the row length is not a multiple of 16.
+pub fn f16_sgemm(w: &[u8], x: &[u8]) -> f32 {
+    let n = x.len() / 2;
+    assert!(
+        n.is_multiple_of(16),
+        "tinyBLAS order needs rows of 16k elements"
+    );
+    let mut acc = [0f32; 16];
+    for i in (0..n).step_by(16) {
+        for (l, v) in acc.iter_mut().enumerate() {
+            *v = h(w, i + l).mul_add(h(x, i + l), *v);
+        }
+    }
+    reduce16(acc)
+}
+
+/// `x` with a subnormal flushed to zero of the same sign (the DAZ/FTZ of `vdpbf16ps`).
+#[inline(always)]
+pub(crate) fn flush_subnormal(x: f32) -> f32 {
+    if x.is_subnormal() {
+        0f32.copysign(x)
+    } else {
+        x
+    }
+}
+
+/// Element `i` of little-endian bf16 bytes.
+#[inline(always)]
+fn bh(b: &[u8], i: usize) -> f32 {
+    bf16_to_f32([b[2 * i], b[2 * i + 1]])
+}
+
+/// One lane of AVX-512 BF16's `vdpbf16ps` over the 32 elements from `c`: lane `l` adds the
+/// product of elements `c + 2l + 1`, then of `c + 2l`, each as an FMA with subnormal inputs
+/// read as zero and a subnormal result flushed to zero.
+#[inline(always)]
+fn dpbf16(acc: &mut [f32; 16], w: &[u8], x: &[u8], c: usize) {
+    for (l, v) in acc.iter_mut().enumerate() {
+        for e in [c + 2 * l + 1, c + 2 * l] {
+            let (a, b) = (flush_subnormal(bh(w, e)), flush_subnormal(bh(x, e)));
+            *v = flush_subnormal(a.mul_add(b, flush_subnormal(*v)));
+        }
+    }
+}
+
+/// BF16 · BF16 (weights and activations as little-endian bf16 bytes) in the order of
+/// llama.cpp's `ggml_vec_dot_bf16` (AVX-512 BF16 build): two 16-lane `vdpbf16ps` accumulators
+/// over steps of 64 elements (the first takes elements 0..32 of each step, the second 32..64;
+/// see `dpbf16` for one lane), each reduced as `_mm512_reduce_add_ps` and added in `f64`,
+/// then the last `n mod 64` products in `f64`, the sum rounded to `f32` once.
+pub fn bf16(w: &[u8], x: &[u8]) -> f32 {
+    let n = x.len() / 2;
+    let np = n / 64 * 64;
+    let (mut c1, mut c2) = ([0f32; 16], [0f32; 16]);
+    for i in (0..np).step_by(64) {
+        dpbf16(&mut c1, w, x, i);
+        dpbf16(&mut c2, w, x, i + 32);
+    }
+    let mut sum = 0f64;
+    sum += reduce16(c1) as f64;
+    sum += reduce16(c2) as f64;
+    for e in np..n {
+        sum += (bh(w, e) * bh(x, e)) as f64;
+    }
+    sum as f32
+}
+
+/// BF16 · BF16 in the order of llama.cpp's llamafile `tinyBLAS` BF16 × BF16 (AVX-512 BF16),
+/// used for batches of 2 or more tokens when the row length is a multiple of 32 and the row
+/// count a multiple of 4: one 16-lane `vdpbf16ps` accumulator over steps of 32, then
+/// [`reduce16`].
+///
+/// # Panics
+/// If the row length is not a multiple of 32.
+pub fn bf16_sgemm(w: &[u8], x: &[u8]) -> f32 {
+    let n = x.len() / 2;
+    assert!(
+        n.is_multiple_of(32),
+        "tinyBLAS BF16 order needs rows of 32k elements"
+    );
+    let mut acc = [0f32; 16];
+    for c in (0..n).step_by(32) {
+        dpbf16(&mut acc, w, x, c);
+    }
+    reduce16(acc)
 }

@@ -48,8 +48,10 @@ fn matvec_matches_dequantized_reference_for_every_format() {
     }
 }
 
-/// 70 rows: not a multiple of 8, so Q4_K too runs one order for every token (see `q4k.rs` for
-/// the row counts where it does not).
+/// Holds where llama.cpp runs one token and the batch with the same kernel, as for these shapes
+/// (5 tokens: below Q6_K's tiled matmul; 70 rows: not a multiple of 8, so Q4_K is not repacked,
+/// and a shape F16's tinyBLAS refuses). Elsewhere a batch may differ in the last bits (see
+/// `exact.rs` and `q4k.rs`).
 #[test]
 fn matmul_rows_equal_matvec_bitwise() {
     let mut rng = Rng::new(2);

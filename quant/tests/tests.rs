@@ -1,6 +1,7 @@
 //! Integration tests of strata-quant: one binary, one module per concern.
 
 mod common;
+mod exact;
 mod golden;
 mod kquants;
 mod products;

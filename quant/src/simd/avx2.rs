@@ -1,4 +1,6 @@
-//! x86-64 AVX2 (+FMA, F16C) kernels: Q4_0, Q5_0, Q8_0 × Q8_0; Q4_K, Q6_K × Q8_K; F32, F16 × F32.
+//! x86-64 AVX2 (+FMA, F16C) kernels: Q4_0, Q5_0, Q8_0 × Q8_0; Q3_K, Q5_K, Q6_K × Q8_K; F32 × F32
+//! (Q4_K: `simd::q4k_x86`; Q2_K: `simd::q2k_x86`; F16 × F16 and BF16 × BF16: `simd::f16`,
+//! `simd::bf16`).
 //!
 //! Plain algorithm (as the scalar reference): per block, the integer sum Σ q_w · q_x with the
 //! sub-block scales, then `acc += (d_w · d_x) · isum` in floats.
@@ -40,8 +42,6 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         GgmlType::Q5_0 => q5_0_rows,
         GgmlType::Q6_K => q6_k_rows,
         GgmlType::F32 => f32_rows,
-        GgmlType::F16 => f16_rows,
-        GgmlType::BF16 => bf16_rows,
         GgmlType::Q4_1 => q4_1_rows,
         GgmlType::Q5_1 => q5_1_rows,
         GgmlType::Q3_K => q3_k_rows,
@@ -166,6 +166,7 @@ rows_kernel!(q8_0_rows, q8_0_dot, BlockQ8_0, BlockQ8_0);
 rows_kernel!(q4_0_rows, q4_0_dot, BlockQ4_0, BlockQ8_0);
 rows_kernel!(q5_0_rows, q5_0_dot, BlockQ5_0, BlockQ8_0);
 rows_kernel!(q6_k_rows, q6_k_dot, BlockQ6_K, BlockQ8_K);
+rows_kernel!(q6_k_tiled_rows, q6_k_tiled_dot, BlockQ6_K, BlockQ8_K);
 
 /// Q8_0-activation kernels: `unpack` turns weight block `b` into 32 signed bytes.
 macro_rules! q8_0_family {
@@ -253,6 +254,8 @@ q8_0_family!(q5_0_dot, BlockQ5_0, |b| {
     )
 });
 
+/// Q6_K · Q8_K in llama.cpp's `ggml_vec_dot_q6_K_q8_K` (AVX2) order.
+///
 /// # Safety
 /// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -261,7 +264,38 @@ unsafe fn q6_k_dot<const N: usize>(
     x: *const BlockQ8_K,
     nb: usize,
 ) -> [f32; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q6_k_any::<N, false>(w, x, nb) }
+}
+
+/// Q6_K · Q8_K in the float order of llama.cpp's tiled matmul (see [`crate::tiled`]): the
+/// block's eight i32 lanes added up exactly, then `acc = fma(f32(s)·d_w, d_x, acc)`.
+///
+/// # Safety
+/// As [`q6_k_dot`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_tiled_dot<const N: usize>(
+    w: [*const BlockQ6_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q6_k_any::<N, true>(w, x, nb) }
+}
+
+/// The Q6_K kernel body; `TILED` picks the float order.
+///
+/// # Safety
+/// As [`q6_k_dot`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_any<const N: usize, const TILED: bool>(
+    w: [*const BlockQ6_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
+    let mut tiled = [AccTiled::default(); N];
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x30);
     // For chunk s of 32 elements: words 2s (low lane) and 2s+1 (high lane) of 8 scales.
@@ -329,12 +363,19 @@ unsafe fn q6_k_dot<const N: usize>(
             // Offset −32: subtract 32 · Σ_j sc_j · bsum_j.
             let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, sc16));
             let isum = _mm256_sub_epi32(isum, corr);
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.d)),
-                _mm256_cvtepi32_ps(isum),
-                acc[r],
-            );
+            if TILED {
+                tiled[r].add_no_min(h2f(b.d), dx, hsum_i32x8(isum));
+            } else {
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dx * h2f(b.d)),
+                    _mm256_cvtepi32_ps(isum),
+                    acc[r],
+                );
+            }
         }
+    }
+    if TILED {
+        return tiled.map(AccTiled::finish);
     }
     acc.map(|v| reduce8(v))
 }
@@ -388,24 +429,6 @@ float_kernel!(
     |p, k| _mm256_loadu_ps(p.add(32 * k).cast()),
     |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]])
 );
-float_kernel!(
-    f16_rows,
-    f16_dot,
-    2,
-    |p, k| _mm256_cvtph_ps(_mm_loadu_si128(p.add(16 * k).cast())),
-    |b: &[u8]| h2f([b[0], b[1]])
-);
-
-float_kernel!(
-    bf16_rows,
-    bf16_dot,
-    2,
-    |p, k| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-        _mm_loadu_si128(p.add(16 * k).cast())
-    ))),
-    |b: &[u8]| crate::blocks::bf16_to_f32([b[0], b[1]])
-);
-
 rows_kernel!(q4_1_rows, q4_1_dot, BlockQ4_1, BlockQ8_1);
 rows_kernel!(q5_1_rows, q5_1_dot, BlockQ5_1, BlockQ8_1);
 rows_kernel!(q3_k_rows, q3_k_dot, BlockQ3_K, BlockQ8_K);
@@ -413,7 +436,7 @@ rows_kernel!(q5_k_rows, q5_k_dot, BlockQ5_K, BlockQ8_K);
 rows_kernel!(q3_k_tiled_rows, q3_k_tiled, BlockQ3_K, BlockQ8_K);
 rows_kernel!(q5_k_tiled_rows, q5_k_tiled, BlockQ5_K, BlockQ8_K);
 
-/// The AVX2 kernel of llama.cpp's tiled order (see [`crate::tiled`]) for Q5_K or Q3_K.
+/// The AVX2 kernel of llama.cpp's tiled order (see [`crate::tiled`]) for Q3_K, Q5_K or Q6_K.
 pub(super) fn tiled_kernel(ty: GgmlType) -> Option<RowsFn> {
     if !SimdLevel::Avx2.is_available() {
         return None;
@@ -421,6 +444,7 @@ pub(super) fn tiled_kernel(ty: GgmlType) -> Option<RowsFn> {
     Some(match ty {
         GgmlType::Q3_K => q3_k_tiled_rows,
         GgmlType::Q5_K => q5_k_tiled_rows,
+        GgmlType::Q6_K => q6_k_tiled_rows,
         _ => return None,
     })
 }

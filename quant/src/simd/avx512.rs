@@ -15,15 +15,17 @@
 //!   token) the operations are exactly those of the matvec kernel, so results are identical.
 //! - Software prefetch of the blocks a few ahead in every row.
 //!
-//! Integer sums are exact; float order differs from the scalar reference (lane-wise FMAs).
+//! Integer sums are exact; float order differs from the scalar reference (lane-wise FMAs),
+//! except for Q6_K, whose float order is llama.cpp's and the scalar reference's exactly.
 
 use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
-use super::avx2::{bits_to_bytes, by_rows, h2f, nibbles, prefetch_ahead, reduce8};
+use super::avx2::{bits_to_bytes, by_rows, h2f, hsum_i32x8, nibbles, prefetch_ahead, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{BlockQ4_0, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_K};
+use crate::tiled::AccTiled;
 
 /// Software prefetch distance, in pairs of blocks (Q8_0/Q5_0/Q4_0) ahead of the pair computed
 /// (measured on cold 8192² matvec: 16 pairs ≈ 1 KiB ahead beat 6).
@@ -54,6 +56,18 @@ pub(super) fn kernel4(ty: GgmlType) -> Option<Rows4Fn> {
         GgmlType::Q5_0 => q5_0_rows4,
         GgmlType::Q4_0 => q4_0_rows4,
         GgmlType::Q6_K => q6_k_rows4,
+        _ => return None,
+    })
+}
+
+/// The AVX-512 kernels (one token, four tokens) for `ty` in the float order of llama.cpp's
+/// tiled matmul (see [`crate::tiled`]).
+pub(super) fn tiled_kernels(ty: GgmlType) -> Option<(RowsFn, Rows4Fn)> {
+    if !SimdLevel::Avx512.is_available() {
+        return None;
+    }
+    Some(match ty {
+        GgmlType::Q6_K => (q6_k_tiled_rows, q6_k_tiled_rows4),
         _ => return None,
     })
 }
@@ -268,6 +282,12 @@ q8_0_family!(
 /// nibbles) and `128c+64..128c+128` (high nibbles) in element order; the −32 offset is taken
 /// out with the Q8_K `bsums`.
 ///
+/// Float order is llama.cpp's (`ggml_vec_dot_q6_K_q8_K`, AVX2 branch) and the scalar
+/// reference's: the two 256-bit halves of the integer sum are added (i32 lane `k` then holds
+/// the elements with `(e mod 32)/4 == k`, as in llama.cpp's eight lanes), the offset term of
+/// sub-blocks 2k, 2k+1 is subtracted in lane k, and one 8-lane FMA by `d_x·d_w` per block
+/// accumulates; the lanes are reduced once at the end.
+///
 /// # Safety
 /// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `nb` readable
 /// blocks, each `x[t]` to `nb` Q8_K blocks.
@@ -277,8 +297,38 @@ unsafe fn q6_k_mt<const N: usize, const T: usize>(
     x: [*const BlockQ8_K; T],
     nb: usize,
 ) -> [[f32; T]; N] {
-    let mut acc = [[_mm512_setzero_ps(); T]; N];
-    let mut acc_m = [[_mm256_setzero_ps(); T]; N];
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q6_k_any::<N, T, false>(w, x, nb) }
+}
+
+/// [`q6_k_mt`] in the float order of llama.cpp's tiled matmul (see [`crate::tiled`]): per block
+/// the eight i32 lanes are added up (exact), then `acc = fma(f32(s)·d_w, d_x, acc)`.
+///
+/// # Safety
+/// As [`q6_k_mt`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_k_tiled_mt<const N: usize, const T: usize>(
+    w: [*const BlockQ6_K; N],
+    x: [*const BlockQ8_K; T],
+    nb: usize,
+) -> [[f32; T]; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q6_k_any::<N, T, true>(w, x, nb) }
+}
+
+/// The Q6_K kernel body: `TILED` picks the float order (see [`q6_k_mt`], [`q6_k_tiled_mt`]).
+///
+/// # Safety
+/// As [`q6_k_mt`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
+    w: [*const BlockQ6_K; N],
+    x: [*const BlockQ8_K; T],
+    nb: usize,
+) -> [[f32; T]; N] {
+    let mut acc = [[_mm256_setzero_ps(); T]; N];
+    let mut tiled = [[AccTiled::default(); T]; N];
     let m4 = _mm512_set1_epi8(0x0F);
     let m2 = _mm512_set1_epi8(0x30);
     // Scale words for vector (c, h): word k takes sub-block 8c + 4h + k/8.
@@ -333,20 +383,38 @@ unsafe fn q6_k_mt<const N: usize, const T: usize>(
                 // SAFETY: reads the 32 bytes of `a.bsums`.
                 let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
                 let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, sc16));
-                let dd = _mm512_set1_ps(a.d() * d);
-                acc[r][t] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(isum), acc[r][t]);
-                acc_m[r][t] = _mm256_fmadd_ps(
-                    _mm512_castps512_ps256(dd),
-                    _mm256_cvtepi32_ps(corr),
-                    acc_m[r][t],
+                // Elements 32j + 4k..32j + 4k + 4 of every chunk j meet in i32 lane k.
+                let isum8 = _mm256_add_epi32(
+                    _mm512_castsi512_si256(isum),
+                    _mm512_extracti64x4_epi64::<1>(isum),
                 );
+                let isum8 = _mm256_sub_epi32(isum8, corr);
+                if TILED {
+                    tiled[r][t].add_no_min(d, a.d(), hsum_i32x8(isum8));
+                } else {
+                    acc[r][t] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(a.d() * d),
+                        _mm256_cvtepi32_ps(isum8),
+                        acc[r][t],
+                    );
+                }
             }
         }
     }
-    std::array::from_fn(|r| std::array::from_fn(|t| reduce16(acc[r][t]) - reduce8(acc_m[r][t])))
+    if TILED {
+        return tiled.map(|row| row.map(AccTiled::finish));
+    }
+    std::array::from_fn(|r| std::array::from_fn(|t| reduce8(acc[r][t])))
 }
 
 mt_kernels!(q8_0_rows, q8_0_rows4, q8_0_dot, BlockQ8_0, BlockQ8_0);
 mt_kernels!(q5_0_rows, q5_0_rows4, q5_0_dot, BlockQ5_0, BlockQ8_0);
 mt_kernels!(q4_0_rows, q4_0_rows4, q4_0_dot, BlockQ4_0, BlockQ8_0);
 mt_kernels!(q6_k_rows, q6_k_rows4, q6_k_mt, BlockQ6_K, BlockQ8_K);
+mt_kernels!(
+    q6_k_tiled_rows,
+    q6_k_tiled_rows4,
+    q6_k_tiled_mt,
+    BlockQ6_K,
+    BlockQ8_K
+);

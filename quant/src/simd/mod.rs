@@ -16,6 +16,10 @@ use crate::{blocks, scalar};
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod bf16;
+#[cfg(target_arch = "x86_64")]
+mod f16;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "x86_64")]
@@ -23,31 +27,77 @@ mod q2k_x86;
 #[cfg(target_arch = "x86_64")]
 mod q4k_x86;
 
-/// The x86 Q2_K kernels for a matrix of `rows` rows at most at `level` (see
-/// [`crate::q2k::kernels`]), where this CPU has them.
+/// The x86 Q2_K kernels at most at `level` (see [`crate::q2k::kernels`]), where this CPU has
+/// them.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn q2k_x86(level: SimdLevel, rows: usize) -> Option<(RowsFn, Option<Rows4Fn>)> {
-    q2k_x86::kernels(level, rows)
+pub(crate) fn q2k_x86(level: SimdLevel, repacked: bool) -> Option<(RowsFn, Option<Rows4Fn>)> {
+    q2k_x86::kernels(level, repacked)
 }
 
-/// The x86 Q4_K kernels for a matrix of `rows` rows at most at `level` (see
-/// [`crate::q4k::kernels`]), where this CPU has them.
+/// The x86 Q4_K kernels at most at `level` (see [`crate::q4k::kernels`]), where this CPU has
+/// them.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn q4k_x86(level: SimdLevel, rows: usize) -> Option<(RowsFn, Option<Rows4Fn>)> {
-    q4k_x86::kernels(level, rows)
+pub(crate) fn q4k_x86(level: SimdLevel, repacked: bool) -> Option<(RowsFn, Option<Rows4Fn>)> {
+    q4k_x86::kernels(level, repacked)
 }
 
-/// The x86 kernel of llama.cpp's tiled K-quant order (see [`crate::tiled`]) for `ty` at most at
-/// `level`, where this CPU has one.
+/// The x86 kernels (one token, four tokens) of llama.cpp's tiled K-quant order (see
+/// [`crate::tiled`]) for `ty` at most at `level`, where this CPU has them.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn tiled_x86(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
+pub(crate) fn tiled_x86(level: SimdLevel, ty: GgmlType) -> Option<(RowsFn, Option<Rows4Fn>)> {
+    if level >= SimdLevel::Avx512 {
+        if let Some((k, k4)) = avx512::tiled_kernels(ty) {
+            return Some((k, Some(k4)));
+        }
+    }
     if level < SimdLevel::Avx2 || !SimdLevel::Avx2.is_available() {
         return None;
     }
+    let k = match ty {
+        GgmlType::Q2_K => q2k_x86::tiled_rows,
+        GgmlType::Q4_K => q4k_x86::tiled_rows,
+        _ => avx2::tiled_kernel(ty)?,
+    };
+    Some((k, None))
+}
+
+/// The batch size from which llama.cpp tries llamafile's `sgemm` (F16/BF16 weights here).
+pub(crate) const SGEMM_MIN_TOKENS: usize = 2;
+
+/// F16 × F16 in tinyBLAS order (`scalar::f16_sgemm`).
+fn scalar_f16_sgemm(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = scalar::f16_sgemm(&w[r * row_bytes..(r + 1) * row_bytes], x);
+    }
+}
+
+/// BF16 × BF16 in tinyBLAS order (`scalar::bf16_sgemm`).
+fn scalar_bf16_sgemm(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = scalar::bf16_sgemm(&w[r * row_bytes..(r + 1) * row_bytes], x);
+    }
+}
+
+/// The kernels (one token, four tokens) of llamafile's tinyBLAS `sgemm` for F16 or BF16
+/// weights at most at `level` (one 16-lane accumulator per output: AVX-512 FMAs for F16,
+/// `vdpbf16ps` for BF16; the driver decides when llama.cpp takes this path). Panics for other
+/// types.
+pub(crate) fn sgemm_kernels(level: SimdLevel, ty: GgmlType) -> (RowsFn, Option<Rows4Fn>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let k = match ty {
+            GgmlType::F16 => f16::sgemm_kernels(level),
+            _ => bf16::sgemm_kernels(level),
+        };
+        if let Some((k, k4)) = k {
+            return (k, Some(k4));
+        }
+    }
+    let _ = level;
     match ty {
-        GgmlType::Q2_K => Some(q2k_x86::tiled_rows),
-        GgmlType::Q4_K => Some(q4k_x86::tiled_rows),
-        _ => avx2::tiled_kernel(ty),
+        GgmlType::F16 => (scalar_f16_sgemm, None),
+        GgmlType::BF16 => (scalar_bf16_sgemm, None),
+        _ => panic!("no tinyBLAS kernel for {ty:?}"),
     }
 }
 
@@ -200,8 +250,18 @@ macro_rules! scalar_float_rows {
 }
 
 scalar_float_rows!(scalar_f32, scalar::f32);
-scalar_float_rows!(scalar_f16, scalar::f16);
-scalar_float_rows!(scalar_bf16, scalar::bf16);
+/// F16 weights × F16 activations (`scalar::f16`, llama.cpp's `vec_dot` order).
+fn scalar_f16(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = scalar::f16(&w[r * row_bytes..(r + 1) * row_bytes], x);
+    }
+}
+/// BF16 weights × BF16 activations (`scalar::bf16`, llama.cpp's `vec_dot` order).
+fn scalar_bf16(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = scalar::bf16(&w[r * row_bytes..(r + 1) * row_bytes], x);
+    }
+}
 
 /// The scalar kernel for weight type `ty`, if it is one we compute with.
 fn scalar_kernel(ty: GgmlType) -> Option<RowsFn> {
@@ -229,6 +289,16 @@ pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
     debug_assert!(level.is_available());
     #[cfg(target_arch = "x86_64")]
     {
+        if ty == GgmlType::F16 {
+            if let Some(k) = f16::vec_dot_kernel(level) {
+                return Some(k);
+            }
+        }
+        if ty == GgmlType::BF16 {
+            if let Some(k) = bf16::vec_dot_kernel(level) {
+                return Some(k);
+            }
+        }
         if level >= SimdLevel::Avx512 {
             if let Some(k) = avx512::kernel(ty) {
                 return Some(k);

@@ -19,11 +19,11 @@ use crate::blocks::{BlockQ2_K, BlockQ8_K};
 use crate::q2k::Acc2;
 use crate::tiled::AccTiled;
 
-/// The x86 kernels for a Q2_K matrix of `rows` rows at most at `level` (see
+/// The x86 kernels for a Q2_K matrix at most at `level` (see
 /// [`crate::q2k::kernels`]); `None` where the CPU lacks AVX2 or `level` is below it.
-pub(super) fn kernels(level: SimdLevel, rows: usize) -> Option<(RowsFn, Option<Rows4Fn>)> {
+pub(super) fn kernels(level: SimdLevel, repacked: bool) -> Option<(RowsFn, Option<Rows4Fn>)> {
     if level >= SimdLevel::Avx2 && SimdLevel::Avx2.is_available() {
-        return Some(if rows.is_multiple_of(8) {
+        return Some(if repacked {
             (gemv_rows, Some(gemm_rows4))
         } else {
             (vec_dot_rows, None)

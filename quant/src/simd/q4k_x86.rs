@@ -33,20 +33,19 @@ use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ8_K};
 use crate::q4k::Acc2;
 use crate::tiled::AccTiled;
 
-/// The x86 kernels for a Q4_K matrix of `rows` rows at most at `level` (see
+/// The x86 kernels for a Q4_K matrix at most at `level` (see
 /// [`crate::q4k::kernels`]); `None` where the CPU has neither AVX2 nor AVX-512 or `level` is
 /// below both.
-pub(super) fn kernels(level: SimdLevel, rows: usize) -> Option<(RowsFn, Option<Rows4Fn>)> {
-    let gemm_like = rows.is_multiple_of(8);
+pub(super) fn kernels(level: SimdLevel, repacked: bool) -> Option<(RowsFn, Option<Rows4Fn>)> {
     if level >= SimdLevel::Avx512 && SimdLevel::Avx512.is_available() {
-        return Some(if gemm_like {
+        return Some(if repacked {
             (gemv_rows_512, Some(gemm_rows4_512))
         } else {
             (vec_dot_rows_512, Some(vec_dot_rows4_512))
         });
     }
     if level >= SimdLevel::Avx2 && SimdLevel::Avx2.is_available() {
-        return Some(if gemm_like {
+        return Some(if repacked {
             (gemv_rows_256, Some(gemm_rows4_256))
         } else {
             (vec_dot_rows_256, None)
