@@ -71,11 +71,10 @@ pub fn matvec_q_with(
 /// `Y[t][r] = Σ_c W[r][c] · X[t][c]` for `t in 0..n`: `X` row-major `n × cols`, `Y` row-major
 /// `n × rows`.
 ///
-/// Each element's float order is the one llama.cpp's CPU backend uses for a batch of `n`
-/// tokens, which may depend on `n` (Q4_K with rows % 8 == 0: its repacked gemm for the first
-/// `n - n % 4` tokens, gemv for the rest; Q5_K/Q6_K: `vec_dot` below 8 tokens, its tiled matmul
-/// from 8 on; F16/BF16: tinyBLAS from 2 tokens), so row `t` of `Y` can differ from [`matvec`] of
-/// row `t` of `X` in the last bits; it never depends on thread count or on how rows are tiled.
+/// Each element gets the float order of the kernel llama.cpp's CPU backend runs for this type,
+/// row count and batch size `n` (the rule is in the crate docs), so row `t` of `Y`
+/// can differ from [`matvec`] of row `t` of `X` in the last bits; it never depends on thread
+/// count or on how rows are tiled.
 pub fn matmul(
     ty: GgmlType,
     w: &[u8],
@@ -149,9 +148,9 @@ pub fn matmul_q_with(
 
 /// One dot product: weight row `w_row` (`x.cols()` elements of type `ty`) · activation row `t`
 /// of `x` (quantized to [`vec_dot_type`]`(ty)`), with the active SIMD kernel. Equals element
-/// `r` of [`matvec_q`] for that row, bit for bit, except for Q4_K, Q4_0 and IQ4_NL matrices whose
-/// row count is a multiple of 8 (this is llama.cpp's `vec_dot` order; such matrices use its
-/// repacked orders).
+/// `r` of [`matvec_q`] for that row, bit for bit, except for matrices llama.cpp repacks (Q4_K,
+/// Q2_K, Q4_0 and IQ4_NL with a multiple of 8 rows): this is llama.cpp's `vec_dot` order, such
+/// matrices use its repacked orders.
 pub fn vec_dot(ty: GgmlType, w_row: &[u8], x: &QuantizedActs, t: usize) -> Result<f32, QuantError> {
     let dot_ty = acts_dot_type(ty, x)?;
     if t >= x.n_rows() {
@@ -205,6 +204,50 @@ impl OutPtr {
     }
 }
 
+/// Which of llama.cpp's CPU kernels (0c1e57098, x86-64 AVX-512 build) computes a product, and so
+/// whose float order [`run`] reproduces. [`Kernel::for_product`] is the one place this rule is
+/// decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// Repacked weights. Q4_K/Q2_K: gemm for tokens in whole groups of four (the first
+    /// `n - n % 4`), gemv for the others (see the `q4k` and `q2k` modules); Q4_0/IQ4_NL: one
+    /// order for every token ([`crate::scalar::q4_0_repacked`]).
+    Repacked,
+    /// The tiled K-quant matmul (see the `tiled` module).
+    Tiled,
+    /// llamafile's tinyBLAS `sgemm` for F16/BF16 weights.
+    Sgemm,
+    /// `vec_dot`, one element at a time.
+    VecDot,
+}
+
+impl Kernel {
+    /// The kernel for `n` tokens times `rows × cols` weights of type `ty`:
+    ///
+    /// - Q4_K, Q2_K, Q4_0 and IQ4_NL with `rows % 8 == 0` (llama.cpp repacks them; Q2_K only
+    ///   on AVX-512 machines, like the reference's), any `n`: [`Kernel::Repacked`];
+    /// - other K-quant matrices (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), `n >= 8`: [`Kernel::Tiled`];
+    /// - F16 with `cols % 16 == 0`, BF16 with `cols % 32 == 0`, `rows % 4 == 0`, `n >= 2`:
+    ///   [`Kernel::Sgemm`] (other shapes llamafile refuses);
+    /// - everything else: [`Kernel::VecDot`] (IQ4_NL not repacked: llama.cpp's `vec_dot` order
+    ///   for one token, its tinyBLAS lanes for more).
+    fn for_product(ty: GgmlType, rows: usize, cols: usize, n: usize) -> Kernel {
+        use GgmlType::*;
+        match ty {
+            Q4_K | Q2_K | Q4_0 | IQ4_NL if rows.is_multiple_of(8) => Kernel::Repacked,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K if n >= crate::tiled::MIN_TOKENS => Kernel::Tiled,
+            F16 | BF16
+                if n >= simd::SGEMM_MIN_TOKENS
+                    && rows.is_multiple_of(4)
+                    && cols.is_multiple_of(if ty == F16 { 16 } else { 32 }) =>
+            {
+                Kernel::Sgemm
+            }
+            _ => Kernel::VecDot,
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run<'x>(
     level: SimdLevel,
@@ -219,27 +262,25 @@ fn run<'x>(
     if !level.is_available() {
         return Err(QuantError::SimdUnavailable(level));
     }
-    // The kernel llama.cpp would run, chosen by type, row count and (for some formats) the
-    // number of tokens: Q4_K, Q4_0 and IQ4_NL with a multiple of 8 rows are repacked by
-    // llama.cpp and run in other float orders; other IQ4_NL matrices get one order for one token
-    // and another for batches.
-    let repacked = if rows.is_multiple_of(8) {
-        simd::repacked(level, ty)
-    } else {
-        None
-    };
-    let (kernel, kernel4) = if ty == GgmlType::Q4_K {
-        crate::q4k::kernels(level, rows)
-    } else if let Some(k) = repacked {
-        k
-    } else if ty == GgmlType::IQ4_NL && n == 1 {
-        (simd::iq4_nl_vec_dot(level), None)
-    } else {
-        let k = simd::kernel(level, ty).ok_or(QuantError::Unsupported {
+    let (kernel, kernel4) = match Kernel::for_product(ty, rows, cols, n) {
+        Kernel::Repacked if ty == GgmlType::Q4_K => crate::q4k::kernels(level, true),
+        Kernel::Repacked if ty == GgmlType::Q2_K => crate::q2k::kernels(level, true),
+        Kernel::Repacked => simd::repacked(level, ty).ok_or(QuantError::Unsupported {
             ty,
-            op: "dot product",
-        })?;
-        (k, simd::kernel4(level, ty))
+            op: "repacked dot product",
+        })?,
+        Kernel::Tiled => crate::tiled::kernels(level, ty),
+        Kernel::Sgemm => simd::sgemm_kernels(level, ty),
+        Kernel::VecDot if ty == GgmlType::Q4_K => crate::q4k::kernels(level, false),
+        Kernel::VecDot if ty == GgmlType::Q2_K => crate::q2k::kernels(level, false),
+        Kernel::VecDot if ty == GgmlType::IQ4_NL && n == 1 => (simd::iq4_nl_vec_dot(level), None),
+        Kernel::VecDot => {
+            let k = simd::kernel(level, ty).ok_or(QuantError::Unsupported {
+                ty,
+                op: "dot product",
+            })?;
+            (k, simd::kernel4(level, ty))
+        }
     };
     let rb = row_bytes(ty, cols, "columns (a whole number of blocks)")?;
     let expected = rb.checked_mul(rows).ok_or(QuantError::SizeMismatch {
@@ -271,14 +312,11 @@ fn run<'x>(
     let tile = ((TILE_BYTES / rb.max(1)) / 4 * 4).clamp(4, 256);
     let n_tiles = rows.div_ceil(tile);
     let out = OutPtr(y.as_mut_ptr());
-    // Four tokens per pass over a tile where the level has such a kernel (each weight block is
-    // unpacked once for four tokens), for the first `n - n % 4` tokens: llama.cpp's grouping.
-    // Its results equal `kernel`'s bit for bit except for Q4_K with rows % 8 == 0, where the
-    // two reproduce llama.cpp's gemm and gemv orders.
+    // Four tokens per pass over a tile where the kernel choice has such a kernel (each weight
+    // block is unpacked once for four tokens), for the first `n - n % 4` tokens: llama.cpp's
+    // grouping. Its results equal `kernel`'s bit for bit except for `Kernel::Repacked`, where
+    // the two are llama.cpp's gemm and gemv.
     let kernel4 = if n >= 4 { kernel4 } else { None };
-    // Batches that llama.cpp multiplies in another float order (see `simd::batch_kernels`).
-    let (kernel, kernel4) =
-        simd::batch_kernels(level, ty, n, rows, cols).unwrap_or((kernel, kernel4));
     let task = |i: usize| {
         let r0 = i * tile;
         let r1 = (r0 + tile).min(rows);

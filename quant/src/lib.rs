@@ -20,14 +20,23 @@
 //!
 //! **Determinism.** Each output element is computed by exactly one kernel call whose arithmetic
 //! does not depend on how rows are grouped or split across threads, so results are bit-identical
-//! for any thread count. The float order is llama.cpp's CPU backend's (x86) for the same matrix
-//! and batch size `n`, and llama.cpp picks kernels by both: Q4_K, Q4_0 and IQ4_NL matrices with a
-//! multiple of 8 rows are repacked (Q4_K: its gemm for tokens in groups of four, gemv for the
-//! rest — see the `q4k` module; Q4_0/IQ4_NL: [`scalar::q4_0_repacked`]); Q5_K/Q6_K take `vec_dot`
-//! below 8 tokens and its tiled matmul from 8 on; F16/BF16 take tinyBLAS from 2 tokens; IQ4_NL
-//! that is not repacked takes `vec_dot` for one token and tinyBLAS for more. So `matmul` row `t`
-//! may differ from `matvec` of token `t`, and [`vec_dot`] from a repacked matrix's `matvec`, in
-//! the last bits; nothing depends on threads.
+//! for any thread count. The float order is the one llama.cpp's CPU backend (0c1e57098, x86-64
+//! AVX-512 build) uses for the same product, and llama.cpp picks its kernel by type, row count
+//! and batch size `n`:
+//!
+//! - Q4_K and Q2_K with `rows % 8 == 0` (weights it repacks): its gemm for the tokens in whole
+//!   groups of four (the first `n - n % 4`), its gemv for the rest (see the `q4k`, `q2k` modules);
+//! - Q4_0 and IQ4_NL with `rows % 8 == 0` (also repacked): one order for every token
+//!   ([`scalar::q4_0_repacked`]);
+//! - any other K-quant matrix (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) with `n >= 8`: its tiled matmul
+//!   (the `tiled` module);
+//! - F16 (`cols % 16 == 0`) and BF16 (`cols % 32 == 0`) with `rows % 4 == 0` and `n >= 2`:
+//!   llamafile's tinyBLAS;
+//! - everything else: its `vec_dot`, one element at a time (the order [`vec_dot`] always uses),
+//!   except IQ4_NL with `n >= 2`, which takes tinyBLAS's lanes.
+//!
+//! So `matmul` row `t` may differ from `matvec` of token `t` in the last bits; results never
+//! depend on threads or on how rows are tiled.
 //!
 //! This crate does no I/O and needs no threads or filesystem (without feature `rayon` every
 //! product runs on the calling thread).
@@ -37,10 +46,14 @@
 pub mod blocks;
 pub mod dequant;
 mod driver;
+mod q2k;
+mod q3k;
 mod q4k;
+mod q5k;
 pub mod quantize;
 pub mod scalar;
 mod simd;
+mod tiled;
 
 use strata_gguf::GgmlType;
 

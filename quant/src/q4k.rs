@@ -4,7 +4,8 @@
 //! three kernels, whose integer parts are the same exact sums but whose float parts differ:
 //!
 //! - **vec_dot** (`ggml_vec_dot_q4_K_q8_K`): weight matrices whose row count is not a multiple
-//!   of 8, for every token. Per block, eight i32 lanes `L_l` (lane `l` holds elements
+//!   of 8, for every token of products of fewer than 8 tokens (with more, llama.cpp's tiled
+//!   product: see [`crate::tiled`]). Per block, eight i32 lanes `L_l` (lane `l` holds elements
 //!   `64j+4l..64j+4l+4` of sub-block `2j` times its scale plus elements `64j+32+4l..` of
 //!   sub-block `2j+1` times its scale, summed over `j`) and four i32 min lanes
 //!   `M_k = m_2k·bs_2k + m_2k+1·bs_2k+1` (`bs_j`: sum of the 32 activations of sub-block `j`).
@@ -45,21 +46,19 @@ pub(crate) enum Order {
     Gemm,
 }
 
-/// The one-token kernel and the four-token kernel for a Q4_K matrix of `rows` rows at `level`.
-///
-/// The one-token kernel serves the tokens after the last whole group of four; the four-token
-/// kernel, the groups of four (llama.cpp's split: groups only when there are at least four
-/// tokens). Where `rows % 8 != 0` both follow `vec_dot`, so row `t` of a product equals the
-/// one-token product of token `t`; otherwise groups of four follow `gemm` and the rest `gemv`.
-pub(crate) fn kernels(level: SimdLevel, rows: usize) -> (RowsFn, Option<Rows4Fn>) {
+/// The one-token kernel and the four-token kernel for a Q4_K matrix at `level`: llama.cpp's
+/// gemv and gemm where it repacks the weights (`repacked`, row counts that are a multiple of 8;
+/// the driver runs gemm for the tokens in whole groups of four and gemv for the others),
+/// `vec_dot` otherwise (both kernels then give the same bits).
+pub(crate) fn kernels(level: SimdLevel, repacked: bool) -> (RowsFn, Option<Rows4Fn>) {
     #[cfg(target_arch = "x86_64")]
     {
-        if let Some(k) = crate::simd::q4k_x86(level, rows) {
+        if let Some(k) = crate::simd::q4k_x86(level, repacked) {
             return k;
         }
     }
     let _ = level;
-    if rows.is_multiple_of(8) {
+    if repacked {
         (gemv_rows, Some(gemm_rows4))
     } else {
         (vec_dot_rows, None)

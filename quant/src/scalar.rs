@@ -8,8 +8,11 @@
 //! Pairings are ggml's: Q4_0/Q5_0/Q8_0 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K,
 //! F16 × F16, BF16 × BF16, F32 × F32.
 //!
-//! Where a kernel reproduces llama.cpp's float order (Q6_K), the reference emulates the SIMD
-//! lanes one by one, so every level is bit-identical to it and to llama.cpp.
+//! Where a kernel reproduces llama.cpp's float order (the K-quants, F16, BF16), the reference
+//! emulates the SIMD lanes one by one, so every level is bit-identical to it and to llama.cpp.
+//! These are `vec_dot` orders; the other orders llama.cpp uses for matrix products (repacked
+//! gemv/gemm, tiled, tinyBLAS) have their references in the `q4k`, `q2k`, `tiled` modules and
+//! here (`f16_sgemm`, `bf16_sgemm`).
 
 use crate::blocks::*;
 use crate::dequant::{q5_quants, q6k_quants};
@@ -195,46 +198,16 @@ pub fn q5_1(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
     )
 }
 
-/// Σ_{e in 16j..16j+16} q[e] · x[e] for each of the 16 sub-blocks of 16.
-#[inline(always)]
-fn sums16(q: &[i32; 256], x: &BlockQ8_K) -> [i32; 16] {
-    std::array::from_fn(|j| (16 * j..16 * j + 16).map(|e| q[e] * x.qs[e] as i32).sum())
-}
-
-/// Q2_K · Q8_K: `d·d_x·Σ_j sc_j·S_j − dmin·d_x·Σ_j m_j·bsum_j`.
+/// Q2_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q2_K_q8_K` (x86). Matrix
+/// products may use its repacked gemv/gemm orders instead (see the crate docs).
 pub fn q2_k(w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
-    let mut sum = 0f32;
-    for (b, a) in w.iter().zip(x) {
-        let q: [i32; 256] = std::array::from_fn(|e| {
-            ((b.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i32
-        });
-        let s = sums16(&q, a);
-        let (mut isum, mut msum) = (0i32, 0i32);
-        for j in 0..16 {
-            isum += (b.scales[j] & 0x0F) as i32 * s[j];
-            msum += (b.scales[j] >> 4) as i32 * a.bsum(j) as i32;
-        }
-        let dx = a.d();
-        sum += (dx * f16_to_f32(b.d)) * isum as f32 - (dx * f16_to_f32(b.dmin)) * msum as f32;
-    }
-    sum
+    crate::q2k::dot(crate::q2k::Order::VecDot, w, x)
 }
 
-/// Q3_K · Q8_K: `d·d_x·Σ_j (sc_j − 32)·Σ q x`, q ∈ −4..4.
+/// Q3_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q3_K_q8_K` (x86; see the
+/// `q3k` module).
 pub fn q3_k(w: &[BlockQ3_K], x: &[BlockQ8_K]) -> f32 {
-    let mut sum = 0f32;
-    for (b, a) in w.iter().zip(x) {
-        let sc = q3k_scales(&b.scales);
-        let q: [i32; 256] = std::array::from_fn(|e| {
-            let low = ((b.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i32;
-            let high = (b.hmask[e % 32] >> (e / 32)) & 1;
-            low - if high == 0 { 4 } else { 0 }
-        });
-        let s = sums16(&q, a);
-        let isum: i32 = (0..16).map(|j| sc[j] as i32 * s[j]).sum();
-        sum += (a.d() * f16_to_f32(b.d)) * isum as f32;
-    }
-    sum
+    crate::q3k::dot(w, x)
 }
 
 /// Q4_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q4_K_q8_K` (x86). Matrix
@@ -243,65 +216,10 @@ pub fn q4_k(w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
     crate::q4k::dot(crate::q4k::Order::VecDot, w, x)
 }
 
-/// The 256 unsigned 5-bit quants of a Q5_K block in element order.
-#[inline(always)]
-fn q5k_quants(b: &BlockQ5_K) -> [i32; 256] {
-    std::array::from_fn(|e| {
-        let low = (b.qs[32 * (e / 64) + e % 32] >> (4 * ((e % 64) / 32))) & 0x0F;
-        let high = (b.qh[e % 32] >> (e / 32)) & 1;
-        (low | (high << 4)) as i32
-    })
-}
-
-/// `Σ_j m_j · (bsum_2j + bsum_2j+1)`: the Q4_K/Q5_K min term's integer.
-#[inline(always)]
-fn k_min_sum(m: &[u8; 8], a: &BlockQ8_K) -> i32 {
-    (0..8)
-        .map(|j| m[j] as i32 * (a.bsum(2 * j) as i32 + a.bsum(2 * j + 1) as i32))
-        .sum()
-}
-
-/// Q5_K · Q8_K: `d·d_x·Σ_j sc_j·Σ q·x − dmin·d_x·Σ_j m_j·bsum_j`, in llama.cpp's float order
-/// (`ggml_vec_dot_q5_K_q8_K`, AVX2 branch): eight integer lanes per block (lane `k` holds
-/// `Σ sc·q·x` over the elements with `(e mod 32)/4 == k`), each accumulated with an FMA by
-/// `d_x·d`; the min term in one scalar, `summs = fma(f32(Σ m·bsum), (−d_x)·dmin, summs)` (the
-/// compiler contracts llama.cpp's `summs += dmin * msum`); result `reduce8(acc) + summs`.
+/// Q5_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q5_K_q8_K` (x86; see the
+/// `q5k` module).
 pub fn q5_k(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut summs = 0f32;
-    for (b, a) in w.iter().zip(x) {
-        let (sc, m) = k4_scales_mins(&b.scales);
-        let q = q5k_quants(b);
-        let mut lane = [0i32; 8];
-        for e in 0..256 {
-            lane[(e % 32) / 4] += sc[e / 32] as i32 * q[e] * a.qs[e] as i32;
-        }
-        let d = a.d() * f16_to_f32(b.d);
-        let dmin = -a.d() * f16_to_f32(b.dmin);
-        summs = (k_min_sum(&m, a) as f32).mul_add(dmin, summs);
-        for k in 0..8 {
-            acc[k] = d.mul_add(lane[k] as f32, acc[k]);
-        }
-    }
-    reduce8(acc) + summs
-}
-
-/// Q5_K · Q8_K in the float order of llama.cpp's tiled K-quant matmul (batches of 8 or more
-/// tokens): per block the exact integers `s = Σ_j sc_j·Σ q·x` and `m = Σ_j m_j·bsum_j`, then
-/// `r = f32(s)·d`, `r = fma(−dmin, f32(m), r)`, `acc = fma(r, d_x, acc)`, blocks in order.
-pub fn q5_k_tiled(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
-    let mut acc = 0f32;
-    for (b, a) in w.iter().zip(x) {
-        let (sc, m) = k4_scales_mins(&b.scales);
-        let q = q5k_quants(b);
-        let s: i32 = (0..256)
-            .map(|e| sc[e / 32] as i32 * q[e] * a.qs[e] as i32)
-            .sum();
-        let r = s as f32 * f16_to_f32(b.d);
-        let r = (-f16_to_f32(b.dmin)).mul_add(k_min_sum(&m, a) as f32, r);
-        acc = r.mul_add(a.d(), acc);
-    }
-    acc
+    crate::q5k::dot(w, x)
 }
 
 /// Q6_K · Q8_K: `d·d_x·Σ_j sc_j·Σ (q − 32)·x`, in llama.cpp's float order
@@ -328,22 +246,6 @@ pub fn q6_k(w: &[BlockQ6_K], x: &[BlockQ8_K]) -> f32 {
         }
     }
     reduce8(acc)
-}
-
-/// Q6_K · Q8_K in the float order of llama.cpp's tiled K-quant matmul
-/// (`ggml-cpu/tiled`, AVX-512 VNNI microkernel), which x86 runs for batches of 8 or more tokens:
-/// per block the exact integer `s = Σ_j sc_j·Σ (q − 32)·x`, then `t = f32(s) · d_w` and
-/// `acc = fma(t, d_x, acc)`, blocks in order from `acc = 0`.
-pub fn q6_k_tiled(w: &[BlockQ6_K], x: &[BlockQ8_K]) -> f32 {
-    let mut acc = 0f32;
-    for (b, a) in w.iter().zip(x) {
-        let u = q6k_quants(b);
-        let q: [i32; 256] = std::array::from_fn(|e| u[e] as i32 - 32);
-        let s = sums16(&q, a);
-        let isum: i32 = (0..16).map(|j| b.scales[j] as i32 * s[j]).sum();
-        acc = (isum as f32 * f16_to_f32(b.d)).mul_add(a.d(), acc);
-    }
-    acc
 }
 
 /// Float rows: eight interleaved partial sums (lane `i % 8`), then added pairwise

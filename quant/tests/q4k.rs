@@ -1,5 +1,6 @@
-//! Q4_K in llama.cpp's three orders (vec_dot, gemv, gemm; see the crate's `q4k` module): every
-//! SIMD level equals the scalar reference bit for bit, for every token grouping and row count.
+//! Q4_K in llama.cpp's four orders (vec_dot, gemv, gemm, tiled; see the crate's `q4k` and
+//! `tiled` modules): every SIMD level equals the scalar reference bit for bit, for every token
+//! grouping and row count.
 
 use strata_gguf::GgmlType;
 use strata_quant::{matmul_q_with, matvec, quantize_acts, SimdLevel};

@@ -4,6 +4,7 @@ mod common;
 mod exact;
 mod exact_q0;
 mod golden;
+mod kquants;
 mod products;
 mod q4k;
 mod roundtrip;

@@ -1,7 +1,7 @@
 //! `cargo xtask gen-model`: synthetic llama/qwen2 GGUF models for streaming tests and benches.
 //!
 //! ```text
-//! cargo xtask gen-model [--preset tiny|1b|7b] [--type q4_k|q8_0|f16] [--arch llama|qwen2]
+//! cargo xtask gen-model [--preset tiny|1b|7b] [--type q4_k|q5_k|q3_k|q2_k|q8_0|f16] [--arch llama|qwen2]
 //!                       [--seed N] [--layers N] [--vocab N] [--out PATH]
 //! ```
 //! Shapes follow llama.cpp's tensor names and ggml dimension order. Weights are valid blocks of
@@ -234,6 +234,46 @@ fn block_pool(ty: GgmlType, sigma: f32, n_blocks: usize, rng: &mut Rng) -> Resul
                 }
             }
         }
+        // Q5_K (256 elements, 176 bytes): as Q4_K with 32 bytes of fifth bits before the
+        // quants; q in 0..32, so dmin = 15.5·d and std ≈ d·sc·9.2.
+        GgmlType::Q5_K => {
+            let d = sigma / (19.5 * 9.2);
+            let (d_bits, dmin_bits) = (f16_bits(d).to_le_bytes(), f16_bits(15.5 * d).to_le_bytes());
+            for block in out.chunks_exact_mut(size) {
+                block[0..2].copy_from_slice(&d_bits);
+                block[2..4].copy_from_slice(&dmin_bits);
+                let sc: [u8; 8] = std::array::from_fn(|_| 8 + (rng.next() % 24) as u8);
+                let q = &mut block[4..16];
+                for j in 0..4 {
+                    q[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+                    q[j + 4] = sc[j] | ((sc[j + 4] >> 4) << 6);
+                    q[j + 8] = (sc[j + 4] & 0xf) | ((sc[j + 4] & 0xf) << 4);
+                }
+            }
+        }
+        // Q3_K (256 elements, 110 bytes): high-bit mask, 2-bit quants, 12 bytes of packed 6-bit
+        // scales (random: sc − 32 has rms ≈ 18.5), d (f16) last. x = d·(sc − 32)·q with q in
+        // −4..4 (rms ≈ 2.35).
+        GgmlType::Q3_K => {
+            let d_bits = f16_bits(sigma / (18.5 * 2.35)).to_le_bytes();
+            for block in out.chunks_exact_mut(size) {
+                block[108..110].copy_from_slice(&d_bits);
+            }
+        }
+        // Q2_K (256 elements, 84 bytes): 16 scale bytes (low nibble sc, high nibble m), 2-bit
+        // quants, d and dmin (f16). With m = sc and dmin = 1.5·d, x = d·sc·(q − 1.5): zero-mean,
+        // std ≈ d·8.8·1.12.
+        GgmlType::Q2_K => {
+            let d = sigma / (8.8 * 1.12);
+            let (d_bits, dmin_bits) = (f16_bits(d).to_le_bytes(), f16_bits(1.5 * d).to_le_bytes());
+            for block in out.chunks_exact_mut(size) {
+                for s in &mut block[0..16] {
+                    *s = (*s & 0x0F) * 0x11;
+                }
+                block[80..82].copy_from_slice(&d_bits);
+                block[82..84].copy_from_slice(&dmin_bits);
+            }
+        }
         // Q8_0 (32 elements, 34 bytes): d (f16) then 32 int8; uniform q has std ≈ 73.
         GgmlType::Q8_0 => {
             let d_bits = f16_bits(sigma / 73.0).to_le_bytes();
@@ -253,7 +293,9 @@ fn block_pool(ty: GgmlType, sigma: f32, n_blocks: usize, rng: &mut Rng) -> Resul
                 v.copy_from_slice(&table[k]);
             }
         }
-        other => bail!("type {other} is not generated; accepted: Q4_K, Q8_0, F16"),
+        other => {
+            bail!("type {other} is not generated; accepted: Q4_K, Q5_K, Q3_K, Q2_K, Q8_0, F16")
+        }
     }
     Ok(out)
 }
@@ -325,7 +367,12 @@ pub fn write_model(spec: &ModelSpec, seed: u64, path: &Path) -> Result<u64> {
         GgmlType::F16 => 1,
         GgmlType::Q8_0 => 7,
         GgmlType::Q4_K => 15,
-        other => bail!("type {other} is not generated; accepted: Q4_K, Q8_0, F16"),
+        GgmlType::Q2_K => 10,
+        GgmlType::Q3_K => 11,
+        GgmlType::Q5_K => 16,
+        other => {
+            bail!("type {other} is not generated; accepted: Q4_K, Q5_K, Q3_K, Q2_K, Q8_0, F16")
+        }
     };
     let (rope_base, eps) = match spec.arch {
         Arch::Llama => (10_000.0f32, 1e-5f32),
@@ -428,9 +475,12 @@ pub fn write_model(spec: &ModelSpec, seed: u64, path: &Path) -> Result<u64> {
 fn parse_type(s: &str) -> Result<GgmlType> {
     Ok(match s.to_ascii_lowercase().as_str() {
         "q4_k" | "q4k" => GgmlType::Q4_K,
+        "q5_k" | "q5k" => GgmlType::Q5_K,
+        "q3_k" | "q3k" => GgmlType::Q3_K,
+        "q2_k" | "q2k" => GgmlType::Q2_K,
         "q8_0" | "q80" => GgmlType::Q8_0,
         "f16" => GgmlType::F16,
-        other => bail!("unknown type `{other}`; accepted: q4_k, q8_0, f16"),
+        other => bail!("unknown type `{other}`; accepted: q4_k, q5_k, q3_k, q2_k, q8_0, f16"),
     })
 }
 
@@ -475,7 +525,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "--vocab" => vocab = Some(value()?.parse().context("--vocab")?),
             "--out" => out = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
-                println!("cargo xtask gen-model [--preset tiny|1b|7b] [--type q4_k|q8_0|f16] [--arch llama|qwen2] [--seed N] [--layers N] [--vocab N] [--out PATH]");
+                println!("cargo xtask gen-model [--preset tiny|1b|7b] [--type q4_k|q5_k|q3_k|q2_k|q8_0|f16] [--arch llama|qwen2] [--seed N] [--layers N] [--vocab N] [--out PATH]");
                 return Ok(());
             }
             other => bail!("unknown flag `{other}`; accepted: --preset --type --arch --seed --layers --vocab --out"),

@@ -1,5 +1,6 @@
-//! x86-64 AVX2 (+FMA, F16C) kernels: Q4_0, Q5_0, Q8_0 × Q8_0; Q4_K, Q6_K × Q8_K; F32 × F32
-//! (F16 × F16 and BF16 × BF16: `simd::f16`, `simd::bf16`).
+//! x86-64 AVX2 (+FMA, F16C) kernels: Q4_0, Q5_0, Q8_0 × Q8_0; Q3_K, Q5_K, Q6_K × Q8_K; F32 × F32
+//! (Q4_K: `simd::q4k_x86`; Q2_K: `simd::q2k_x86`; F16 × F16 and BF16 × BF16: `simd::f16`,
+//! `simd::bf16`).
 //!
 //! Plain algorithm (as the scalar reference): per block, the integer sum Σ q_w · q_x with the
 //! sub-block scales, then `acc += (d_w · d_x) · isum` in floats.
@@ -23,12 +24,12 @@ use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
-use super::tiled::TiledAcc;
 use super::{as_f32, check_rows, RowsFn, SimdLevel};
 use crate::blocks::{
-    k4_scales_mins_u64, q3k_scales, BlockIQ4_NL, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1,
-    BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, IQ4_NL_VALUES,
+    k4_scales_mins_u64, q3k_scales, BlockIQ4_NL, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ5_0,
+    BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, IQ4_NL_VALUES,
 };
+use crate::tiled::AccTiled;
 
 /// The AVX2 kernel for weight type `ty`, where one exists.
 pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
@@ -44,7 +45,6 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         GgmlType::F32 => f32_rows,
         GgmlType::Q4_1 => q4_1_rows,
         GgmlType::Q5_1 => q5_1_rows,
-        GgmlType::Q2_K => q2_k_rows,
         GgmlType::Q3_K => q3_k_rows,
         GgmlType::Q5_K => q5_k_rows,
         _ => return None,
@@ -70,13 +70,13 @@ pub(super) fn reduce8(v: __m256) -> f32 {
     _mm_cvtss_f32(s1)
 }
 
-/// Sum of the eight i32 lanes (wrapping, like the vector adds).
+/// Sum of eight i32 lanes (exact).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn hsum_i32x8(v: __m256i) -> i32 {
-    let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
-    _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32::<0b01>(s2)))
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<1>(s)))
 }
 
 /// Σ over the 32 bytes of signed `w` · signed `y`, as 8 × i32 (`|y| ≤ 127`).
@@ -107,7 +107,7 @@ pub(super) fn prefetch_ahead<B>(p: *const B, i: usize) {
 /// The 256 activation quants of a Q8_K block as eight vectors.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_y8(qs: &[i8; 256]) -> [__m256i; 8] {
+pub(super) fn load_y8(qs: &[i8; 256]) -> [__m256i; 8] {
     let p = qs.as_ptr();
     // SAFETY: eight 32-byte loads at offsets 0, 32, …, 224 of the 256-byte array.
     unsafe {
@@ -169,19 +169,6 @@ rows_kernel!(q5_0_rows, q5_0_dot, BlockQ5_0, BlockQ8_0);
 rows_kernel!(iq4_nl_rows, iq4_nl_dot, BlockIQ4_NL, BlockQ8_0);
 rows_kernel!(q6_k_rows, q6_k_dot, BlockQ6_K, BlockQ8_K);
 rows_kernel!(q6_k_tiled_rows, q6_k_tiled_dot, BlockQ6_K, BlockQ8_K);
-
-/// The AVX2 kernel for `ty` in the float order of llama.cpp's tiled matmul, for formats where
-/// it differs from [`kernel`]'s (see `simd::batch`).
-pub(super) fn tiled_kernel(ty: GgmlType) -> Option<RowsFn> {
-    if !SimdLevel::Avx2.is_available() {
-        return None;
-    }
-    Some(match ty {
-        GgmlType::Q6_K => q6_k_tiled_rows,
-        GgmlType::Q5_K => q5_k_tiled_rows,
-        _ => return None,
-    })
-}
 
 /// Q8_0-activation kernels: `unpack` turns weight block `b` into 32 signed bytes.
 macro_rules! q8_0_family {
@@ -290,9 +277,8 @@ unsafe fn q6_k_dot<const N: usize>(
     unsafe { q6_k_any::<N, false>(w, x, nb) }
 }
 
-/// Q6_K · Q8_K in the float order of llama.cpp's tiled matmul (batches of 8 or more tokens,
-/// `scalar::q6_k_tiled`): the block's eight i32 lanes added up exactly, then
-/// `acc = fma(f32(s)·d_w, d_x, acc)`.
+/// Q6_K · Q8_K in the float order of llama.cpp's tiled matmul (see [`crate::tiled`]): the
+/// block's eight i32 lanes added up exactly, then `acc = fma(f32(s)·d_w, d_x, acc)`.
 ///
 /// # Safety
 /// As [`q6_k_dot`].
@@ -318,7 +304,7 @@ unsafe fn q6_k_any<const N: usize, const TILED: bool>(
     nb: usize,
 ) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut tiled = TiledAcc::<N, 1>::new();
+    let mut tiled = [AccTiled::default(); N];
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x30);
     // For chunk s of 32 elements: words 2s (low lane) and 2s+1 (high lane) of 8 scales.
@@ -336,9 +322,6 @@ unsafe fn q6_k_any<const N: usize, const TILED: bool>(
         // SAFETY: reads the 32 bytes of `a.bsums`.
         let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
         let y: [__m256i; 8] = load_y8(&a.qs);
-        // Tiled order: the block's integer lanes and scale of every row.
-        let mut sums = [[_mm256_setzero_si256(); 1]; N];
-        let mut dw = [0f32; N];
         for r in 0..N {
             prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
@@ -390,8 +373,7 @@ unsafe fn q6_k_any<const N: usize, const TILED: bool>(
             let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, sc16));
             let isum = _mm256_sub_epi32(isum, corr);
             if TILED {
-                sums[r][0] = isum;
-                dw[r] = h2f(b.d);
+                tiled[r].add_no_min(h2f(b.d), dx, hsum_i32x8(isum));
             } else {
                 acc[r] = _mm256_fmadd_ps(
                     _mm256_set1_ps(dx * h2f(b.d)),
@@ -400,15 +382,11 @@ unsafe fn q6_k_any<const N: usize, const TILED: bool>(
                 );
             }
         }
-        if TILED {
-            tiled.add(&sums, dw, [dx]);
-        }
     }
     if TILED {
-        tiled.finish().map(|v| v[0])
-    } else {
-        acc.map(|v| reduce8(v))
+        return tiled.map(AccTiled::finish);
     }
+    acc.map(|v| reduce8(v))
 }
 
 /// Float weights: `load(ptr, k)` gives 8 weights at element `8k` as `__m256`.
@@ -460,13 +438,81 @@ float_kernel!(
     |p, k| _mm256_loadu_ps(p.add(32 * k).cast()),
     |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]])
 );
-
 rows_kernel!(q4_1_rows, q4_1_dot, BlockQ4_1, BlockQ8_1);
 rows_kernel!(q5_1_rows, q5_1_dot, BlockQ5_1, BlockQ8_1);
-rows_kernel!(q2_k_rows, q2_k_dot, BlockQ2_K, BlockQ8_K);
 rows_kernel!(q3_k_rows, q3_k_dot, BlockQ3_K, BlockQ8_K);
 rows_kernel!(q5_k_rows, q5_k_dot, BlockQ5_K, BlockQ8_K);
-rows_kernel!(q5_k_tiled_rows, q5_k_tiled_dot, BlockQ5_K, BlockQ8_K);
+rows_kernel!(q3_k_tiled_rows, q3_k_tiled, BlockQ3_K, BlockQ8_K);
+rows_kernel!(q5_k_tiled_rows, q5_k_tiled, BlockQ5_K, BlockQ8_K);
+
+/// The AVX2 kernel of llama.cpp's tiled order (see [`crate::tiled`]) for Q3_K, Q5_K or Q6_K.
+pub(super) fn tiled_kernel(ty: GgmlType) -> Option<RowsFn> {
+    if !SimdLevel::Avx2.is_available() {
+        return None;
+    }
+    Some(match ty {
+        GgmlType::Q3_K => q3_k_tiled_rows,
+        GgmlType::Q5_K => q5_k_tiled_rows,
+        GgmlType::Q6_K => q6_k_tiled_rows,
+        _ => return None,
+    })
+}
+
+/// Q5_K in the tiled order: [`q5_k_impl`] with `TILED`.
+///
+/// # Safety
+/// As [`q5_k_impl`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_tiled<const N: usize>(
+    w: [*const BlockQ5_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    // SAFETY: the caller's guarantees are `q5_k_impl`'s.
+    unsafe { q5_k_impl::<N, true>(w, x, nb) }
+}
+
+/// Q5_K in the vec_dot order: [`q5_k_impl`] without `TILED`.
+///
+/// # Safety
+/// As [`q5_k_impl`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_dot<const N: usize>(
+    w: [*const BlockQ5_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    // SAFETY: the caller's guarantees are `q5_k_impl`'s.
+    unsafe { q5_k_impl::<N, false>(w, x, nb) }
+}
+
+/// Q3_K in the tiled order: [`q3_k_impl`] with `TILED`.
+///
+/// # Safety
+/// As [`q3_k_impl`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_k_tiled<const N: usize>(
+    w: [*const BlockQ3_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    // SAFETY: the caller's guarantees are `q3_k_impl`'s.
+    unsafe { q3_k_impl::<N, true>(w, x, nb) }
+}
+
+/// Q3_K in the vec_dot order: [`q3_k_impl`] without `TILED`.
+///
+/// # Safety
+/// As [`q3_k_impl`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_k_dot<const N: usize>(
+    w: [*const BlockQ3_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    // SAFETY: the caller's guarantees are `q3_k_impl`'s.
+    unsafe { q3_k_impl::<N, false>(w, x, nb) }
+}
 
 /// Q8_1-activation kernels (offset formats): `unpack` turns weight block `b` into 32 unsigned
 /// quants; the block adds `(d_w·d_x)·Σq·y` lane-wise and `m_w·s_x` to a scalar sum.
@@ -521,7 +567,7 @@ q8_1_family!(q5_1_dot, BlockQ5_1, |b| {
 /// (low 128-bit lane) and `2s + 1` (high lane) of a lane holding 8 scales.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn pick_pairs() -> [__m256i; 4] {
+pub(super) fn pick_pairs() -> [__m256i; 4] {
     let one = |s: i64| {
         let lo = (4 * s) | ((4 * s + 1) << 8);
         let hi = lo + 0x0202;
@@ -531,82 +577,20 @@ fn pick_pairs() -> [__m256i; 4] {
     [one(0), one(1), one(2), one(3)]
 }
 
+/// Q3_K in `ggml_vec_dot_q3_K_q8_K`'s order (see [`crate::q3k`]): lanes as the scalar
+/// reference's, one FMA per block into eight f32 lanes; with `TILED`, llama.cpp's tiled order
+/// (see [`crate::tiled`]) on the lanes' total.
+///
 /// # Safety
 /// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q2_k_dot<const N: usize>(
-    w: [*const BlockQ2_K; N],
-    x: *const BlockQ8_K,
-    nb: usize,
-) -> [f32; N] {
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc_m = [_mm256_setzero_ps(); N];
-    let m3 = _mm256_set1_epi8(3);
-    let pick = pick_pairs();
-    for i in 0..nb {
-        // SAFETY: `i < nb` (caller).
-        let a = unsafe { &*x.add(i) };
-        let dx = a.d();
-        // SAFETY: reads the 32 bytes of `a.bsums`.
-        let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
-        let y = load_y8(&a.qs);
-        for r in 0..N {
-            prefetch_ahead(w[r], i);
-            // SAFETY: `i < nb` (caller).
-            let b = unsafe { &*w[r].add(i) };
-            // SAFETY: reads the 16 bytes of `b.scales`.
-            let sc8 = unsafe { _mm_loadu_si128(b.scales.as_ptr().cast()) };
-            let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(sc8, _mm_set1_epi8(0x0F)));
-            let mn16 =
-                _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc8), _mm_set1_epi8(0x0F)));
-            let mut isum = _mm256_setzero_si256();
-            for c in 0..2 {
-                // SAFETY: reads bytes 32c..32c+32 of the 64-byte `b.qs`.
-                let qs = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast()) };
-                let scc = if c == 0 {
-                    _mm256_permute2x128_si256::<0x00>(sc16, sc16)
-                } else {
-                    _mm256_permute2x128_si256::<0x11>(sc16, sc16)
-                };
-                let q = [
-                    _mm256_and_si256(qs, m3),
-                    _mm256_and_si256(_mm256_srli_epi16::<2>(qs), m3),
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m3),
-                    _mm256_and_si256(_mm256_srli_epi16::<6>(qs), m3),
-                ];
-                for s in 0..4 {
-                    let p = _mm256_maddubs_epi16(q[s], y[4 * c + s]);
-                    isum = _mm256_add_epi32(
-                        isum,
-                        _mm256_madd_epi16(p, _mm256_shuffle_epi8(scc, pick[s])),
-                    );
-                }
-            }
-            let msum = _mm256_madd_epi16(bsums, mn16);
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.d)),
-                _mm256_cvtepi32_ps(isum),
-                acc[r],
-            );
-            acc_m[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.dmin)),
-                _mm256_cvtepi32_ps(msum),
-                acc_m[r],
-            );
-        }
-    }
-    std::array::from_fn(|r| reduce8(acc[r]) - reduce8(acc_m[r]))
-}
-
-/// # Safety
-/// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q3_k_dot<const N: usize>(
+unsafe fn q3_k_impl<const N: usize, const TILED: bool>(
     w: [*const BlockQ3_K; N],
     x: *const BlockQ8_K,
     nb: usize,
 ) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
+    let mut tiled = [AccTiled::default(); N];
     let m3 = _mm256_set1_epi8(3);
     let one = _mm256_set1_epi8(1);
     let pick = pick_pairs();
@@ -614,8 +598,6 @@ unsafe fn q3_k_dot<const N: usize>(
         // SAFETY: `i < nb` (caller).
         let a = unsafe { &*x.add(i) };
         let dx = a.d();
-        // SAFETY: reads the 32 bytes of `a.bsums`.
-        let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
         let y = load_y8(&a.qs);
         for r in 0..N {
             prefetch_ahead(w[r], i);
@@ -636,29 +618,37 @@ unsafe fn q3_k_dot<const N: usize>(
                     _mm256_permute2x128_si256::<0x11>(sc16, sc16)
                 };
                 for s in 0..4 {
-                    // q + 4 = low two bits | (high bit << 2), in 0..8; the −4 comes from bsums.
+                    // q = low two bits − (4 where the high bit is clear), as llama.cpp: two
+                    // unsigned products subtracted, so each lane holds exactly its elements.
                     let low =
                         _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * s as i32)), m3);
-                    let hb = _mm256_and_si256(
+                    let clear4 = _mm256_slli_epi16::<2>(_mm256_andnot_si256(
                         _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * c + s) as i32)),
                         one,
+                    ));
+                    let p = _mm256_sub_epi16(
+                        _mm256_maddubs_epi16(low, y[4 * c + s]),
+                        _mm256_maddubs_epi16(clear4, y[4 * c + s]),
                     );
-                    let q = _mm256_or_si256(low, _mm256_slli_epi16::<2>(hb));
-                    let p = _mm256_maddubs_epi16(q, y[4 * c + s]);
                     isum = _mm256_add_epi32(
                         isum,
                         _mm256_madd_epi16(p, _mm256_shuffle_epi8(scc, pick[s])),
                     );
                 }
             }
-            let corr = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums, sc16));
-            let isum = _mm256_sub_epi32(isum, corr);
-            acc[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dx * h2f(b.d)),
-                _mm256_cvtepi32_ps(isum),
-                acc[r],
-            );
+            if TILED {
+                tiled[r].add_no_min(h2f(b.d), dx, hsum_i32x8(isum));
+            } else {
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dx * h2f(b.d)),
+                    _mm256_cvtepi32_ps(isum),
+                    acc[r],
+                );
+            }
         }
+    }
+    if TILED {
+        return tiled.map(AccTiled::finish);
     }
     acc.map(|v| reduce8(v))
 }
@@ -675,49 +665,21 @@ fn bit_to_4(v: __m256i, bit: i32) -> __m256i {
     _mm256_and_si256(moved, _mm256_set1_epi8(0x10))
 }
 
+/// Q5_K in `ggml_vec_dot_q5_K_q8_K`'s order (see [`crate::q5k`]): lanes as the scalar
+/// reference's, one FMA per block into eight f32 lanes, and the min total `M` into one scalar;
+/// with `TILED`, llama.cpp's tiled order (see [`crate::tiled`]) on the lanes' total and `M`.
+///
 /// # Safety
 /// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_k_dot<const N: usize>(
-    w: [*const BlockQ5_K; N],
-    x: *const BlockQ8_K,
-    nb: usize,
-) -> [f32; N] {
-    // SAFETY: the caller's guarantees are this function's.
-    unsafe { q5_k_any::<N, false>(w, x, nb) }
-}
-
-/// Q5_K · Q8_K in the float order of llama.cpp's tiled matmul (batches of 8 or more tokens,
-/// `scalar::q5_k_tiled`).
-///
-/// # Safety
-/// As [`q5_k_dot`].
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_k_tiled_dot<const N: usize>(
-    w: [*const BlockQ5_K; N],
-    x: *const BlockQ8_K,
-    nb: usize,
-) -> [f32; N] {
-    // SAFETY: the caller's guarantees are this function's.
-    unsafe { q5_k_any::<N, true>(w, x, nb) }
-}
-
-/// The Q5_K kernel body; `TILED` picks the float order. `vec_dot` order
-/// (`scalar::q5_k`): eight lanes `acc = fma(d_x·d, f32(lane), acc)`, the min term in one
-/// scalar `summs = fma(f32(Σ m·bsum), (−d_x)·dmin, summs)`, result `reduce8(acc) + summs`.
-///
-/// # Safety
-/// As [`q5_k_dot`].
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_k_any<const N: usize, const TILED: bool>(
+unsafe fn q5_k_impl<const N: usize, const TILED: bool>(
     w: [*const BlockQ5_K; N],
     x: *const BlockQ8_K,
     nb: usize,
 ) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
     let mut summs = [0f32; N];
-    let mut tiled = TiledAcc::<N, 1>::new();
+    let mut tiled = [AccTiled::default(); N];
     let m4 = _mm256_set1_epi8(0x0F);
     for i in 0..nb {
         // SAFETY: `i < nb` (caller).
@@ -725,12 +687,12 @@ unsafe fn q5_k_any<const N: usize, const TILED: bool>(
         let dx = a.d();
         // SAFETY: reads the 32 bytes of `a.bsums`.
         let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+        // The eight 32-element sums.
+        let bs32 = _mm_hadd_epi16(
+            _mm256_castsi256_si128(bsums),
+            _mm256_extracti128_si256::<1>(bsums),
+        );
         let y = load_y8(&a.qs);
-        // Tiled order: the block's integer lanes and scales of every row.
-        let mut sums = [[_mm256_setzero_si256(); 1]; N];
-        let mut msums = [[_mm256_setzero_si256(); 1]; N];
-        let mut dw = [0f32; N];
-        let mut dmin = [0f32; N];
         for r in 0..N {
             prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
@@ -758,30 +720,23 @@ unsafe fn q5_k_any<const N: usize, const TILED: bool>(
                 );
                 isum = _mm256_add_epi32(isum, _mm256_add_epi32(p_lo, p_hi));
             }
-            let m16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64));
-            let mdup = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
-            let msum = _mm256_madd_epi16(bsums, mdup);
+            let mp = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64)), bs32);
+            let mp = _mm_add_epi32(mp, _mm_unpackhi_epi64(mp, mp));
+            let msum = _mm_cvtsi128_si32(_mm_add_epi32(mp, _mm_shuffle_epi32::<1>(mp)));
             if TILED {
-                sums[r][0] = isum;
-                msums[r][0] = msum;
-                dw[r] = h2f(b.d);
-                dmin[r] = h2f(b.dmin);
+                tiled[r].add(h2f(b.d), h2f(b.dmin), dx, hsum_i32x8(isum), msum);
             } else {
                 acc[r] = _mm256_fmadd_ps(
                     _mm256_set1_ps(dx * h2f(b.d)),
                     _mm256_cvtepi32_ps(isum),
                     acc[r],
                 );
-                summs[r] = (hsum_i32x8(msum) as f32).mul_add(-dx * h2f(b.dmin), summs[r]);
+                summs[r] = (msum as f32).mul_add(-dx * h2f(b.dmin), summs[r]);
             }
-        }
-        if TILED {
-            tiled.add_min(&sums, &msums, dw, dmin, [dx]);
         }
     }
     if TILED {
-        tiled.finish().map(|v| v[0])
-    } else {
-        std::array::from_fn(|r| reduce8(acc[r]) + summs[r])
+        return tiled.map(AccTiled::finish);
     }
+    std::array::from_fn(|r| reduce8(acc[r]) + summs[r])
 }

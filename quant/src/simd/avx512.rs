@@ -16,10 +16,10 @@ use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
-use super::avx2::{by_rows, h2f, prefetch_ahead, reduce8};
-use super::tiled::TiledAcc;
+use super::avx2::{by_rows, h2f, hsum_i32x8, prefetch_ahead, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{BlockQ6_K, BlockQ8_K};
+use crate::tiled::AccTiled;
 
 /// The AVX-512 kernel for weight type `ty`, where one exists.
 pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
@@ -50,7 +50,7 @@ pub(super) fn kernel4(ty: GgmlType) -> Option<Rows4Fn> {
 }
 
 /// The AVX-512 kernels (one token, four tokens) for `ty` in the float order of llama.cpp's
-/// tiled matmul, for formats where it differs from `kernel`'s (see `simd::batch`).
+/// tiled matmul (see [`crate::tiled`]).
 pub(super) fn tiled_kernels(ty: GgmlType) -> Option<(RowsFn, Rows4Fn)> {
     if !SimdLevel::Avx512.is_available() {
         return None;
@@ -133,9 +133,8 @@ unsafe fn q6_k_mt<const N: usize, const T: usize>(
     unsafe { q6_k_any::<N, T, false>(w, x, nb) }
 }
 
-/// [`q6_k_mt`] in the float order of llama.cpp's tiled matmul (batches of 8 or more tokens):
-/// per block the eight i32 lanes are added up (exact), then `acc = fma(f32(s)·d_w, d_x, acc)`
-/// in scalar floats, as `scalar::q6_k_tiled`.
+/// [`q6_k_mt`] in the float order of llama.cpp's tiled matmul (see [`crate::tiled`]): per block
+/// the eight i32 lanes are added up (exact), then `acc = fma(f32(s)·d_w, d_x, acc)`.
 ///
 /// # Safety
 /// As [`q6_k_mt`].
@@ -161,7 +160,7 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
     nb: usize,
 ) -> [[f32; T]; N] {
     let mut acc = [[_mm256_setzero_ps(); T]; N];
-    let mut tiled = TiledAcc::<N, T>::new();
+    let mut tiled = [[AccTiled::default(); T]; N];
     let m4 = _mm512_set1_epi8(0x0F);
     let m2 = _mm512_set1_epi8(0x30);
     // Scale words for vector (c, h): word k takes sub-block 8c + 4h + k/8.
@@ -172,9 +171,6 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
         unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
     });
     for i in 0..nb {
-        // Tiled order: the block's integer lanes and scales of every (row, token).
-        let mut sums = [[_mm256_setzero_si256(); T]; N];
-        let mut dw = [0f32; N];
         for r in 0..N {
             prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
@@ -207,7 +203,6 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
             let scale: [__m512i; 4] =
                 std::array::from_fn(|v| _mm512_permutexvar_epi16(pick[v], sc512));
             let d = h2f(b.d);
-            dw[r] = d;
             for t in 0..T {
                 // SAFETY: `i < nb` (caller).
                 let a = unsafe { &*x[t].add(i) };
@@ -227,7 +222,7 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
                 );
                 let isum8 = _mm256_sub_epi32(isum8, corr);
                 if TILED {
-                    sums[r][t] = isum8;
+                    tiled[r][t].add_no_min(d, a.d(), hsum_i32x8(isum8));
                 } else {
                     acc[r][t] = _mm256_fmadd_ps(
                         _mm256_set1_ps(a.d() * d),
@@ -237,17 +232,11 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
                 }
             }
         }
-        if TILED {
-            // SAFETY: `i < nb` (caller).
-            let dx = std::array::from_fn(|t| unsafe { (*x[t].add(i)).d() });
-            tiled.add(&sums, dw, dx);
-        }
     }
     if TILED {
-        tiled.finish()
-    } else {
-        std::array::from_fn(|r| std::array::from_fn(|t| reduce8(acc[r][t])))
+        return tiled.map(|row| row.map(AccTiled::finish));
     }
+    std::array::from_fn(|r| std::array::from_fn(|t| reduce8(acc[r][t])))
 }
 
 mt_kernels!(q6_k_rows, q6_k_rows4, q6_k_mt, BlockQ6_K, BlockQ8_K);

@@ -17,28 +17,95 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
+mod avx512_q0;
+#[cfg(target_arch = "x86_64")]
 mod bf16;
 #[cfg(target_arch = "x86_64")]
 mod f16;
+#[cfg(target_arch = "x86_64")]
+mod iq4_nl_x86;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "x86_64")]
+mod q2k_x86;
+#[cfg(target_arch = "x86_64")]
 mod q4k_x86;
-
-/// The x86 Q4_K kernels for a matrix of `rows` rows at most at `level` (see
-/// [`crate::q4k::kernels`]), where this CPU has them.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn q4k_x86(level: SimdLevel, rows: usize) -> Option<(RowsFn, Option<Rows4Fn>)> {
-    q4k_x86::kernels(level, rows)
-}
-#[cfg(target_arch = "x86_64")]
-mod avx512_q0;
-#[cfg(target_arch = "x86_64")]
-mod iq4_nl_x86;
 #[cfg(target_arch = "x86_64")]
 mod repacked_x86;
+
+/// The x86 Q2_K kernels at most at `level` (see [`crate::q2k::kernels`]), where this CPU has
+/// them.
 #[cfg(target_arch = "x86_64")]
-mod tiled;
+pub(crate) fn q2k_x86(level: SimdLevel, repacked: bool) -> Option<(RowsFn, Option<Rows4Fn>)> {
+    q2k_x86::kernels(level, repacked)
+}
+
+/// The x86 Q4_K kernels at most at `level` (see [`crate::q4k::kernels`]), where this CPU has
+/// them.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn q4k_x86(level: SimdLevel, repacked: bool) -> Option<(RowsFn, Option<Rows4Fn>)> {
+    q4k_x86::kernels(level, repacked)
+}
+
+/// The x86 kernels (one token, four tokens) of llama.cpp's tiled K-quant order (see
+/// [`crate::tiled`]) for `ty` at most at `level`, where this CPU has them.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn tiled_x86(level: SimdLevel, ty: GgmlType) -> Option<(RowsFn, Option<Rows4Fn>)> {
+    if level >= SimdLevel::Avx512 {
+        if let Some((k, k4)) = avx512::tiled_kernels(ty) {
+            return Some((k, Some(k4)));
+        }
+    }
+    if level < SimdLevel::Avx2 || !SimdLevel::Avx2.is_available() {
+        return None;
+    }
+    let k = match ty {
+        GgmlType::Q2_K => q2k_x86::tiled_rows,
+        GgmlType::Q4_K => q4k_x86::tiled_rows,
+        _ => avx2::tiled_kernel(ty)?,
+    };
+    Some((k, None))
+}
+
+/// The batch size from which llama.cpp tries llamafile's `sgemm` (F16/BF16 weights here).
+pub(crate) const SGEMM_MIN_TOKENS: usize = 2;
+
+/// F16 × F16 in tinyBLAS order (`scalar::f16_sgemm`).
+fn scalar_f16_sgemm(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = scalar::f16_sgemm(&w[r * row_bytes..(r + 1) * row_bytes], x);
+    }
+}
+
+/// BF16 × BF16 in tinyBLAS order (`scalar::bf16_sgemm`).
+fn scalar_bf16_sgemm(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = scalar::bf16_sgemm(&w[r * row_bytes..(r + 1) * row_bytes], x);
+    }
+}
+
+/// The kernels (one token, four tokens) of llamafile's tinyBLAS `sgemm` for F16 or BF16
+/// weights at most at `level` (one 16-lane accumulator per output: AVX-512 FMAs for F16,
+/// `vdpbf16ps` for BF16; the driver decides when llama.cpp takes this path). Panics for other
+/// types.
+pub(crate) fn sgemm_kernels(level: SimdLevel, ty: GgmlType) -> (RowsFn, Option<Rows4Fn>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let k = match ty {
+            GgmlType::F16 => f16::sgemm_kernels(level),
+            _ => bf16::sgemm_kernels(level),
+        };
+        if let Some((k, k4)) = k {
+            return (k, Some(k4));
+        }
+    }
+    let _ = level;
+    match ty {
+        GgmlType::F16 => (scalar_f16_sgemm, None),
+        GgmlType::BF16 => (scalar_bf16_sgemm, None),
+        _ => panic!("no tinyBLAS kernel for {ty:?}"),
+    }
+}
 
 /// The kernels for a Q4_0 or IQ4_NL matrix whose row count is a multiple of 8, at most at
 /// `level`: llama.cpp repacks such matrices and computes them in another float order (see
@@ -72,7 +139,8 @@ pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32
 
 /// A four-token kernel: `out[t][r] = dot(w[r*row_bytes..][..row_bytes], x[t])`; the result for
 /// each (r, t) is bit-identical to the [`RowsFn`] of the same type and level, except for Q4_K
-/// (see [`crate::q4k`]), where both reproduce llama.cpp's kernels for their token groups.
+/// and Q2_K (see [`crate::q4k`], [`crate::q2k`]), where both reproduce llama.cpp's kernels for
+/// their token groups.
 pub(crate) type Rows4Fn = fn(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]);
 
 /// An instruction-set level for the dot-product kernels, ordered from lowest to highest.
@@ -350,6 +418,3 @@ pub(crate) fn check_rows<W: Block, A: Block>(
     );
     nb
 }
-
-mod batch;
-pub(crate) use batch::batch_kernels;

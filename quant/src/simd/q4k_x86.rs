@@ -31,21 +31,21 @@ use super::avx2::{by_rows, h2f, prefetch_ahead};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ8_K};
 use crate::q4k::Acc2;
+use crate::tiled::AccTiled;
 
-/// The x86 kernels for a Q4_K matrix of `rows` rows at most at `level` (see
+/// The x86 kernels for a Q4_K matrix at most at `level` (see
 /// [`crate::q4k::kernels`]); `None` where the CPU has neither AVX2 nor AVX-512 or `level` is
 /// below both.
-pub(super) fn kernels(level: SimdLevel, rows: usize) -> Option<(RowsFn, Option<Rows4Fn>)> {
-    let gemm_like = rows.is_multiple_of(8);
+pub(super) fn kernels(level: SimdLevel, repacked: bool) -> Option<(RowsFn, Option<Rows4Fn>)> {
     if level >= SimdLevel::Avx512 && SimdLevel::Avx512.is_available() {
-        return Some(if gemm_like {
+        return Some(if repacked {
             (gemv_rows_512, Some(gemm_rows4_512))
         } else {
             (vec_dot_rows_512, Some(vec_dot_rows4_512))
         });
     }
     if level >= SimdLevel::Avx2 && SimdLevel::Avx2.is_available() {
-        return Some(if gemm_like {
+        return Some(if repacked {
             (gemv_rows_256, Some(gemm_rows4_256))
         } else {
             (vec_dot_rows_256, None)
@@ -330,6 +330,53 @@ fn gemv_finish<const N: usize>(acc4: __m256, acc1: [Acc2; N]) -> [f32; N] {
     } else {
         acc1.map(Acc2::finish)
     }
+}
+
+/// llama.cpp's tiled order (see [`crate::tiled`]), `N` rows, one token: the lanes' total and the
+/// min total `M` per block.
+///
+/// # Safety
+/// As [`vec_dot_256`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tiled_256<const N: usize>(
+    w: [*const BlockQ4_K; N],
+    x: *const BlockQ8_K,
+    nb: usize,
+) -> [f32; N] {
+    let mut acc = [AccTiled::default(); N];
+    for i in 0..nb {
+        // SAFETY: `i < nb` (caller).
+        let a = unsafe { &*x.add(i) };
+        let bs = bsums32(a);
+        for r in 0..N {
+            prefetch_ahead(w[r], i);
+            // SAFETY: `i < nb` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            let (sc, mins) = scales_mins(b);
+            let lanes = sum4(chunks_256(&nibbles_256(b), sc, a));
+            let (d, dmin) = d_dmin(b);
+            acc[r].add(
+                d,
+                dmin,
+                a.d(),
+                hsum_i32x8(lanes),
+                hsum_i32x4(_mm_madd_epi16(mins, bs)),
+            );
+        }
+    }
+    acc.map(AccTiled::finish)
+}
+
+/// The tiled-order kernel (see [`crate::tiled`]), for row counts that are not a multiple of 8.
+pub(super) fn tiled_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    let nb = check_rows::<BlockQ4_K, BlockQ8_K>(w, row_bytes, x, out.len());
+    let xp = x.as_ptr().cast::<BlockQ8_K>();
+    by_rows!(w, row_bytes, out,
+        // SAFETY: `super::tiled_x86` hands this function out only when the CPU has
+        // AVX2/FMA/F16C; `check_rows` verified the sizes, as in `vec_dot_rows_256`.
+        |p: [4]| unsafe { tiled_256::<4>(p.map(|p| p.cast()), xp, nb) },
+        // SAFETY: as above.
+        |p: [1]| unsafe { tiled_256::<1>(p.map(|p| p.cast()), xp, nb) })
 }
 
 /// gemm order: one row, four tokens.

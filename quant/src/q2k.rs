@@ -1,0 +1,189 @@
+//! Q2_K · Q8_K in llama.cpp's float order: the three CPU kernels it picks, reproduced bit for bit.
+//!
+//! llama.cpp (0c1e57098, x86-64 with AVX-512) computes a Q2_K matrix product with one of three
+//! kernels, whose integer parts are the same exact sums but whose float parts differ:
+//!
+//! - **vec_dot** (`ggml_vec_dot_q2_K_q8_K`, AVX2 branch): weight matrices whose row count is not
+//!   a multiple of 8, for every token of products of fewer than 8 tokens (with more, llama.cpp's
+//!   tiled product, see [`crate::tiled`]). Per block, eight i32 lanes `L_l`: the 256 elements are
+//!   eight runs of 32, and lane `l` holds elements `4l..4l+4` of every run, each four times the
+//!   scale of its 16-element sub-block; and eight min lanes `N_k = m_2k·bs_2k + m_2k+1·bs_2k+1`
+//!   (`bs_j`: sum of the 16 activations of sub-block `j`). One set of eight f32 lanes takes
+//!   first `acc_l = fma((−d_x)·dmin_w, N_l, acc_l)`, then `acc_l = fma(d_x·d_w, L_l, acc_l)`;
+//!   the result is the lanes in `hsum_float_8`'s tree.
+//! - **gemv** (`ggml_gemv_q2_K_8x8_q8_K`, weights repacked 8 rows at a time): row counts that
+//!   are a multiple of 8, for the tokens after the last whole group of four (all of them when
+//!   there are fewer than four, so every decode step). Per block one integer total
+//!   `I = Σ_j sc_j·S_j` and `M = Σ_j m_j·bs_j`; `acc = fma(I, d_w·d_x, acc)`,
+//!   `accm = fma(M, dmin_w·d_x, accm)`; the result is `acc − accm`.
+//! - **gemm** (`ggml_gemm_q2_K_8x8_q8_K`): the same matrices, tokens in whole groups of four
+//!   (the first `n − n % 4`). Per block and per half `h` (128 elements, sub-blocks
+//!   `8h..8h+8`), in order `h = 0, 1`: `acc = fma(I_h, d_w·d_x, acc)` and
+//!   `accm = fma(M_h, dmin_w·d_x, accm)`; the result is `acc − accm`. Its AVX-512 and AVX2
+//!   column loops share this order, so the result does not depend on how llama.cpp splits the
+//!   rows between threads.
+//!
+//! The repacking interleaves the bytes of eight rows without changing any value (`d`, `dmin`
+//! stay f16), so these formulas run on the blocks as stored. As for Q4_K (see the `q4k`
+//! module), the four-token activation quantizer `ggml_quantize_mat_q8_K_4x8` gives products
+//! equal to those of `quantize_row_q8_K_ref`'s quants, so one Q8_K quantization serves all three.
+
+use crate::blocks::{f16_to_f32, view, BlockQ2_K, BlockQ8_K};
+use crate::simd::{Rows4Fn, RowsFn, SimdLevel};
+
+/// Which llama.cpp Q2_K kernel a product reproduces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// `ggml_vec_dot_q2_K_q8_K` (row count not a multiple of 8).
+    VecDot,
+    /// `ggml_gemv_q2_K_8x8_q8_K` (row count a multiple of 8; tokens outside groups of four).
+    Gemv,
+    /// `ggml_gemm_q2_K_8x8_q8_K` (row count a multiple of 8; tokens in groups of four).
+    Gemm,
+}
+
+/// The one-token kernel and the four-token kernel for a Q2_K matrix at `level`: llama.cpp's
+/// gemv and gemm where it repacks the weights (`repacked`, row counts that are a multiple of 8;
+/// the driver runs gemm for the tokens in whole groups of four and gemv for the others),
+/// `vec_dot` otherwise (both kernels then give the same bits).
+pub(crate) fn kernels(level: SimdLevel, repacked: bool) -> (RowsFn, Option<Rows4Fn>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Some(k) = crate::simd::q2k_x86(level, repacked) {
+            return k;
+        }
+    }
+    let _ = level;
+    if repacked {
+        (gemv_rows, Some(gemm_rows4))
+    } else {
+        (vec_dot_rows, None)
+    }
+}
+
+/// The integer parts of one Q2_K block · one Q8_K block: vec_dot's lanes restricted to each
+/// half of the block (`[h][l]`; vec_dot's lane `l` is `[0][l] + [1][l]`, and `I_h` is the sum
+/// of `[h]`), and vec_dot's min lanes `N_k` (`M_h` is the sum of `N_4h..N_4h+4`).
+pub(crate) fn block_ints(b: &BlockQ2_K, a: &BlockQ8_K) -> ([[i32; 8]; 2], [i32; 8]) {
+    let mut lanes = [[0i32; 8]; 2];
+    for e in 0..256 {
+        let q = ((b.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3) as i32;
+        let sc = (b.scales[e / 16] & 0x0F) as i32;
+        lanes[e / 128][(e % 32) / 4] += sc * q * a.qs[e] as i32;
+    }
+    let min_lanes = std::array::from_fn(|k| {
+        (b.scales[2 * k] >> 4) as i32 * a.bsum(2 * k) as i32
+            + (b.scales[2 * k + 1] >> 4) as i32 * a.bsum(2 * k + 1) as i32
+    });
+    (lanes, min_lanes)
+}
+
+/// `ggml_vec_dot` accumulators: eight f32 lanes.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct AccDot([f32; 8]);
+
+impl AccDot {
+    /// One block: `d = d_x·d_w`, `dmin = (−d_x)·dmin_w`, the lanes and the min lanes.
+    #[inline(always)]
+    pub(crate) fn add(&mut self, d: f32, dmin: f32, lanes: [i32; 8], min_lanes: [i32; 8]) {
+        for l in 0..8 {
+            self.0[l] = (min_lanes[l] as f32).mul_add(dmin, self.0[l]);
+            self.0[l] = (lanes[l] as f32).mul_add(d, self.0[l]);
+        }
+    }
+
+    /// The result: the lanes in `hsum_float_8`'s tree.
+    #[inline(always)]
+    pub(crate) fn finish(self) -> f32 {
+        crate::scalar::reduce8(self.0)
+    }
+}
+
+/// `ggml_gemv` / `ggml_gemm` accumulators for one (row, token).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Acc2 {
+    acc: f32,
+    acc_m: f32,
+}
+
+impl Acc2 {
+    /// One FMA pair: integer totals `i` (scaled quants) and `m` (mins), `dd = d_w·d_x`,
+    /// `ddm = dmin_w·d_x`. gemv calls it once per block, gemm once per half, in order.
+    #[inline(always)]
+    pub(crate) fn add(&mut self, dd: f32, ddm: f32, i: i32, m: i32) {
+        self.acc = (i as f32).mul_add(dd, self.acc);
+        self.acc_m = (m as f32).mul_add(ddm, self.acc_m);
+    }
+
+    /// The result, `acc − acc_m`.
+    #[inline(always)]
+    pub(crate) fn finish(self) -> f32 {
+        self.acc - self.acc_m
+    }
+}
+
+/// One row · one activation row in `order` (for [`Order::Gemm`], the arithmetic a token of a
+/// group of four gets).
+pub(crate) fn dot(order: Order, w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
+    match order {
+        Order::VecDot => {
+            let mut acc = AccDot::default();
+            for (b, a) in w.iter().zip(x) {
+                let (h, min_lanes) = block_ints(b, a);
+                let lanes = std::array::from_fn(|l| h[0][l] + h[1][l]);
+                let dx = a.d();
+                acc.add(
+                    dx * f16_to_f32(b.d),
+                    -dx * f16_to_f32(b.dmin),
+                    lanes,
+                    min_lanes,
+                );
+            }
+            acc.finish()
+        }
+        Order::Gemv | Order::Gemm => {
+            let mut acc = Acc2::default();
+            for (b, a) in w.iter().zip(x) {
+                let (h, n) = block_ints(b, a);
+                let i: [i32; 2] = h.map(|l| l.iter().sum());
+                let m = [n[..4].iter().sum::<i32>(), n[4..].iter().sum::<i32>()];
+                let dx = a.d();
+                let (dd, ddm) = (f16_to_f32(b.d) * dx, f16_to_f32(b.dmin) * dx);
+                if order == Order::Gemv {
+                    acc.add(dd, ddm, i[0] + i[1], m[0] + m[1]);
+                } else {
+                    acc.add(dd, ddm, i[0], m[0]);
+                    acc.add(dd, ddm, i[1], m[1]);
+                }
+            }
+            acc.finish()
+        }
+    }
+}
+
+fn scalar_rows(order: Order, w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    let xa = view::<BlockQ8_K>(x).expect("activation row is whole blocks");
+    for (r, o) in out.iter_mut().enumerate() {
+        let wr = view::<BlockQ2_K>(&w[r * row_bytes..(r + 1) * row_bytes])
+            .expect("weight row is whole blocks");
+        assert_eq!(wr.len(), xa.len(), "activation row size mismatch");
+        *o = dot(order, wr, xa);
+    }
+}
+
+/// Scalar `vec_dot` kernel.
+pub(crate) fn vec_dot_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    scalar_rows(Order::VecDot, w, row_bytes, x, out)
+}
+
+/// Scalar `gemv` kernel.
+pub(crate) fn gemv_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    scalar_rows(Order::Gemv, w, row_bytes, x, out)
+}
+
+/// Scalar `gemm` kernel (four tokens).
+pub(crate) fn gemm_rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
+    for (xt, ot) in x.into_iter().zip(out) {
+        scalar_rows(Order::Gemm, w, row_bytes, xt, ot);
+    }
+}
