@@ -1,9 +1,12 @@
 //! `cargo xtask gen-model`: synthetic llama/qwen2 GGUF models for streaming tests and benches.
 //!
 //! ```text
-//! cargo xtask gen-model [--preset tiny|1b|7b] [--type q4_k|q5_k|q3_k|q2_k|q8_0|f16] [--arch llama|qwen2]
+//! cargo xtask gen-model [--preset tiny|1b|7b] [--type TYPE] [--arch llama|qwen2]
 //!                       [--seed N] [--layers N] [--vocab N] [--out PATH]
 //! ```
+//! `TYPE` is one of q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, f16, bf16
+//! (every weight matrix of that type), or q4_k_m, shaped like llama.cpp's Q4_K_M (Q4_K, except
+//! `output.weight` and every `attn_v` and `ffn_down`, which are Q6_K).
 //! Shapes follow llama.cpp's tensor names and ggml dimension order. Weights are valid blocks of
 //! random quants with small finite f16 scales chosen so that a forward pass stays finite: every
 //! weight matrix has elements of standard deviation ≈ 1/sqrt(columns), norm weights are 1.0,
@@ -14,6 +17,7 @@
 //! filler pieces up to the vocabulary size.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -38,6 +42,91 @@ impl Arch {
     }
 }
 
+/// What `--type` accepts.
+const ACCEPTED: &str =
+    "q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, f16, bf16, q4_k_m";
+
+/// The weight types of a synthetic model: one type for every matrix, or a llama.cpp mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightType {
+    /// Every weight matrix (embeddings and output head included) has this type.
+    Uniform(GgmlType),
+    /// llama.cpp's Q4_K_M shape: Q4_K, except `output.weight` and every `attn_v` and
+    /// `ffn_down`, which are Q6_K. (llama.cpp gives Q6_K to only some layers' `attn_v` and
+    /// `ffn_down`; here all of them are, which covers the same kernels.)
+    Q4KM,
+}
+
+impl From<GgmlType> for WeightType {
+    fn from(ty: GgmlType) -> WeightType {
+        WeightType::Uniform(ty)
+    }
+}
+
+impl fmt::Display for WeightType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WeightType::Uniform(ty) => ty.fmt(f),
+            WeightType::Q4KM => f.write_str("Q4_K_M"),
+        }
+    }
+}
+
+impl WeightType {
+    /// The type of the weight matrix called `name` (e.g. `blk.0.attn_v.weight`).
+    pub fn of(self, name: &str) -> GgmlType {
+        match self {
+            WeightType::Uniform(ty) => ty,
+            WeightType::Q4KM => {
+                if name == "output.weight"
+                    || name.ends_with(".attn_v.weight")
+                    || name.ends_with(".ffn_down.weight")
+                {
+                    GgmlType::Q6_K
+                } else {
+                    GgmlType::Q4_K
+                }
+            }
+        }
+    }
+
+    /// Every type the matrices may have.
+    fn types(self) -> Vec<GgmlType> {
+        match self {
+            WeightType::Uniform(ty) => vec![ty],
+            WeightType::Q4KM => vec![GgmlType::Q4_K, GgmlType::Q6_K],
+        }
+    }
+
+    /// llama.cpp's `LLAMA_FTYPE` number, for `general.file_type`.
+    fn file_type(self) -> Result<u32> {
+        Ok(match self {
+            WeightType::Q4KM => 15,
+            WeightType::Uniform(ty) => match ty {
+                GgmlType::F16 => 1,
+                GgmlType::Q4_0 => 2,
+                GgmlType::Q4_1 => 3,
+                GgmlType::Q8_0 => 7,
+                GgmlType::Q5_0 => 8,
+                GgmlType::Q5_1 => 9,
+                GgmlType::Q2_K => 10,
+                GgmlType::Q3_K => 11,
+                GgmlType::Q4_K => 15,
+                GgmlType::Q5_K => 16,
+                GgmlType::Q6_K => 18,
+                GgmlType::IQ4_NL => 25,
+                GgmlType::BF16 => 32,
+                other => bail!("type {other} is not generated; accepted: {ACCEPTED}"),
+            },
+        })
+    }
+
+    /// The lower-case name `--type` accepts, e.g. `q4_k`, `iq4_nl`, `q4_k_m`.
+    pub fn name(self) -> String {
+        self.to_string().to_ascii_lowercase()
+    }
+}
+
 /// Shape and type of a synthetic model.
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
@@ -45,8 +134,8 @@ pub struct ModelSpec {
     pub preset: String,
     /// Architecture.
     pub arch: Arch,
-    /// Type of every weight matrix (embeddings and output head included).
-    pub ty: GgmlType,
+    /// Types of the weight matrices (embeddings and output head included).
+    pub ty: WeightType,
     /// Hidden size.
     pub n_embd: u64,
     /// Feed-forward size.
@@ -65,7 +154,8 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     /// A named preset: `tiny`, `1b` (TinyLlama-1.1B shape) or `7b` (Llama-2-7B shape).
-    pub fn preset(name: &str, arch: Arch, ty: GgmlType) -> Result<ModelSpec> {
+    pub fn preset(name: &str, arch: Arch, ty: impl Into<WeightType>) -> Result<ModelSpec> {
+        let ty = ty.into();
         let (n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab, n_ctx) = match name {
             "tiny" => (256, 768, 4, 4, 2, 512, 512),
             "1b" => (2048, 5632, 22, 32, 4, 32000, 2048),
@@ -125,16 +215,18 @@ impl ModelSpec {
     }
 
     fn check(&self) -> Result<()> {
-        let block = self.ty.block_size() as u64;
-        if !self.n_embd.is_multiple_of(block) || !self.n_ff.is_multiple_of(block) {
-            bail!(
-                "{}: n_embd {} and n_ff {} must be multiples of the {} block size {block}",
-                self.preset,
-                self.n_embd,
-                self.n_ff,
-                self.ty
-            );
+        for ty in self.ty.types() {
+            let block = ty.block_size() as u64;
+            if !self.n_embd.is_multiple_of(block) || !self.n_ff.is_multiple_of(block) {
+                bail!(
+                    "{}: n_embd {} and n_ff {} must be multiples of the {ty} block size {block}",
+                    self.preset,
+                    self.n_embd,
+                    self.n_ff,
+                );
+            }
         }
+        self.ty.file_type()?;
         if self.n_head == 0
             || !self.n_embd.is_multiple_of(self.n_head)
             || self.n_head_kv == 0
@@ -210,6 +302,22 @@ fn f16_bits(x: f32) -> u16 {
     sign | v.min(0x7bff) as u16
 }
 
+/// bfloat16 bits of `x` (round to nearest even; `x` finite).
+fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// `pos` or `neg` with equal probability (a random sign for a block scale, so that formats
+/// whose quants are not symmetric about zero still give zero-mean weights).
+fn either(rng: &mut Rng, pos: [u8; 2], neg: [u8; 2]) -> [u8; 2] {
+    if rng.next() >> 63 == 0 {
+        pos
+    } else {
+        neg
+    }
+}
+
 /// `n_blocks` valid random blocks of `ty` whose elements have standard deviation ≈ `sigma`.
 fn block_pool(ty: GgmlType, sigma: f32, n_blocks: usize, rng: &mut Rng) -> Result<Vec<u8>> {
     let size = ty.type_size();
@@ -274,6 +382,52 @@ fn block_pool(ty: GgmlType, sigma: f32, n_blocks: usize, rng: &mut Rng) -> Resul
                 block[82..84].copy_from_slice(&dmin_bits);
             }
         }
+        // Q6_K (256 elements, 210 bytes): 128 bytes of low nibbles, 64 of high two bits, 16
+        // signed 8-bit sub-block scales, d (f16). x = d·sc·(q − 32), q in 0..64 (rms of q − 32
+        // ≈ 18.5); sc = ±(8..32) with random signs (rms ≈ 20.7), so x is zero-mean.
+        GgmlType::Q6_K => {
+            let d_bits = f16_bits(sigma / (20.7 * 18.5)).to_le_bytes();
+            for block in out.chunks_exact_mut(size) {
+                for s in &mut block[192..208] {
+                    let r = rng.next();
+                    let m = 8 + (r % 24) as i8;
+                    *s = (if r >> 63 == 0 { m } else { -m }) as u8;
+                }
+                block[208..210].copy_from_slice(&d_bits);
+            }
+        }
+        // Q4_0 (32 elements, 18 bytes): d (f16), 16 bytes of 4-bit quants; x = d·(q − 8), rms of
+        // q − 8 ≈ 4.64. Q5_0 (22 bytes): d, 4 bytes of fifth bits, 16 of low nibbles;
+        // x = d·(q − 16), rms ≈ 9.25. IQ4_NL (18 bytes): d, 16 bytes of 4-bit indices;
+        // x = d·kvalues[q], rms ≈ 67.4. The sign of d is random per block: zero-mean x.
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::IQ4_NL => {
+            let rms = match ty {
+                GgmlType::Q4_0 => 4.64,
+                GgmlType::Q5_0 => 9.25,
+                _ => 67.4,
+            };
+            let pos = f16_bits(sigma / rms).to_le_bytes();
+            let neg = f16_bits(-sigma / rms).to_le_bytes();
+            for block in out.chunks_exact_mut(size) {
+                block[0..2].copy_from_slice(&either(rng, pos, neg));
+            }
+        }
+        // Q4_1 (32 elements, 20 bytes): d, m (f16), 16 bytes of 4-bit quants; x = d·q + m. With
+        // m = −7.5·d, x = d·(q − 7.5), std ≈ d·4.61. Q5_1 (24 bytes): d, m, 4 bytes of fifth
+        // bits, 16 of low nibbles; m = −15.5·d, std ≈ d·9.23.
+        GgmlType::Q4_1 | GgmlType::Q5_1 => {
+            let (rms, mid) = if ty == GgmlType::Q4_1 {
+                (4.61, 7.5)
+            } else {
+                (9.23, 15.5)
+            };
+            let d = sigma / rms;
+            let (d_bits, m_bits) = (f16_bits(d).to_le_bytes(), f16_bits(-mid * d).to_le_bytes());
+            for block in out.chunks_exact_mut(size) {
+                block[0..2].copy_from_slice(&d_bits);
+                block[2..4].copy_from_slice(&m_bits);
+            }
+        }
         // Q8_0 (32 elements, 34 bytes): d (f16) then 32 int8; uniform q has std ≈ 73.
         GgmlType::Q8_0 => {
             let d_bits = f16_bits(sigma / 73.0).to_le_bytes();
@@ -293,9 +447,19 @@ fn block_pool(ty: GgmlType, sigma: f32, n_blocks: usize, rng: &mut Rng) -> Resul
                 v.copy_from_slice(&table[k]);
             }
         }
-        other => {
-            bail!("type {other} is not generated; accepted: Q4_K, Q5_K, Q3_K, Q2_K, Q8_0, F16")
+        // BF16: uniform in ±sigma·√3.
+        GgmlType::BF16 => {
+            let table: Vec<[u8; 2]> = (0..4096)
+                .map(|k| {
+                    bf16_bits(sigma * 3f32.sqrt() * (2.0 * k as f32 / 4095.0 - 1.0)).to_le_bytes()
+                })
+                .collect();
+            for v in out.chunks_exact_mut(2) {
+                let k = (rng.next() >> 52) as usize;
+                v.copy_from_slice(&table[k]);
+            }
         }
+        other => bail!("type {other} is not generated; accepted: {ACCEPTED}"),
     }
     Ok(out)
 }
@@ -363,17 +527,7 @@ pub fn write_model(spec: &ModelSpec, seed: u64, path: &Path) -> Result<u64> {
     let arch = spec.arch.name();
     let mut rng = Rng::new(seed);
     let mut w = GgufWriter::new();
-    let file_type: u32 = match spec.ty {
-        GgmlType::F16 => 1,
-        GgmlType::Q8_0 => 7,
-        GgmlType::Q4_K => 15,
-        GgmlType::Q2_K => 10,
-        GgmlType::Q3_K => 11,
-        GgmlType::Q5_K => 16,
-        other => {
-            bail!("type {other} is not generated; accepted: Q4_K, Q5_K, Q3_K, Q2_K, Q8_0, F16")
-        }
-    };
+    let file_type = spec.ty.file_type()?;
     let (rope_base, eps) = match spec.arch {
         Arch::Llama => (10_000.0f32, 1e-5f32),
         Arch::Qwen2 => (1_000_000.0f32, 1e-6f32),
@@ -414,42 +568,45 @@ pub fn write_model(spec: &ModelSpec, seed: u64, path: &Path) -> Result<u64> {
     w.add_metadata("tokenizer.ggml.add_bos_token", true)?;
     w.add_metadata("tokenizer.ggml.add_eos_token", false)?;
 
-    // One pool of random blocks per column count (the std of a weight depends on it), big
-    // enough for the largest tensor with that column count plus room to vary the offset.
+    // One pool of random blocks per (type, column count) (the std of a weight depends on the
+    // columns), big enough for the largest tensor of that type and column count plus room to
+    // vary the offset. Pools are drawn in (type, columns) order: with one type, that is column
+    // order, as before mixes existed, so those files keep their bytes.
     let tensors = spec.tensors();
-    let block = spec.ty.block_size() as u64;
-    let mut largest: BTreeMap<u64, u64> = BTreeMap::new();
-    for (_, dims, kind) in &tensors {
+    let mut largest: BTreeMap<(GgmlType, u64), u64> = BTreeMap::new();
+    for (name, dims, kind) in &tensors {
         if *kind == Kind::Matrix {
-            let blocks = dims[0] * dims[1] / block;
-            let e = largest.entry(dims[0]).or_default();
+            let ty = spec.ty.of(name);
+            let blocks = dims[0] * dims[1] / ty.block_size() as u64;
+            let e = largest.entry((ty, dims[0])).or_default();
             *e = (*e).max(blocks);
         }
     }
-    let mut pools: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    for (&cols, &blocks) in &largest {
+    let mut pools: BTreeMap<(GgmlType, u64), Vec<u8>> = BTreeMap::new();
+    for (&(ty, cols), &blocks) in &largest {
         let n = blocks + (blocks / 2).max(64);
         pools.insert(
-            cols,
+            (ty, cols),
             block_pool(
-                spec.ty,
+                ty,
                 1.0 / (cols as f32).sqrt(),
                 usize::try_from(n)?,
                 &mut rng,
             )?,
         );
     }
-    let type_size = spec.ty.type_size() as u64;
     for (name, dims, kind) in &tensors {
         match kind {
             Kind::Matrix => {
-                let pool = &pools[&dims[0]];
+                let ty = spec.ty.of(name);
+                let pool = &pools[&(ty, dims[0])];
+                let (block, type_size) = (ty.block_size() as u64, ty.type_size() as u64);
                 let blocks = dims[0] * dims[1] / block;
                 let pool_blocks = pool.len() as u64 / type_size;
                 let start = rng.next() % (pool_blocks - blocks + 1);
                 let bytes =
                     &pool[(start * type_size) as usize..((start + blocks) * type_size) as usize];
-                w.add_tensor(name.clone(), spec.ty, dims, bytes)?;
+                w.add_tensor(name.clone(), ty, dims, bytes)?;
             }
             Kind::Norm => w.add_tensor(
                 name.clone(),
@@ -472,16 +629,26 @@ pub fn write_model(spec: &ModelSpec, seed: u64, path: &Path) -> Result<u64> {
     Ok(n)
 }
 
-fn parse_type(s: &str) -> Result<GgmlType> {
-    Ok(match s.to_ascii_lowercase().as_str() {
+/// Parses a `--type` value (`q4_k`, `iq4_nl`, `q4_k_m`, …; the underscores may be left out).
+pub fn parse_type(s: &str) -> Result<WeightType> {
+    let ty = match s.to_ascii_lowercase().as_str() {
+        "q4_0" | "q40" => GgmlType::Q4_0,
+        "q4_1" | "q41" => GgmlType::Q4_1,
+        "q5_0" | "q50" => GgmlType::Q5_0,
+        "q5_1" | "q51" => GgmlType::Q5_1,
+        "q8_0" | "q80" => GgmlType::Q8_0,
+        "q2_k" | "q2k" => GgmlType::Q2_K,
+        "q3_k" | "q3k" => GgmlType::Q3_K,
         "q4_k" | "q4k" => GgmlType::Q4_K,
         "q5_k" | "q5k" => GgmlType::Q5_K,
-        "q3_k" | "q3k" => GgmlType::Q3_K,
-        "q2_k" | "q2k" => GgmlType::Q2_K,
-        "q8_0" | "q80" => GgmlType::Q8_0,
+        "q6_k" | "q6k" => GgmlType::Q6_K,
+        "iq4_nl" | "iq4nl" => GgmlType::IQ4_NL,
         "f16" => GgmlType::F16,
-        other => bail!("unknown type `{other}`; accepted: q4_k, q5_k, q3_k, q2_k, q8_0, f16"),
-    })
+        "bf16" => GgmlType::BF16,
+        "q4_k_m" | "q4km" => return Ok(WeightType::Q4KM),
+        other => bail!("unknown type `{other}`; accepted: {ACCEPTED}"),
+    };
+    Ok(ty.into())
 }
 
 /// The default output path: `<workspace>/models/synth-<preset>-<arch>-<type>.gguf`.
@@ -494,14 +661,14 @@ pub fn default_path(spec: &ModelSpec) -> PathBuf {
         "synth-{}-{}-{}.gguf",
         spec.preset,
         spec.arch.name(),
-        spec.ty.name().to_ascii_lowercase()
+        spec.ty.name()
     ))
 }
 
 /// `cargo xtask gen-model ...`
 pub fn run(args: &[String]) -> Result<()> {
     let mut preset = "tiny".to_string();
-    let mut ty = GgmlType::Q4_K;
+    let mut ty = WeightType::Uniform(GgmlType::Q4_K);
     let mut arch = Arch::Llama;
     let mut seed = 42u64;
     let mut layers = None;
@@ -525,7 +692,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "--vocab" => vocab = Some(value()?.parse().context("--vocab")?),
             "--out" => out = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
-                println!("cargo xtask gen-model [--preset tiny|1b|7b] [--type q4_k|q5_k|q3_k|q2_k|q8_0|f16] [--arch llama|qwen2] [--seed N] [--layers N] [--vocab N] [--out PATH]");
+                println!("cargo xtask gen-model [--preset tiny|1b|7b] [--type TYPE] [--arch llama|qwen2] [--seed N] [--layers N] [--vocab N] [--out PATH]\n  TYPE: {ACCEPTED}");
                 return Ok(());
             }
             other => bail!("unknown flag `{other}`; accepted: --preset --type --arch --seed --layers --vocab --out"),
@@ -585,12 +752,23 @@ mod tests {
     }
 
     #[test]
+    fn every_accepted_type_parses_and_names_round_trip() {
+        for name in ACCEPTED.split(", ") {
+            let ty = parse_type(name).unwrap();
+            assert_eq!(ty.name(), name);
+            assert!(ty.file_type().is_ok());
+        }
+        assert!(parse_type("iq2_xxs").is_err());
+    }
+
+    #[test]
     fn tiny_models_parse_and_dequantize_to_finite_modest_values() {
         for arch in [Arch::Llama, Arch::Qwen2] {
-            for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16] {
-                let spec = ModelSpec::preset("tiny", arch, ty).unwrap();
+            for name in ACCEPTED.split(", ") {
+                let wt = parse_type(name).unwrap();
+                let spec = ModelSpec::preset("tiny", arch, wt).unwrap();
                 let path = std::env::temp_dir().join(format!(
-                    "xtask-gen-{}-{arch:?}-{ty}.gguf",
+                    "xtask-gen-{}-{arch:?}-{name}.gguf",
                     std::process::id()
                 ));
                 write_model(&spec, 7, &path).unwrap();
@@ -611,17 +789,34 @@ mod tests {
                     512
                 );
                 assert_eq!(g.tensor("blk.3.attn_q.bias").is_some(), arch == Arch::Qwen2);
-                let t = g.tensor("blk.1.ffn_down.weight").unwrap();
-                assert_eq!(t.dims, vec![768, 256]);
-                let data = g.tensor_data(&bytes, t).unwrap();
-                let mut out = vec![0f32; t.n_elements() as usize];
-                strata_quant::dequantize(ty, data, &mut out).unwrap();
-                let rms = (out.iter().map(|v| v * v).sum::<f32>() / out.len() as f32).sqrt();
-                let expect = 1.0 / 768f32.sqrt();
-                assert!(out.iter().all(|v| v.is_finite()));
-                assert!(
-                    rms > 0.5 * expect && rms < 2.0 * expect,
-                    "{arch:?} {ty}: rms {rms} vs {expect}"
+                for (tensor, cols) in [
+                    ("blk.1.ffn_down.weight", 768usize),
+                    ("blk.2.attn_q.weight", 256),
+                    ("output.weight", 256),
+                ] {
+                    let t = g.tensor(tensor).unwrap();
+                    let ty = wt.of(tensor);
+                    assert_eq!(t.ty, ty, "{name} {tensor}");
+                    let data = g.tensor_data(&bytes, t).unwrap();
+                    let mut out = vec![0f32; t.n_elements() as usize];
+                    strata_quant::dequantize(ty, data, &mut out).unwrap();
+                    let n = out.len() as f32;
+                    let mean = out.iter().sum::<f32>() / n;
+                    let rms = (out.iter().map(|v| v * v).sum::<f32>() / n).sqrt();
+                    let expect = 1.0 / (cols as f32).sqrt();
+                    assert!(out.iter().all(|v| v.is_finite()));
+                    assert!(
+                        rms > 0.7 * expect && rms < 1.4 * expect,
+                        "{arch:?} {name} {tensor}: rms {rms} vs {expect}"
+                    );
+                    assert!(
+                        mean.abs() < 0.05 * expect,
+                        "{arch:?} {name} {tensor}: mean {mean} vs std {expect}"
+                    );
+                }
+                assert_eq!(
+                    g.metadata().get_u32("general.file_type").unwrap(),
+                    wt.file_type().unwrap()
                 );
             }
         }
