@@ -389,30 +389,33 @@ fn parse_positions(j: &serde_json::Value) -> Result<Vec<Vec<(u32, f64)>>> {
 }
 
 /// The llama and qwen2 forward passes against llama.cpp: the seeded tiny models of
-/// `cargo xtask gen-model` (every weight type it writes) are regenerated, their SHA-256 checked
-/// against the reference (a changed generator needs new reference files, see the README beside
-/// them), and evaluated on the reference prompt with the real model's criteria: token ids equal;
+/// `cargo xtask gen-model` (every weight type it writes — every format the quant crate runs in
+/// llama.cpp's float order — and the Q4_K/Q6_K mix of llama.cpp's Q4_K_M) are regenerated,
+/// their SHA-256 checked against the reference (a changed generator needs new reference files,
+/// see the README beside them), and evaluated on the reference prompt with the real model's criteria: token ids equal;
 /// max |Δ| over llama.cpp's top-20 ids ≤ [`TOLERANCE`]; top-1 equal wherever llama.cpp leads by
 /// more than [`TOP1_MARGIN`]; the greedy continuation (16 tokens in these references) identical.
 /// Returns the failures.
 fn check_synthetic(root: &Path) -> Result<Vec<String>> {
-    use crate::gen_model::{write_model, Arch, ModelSpec};
-    use strata_gguf::GgmlType;
+    use crate::gen_model::{parse_type, write_model, Arch, ModelSpec};
+
+    /// The `--type` values checked, for llama and qwen2 each (all have reference files).
+    const TYPES: [&str; 14] = [
+        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl",
+        "f16", "bf16", "q4_k_m",
+    ];
 
     let dir = root.join("xtask/data/reference/synthetic");
     let out_dir = root.join("target/verify-synthetic");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut failures = Vec::new();
     println!(
-        "\n{:<11} {:>5} {:>6} {:>11} {:>10} {:>9} {:>7}",
+        "\n{:<13} {:>5} {:>6} {:>11} {:>10} {:>9} {:>7}",
         "synthetic", "toks", "ids", "top1(>0.1)", "max|Δ|20", "greedy", "result"
     );
     for (arch, arch_name) in [(Arch::Llama, "llama"), (Arch::Qwen2, "qwen2")] {
-        for (ty, ty_name) in [
-            (GgmlType::Q4_K, "q4_k"),
-            (GgmlType::Q8_0, "q8_0"),
-            (GgmlType::F16, "f16"),
-        ] {
+        for ty_name in TYPES {
+            let ty = parse_type(ty_name)?;
             let name = format!("{arch_name}-{ty_name}");
             let ref_path = dir.join(format!("{name}.json"));
             let j: serde_json::Value = serde_json::from_str(
@@ -471,7 +474,7 @@ fn check_synthetic(root: &Path) -> Result<Vec<String>> {
             let ok =
                 ids_equal && bad == 0 && max_diff <= TOLERANCE && greedy_match == expected.len();
             println!(
-                "{:<11} {:>5} {:>6} {:>11} {:>10.4} {:>9} {:>7}",
+                "{:<13} {:>5} {:>6} {:>11} {:>10.4} {:>9} {:>7}",
                 name,
                 token_ids.len(),
                 if ids_equal { "equal" } else { "DIFF" },
