@@ -91,6 +91,25 @@ pub fn rope_apply(head: &mut [f32], n_rot: usize, style: RopeStyle, cos: &[f32],
 /// (each chunk summed by [`reduce16`]). Entries equal to `-inf` (masked) become 0. The chunks
 /// start at index 0 of `x`, so callers keep masked entries in place to keep the alignment.
 pub fn softmax_inplace(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "fma")]
+        unsafe fn fast(x: &mut [f32]) {
+            softmax_body(x)
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports FMA (checked just above), the only requirement of
+            // calling a function compiled with that target feature.
+            return unsafe { fast(x) };
+        }
+    }
+    softmax_body(x)
+}
+
+/// [`softmax_inplace`]'s body, inlined into an FMA-enabled copy where the CPU has FMA (so the
+/// fused multiply-adds of [`expf_ggml`] are single instructions, not libm calls; same results).
+#[inline(always)]
+fn softmax_body(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f64;
     for chunk in x.chunks_mut(16) {
