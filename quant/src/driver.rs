@@ -4,8 +4,11 @@
 //! Rows are cut into tiles of a fixed number of rows that depends only on the row size (never on
 //! the thread count). Each task owns one tile: for every token it calls the row-dot kernel on
 //! the tile's rows, so the tile's weight bytes stay in cache across the tokens of a batch, and
-//! every output element is written by exactly one kernel call. No allocation happens after the
-//! activations are quantized.
+//! every output element is written by exactly one kernel call. Formats with a batch kernel
+//! ([`simd::batch_kernel`]) run batches of tokens differently: the activations are prepared
+//! once per call, and each task owns a (row tile, token chunk) pair and unpacks its weight rows
+//! into a small buffer of its own; otherwise no allocation happens after the activations are
+//! quantized.
 
 use strata_gguf::GgmlType;
 
@@ -14,6 +17,11 @@ use crate::{f32_bytes, quantize_acts, row_bytes, vec_dot_type, QuantError, Quant
 
 /// Weight bytes per tile: small enough to stay in L2 while a batch of tokens passes over it.
 const TILE_BYTES: usize = 48 * 1024;
+/// From this many tokens, products in `vec_dot` lane order use the batch kernel where there is
+/// one ([`simd::batch_kernel`]); results are the same either way.
+const BATCH_MIN_TOKENS: usize = 4;
+/// Most tokens per batch-kernel task (each task unpacks its weight rows once).
+const BATCH_CHUNK: usize = 128;
 /// Below this many weight bytes a product runs on the calling thread (threads would cost more
 /// than they save); results are the same either way.
 #[cfg(feature = "rayon")]
@@ -308,10 +316,41 @@ fn run<'x>(
     if rows == 0 || n == 0 {
         return Ok(());
     }
+    let out = OutPtr(y.as_mut_ptr());
+    let batch = match Kernel::for_product(ty, rows, cols, n) {
+        Kernel::VecDot if n >= BATCH_MIN_TOKENS => simd::batch_kernel(level, ty),
+        _ => None,
+    };
+    if let Some(bk) = batch {
+        let acts = bk.prepare(n, rb / ty.type_size(), &xrow);
+        // Tasks: tiles of a multiple of 8 rows (the batch kernel's row group) × chunks of at
+        // most BATCH_CHUNK tokens (balanced), so that small matrices still split over threads.
+        let tile = ((TILE_BYTES / rb.max(1)) / 8 * 8).clamp(8, 256);
+        let n_tiles = rows.div_ceil(tile);
+        let n_chunks = n.div_ceil(BATCH_CHUNK);
+        let chunk = n.div_ceil(n_chunks).next_multiple_of(4);
+        let n_chunks = n.div_ceil(chunk);
+        let task = |i: usize| {
+            let (r0, t0) = ((i / n_chunks) * tile, (i % n_chunks) * chunk);
+            let (r1, t1) = ((r0 + tile).min(rows), (t0 + chunk).min(n));
+            // SAFETY: `y` has `rows * n` elements (checked above), so rows `r0..r1 <= rows`
+            // of each token `t < n` lie inside it; tasks own disjoint (row tile, token chunk)
+            // pairs, so only this task writes them, and `y` is not read meanwhile.
+            let mut yt = unsafe { simd::OutRows::new(out.ptr().add(r0), rows, r1 - r0, t0..t1) };
+            (bk.run)(&w[r0 * rb..r1 * rb], rb, &acts, t0..t1, &mut yt);
+        };
+        #[cfg(feature = "rayon")]
+        if w.len().saturating_mul(n) >= PAR_MIN_BYTES && n_tiles * n_chunks > 1 {
+            use rayon::prelude::*;
+            (0..n_tiles * n_chunks).into_par_iter().for_each(task);
+            return Ok(());
+        }
+        (0..n_tiles * n_chunks).for_each(task);
+        return Ok(());
+    }
     // Tile height: a multiple of 4 rows (the SIMD kernels' row group) near TILE_BYTES.
     let tile = ((TILE_BYTES / rb.max(1)) / 4 * 4).clamp(4, 256);
     let n_tiles = rows.div_ceil(tile);
-    let out = OutPtr(y.as_mut_ptr());
     // Four tokens per pass over a tile where the kernel choice has such a kernel (each weight
     // block is unpacked once for four tokens), for the first `n - n % 4` tokens: llama.cpp's
     // grouping. Its results equal `kernel`'s bit for bit except for `Kernel::Repacked`, where

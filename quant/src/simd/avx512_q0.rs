@@ -17,6 +17,11 @@
 //! broadcast to both halves, and one FMA with `[d_a·d_x ×8, d_b·d_x ×8]` advances both chains.
 //! Per lane the operations are exactly those above, so results equal the scalar reference bit
 //! for bit whatever the grouping of rows and tokens. A row without a partner uses one `ymm`.
+//!
+//! Batches of tokens go through the batch kernel ([`batch_kernel`]): per row group of eight
+//! rows, the weight blocks are unpacked once (unsigned quants plus f32 scales laid out for the
+//! pair registers), then register tiles of four row pairs × four tokens run over all blocks,
+//! and a shared shuffle tree reduces sixteen outputs at a time (same tree, same bits).
 
 use std::arch::x86_64::*;
 
@@ -395,4 +400,336 @@ fn q5_0_rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
 }
 fn q4_0_rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
     rows4::<BlockQ4_0>(w, row_bytes, x, out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch kernel: many tokens at once.
+//
+// The per-lane integer sums are formed with the weights as the unsigned operand of `vpdpbusd`:
+// each format's quants `q` are stored once per row group as `q + OFF` (0..=255), and the
+// accumulator starts at `-OFF · Σ y` over the lane's four activation bytes (prepared once per
+// token and block), so the instruction yields `Σ q·y` exactly (|partial sums| < 2^17, no
+// wrap). No per-token sign fix-up is needed, and the integers equal those of the sign trick.
+// ---------------------------------------------------------------------------------------------
+
+/// Row pairs per batch tile (eight rows).
+const BP: usize = 4;
+/// Rows per batch tile.
+const BR: usize = 2 * BP;
+/// Tokens per register tile (`BP × BT` accumulators of two outputs each).
+const BT: usize = 4;
+
+/// One row pair's block, unpacked for the batch kernel: the unsigned quants of row `2p`
+/// (bytes 0..32) and `2p + 1` (32..64), and their scales as f32, eight lanes each.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct WBlock {
+    q: [u8; 64],
+    d: [f32; 16],
+}
+
+/// A weight format's quants as unsigned bytes `q + OFF` for the batch kernel.
+trait Q0Unsigned: Q0Block {
+    /// The offset added to every quant.
+    const OFF: u8;
+    /// `q + OFF` for the 32 quants of `a` (low half) and `b` (high half).
+    ///
+    /// # Safety
+    /// As [`Q0Block::pair`].
+    unsafe fn pair_u(a: &Self, b: &Self) -> __m512i;
+}
+
+impl Q0Unsigned for BlockQ8_0 {
+    const OFF: u8 = 128;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn pair_u(a: &Self, b: &Self) -> __m512i {
+        // SAFETY: the features `pair` needs are enabled here.
+        let q = unsafe { Self::pair(a, b) };
+        _mm512_xor_si512(q, _mm512_set1_epi8(0x80u8 as i8))
+    }
+}
+
+impl Q0Unsigned for BlockQ4_0 {
+    const OFF: u8 = 8;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn pair_u(a: &Self, b: &Self) -> __m512i {
+        nibbles2(&a.qs, &b.qs)
+    }
+}
+
+impl Q0Unsigned for BlockQ5_0 {
+    const OFF: u8 = 16;
+    // nib | h·16.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn pair_u(a: &Self, b: &Self) -> __m512i {
+        let h = u32::from_le_bytes(a.qh) as u64 | (u32::from_le_bytes(b.qh) as u64) << 32;
+        let high = _mm512_maskz_mov_epi8(h, _mm512_set1_epi8(0x10));
+        _mm512_or_si512(nibbles2(&a.qs, &b.qs), high)
+    }
+}
+
+impl Q0Unsigned for BlockIQ4_NL {
+    const OFF: u8 = 128;
+    // The table's values + 128 (the values lie in -127..=113).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn pair_u(a: &Self, b: &Self) -> __m512i {
+        // SAFETY: reads the 16 bytes of the table.
+        let lut = unsafe { _mm_loadu_si128(IQ4_NL_VALUES.as_ptr().cast()) };
+        let lut = _mm_xor_si128(lut, _mm_set1_epi8(0x80u8 as i8));
+        _mm512_shuffle_epi8(_mm512_broadcast_i32x4(lut), nibbles2(&a.qs, &b.qs))
+    }
+}
+
+/// The batch kernel for `ty` (`Some` for Q8_0, Q5_0, Q4_0, IQ4_NL); the caller checked that
+/// AVX-512 is available.
+pub(super) fn batch_kernel(ty: strata_gguf::GgmlType) -> Option<super::BatchKernel> {
+    use strata_gguf::GgmlType::*;
+    fn make<B: Q0Unsigned + crate::blocks::Block>() -> super::BatchKernel {
+        super::BatchKernel {
+            prepare_row: prepare_row::<B>,
+            run: batch::<B>,
+        }
+    }
+    Some(match ty {
+        Q8_0 => make::<BlockQ8_0>(),
+        Q5_0 => make::<BlockQ5_0>(),
+        Q4_0 => make::<BlockQ4_0>(),
+        IQ4_NL => make::<BlockIQ4_NL>(),
+        _ => return None,
+    })
+}
+
+/// One token's Q8_0 row `x` → its [`ActBlock`]s and f32 scales for weights of format `B`.
+fn prepare_row<B: Q0Unsigned>(x: &[u8], out: &mut [super::ActBlock], d: &mut [f32]) {
+    let xb = crate::blocks::view::<BlockQ8_0>(x).expect("activation row is whole blocks");
+    assert!(
+        out.len() == xb.len() && d.len() == xb.len(),
+        "prepared activation size mismatch"
+    );
+    // SAFETY: `batch_kernel` hands this function out only when the CPU has every feature
+    // `prepare_blocks` enables; the three slices have the same length (checked above).
+    unsafe { prepare_blocks::<B>(xb, out, d) }
+}
+
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn prepare_blocks<B: Q0Unsigned>(
+    xb: &[BlockQ8_0],
+    out: &mut [super::ActBlock],
+    d: &mut [f32],
+) {
+    let off = _mm256_set1_epi8(B::OFF as i8);
+    let zero = _mm256_setzero_si256();
+    for ((b, o), d) in xb.iter().zip(out.iter_mut()).zip(d.iter_mut()) {
+        // SAFETY: reads the 32 bytes of `b.qs`.
+        let y = unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) };
+        let s = _mm256_dpbusd_epi32(zero, off, y);
+        // SAFETY: writes the 32 bytes of `o.y` and of `o.init`.
+        unsafe {
+            _mm256_storeu_si256(o.y.as_mut_ptr().cast(), y);
+            _mm256_storeu_si256(o.init.as_mut_ptr().cast(), _mm256_sub_epi32(zero, s));
+        }
+        *d = h2f(b.d);
+    }
+}
+
+/// Rows `0..BR` of a group (a row past the last, `rows`, repeats the last) → `ws[i * BP + p]`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `nb` blocks;
+/// `ws.len() >= nb * BP`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn unpack<B: Q0Unsigned>(w: [*const B; BR], nb: usize, ws: &mut [WBlock]) {
+    let spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    for (i, wsi) in ws.chunks_exact_mut(BP).take(nb).enumerate() {
+        for (p, o) in wsi.iter_mut().enumerate() {
+            // SAFETY: `i < nb` (the caller's bound).
+            let (a, b) = unsafe { (&*w[2 * p].add(i), &*w[2 * p + 1].add(i)) };
+            // SAFETY: the features are enabled here.
+            let q = unsafe { B::pair_u(a, b) };
+            let d = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(h2f2(a.d(), b.d())));
+            // SAFETY: `o` is 64-byte aligned (`WBlock`); each store writes one of its fields.
+            unsafe {
+                _mm512_store_si512(o.q.as_mut_ptr().cast(), q);
+                _mm512_store_ps(o.d.as_mut_ptr(), d);
+            }
+        }
+    }
+}
+
+/// The `BP` row pairs unpacked in `ws` × `T` tokens: the eight-lane accumulators (row pair `p`,
+/// token `t`), two rows per register as in [`pairs`].
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; `ws` holds `nb * BP` blocks; each `x[t]`
+/// and `d[t]` point to `nb` prepared blocks and scales.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile<const T: usize>(
+    ws: &[WBlock],
+    x: [*const super::ActBlock; T],
+    d: [*const f32; T],
+    nb: usize,
+) -> [[__m512; T]; BP] {
+    let mut acc = [[_mm512_setzero_ps(); T]; BP];
+    for (i, wsi) in ws.chunks_exact(BP).take(nb).enumerate() {
+        // SAFETY: aligned 64-byte loads of the fields of `wsi[p]`.
+        let (q, dw): ([__m512i; BP], [__m512; BP]) = unsafe {
+            (
+                std::array::from_fn(|p| _mm512_load_si512(wsi[p].q.as_ptr().cast())),
+                std::array::from_fn(|p| _mm512_load_ps(wsi[p].d.as_ptr())),
+            )
+        };
+        for t in 0..T {
+            // SAFETY: `i < nb` (the caller's bound); the loads read the block's fields.
+            let (y, init, dx) = unsafe {
+                let a = &*x[t].add(i);
+                (
+                    _mm512_broadcast_i64x4(_mm256_load_si256(a.y.as_ptr().cast())),
+                    _mm512_broadcast_i64x4(_mm256_load_si256(a.init.as_ptr().cast())),
+                    _mm512_set1_ps(*d[t].add(i)),
+                )
+            };
+            for p in 0..BP {
+                let s = _mm512_dpbusd_epi32(init, q[p], y);
+                let scale = _mm512_mul_ps(dw[p], dx);
+                acc[p][t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(s), acc[p][t]);
+            }
+        }
+    }
+    acc
+}
+
+/// The eight outputs of each of two tokens from their accumulators (`a[p]`, `b[p]`: row pair
+/// `p`): `[a rows 0..8, b rows 0..8]`, each the tree `((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))`
+/// of its eight lanes (as [`reduce8`]), computed for sixteen outputs at once.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn reduce_tile(a: [__m512; BP], b: [__m512; BP]) -> __m512 {
+    // 128-bit quarters [row 2p lanes 0..4, 4..8, row 2p+1 lanes 0..4, 4..8] of two pairs →
+    // per row (four quarters, four rows) [l0+l4, l1+l5, l2+l6, l3+l7].
+    let s = |u: __m512, v: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(u, v),
+            _mm512_shuffle_f32x4::<0xDD>(u, v),
+        )
+    };
+    // Rows 0..4 and 4..8 → per quarter j [u0(j), u1(j), u0(j+4), u1(j+4)], with
+    // u0 = (l0+l4)+(l2+l6), u1 = (l1+l5)+(l3+l7).
+    let u = |c: __m512, e: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0x44>(c, e),
+            _mm512_shuffle_ps::<0xEE>(c, e),
+        )
+    };
+    let ua = u(s(a[0], a[1]), s(a[2], a[3]));
+    let ub = u(s(b[0], b[1]), s(b[2], b[3]));
+    // u0 + u1 → per quarter j [a row j, a row j+4, b row j, b row j+4].
+    let v = _mm512_add_ps(
+        _mm512_shuffle_ps::<0x88>(ua, ub),
+        _mm512_shuffle_ps::<0xDD>(ua, ub),
+    );
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_permutexvar_ps(idx, v)
+}
+
+/// [`tile`] for tokens `t..t + T`, written to rows `r..r + n_rows` (`n_rows <= BR`) of each
+/// token's output.
+///
+/// # Safety
+/// As [`tile`], for `x.blocks` and `x.d` from token `t` on.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_out<const T: usize>(
+    ws: &[WBlock],
+    x: &super::BatchActs,
+    t: usize,
+    r: usize,
+    n_rows: usize,
+    out: &mut super::OutRows,
+) {
+    let nb = x.nb;
+    let xp = std::array::from_fn(|k| x.blocks[(t + k) * nb..].as_ptr());
+    let dp = std::array::from_fn(|k| x.d[(t + k) * nb..].as_ptr());
+    // SAFETY: the caller's contract.
+    let acc = unsafe { tile::<T>(ws, xp, dp, nb) };
+    let mut k = 0;
+    while k < T {
+        let k2 = (k + 1).min(T - 1);
+        let v = reduce_tile(
+            std::array::from_fn(|p| acc[p][k]),
+            std::array::from_fn(|p| acc[p][k2]),
+        );
+        let mut res = [0f32; 2 * BR];
+        // SAFETY: writes the 64 bytes of `res`.
+        unsafe { _mm512_storeu_ps(res.as_mut_ptr(), v) };
+        for (j, tok) in [(0, t + k), (1, t + k2)].into_iter().take(k2 - k + 1) {
+            out.write(tok, r, &res[j * BR..j * BR + n_rows]);
+        }
+        k += 2;
+    }
+}
+
+/// The batch kernel for format `B` (see [`super::BatchKernel`]).
+fn batch<B: Q0Unsigned + crate::blocks::Block>(
+    w: &[u8],
+    row_bytes: usize,
+    x: &super::BatchActs,
+    tokens: std::ops::Range<usize>,
+    out: &mut super::OutRows,
+) {
+    let nb = row_bytes / std::mem::size_of::<B>();
+    assert!(
+        row_bytes == nb * std::mem::size_of::<B>() && nb == x.nb && nb > 0,
+        "row is not the activations' whole {} blocks",
+        B::TYPE
+    );
+    let rows = w.len() / row_bytes;
+    assert!(rows * row_bytes == w.len(), "weights are not whole rows");
+    assert!(tokens.end <= x.n, "token range past the activations");
+    assert!(
+        x.blocks.len() == x.n * nb && x.d.len() == x.n * nb,
+        "prepared activations have the wrong size"
+    );
+    if rows == 0 {
+        return;
+    }
+    let mut ws = vec![
+        WBlock {
+            q: [0; 64],
+            d: [0.0; 16]
+        };
+        nb * BP
+    ];
+    let mut r = 0;
+    while r < rows {
+        let wp = std::array::from_fn(|k| row_ptr::<B>(w, row_bytes, (r + k).min(rows - 1)));
+        // SAFETY: `batch_kernel` hands this function out only when the CPU has every feature
+        // these functions enable; every row holds `nb` blocks (checked above) and `ws` has
+        // `nb * BP` blocks.
+        unsafe { unpack::<B>(wp, nb, &mut ws) };
+        let n_rows = (rows - r).min(BR);
+        let mut t = tokens.start;
+        while t + BT <= tokens.end {
+            // SAFETY: as above; `x` holds `nb` blocks for every token below
+            // `tokens.end <= x.n` (checked above).
+            unsafe { tile_out::<BT>(&ws, x, t, r, n_rows, out) };
+            t += BT;
+        }
+        match tokens.end - t {
+            // SAFETY: as above.
+            3 => unsafe { tile_out::<3>(&ws, x, t, r, n_rows, out) },
+            // SAFETY: as above.
+            2 => unsafe { tile_out::<2>(&ws, x, t, r, n_rows, out) },
+            // SAFETY: as above.
+            1 => unsafe { tile_out::<1>(&ws, x, t, r, n_rows, out) },
+            _ => {}
+        }
+        r += BR;
+    }
 }

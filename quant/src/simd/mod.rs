@@ -134,6 +134,129 @@ pub(crate) fn iq4_nl_vec_dot(level: SimdLevel) -> RowsFn {
     scalar_iq4_nl_vec_dot
 }
 
+/// One token's Q8_0 activation block prepared for a [`BatchKernel`]: the 32 quants and the
+/// integer each of the eight lane sums starts from (a per-format offset correction).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ActBlock {
+    /// The block's quants.
+    pub(crate) y: [i8; 32],
+    /// Lane `l`: `-OFF · Σ y[4l..4l+4]`, `OFF` the weight format's quant offset.
+    pub(crate) init: [i32; 8],
+}
+
+/// The activations of a batch, prepared once per product for a [`BatchKernel`].
+#[derive(Debug)]
+pub(crate) struct BatchActs {
+    /// Tokens.
+    pub(crate) n: usize,
+    /// Blocks per token.
+    pub(crate) nb: usize,
+    /// `n × nb` prepared blocks, token-major.
+    pub(crate) blocks: Vec<ActBlock>,
+    /// `n × nb` activation scales as f32, token-major.
+    pub(crate) d: Vec<f32>,
+}
+
+/// A kernel for many tokens at once (Q8_0, Q5_0, Q4_0, IQ4_NL × Q8_0 on AVX-512): the same
+/// per-output float order as the [`RowsFn`] of its type, with register tiles of several rows
+/// × several tokens and each weight block unpacked once per row group.
+#[derive(Clone, Copy)]
+pub(crate) struct BatchKernel {
+    /// Prepares one token's Q8_0 row: its blocks and scales.
+    pub(crate) prepare_row: fn(x: &[u8], out: &mut [ActBlock], d: &mut [f32]),
+    /// `out[t][r] = W[r] · x[t]` for every row `r` of `w` (rows of `row_bytes`) and every token
+    /// `t` in `tokens`.
+    pub(crate) run: fn(
+        w: &[u8],
+        row_bytes: usize,
+        x: &BatchActs,
+        tokens: std::ops::Range<usize>,
+        out: &mut OutRows,
+    ),
+}
+
+/// Where a [`BatchKernel`] writes: rows `0..rows` of tokens `tokens` of a row-major output,
+/// token `t`'s row `r` at `ptr + t · stride + r`.
+pub(crate) struct OutRows {
+    ptr: *mut f32,
+    stride: usize,
+    rows: usize,
+    tokens: std::ops::Range<usize>,
+}
+
+impl OutRows {
+    /// # Safety
+    /// For every `t` in `tokens`, the `rows` floats from `ptr + t · stride` are valid for
+    /// writes and accessed by nothing else while the value lives.
+    pub(crate) unsafe fn new(
+        ptr: *mut f32,
+        stride: usize,
+        rows: usize,
+        tokens: std::ops::Range<usize>,
+    ) -> OutRows {
+        OutRows {
+            ptr,
+            stride,
+            rows,
+            tokens,
+        }
+    }
+
+    /// Writes `v` to rows `r..r + v.len()` of token `t`.
+    #[inline(always)]
+    pub(crate) fn write(&mut self, t: usize, r: usize, v: &[f32]) {
+        assert!(
+            self.tokens.contains(&t) && r <= self.rows && v.len() <= self.rows - r,
+            "output position out of range"
+        );
+        // SAFETY: inside the region `new`'s contract makes writable and exclusive (checked
+        // just above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(v.as_ptr(), self.ptr.add(t * self.stride + r), v.len())
+        };
+    }
+}
+
+impl BatchKernel {
+    /// The `n` tokens' rows `xrow(t)` (Q8_0, `nb` blocks each), prepared.
+    pub(crate) fn prepare<'x>(
+        &self,
+        n: usize,
+        nb: usize,
+        xrow: impl Fn(usize) -> &'x [u8],
+    ) -> BatchActs {
+        let mut x = BatchActs {
+            n,
+            nb,
+            blocks: vec![ActBlock::default(); n * nb],
+            d: vec![0.0; n * nb],
+        };
+        if nb > 0 {
+            for (t, (b, d)) in x
+                .blocks
+                .chunks_exact_mut(nb)
+                .zip(x.d.chunks_exact_mut(nb))
+                .enumerate()
+            {
+                (self.prepare_row)(xrow(t), b, d);
+            }
+        }
+        x
+    }
+}
+
+/// The batch kernel for `ty` at most at `level`, where there is one (AVX-512 Q8_0, Q5_0, Q4_0,
+/// IQ4_NL; the caller decides that the product uses their `vec_dot`/tinyBLAS lane order).
+pub(crate) fn batch_kernel(level: SimdLevel, ty: GgmlType) -> Option<BatchKernel> {
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx512 && level.is_available() {
+        return avx512_q0::batch_kernel(ty);
+    }
+    let _ = (level, ty);
+    None
+}
+
 /// A row-dot kernel: `out[r] = dot(w[r*row_bytes..][..row_bytes], x)`.
 pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]);
 
