@@ -262,6 +262,31 @@ fn matvec_cold(c: &mut Criterion) {
         }
         drop(case);
     }
+    // The shape of an output head (short rows, many of them).
+    for &ty in &[GgmlType::Q8_0, GgmlType::Q5_0] {
+        let (rows, cols) = (65536usize, 640usize);
+        let size = ty.row_size((rows * cols) as u64).unwrap() as usize;
+        let copies = (1usize << 30).div_ceil(size);
+        let mut case = Case::new(ty, rows * copies, cols, 1);
+        let mut y = vec![0f32; rows];
+        g.throughput(Throughput::Bytes(size as u64));
+        for threads in [1usize, 2] {
+            let p = pool(threads);
+            g.bench_function(
+                BenchmarkId::new(format!("{ty}/{rows}x{cols}"), format!("{threads}t")),
+                |b| {
+                    let (w, x) = case.get();
+                    let mut k = 0;
+                    b.iter(|| {
+                        k = (k + 1) % copies;
+                        let wk = &w[k * size..(k + 1) * size];
+                        p.install(|| matvec_q(ty, black_box(wk), rows, cols, x, &mut y).unwrap())
+                    })
+                },
+            );
+        }
+        drop(case);
+    }
     g.finish();
 }
 

@@ -348,8 +348,10 @@ fn run<'x>(
         (0..n_tiles * n_chunks).for_each(task);
         return Ok(());
     }
-    // Tile height: a multiple of 4 rows (the SIMD kernels' row group) near TILE_BYTES.
-    let tile = ((TILE_BYTES / rb.max(1)) / 4 * 4).clamp(4, 256);
+    // Tile height: a multiple of 8 rows (the largest SIMD row group, that of the Q8_0-family
+    // AVX-512 kernel; a tile of fewer rows would leave long rows to its two-row tail) near
+    // TILE_BYTES.
+    let tile = ((TILE_BYTES / rb.max(1)) / 8 * 8).clamp(8, 256);
     let n_tiles = rows.div_ceil(tile);
     // Four tokens per pass over a tile where the kernel choice has such a kernel (each weight
     // block is unpacked once for four tokens), for the first `n - n % 4` tokens: llama.cpp's

@@ -18,6 +18,10 @@
 //! Per lane the operations are exactly those above, so results equal the scalar reference bit
 //! for bit whatever the grouping of rows and tokens. A row without a partner uses one `ymm`.
 //!
+//! One token goes through [`mv`]: eight rows per pass, with the unsigned-weight form of the
+//! integer sums described below for the batch kernel (fewer vector instructions per block, so
+//! that the kernel keeps up with memory when the weights stream from DRAM).
+//!
 //! Batches of tokens go through the batch kernel ([`batch_kernel`]): per row group of eight
 //! rows, the weight blocks are unpacked once (unsigned quants plus f32 scales laid out for the
 //! pair registers), then register tiles of four row pairs × four tokens run over all blocks,
@@ -308,35 +312,133 @@ fn row_ptr<B>(w: &[u8], row_bytes: usize, r: usize) -> *const B {
     w[r * row_bytes..].as_ptr().cast()
 }
 
+/// The f16 scales of the `2P` rows' block `i` (row `2p + h` in lane `2p + h`) as f32, times
+/// `dx` (lanes `0..2P`; f32 products, as llama.cpp). `P <= 4`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; block `i` of every row readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn row_scales<B: Q0Block, const P: usize>(
+    w: &[[*const B; 2]; P],
+    i: usize,
+    dx: __m256,
+) -> __m256 {
+    const { assert!(P <= 4) };
+    // The scales packed four per u64 in general-purpose registers (loads and integer ops, off
+    // the vector ports), then converted at once.
+    let mut q = [0u64; 2];
+    for (p, pair) in w.iter().enumerate() {
+        for (h, r) in pair.iter().enumerate() {
+            let k = 2 * p + h;
+            // SAFETY: block `i` is readable (caller).
+            let d = unsafe { (*r.add(i)).d() };
+            q[k / 4] |= (u16::from_le_bytes(d) as u64) << (16 * (k % 4));
+        }
+    }
+    let h = if P <= 2 {
+        _mm_cvtsi64_si128(q[0] as i64)
+    } else {
+        _mm_set_epi64x(q[1] as i64, q[0] as i64)
+    };
+    _mm256_mul_ps(_mm256_cvtph_ps(h), dx)
+}
+
+/// `2P` weight rows (row pairs `(w[2p], w[2p+1])`, two rows per register as in [`pairs`]) ×
+/// one token, the one-token kernel. Per lane the same operations as [`pairs`], with fewer
+/// instructions per block: the integer lane sums come from `vpdpbusd` with the weights as the
+/// unsigned operand (`q + OFF`, as the batch kernel) and the accumulator starting at
+/// `-OFF · Σ y` over the lane's four activation bytes (shared by all rows; the same exact
+/// integers as the sign trick), and the `2P` rows' scales are converted with one instruction.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[p][h]` points to `nb` readable
+/// blocks, `x` to `nb` Q8_0 blocks.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn mv<B: Q0Unsigned, const P: usize>(
+    w: [[*const B; 2]; P],
+    x: *const BlockQ8_0,
+    nb: usize,
+    ahead: usize,
+) -> [[f32; 2]; P] {
+    let mut acc = [_mm512_setzero_ps(); P];
+    let zero = _mm512_setzero_si512();
+    let off = _mm512_set1_epi8(B::OFF as i8);
+    // Pair `p` takes scale lane `2p` in its low half, `2p + 1` in its high half.
+    let pick: [__m512i; P] = std::array::from_fn(|p| {
+        let (a, b) = (2 * p as i32, 2 * p as i32 + 1);
+        _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b)
+    });
+    for i in 0..nb {
+        for pair in &w {
+            for r in pair {
+                _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(i + ahead).cast());
+            }
+        }
+        // SAFETY: `i < nb` (caller).
+        let xb = unsafe { &*x.add(i) };
+        // SAFETY: reads the 32 bytes of `xb.qs`.
+        let y = unsafe { _mm512_broadcast_i64x4(_mm256_loadu_si256(xb.qs.as_ptr().cast())) };
+        let init = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, off, y));
+        // SAFETY: `i < nb` (caller); the features are enabled here.
+        let d = unsafe { row_scales::<B, P>(&w, i, _mm256_set1_ps(h2f(xb.d))) };
+        let d = _mm512_castps256_ps512(d);
+        for p in 0..P {
+            // SAFETY: `i < nb` (caller).
+            let (a, b) = unsafe { (&*w[p][0].add(i), &*w[p][1].add(i)) };
+            // SAFETY: the features are enabled here.
+            let q = unsafe { B::pair_u(a, b) };
+            let s = _mm512_dpbusd_epi32(init, q, y);
+            let scale = _mm512_permutexvar_ps(pick[p], d);
+            acc[p] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(s), acc[p]);
+        }
+    }
+    std::array::from_fn(|p| {
+        let v = acc[p];
+        [
+            reduce8(_mm512_castps512_ps256(v)),
+            reduce8(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                _mm512_castps_pd(v),
+            ))),
+        ]
+    })
+}
+
 /// `out[r] = W[r] · x` for every row: eight rows (four pairs) per pass, then pairs, then one.
-fn rows<B: Q0Block + crate::blocks::Block>(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+fn rows<B: Q0Unsigned + crate::blocks::Block>(
+    w: &[u8],
+    row_bytes: usize,
+    x: &[u8],
+    out: &mut [f32],
+) {
     let nb = check_rows::<B, BlockQ8_0>(w, row_bytes, x, out.len());
-    let xp = [x.as_ptr().cast::<BlockQ8_0>()];
+    let xp = x.as_ptr().cast::<BlockQ8_0>();
     let ptr = |r: usize| row_ptr::<B>(w, row_bytes, r);
     let rows = out.len();
     let mut r = 0;
     while r + 2 * G <= rows {
         let wp: [[*const B; 2]; G] = std::array::from_fn(|p| [ptr(r + 2 * p), ptr(r + 2 * p + 1)]);
-        // SAFETY: `kernel` hands this function out only when the CPU has every feature `pairs`
+        // SAFETY: `kernel` hands this function out only when the CPU has every feature `mv`
         // enables; `check_rows` verified every row holds `nb` blocks and `x` the matching
-        // activation blocks, which is all `pairs` reads.
-        let res = unsafe { pairs::<B, G, 1>(wp, xp, nb, ahead(2 * G, nb)) };
+        // activation blocks, which is all `mv` reads.
+        let res = unsafe { mv::<B, G>(wp, xp, nb, ahead(2 * G, nb)) };
         for p in 0..G {
-            out[r + 2 * p] = res[p][0][0];
-            out[r + 2 * p + 1] = res[p][1][0];
+            out[r + 2 * p] = res[p][0];
+            out[r + 2 * p + 1] = res[p][1];
         }
         r += 2 * G;
     }
     while r + 2 <= rows {
         // SAFETY: as above.
-        let res = unsafe { pairs::<B, 1, 1>([[ptr(r), ptr(r + 1)]], xp, nb, ahead(2, nb)) };
-        out[r] = res[0][0][0];
-        out[r + 1] = res[0][1][0];
+        let res = unsafe { mv::<B, 1>([[ptr(r), ptr(r + 1)]], xp, nb, ahead(2, nb)) };
+        out[r] = res[0][0];
+        out[r + 1] = res[0][1];
         r += 2;
     }
     if r < rows {
-        // SAFETY: as above.
-        out[r] = unsafe { single::<B, 1>(ptr(r), xp, nb, ahead(1, nb)) }[0];
+        // SAFETY: as above (`single` enables the same features).
+        out[r] = unsafe { single::<B, 1>(ptr(r), [xp], nb, ahead(1, nb)) }[0];
     }
 }
 
