@@ -11,6 +11,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{by_rows, reduce8};
+use super::half_rows::{sgemm_rows, vec_dot_rows};
 use super::{Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::bf16_to_f32;
 
@@ -250,84 +251,7 @@ unsafe fn sgemm_emul<const N: usize, const T: usize>(
     std::array::from_fn(|r| std::array::from_fn(|t| reduce16_halves(acc[r][t][0], acc[r][t][1])))
 }
 
-/// Checks a BF16 × BF16 product's sizes; returns the row length in elements.
-fn check(w: &[u8], row_bytes: usize, x: &[u8], rows: usize) -> usize {
-    assert!(
-        row_bytes == x.len() && row_bytes.is_multiple_of(2),
-        "bf16 row size mismatch"
-    );
-    assert!(
-        w.len() >= rows * row_bytes,
-        "weights shorter than {rows} rows"
-    );
-    row_bytes / 2
-}
-
-/// Defines the one-token row kernel `$name` over `$inner`.
-macro_rules! vec_dot_rows {
-    ($name:ident, $inner:ident) => {
-        fn $name(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
-            let n = check(w, row_bytes, x, out.len());
-            let xp = x.as_ptr();
-            by_rows!(w, row_bytes, out,
-                // SAFETY: the selection functions hand this kernel out only when the CPU has the
-                // features `$inner` enables; `check` verified every row and `x` hold `n` values.
-                |p: [4]| unsafe { $inner::<4>(p, xp, n) },
-                // SAFETY: as above.
-                |p: [1]| unsafe { $inner::<1>(p, xp, n) })
-        }
-    };
-}
-
 vec_dot_rows!(vec_dot_rows_native, vec_dot_native);
 vec_dot_rows!(vec_dot_rows_emul, vec_dot_emul);
-
-/// Defines the tinyBLAS-order kernels: `$rows` (one token) and `$rows4` (2 rows × 4 tokens at a
-/// time) over `$inner`.
-macro_rules! sgemm_rows {
-    ($rows:ident, $rows4:ident, $inner:ident) => {
-        fn $rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
-            let n = check(w, row_bytes, x, out.len());
-            assert!(n.is_multiple_of(32), "tinyBLAS BF16 order needs rows of 32k elements");
-            let xp = [x.as_ptr()];
-            by_rows!(w, row_bytes, out,
-                // SAFETY: as in `vec_dot_rows`; `n % 32 == 0` checked above.
-                |p: [4]| unsafe { $inner::<4, 1>(p, xp, n) }.map(|v| v[0]),
-                // SAFETY: as above.
-                |p: [1]| unsafe { $inner::<1, 1>(p, xp, n) }.map(|v| v[0]))
-        }
-
-        fn $rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
-            let rows = out[0].len();
-            assert!(out.iter().all(|o| o.len() == rows), "output rows differ in length");
-            let n = check(w, row_bytes, x[0], rows);
-            for xt in &x[1..] {
-                check(w, row_bytes, xt, rows);
-            }
-            assert!(n.is_multiple_of(32), "tinyBLAS BF16 order needs rows of 32k elements");
-            let xp = x.map(|s| s.as_ptr());
-            let row = |r: usize| w[r * row_bytes..].as_ptr();
-            let mut r = 0;
-            while r + 2 <= rows {
-                // SAFETY: as in `$rows`, for each of the four activation rows.
-                let res = unsafe { $inner::<2, 4>([row(r), row(r + 1)], xp, n) };
-                for (k, rr) in res.iter().enumerate() {
-                    for t in 0..4 {
-                        out[t][r + k] = rr[t];
-                    }
-                }
-                r += 2;
-            }
-            if r < rows {
-                // SAFETY: as above.
-                let res = unsafe { $inner::<1, 4>([row(r)], xp, n) };
-                for t in 0..4 {
-                    out[t][r] = res[0][t];
-                }
-            }
-        }
-    };
-}
-
-sgemm_rows!(sgemm_rows_native, sgemm_rows4_native, sgemm_native);
-sgemm_rows!(sgemm_rows_emul, sgemm_rows4_emul, sgemm_emul);
+sgemm_rows!(sgemm_rows_native, sgemm_rows4_native, sgemm_native, 32);
+sgemm_rows!(sgemm_rows_emul, sgemm_rows4_emul, sgemm_emul, 32);

@@ -15,6 +15,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{by_rows, h2f, reduce8};
+use super::half_rows::{sgemm_rows, vec_dot_rows};
 use super::{Rows4Fn, RowsFn, SimdLevel};
 
 /// The kernel in `ggml_vec_dot_f16` order at most at `level`, where one exists.
@@ -224,84 +225,7 @@ unsafe fn sgemm_256<const N: usize, const T: usize>(
     std::array::from_fn(|r| std::array::from_fn(|t| reduce16_halves(acc[r][t][0], acc[r][t][1])))
 }
 
-/// Checks an F16 × F16 product's sizes; returns the row length in elements.
-fn check(w: &[u8], row_bytes: usize, x: &[u8], rows: usize) -> usize {
-    assert!(
-        row_bytes == x.len() && row_bytes.is_multiple_of(2),
-        "f16 row size mismatch"
-    );
-    assert!(
-        w.len() >= rows * row_bytes,
-        "weights shorter than {rows} rows"
-    );
-    row_bytes / 2
-}
-
-/// Defines the one-token row kernel `$name` over `$inner` (row groups of `$g`, then single rows).
-macro_rules! vec_dot_rows {
-    ($name:ident, $inner:ident) => {
-        fn $name(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
-            let n = check(w, row_bytes, x, out.len());
-            let xp = x.as_ptr();
-            by_rows!(w, row_bytes, out,
-                // SAFETY: the selection functions hand this kernel out only when the CPU has the
-                // features `$inner` enables; `check` verified every row and `x` hold `n` values.
-                |p: [4]| unsafe { $inner::<4>(p, xp, n) },
-                // SAFETY: as above.
-                |p: [1]| unsafe { $inner::<1>(p, xp, n) })
-        }
-    };
-}
-
 vec_dot_rows!(vec_dot_rows_512, vec_dot_512);
 vec_dot_rows!(vec_dot_rows_256, vec_dot_256);
-
-/// Defines the tinyBLAS-order kernels: `$rows` (rows in fours, one token) and `$rows4` (2 rows ×
-/// 4 tokens at a time) over `$inner`.
-macro_rules! sgemm_rows {
-    ($rows:ident, $rows4:ident, $inner:ident) => {
-        fn $rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
-            let n = check(w, row_bytes, x, out.len());
-            assert!(n.is_multiple_of(16), "tinyBLAS order needs rows of 16k elements");
-            let xp = [x.as_ptr()];
-            by_rows!(w, row_bytes, out,
-                // SAFETY: as in `vec_dot_rows`; `n % 16 == 0` checked above.
-                |p: [4]| unsafe { $inner::<4, 1>(p, xp, n) }.map(|v| v[0]),
-                // SAFETY: as above.
-                |p: [1]| unsafe { $inner::<1, 1>(p, xp, n) }.map(|v| v[0]))
-        }
-
-        fn $rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
-            let rows = out[0].len();
-            assert!(out.iter().all(|o| o.len() == rows), "output rows differ in length");
-            let n = check(w, row_bytes, x[0], rows);
-            for xt in &x[1..] {
-                check(w, row_bytes, xt, rows);
-            }
-            assert!(n.is_multiple_of(16), "tinyBLAS order needs rows of 16k elements");
-            let xp = x.map(|s| s.as_ptr());
-            let row = |r: usize| w[r * row_bytes..].as_ptr();
-            let mut r = 0;
-            while r + 2 <= rows {
-                // SAFETY: as in `$rows`, for each of the four activation rows.
-                let res = unsafe { $inner::<2, 4>([row(r), row(r + 1)], xp, n) };
-                for (k, rr) in res.iter().enumerate() {
-                    for t in 0..4 {
-                        out[t][r + k] = rr[t];
-                    }
-                }
-                r += 2;
-            }
-            if r < rows {
-                // SAFETY: as above.
-                let res = unsafe { $inner::<1, 4>([row(r)], xp, n) };
-                for t in 0..4 {
-                    out[t][r] = res[0][t];
-                }
-            }
-        }
-    };
-}
-
-sgemm_rows!(sgemm_rows_512, sgemm_rows4_512, sgemm_512);
-sgemm_rows!(sgemm_rows_256, sgemm_rows4_256, sgemm_256);
+sgemm_rows!(sgemm_rows_512, sgemm_rows4_512, sgemm_512, 16);
+sgemm_rows!(sgemm_rows_256, sgemm_rows4_256, sgemm_256, 16);

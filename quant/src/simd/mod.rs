@@ -23,6 +23,8 @@ mod bf16;
 #[cfg(target_arch = "x86_64")]
 mod f16;
 #[cfg(target_arch = "x86_64")]
+mod half_rows;
+#[cfg(target_arch = "x86_64")]
 mod iq4_nl_x86;
 #[cfg(target_arch = "aarch64")]
 mod neon;
