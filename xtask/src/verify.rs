@@ -41,7 +41,7 @@ use strata_engine::{Backend, Budget, CacheConfig, Engine, EngineConfig, LogitsFo
 pub const TOLERANCE: f32 = 0.01;
 /// The near-tie margin: top-1 is compared where llama.cpp's lead exceeds this.
 const TOP1_MARGIN: f64 = 0.1;
-/// Greedy tokens generated per prompt (the reference has 32).
+/// Greedy tokens per prompt in the real model's references (the synthetic ones have 16).
 const GREEDY_STEPS: usize = 32;
 /// Greedy steps included in the rerun fingerprints (decode path coverage at lower cost).
 const RERUN_STEPS: usize = 8;
@@ -55,7 +55,37 @@ struct Reference {
     greedy: Vec<u32>,
     /// llama.cpp's top-1 − top-2 logit gap at each greedy step.
     greedy_gaps: Vec<f64>,
-    last_logits: Vec<f32>,
+    /// llama.cpp's full logit vector at the last prompt position, where kept (real model).
+    last_logits: Option<Vec<f32>>,
+}
+
+impl Reference {
+    /// A reference file's contents (`last_logits` left out: it is a file of its own).
+    fn from_json(name: String, j: &serde_json::Value) -> Result<Reference> {
+        let greedy_gaps = j["greedy"]["steps"]
+            .as_array()
+            .context("greedy.steps")?
+            .iter()
+            .map(|st| {
+                let t = &st["top"];
+                Ok(t[0][1].as_f64().context("step logit")?
+                    - t[1][1].as_f64().context("step logit")?)
+            })
+            .collect::<Result<Vec<f64>>>()?;
+        let r = Reference {
+            prompt: j["prompt"].as_str().context("prompt")?.to_string(),
+            token_ids: ids(&j["token_ids"])?,
+            top: parse_positions(j)?,
+            greedy: ids(&j["greedy"]["ids"])?,
+            greedy_gaps,
+            last_logits: None,
+            name,
+        };
+        if r.top.len() != r.token_ids.len() || r.top.iter().any(|t| t.len() < 2) {
+            bail!("{}: positions do not match token_ids", r.name);
+        }
+        Ok(r)
+    }
 }
 
 /// Runs `cargo xtask verify`.
@@ -118,8 +148,8 @@ pub fn run(args: &[String]) -> Result<()> {
                 row.top1_checked
             ),
             row.max_diff,
-            row.last_diff,
-            format!("{}/{}", row.greedy_match, GREEDY_STEPS),
+            row.last_diff.unwrap_or(f32::NAN),
+            format!("{}/{}", row.greedy_match, r.greedy.len()),
             if ok { "pass" } else { "FAIL" },
         );
         if !ok {
@@ -195,11 +225,15 @@ struct Row {
     top1_checked: usize,
     top1_bad: usize,
     max_diff: f32,
-    last_diff: f32,
+    /// Over llama.cpp's top-20 ids of its full last-position vector, where the reference has it.
+    last_diff: Option<f32>,
     greedy_match: usize,
     problems: Vec<String>,
 }
 
+/// Compares our engine with reference `r`: token ids, the logits at every prompt position, and
+/// the greedy continuation of `r.greedy.len()` tokens (one token per evaluation, not stopping at
+/// EOS, like the reference).
 fn check_prompt(engine: &Engine, r: &Reference) -> Result<Row> {
     let mut problems = Vec::new();
     let ids = engine.tokenizer().encode(&r.prompt, true, false)?;
@@ -238,18 +272,21 @@ fn check_prompt(engine: &Engine, r: &Reference) -> Result<Row> {
         problems.push(format!("max |Δ| over top-20 = {max_diff:.4} > {TOLERANCE}"));
     }
     // The full last-position vector, over the reference's top-20 there.
-    let last_diff = r.top[n - 1]
-        .iter()
-        .map(|&(id, _)| (last[id as usize] - r.last_logits[id as usize]).abs())
-        .fold(0f32, f32::max);
+    let last_diff = r.last_logits.as_ref().map(|full| {
+        r.top[n - 1]
+            .iter()
+            .map(|&(id, _)| (last[id as usize] - full[id as usize]).abs())
+            .fold(0f32, f32::max)
+    });
 
     // Greedy continuation, one token per evaluation, not stopping at EOS.
+    let steps = r.greedy.len();
     let mut logits = last;
     let mut greedy = Vec::new();
-    for step in 0..GREEDY_STEPS {
+    for step in 0..steps {
         let id = argmax(&logits);
         greedy.push(id);
-        if step + 1 < GREEDY_STEPS {
+        if step + 1 < steps {
             logits = s.eval(&[id])?;
         }
     }
@@ -258,7 +295,7 @@ fn check_prompt(engine: &Engine, r: &Reference) -> Result<Row> {
         .zip(&r.greedy)
         .take_while(|(a, b)| a == b)
         .count();
-    if greedy_match < GREEDY_STEPS {
+    if greedy_match < steps {
         // How close llama.cpp's own choice was there.
         let gap = r.greedy_gaps.get(greedy_match).copied().unwrap_or(f64::NAN);
         problems.push(format!(
@@ -321,34 +358,21 @@ fn load_references(dir: &Path) -> Result<Vec<Reference>> {
         let path = dir.join(format!("{name}.json"));
         let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
             .with_context(|| format!("parsing {}", path.display()))?;
-        let top = parse_positions(&j)?;
-        let greedy_gaps = j["greedy"]["steps"]
-            .as_array()
-            .context("greedy.steps")?
-            .iter()
-            .map(|st| {
-                let t = &st["top"];
-                Ok(t[0][1].as_f64().context("step logit")?
-                    - t[1][1].as_f64().context("step logit")?)
-            })
-            .collect::<Result<Vec<f64>>>()?;
-        let bytes = std::fs::read(dir.join(format!("{name}.last_logits.f32")))?;
-        let last_logits = bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let r = Reference {
-            prompt: j["prompt"].as_str().context("prompt")?.to_string(),
-            token_ids: ids(&j["token_ids"])?,
-            top,
-            greedy: ids(&j["greedy"]["ids"])?,
-            greedy_gaps,
-            last_logits,
-            name,
-        };
-        if r.top.len() != r.token_ids.len() || r.top.iter().any(|t| t.len() < 2) {
-            bail!("{}: positions do not match token_ids", r.name);
+        let mut r = Reference::from_json(name, &j)?;
+        if r.greedy.len() != GREEDY_STEPS {
+            bail!(
+                "{}: {} greedy ids, expected {GREEDY_STEPS}",
+                r.name,
+                r.greedy.len()
+            );
         }
+        let bytes = std::fs::read(dir.join(format!("{}.last_logits.f32", r.name)))?;
+        r.last_logits = Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        );
         refs.push(r);
     }
     if refs.is_empty() {
@@ -392,10 +416,10 @@ fn parse_positions(j: &serde_json::Value) -> Result<Vec<Vec<(u32, f64)>>> {
 /// `cargo xtask gen-model` (every weight type it writes — every format the quant crate runs in
 /// llama.cpp's float order — and the Q4_K/Q6_K mix of llama.cpp's Q4_K_M) are regenerated,
 /// their SHA-256 checked against the reference (a changed generator needs new reference files,
-/// see the README beside them), and evaluated on the reference prompt with the real model's criteria: token ids equal;
-/// max |Δ| over llama.cpp's top-20 ids ≤ [`TOLERANCE`]; top-1 equal wherever llama.cpp leads by
-/// more than [`TOP1_MARGIN`]; the greedy continuation (16 tokens in these references) identical.
-/// Returns the failures.
+/// see the README beside them), and compared by [`check_prompt`], the real model's criteria:
+/// token ids equal; max |Δ| over llama.cpp's top-20 ids ≤ [`TOLERANCE`]; top-1 equal wherever
+/// llama.cpp leads by more than [`TOP1_MARGIN`]; the greedy continuation (16 tokens in these
+/// references) identical. Returns the failures.
 fn check_synthetic(root: &Path) -> Result<Vec<String>> {
     use crate::gen_model::{parse_type, write_model, Arch, ModelSpec};
 
@@ -434,60 +458,27 @@ fn check_synthetic(root: &Path) -> Result<Vec<String>> {
                 ));
                 continue;
             }
-            let token_ids = ids(&j["token_ids"])?;
-            let top = parse_positions(&j)?;
+            let r = Reference::from_json(name, &j)?;
             let engine = Engine::open(&model, EngineConfig::default())
                 .with_context(|| format!("opening {}", model.display()))?;
-            let prompt = j["prompt"].as_str().context("prompt")?;
-            let ours = engine.tokenizer().encode(prompt, true, false)?;
-            let ids_equal = ours == token_ids;
-            let (mut checked, mut bad, mut max_diff) = (0usize, 0usize, 0f32);
-            let mut last = Vec::new();
-            let mut session = engine.session()?;
-            session.eval_with(&token_ids, LogitsFor::All, &mut |i, logits| {
-                let t = &top[i];
-                if t[0].1 - t[1].1 > TOP1_MARGIN {
-                    checked += 1;
-                    bad += usize::from(argmax(logits) != t[0].0);
-                }
-                for &(id, l) in t {
-                    max_diff = max_diff.max((logits[id as usize] - l as f32).abs());
-                }
-                if i + 1 == token_ids.len() {
-                    last = logits.to_vec();
-                }
-            })?;
-            let expected = ids(&j["greedy"]["ids"])?;
-            let mut greedy = Vec::new();
-            while greedy.len() < expected.len() {
-                let id = argmax(&last);
-                greedy.push(id);
-                if greedy.len() < expected.len() {
-                    last = session.eval(&[id])?;
-                }
-            }
-            let greedy_match = greedy
-                .iter()
-                .zip(&expected)
-                .take_while(|(a, b)| a == b)
-                .count();
-            let ok =
-                ids_equal && bad == 0 && max_diff <= TOLERANCE && greedy_match == expected.len();
+            let row = check_prompt(&engine, &r)?;
+            let ok = row.problems.is_empty();
             println!(
                 "{:<13} {:>5} {:>6} {:>11} {:>10.4} {:>9} {:>7}",
-                name,
-                token_ids.len(),
-                if ids_equal { "equal" } else { "DIFF" },
-                format!("{}/{checked} ok", checked - bad),
-                max_diff,
-                format!("{greedy_match}/{}", expected.len()),
+                r.name,
+                r.token_ids.len(),
+                if row.ids_equal { "equal" } else { "DIFF" },
+                format!(
+                    "{}/{} ok",
+                    row.top1_checked - row.top1_bad,
+                    row.top1_checked
+                ),
+                row.max_diff,
+                format!("{}/{}", row.greedy_match, r.greedy.len()),
                 if ok { "pass" } else { "FAIL" }
             );
             if !ok {
-                failures.push(format!(
-                    "{name}: ids equal {ids_equal}, top-1 wrong at {bad} of {checked}, max |Δ| {max_diff:.4} (tolerance {TOLERANCE}), greedy equal for {greedy_match} of {} steps",
-                    expected.len()
-                ));
+                failures.push(format!("{}: {}", r.name, row.problems.join("; ")));
             }
         }
     }
