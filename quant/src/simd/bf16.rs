@@ -10,8 +10,8 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{by_rows, reduce8};
-use super::half_rows::{sgemm_rows, vec_dot_rows};
+use super::avx2::by_rows;
+use super::half_rows::{reduce16_512, reduce16_halves, sgemm_rows, vec_dot_rows};
 use super::{Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::bf16_to_f32;
 
@@ -63,23 +63,6 @@ unsafe fn tail(mut sum: f64, w: *const u8, x: *const u8, from: usize, n: usize) 
         sum += unsafe { elem(w, e) * elem(x, e) } as f64;
     }
     sum as f32
-}
-
-/// `_mm512_reduce_add_ps` of a 16-lane accumulator held as halves (lanes 0..8, 8..16).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn reduce16_halves(lo: __m256, hi: __m256) -> f32 {
-    reduce8(_mm256_add_ps(lo, hi))
-}
-
-/// `_mm512_reduce_add_ps` (GCC's order).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16,avx2,fma,f16c")]
-fn reduce16_512(v: __m512) -> f32 {
-    reduce16_halves(
-        _mm512_castps512_ps256(v),
-        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
-    )
 }
 
 /// 32 bf16 values at `p` as a `vdpbf16ps` operand.

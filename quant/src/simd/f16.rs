@@ -14,8 +14,8 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{by_rows, h2f, reduce8};
-use super::half_rows::{sgemm_rows, vec_dot_rows};
+use super::avx2::{by_rows, h2f};
+use super::half_rows::{reduce16_512, reduce16_halves, sgemm_rows, vec_dot_rows};
 use super::{Rows4Fn, RowsFn, SimdLevel};
 
 /// The kernel in `ggml_vec_dot_f16` order at most at `level`, where one exists.
@@ -50,23 +50,6 @@ unsafe fn elem(p: *const u8, e: usize) -> f32 {
     // SAFETY: the caller guarantees element `e` is in bounds.
     let b = unsafe { [*p.add(2 * e), *p.add(2 * e + 1)] };
     h2f(b)
-}
-
-/// 16 f32 lanes held as halves (lanes 0..8, 8..16) → `_mm512_reduce_add_ps`'s sum.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn reduce16_halves(lo: __m256, hi: __m256) -> f32 {
-    reduce8(_mm256_add_ps(lo, hi))
-}
-
-/// A 512-bit accumulator → `_mm512_reduce_add_ps`'s sum.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn reduce16_512(v: __m512) -> f32 {
-    reduce16_halves(
-        _mm512_castps512_ps256(v),
-        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
-    )
 }
 
 /// 16 f16 values at `p` as f32 (AVX-512).

@@ -1,6 +1,29 @@
-//! The row drivers shared by the 16-bit float kernels (`f16`, `bf16`): size checks, and macros
-//! that turn an inner kernel over `N` rows (× `T` tokens) into a [`RowsFn`](super::RowsFn) and
-//! a [`Rows4Fn`](super::Rows4Fn). The inner kernels fix the float order; these only group rows.
+//! What the 16-bit float kernels (`f16`, `bf16`) share: size checks, the 16-lane reductions, and
+//! macros that turn an inner kernel over `N` rows (× `T` tokens) into a
+//! [`RowsFn`](super::RowsFn) and a [`Rows4Fn`](super::Rows4Fn). The inner kernels fix the float
+//! order; these only group rows and reduce lanes.
+
+use std::arch::x86_64::*;
+
+use super::avx2::reduce8;
+
+/// `_mm512_reduce_add_ps` (GCC's order) of a 16-lane accumulator held as halves (lanes 0..8,
+/// 8..16).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn reduce16_halves(lo: __m256, hi: __m256) -> f32 {
+    reduce8(_mm256_add_ps(lo, hi))
+}
+
+/// `_mm512_reduce_add_ps` (GCC's order) of a 512-bit accumulator.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) fn reduce16_512(v: __m512) -> f32 {
+    reduce16_halves(
+        _mm512_castps512_ps256(v),
+        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+    )
+}
 
 /// Checks the sizes of a product of 16-bit float weights and activations; returns the row
 /// length in elements.
