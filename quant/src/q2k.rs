@@ -28,19 +28,9 @@
 //! module), the four-token activation quantizer `ggml_quantize_mat_q8_K_4x8` gives products
 //! equal to those of `quantize_row_q8_K_ref`'s quants, so one Q8_K quantization serves all three.
 
-use crate::blocks::{f16_to_f32, view, BlockQ2_K, BlockQ8_K};
+use crate::blocks::{f16_to_f32, BlockQ2_K, BlockQ8_K};
+pub(crate) use crate::q4k::Order;
 use crate::simd::{Rows4Fn, RowsFn, SimdLevel};
-
-/// Which llama.cpp Q2_K kernel a product reproduces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Order {
-    /// `ggml_vec_dot_q2_K_q8_K` (row count not a multiple of 8).
-    VecDot,
-    /// `ggml_gemv_q2_K_8x8_q8_K` (row count a multiple of 8; tokens outside groups of four).
-    Gemv,
-    /// `ggml_gemm_q2_K_8x8_q8_K` (row count a multiple of 8; tokens in groups of four).
-    Gemm,
-}
 
 /// The one-token kernel and the four-token kernel for a Q2_K matrix at `level`: llama.cpp's
 /// gemv and gemm where it repacks the weights (`repacked`, row counts that are a multiple of 8;
@@ -162,13 +152,7 @@ pub(crate) fn dot(order: Order, w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
 }
 
 fn scalar_rows(order: Order, w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
-    let xa = view::<BlockQ8_K>(x).expect("activation row is whole blocks");
-    for (r, o) in out.iter_mut().enumerate() {
-        let wr = view::<BlockQ2_K>(&w[r * row_bytes..(r + 1) * row_bytes])
-            .expect("weight row is whole blocks");
-        assert_eq!(wr.len(), xa.len(), "activation row size mismatch");
-        *o = dot(order, wr, xa);
-    }
+    crate::q4k::scalar_rows_of::<BlockQ2_K>(dot, order, w, row_bytes, x, out)
 }
 
 /// Scalar `vec_dot` kernel.

@@ -32,17 +32,18 @@
 //! This module holds the order itself (the accumulators, used by the scalar reference and, for
 //! single rows, by the SIMD kernels) and the scalar kernels.
 
-use crate::blocks::{f16_to_f32, k4_scales_mins, view, BlockQ4_K, BlockQ8_K};
+use crate::blocks::{f16_to_f32, k4_scales_mins, view, Block, BlockQ4_K, BlockQ8_K};
 use crate::simd::{Rows4Fn, RowsFn, SimdLevel};
 
-/// Which llama.cpp Q4_K kernel a product reproduces.
+/// Which llama.cpp kernel a product of a K-quant it repacks (Q4_K here, Q2_K in `q2k`)
+/// reproduces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Order {
-    /// `ggml_vec_dot_q4_K_q8_K` (row count not a multiple of 8).
+    /// `ggml_vec_dot_qN_K_q8_K` (row count not a multiple of 8).
     VecDot,
-    /// `ggml_gemv_q4_K_8x8_q8_K` (row count a multiple of 8; tokens outside groups of four).
+    /// `ggml_gemv_qN_K_8x8_q8_K` (row count a multiple of 8; tokens outside groups of four).
     Gemv,
-    /// `ggml_gemm_q4_K_8x8_q8_K` (row count a multiple of 8; tokens in groups of four).
+    /// `ggml_gemm_qN_K_8x8_q8_K` (row count a multiple of 8; tokens in groups of four).
     Gemm,
 }
 
@@ -194,14 +195,27 @@ pub(crate) fn dot(order: Order, w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
     }
 }
 
-fn scalar_rows(order: Order, w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+/// The scalar kernels of a repacked K-quant: `out[r] = dot(order, row r, x)` over rows of
+/// blocks `B` (Q4_K here, Q2_K in `q2k`).
+pub(crate) fn scalar_rows_of<B: Block>(
+    dot: fn(Order, &[B], &[BlockQ8_K]) -> f32,
+    order: Order,
+    w: &[u8],
+    row_bytes: usize,
+    x: &[u8],
+    out: &mut [f32],
+) {
     let xa = view::<BlockQ8_K>(x).expect("activation row is whole blocks");
     for (r, o) in out.iter_mut().enumerate() {
-        let wr = view::<BlockQ4_K>(&w[r * row_bytes..(r + 1) * row_bytes])
-            .expect("weight row is whole blocks");
+        let wr =
+            view::<B>(&w[r * row_bytes..(r + 1) * row_bytes]).expect("weight row is whole blocks");
         assert_eq!(wr.len(), xa.len(), "activation row size mismatch");
         *o = dot(order, wr, xa);
     }
+}
+
+fn scalar_rows(order: Order, w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    scalar_rows_of::<BlockQ4_K>(dot, order, w, row_bytes, x, out)
 }
 
 /// Scalar `vec_dot` kernel.
