@@ -233,38 +233,18 @@ fn matvec_cold(c: &mut Criterion) {
     g.sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    let n = 8192usize;
-    for &ty in &[
+    // 8192² matrices, then the shape of an output head (short rows, many of them); the id
+    // names the square ones by their side.
+    let square = [
         GgmlType::Q4_K,
         GgmlType::Q8_0,
         GgmlType::Q6_K,
         GgmlType::Q5_0,
-    ] {
-        let size = ty.row_size((n * n) as u64).unwrap() as usize;
-        let copies = (1usize << 30).div_ceil(size);
-        let mut case = Case::new(ty, n * copies, n, 1);
-        let mut y = vec![0f32; n];
-        g.throughput(Throughput::Bytes(size as u64));
-        for threads in [1usize, 2] {
-            let p = pool(threads);
-            g.bench_function(
-                BenchmarkId::new(format!("{ty}/{n}"), format!("{threads}t")),
-                |b| {
-                    let (w, x) = case.get();
-                    let mut k = 0;
-                    b.iter(|| {
-                        k = (k + 1) % copies;
-                        let wk = &w[k * size..(k + 1) * size];
-                        p.install(|| matvec_q(ty, black_box(wk), n, n, x, &mut y).unwrap())
-                    })
-                },
-            );
-        }
-        drop(case);
-    }
-    // The shape of an output head (short rows, many of them).
-    for &ty in &[GgmlType::Q8_0, GgmlType::Q5_0] {
-        let (rows, cols) = (65536usize, 640usize);
+    ]
+    .map(|ty| (ty, 8192usize, 8192usize, format!("{ty}/8192")));
+    let head =
+        [GgmlType::Q8_0, GgmlType::Q5_0].map(|ty| (ty, 65536, 640, format!("{ty}/65536x640")));
+    for (ty, rows, cols, id) in square.into_iter().chain(head) {
         let size = ty.row_size((rows * cols) as u64).unwrap() as usize;
         let copies = (1usize << 30).div_ceil(size);
         let mut case = Case::new(ty, rows * copies, cols, 1);
@@ -272,18 +252,15 @@ fn matvec_cold(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(size as u64));
         for threads in [1usize, 2] {
             let p = pool(threads);
-            g.bench_function(
-                BenchmarkId::new(format!("{ty}/{rows}x{cols}"), format!("{threads}t")),
-                |b| {
-                    let (w, x) = case.get();
-                    let mut k = 0;
-                    b.iter(|| {
-                        k = (k + 1) % copies;
-                        let wk = &w[k * size..(k + 1) * size];
-                        p.install(|| matvec_q(ty, black_box(wk), rows, cols, x, &mut y).unwrap())
-                    })
-                },
-            );
+            g.bench_function(BenchmarkId::new(&id, format!("{threads}t")), |b| {
+                let (w, x) = case.get();
+                let mut k = 0;
+                b.iter(|| {
+                    k = (k + 1) % copies;
+                    let wk = &w[k * size..(k + 1) * size];
+                    p.install(|| matvec_q(ty, black_box(wk), rows, cols, x, &mut y).unwrap())
+                })
+            });
         }
         drop(case);
     }
