@@ -86,24 +86,35 @@ pub fn rope_apply(head: &mut [f32], n_rot: usize, style: RopeStyle, cos: &[f32],
     }
 }
 
+/// Calls `$body` (an `#[inline(always)]` function using `f32::mul_add`) through a copy compiled
+/// with the FMA target feature when the CPU has it, so `mul_add` becomes one instruction instead
+/// of a libm call; returns from the calling function. The results are identical either way: a
+/// fused multiply-add is correctly rounded in hardware and in libm.
+/// Usage: `with_fma!(body(a: &[f32], b: &[f32]) -> f32)`.
+macro_rules! with_fma {
+    ($body:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "fma")]
+            unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
+                $body($($arg),*)
+            }
+            if std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports FMA (checked just above), the only requirement of
+                // calling a function compiled with that target feature.
+                return unsafe { fast($($arg),*) };
+            }
+        }
+        $body($($arg),*)
+    }};
+}
+
 /// Softmax in place as ggml's CPU `soft_max` computes it: `p_j = e_j · (1 / Σ e)` with
 /// `e_j = exp(x_j − max)` by [`expf_ggml`], the sum accumulated in f64 over 16-element chunks
 /// (each chunk summed by [`reduce16`]). Entries equal to `-inf` (masked) become 0. The chunks
 /// start at index 0 of `x`, so callers keep masked entries in place to keep the alignment.
 pub fn softmax_inplace(x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "fma")]
-        unsafe fn fast(x: &mut [f32]) {
-            softmax_body(x)
-        }
-        if std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports FMA (checked just above), the only requirement of
-            // calling a function compiled with that target feature.
-            return unsafe { fast(x) };
-        }
-    }
-    softmax_body(x)
+    with_fma!(softmax_body(x: &mut [f32]))
 }
 
 /// [`softmax_inplace`]'s body, inlined into an FMA-enabled copy where the CPU has FMA (so the
@@ -186,19 +197,7 @@ pub fn swiglu_inplace(gate: &mut [f32], up: &[f32], row: usize) {
             }
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "fma")]
-        unsafe fn fast(gate: &mut [f32], up: &[f32], row: usize) {
-            body(gate, up, row)
-        }
-        if std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports FMA (checked just above), the only requirement of
-            // calling a function compiled with that target feature.
-            return unsafe { fast(gate, up, row) };
-        }
-    }
-    body(gate, up, row)
+    with_fma!(body(gate: &mut [f32], up: &[f32], row: usize))
 }
 
 /// Rounds every value to the nearest f16 and back (what storing into an f16 buffer does).
@@ -218,28 +217,6 @@ pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
     src.convert_to_f32_slice(dst);
 }
 
-/// Evaluates `$body` (an `#[inline(always)]` function call using `f32::mul_add`) inside a
-/// function compiled with the FMA target feature when the CPU has it, so `mul_add` becomes one
-/// instruction instead of a libm call. The results are identical either way: a fused
-/// multiply-add is correctly rounded in hardware and in libm.
-macro_rules! with_fma {
-    ($f:ident($($arg:expr),*)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "fma")]
-            unsafe fn fast<'a>(a: &'a [f32], b: &'a [f32]) -> f32 {
-                $f(a, b)
-            }
-            if std::arch::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports FMA (checked just above), the only requirement of
-                // calling a function compiled with that target feature.
-                return unsafe { fast($($arg),*) };
-            }
-        }
-        $f($($arg),*)
-    }};
-}
-
 /// `y = a·x + y` element-wise with fused multiply-adds (see `with_fma!`).
 pub fn fma_axpy(a: f32, x: &[f32], y: &mut [f32]) {
     #[inline(always)]
@@ -248,19 +225,7 @@ pub fn fma_axpy(a: f32, x: &[f32], y: &mut [f32]) {
             *r = a.mul_add(xi, *r);
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "fma")]
-        unsafe fn fast(a: f32, x: &[f32], y: &mut [f32]) {
-            body(a, x, y)
-        }
-        if std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports FMA (checked just above), the only requirement of
-            // calling a function compiled with that target feature.
-            return unsafe { fast(a, x, y) };
-        }
-    }
-    body(a, x, y)
+    with_fma!(body(a: f32, x: &[f32], y: &mut [f32]))
 }
 
 /// Sum of 16 lanes in the order of `_mm512_reduce_add_ps` (halves, quarters, pairs).
@@ -276,7 +241,7 @@ pub fn reduce16(l: &[f32; 16]) -> f32 {
 /// SIMD loop (llama.cpp's tinyBLAS f16/f32 kernels for batches); the order is fixed, so the
 /// result does not depend on threads. A tail shorter than 16 is added lane-wise first.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    with_fma!(dot_body(a, b))
+    with_fma!(dot_body(a: &[f32], b: &[f32]) -> f32)
 }
 
 #[inline(always)]
@@ -302,7 +267,7 @@ fn dot_body(a: &[f32], b: &[f32]) -> f32 {
 /// products): four 16-lane accumulators over steps of 64, combined as `(a0+a2) + (a1+a3)`,
 /// reduced by [`reduce16`], then a tail past the last multiple of 64 added in f64.
 pub fn dot_step64(a: &[f32], b: &[f32]) -> f32 {
-    with_fma!(dot_step64_body(a, b))
+    with_fma!(dot_step64_body(a: &[f32], b: &[f32]) -> f32)
 }
 
 #[inline(always)]
