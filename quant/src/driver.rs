@@ -52,7 +52,15 @@ pub fn matvec_q(
     x: &QuantizedActs,
     y: &mut [f32],
 ) -> Result<(), QuantError> {
-    matvec_q_with(SimdLevel::active(), ty, w, rows, cols, x, y)
+    matvec_q_with(
+        crate::calibrate::kernel_level(ty, 1),
+        ty,
+        w,
+        rows,
+        cols,
+        x,
+        y,
+    )
 }
 
 /// [`matvec_q`] at a given SIMD level (for tests and benchmarks comparing kernels).
@@ -106,7 +114,7 @@ pub fn matmul(
         let bytes = f32_bytes(x);
         let xrow = cols * 4;
         return run(
-            SimdLevel::active(),
+            crate::calibrate::kernel_level(ty, n),
             ty,
             w,
             rows,
@@ -129,7 +137,15 @@ pub fn matmul_q(
     x: &QuantizedActs,
     y: &mut [f32],
 ) -> Result<(), QuantError> {
-    matmul_q_with(SimdLevel::active(), ty, w, rows, cols, x, y)
+    matmul_q_with(
+        crate::calibrate::kernel_level(ty, x.n_rows()),
+        ty,
+        w,
+        rows,
+        cols,
+        x,
+        y,
+    )
 }
 
 /// [`matmul_q`] at a given SIMD level (for tests and benchmarks comparing kernels).
@@ -171,7 +187,7 @@ pub fn vec_dot(ty: GgmlType, w_row: &[u8], x: &QuantizedActs, t: usize) -> Resul
     }
     let mut y = [0f32];
     run(
-        SimdLevel::active(),
+        crate::calibrate::kernel_level(ty, 1),
         ty,
         w_row,
         1,

@@ -44,6 +44,7 @@
 #![allow(clippy::needless_range_loop)] // index loops mirror the block layouts
 
 pub mod blocks;
+mod calibrate;
 pub mod dequant;
 mod driver;
 mod q2k;
@@ -62,6 +63,7 @@ use strata_gguf::GgmlType;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub use calibrate::{calibrate, kernel_level, Calibration};
 pub use driver::{matmul, matmul_q, matmul_q_with, matvec, matvec_q, matvec_q_with, vec_dot};
 pub use simd::SimdLevel;
 
