@@ -47,14 +47,13 @@ pub mod blocks;
 mod calibrate;
 pub mod dequant;
 mod driver;
-mod q2k;
-mod q3k;
-mod q4k;
-mod q5k;
 pub mod quantize;
 pub mod scalar;
 mod simd;
 mod tiled;
+
+// The per-format orders moved under `scalar`; their old paths still name them.
+use scalar::{q2k, q3k, q4k, q5k};
 
 use strata_gguf::GgmlType;
 

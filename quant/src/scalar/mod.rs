@@ -14,6 +14,11 @@
 //! gemv/gemm, tiled, tinyBLAS) have their references in the `q4k`, `q2k`, `tiled` modules and
 //! here (`f16_sgemm`, `bf16_sgemm`).
 
+pub(crate) mod q2k;
+pub(crate) mod q3k;
+pub(crate) mod q4k;
+pub(crate) mod q5k;
+
 use crate::blocks::*;
 use crate::dequant::{q5_quants, q6k_quants};
 
