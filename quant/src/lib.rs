@@ -25,7 +25,8 @@
 //! and batch size `n`:
 //!
 //! - Q4_K and Q2_K with `rows % 8 == 0` (weights it repacks): its gemm for the tokens in whole
-//!   groups of four (the first `n - n % 4`), its gemv for the rest (see the `q4k`, `q2k` modules);
+//!   groups of four (the first `n - n % 4`), its gemv for the rest (see the `scalar::q4k` and
+//!   `scalar::q2k` modules);
 //! - Q4_0 and IQ4_NL with `rows % 8 == 0` (also repacked): one order for every token
 //!   ([`scalar::q4_0_repacked`]);
 //! - any other K-quant matrix (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) with `n >= 8`: its tiled matmul
@@ -43,17 +44,33 @@
 
 #![allow(clippy::needless_range_loop)] // index loops mirror the block layouts
 
+// Layering: a module imports only from its own layer or the layers below it.
+//
+// 0. `blocks`: block layouts, f16/bf16 conversions, the checked byte views.
+// 1. `dequant`, `quantize`: whole blocks to and from `f32`.
+// 2. `scalar` (with `scalar::{lanes, q2k, q3k, q4k, q5k}`): the reference float order of every
+//    format and kernel llama.cpp runs, the oracle of every kernel. Imports `blocks` and
+//    `dequant`'s unpacking only: never `simd`, `driver`, `calibrate`, `q2k`, `q4k` or `tiled`.
+// 3. Kernels and their choice: `simd` (per-ISA kernels, scalar row drivers, the kernel per
+//    type and level), `q2k`/`q4k` (the repacked K-quants' kernels per order), `tiled` (llama.cpp's
+//    tiled order and its kernels; it still holds its own reference and `simd` reads its
+//    accumulator, so those two import each other).
+// 4. `driver` (which kernel each product takes; matvec/matmul), `calibrate`, and the API in
+//    this file. `QuantError` and the small helpers here (`row_bytes`, `f32_bytes`) may be used
+//    from any layer.
 pub mod blocks;
 mod calibrate;
 pub mod dequant;
 mod driver;
+mod q2k;
+mod q4k;
 pub mod quantize;
 pub mod scalar;
 mod simd;
 mod tiled;
 
-// The per-format orders moved under `scalar`; their old paths still name them.
-use scalar::{q2k, q3k, q4k, q5k};
+// `tiled` reads the Q3_K and Q5_K integer parts by these paths (`q2k`, `q4k` re-export theirs).
+use scalar::{q3k, q5k};
 
 use strata_gguf::GgmlType;
 

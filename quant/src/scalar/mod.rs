@@ -11,13 +11,21 @@
 //! Where a kernel reproduces llama.cpp's float order (the K-quants, F16, BF16), the reference
 //! emulates the SIMD lanes one by one, so every level is bit-identical to it and to llama.cpp.
 //! These are `vec_dot` orders; the other orders llama.cpp uses for matrix products (repacked
-//! gemv/gemm, tiled, tinyBLAS) have their references in the `q4k`, `q2k`, `tiled` modules and
-//! here (`f16_sgemm`, `bf16_sgemm`).
+//! gemv/gemm, tiled, tinyBLAS) have their references in the submodules [`q4k`] and [`q2k`]
+//! (which also hold the Q4_K and Q2_K `vec_dot` orders, as [`q3k`] and [`q5k`] hold theirs), in
+//! `crate::tiled`, and here (`f16_sgemm`, `bf16_sgemm`).
+//!
+//! This is the bottom layer of the crate's dot products: it and its submodules import only
+//! `blocks` and `dequant`'s quant unpacking, never `simd`, `driver` or the kernel-choice
+//! modules, so every kernel above can be tested against it.
 
+mod lanes;
 pub(crate) mod q2k;
 pub(crate) mod q3k;
 pub(crate) mod q4k;
 pub(crate) mod q5k;
+
+pub(crate) use lanes::{reduce16, reduce8};
 
 use crate::blocks::*;
 use crate::dequant::{q5_quants, q6k_quants};
@@ -206,25 +214,25 @@ pub fn q5_1(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
 /// Q2_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q2_K_q8_K` (x86). Matrix
 /// products may use its repacked gemv/gemm orders instead (see the crate docs).
 pub fn q2_k(w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
-    crate::q2k::dot(crate::q2k::Order::VecDot, w, x)
+    q2k::dot(q2k::Order::VecDot, w, x)
 }
 
-/// Q3_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q3_K_q8_K` (x86; see the
-/// `q3k` module).
+/// Q3_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q3_K_q8_K` (x86; see
+/// [`q3k`]).
 pub fn q3_k(w: &[BlockQ3_K], x: &[BlockQ8_K]) -> f32 {
-    crate::q3k::dot(w, x)
+    q3k::dot(w, x)
 }
 
 /// Q4_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q4_K_q8_K` (x86). Matrix
 /// products may use its repacked gemv/gemm orders instead (see the crate docs).
 pub fn q4_k(w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
-    crate::q4k::dot(crate::q4k::Order::VecDot, w, x)
+    q4k::dot(q4k::Order::VecDot, w, x)
 }
 
-/// Q5_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q5_K_q8_K` (x86; see the
-/// `q5k` module).
+/// Q5_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q5_K_q8_K` (x86; see
+/// [`q5k`]).
 pub fn q5_k(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
-    crate::q5k::dot(w, x)
+    q5k::dot(w, x)
 }
 
 /// Q6_K · Q8_K: `d·d_x·Σ_j sc_j·Σ (q − 32)·x`, in llama.cpp's float order
@@ -271,12 +279,6 @@ fn float_dot(n: usize, w: impl Fn(usize) -> f32, x: &[f32]) -> f32 {
     sum
 }
 
-/// Adds eight lanes in the fixed tree the SIMD reductions use.
-#[inline(always)]
-pub(crate) fn reduce8(a: [f32; 8]) -> f32 {
-    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
-}
-
 /// F32 · F32 (weights as little-endian bytes).
 pub fn f32(w: &[u8], x: &[f32]) -> f32 {
     float_dot(
@@ -284,13 +286,6 @@ pub fn f32(w: &[u8], x: &[f32]) -> f32 {
         |i| f32::from_le_bytes(w[4 * i..4 * i + 4].try_into().unwrap()),
         x,
     )
-}
-
-/// Adds 16 lanes as `_mm512_reduce_add_ps` does (GCC): lane `i` + lane `i + 8`, then
-/// [`reduce8`]'s tree.
-#[inline(always)]
-pub(crate) fn reduce16(a: [f32; 16]) -> f32 {
-    reduce8(std::array::from_fn(|i| a[i] + a[i + 8]))
 }
 
 /// Element `i` of little-endian f16 bytes.

@@ -28,28 +28,9 @@
 //! module), the four-token activation quantizer `ggml_quantize_mat_q8_K_4x8` gives products
 //! equal to those of `quantize_row_q8_K_ref`'s quants, so one Q8_K quantization serves all three.
 
+use super::lanes::reduce8;
+pub(crate) use super::q4k::Order;
 use crate::blocks::{f16_to_f32, BlockQ2_K, BlockQ8_K};
-pub(crate) use crate::q4k::Order;
-use crate::simd::{Rows4Fn, RowsFn, SimdLevel};
-
-/// The one-token kernel and the four-token kernel for a Q2_K matrix at `level`: llama.cpp's
-/// gemv and gemm where it repacks the weights (`repacked`, row counts that are a multiple of 8;
-/// the driver runs gemm for the tokens in whole groups of four and gemv for the others),
-/// `vec_dot` otherwise (both kernels then give the same bits).
-pub(crate) fn kernels(level: SimdLevel, repacked: bool) -> (RowsFn, Option<Rows4Fn>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if let Some(k) = crate::simd::q2k_x86(level, repacked) {
-            return k;
-        }
-    }
-    let _ = level;
-    if repacked {
-        (gemv_rows, Some(gemm_rows4))
-    } else {
-        (vec_dot_rows, None)
-    }
-}
 
 /// The integer parts of one Q2_K block · one Q8_K block: vec_dot's lanes restricted to each
 /// half of the block (`[h][l]`; vec_dot's lane `l` is `[0][l] + [1][l]`, and `I_h` is the sum
@@ -85,7 +66,7 @@ impl AccDot {
     /// The result: the lanes in `hsum_float_8`'s tree.
     #[inline(always)]
     pub(crate) fn finish(self) -> f32 {
-        crate::scalar::reduce8(self.0)
+        reduce8(self.0)
     }
 }
 
@@ -148,26 +129,5 @@ pub(crate) fn dot(order: Order, w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
             }
             acc.finish()
         }
-    }
-}
-
-fn scalar_rows(order: Order, w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
-    crate::q4k::scalar_rows_of::<BlockQ2_K>(dot, order, w, row_bytes, x, out)
-}
-
-/// Scalar `vec_dot` kernel.
-pub(crate) fn vec_dot_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
-    scalar_rows(Order::VecDot, w, row_bytes, x, out)
-}
-
-/// Scalar `gemv` kernel.
-pub(crate) fn gemv_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
-    scalar_rows(Order::Gemv, w, row_bytes, x, out)
-}
-
-/// Scalar `gemm` kernel (four tokens).
-pub(crate) fn gemm_rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
-    for (xt, ot) in x.into_iter().zip(out) {
-        scalar_rows(Order::Gemm, w, row_bytes, xt, ot);
     }
 }

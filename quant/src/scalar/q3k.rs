@@ -10,6 +10,7 @@
 //! result is the lanes in `hsum_float_8`'s tree. No other correction term: the `−4` of a quant
 //! whose high bit is clear is applied per element, inside the lanes.
 
+use super::lanes::reduce8;
 use crate::blocks::{f16_to_f32, q3k_scales, BlockQ3_K, BlockQ8_K};
 
 /// vec_dot's eight integer lanes for one Q3_K block · one Q8_K block.
@@ -35,5 +36,5 @@ pub(crate) fn dot(w: &[BlockQ3_K], x: &[BlockQ8_K]) -> f32 {
             acc[l] = (lanes[l] as f32).mul_add(d, acc[l]);
         }
     }
-    crate::scalar::reduce8(acc)
+    reduce8(acc)
 }

@@ -29,11 +29,12 @@
 //! unchanged (each product has one factor from `d_x` and one from the quants). So one Q8_K
 //! quantization serves all three kernels.
 //!
-//! This module holds the order itself (the accumulators, used by the scalar reference and, for
-//! single rows, by the SIMD kernels) and the scalar kernels.
+//! This module holds the orders themselves: the accumulators (used by the scalar reference and,
+//! for single rows, by the SIMD kernels), the integer parts and the one-row reference. Which
+//! kernel computes a matrix is chosen above, in `crate::q4k`.
 
-use crate::blocks::{f16_to_f32, k4_scales_mins, view, Block, BlockQ4_K, BlockQ8_K};
-use crate::simd::{Rows4Fn, RowsFn, SimdLevel};
+use super::lanes::reduce8;
+use crate::blocks::{f16_to_f32, k4_scales_mins, BlockQ4_K, BlockQ8_K};
 
 /// Which llama.cpp kernel a product of a K-quant it repacks (Q4_K here, Q2_K in `q2k`)
 /// reproduces.
@@ -45,25 +46,6 @@ pub(crate) enum Order {
     Gemv,
     /// `ggml_gemm_qN_K_8x8_q8_K` (row count a multiple of 8; tokens in groups of four).
     Gemm,
-}
-
-/// The one-token kernel and the four-token kernel for a Q4_K matrix at `level`: llama.cpp's
-/// gemv and gemm where it repacks the weights (`repacked`, row counts that are a multiple of 8;
-/// the driver runs gemm for the tokens in whole groups of four and gemv for the others),
-/// `vec_dot` otherwise (both kernels then give the same bits).
-pub(crate) fn kernels(level: SimdLevel, repacked: bool) -> (RowsFn, Option<Rows4Fn>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if let Some(k) = crate::simd::q4k_x86(level, repacked) {
-            return k;
-        }
-    }
-    let _ = level;
-    if repacked {
-        (gemv_rows, Some(gemm_rows4))
-    } else {
-        (vec_dot_rows, None)
-    }
 }
 
 /// `ggml_gemv` / `ggml_gemm` accumulators for one (row, token).
@@ -122,7 +104,7 @@ impl AccDot {
     pub(crate) fn finish(self) -> f32 {
         let a = self.acc;
         let m = self.acc_m;
-        crate::scalar::reduce8(a) + ((m[0] + m[2]) + (m[1] + m[3]))
+        reduce8(a) + ((m[0] + m[2]) + (m[1] + m[3]))
     }
 }
 
@@ -192,45 +174,5 @@ pub(crate) fn dot(order: Order, w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
             }
             acc.finish()
         }
-    }
-}
-
-/// The scalar kernels of a repacked K-quant: `out[r] = dot(order, row r, x)` over rows of
-/// blocks `B` (Q4_K here, Q2_K in `q2k`).
-pub(crate) fn scalar_rows_of<B: Block>(
-    dot: fn(Order, &[B], &[BlockQ8_K]) -> f32,
-    order: Order,
-    w: &[u8],
-    row_bytes: usize,
-    x: &[u8],
-    out: &mut [f32],
-) {
-    let xa = view::<BlockQ8_K>(x).expect("activation row is whole blocks");
-    for (r, o) in out.iter_mut().enumerate() {
-        let wr =
-            view::<B>(&w[r * row_bytes..(r + 1) * row_bytes]).expect("weight row is whole blocks");
-        assert_eq!(wr.len(), xa.len(), "activation row size mismatch");
-        *o = dot(order, wr, xa);
-    }
-}
-
-fn scalar_rows(order: Order, w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
-    scalar_rows_of::<BlockQ4_K>(dot, order, w, row_bytes, x, out)
-}
-
-/// Scalar `vec_dot` kernel.
-pub(crate) fn vec_dot_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
-    scalar_rows(Order::VecDot, w, row_bytes, x, out)
-}
-
-/// Scalar `gemv` kernel.
-pub(crate) fn gemv_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
-    scalar_rows(Order::Gemv, w, row_bytes, x, out)
-}
-
-/// Scalar `gemm` kernel (four tokens).
-pub(crate) fn gemm_rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
-    for (xt, ot) in x.into_iter().zip(out) {
-        scalar_rows(Order::Gemm, w, row_bytes, xt, ot);
     }
 }

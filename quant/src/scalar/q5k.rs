@@ -15,6 +15,7 @@
 //! The result is the eight lanes in `hsum_float_8`'s tree plus `summs`. The integer parts are
 //! exact in every kernel; only these float steps fix the result's bits.
 
+use super::lanes::reduce8;
 use crate::blocks::{f16_to_f32, k4_scales_mins, BlockQ5_K, BlockQ8_K};
 
 /// The integer parts of one Q5_K block · one Q8_K block: vec_dot's eight lanes and the min
@@ -48,5 +49,5 @@ pub(crate) fn dot(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
         }
         summs = (m as f32).mul_add(dmin, summs);
     }
-    crate::scalar::reduce8(acc) + summs
+    reduce8(acc) + summs
 }

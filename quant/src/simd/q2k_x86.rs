@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 use super::avx2::{by_rows, h2f, hsum_i32x8, load_y8, pick_pairs, prefetch_ahead, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{BlockQ2_K, BlockQ8_K};
-use crate::q2k::Acc2;
+use crate::scalar::q2k::Acc2;
 use crate::tiled::AccTiled;
 
 /// The x86 kernels for a Q2_K matrix at most at `level` (see

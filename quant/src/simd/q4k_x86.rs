@@ -13,7 +13,7 @@
 //!
 //! Float part, per order:
 //! - vec_dot: `Σ_c D_c` is exactly vec_dot's eight lanes; one FMA into eight f32 lanes and one
-//!   into four min lanes per block, the final trees as in [`crate::q4k::AccDot`].
+//!   into four min lanes per block, the final trees as in [`crate::scalar::q4k::AccDot`].
 //! - gemv: four rows at once; the per-row totals `I_r` (all lanes of `Σ_c D_c`) and `M_r` are
 //!   gathered by `vphaddd` into one vector `[I0, M0, I1, M1, I2, M2, I3, M3]`, converted, and
 //!   multiplied-added with `[d_w·d_x, dmin_w·d_x]` of the four rows: one FMA for four rows.
@@ -23,14 +23,14 @@
 //!   and four FMAs (`p = 0..4`, in order) update `[acc_t0..t3, accm_t0..t3]`.
 //!
 //! Each lane runs exactly the scalar reference's sequence of FMAs for its (row, token), so the
-//! results equal [`crate::q4k::dot`] bit for bit, whatever the grouping of rows.
+//! results equal [`crate::scalar::q4k::dot`] bit for bit, whatever the grouping of rows.
 
 use std::arch::x86_64::*;
 
 use super::avx2::{by_rows, h2f, prefetch_ahead};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ8_K};
-use crate::q4k::Acc2;
+use crate::scalar::q4k::Acc2;
 use crate::tiled::AccTiled;
 
 /// The x86 kernels for a Q4_K matrix at most at `level` (see
