@@ -16,25 +16,25 @@ use strata_gguf::GgmlType;
 use crate::QuantError;
 
 /// Elements per K-quant super-block.
-pub const QK_K: usize = 256;
+pub(crate) const QK_K: usize = 256;
 /// Elements per block of the 32-element formats (Q4_0 … Q8_1).
-pub const QK: usize = 32;
+pub(crate) const QK: usize = 32;
 
 /// Decodes a little-endian IEEE half stored as two bytes.
 #[inline(always)]
-pub fn f16_to_f32(b: [u8; 2]) -> f32 {
+pub(crate) fn f16_to_f32(b: [u8; 2]) -> f32 {
     f16::from_bits(u16::from_le_bytes(b)).to_f32()
 }
 
 /// Encodes an `f32` as a little-endian IEEE half (round to nearest even).
 #[inline(always)]
-pub fn f32_to_f16(x: f32) -> [u8; 2] {
+pub(crate) fn f32_to_f16(x: f32) -> [u8; 2] {
     f16::from_f32(x).to_bits().to_le_bytes()
 }
 
 /// Decodes a little-endian bfloat16 stored as two bytes (exact: the top half of an `f32`).
 #[inline(always)]
-pub fn bf16_to_f32(b: [u8; 2]) -> f32 {
+pub(crate) fn bf16_to_f32(b: [u8; 2]) -> f32 {
     bf16::from_bits(u16::from_le_bytes(b)).to_f32()
 }
 
@@ -43,7 +43,7 @@ pub fn bf16_to_f32(b: [u8; 2]) -> f32 {
 /// # Safety
 /// Implementors must be `#[repr(C)]`, have alignment 1, no padding, contain only byte
 /// (`u8`/`i8`) fields or arrays of them, and have `size_of::<Self>() == Self::TYPE.type_size()`.
-pub unsafe trait Block: Copy + 'static {
+pub(crate) unsafe trait Block: Copy + 'static {
     /// The ggml type this block belongs to.
     const TYPE: GgmlType;
     /// Elements (weights) per block.
@@ -53,7 +53,7 @@ pub unsafe trait Block: Copy + 'static {
 /// Views `bytes` as a slice of blocks `B`.
 ///
 /// Fails when the length is not a whole number of blocks.
-pub fn view<B: Block>(bytes: &[u8]) -> Result<&[B], QuantError> {
+pub(crate) fn view<B: Block>(bytes: &[u8]) -> Result<&[B], QuantError> {
     let size = std::mem::size_of::<B>();
     const { assert!(std::mem::align_of::<B>() == 1) };
     if !bytes.len().is_multiple_of(size) {
@@ -89,8 +89,8 @@ macro_rules! block {
         $(#[$doc])*
         #[repr(C)]
         #[derive(Clone, Copy, Debug)]
-        pub struct $name {
-            $($(#[$fdoc])* pub $field: $fty,)*
+        pub(crate) struct $name {
+            $($(#[$fdoc])* pub(crate) $field: $fty,)*
         }
         const _: () = assert!(std::mem::size_of::<$name>() == $size);
         const _: () = assert!(std::mem::align_of::<$name>() == 1);
@@ -160,7 +160,7 @@ block!(
 });
 
 /// The 16 values an IQ4_NL index stands for (ggml's `kvalues_iq4nl`).
-pub const IQ4_NL_VALUES: [i8; 16] = [
+pub(crate) const IQ4_NL_VALUES: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
 
@@ -274,12 +274,12 @@ block!(
 impl BlockQ8_K {
     /// The scale as `f32`.
     #[inline(always)]
-    pub fn d(&self) -> f32 {
+    pub(crate) fn d(&self) -> f32 {
         f32::from_le_bytes(self.d)
     }
     /// Sum of quants `16j .. 16j + 16`.
     #[inline(always)]
-    pub fn bsum(&self, j: usize) -> i16 {
+    pub(crate) fn bsum(&self, j: usize) -> i16 {
         i16::from_le_bytes([self.bsums[2 * j], self.bsums[2 * j + 1]])
     }
 }
@@ -289,7 +289,7 @@ impl BlockQ8_K {
 /// Bytes 0..4 hold scales 0..4 (low 6 bits) and the top two bits of scales 4..8; bytes 4..8 the
 /// same for the mins; bytes 8..12 the low four bits of scales 4..8 (low nibble) and mins 4..8.
 #[inline(always)]
-pub fn k4_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+pub(crate) fn k4_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     let (sc, m) = k4_scales_mins_u64(s);
     (sc.to_le_bytes(), m.to_le_bytes())
 }
@@ -297,7 +297,7 @@ pub fn k4_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
 /// [`k4_scales_mins`] as two little-endian `u64`s (byte j = scale/min j), computed with four
 /// bytes at a time: every mask keeps bits that stay inside their own byte.
 #[inline(always)]
-pub fn k4_scales_mins_u64(s: &[u8; 12]) -> (u64, u64) {
+pub(crate) fn k4_scales_mins_u64(s: &[u8; 12]) -> (u64, u64) {
     let w0 = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
     let w1 = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
     let w2 = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
@@ -315,7 +315,7 @@ pub fn k4_scales_mins_u64(s: &[u8; 12]) -> (u64, u64) {
 }
 
 /// Packs eight 6-bit scales and mins (each < 64) into the Q4_K/Q5_K 12-byte layout.
-pub fn k4_pack_scales_mins(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
+pub(crate) fn k4_pack_scales_mins(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
     let mut s = [0u8; 12];
     for j in 0..4 {
         s[j] = (sc[j] & 63) | ((sc[j + 4] & 0x30) << 2);
@@ -327,7 +327,7 @@ pub fn k4_pack_scales_mins(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
 
 /// Unpacks the sixteen 6-bit Q3_K scales, already offset to −32..32.
 #[inline(always)]
-pub fn q3k_scales(s: &[u8; 12]) -> [i8; 16] {
+pub(crate) fn q3k_scales(s: &[u8; 12]) -> [i8; 16] {
     let mut out = [0i8; 16];
     for (j, o) in out.iter_mut().enumerate() {
         let low = (s[j % 8] >> (4 * (j / 8))) & 0x0F;

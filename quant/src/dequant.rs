@@ -7,7 +7,7 @@
 use crate::blocks::*;
 
 /// Q4_0 → f32. `out.len() == 32 · blocks.len()`.
-pub fn q4_0(blocks: &[BlockQ4_0], out: &mut [f32]) {
+pub(crate) fn q4_0(blocks: &[BlockQ4_0], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
         let d = f16_to_f32(b.d);
         for j in 0..16 {
@@ -18,7 +18,7 @@ pub fn q4_0(blocks: &[BlockQ4_0], out: &mut [f32]) {
 }
 
 /// Q4_1 → f32.
-pub fn q4_1(blocks: &[BlockQ4_1], out: &mut [f32]) {
+pub(crate) fn q4_1(blocks: &[BlockQ4_1], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
         let d = f16_to_f32(b.d);
         let m = f16_to_f32(b.m);
@@ -42,7 +42,7 @@ pub(crate) fn q5_quants(qh: [u8; 4], qs: &[u8; 16]) -> [u8; 32] {
 }
 
 /// Q5_0 → f32.
-pub fn q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
+pub(crate) fn q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
         let d = f16_to_f32(b.d);
         let q = q5_quants(b.qh, &b.qs);
@@ -53,7 +53,7 @@ pub fn q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
 }
 
 /// Q5_1 → f32.
-pub fn q5_1(blocks: &[BlockQ5_1], out: &mut [f32]) {
+pub(crate) fn q5_1(blocks: &[BlockQ5_1], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
         let d = f16_to_f32(b.d);
         let m = f16_to_f32(b.m);
@@ -65,7 +65,7 @@ pub fn q5_1(blocks: &[BlockQ5_1], out: &mut [f32]) {
 }
 
 /// Q8_0 → f32.
-pub fn q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
+pub(crate) fn q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
         let d = f16_to_f32(b.d);
         for j in 0..32 {
@@ -75,7 +75,7 @@ pub fn q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
 }
 
 /// IQ4_NL → f32 (`d · value`, as ggml's `dequantize_row_iq4_nl`).
-pub fn iq4_nl(blocks: &[BlockIQ4_NL], out: &mut [f32]) {
+pub(crate) fn iq4_nl(blocks: &[BlockIQ4_NL], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
         let d = f16_to_f32(b.d);
         for j in 0..16 {
@@ -86,7 +86,7 @@ pub fn iq4_nl(blocks: &[BlockIQ4_NL], out: &mut [f32]) {
 }
 
 /// Q8_1 → f32 (`s` is redundant and ignored).
-pub fn q8_1(blocks: &[BlockQ8_1], out: &mut [f32]) {
+pub(crate) fn q8_1(blocks: &[BlockQ8_1], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
         let d = f16_to_f32(b.d);
         for j in 0..32 {
@@ -96,7 +96,7 @@ pub fn q8_1(blocks: &[BlockQ8_1], out: &mut [f32]) {
 }
 
 /// Q2_K → f32.
-pub fn q2_k(blocks: &[BlockQ2_K], out: &mut [f32]) {
+pub(crate) fn q2_k(blocks: &[BlockQ2_K], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
         let d = f16_to_f32(b.d);
         let dmin = f16_to_f32(b.dmin);
@@ -112,7 +112,7 @@ pub fn q2_k(blocks: &[BlockQ2_K], out: &mut [f32]) {
 }
 
 /// Q3_K → f32.
-pub fn q3_k(blocks: &[BlockQ3_K], out: &mut [f32]) {
+pub(crate) fn q3_k(blocks: &[BlockQ3_K], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
         let d = f16_to_f32(b.d);
         let sc = q3k_scales(&b.scales);
@@ -128,7 +128,7 @@ pub fn q3_k(blocks: &[BlockQ3_K], out: &mut [f32]) {
 }
 
 /// Q4_K → f32.
-pub fn q4_k(blocks: &[BlockQ4_K], out: &mut [f32]) {
+pub(crate) fn q4_k(blocks: &[BlockQ4_K], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
         let d = f16_to_f32(b.d);
         let dmin = f16_to_f32(b.dmin);
@@ -145,7 +145,7 @@ pub fn q4_k(blocks: &[BlockQ4_K], out: &mut [f32]) {
 }
 
 /// Q5_K → f32.
-pub fn q5_k(blocks: &[BlockQ5_K], out: &mut [f32]) {
+pub(crate) fn q5_k(blocks: &[BlockQ5_K], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
         let d = f16_to_f32(b.d);
         let dmin = f16_to_f32(b.dmin);
@@ -177,7 +177,7 @@ pub(crate) fn q6k_quants(b: &BlockQ6_K) -> [u8; 256] {
 }
 
 /// Q6_K → f32.
-pub fn q6_k(blocks: &[BlockQ6_K], out: &mut [f32]) {
+pub(crate) fn q6_k(blocks: &[BlockQ6_K], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
         let d = f16_to_f32(b.d);
         let q = q6k_quants(b);
@@ -189,7 +189,7 @@ pub fn q6_k(blocks: &[BlockQ6_K], out: &mut [f32]) {
 }
 
 /// Q8_K → f32.
-pub fn q8_k(blocks: &[BlockQ8_K], out: &mut [f32]) {
+pub(crate) fn q8_k(blocks: &[BlockQ8_K], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
         let d = b.d();
         for (v, &q) in y.iter_mut().zip(b.qs.iter()) {
@@ -199,21 +199,21 @@ pub fn q8_k(blocks: &[BlockQ8_K], out: &mut [f32]) {
 }
 
 /// F16 → f32 (exact).
-pub fn f16(bytes: &[u8], out: &mut [f32]) {
+pub(crate) fn f16(bytes: &[u8], out: &mut [f32]) {
     for (c, y) in bytes.chunks_exact(2).zip(out.iter_mut()) {
         *y = f16_to_f32([c[0], c[1]]);
     }
 }
 
 /// BF16 → f32 (exact).
-pub fn bf16(bytes: &[u8], out: &mut [f32]) {
+pub(crate) fn bf16(bytes: &[u8], out: &mut [f32]) {
     for (c, y) in bytes.chunks_exact(2).zip(out.iter_mut()) {
         *y = bf16_to_f32([c[0], c[1]]);
     }
 }
 
 /// F32 (little-endian bytes) → f32.
-pub fn f32(bytes: &[u8], out: &mut [f32]) {
+pub(crate) fn f32(bytes: &[u8], out: &mut [f32]) {
     for (c, y) in bytes.chunks_exact(4).zip(out.iter_mut()) {
         *y = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
     }

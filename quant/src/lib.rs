@@ -13,10 +13,11 @@
 //! - [`matvec`], [`matvec_q`], [`matmul`], [`matmul_q`]: `y = W·x` for one token and `Y = W·X`
 //!   for a batch, rows split over rayon threads (feature `rayon`, on by default).
 //!
-//! Block layouts live in [`blocks`], one `#[repr(C)]` record per format with a compile-time size
-//! check. The scalar reference kernels ([`scalar`]) are the oracle for the SIMD ones (AVX2,
-//! AVX-512 with VNNI on x86-64, NEON on aarch64), chosen once at run time; the environment
-//! variable `STRATA_SIMD=scalar|avx2|avx512|neon` caps the level (see [`SimdLevel`]).
+//! Inside the crate (none of it public), block layouts live in `blocks`, one `#[repr(C)]` record
+//! per format with a compile-time size check, and the scalar reference kernels (`scalar`) are
+//! the oracle for the SIMD ones (AVX2, AVX-512 with VNNI on x86-64, NEON on aarch64), chosen once
+//! at run time; the environment variable `STRATA_SIMD=scalar|avx2|avx512|neon` caps the level
+//! (see [`SimdLevel`]).
 //!
 //! **Determinism.** Each output element is computed by exactly one kernel call whose arithmetic
 //! does not depend on how rows are grouped or split across threads, so results are bit-identical
@@ -28,7 +29,7 @@
 //!   groups of four (the first `n - n % 4`), its gemv for the rest (see the `scalar::q4k` and
 //!   `scalar::q2k` modules);
 //! - Q4_0 and IQ4_NL with `rows % 8 == 0` (also repacked): one order for every token
-//!   ([`scalar::q4_0_repacked`]);
+//!   (`scalar::q4_0_repacked`);
 //! - any other K-quant matrix (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) with `n >= 8`: its tiled matmul
 //!   (the `tiled` module);
 //! - F16 (`cols % 16 == 0`) and BF16 (`cols % 32 == 0`) with `rows % 4 == 0` and `n >= 2`:
@@ -58,14 +59,14 @@
 // 4. `driver` (which kernel each product takes; matvec/matmul), `calibrate`, and the API in
 //    this file. `QuantError` and the small helpers here (`row_bytes`, `f32_bytes`) may be used
 //    from any layer.
-pub mod blocks;
+mod blocks;
 mod calibrate;
-pub mod dequant;
+mod dequant;
 mod driver;
 mod q2k;
 mod q4k;
-pub mod quantize;
-pub mod scalar;
+mod quantize;
+mod scalar;
 mod simd;
 mod tiled;
 
@@ -214,8 +215,8 @@ pub fn is_supported(ty: GgmlType) -> bool {
 /// Quantizes `src` (a whole number of blocks of `ty`) to `ty`'s bytes.
 ///
 /// Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q8_K (bit-identical to ggml's
-/// reference quantizers), Q4_K, Q5_K, Q6_K (our quantizer; error bounds on the functions in
-/// [`quantize`](mod@quantize)). Q2_K and Q3_K and the unsupported formats give
+/// reference quantizers), Q4_K, Q5_K, Q6_K (our quantizer; its round-trip error bounds are in
+/// the crate's README and `tests/roundtrip.rs`). Q2_K and Q3_K and the unsupported formats give
 /// [`QuantError::Unsupported`].
 pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
     use blocks::view_mut;
@@ -321,7 +322,7 @@ pub(crate) fn f32_bytes(v: &[f32]) -> &[u8] {
 ///
 /// Q8_0 and Q8_1 follow llama.cpp's x86 run-time activation quantizer (`d = amax/127`,
 /// `q = round_ties_even(x · 127/amax)`), which is what llama.cpp multiplies with on the CPU;
-/// it can differ by one in a quant from [`quantize`]'s reference rounding (half away from zero).
+/// it can differ by one in a quant from [`quantize()`]'s reference rounding (half away from zero).
 /// Q8_K follows ggml's reference (`d = max/−127` of the signed absolute maximum, round half to
 /// even, with `bsums`), which is also what llama.cpp runs. F16 rounds each value to nearest
 /// even (llama.cpp's `ggml_cpu_fp32_to_fp16`); BF16 likewise, NaN kept quiet

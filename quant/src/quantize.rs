@@ -47,7 +47,7 @@ fn min_max(x: &[f32]) -> (f32, f32) {
 
 /// f32 → Q4_0. Round trip: `|x − x̂| ≤ |d|/2` inside the block's range, `d = max/−8`
 /// (the f16 rounding of `d` adds at most 2⁻¹¹ relative).
-pub fn q4_0(x: &[f32], out: &mut [BlockQ4_0]) {
+pub(crate) fn q4_0(x: &[f32], out: &mut [BlockQ4_0]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let (_, max) = signed_absmax(x);
         let d = max / -8.0;
@@ -63,7 +63,7 @@ pub fn q4_0(x: &[f32], out: &mut [BlockQ4_0]) {
 }
 
 /// f32 → Q4_1. Round trip: `|x − x̂| ≤ d/2`, `d = (max − min)/15`.
-pub fn q4_1(x: &[f32], out: &mut [BlockQ4_1]) {
+pub(crate) fn q4_1(x: &[f32], out: &mut [BlockQ4_1]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let (min, max) = min_max(x);
         let d = (max - min) / 15.0;
@@ -92,7 +92,7 @@ fn pack_q5(q: &[u8; 32]) -> ([u8; 4], [u8; 16]) {
 }
 
 /// f32 → Q5_0. Round trip: `|x − x̂| ≤ |d|/2`, `d = max/−16`.
-pub fn q5_0(x: &[f32], out: &mut [BlockQ5_0]) {
+pub(crate) fn q5_0(x: &[f32], out: &mut [BlockQ5_0]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let (_, max) = signed_absmax(x);
         let d = max / -16.0;
@@ -104,7 +104,7 @@ pub fn q5_0(x: &[f32], out: &mut [BlockQ5_0]) {
 }
 
 /// f32 → Q5_1. Round trip: `|x − x̂| ≤ d/2`, `d = (max − min)/31`.
-pub fn q5_1(x: &[f32], out: &mut [BlockQ5_1]) {
+pub(crate) fn q5_1(x: &[f32], out: &mut [BlockQ5_1]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let (min, max) = min_max(x);
         let d = (max - min) / 31.0;
@@ -149,7 +149,7 @@ fn fill_q8_1(x: &[f32], out: &mut [BlockQ8_1], block: impl Fn(&[f32]) -> (f32, [
 }
 
 /// f32 → Q8_0 (ggml's `quantize_row_q8_0_ref`). Round trip: `|x − x̂| ≤ d/2`, `d = amax/127`.
-pub fn q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+pub(crate) fn q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     fill_q8_0(x, out, q8_block);
 }
 
@@ -180,18 +180,18 @@ fn q8_block_runtime(x: &[f32]) -> (f32, [i8; 32]) {
 }
 
 /// f32 → Q8_0 as llama.cpp's x86 backend quantizes activations (see [`q8_block_runtime`]).
-pub fn q8_0_runtime(x: &[f32], out: &mut [BlockQ8_0]) {
+pub(crate) fn q8_0_runtime(x: &[f32], out: &mut [BlockQ8_0]) {
     fill_q8_0(x, out, q8_block_runtime);
 }
 
 /// f32 → Q8_1 as llama.cpp's x86 backend quantizes activations (see [`q8_block_runtime`]);
 /// `s = f16(d · Σq)`.
-pub fn q8_1_runtime(x: &[f32], out: &mut [BlockQ8_1]) {
+pub(crate) fn q8_1_runtime(x: &[f32], out: &mut [BlockQ8_1]) {
     fill_q8_1(x, out, q8_block_runtime);
 }
 
 /// f32 → Q8_1 (ggml's `quantize_row_q8_1_ref`); `s = f16(d · Σq)`.
-pub fn q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+pub(crate) fn q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     fill_q8_1(x, out, q8_block);
 }
 
@@ -210,7 +210,7 @@ fn nearest_int(x: f32) -> i32 {
 /// `nearest_int`, see there for out-of-range values), `d = 1/iscale` (an `f32`), `bsums` the
 /// sums of 16 quants. Round trip: `|x − x̂| ≤ |d|/2`. Bit-identical to llama.cpp's, which x86
 /// runs for activations too.
-pub fn q8_k(x: &[f32], out: &mut [BlockQ8_K]) {
+pub(crate) fn q8_k(x: &[f32], out: &mut [BlockQ8_K]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
         let (amax, max) = signed_absmax(x);
         if amax == 0.0 {
@@ -297,7 +297,7 @@ fn k_affine(x: &[f32], levels: u8) -> ([u8; 2], [u8; 2], [u8; 12], [u8; 256]) {
 /// clamped to ≤ 0), step `s_j = d·⌈(max_j⁺ + m_j)/(15 d)⌉`, `q = round((x + m_j)/s_j)`.
 /// Round trip: `|x − x̂| ≤ s_j/2` where `s_j ≤ (max_j⁺ + m_j)/15 + d`, `d = max_j(…)/63`,
 /// `m_j ≤ −min_j + dmin`, `dmin = max_j(−min_j)/63`.
-pub fn q4_k(x: &[f32], out: &mut [BlockQ4_K]) {
+pub(crate) fn q4_k(x: &[f32], out: &mut [BlockQ4_K]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
         let (d, dmin, scales, q) = k_affine(x, 16);
         b.d = d;
@@ -313,7 +313,7 @@ pub fn q4_k(x: &[f32], out: &mut [BlockQ4_K]) {
 
 /// f32 → Q5_K (our quantizer; as [`q4_k`] with 31 steps per sub-block).
 /// Round trip: `|x − x̂| ≤ s_j/2`, `s_j ≤ (max_j⁺ + m_j)/31 + d`.
-pub fn q5_k(x: &[f32], out: &mut [BlockQ5_K]) {
+pub(crate) fn q5_k(x: &[f32], out: &mut [BlockQ5_K]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
         let (d, dmin, scales, q) = k_affine(x, 32);
         b.d = d;
@@ -334,7 +334,7 @@ pub fn q5_k(x: &[f32], out: &mut [BlockQ5_K]) {
 /// f32 → Q6_K (our quantizer). Per sub-block j of 16: step `s_j = d·⌈(amax_j/31)/d⌉` with
 /// `d = max_j(amax_j/31)/127`, `q = clamp(round(x/s_j), −32, 31)`.
 /// Round trip: `|x − x̂| ≤ s_j/2 ≤ (amax_j/31 + d)/2`.
-pub fn q6_k(x: &[f32], out: &mut [BlockQ6_K]) {
+pub(crate) fn q6_k(x: &[f32], out: &mut [BlockQ6_K]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
         let need: [f32; 16] = std::array::from_fn(|j| {
             x[16 * j..16 * j + 16]
@@ -373,14 +373,14 @@ pub fn q6_k(x: &[f32], out: &mut [BlockQ6_K]) {
 }
 
 /// f32 → F16 bytes (round to nearest even).
-pub fn f16(x: &[f32], out: &mut [u8]) {
+pub(crate) fn f16(x: &[f32], out: &mut [u8]) {
     for (v, o) in x.iter().zip(out.chunks_exact_mut(2)) {
         o.copy_from_slice(&f32_to_f16(*v));
     }
 }
 
 /// f32 → BF16 bytes: round to nearest even, NaN forced quiet (ggml's `ggml_compute_fp32_to_bf16`).
-pub fn bf16(x: &[f32], out: &mut [u8]) {
+pub(crate) fn bf16(x: &[f32], out: &mut [u8]) {
     for (v, o) in x.iter().zip(out.chunks_exact_mut(2)) {
         let u = v.to_bits();
         let h = if (u & 0x7fff_ffff) > 0x7f80_0000 {
@@ -393,7 +393,7 @@ pub fn bf16(x: &[f32], out: &mut [u8]) {
 }
 
 /// f32 → F32 little-endian bytes.
-pub fn f32(x: &[f32], out: &mut [u8]) {
+pub(crate) fn f32(x: &[f32], out: &mut [u8]) {
     for (v, o) in x.iter().zip(out.chunks_exact_mut(4)) {
         o.copy_from_slice(&v.to_le_bytes());
     }

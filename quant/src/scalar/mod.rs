@@ -52,7 +52,7 @@ fn centred<B>(w: &[B], x: &[BlockQ8_0], quants: impl Fn(&B) -> ([i8; 32], f32)) 
 }
 
 /// Q4_0 · Q8_0.
-pub fn q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+pub(crate) fn q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
     centred(w, x, |b| {
         let q = std::array::from_fn::<i8, 32, _>(|j| {
             let n = if j < 16 {
@@ -70,7 +70,7 @@ pub fn q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
 /// and `ggml_gemm_q4_0_8x8_q8_0`, which it uses for matrices of a multiple of 8 rows): one
 /// float per output, `acc = fma(Σ q_w q_x, f32(d_w) · f32(d_x), acc)` block after block, the
 /// integer sum over the whole block being exact.
-pub fn q4_0_repacked(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+pub(crate) fn q4_0_repacked(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
     repacked(w, x, |b| {
         (nibble_values(&b.qs, |n| n as i8 - 8), f16_to_f32(b.d))
     })
@@ -78,13 +78,13 @@ pub fn q4_0_repacked(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
 
 /// IQ4_NL · Q8_0 in the order of llama.cpp's repacked x86 kernels (`ggml_gemv_iq4_nl_8x8_q8_0`,
 /// `ggml_gemm_iq4_nl_8x8_q8_0`; matrices of a multiple of 8 rows), as [`q4_0_repacked`].
-pub fn iq4_nl_repacked(w: &[BlockIQ4_NL], x: &[BlockQ8_0]) -> f32 {
+pub(crate) fn iq4_nl_repacked(w: &[BlockIQ4_NL], x: &[BlockQ8_0]) -> f32 {
     repacked(w, x, iq4_nl_quants)
 }
 
 /// IQ4_NL · Q8_0 in `tinyBLAS_Q0_AVX`'s order (batches of n ≥ 2 tokens, matrices llama.cpp does
 /// not repack): as [`q8_0`].
-pub fn iq4_nl(w: &[BlockIQ4_NL], x: &[BlockQ8_0]) -> f32 {
+pub(crate) fn iq4_nl(w: &[BlockIQ4_NL], x: &[BlockQ8_0]) -> f32 {
     centred(w, x, iq4_nl_quants)
 }
 
@@ -92,7 +92,7 @@ pub fn iq4_nl(w: &[BlockIQ4_NL], x: &[BlockQ8_0]) -> f32 {
 /// repack): the eight lanes of `centred` kept in two sets, even blocks in one and odd blocks in
 /// the other, over the pairs of blocks; the sets added lane by lane and reduced by [`reduce8`];
 /// then, for an odd block count, `fma(d_w · d_x, Σ q_w q_x, sum)` for the last block.
-pub fn iq4_nl_vec_dot(w: &[BlockIQ4_NL], x: &[BlockQ8_0]) -> f32 {
+pub(crate) fn iq4_nl_vec_dot(w: &[BlockIQ4_NL], x: &[BlockQ8_0]) -> f32 {
     let mut acc = [[0f32; 8]; 2];
     let pairs = w.len().min(x.len()) / 2;
     for i in 0..2 * pairs {
@@ -148,7 +148,7 @@ fn repacked<B>(w: &[B], x: &[BlockQ8_0], quants: impl Fn(&B) -> ([i8; 32], f32))
 }
 
 /// Q5_0 · Q8_0.
-pub fn q5_0(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
+pub(crate) fn q5_0(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
     centred(w, x, |b| {
         let u = q5_quants(b.qh, &b.qs);
         (
@@ -159,7 +159,7 @@ pub fn q5_0(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
 }
 
 /// Q8_0 · Q8_0.
-pub fn q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+pub(crate) fn q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     centred(w, x, |b| (b.qs, f16_to_f32(b.d)))
 }
 
@@ -186,7 +186,7 @@ fn offset(w: impl Iterator<Item = ([u8; 32], f32, f32)>, x: &[BlockQ8_1]) -> f32
 }
 
 /// Q4_1 · Q8_1.
-pub fn q4_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+pub(crate) fn q4_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     offset(
         w.iter().map(|b| {
             let q = std::array::from_fn(|j| {
@@ -203,7 +203,7 @@ pub fn q4_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
 }
 
 /// Q5_1 · Q8_1.
-pub fn q5_1(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
+pub(crate) fn q5_1(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
     offset(
         w.iter()
             .map(|b| (q5_quants(b.qh, &b.qs), f16_to_f32(b.d), f16_to_f32(b.m))),
@@ -213,25 +213,19 @@ pub fn q5_1(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
 
 /// Q2_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q2_K_q8_K` (x86). Matrix
 /// products may use its repacked gemv/gemm orders instead (see the crate docs).
-pub fn q2_k(w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
+pub(crate) fn q2_k(w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
     q2k::dot(q2k::Order::VecDot, w, x)
 }
 
 /// Q3_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q3_K_q8_K` (x86; see
 /// [`q3k`]).
-pub fn q3_k(w: &[BlockQ3_K], x: &[BlockQ8_K]) -> f32 {
+pub(crate) fn q3_k(w: &[BlockQ3_K], x: &[BlockQ8_K]) -> f32 {
     q3k::dot(w, x)
-}
-
-/// Q4_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q4_K_q8_K` (x86). Matrix
-/// products may use its repacked gemv/gemm orders instead (see the crate docs).
-pub fn q4_k(w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
-    q4k::dot(q4k::Order::VecDot, w, x)
 }
 
 /// Q5_K · Q8_K in the float order of llama.cpp's `ggml_vec_dot_q5_K_q8_K` (x86; see
 /// [`q5k`]).
-pub fn q5_k(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
+pub(crate) fn q5_k(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
     q5k::dot(w, x)
 }
 
@@ -243,7 +237,7 @@ pub fn q5_k(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
 /// `32 · (sc_2k·bsum_2k + sc_2k+1·bsum_2k+1)` (the −32 offset, sub-blocks 2k and 2k+1). Each lane
 /// is converted to `f32` and accumulated with one fused multiply-add by `d_x · d_w`; the eight
 /// float lanes are added at the end in [`reduce8`]'s tree.
-pub fn q6_k(w: &[BlockQ6_K], x: &[BlockQ8_K]) -> f32 {
+pub(crate) fn q6_k(w: &[BlockQ6_K], x: &[BlockQ8_K]) -> f32 {
     let mut acc = [0f32; 8];
     for (b, a) in w.iter().zip(x) {
         let u = q6k_quants(b);
@@ -280,7 +274,7 @@ fn float_dot(n: usize, w: impl Fn(usize) -> f32, x: &[f32]) -> f32 {
 }
 
 /// F32 · F32 (weights as little-endian bytes).
-pub fn f32(w: &[u8], x: &[f32]) -> f32 {
+pub(crate) fn f32(w: &[u8], x: &[f32]) -> f32 {
     float_dot(
         x.len(),
         |i| f32::from_le_bytes(w[4 * i..4 * i + 4].try_into().unwrap()),
@@ -299,7 +293,7 @@ fn h(b: &[u8], i: usize) -> f32 {
 /// steps of 64 elements (lane `l` of accumulator `j` takes element `64i + 16j + l`, one FMA
 /// each), combined `(s0 + s2) + (s1 + s3)` lane by lane, then [`reduce16`]; the last `n mod 64`
 /// products are added in `f64` and the sum rounded to `f32` once.
-pub fn f16(w: &[u8], x: &[u8]) -> f32 {
+pub(crate) fn f16(w: &[u8], x: &[u8]) -> f32 {
     let n = x.len() / 2;
     let np = n / 64 * 64;
     let mut s = [[0f32; 16]; 4];
@@ -326,7 +320,7 @@ pub fn f16(w: &[u8], x: &[u8]) -> f32 {
 ///
 /// # Panics
 /// If the row length is not a multiple of 16.
-pub fn f16_sgemm(w: &[u8], x: &[u8]) -> f32 {
+pub(crate) fn f16_sgemm(w: &[u8], x: &[u8]) -> f32 {
     let n = x.len() / 2;
     assert!(
         n.is_multiple_of(16),
@@ -375,7 +369,7 @@ fn dpbf16(acc: &mut [f32; 16], w: &[u8], x: &[u8], c: usize) {
 /// over steps of 64 elements (the first takes elements 0..32 of each step, the second 32..64;
 /// see `dpbf16` for one lane), each reduced as `_mm512_reduce_add_ps` and added in `f64`,
 /// then the last `n mod 64` products in `f64`, the sum rounded to `f32` once.
-pub fn bf16(w: &[u8], x: &[u8]) -> f32 {
+pub(crate) fn bf16(w: &[u8], x: &[u8]) -> f32 {
     let n = x.len() / 2;
     let np = n / 64 * 64;
     let (mut c1, mut c2) = ([0f32; 16], [0f32; 16]);
@@ -399,7 +393,7 @@ pub fn bf16(w: &[u8], x: &[u8]) -> f32 {
 ///
 /// # Panics
 /// If the row length is not a multiple of 32.
-pub fn bf16_sgemm(w: &[u8], x: &[u8]) -> f32 {
+pub(crate) fn bf16_sgemm(w: &[u8], x: &[u8]) -> f32 {
     let n = x.len() / 2;
     assert!(
         n.is_multiple_of(32),

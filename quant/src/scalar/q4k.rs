@@ -112,11 +112,11 @@ impl AccDot {
 #[derive(Clone, Copy)]
 pub(crate) struct BlockInts {
     /// `sc_2p·S_2p + sc_2p+1·S_2p+1` per pair `p` of sub-blocks.
-    pub p: [i32; 4],
+    pub(crate) p: [i32; 4],
     /// `m_2p·bs_2p + m_2p+1·bs_2p+1` per pair `p`.
-    pub m: [i32; 4],
+    pub(crate) m: [i32; 4],
     /// vec_dot's eight lanes.
-    pub lanes: [i32; 8],
+    pub(crate) lanes: [i32; 8],
 }
 
 /// Computes [`BlockInts`] in plain integer arithmetic.
