@@ -176,7 +176,7 @@ fn csv_has_the_json_fields_and_jsonl_one_object_per_line() {
 
 #[test]
 fn markdown_has_llama_bench_columns_and_progress_goes_to_stderr() {
-    let out = bench(&["-p", "8", "-n", "4", "-t", "1", "-r", "1"]);
+    let out = bench(&["-p", "8", "-n", "4", "--pg", "4,2", "-t", "1", "-r", "1"]);
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let header: Vec<&str> = lines[0]
@@ -197,14 +197,16 @@ fn markdown_has_llama_bench_columns_and_progress_goes_to_stderr() {
         lines[3].contains(" tg4 |") && lines[3].contains(" MiB |"),
         "{text}"
     );
+    assert!(lines[4].contains(" pp4+tg2 |"), "{text}");
     assert!(
         text.lines()
             .any(|l| l.starts_with("strata ") && l.contains("peak RSS")),
         "{text}"
     );
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("test 1/2: pp8"), "{err}");
-    assert!(err.contains("test 2/2: tg4"), "{err}");
+    assert!(err.contains("test 1/3: pp8"), "{err}");
+    assert!(err.contains("test 2/3: tg4"), "{err}");
+    assert!(err.contains("test 3/3: pp4+tg2"), "{err}");
 }
 
 #[test]
