@@ -145,7 +145,7 @@ fn run_tests(args: Args) -> Result<()> {
     } else {
         args.threads.clone()
     };
-    if let Some(&0) = threads.iter().find(|&&t| t == 0) {
+    if threads.contains(&0) {
         bail!("-t 0: the thread count must be at least 1");
     }
     // As llama-bench: a context just long enough for the longest test.
@@ -346,7 +346,7 @@ impl Serialize for Val {
     }
 }
 
-/// Storage settings as shown in the markdown footer.
+/// What the markdown footer says about the machine and the storage settings.
 struct Summary {
     storage: String,
     cpu: String,
