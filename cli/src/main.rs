@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod chat;
 mod generate;
 mod inspect;
@@ -35,6 +36,8 @@ enum Command {
     Chat(chat::Args),
     /// Evaluate a prompt and print the top logits at every position as JSON.
     Logits(logits::Args),
+    /// Measure prompt and generation speed like llama.cpp's llama-bench.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Logits(args) => logits::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@
 //!   score tokens, [`Session::generate`] returns a [`Generation`], an iterator of text pieces.
 //! - [`Model::forward`] is the transformer itself (gemma3, llama, qwen2), reading every weight
 //!   in place through the layer cache with `strata_quant`'s kernels.
+//! - [`bench::run_test`] measures throughput with llama-bench's semantics (`strata bench`).
 //! - [`Sampler`] picks tokens: greedy, temperature, top-k, top-p, min-p, repetition penalty,
 //!   with a seeded RNG of its own so a seed gives the same text everywhere.
 //!
@@ -25,6 +26,7 @@
 //! ```
 
 pub mod attention;
+pub mod bench;
 pub mod config;
 mod engine;
 mod error;

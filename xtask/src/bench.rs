@@ -1,4 +1,5 @@
 //! `cargo xtask bench cache`: streaming throughput of the layer cache against the raw disk.
+//! (`cargo xtask bench compare`, Strata against llama-bench, is in `bench_compare.rs`.)
 //!
 //! ```text
 //! cargo xtask bench cache [--model PATH] [--budget 25%] [--prefetch 2] [--io-threads 4]
@@ -35,9 +36,14 @@ use crate::gen_model::{self, Arch, ModelSpec};
 pub fn run(args: &[String]) -> Result<()> {
     match args.split_first() {
         Some((what, rest)) if what == "cache" => bench_cache(rest),
-        Some((other, _)) => bail!("unknown bench `{other}`; accepted: cache"),
+        Some((what, rest)) if what == "compare" => crate::bench_compare::run(rest),
+        Some((other, _)) => bail!("unknown bench `{other}`; accepted: cache, compare"),
         None => {
-            bail!("usage: cargo xtask bench cache [--model PATH] [--budget 25%] [--prefetch 2] ...")
+            bail!(
+                "usage: cargo xtask bench cache [--model PATH] [--budget 25%] [--prefetch 2] ...\n\
+                 \x20      cargo xtask bench compare --llama-bench PATH [--model M] [-p 512] [-n 128] \
+                 [-t 1,2] [-r 3] [--rounds 2] [--llama-args \"...\"]"
+            )
         }
     }
 }

@@ -9,6 +9,7 @@ mod fetch_model;
 mod test;
 
 mod bench;
+mod bench_compare;
 mod gen_model;
 mod golden;
 mod verify;
