@@ -104,19 +104,32 @@ impl Model {
         sink: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<(), EngineError> {
         let n = tokens.len();
+        let d = self.cfg.n_embd;
         // x: [n, n_embd], the residual stream.
         let mut x = self.embed(tokens)?;
         let mut s = Scratch::default();
+        // Rows of x still carried (all but the last layer's FFN see every token).
+        let mut rows = n;
         for il in 0..self.cfg.n_layer {
             let layer = self.cache.get(il)?;
             self.attention_block(il, &layer, &mut x, n, pos0, kv, &mut s)?;
-            self.ffn_block(&layer, &mut x, n, &mut s)?;
+            if il + 1 == self.cfg.n_layer && which == LogitsFor::Last && n > 1 {
+                // Only the last token's logits are wanted: like llama.cpp (`inp_out_ids`), the
+                // last layer keeps only its row after attention. Attention and its output
+                // projection ran on every row (their kernels depend on the batch size); what
+                // follows up to the FFN is row by row, so this is llama.cpp's order, and its
+                // FFN runs on one token.
+                x.drain(..(n - 1) * d);
+                rows = 1;
+            }
+            self.ffn_block(&layer, &mut x, rows, &mut s)?;
         }
-        let first = match which {
-            LogitsFor::Last => n - 1,
-            LogitsFor::All => 0,
+        let first = n - rows;
+        let (out_first, out_rows) = match which {
+            LogitsFor::Last => (n - 1, 1),
+            LogitsFor::All => (0, n),
         };
-        self.logits(&x[first * self.cfg.n_embd..], n - first, first, sink)
+        self.logits(&x[(out_first - first) * d..], out_rows, out_first, sink)
     }
 
     /// Embedding rows of `tokens` (dequantized one row at a time): `[n, n_embd]`.

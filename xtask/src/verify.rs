@@ -45,6 +45,11 @@ const GREEDY_STEPS: usize = 32;
 const SYNTHETIC_GREEDY_STEPS: usize = 16;
 /// Reference prompts of the real model (`p1_capital` … `p6_unicode`).
 const REAL_PROMPTS: usize = 6;
+/// The synthetic models' `--type` values, for llama and qwen2 each (all have reference files).
+const SYNTHETIC_TYPES: [&str; 14] = [
+    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl",
+    "f16", "bf16", "q4_k_m",
+];
 /// Greedy steps included in the rerun fingerprints (decode path coverage at lower cost).
 const RERUN_STEPS: usize = 8;
 
@@ -176,6 +181,22 @@ pub fn run(args: &[String]) -> Result<()> {
             failures.push(format!("{}: {}", r.name, row.problems.join("; ")));
         }
         base_prints.push(fingerprint(&engine, r)?);
+        // Generation asks for the last position's logits only, which prunes the last layer to
+        // that row (as llama.cpp does); for these prompts llama.cpp's last-only vector equals
+        // its all-positions one (checked with `refdump gen-last`), so it must here too.
+        let last_only = engine.session()?.eval(&r.file.token_ids)?;
+        let full = r
+            .last_logits
+            .as_ref()
+            .context("real references have last logits")?;
+        let bad = count_bit_differences(&last_only, full);
+        if bad > 0 {
+            failures.push(format!(
+                "{}: last-only prefill: {bad} of {} logits differ from llama.cpp's in their bits",
+                r.name,
+                full.len()
+            ));
+        }
     }
     total.print(refs.len(), "prompts");
     println!("{:.1} s", t0.elapsed().as_secs_f64());
@@ -228,6 +249,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     failures.extend(check_synthetic(&root)?);
+    failures.extend(check_synthetic_last_only(&root)?);
 
     if failures.is_empty() {
         println!("\nverify: all checks passed (bit-identical)");
@@ -565,12 +587,6 @@ fn load_references(dir: &Path) -> Result<Vec<Reference>> {
 fn check_synthetic(root: &Path) -> Result<Vec<String>> {
     use crate::gen_model::{parse_type, write_model, Arch, ModelSpec};
 
-    /// The `--type` values checked, for llama and qwen2 each (all have reference files).
-    const TYPES: [&str; 14] = [
-        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl",
-        "f16", "bf16", "q4_k_m",
-    ];
-
     let dir = root.join("xtask/data/reference/synthetic");
     let out_dir = root.join("target/verify-synthetic");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -580,7 +596,7 @@ fn check_synthetic(root: &Path) -> Result<Vec<String>> {
     let mut total = Totals::default();
     let mut compared = 0;
     for (arch, arch_name) in [(Arch::Llama, "llama"), (Arch::Qwen2, "qwen2")] {
-        for ty_name in TYPES {
+        for ty_name in SYNTHETIC_TYPES {
             let ty = parse_type(ty_name)?;
             let name = format!("{arch_name}-{ty_name}");
             let ref_path = dir.join(format!("{name}.json"));
@@ -610,10 +626,96 @@ fn check_synthetic(root: &Path) -> Result<Vec<String>> {
         }
     }
     total.print(compared, "synthetic models");
-    let expected = 2 * TYPES.len();
+    let expected = 2 * SYNTHETIC_TYPES.len();
     if compared != expected {
         failures.push(format!(
             "compared {compared} of {expected} synthetic models"
+        ));
+    }
+    Ok(failures)
+}
+
+/// Elements of `a` and `b` whose bits differ (a length mismatch counts every missing element).
+fn count_bit_differences(a: &[f32], b: &[f32]) -> usize {
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count()
+        + a.len().abs_diff(b.len())
+}
+
+/// The last-position-only prefill (what generation runs) of every synthetic model against
+/// llama.cpp asked for that position only (`xtask/data/reference/synthetic-last/`, made with
+/// `xtask/tools/refdump.cpp gen-last`): llama.cpp then prunes its last layer to one row, which for
+/// K-quant weights changes the last bits from the all-positions run, and so must Strata. The
+/// whole vocabulary-sized vector is compared bit for bit. Returns the failures.
+fn check_synthetic_last_only(root: &Path) -> Result<Vec<String>> {
+    use crate::gen_model::{parse_type, write_model, Arch, ModelSpec};
+    let dir = root.join("xtask/data/reference/synthetic-last");
+    let out_dir = root.join("target/verify-synthetic");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut failures = Vec::new();
+    let (mut compared, mut elements, mut bad_total) = (0usize, 0usize, 0usize);
+    for (arch, arch_name) in [(Arch::Llama, "llama"), (Arch::Qwen2, "qwen2")] {
+        for ty_name in SYNTHETIC_TYPES {
+            let name = format!("{arch_name}-{ty_name}");
+            let json = dir.join(format!("{name}.json"));
+            let file: RefFile = serde_json::from_str(
+                &std::fs::read_to_string(&json)
+                    .with_context(|| format!("reading {}", json.display()))?,
+            )
+            .with_context(|| format!("parsing {}", json.display()))?;
+            let f32_path = dir.join(format!("{name}.last_logits.f32"));
+            let bytes = std::fs::read(&f32_path)
+                .with_context(|| format!("reading {}", f32_path.display()))?;
+            let theirs: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            ensure!(
+                theirs.len() == file.n_vocab && bytes.len() == 4 * file.n_vocab,
+                "{}: {} bytes for {} tokens",
+                f32_path.display(),
+                bytes.len(),
+                file.n_vocab
+            );
+            let model = out_dir.join(format!("{name}.gguf"));
+            write_model(
+                &ModelSpec::preset("tiny", arch, parse_type(ty_name)?)?,
+                42,
+                &model,
+            )?;
+            let sha: [u8; 32] = Sha256::digest(std::fs::read(&model)?).into();
+            let sha_hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+            if file.model_sha256 != sha_hex {
+                failures.push(format!(
+                    "{name} (last-only): generated model sha256 {sha_hex} differs from the reference's"
+                ));
+                continue;
+            }
+            let engine = Engine::open(&model, EngineConfig::default())
+                .with_context(|| format!("opening {}", model.display()))?;
+            let ours = engine.session()?.eval(&file.token_ids)?;
+            let bad = count_bit_differences(&ours, &theirs);
+            compared += 1;
+            elements += theirs.len();
+            bad_total += bad;
+            if bad > 0 {
+                failures.push(format!(
+                    "{name}: last-only prefill: {bad} of {} logits differ from llama.cpp's in their bits",
+                    theirs.len()
+                ));
+            }
+        }
+    }
+    println!(
+        "last-only prefill, {compared} synthetic models: {}/{elements} logits bit-identical",
+        elements - bad_total
+    );
+    let expected = 2 * SYNTHETIC_TYPES.len();
+    if compared != expected {
+        failures.push(format!(
+            "last-only: compared {compared} of {expected} synthetic models"
         ));
     }
     Ok(failures)
