@@ -50,7 +50,7 @@ mod stats;
 mod storage;
 
 pub use aligned::AlignedBuf;
-pub use cache::{CachePlan, LayerCache, LayerRef, TensorView};
+pub use cache::{CachePlan, LayerCache, LayerRef, PreloadProgress, TensorView};
 pub use config::{
     Backend, Budget, CacheConfig, CacheSection, ConfigOverrides, Policy, StorageSection,
     MAX_IO_THREADS, MAX_PREFETCH,
