@@ -2,12 +2,12 @@
 //! which storage backend and budget, threads and context length.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use strata_engine::{Backend, Budget, CacheConfig, Engine, EngineConfig, KvType};
-use strata_layer_cache::ConfigOverrides;
+use strata_layer_cache::{human_bytes, ConfigOverrides};
 
 /// The model used when none is named (fetched by `cargo xtask fetch-model`).
 pub const DEFAULT_MODEL: &str = "models/gemma-3-270m-q4_k_m.gguf";
@@ -17,9 +17,14 @@ pub const DEFAULT_MODEL: &str = "models/gemma-3-270m-q4_k_m.gguf";
 pub struct ModelOpts {
     /// The GGUF model file [default: models/gemma-3-270m-q4_k_m.gguf in the workspace].
     pub model: Option<PathBuf>,
-    /// Storage backend: mmap, file or arena.
+    /// Storage backend: mmap, file or arena [default: mmap when the budget covers the model,
+    /// file when it is below the model's size].
     #[arg(long)]
     pub backend: Option<Backend>,
+    /// O_DIRECT reads for the file and arena backends: true or false [default: true exactly
+    /// when the budget is below the model's size].
+    #[arg(long)]
+    pub direct_io: Option<bool>,
     /// Memory budget for weights: bytes ("800MB", "1.5GiB"), a percentage of the file ("50%"),
     /// "all" or "min".
     #[arg(long)]
@@ -65,25 +70,26 @@ impl ModelOpts {
         }
     }
 
-    /// The engine configuration: defaults, then the config file, then the flags.
-    pub fn engine_config(&self) -> Result<EngineConfig> {
-        let mut cache = CacheConfig::default();
+    /// The engine configuration for the model at `model`: the config file, then the flags,
+    /// and for what neither sets the defaults for this budget and the model's size (O_DIRECT
+    /// file reads when the budget is below it, see `CacheConfig::for_budget`).
+    pub fn engine_config(&self, model: &Path) -> Result<EngineConfig> {
+        let mut overrides = ConfigOverrides::default();
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let file = ConfigOverrides::from_toml_str(&text)
+            overrides = ConfigOverrides::from_toml_str(&text)
                 .with_context(|| format!("parsing {}", path.display()))?;
-            cache = cache.apply(&file);
         }
-        if let Some(b) = self.backend {
-            cache.backend = b;
-        }
-        if let Some(b) = self.budget {
-            cache.budget = b;
-        }
-        if let Some(w) = self.prefetch {
-            cache.prefetch = w;
-        }
+        let mut flags = ConfigOverrides::default();
+        flags.storage.backend = self.backend;
+        flags.storage.direct_io = self.direct_io;
+        flags.cache.budget = self.budget;
+        flags.cache.prefetch = self.prefetch;
+        let file_len = std::fs::metadata(model)
+            .with_context(|| format!("reading the size of {}", model.display()))?
+            .len();
+        let cache: CacheConfig = overrides.merge(&flags).resolve(file_len);
         Ok(EngineConfig {
             cache,
             n_ctx: self.ctx,
@@ -93,15 +99,23 @@ impl ModelOpts {
         })
     }
 
-    /// Opens the model, telling the user on stderr while an arena is filled.
+    /// Opens the model. With a backend that reads into memory of its own (file, arena) the
+    /// resident layers are read now, with a progress bar in bytes on stderr, rather than
+    /// silently during the first token.
     pub fn open(&self) -> Result<Engine> {
         let path = self.model_path()?;
-        let cfg = self.engine_config()?;
-        let arena = cfg.cache.backend == Backend::Arena;
-        if arena {
+        let cfg = self.engine_config(&path)?;
+        let backend = cfg.cache.backend;
+        let owned = backend != Backend::Mmap;
+        if owned {
             eprint!(
-                "loading {} into an arena (budget {})… ",
+                "loading {} ({backend}{}, budget {})… ",
                 path.display(),
+                if cfg.cache.direct_io {
+                    ", O_DIRECT"
+                } else {
+                    ""
+                },
                 cfg.cache.budget
             );
             let _ = std::io::stderr().flush();
@@ -109,27 +123,34 @@ impl ModelOpts {
         let t = Instant::now();
         let engine =
             Engine::open(&path, cfg).with_context(|| format!("opening {}", path.display()))?;
-        if arena {
+        if owned {
             eprintln!("globals read in {:.2} s", t.elapsed().as_secs_f64());
-            // The resident layers now, with a progress bar, rather than silently during the
-            // first token.
             let bar = indicatif::ProgressBar::new(0).with_style(
                 indicatif::ProgressStyle::with_template(
-                    "resident layers [{bar:30}] {pos}/{len} {elapsed}",
+                    "resident layers [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {elapsed}",
                 )
                 .context("progress bar template")?
                 .progress_chars("=> "),
             );
-            let n = engine
-                .preload(&mut |done, total| {
-                    bar.set_length(total as u64);
-                    bar.set_position(done as u64);
+            let t_layers = Instant::now();
+            let done = engine
+                .layer_cache()
+                .preload_progress(&mut |p| {
+                    bar.set_length(p.total_bytes);
+                    bar.set_position(p.bytes);
                 })
                 .with_context(|| format!("loading the layers of {}", path.display()))?;
             bar.finish_and_clear();
+            let secs = t_layers.elapsed().as_secs_f64();
             eprintln!(
-                "arena loaded: {n} resident layers in {:.2} s",
-                t.elapsed().as_secs_f64()
+                "loaded {} resident layers ({}) in {secs:.2} s ({:.2} GB/s)",
+                done.layers,
+                human_bytes(done.bytes),
+                if secs > 0.0 {
+                    done.bytes as f64 / secs / 1e9
+                } else {
+                    0.0
+                },
             );
         }
         Ok(engine)
@@ -139,7 +160,7 @@ impl ModelOpts {
 /// One line of run statistics for stderr.
 pub fn stats_line(engine: &Engine, stats: &strata_engine::RunStats) -> String {
     format!(
-        "load {:.2} s | prefill {} tok {:.1} tok/s | decode {} tok {:.1} tok/s | cache: {}",
+        "load {:.2} s | prefill {} tok {:.1} tok/s | decode {} tok {:.2} tok/s | cache: {}",
         engine.load_time().as_secs_f64(),
         stats.prefill_tokens,
         stats.prefill_tok_s(),
