@@ -740,7 +740,7 @@ impl Shared {
     /// Layers resident for good have their own slot. Otherwise the victim is the least recently
     /// used unpinned slot of the pool: for the cyclic policy that pool is the w streaming slots,
     /// through which the streamed layers pass in scan order (so a streamed layer never survives
-    /// a full token and the hits per token are exactly the K − w resident layers); for LRU it is
+    /// a full token and the hits per token are exactly the R resident layers); for LRU it is
     /// every slot.
     fn pick_slot(&self, st: &State, layer: usize, spare_fresh: bool) -> Option<usize> {
         if let Some(s) = self.plan.dedicated_slot(layer) {

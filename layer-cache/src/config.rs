@@ -16,10 +16,10 @@
 //! A file is parsed into [`ConfigOverrides`] (every key optional); command-line flags build
 //! another [`ConfigOverrides`]; [`ConfigOverrides::merge`] layers them, flags last, and
 //! [`ConfigOverrides::resolve`] fills the keys left unset with the defaults for the model's
-//! size ([`CacheConfig::for_budget`]): a budget below the model streams layers, and streaming
-//! through the page cache under a memory limit thrashes (the cache's own buffers and the
-//! kernel's copies of the same bytes compete for the limit), so then the default is the `file`
-//! backend with O_DIRECT. [`CacheConfig::apply`] layers overrides over a complete
+//! size ([`CacheConfig::for_budget`]): a budget below the model streams layers, and buffered
+//! streaming under a memory limit thrashes (the cache's own buffers and the kernel's copies of
+//! the same bytes compete for the limit), so then the default is the `file` backend with
+//! O_DIRECT. [`CacheConfig::apply`] layers overrides over a complete
 //! configuration instead, for callers that chose every key themselves.
 
 use std::fmt;
@@ -76,8 +76,8 @@ impl Budget {
 /// Which layers stay resident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Policy {
-    /// Optimal for the per-token cyclic scan: K − w layers resident for good, the rest streamed
-    /// through w slots.
+    /// Optimal for the per-token cyclic scan: as many layers resident for good as fit beside
+    /// w streaming slots, the rest streamed through those slots.
     #[default]
     Cyclic,
     /// A plain demand-paged LRU cache over K slots, without background prefetch (kept as the
@@ -251,9 +251,10 @@ impl CacheConfig {
     /// the model ([`Budget::is_below`] false): the zero-copy `mmap` backend, buffered, exactly
     /// [`CacheConfig::default`]. A budget below it: the `file` backend with O_DIRECT, so that
     /// streamed layers are read from the device straight into the cache's own buffers and the
-    /// page cache does not grow — under a memory limit (a cgroup) of about the budget, buffered
-    /// or mapped reads fill the page cache and the limit thrashes. Measured on a 7B Q4_K at a
-    /// 25% budget in a cgroup of budget + 300 MiB: see the README's performance table.
+    /// page cache does not grow. Measured on a 7B Q4_K at a 25% budget in a cgroup of budget +
+    /// 300 MiB, cold: buffered file reads fill the page cache and the limit thrashes (0.22
+    /// tok/s), mmap (pages released on eviction) holds up (0.41–0.44), O_DIRECT is fastest
+    /// (0.46–0.51).
     pub fn for_budget(budget: Budget, file_len: u64) -> CacheConfig {
         let streams = budget.is_below(file_len);
         CacheConfig {
