@@ -169,3 +169,69 @@ pub fn stats_line(engine: &Engine, stats: &strata_engine::RunStats) -> String {
         engine.cache_stats()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> ModelOpts {
+        ModelOpts {
+            model: None,
+            backend: None,
+            direct_io: None,
+            budget: None,
+            prefetch: None,
+            config: None,
+            threads: None,
+            ctx: None,
+            kv_type: KvType::F16,
+        }
+    }
+
+    fn temp(tag: &str, contents: &[u8], len: u64) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("strata-opts-{}-{tag}", std::process::id()));
+        std::fs::write(&p, contents).unwrap();
+        if len > contents.len() as u64 {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(len)
+                .unwrap();
+        }
+        p
+    }
+
+    #[test]
+    fn defaults_follow_the_budget_against_the_model_size_and_explicit_keys_win() {
+        // Only the model's size matters here (a sparse file of 1 GB).
+        let model = temp("model", b"", 1_000_000_000);
+        let cfg = |o: &ModelOpts| {
+            let c = o.engine_config(&model).unwrap().cache;
+            (c.backend, c.direct_io)
+        };
+        let mut o = opts();
+        assert_eq!(cfg(&o), (Backend::Mmap, false));
+        o.budget = Some("25%".parse().unwrap());
+        assert_eq!(cfg(&o), (Backend::File, true));
+        o.budget = Some("999MB".parse().unwrap());
+        assert_eq!(cfg(&o), (Backend::File, true));
+        o.budget = Some("1GB".parse().unwrap());
+        assert_eq!(cfg(&o), (Backend::Mmap, false));
+        // A config file's `direct_io = false` is honoured below the model size, and a flag
+        // overrides the file.
+        let toml = temp("cfg.toml", b"[storage]\ndirect_io = false\n", 0);
+        o.budget = Some("25%".parse().unwrap());
+        o.config = Some(toml.clone());
+        assert_eq!(cfg(&o), (Backend::File, false));
+        o.direct_io = Some(true);
+        o.backend = Some(Backend::Arena);
+        assert_eq!(cfg(&o), (Backend::Arena, true));
+        o.config = None;
+        o.direct_io = None;
+        o.backend = Some(Backend::Mmap);
+        assert_eq!(cfg(&o), (Backend::Mmap, false));
+        let _ = std::fs::remove_file(model);
+        let _ = std::fs::remove_file(toml);
+    }
+}
