@@ -351,11 +351,13 @@ impl LayerCache {
         let slot_bytes = footprints.iter().copied().max().unwrap_or(0);
         let g = layout.bytes;
         let min_slots = (streaming + 1).min(n) as u64;
-        let minimum = g + min_slots * slot_bytes;
         let all = match config.policy {
             Policy::Cyclic => g + footprints.iter().sum::<u64>(),
             Policy::Lru => g + n as u64 * slot_bytes,
         };
+        // Room for every layer is always enough, even where (w + 1) × the largest layer is
+        // more (few layers of uneven sizes).
+        let minimum = (g + min_slots * slot_bytes).min(all);
         let budget_bytes = match config.budget {
             Budget::Bytes(b) => b,
             Budget::Percent(p) => (file_len as f64 * p / 100.0).floor() as u64,
@@ -1508,5 +1510,41 @@ mod tests {
         assert_eq!(s.budget_bytes, budget);
         // Streamed per token: exactly the 3 layers after the resident ones.
         assert_eq!(s.hits, 7 * 3);
+    }
+
+    #[test]
+    fn few_uneven_layers_open_with_budget_all_and_min() {
+        // 3 layers, w = 2: (w + 1) × the largest is more than all three together.
+        let bytes = model_of_sizes(&[4096, 3 * 4096, 4096]);
+        let gguf = Gguf::from_bytes(&bytes).unwrap();
+        for (budget, policy) in [
+            (Budget::All, Policy::Cyclic),
+            (Budget::Min, Policy::Cyclic),
+            (Budget::All, Policy::Lru),
+            (Budget::Min, Policy::Lru),
+        ] {
+            let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.clone()));
+            let config = CacheConfig {
+                backend: Backend::Arena,
+                budget,
+                policy,
+                ..CacheConfig::default()
+            };
+            let cache = LayerCache::open(storage, gguf.clone(), &config).unwrap();
+            let plan = cache.plan();
+            assert_eq!(
+                plan.minimum_bytes, plan.budget_bytes,
+                "{budget:?} {policy:?}"
+            );
+            if policy == Policy::Cyclic {
+                assert_eq!(plan.resident_layers, 3);
+                assert!(plan.budget_bytes < plan.globals_bytes + 3 * plan.slot_bytes);
+            }
+            for layer in 0..3 {
+                cache.get(layer).unwrap();
+            }
+            let s = cache.stats();
+            assert!(s.peak_resident_bytes <= s.budget_bytes, "{s}");
+        }
     }
 }

@@ -55,7 +55,8 @@ pub enum Budget {
     /// Enough for every layer: nothing is streamed twice.
     #[default]
     All,
-    /// The smallest budget the model allows: globals + (window + 1) × largest layer.
+    /// The smallest budget the model allows: globals + (window + 1) × largest layer, or room
+    /// for every layer where that is less.
     Min,
 }
 
