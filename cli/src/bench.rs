@@ -130,7 +130,7 @@ pub fn run(args: Args) -> Result<()> {
 
 fn run_tests(args: Args) -> Result<()> {
     let path = model_path(args.model.as_deref())?;
-    let cache = args.storage.cache_config()?;
+    let cache = args.storage.cache_config(&path)?;
     let tests = tests(&args);
     if tests.is_empty() {
         bail!("no tests: every -p, -n and --pg value is 0");

@@ -1,10 +1,12 @@
 //! [`LayerCache`]: a budgeted cache of layers with background prefetch.
 //!
 //! # Slots
-//! The budget is cut into the pinned globals and K *slots* of one layer each (the largest layer,
-//! rounded out to [`READ_ALIGN`]). With the cyclic policy and K < N layers, slots `0..K−w` each
-//! hold one layer for good (layers `0..K−w`) and the last `w` slots stream the other layers in
-//! turn; with K ≥ N every layer has its own slot. With LRU all K slots are one pool.
+//! The budget is cut into the pinned globals and *slots* of one layer each. With the cyclic
+//! policy, when every layer fits each has a slot of its own size; otherwise layers `0..R` stay
+//! resident for good, each in a slot of exactly its aligned read size, and the other layers
+//! stream in turn through `w` slots sized for the largest of them, with R as large as the
+//! budget allows: globals + the R resident layers + w × the largest streamed layer ≤ budget
+//! (see [`cyclic_split`]). With LRU the budget is K slots of the largest layer, all one pool.
 //!
 //! # Concurrency
 //! One mutex guards the slot table; a condvar signals every change (a load finished, a
@@ -41,12 +43,19 @@ pub struct CachePlan {
     pub minimum_bytes: u64,
     /// Memory taken by the pinned globals.
     pub globals_bytes: u64,
-    /// Memory of one layer slot (largest layer, aligned).
+    /// The largest layer's aligned read size: the size of an LRU slot, and the unit of the
+    /// minimum budget.
     pub slot_bytes: u64,
-    /// Number of layer slots K (capped at the number of layers).
+    /// Size of each streaming slot (cyclic: the largest layer that is streamed; LRU: equal to
+    /// `slot_bytes`; 0 when nothing streams).
+    pub stream_slot_bytes: u64,
+    /// Number of layer slots (resident + streaming for cyclic, K for LRU).
     pub slots: usize,
-    /// Layers resident for good (cyclic: K − streaming slots, or all when K ≥ N; LRU: 0).
+    /// Layers resident for good (cyclic: as many as fit besides the streaming slots, or all;
+    /// LRU: 0).
     pub resident_layers: usize,
+    /// Memory of the resident layers' slots (the sum of their aligned read sizes).
+    pub resident_bytes: u64,
     /// Slots shared by streamed layers (cyclic) or all slots (LRU).
     pub streaming_slots: usize,
     /// Prefetch window w.
@@ -85,8 +94,8 @@ enum Memory {
     #[cfg_attr(not(feature = "arena"), allow(dead_code))]
     Arena {
         arena: AlignedBuf,
-        slots_at: u64,
-        slot_bytes: u64,
+        /// Start of each slot in the arena (open checked every slot lies inside it).
+        slot_offsets: Vec<u64>,
     },
 }
 
@@ -98,12 +107,10 @@ impl Memory {
             Memory::Buffers { slots, .. } => slots[s].as_ptr(),
             Memory::Arena {
                 arena,
-                slots_at,
-                slot_bytes,
+                slot_offsets,
             } => {
-                // In bounds: open checked slots_at + slots * slot_bytes <= arena length.
-                let off = slots_at + s as u64 * slot_bytes;
-                arena.as_ptr().wrapping_add(off as usize)
+                // In bounds: open checked every slot's end against the arena's length.
+                arena.as_ptr().wrapping_add(slot_offsets[s] as usize)
             }
         }
     }
@@ -155,6 +162,8 @@ struct Shared {
     map: LayerMap,
     plan: CachePlan,
     memory: Memory,
+    /// Capacity of each slot's memory (owned backends), in slot order.
+    slot_sizes: Vec<u64>,
     /// Per global tensor (same order as `map.globals()`): offset from the globals base.
     globals_offsets: Vec<u64>,
     globals_len: usize,
@@ -248,6 +257,41 @@ fn plan_globals(globals: &[TensorEntry], file_len: u64) -> GlobalsLayout {
     }
 }
 
+/// How the cyclic policy divides `budget` bytes, given each layer's aligned read size
+/// (`footprints`, in layer order), the globals' bytes and `streaming` slots wanted: returns
+/// (R, streaming slots, bytes per streaming slot). Every layer fits: (N, 0, 0). Otherwise R is
+/// the largest count for which globals + the first R layers' own sizes + `streaming` × the
+/// largest of the layers after them ≤ budget — whole layers, each costing what it really
+/// takes, rather than counting every layer as large as the largest. R is 0 only where even
+/// that fails for R = 1 (a budget below [`CachePlan::minimum_bytes`], refused before this).
+fn cyclic_split(
+    footprints: &[u64],
+    globals: u64,
+    budget: u64,
+    streaming: usize,
+) -> (usize, usize, u64) {
+    let n = footprints.len();
+    if globals + footprints.iter().sum::<u64>() <= budget {
+        return (n, 0, 0);
+    }
+    // suffix_max[r] = the largest layer in r..n.
+    let mut suffix_max = vec![0u64; n + 1];
+    for r in (0..n).rev() {
+        suffix_max[r] = suffix_max[r + 1].max(footprints[r]);
+    }
+    let mut best = 0;
+    let mut prefix = 0u64;
+    for r in 0..n {
+        // r resident layers (prefix = their bytes), the rest streamed.
+        let slots = streaming.min(n - r) as u64;
+        if globals + prefix + slots * suffix_max[r] <= budget {
+            best = r;
+        }
+        prefix += footprints[r];
+    }
+    (best, streaming.min(n - best), suffix_max[best])
+}
+
 impl LayerCache {
     /// Open the GGUF file at `path` with `config`'s backend, budget, window and policy.
     ///
@@ -299,16 +343,21 @@ impl LayerCache {
         let window = config.prefetch;
         let streaming = window.max(1);
         let layout = plan_globals(map.globals(), file_len);
-        let slot_bytes = map
+        let footprints: Vec<u64> = map
             .layers()
             .iter()
             .map(|l| ReadRange::covering(&l.extent, file_len).footprint())
-            .max()
-            .unwrap_or(0);
+            .collect();
+        let slot_bytes = footprints.iter().copied().max().unwrap_or(0);
         let g = layout.bytes;
         let min_slots = (streaming + 1).min(n) as u64;
-        let minimum = g + min_slots * slot_bytes;
-        let all = g + n as u64 * slot_bytes;
+        let all = match config.policy {
+            Policy::Cyclic => g + footprints.iter().sum::<u64>(),
+            Policy::Lru => g + n as u64 * slot_bytes,
+        };
+        // Room for every layer is always enough, even where (w + 1) × the largest layer is
+        // more (few layers of uneven sizes).
+        let minimum = (g + min_slots * slot_bytes).min(all);
         let budget_bytes = match config.budget {
             Budget::Bytes(b) => b,
             Budget::Percent(p) => (file_len as f64 * p / 100.0).floor() as u64,
@@ -326,14 +375,24 @@ impl LayerCache {
         }
         // More than room for everything buys nothing (and would only grow the arena).
         let budget_bytes = budget_bytes.min(all);
-        let k = (budget_bytes - g)
-            .checked_div(slot_bytes)
-            .map_or(n, |k| usize::try_from(k).unwrap_or(usize::MAX).min(n));
-        let (resident, streaming_slots) = match config.policy {
-            Policy::Cyclic if k >= n => (n, 0),
-            Policy::Cyclic => (k - streaming, streaming),
-            Policy::Lru => (0, k),
+        // Slot sizes, in slot order: cyclic `[resident 0..R | streaming]`, LRU `[K pool slots]`.
+        let (resident, streaming_slots, stream_slot_bytes, slot_sizes) = match config.policy {
+            Policy::Cyclic => {
+                let (r, w, bytes) = cyclic_split(&footprints, g, budget_bytes, streaming);
+                let mut sizes = footprints[..r].to_vec();
+                sizes.extend(std::iter::repeat_n(bytes, w));
+                (r, w, bytes, sizes)
+            }
+            Policy::Lru => {
+                let k = (budget_bytes - g)
+                    .checked_div(slot_bytes)
+                    .map_or(n, |k| usize::try_from(k).unwrap_or(usize::MAX).min(n));
+                (0, k, slot_bytes, vec![slot_bytes; k])
+            }
         };
+        let k = slot_sizes.len();
+        let resident_bytes = footprints[..resident].iter().sum();
+        debug_assert!(g + slot_sizes.iter().sum::<u64>() <= budget_bytes);
         let plan = CachePlan {
             backend: config.backend,
             policy: config.policy,
@@ -341,8 +400,10 @@ impl LayerCache {
             minimum_bytes: minimum,
             globals_bytes: g,
             slot_bytes,
+            stream_slot_bytes,
             slots: k,
             resident_layers: resident,
+            resident_bytes,
             streaming_slots,
             window,
             io_threads: config.io_threads.max(1),
@@ -365,8 +426,9 @@ impl LayerCache {
             }
             Backend::File => {
                 let globals = AlignedBuf::new(g, "globals")?;
-                let slots = (0..k)
-                    .map(|_| AlignedBuf::new(slot_bytes, "layer slot"))
+                let slots = slot_sizes
+                    .iter()
+                    .map(|&bytes| AlignedBuf::new(bytes, "layer slot"))
                     .collect::<Result<_, _>>()?;
                 Memory::Buffers { globals, slots }
             }
@@ -379,11 +441,20 @@ impl LayerCache {
                 #[cfg(feature = "arena")]
                 {
                     let arena = AlignedBuf::new(budget_bytes, "arena")?;
-                    debug_assert!(g + k as u64 * slot_bytes <= budget_bytes);
+                    let mut slot_offsets = Vec::with_capacity(k);
+                    let mut at = g;
+                    for &bytes in &slot_sizes {
+                        slot_offsets.push(at);
+                        at += bytes;
+                    }
+                    if at > budget_bytes {
+                        return Err(Error::Layout(format!(
+                            "slots end at byte {at} of an arena of {budget_bytes}"
+                        )));
+                    }
                     Memory::Arena {
                         arena,
-                        slots_at: g,
-                        slot_bytes,
+                        slot_offsets,
                     }
                 }
             }
@@ -434,13 +505,8 @@ impl LayerCache {
             budget_bytes,
             ..CacheStats::default()
         };
-        let n_slots = if config.policy == Policy::Cyclic {
-            resident + streaming_slots
-        } else {
-            k
-        };
         let state = State {
-            slots: (0..n_slots)
+            slots: (0..k)
                 .map(|_| Slot {
                     layer: None,
                     status: Status::Empty,
@@ -462,6 +528,7 @@ impl LayerCache {
             map,
             plan,
             memory,
+            slot_sizes,
             globals_offsets,
             globals_len,
             state: Mutex::new(state),
@@ -543,22 +610,48 @@ impl LayerCache {
         self.shared.get(layer)
     }
 
-    /// Reads now every layer that stays resident for good (cyclic policy: the first K − w
-    /// layers; none under LRU), so that the first token does not wait for them, calling
-    /// `progress(done, total)` after each. Streaming layers are left to the prefetcher. Returns
-    /// how many layers were loaded. A read error is returned as from [`LayerCache::get`].
+    /// Reads now every layer that stays resident for good (cyclic policy: the first R layers;
+    /// none under LRU), so that the first token does not wait for them, calling
+    /// `progress(done, total)` each time one more layer is in. Streaming layers are left to
+    /// the prefetcher. Returns how many layers were loaded. A read error is returned as from
+    /// [`LayerCache::get`]. How the reads are issued: [`LayerCache::preload_progress`].
     pub fn preload(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<usize, Error> {
-        let plan = &self.shared.plan;
-        let total = match plan.policy {
-            Policy::Cyclic => plan.resident_layers,
-            Policy::Lru => 0,
-        };
-        for layer in 0..total {
-            drop(self.get(layer)?);
-            progress(layer + 1, total);
-        }
-        Ok(total)
+        let mut last = 0;
+        let done = self.preload_progress(&mut |p| {
+            if p.layers != last {
+                last = p.layers;
+                progress(p.layers, p.total_layers);
+            }
+        })?;
+        Ok(done.layers)
     }
+
+    /// [`LayerCache::preload`], reporting bytes as well as layers after every read. With owned
+    /// memory (file and arena backends) and the `threads` feature the resident layers are read
+    /// as one queue of [`READ_ALIGN`]-aligned pieces of up to 8 MiB each, `io_threads` reads in
+    /// flight at once across layer boundaries (so the device stays busy to the last piece, and
+    /// with O_DIRECT every piece goes straight from the device into the layer's slot); a layer
+    /// becomes usable as soon as its last piece is in. Layers the prefetcher is already reading
+    /// are waited for. Otherwise (mmap, or no threads) the layers load one after another.
+    pub fn preload_progress(
+        &self,
+        progress: &mut dyn FnMut(&PreloadProgress),
+    ) -> Result<PreloadProgress, Error> {
+        self.shared.fill_resident(progress)
+    }
+}
+
+/// How far [`LayerCache::preload_progress`] has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PreloadProgress {
+    /// Bytes of resident layers read so far (aligned read sizes).
+    pub bytes: u64,
+    /// Bytes of all the layers it loads.
+    pub total_bytes: u64,
+    /// Layers complete.
+    pub layers: usize,
+    /// Layers it loads (the resident ones).
+    pub total_layers: usize,
 }
 
 impl Drop for LayerCache {
@@ -649,7 +742,7 @@ impl Shared {
     /// Layers resident for good have their own slot. Otherwise the victim is the least recently
     /// used unpinned slot of the pool: for the cyclic policy that pool is the w streaming slots,
     /// through which the streamed layers pass in scan order (so a streamed layer never survives
-    /// a full token and the hits per token are exactly the K − w resident layers); for LRU it is
+    /// a full token and the hits per token are exactly the R resident layers); for LRU it is
     /// every slot.
     fn pick_slot(&self, st: &State, layer: usize, spare_fresh: bool) -> Option<usize> {
         if let Some(s) = self.plan.dedicated_slot(layer) {
@@ -725,6 +818,174 @@ impl Shared {
         }
     }
 
+    /// The body of [`LayerCache::preload_progress`].
+    fn fill_resident(
+        self: &Arc<Self>,
+        progress: &mut dyn FnMut(&PreloadProgress),
+    ) -> Result<PreloadProgress, Error> {
+        let total_layers = match self.plan.policy {
+            Policy::Cyclic => self.plan.resident_layers,
+            Policy::Lru => 0,
+        };
+        let mut p = PreloadProgress {
+            total_bytes: (0..total_layers).map(|l| self.footprint(l)).sum(),
+            total_layers,
+            ..PreloadProgress::default()
+        };
+        // Layers someone else is loading (the prefetcher) or has loaded: waited for at the end.
+        let mut others = Vec::new();
+        #[cfg(feature = "threads")]
+        if !matches!(self.memory, Memory::Mapped { .. }) {
+            let mut jobs = Vec::new();
+            let mut st = self.lock();
+            for layer in 0..total_layers {
+                let s = self.plan.dedicated_slot(layer).unwrap_or(layer);
+                if st.layer_slot[layer].is_none() && matches!(st.slots[s].status, Status::Empty) {
+                    self.claim(&mut st, s, layer);
+                    jobs.push((layer, s));
+                } else {
+                    others.push(layer);
+                }
+            }
+            drop(st);
+            self.fill_parallel(&jobs, &mut p, progress)?;
+        } else {
+            others.extend(0..total_layers);
+        }
+        #[cfg(not(feature = "threads"))]
+        others.extend(0..total_layers);
+        for layer in others {
+            drop(self.get(layer)?);
+            p.bytes += self.footprint(layer);
+            p.layers += 1;
+            progress(&p);
+        }
+        Ok(p)
+    }
+
+    /// Reads the layers of `jobs` (layer, slot; every slot claimed, status Loading) as one
+    /// queue of pieces with `io_threads` reads in flight; publishes each layer as Ready when
+    /// its last piece is in. On an error the unfinished slots are emptied and the first error
+    /// is returned.
+    #[cfg(feature = "threads")]
+    fn fill_parallel(
+        self: &Arc<Self>,
+        jobs: &[(usize, usize)],
+        p: &mut PreloadProgress,
+        progress: &mut dyn FnMut(&PreloadProgress),
+    ) -> Result<(), Error> {
+        use crate::storage::PIECE;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        // (job, offset in the read, length) in file order.
+        let mut pieces = Vec::new();
+        let mut remaining = Vec::with_capacity(jobs.len());
+        let mut first_error = None;
+        for (j, &(layer, s)) in jobs.iter().enumerate() {
+            let r = self.read_range(layer);
+            if r.len > self.slot_sizes[s] && first_error.is_none() {
+                first_error = Some(Error::Layer {
+                    layer,
+                    source: Box::new(Error::Layout(format!(
+                        "a read of {} bytes does not fit slot {s} of {} bytes",
+                        r.len, self.slot_sizes[s]
+                    ))),
+                });
+            }
+            let n = r.len.div_ceil(PIECE as u64) as usize;
+            remaining.push(n);
+            pieces.extend((0..n as u64).map(|i| {
+                let at = i * PIECE as u64;
+                (j, at, (r.len - at).min(PIECE as u64) as usize)
+            }));
+        }
+        let mut finished = vec![false; jobs.len()];
+        let mut errors = 0;
+        if first_error.is_none() && !pieces.is_empty() {
+            let next = AtomicUsize::new(0);
+            let failed = AtomicBool::new(false);
+            let (tx, rx) = std::sync::mpsc::channel::<(usize, usize, Result<(), Error>)>();
+            let workers = self.plan.io_threads.clamp(1, pieces.len());
+            let clock = Clock::now();
+            std::thread::scope(|scope| {
+                for _ in 0..workers {
+                    let tx = tx.clone();
+                    let (next, failed, pieces) = (&next, &failed, &pieces);
+                    scope.spawn(move || loop {
+                        if failed.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(j, at, len)) = pieces.get(i) else {
+                            return;
+                        };
+                        let (layer, s) = jobs[j];
+                        let r = self.read_range(layer);
+                        // SAFETY: slot `s` holds at least r.len bytes (checked before any
+                        // thread started) and at + len <= r.len; it is Loading, so no LayerRef
+                        // and no other loader sees it, and the pieces of a read are disjoint,
+                        // so no two threads write the same byte.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                self.memory.slot_ptr(s).add(at as usize),
+                                len,
+                            )
+                        };
+                        let result = self.storage.read_at(r.offset + at, dst);
+                        if result.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        if tx.send((j, len, result)).is_err() {
+                            return;
+                        }
+                    });
+                }
+                drop(tx);
+                for (j, len, result) in rx {
+                    match result {
+                        Ok(()) => {
+                            p.bytes += len as u64;
+                            remaining[j] -= 1;
+                            if remaining[j] == 0 {
+                                let (layer, s) = jobs[j];
+                                let mut st = self.lock();
+                                st.stats.bytes_read += self.footprint(layer);
+                                st.slots[s].status = Status::Ready;
+                                drop(st);
+                                self.cond.notify_all();
+                                finished[j] = true;
+                                p.layers += 1;
+                            }
+                            progress(p);
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            if first_error.is_none() {
+                                first_error = Some(Error::Layer {
+                                    layer: jobs[j].0,
+                                    source: Box::new(e),
+                                });
+                            }
+                        }
+                    }
+                }
+            });
+            self.lock().stats.read_time += clock.elapsed();
+        }
+        let Some(e) = first_error else {
+            return Ok(());
+        };
+        let mut st = self.lock();
+        st.stats.read_errors += errors;
+        for (j, &(_, s)) in jobs.iter().enumerate() {
+            if !finished[j] {
+                self.clear(&mut st, s);
+            }
+        }
+        drop(st);
+        self.cond.notify_all();
+        Err(e)
+    }
+
     /// Bring `layer` into slot `s` (called without the lock, slot in state Loading).
     fn load(&self, layer: usize, s: usize) -> Result<(), Error> {
         let wrap = |e: Error| Error::Layer {
@@ -754,9 +1015,15 @@ impl Shared {
             }
             _ => {
                 let r = self.read_range(layer);
-                // SAFETY: slot `s` has slot_bytes >= r.len bytes (slot_bytes is the largest
-                // footprint) and is in state Loading: no LayerRef and no other loader can see
-                // its memory until we publish it as Ready under the lock.
+                if r.len > self.slot_sizes[s] {
+                    return Err(wrap(Error::Layout(format!(
+                        "a read of {} bytes does not fit slot {s} of {} bytes",
+                        r.len, self.slot_sizes[s]
+                    ))));
+                }
+                // SAFETY: slot `s` has at least r.len bytes (checked above) and is in state
+                // Loading: no LayerRef and no other loader can see its memory until we publish
+                // it as Ready under the lock.
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut(self.memory.slot_ptr(s), r.len as usize)
                 };
@@ -1143,5 +1410,141 @@ mod tests {
             s.budget_bytes,
             cache.plan().globals_bytes + 2 * cache.plan().slot_bytes
         );
+    }
+
+    #[test]
+    fn cyclic_split_packs_whole_layers_by_their_own_size() {
+        // Everything fits: every layer resident, no streaming slot.
+        assert_eq!(cyclic_split(&[10; 4], 5, 45, 2), (4, 0, 0));
+        // Small layers first, two large ones last: 7 small layers + 2 slots of 40 = 150. The
+        // old rule (K = 150 / 40 = 3 slots of the largest layer, K − w = 1 resident) read 9 of
+        // 10 layers per token; this reads 3.
+        let fp = [10, 10, 10, 10, 10, 10, 10, 10, 40, 40];
+        assert_eq!(cyclic_split(&fp, 0, 150, 2), (7, 2, 40));
+        assert_eq!(cyclic_split(&fp, 0, 159, 2), (7, 2, 40));
+        // Large layer first: it is resident at its own size, the slots are sized for the small
+        // ones that stream (the old rule: (100 − 0) / 40 − 2 = 0 resident).
+        let fp = [40, 10, 10, 10, 10, 10, 10, 10, 10, 10];
+        assert_eq!(cyclic_split(&fp, 0, 100, 2), (5, 2, 10));
+        // Uniform layers: the same count as K − w.
+        let fp = [100; 32];
+        let g = 130;
+        for budget in [g + 300, g + 1299, g + 1300, g + 3100, g + 3199] {
+            let k = (budget - g) / 100;
+            assert_eq!(cyclic_split(&fp, g, budget, 2), (k as usize - 2, 2, 100));
+        }
+        // Never more than the budget, never a whole-budget layer left out.
+        let fp: Vec<u64> = (0..17).map(|i| 4096 * (1 + (i * 7 % 5))).collect();
+        // From the minimum (3 × the largest layer) to just below everything.
+        for budget in (3 * 5 * 4096..fp.iter().sum::<u64>()).step_by(1000) {
+            let (r, w, slot) = cyclic_split(&fp, 0, budget, 2);
+            let used = fp[..r].iter().sum::<u64>() + w as u64 * slot;
+            assert!(used <= budget, "budget {budget}: {r} resident use {used}");
+            assert_eq!(slot, *fp[r..].iter().max().unwrap());
+            let one_more = fp[..=r].iter().sum::<u64>()
+                + 2.min(fp.len() - r - 1) as u64 * fp[r + 1..].iter().max().unwrap_or(&0);
+            assert!(one_more > budget, "budget {budget}: {} would fit", r + 1);
+        }
+    }
+
+    /// A model whose layer `i` is one F32 tensor of `sizes[i]` bytes.
+    fn model_of_sizes(sizes: &[usize]) -> Vec<u8> {
+        let mut w = GgufWriter::new();
+        w.add_tensor("token_embd.weight", GgmlType::F32, &[1024], vec![7u8; 4096])
+            .unwrap();
+        for (i, &n) in sizes.iter().enumerate() {
+            let bytes: Vec<u8> = (0..n).map(|b| (b * 31 + i) as u8).collect();
+            w.add_tensor(format!("blk.{i}.w"), GgmlType::F32, &[n as u64 / 4], bytes)
+                .unwrap();
+        }
+        w.to_vec().unwrap()
+    }
+
+    #[test]
+    fn the_whole_budget_holds_small_layers_the_old_rule_left_out() {
+        let mut sizes = vec![3 * 4096; 8];
+        sizes.extend([12 * 4096, 12 * 4096]);
+        let bytes = model_of_sizes(&sizes);
+        let gguf = Gguf::from_bytes(&bytes).unwrap();
+        let open = |budget| {
+            let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.clone()));
+            let config = CacheConfig {
+                backend: Backend::Arena,
+                budget,
+                prefetch: 2,
+                io_threads: 2,
+                ..CacheConfig::default()
+            };
+            LayerCache::open(storage, gguf.clone(), &config).unwrap()
+        };
+        let probe = open(Budget::Min).plan().clone();
+        let fp: Vec<u64> = (0..sizes.len())
+            .map(|l| {
+                let e = &open(Budget::All).layer_map().layers()[l].extent.clone();
+                ReadRange::covering(e, bytes.len() as u64).footprint()
+            })
+            .collect();
+        let budget = probe.globals_bytes + fp[..7].iter().sum::<u64>() + 2 * fp[9];
+        let cache = open(Budget::Bytes(budget));
+        let plan = cache.plan().clone();
+        let old_rule = ((budget - plan.globals_bytes) / plan.slot_bytes) as usize - 2;
+        assert_eq!(plan.resident_layers, 7, "{plan:?}");
+        assert!(old_rule < 7, "the old rule kept {old_rule}");
+        assert_eq!(plan.streaming_slots, 2);
+        assert_eq!(plan.stream_slot_bytes, fp[9]);
+        assert_eq!(plan.resident_bytes, fp[..7].iter().sum::<u64>());
+        assert_eq!(plan.slots, 9);
+        assert_eq!(cache.preload(&mut |_, _| {}).unwrap(), 7);
+        for _token in 0..3 {
+            for layer in 0..sizes.len() {
+                let l = cache.get(layer).unwrap();
+                let t = gguf.tensor(&format!("blk.{layer}.w")).unwrap();
+                assert_eq!(
+                    l.tensor("w").unwrap().bytes,
+                    gguf.tensor_data(&bytes, t).unwrap()
+                );
+            }
+        }
+        let s = cache.stats();
+        assert!(s.peak_resident_bytes <= s.budget_bytes, "{s}");
+        assert_eq!(s.budget_bytes, budget);
+        // Streamed per token: exactly the 3 layers after the resident ones.
+        assert_eq!(s.hits, 7 * 3);
+    }
+
+    #[test]
+    fn few_uneven_layers_open_with_budget_all_and_min() {
+        // 3 layers, w = 2: (w + 1) × the largest is more than all three together.
+        let bytes = model_of_sizes(&[4096, 3 * 4096, 4096]);
+        let gguf = Gguf::from_bytes(&bytes).unwrap();
+        for (budget, policy) in [
+            (Budget::All, Policy::Cyclic),
+            (Budget::Min, Policy::Cyclic),
+            (Budget::All, Policy::Lru),
+            (Budget::Min, Policy::Lru),
+        ] {
+            let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.clone()));
+            let config = CacheConfig {
+                backend: Backend::Arena,
+                budget,
+                policy,
+                ..CacheConfig::default()
+            };
+            let cache = LayerCache::open(storage, gguf.clone(), &config).unwrap();
+            let plan = cache.plan();
+            assert_eq!(
+                plan.minimum_bytes, plan.budget_bytes,
+                "{budget:?} {policy:?}"
+            );
+            if policy == Policy::Cyclic {
+                assert_eq!(plan.resident_layers, 3);
+                assert!(plan.budget_bytes < plan.globals_bytes + 3 * plan.slot_bytes);
+            }
+            for layer in 0..3 {
+                cache.get(layer).unwrap();
+            }
+            let s = cache.stats();
+            assert!(s.peak_resident_bytes <= s.budget_bytes, "{s}");
+        }
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! ```toml
 //! [storage]
-//! backend = "mmap"      # "mmap" | "file" | "arena"
-//! direct_io = false     # file and arena backends: O_DIRECT reads, page cache does not grow
+//! backend = "file"      # "mmap" | "file" | "arena"; unset: "mmap" when the budget covers
+//!                       # the model, "file" when it is below the model's size
+//! direct_io = true      # file and arena backends: O_DIRECT reads, page cache does not grow;
+//!                       # unset: on exactly when the budget is below the model's size
 //! io_threads = 4        # concurrent reads per layer load
 //!
 //! [cache]
@@ -12,7 +14,13 @@
 //! policy = "cyclic"     # "cyclic" | "lru"
 //! ```
 //! A file is parsed into [`ConfigOverrides`] (every key optional); command-line flags build
-//! another [`ConfigOverrides`]; [`CacheConfig::apply`] layers them over the defaults, flags last.
+//! another [`ConfigOverrides`]; [`ConfigOverrides::merge`] layers them, flags last, and
+//! [`ConfigOverrides::resolve`] fills the keys left unset with the defaults for the model's
+//! size ([`CacheConfig::for_budget`]): a budget below the model streams layers, and buffered
+//! streaming under a memory limit thrashes (the cache's own buffers and the kernel's copies of
+//! the same bytes compete for the limit), so then the default is the `file` backend with
+//! O_DIRECT. [`CacheConfig::apply`] layers overrides over a complete
+//! configuration instead, for callers that chose every key themselves.
 
 use std::fmt;
 use std::str::FromStr;
@@ -47,15 +55,30 @@ pub enum Budget {
     /// Enough for every layer: nothing is streamed twice.
     #[default]
     All,
-    /// The smallest budget the model allows: globals + (window + 1) × largest layer.
+    /// The smallest budget the model allows: globals + (window + 1) × largest layer, or room
+    /// for every layer where that is less.
     Min,
+}
+
+impl Budget {
+    /// Whether this budget is below the size of a model file of `file_len` bytes, so that
+    /// some layers must be streamed: [`Budget::Min`] always, [`Budget::All`] never, a
+    /// percentage below 100, a byte count below `file_len`.
+    pub fn is_below(&self, file_len: u64) -> bool {
+        match *self {
+            Budget::Bytes(b) => b < file_len,
+            Budget::Percent(p) => p < 100.0,
+            Budget::All => false,
+            Budget::Min => true,
+        }
+    }
 }
 
 /// Which layers stay resident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Policy {
-    /// Optimal for the per-token cyclic scan: K − w layers resident for good, the rest streamed
-    /// through w slots.
+    /// Optimal for the per-token cyclic scan: as many layers resident for good as fit beside
+    /// w streaming slots, the rest streamed through those slots.
     #[default]
     Cyclic,
     /// A plain demand-paged LRU cache over K slots, without background prefetch (kept as the
@@ -179,7 +202,74 @@ impl ConfigOverrides {
     }
 }
 
+impl ConfigOverrides {
+    /// `self` with every key set in `later` replaced (a config file, then the flags).
+    pub fn merge(&self, later: &ConfigOverrides) -> ConfigOverrides {
+        let (s, l) = (&self.storage, &later.storage);
+        let (c, m) = (&self.cache, &later.cache);
+        ConfigOverrides {
+            storage: StorageSection {
+                backend: l.backend.or(s.backend),
+                direct_io: l.direct_io.or(s.direct_io),
+                io_threads: l.io_threads.or(s.io_threads),
+            },
+            cache: CacheSection {
+                budget: m.budget.or(c.budget),
+                prefetch: m.prefetch.or(c.prefetch),
+                policy: m.policy.or(c.policy),
+            },
+        }
+    }
+
+    /// The complete configuration for a model file of `file_len` bytes: every key set here,
+    /// and for the others the defaults of [`CacheConfig::for_budget`] with this budget (or
+    /// [`Budget::All`]). Where only one of `backend` and `direct_io` is set the other follows
+    /// it: `direct_io = true` alone picks the `file` backend (mmap cannot bypass the page
+    /// cache), `backend = "mmap"` alone keeps buffered reads, and `backend = "file"` or
+    /// `"arena"` alone gets O_DIRECT exactly when the budget is below the model's size.
+    pub fn resolve(&self, file_len: u64) -> CacheConfig {
+        let budget = self.cache.budget.unwrap_or_default();
+        let defaults = CacheConfig::for_budget(budget, file_len);
+        let streams = budget.is_below(file_len);
+        let (backend, direct_io) = match (self.storage.backend, self.storage.direct_io) {
+            (Some(b), Some(d)) => (b, d),
+            (Some(Backend::Mmap), None) => (Backend::Mmap, false),
+            (Some(b), None) => (b, streams),
+            (None, Some(true)) if defaults.backend == Backend::Mmap => (Backend::File, true),
+            (None, Some(d)) => (defaults.backend, d),
+            (None, None) => (defaults.backend, defaults.direct_io),
+        };
+        CacheConfig {
+            backend,
+            direct_io,
+            ..defaults.apply(self)
+        }
+    }
+}
+
 impl CacheConfig {
+    /// The defaults for `budget` over a model file of `file_len` bytes. A budget that covers
+    /// the model ([`Budget::is_below`] false): the zero-copy `mmap` backend, buffered, exactly
+    /// [`CacheConfig::default`]. A budget below it: the `file` backend with O_DIRECT, so that
+    /// streamed layers are read from the device straight into the cache's own buffers and the
+    /// page cache does not grow. Measured on a 7B Q4_K at a 25% budget in a cgroup of budget +
+    /// 300 MiB, cold: buffered file reads fill the page cache and the limit thrashes (0.22
+    /// tok/s), mmap (pages released on eviction) holds up (0.41–0.44), O_DIRECT is fastest
+    /// (0.46–0.51).
+    pub fn for_budget(budget: Budget, file_len: u64) -> CacheConfig {
+        let streams = budget.is_below(file_len);
+        CacheConfig {
+            backend: if streams {
+                Backend::File
+            } else {
+                Backend::Mmap
+            },
+            direct_io: streams,
+            budget,
+            ..CacheConfig::default()
+        }
+    }
+
     /// Defaults overridden by a TOML document (see [`ConfigOverrides::from_toml_str`]).
     pub fn from_toml_str(text: &str) -> Result<CacheConfig, Error> {
         Ok(CacheConfig::default().apply(&ConfigOverrides::from_toml_str(text)?))
@@ -479,5 +569,95 @@ mod tests {
         // Integer budgets are bytes.
         let c = CacheConfig::from_toml_str("[cache]\nbudget = 123456\n").unwrap();
         assert_eq!(c.budget, Budget::Bytes(123456));
+    }
+
+    fn overrides(toml: &str) -> ConfigOverrides {
+        ConfigOverrides::from_toml_str(toml).unwrap()
+    }
+
+    #[test]
+    fn direct_io_and_the_file_backend_are_the_default_exactly_below_the_model_size() {
+        const LEN: u64 = 4_000_000_000;
+        for (budget, streams) in [
+            ("25%", true),
+            ("99.9%", true),
+            ("100%", false),
+            ("all", false),
+            ("min", true),
+            ("3999999999", true),
+            ("4000000000", false),
+            ("8GB", false),
+        ] {
+            let c = overrides(&format!("[cache]\nbudget = \"{budget}\"\n")).resolve(LEN);
+            let (backend, direct) = if streams {
+                (Backend::File, true)
+            } else {
+                (Backend::Mmap, false)
+            };
+            assert_eq!(
+                (c.backend, c.direct_io),
+                (backend, direct),
+                "budget {budget}"
+            );
+            assert_eq!(c.budget, budget.parse().unwrap());
+            assert_eq!(c, CacheConfig::for_budget(c.budget, LEN));
+        }
+        // Nothing set: budget all, the zero-copy default.
+        assert_eq!(
+            ConfigOverrides::default().resolve(LEN),
+            CacheConfig::default()
+        );
+    }
+
+    #[test]
+    fn explicit_storage_keys_are_honoured_and_the_other_follows() {
+        const LEN: u64 = 1 << 30;
+        let r = |toml: &str| {
+            let c = overrides(toml).resolve(LEN);
+            (c.backend, c.direct_io)
+        };
+        // An explicit `direct_io = false` wins over the streaming default.
+        assert_eq!(
+            r("[storage]\ndirect_io = false\n[cache]\nbudget = \"25%\"\n"),
+            (Backend::File, false)
+        );
+        assert_eq!(
+            r("[storage]\nbackend = \"arena\"\ndirect_io = false\n[cache]\nbudget = \"25%\"\n"),
+            (Backend::Arena, false)
+        );
+        // A backend alone: O_DIRECT follows the budget (never for mmap).
+        assert_eq!(
+            r("[storage]\nbackend = \"arena\"\n[cache]\nbudget = \"25%\"\n"),
+            (Backend::Arena, true)
+        );
+        assert_eq!(
+            r("[storage]\nbackend = \"arena\"\n"),
+            (Backend::Arena, false)
+        );
+        assert_eq!(
+            r("[storage]\nbackend = \"mmap\"\n[cache]\nbudget = \"25%\"\n"),
+            (Backend::Mmap, false)
+        );
+        // `direct_io = true` alone over a budget that covers the model needs a reading backend.
+        assert_eq!(r("[storage]\ndirect_io = true\n"), (Backend::File, true));
+        // The other keys pass through.
+        let c = overrides("[storage]\nio_threads = 7\n[cache]\nprefetch = 3\npolicy = \"lru\"\n")
+            .resolve(LEN);
+        assert_eq!((c.io_threads, c.prefetch, c.policy), (7, 3, Policy::Lru));
+    }
+
+    #[test]
+    fn flags_merge_over_the_file() {
+        let file =
+            overrides("[storage]\ndirect_io = false\nio_threads = 2\n[cache]\nbudget = \"25%\"\n");
+        let flags = overrides("[storage]\nbackend = \"arena\"\n[cache]\nbudget = \"50%\"\n");
+        let m = file.merge(&flags);
+        assert_eq!(m.storage.backend, Some(Backend::Arena));
+        assert_eq!(m.storage.direct_io, Some(false));
+        assert_eq!(m.storage.io_threads, Some(2));
+        assert_eq!(m.cache.budget, Some(Budget::Percent(50.0)));
+        assert_eq!(m.cache.prefetch, None);
+        assert_eq!(ConfigOverrides::default().merge(&file), file);
+        assert_eq!(file.merge(&ConfigOverrides::default()), file);
     }
 }

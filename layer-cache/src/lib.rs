@@ -9,13 +9,15 @@
 //! - [`LayerMap`]: the GGUF tensor table split into pinned globals and `blk.N` layers with byte
 //!   extents.
 //! - [`LayerCache`]: `get(layer)` returns a [`LayerRef`] whose [`TensorView`]s borrow the
-//!   layer's bytes. The budget ([`Budget`]) is divided into globals and K layer slots; the
-//!   [`Policy::Cyclic`] policy keeps K − w layers resident for good and streams the others
-//!   through w slots while a background thread reads the next w layers; [`Policy::Lru`] is kept
-//!   for comparison. [`CacheStats`] counts hits, loads, bytes, stalls and the peak resident
+//!   layer's bytes. The budget ([`Budget`]) is divided into globals and layer slots; the
+//!   [`Policy::Cyclic`] policy keeps as many whole layers resident for good as fit beside w
+//!   streaming slots (each resident layer at its own size) and streams the others through those
+//!   slots while a background thread reads the next w layers; [`Policy::Lru`] is kept for
+//!   comparison. [`CacheStats`] counts hits, loads, bytes, stalls and the peak resident
 //!   bytes, which never exceed the budget.
 //! - [`CacheConfig`]: backend, budget, window and policy, from TOML ([`ConfigOverrides`]) and
-//!   flags.
+//!   flags; keys left unset default by the budget against the model's size
+//!   ([`ConfigOverrides::resolve`]: below it, the file backend with O_DIRECT).
 //!
 //! Backends, by feature: `mmap` ([`Backend::Mmap`]), `file` ([`Backend::File`]), `arena`
 //! ([`Backend::Arena`]: one allocation of exactly the budget, u64 offsets throughout, the native
@@ -50,7 +52,7 @@ mod stats;
 mod storage;
 
 pub use aligned::AlignedBuf;
-pub use cache::{CachePlan, LayerCache, LayerRef, TensorView};
+pub use cache::{CachePlan, LayerCache, LayerRef, PreloadProgress, TensorView};
 pub use config::{
     Backend, Budget, CacheConfig, CacheSection, ConfigOverrides, Policy, StorageSection,
     MAX_IO_THREADS, MAX_PREFETCH,
