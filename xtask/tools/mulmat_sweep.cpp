@@ -80,11 +80,12 @@ struct Shape {
 
 // 8 rows: llama.cpp repacks Q4_0/IQ4_NL/Q4_K/Q2_K (rows % 8 == 0); 12: it does not, tinyBLAS
 // still takes F16/BF16 (rows % 4 == 0); 10: not even that. 264/260 rows: several 256-row tiled
-// windows and uneven chunks. 512 columns: two K-quant blocks, 16 Q8_0 blocks. Small enough that
-// the Rust side checks every line in seconds, even at STRATA_SIMD=scalar.
+// windows and uneven chunks. 256 columns (one K-quant block, 8 Q8_0 blocks) where every n up
+// to 600 is swept, 512 (two K-quant blocks) on the others. Small enough that the Rust side
+// checks every line in about a minute of CPU even at STRATA_SIMD=scalar.
 static std::vector<Shape> SHAPES = {
-    {8, 512, "1-600"},
-    {12, 512, "1-600"},
+    {8, 256, "1-600"},
+    {12, 256, "1-600"},
     {10, 512, "1-40,63-65,127-129,255-257,511-513,600"},
     {264, 512, "1-20,31-33,64,129,256,512,513,600"},
     {260, 512, "8,9,33,64,513"},
