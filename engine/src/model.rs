@@ -16,7 +16,7 @@
 
 use strata_gguf::GgmlType;
 use strata_layer_cache::{LayerCache, LayerRef, TensorView};
-use strata_quant::{quantize_acts, vec_dot_type, QuantizedActs};
+use strata_quant::{quantize_acts, vec_dot_type, Part, QuantizedActs};
 
 use crate::attention::{attention, AttnParams};
 use crate::config::{FfnActivation, ModelConfig};
@@ -349,8 +349,14 @@ impl Model {
             }
             // logits = W_out xn                              [m, n_vocab]
             logits.resize(m * nv, 0.0);
+            // One product over the n_out rows in llama.cpp, so each slice keeps the kernel
+            // (and float order) of the whole batch.
             let mut acts = Acts::new(&xn, m, d);
-            matmul(&head, &mut acts, nv, &mut logits)?;
+            let part = Part {
+                first: r0,
+                batch: n_out,
+            };
+            matmul_part(&head, &mut acts, nv, part, &mut logits)?;
             if c.final_logit_softcap > 0.0 {
                 let cap = c.final_logit_softcap;
                 logits.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
@@ -453,14 +459,26 @@ fn matmul(
     rows: usize,
     y: &mut [f32],
 ) -> Result<(), EngineError> {
-    let cols = acts.cols;
     let n = acts.n;
+    matmul_part(w, acts, rows, Part::whole(n), y)
+}
+
+/// [`matmul`] for the tokens of `acts`, which are `part` of a larger batch: each gets the bits
+/// of one product over the whole batch (`strata_quant::matmul_q_part`).
+fn matmul_part(
+    w: &TensorView<'_>,
+    acts: &mut Acts<'_>,
+    rows: usize,
+    part: Part,
+    y: &mut [f32],
+) -> Result<(), EngineError> {
+    let cols = acts.cols;
     expect_dims(w, &[cols as u64, rows as u64])?;
     let q = acts.for_weight(w)?;
-    let r = if n == 1 {
+    let r = if part.batch == 1 {
         strata_quant::matvec_q(w.ty, w.bytes, rows, cols, q, y)
     } else {
-        strata_quant::matmul_q(w.ty, w.bytes, rows, cols, q, y)
+        strata_quant::matmul_q_part(w.ty, w.bytes, rows, cols, q, part, y)
     };
     r.map_err(|source| kernel_err(w, source))
 }

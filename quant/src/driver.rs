@@ -120,6 +120,7 @@ pub fn matmul(
             rows,
             cols,
             n,
+            Part::whole(n),
             |t| &bytes[t * xrow..(t + 1) * xrow],
             y,
         );
@@ -167,7 +168,85 @@ pub fn matmul_q_with(
             got: x.cols(),
         });
     }
-    run(level, ty, w, rows, cols, x.n_rows(), |t| x.row(t), y)
+    let n = x.n_rows();
+    run(level, ty, w, rows, cols, n, Part::whole(n), |t| x.row(t), y)
+}
+
+/// Which tokens of a batch a product computes: tokens `first..first + n` of a batch of `batch`
+/// tokens that llama.cpp would multiply in one `MUL_MAT` (see [`matmul_q_part`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// Index in the batch of the first token computed.
+    pub first: usize,
+    /// Tokens in the whole batch.
+    pub batch: usize,
+}
+
+impl Part {
+    /// The whole batch of `n` tokens.
+    pub fn whole(n: usize) -> Part {
+        Part { first: 0, batch: n }
+    }
+}
+
+/// [`matmul_q`] for some of the tokens of a batch: `x` holds tokens `part.first..part.first +
+/// x.n_rows()` of a batch of `part.batch` tokens, and each element of `y` gets the float order
+/// llama.cpp's product of the *whole* batch gives it (the kernel is chosen by `part.batch`, and
+/// a token's place in the batch decides, for repacked Q4_K/Q2_K, whether it is in a group of
+/// four). So a caller that computes a batch in slices (to bound a buffer) gets the bits of one
+/// product over the batch, whatever the slices.
+pub fn matmul_q_part(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &QuantizedActs,
+    part: Part,
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    matmul_q_part_with(
+        crate::calibrate::kernel_level(ty, part.batch),
+        ty,
+        w,
+        rows,
+        cols,
+        x,
+        part,
+        y,
+    )
+}
+
+/// [`matmul_q_part`] at a given SIMD level (for tests and benchmarks comparing kernels).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_q_part_with(
+    level: SimdLevel,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &QuantizedActs,
+    part: Part,
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    let dot_ty = acts_dot_type(ty, x)?;
+    if x.cols() != cols {
+        return Err(QuantError::SizeMismatch {
+            ty: dot_ty,
+            what: "activation columns",
+            expected: cols,
+            got: x.cols(),
+        });
+    }
+    let n = x.n_rows();
+    if part.first.checked_add(n).is_none_or(|end| end > part.batch) {
+        return Err(QuantError::SizeMismatch {
+            ty: dot_ty,
+            what: "tokens of the batch (first + activation rows)",
+            expected: part.batch,
+            got: part.first.saturating_add(n),
+        });
+    }
+    run(level, ty, w, rows, cols, n, part, |t| x.row(t), y)
 }
 
 /// One dot product: weight row `w_row` (`x.cols()` elements of type `ty`) · activation row `t`
@@ -193,6 +272,7 @@ pub fn vec_dot(ty: GgmlType, w_row: &[u8], x: &QuantizedActs, t: usize) -> Resul
         1,
         x.cols(),
         1,
+        Part::whole(1),
         |_| x.row(t),
         &mut y,
     )?;
@@ -246,7 +326,8 @@ enum Kernel {
 }
 
 impl Kernel {
-    /// The kernel for `n` tokens times `rows × cols` weights of type `ty`:
+    /// The kernel for a batch of `n` tokens times `rows × cols` weights of type `ty` (`n` is
+    /// the whole batch's count even when a call computes only some of its tokens, [`Part`]):
     ///
     /// - Q4_K, Q2_K, Q4_0 and IQ4_NL with `rows % 8 == 0` (llama.cpp repacks them; Q2_K only
     ///   on AVX-512 machines, like the reference's), any `n`: [`Kernel::Repacked`];
@@ -272,6 +353,8 @@ impl Kernel {
     }
 }
 
+/// Computes tokens `part.first..part.first + n` of a batch of `part.batch` (`xrow(t)` is token
+/// `part.first + t`) in the whole batch's float order.
 #[allow(clippy::too_many_arguments)]
 fn run<'x>(
     level: SimdLevel,
@@ -280,13 +363,15 @@ fn run<'x>(
     rows: usize,
     cols: usize,
     n: usize,
+    part: Part,
     xrow: impl Fn(usize) -> &'x [u8] + Sync,
     y: &mut [f32],
 ) -> Result<(), QuantError> {
     if !level.is_available() {
         return Err(QuantError::SimdUnavailable(level));
     }
-    let (kernel, kernel4) = match Kernel::for_product(ty, rows, cols, n) {
+    let kind = Kernel::for_product(ty, rows, cols, part.batch);
+    let (kernel, kernel4) = match kind {
         Kernel::Repacked if ty == GgmlType::Q4_K => crate::q4k::kernels(level, true),
         Kernel::Repacked if ty == GgmlType::Q2_K => crate::q2k::kernels(level, true),
         Kernel::Repacked => simd::repacked(level, ty).ok_or(QuantError::Unsupported {
@@ -297,7 +382,9 @@ fn run<'x>(
         Kernel::Sgemm => simd::sgemm_kernels(level, ty),
         Kernel::VecDot if ty == GgmlType::Q4_K => crate::q4k::kernels(level, false),
         Kernel::VecDot if ty == GgmlType::Q2_K => crate::q2k::kernels(level, false),
-        Kernel::VecDot if ty == GgmlType::IQ4_NL && n == 1 => (simd::iq4_nl_vec_dot(level), None),
+        Kernel::VecDot if ty == GgmlType::IQ4_NL && part.batch == 1 => {
+            (simd::iq4_nl_vec_dot(level), None)
+        }
         Kernel::VecDot => {
             let k = simd::kernel(level, ty).ok_or(QuantError::Unsupported {
                 ty,
@@ -333,7 +420,7 @@ fn run<'x>(
         return Ok(());
     }
     let out = OutPtr(y.as_mut_ptr());
-    let batch = match Kernel::for_product(ty, rows, cols, n) {
+    let batch = match kind {
         Kernel::VecDot if n >= BATCH_MIN_TOKENS => simd::batch_kernel(level, ty),
         _ => None,
     };
@@ -370,10 +457,20 @@ fn run<'x>(
     let tile = ((TILE_BYTES / rb.max(1)) / 8 * 8).clamp(8, 256);
     let n_tiles = rows.div_ceil(tile);
     // Four tokens per pass over a tile where the kernel choice has such a kernel (each weight
-    // block is unpacked once for four tokens), for the first `n - n % 4` tokens: llama.cpp's
-    // grouping. Its results equal `kernel`'s bit for bit except for `Kernel::Repacked`, where
-    // the two are llama.cpp's gemm and gemv.
-    let kernel4 = if n >= 4 { kernel4 } else { None };
+    // block is unpacked once for four tokens). Its results equal `kernel`'s bit for bit except
+    // for `Kernel::Repacked`, where the two are llama.cpp's gemm and gemv: there the tokens of
+    // the batch's first `batch - batch % 4` (llama.cpp's grouping) take `kernel4`, the others
+    // `kernel`; this part's share of the former is its first `n4` tokens.
+    let n4 = if kind == Kernel::Repacked {
+        (part.batch - part.batch % 4)
+            .saturating_sub(part.first)
+            .min(n)
+    } else if n >= 4 {
+        n - n % 4
+    } else {
+        0
+    };
+    let kernel4 = if n4 > 0 { kernel4 } else { None };
     let task = |i: usize| {
         let r0 = i * tile;
         let r1 = (r0 + tile).min(rows);
@@ -387,7 +484,7 @@ fn run<'x>(
         };
         let mut t = 0;
         if let Some(k4) = kernel4 {
-            while t + 4 <= n {
+            while t + 4 <= n4 {
                 k4(
                     wt,
                     rb,
@@ -395,6 +492,25 @@ fn run<'x>(
                     [yt(t), yt(t + 1), yt(t + 2), yt(t + 3)],
                 );
                 t += 4;
+            }
+            if t < n4 {
+                // A part that starts inside a group of four: the group's remaining tokens
+                // still need the four-token order (each token's result does not depend on
+                // the others in its group), so the last one fills the group and the extra
+                // results are dropped.
+                let m = n4 - t;
+                let mut spare = vec![0f32; (4 - m) * (r1 - r0)];
+                let mut spare = spare.chunks_exact_mut(r1 - r0);
+                let x4: [&[u8]; 4] = std::array::from_fn(|j| xrow(t + j.min(m - 1)));
+                let y4: [&mut [f32]; 4] = std::array::from_fn(|j| {
+                    if j < m {
+                        yt(t + j)
+                    } else {
+                        spare.next().expect("one spare row per padded token")
+                    }
+                });
+                k4(wt, rb, x4, y4);
+                t = n4;
             }
         }
         while t < n {

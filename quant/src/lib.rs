@@ -12,6 +12,8 @@
 //! - [`vec_dot`]: one weight row · one quantized activation row.
 //! - [`matvec`], [`matvec_q`], [`matmul`], [`matmul_q`]: `y = W·x` for one token and `Y = W·X`
 //!   for a batch, rows split over rayon threads (feature `rayon`, on by default).
+//! - [`matmul_q_part`]: some tokens of a batch, with the bits the product over the whole batch
+//!   gives them (for callers that compute a batch in slices, such as an output head).
 //!
 //! Inside the crate (none of it public), block layouts live in `blocks`, one `#[repr(C)]` record
 //! per format with a compile-time size check, and the scalar reference kernels (`scalar`) are
@@ -37,8 +39,11 @@
 //! - everything else: its `vec_dot`, one element at a time (the order [`vec_dot`] always uses),
 //!   except IQ4_NL with `n >= 2`, which takes tinyBLAS's lanes.
 //!
-//! So `matmul` row `t` may differ from `matvec` of token `t` in the last bits; results never
-//! depend on threads or on how rows are tiled.
+//! So `matmul` row `t` may differ from `matvec` of token `t` in the last bits, and a batch
+//! computed in slices must say which batch each slice belongs to ([`matmul_q_part`]): the
+//! kernel is chosen by the batch's `n`, not the slice's. Results never depend on threads or on
+//! how rows are tiled. `tests/sweep.rs` checks every type against llama.cpp's `MUL_MAT` for
+//! every `n` up to 600, whole and in slices.
 //!
 //! This crate does no I/O and needs no threads or filesystem (without feature `rayon` every
 //! product runs on the calling thread).
@@ -81,7 +86,10 @@ use strata_gguf::GgmlType;
 pub struct ReadmeDoctests;
 
 pub use calibrate::{calibrate, kernel_level, Calibration};
-pub use driver::{matmul, matmul_q, matmul_q_with, matvec, matvec_q, matvec_q_with, vec_dot};
+pub use driver::{
+    matmul, matmul_q, matmul_q_part, matmul_q_part_with, matmul_q_with, matvec, matvec_q,
+    matvec_q_with, vec_dot, Part,
+};
 pub use simd::SimdLevel;
 
 /// Errors of the quantization and dot-product functions.

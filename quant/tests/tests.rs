@@ -9,3 +9,4 @@ mod products;
 mod q4k;
 mod roundtrip;
 mod simd;
+mod sweep;
