@@ -287,19 +287,15 @@ impl Rng {
     }
 }
 
-/// IEEE half-precision bits of `x` (round to nearest; tiny values flush to zero, huge clamp).
+/// IEEE half-precision bits of `x`, rounded to nearest even, subnormals kept (a Q6_K scale of a
+/// matrix with thousands of columns is below f16's smallest normal; flushing it to zero made every
+/// such matrix all zeros), huge values clamped to the largest finite f16.
 fn f16_bits(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
-    if exp <= 0 {
-        return sign;
+    let h = half::f16::from_f32(x);
+    if h.is_infinite() {
+        return if x < 0.0 { 0xfbff } else { 0x7bff };
     }
-    if exp >= 31 {
-        return sign | 0x7bff;
-    }
-    let v = ((exp as u32) << 10) + (((b & 0x7f_ffff) + 0x1000) >> 13);
-    sign | v.min(0x7bff) as u16
+    h.to_bits()
 }
 
 /// bfloat16 bits of `x` (round to nearest even; `x` finite).
