@@ -54,13 +54,12 @@
 //
 // 0. `blocks`: block layouts, f16/bf16 conversions, the checked byte views.
 // 1. `dequant`, `quantize`: whole blocks to and from `f32`.
-// 2. `scalar` (with `scalar::{lanes, q2k, q3k, q4k, q5k}`): the reference float order of every
-//    format and kernel llama.cpp runs, the oracle of every kernel. Imports `blocks` and
+// 2. `scalar` (with `scalar::{lanes, q2k, q3k, q4k, q5k, tiled}`): the reference float order
+//    of every format and kernel llama.cpp runs, the oracle of every kernel. Imports `blocks` and
 //    `dequant`'s unpacking only: never `simd`, `driver`, `calibrate`, `q2k`, `q4k` or `tiled`.
 // 3. Kernels and their choice: `simd` (per-ISA kernels, scalar row drivers, the kernel per
-//    type and level), `q2k`/`q4k` (the repacked K-quants' kernels per order), `tiled` (llama.cpp's
-//    tiled order and its kernels; it still holds its own reference and `simd` reads its
-//    accumulator, so those two import each other).
+//    type and level), `q2k`/`q4k` (the repacked K-quants' kernels per order), `tiled` (the
+//    kernels of llama.cpp's tiled order, chosen per level).
 // 4. `driver` (which kernel each product takes; matvec/matmul), `calibrate`, and the API in
 //    this file. `QuantError` and the small helpers here (`row_bytes`, `f32_bytes`) may be used
 //    from any layer.
@@ -74,9 +73,6 @@ mod quantize;
 mod scalar;
 mod simd;
 mod tiled;
-
-// `tiled` reads the Q3_K and Q5_K integer parts by these paths (`q2k`, `q4k` re-export theirs).
-use scalar::{q3k, q5k};
 
 use strata_gguf::GgmlType;
 

@@ -6,9 +6,6 @@ use crate::blocks::{view, Block, BlockQ4_K, BlockQ8_K};
 use crate::scalar::q4k::{dot, Order};
 use crate::simd::{Rows4Fn, RowsFn, SimdLevel};
 
-/// The tiled order (`crate::tiled`) reads the integer parts through this path.
-pub(crate) use crate::scalar::q4k::block_ints;
-
 /// The one-token kernel and the four-token kernel for a Q4_K matrix at `level`: llama.cpp's
 /// gemv and gemm where it repacks the weights (`repacked`, row counts that are a multiple of 8;
 /// the driver runs gemm for the tokens in whole groups of four and gemv for the others),

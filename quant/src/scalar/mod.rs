@@ -24,6 +24,7 @@ pub(crate) mod q2k;
 pub(crate) mod q3k;
 pub(crate) mod q4k;
 pub(crate) mod q5k;
+pub(crate) mod tiled;
 
 pub(crate) use lanes::{reduce16, reduce8};
 

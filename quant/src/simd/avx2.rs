@@ -29,7 +29,7 @@ use crate::blocks::{
     k4_scales_mins_u64, q3k_scales, BlockIQ4_NL, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ5_0,
     BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, IQ4_NL_VALUES,
 };
-use crate::tiled::AccTiled;
+use crate::scalar::tiled::AccTiled;
 
 /// The AVX2 kernel for weight type `ty`, where one exists.
 pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {

@@ -19,7 +19,7 @@ use strata_gguf::GgmlType;
 use super::avx2::{by_rows, h2f, hsum_i32x8, prefetch_ahead, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{BlockQ6_K, BlockQ8_K};
-use crate::tiled::AccTiled;
+use crate::scalar::tiled::AccTiled;
 
 /// The AVX-512 kernel for weight type `ty`, where one exists.
 pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {

@@ -17,7 +17,7 @@ use super::avx2::{by_rows, h2f, hsum_i32x8, load_y8, pick_pairs, prefetch_ahead,
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{BlockQ2_K, BlockQ8_K};
 use crate::scalar::q2k::Acc2;
-use crate::tiled::AccTiled;
+use crate::scalar::tiled::AccTiled;
 
 /// The x86 kernels for a Q2_K matrix at most at `level` (see
 /// [`crate::q2k::kernels`]); `None` where the CPU lacks AVX2 or `level` is below it.

@@ -31,7 +31,7 @@ use super::avx2::{by_rows, h2f, prefetch_ahead};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ8_K};
 use crate::scalar::q4k::Acc2;
-use crate::tiled::AccTiled;
+use crate::scalar::tiled::AccTiled;
 
 /// The x86 kernels for a Q4_K matrix at most at `level` (see
 /// [`crate::q4k::kernels`]); `None` where the CPU has neither AVX2 nor AVX-512 or `level` is
