@@ -471,6 +471,14 @@ fn run<'x>(
         0
     };
     let kernel4 = if n4 > 0 { kernel4 } else { None };
+    // Repacked Q4_K: sixteen tokens per pass where there is such a kernel (same bits as four
+    // four-token passes; each weight block is unpacked once for all of them).
+    let kernel16 = match kind {
+        Kernel::Repacked if ty == GgmlType::Q4_K && kernel4.is_some() && n4 >= 16 => {
+            simd::q4k_gemm16(level)
+        }
+        _ => None,
+    };
     let task = |i: usize| {
         let r0 = i * tile;
         let r1 = (r0 + tile).min(rows);
@@ -483,6 +491,14 @@ fn run<'x>(
             std::slice::from_raw_parts_mut(out.ptr().add(t * rows + r0), r1 - r0)
         };
         let mut t = 0;
+        if let Some(k16) = kernel16 {
+            while t + 16 <= n4 {
+                let x16: [&[u8]; 16] = std::array::from_fn(|j| xrow(t + j));
+                let y16: [&mut [f32]; 16] = std::array::from_fn(|j| yt(t + j));
+                k16(wt, rb, x16, y16);
+                t += 16;
+            }
+        }
         if let Some(k4) = kernel4 {
             while t + 4 <= n4 {
                 k4(

@@ -268,6 +268,21 @@ pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32
 /// their token groups.
 pub(crate) type Rows4Fn = fn(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]);
 
+/// Sixteen tokens at once: four groups of four, bit-identical to four calls of the matching
+/// [`Rows4Fn`] (each weight block is unpacked once for the sixteen).
+pub(crate) type Rows16Fn = fn(w: &[u8], row_bytes: usize, x: [&[u8]; 16], out: [&mut [f32]; 16]);
+
+/// The sixteen-token kernel of llama.cpp's gemm order for repacked Q4_K at most at `level`,
+/// where there is one (AVX-512).
+pub(crate) fn q4k_gemm16(level: SimdLevel) -> Option<Rows16Fn> {
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx512 && SimdLevel::Avx512.is_available() {
+        return Some(q4k_x86::gemm_rows16_512);
+    }
+    let _ = level;
+    None
+}
+
 /// An instruction-set level for the dot-product kernels, ordered from lowest to highest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SimdLevel {

@@ -628,31 +628,50 @@ fn pair_sums4_512(e: [[__m512i; 4]; 4]) -> __m512i {
 /// `x[t]` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn gemm_512(w: *const BlockQ4_K, x: [*const BlockQ8_K; 4], nb: usize) -> [f32; 4] {
-    let mut acc = _mm256_setzero_ps();
+    // SAFETY: as this function's contract.
+    let [r] = unsafe { gemm_groups_512::<1>(w, [x], nb) };
+    r
+}
+
+/// gemm order: one row, `G` groups of four tokens, each weight block unpacked once for all of
+/// them. Each token's arithmetic is exactly [`gemm_512`]'s (tokens of a group, and groups, do
+/// not interact), so the results are the same bits.
+///
+/// # Safety
+/// As [`gemm_512`], for every group.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn gemm_groups_512<const G: usize>(
+    w: *const BlockQ4_K,
+    x: [[*const BlockQ8_K; 4]; G],
+    nb: usize,
+) -> [[f32; 4]; G] {
+    let mut acc = [_mm256_setzero_ps(); G];
     let zero = _mm512_setzero_si512();
     for i in 0..nb {
         prefetch_512(w, i);
         // SAFETY: `i < nb` (caller).
         let b = unsafe { &*w.add(i) };
-        // SAFETY: `i < nb` (caller).
-        let a: [&BlockQ8_K; 4] = std::array::from_fn(|t| unsafe { &*x[t].add(i) });
         let (sc, mins) = scales_mins(b);
         let u = unpack_512(b, sc);
-        let e: [[__m512i; 4]; 4] =
-            std::array::from_fn(|t| std::array::from_fn(|c| chunk_512(&u, a[t], c, zero)));
-        let ps = pair_sums4_512(e);
-        let p = [
-            _mm512_castsi512_si128(ps),
-            _mm512_extracti32x4_epi32::<1>(ps),
-            _mm512_extracti32x4_epi32::<2>(ps),
-            _mm512_extracti32x4_epi32::<3>(ps),
-        ];
-        let m: [__m128i; 4] = std::array::from_fn(|t| _mm_madd_epi16(mins, bsums32(a[t])));
-        let dx = _mm_setr_ps(a[0].d(), a[1].d(), a[2].d(), a[3].d());
         let (d, dmin) = d_dmin(b);
-        acc = gemm_step4(acc, gemm_dd(d, dmin, _mm256_set_m128(dx, dx)), p, m);
+        for g in 0..G {
+            // SAFETY: `i < nb` (caller).
+            let a: [&BlockQ8_K; 4] = std::array::from_fn(|t| unsafe { &*x[g][t].add(i) });
+            let e: [[__m512i; 4]; 4] =
+                std::array::from_fn(|t| std::array::from_fn(|c| chunk_512(&u, a[t], c, zero)));
+            let ps = pair_sums4_512(e);
+            let p = [
+                _mm512_castsi512_si128(ps),
+                _mm512_extracti32x4_epi32::<1>(ps),
+                _mm512_extracti32x4_epi32::<2>(ps),
+                _mm512_extracti32x4_epi32::<3>(ps),
+            ];
+            let m: [__m128i; 4] = std::array::from_fn(|t| _mm_madd_epi16(mins, bsums32(a[t])));
+            let dx = _mm_setr_ps(a[0].d(), a[1].d(), a[2].d(), a[3].d());
+            acc[g] = gemm_step4(acc[g], gemm_dd(d, dmin, _mm256_set_m128(dx, dx)), p, m);
+        }
     }
-    gemm_finish(acc)
+    acc.map(|a| gemm_finish(a))
 }
 
 fn vec_dot_rows_512(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
@@ -710,6 +729,38 @@ fn gemm_rows4_512(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4
         let res = unsafe { gemm_512(w[r * row_bytes..].as_ptr().cast(), xp, nb) };
         for t in 0..4 {
             out[t][r] = res[t];
+        }
+    }
+}
+
+/// [`gemm_rows4_512`] for sixteen tokens (four groups of four) at once: each weight block is
+/// unpacked once for the sixteen. Same bits as four calls of [`gemm_rows4_512`].
+pub(super) fn gemm_rows16_512(w: &[u8], row_bytes: usize, x: [&[u8]; 16], out: [&mut [f32]; 16]) {
+    assert!(
+        SimdLevel::Avx512.is_available(),
+        "gemm_rows16_512 needs AVX-512"
+    );
+    let mut it = out.into_iter();
+    let outs: [[&mut [f32]; 4]; 4] =
+        std::array::from_fn(|_| std::array::from_fn(|_| it.next().expect("16 outputs")));
+    let xs: [[&[u8]; 4]; 4] = std::array::from_fn(|g| std::array::from_fn(|t| x[4 * g + t]));
+    let nb = check4(w, row_bytes, &xs[0], &outs[0]);
+    for g in 1..4 {
+        assert_eq!(
+            check4(w, row_bytes, &xs[g], &outs[g]),
+            nb,
+            "token rows differ in length"
+        );
+    }
+    let xp = xs.map(|g| g.map(|s| s.as_ptr().cast::<BlockQ8_K>()));
+    for r in 0..outs[0][0].len() {
+        // SAFETY: AVX-512 checked above; `check4` verified that every row holds `nb` blocks and
+        // every activation row `nb` matching blocks, which is all `gemm_groups_512` reads.
+        let res = unsafe { gemm_groups_512::<4>(w[r * row_bytes..].as_ptr().cast(), xp, nb) };
+        for g in 0..4 {
+            for t in 0..4 {
+                outs[g][t][r] = res[g][t];
+            }
         }
     }
 }
