@@ -159,17 +159,7 @@ pub fn matmul_q_with(
     x: &QuantizedActs,
     y: &mut [f32],
 ) -> Result<(), QuantError> {
-    let dot_ty = acts_dot_type(ty, x)?;
-    if x.cols() != cols {
-        return Err(QuantError::SizeMismatch {
-            ty: dot_ty,
-            what: "activation columns",
-            expected: cols,
-            got: x.cols(),
-        });
-    }
-    let n = x.n_rows();
-    run(level, ty, w, rows, cols, n, Part::whole(n), |t| x.row(t), y)
+    matmul_q_part_with(level, ty, w, rows, cols, x, Part::whole(x.n_rows()), y)
 }
 
 /// Which tokens of a batch a product computes: tokens `first..first + n` of a batch of `batch`

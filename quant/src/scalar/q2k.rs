@@ -29,6 +29,7 @@
 //! equal to those of `quantize_row_q8_K_ref`'s quants, so one Q8_K quantization serves all three.
 
 use super::lanes::reduce8;
+use super::q4k::Acc2;
 pub(crate) use super::q4k::Order;
 use crate::blocks::{f16_to_f32, BlockQ2_K, BlockQ8_K};
 
@@ -70,29 +71,6 @@ impl AccDot {
     }
 }
 
-/// `ggml_gemv` / `ggml_gemm` accumulators for one (row, token).
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Acc2 {
-    acc: f32,
-    acc_m: f32,
-}
-
-impl Acc2 {
-    /// One FMA pair: integer totals `i` (scaled quants) and `m` (mins), `dd = d_w·d_x`,
-    /// `ddm = dmin_w·d_x`. gemv calls it once per block, gemm once per half, in order.
-    #[inline(always)]
-    pub(crate) fn add(&mut self, dd: f32, ddm: f32, i: i32, m: i32) {
-        self.acc = (i as f32).mul_add(dd, self.acc);
-        self.acc_m = (m as f32).mul_add(ddm, self.acc_m);
-    }
-
-    /// The result, `acc − acc_m`.
-    #[inline(always)]
-    pub(crate) fn finish(self) -> f32 {
-        self.acc - self.acc_m
-    }
-}
-
 /// One row · one activation row in `order` (for [`Order::Gemm`], the arithmetic a token of a
 /// group of four gets).
 pub(crate) fn dot(order: Order, w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
@@ -121,10 +99,10 @@ pub(crate) fn dot(order: Order, w: &[BlockQ2_K], x: &[BlockQ8_K]) -> f32 {
                 let dx = a.d();
                 let (dd, ddm) = (f16_to_f32(b.d) * dx, f16_to_f32(b.dmin) * dx);
                 if order == Order::Gemv {
-                    acc.add(dd, ddm, i[0] + i[1], m[0] + m[1]);
+                    acc.gemv(dd, ddm, i[0] + i[1], m[0] + m[1]);
                 } else {
-                    acc.add(dd, ddm, i[0], m[0]);
-                    acc.add(dd, ddm, i[1], m[1]);
+                    acc.gemv(dd, ddm, i[0], m[0]);
+                    acc.gemv(dd, ddm, i[1], m[1]);
                 }
             }
             acc.finish()

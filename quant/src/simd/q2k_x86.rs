@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 use super::avx2::{by_rows, h2f, hsum_i32x8, load_y8, pick_pairs, prefetch_ahead, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{BlockQ2_K, BlockQ8_K};
-use crate::scalar::q2k::Acc2;
+use crate::scalar::q4k::Acc2;
 use crate::scalar::tiled::AccTiled;
 
 /// The x86 kernels for a Q2_K matrix at most at `level` (see
@@ -148,7 +148,7 @@ unsafe fn gemv_256<const N: usize>(
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             let (h, mins) = block_ints(b, &a);
-            acc[r].add(
+            acc[r].gemv(
                 h2f(b.d) * a.d,
                 h2f(b.dmin) * a.d,
                 hsum_i32x8(_mm256_add_epi32(h[0], h[1])),
@@ -211,7 +211,7 @@ unsafe fn gemm_256(w: *const BlockQ2_K, x: [*const BlockQ8_K; 4], nb: usize) -> 
                 hsum_i32x4(_mm256_extracti128_si256::<1>(mins)),
             ];
             for k in 0..2 {
-                acc[t].add(d * a.d, dmin * a.d, hsum_i32x8(h[k]), m[k]);
+                acc[t].gemv(d * a.d, dmin * a.d, hsum_i32x8(h[k]), m[k]);
             }
         }
     }
