@@ -249,7 +249,6 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     failures.extend(check_synthetic(&root)?);
-    failures.extend(check_synthetic_last_only(&root)?);
 
     if failures.is_empty() {
         println!("\nverify: all checks passed (bit-identical)");
@@ -583,11 +582,14 @@ fn load_references(dir: &Path) -> Result<Vec<Reference>> {
 /// their SHA-256 checked against the reference (a changed generator needs new reference files,
 /// see the README beside them), and compared by [`check_prompt`], the real model's criteria
 /// (bits of the top-20 at every position, of the top-5 at every one of the 16 greedy steps, and
-/// the greedy ids). Returns the failures; every one of the 28 models must have been compared.
+/// the greedy ids); then each model's last-position-only prefill against
+/// [`last_only_reference`], the whole vector bit for bit. Returns the failures; every one of the
+/// 28 models must have been compared both ways.
 fn check_synthetic(root: &Path) -> Result<Vec<String>> {
     use crate::gen_model::{parse_type, write_model, Arch, ModelSpec};
 
     let dir = root.join("xtask/data/reference/synthetic");
+    let last_dir = root.join("xtask/data/reference/synthetic-last");
     let out_dir = root.join("target/verify-synthetic");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut failures = Vec::new();
@@ -595,6 +597,10 @@ fn check_synthetic(root: &Path) -> Result<Vec<String>> {
     print_header("synthetic");
     let mut total = Totals::default();
     let mut compared = 0;
+    // The last-position-only prefill (what generation runs) against llama.cpp asked for that
+    // position only: llama.cpp then prunes its last layer to one row, which for several weight
+    // types changes the last bits from the all-positions run, and so must Strata.
+    let (mut last_compared, mut last_elements, mut last_bad) = (0usize, 0usize, 0usize);
     for (arch, arch_name) in [(Arch::Llama, "llama"), (Arch::Qwen2, "qwen2")] {
         for ty_name in SYNTHETIC_TYPES {
             let ty = parse_type(ty_name)?;
@@ -623,13 +629,44 @@ fn check_synthetic(root: &Path) -> Result<Vec<String>> {
             if !row.problems.is_empty() {
                 failures.push(format!("{}: {}", r.name, row.problems.join("; ")));
             }
+
+            let (last_file, theirs) = last_only_reference(&last_dir, &name)?;
+            if last_file.model_sha256 != sha_hex {
+                failures.push(format!(
+                    "{name} (last-only): the reference was made from model sha256 {}, not {sha_hex}",
+                    last_file.model_sha256
+                ));
+                continue;
+            }
+            let ours = engine.session()?.eval(&last_file.token_ids)?;
+            let bad = count_bit_differences(&ours, &theirs);
+            last_compared += 1;
+            last_elements += theirs.len();
+            last_bad += bad;
+            if bad > 0 {
+                failures.push(format!(
+                    "{name}: last-only prefill: {bad} of {} logits differ from llama.cpp's in \
+                     their bits",
+                    theirs.len()
+                ));
+            }
         }
     }
     total.print(compared, "synthetic models");
+    println!(
+        "last-only prefill, {last_compared} synthetic models: {}/{last_elements} logits \
+         bit-identical",
+        last_elements - last_bad
+    );
     let expected = 2 * SYNTHETIC_TYPES.len();
     if compared != expected {
         failures.push(format!(
             "compared {compared} of {expected} synthetic models"
+        ));
+    }
+    if last_compared != expected {
+        failures.push(format!(
+            "last-only: compared {last_compared} of {expected} synthetic models"
         ));
     }
     Ok(failures)
@@ -644,81 +681,30 @@ fn count_bit_differences(a: &[f32], b: &[f32]) -> usize {
         + a.len().abs_diff(b.len())
 }
 
-/// The last-position-only prefill (what generation runs) of every synthetic model against
-/// llama.cpp asked for that position only (`xtask/data/reference/synthetic-last/`, made with
-/// `xtask/tools/refdump.cpp gen-last`): llama.cpp then prunes its last layer to one row, which for
-/// K-quant weights changes the last bits from the all-positions run, and so must Strata. The
-/// whole vocabulary-sized vector is compared bit for bit. Returns the failures.
-fn check_synthetic_last_only(root: &Path) -> Result<Vec<String>> {
-    use crate::gen_model::{parse_type, write_model, Arch, ModelSpec};
-    let dir = root.join("xtask/data/reference/synthetic-last");
-    let out_dir = root.join("target/verify-synthetic");
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let mut failures = Vec::new();
-    let (mut compared, mut elements, mut bad_total) = (0usize, 0usize, 0usize);
-    for (arch, arch_name) in [(Arch::Llama, "llama"), (Arch::Qwen2, "qwen2")] {
-        for ty_name in SYNTHETIC_TYPES {
-            let name = format!("{arch_name}-{ty_name}");
-            let json = dir.join(format!("{name}.json"));
-            let file: RefFile = serde_json::from_str(
-                &std::fs::read_to_string(&json)
-                    .with_context(|| format!("reading {}", json.display()))?,
-            )
-            .with_context(|| format!("parsing {}", json.display()))?;
-            let f32_path = dir.join(format!("{name}.last_logits.f32"));
-            let bytes = std::fs::read(&f32_path)
-                .with_context(|| format!("reading {}", f32_path.display()))?;
-            let theirs: Vec<f32> = bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            ensure!(
-                theirs.len() == file.n_vocab && bytes.len() == 4 * file.n_vocab,
-                "{}: {} bytes for {} tokens",
-                f32_path.display(),
-                bytes.len(),
-                file.n_vocab
-            );
-            let model = out_dir.join(format!("{name}.gguf"));
-            write_model(
-                &ModelSpec::preset("tiny", arch, parse_type(ty_name)?)?,
-                42,
-                &model,
-            )?;
-            let sha: [u8; 32] = Sha256::digest(std::fs::read(&model)?).into();
-            let sha_hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
-            if file.model_sha256 != sha_hex {
-                failures.push(format!(
-                    "{name} (last-only): generated model sha256 {sha_hex} differs from the reference's"
-                ));
-                continue;
-            }
-            let engine = Engine::open(&model, EngineConfig::default())
-                .with_context(|| format!("opening {}", model.display()))?;
-            let ours = engine.session()?.eval(&file.token_ids)?;
-            let bad = count_bit_differences(&ours, &theirs);
-            compared += 1;
-            elements += theirs.len();
-            bad_total += bad;
-            if bad > 0 {
-                failures.push(format!(
-                    "{name}: last-only prefill: {bad} of {} logits differ from llama.cpp's in their bits",
-                    theirs.len()
-                ));
-            }
-        }
-    }
-    println!(
-        "last-only prefill, {compared} synthetic models: {}/{elements} logits bit-identical",
-        elements - bad_total
+/// llama.cpp's last-position-only logits for synthetic model `name`
+/// (`xtask/data/reference/synthetic-last/NAME.{json,last_logits.f32}`, made with
+/// `xtask/tools/refdump.cpp gen-last`): the prompt ids, the model's SHA-256 and the vector.
+fn last_only_reference(dir: &Path, name: &str) -> Result<(RefFile, Vec<f32>)> {
+    let json = dir.join(format!("{name}.json"));
+    let file: RefFile = serde_json::from_str(
+        &std::fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?,
+    )
+    .with_context(|| format!("parsing {}", json.display()))?;
+    let f32_path = dir.join(format!("{name}.last_logits.f32"));
+    let bytes =
+        std::fs::read(&f32_path).with_context(|| format!("reading {}", f32_path.display()))?;
+    ensure!(
+        bytes.len() == 4 * file.n_vocab,
+        "{}: {} bytes for {} tokens",
+        f32_path.display(),
+        bytes.len(),
+        file.n_vocab
     );
-    let expected = 2 * SYNTHETIC_TYPES.len();
-    if compared != expected {
-        failures.push(format!(
-            "last-only: compared {compared} of {expected} synthetic models"
-        ));
-    }
-    Ok(failures)
+    let logits = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((file, logits))
 }
 
 fn workspace_root() -> PathBuf {
