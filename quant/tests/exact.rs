@@ -63,20 +63,7 @@ impl Case {
                     }
                 }
             }
-            GgmlType::F16 | GgmlType::BF16 => {
-                let (base, span) = if ty == GgmlType::F16 {
-                    (0x2000, 0x2400)
-                } else {
-                    (0x3c00, 0x0400)
-                };
-                for e in w.chunks_exact_mut(2) {
-                    let mut h = (base + (rng.next() >> 40) % span) as u16;
-                    if rng.next() & 1 == 1 {
-                        h |= 0x8000;
-                    }
-                    e.copy_from_slice(&h.to_le_bytes());
-                }
-            }
+            GgmlType::F16 | GgmlType::BF16 => draw_half_elements(ty, &mut w, || rng.next()),
             _ => unreachable!("no golden generator for {ty}"),
         }
         let mut x: Vec<f32> = (0..cols * n)

@@ -12,6 +12,8 @@
 use strata_gguf::GgmlType;
 use strata_quant::{matmul, matmul_q_part, quantize_acts, vec_dot_type, Part};
 
+use crate::common::{draw_half_elements, f16_fields};
+
 const FIXTURE: &str = include_str!("data/mulmat_sweep.txt");
 
 /// splitmix64, as in the harness.
@@ -31,24 +33,23 @@ impl SplitMix {
     }
 }
 
-/// The fixture's type names, with ggml's type ids (the seed uses them) and the byte offsets of
-/// each block's f16 scale fields.
-fn type_info(name: &str) -> (GgmlType, u64, &'static [usize]) {
+/// The fixture's type names, with ggml's type ids (the seed uses them).
+fn type_info(name: &str) -> (GgmlType, u64) {
     use GgmlType::*;
     match name {
-        "q4_0" => (Q4_0, 2, &[0]),
-        "q4_1" => (Q4_1, 3, &[0, 2]),
-        "q5_0" => (Q5_0, 6, &[0]),
-        "q5_1" => (Q5_1, 7, &[0, 2]),
-        "q8_0" => (Q8_0, 8, &[0]),
-        "q2_k" => (Q2_K, 10, &[80, 82]),
-        "q3_k" => (Q3_K, 11, &[108]),
-        "q4_k" => (Q4_K, 12, &[0, 2]),
-        "q5_k" => (Q5_K, 13, &[0, 2]),
-        "q6_k" => (Q6_K, 14, &[208]),
-        "iq4_nl" => (IQ4_NL, 20, &[0]),
-        "f16" => (F16, 1, &[]),
-        "bf16" => (BF16, 30, &[]),
+        "q4_0" => (Q4_0, 2),
+        "q4_1" => (Q4_1, 3),
+        "q5_0" => (Q5_0, 6),
+        "q5_1" => (Q5_1, 7),
+        "q8_0" => (Q8_0, 8),
+        "q2_k" => (Q2_K, 10),
+        "q3_k" => (Q3_K, 11),
+        "q4_k" => (Q4_K, 12),
+        "q5_k" => (Q5_K, 13),
+        "q6_k" => (Q6_K, 14),
+        "iq4_nl" => (IQ4_NL, 20),
+        "f16" => (F16, 1),
+        "bf16" => (BF16, 30),
         _ => panic!("unknown type {name} in the sweep fixture"),
     }
 }
@@ -56,32 +57,15 @@ fn type_info(name: &str) -> (GgmlType, u64, &'static [usize]) {
 /// Weight bytes: one draw per byte (its top byte), then per block each f16 scale field (a
 /// magnitude draw in [0x1000, 0x2800), then a sign draw); Q8_0 quant bytes 0x80 become 0x81.
 /// F16 elements: [0x2000, 0x4400) and a sign draw; BF16: [0x3c00, 0x4000) and a sign draw.
-fn weights(
-    ty: GgmlType,
-    fields: &[usize],
-    rows: usize,
-    cols: usize,
-    rng: &mut SplitMix,
-) -> Vec<u8> {
+fn weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut SplitMix) -> Vec<u8> {
     let rb = ty.row_size(cols as u64).expect("whole blocks") as usize;
     let mut w: Vec<u8> = (0..rb * rows).map(|_| (rng.next() >> 56) as u8).collect();
     if matches!(ty, GgmlType::F16 | GgmlType::BF16) {
-        let (base, span) = if ty == GgmlType::F16 {
-            (0x2000, 0x2400)
-        } else {
-            (0x3c00, 0x0400)
-        };
-        for e in w.chunks_exact_mut(2) {
-            let mut h = (base + (rng.next() >> 40) % span) as u16;
-            if rng.next() & 1 == 1 {
-                h |= 0x8000;
-            }
-            e.copy_from_slice(&h.to_le_bytes());
-        }
+        draw_half_elements(ty, &mut w, || rng.next());
         return w;
     }
     for b in w.chunks_exact_mut(ty.type_size()) {
-        for &f in fields {
+        for &f in f16_fields(ty) {
             let mut h = (0x1000 + (rng.next() >> 40) % 0x1800) as u16;
             if rng.next() & 1 == 1 {
                 h |= 0x8000;
@@ -199,13 +183,13 @@ fn check(fixture: &str, name: Option<&str>, mode: Mode) {
         }
         lines += 1;
         let name = f[0];
-        let (ty, id, fields) = type_info(name);
+        let (ty, id) = type_info(name);
         let (rows, cols): (usize, usize) = (f[1].parse().unwrap(), f[2].parse().unwrap());
         let ns = parse_nspec(f[3]);
         let want = f[4];
         assert_eq!(want.len(), 8 * ns.len(), "{name} {rows}x{cols}: hash count");
         let mut rng = SplitMix(id * 1_000_003 + rows as u64 * 10_007 + cols as u64);
-        let w = weights(ty, fields, rows, cols, &mut rng);
+        let w = weights(ty, rows, cols, &mut rng);
         let n_max = *ns.last().expect("token counts");
         let x = acts(ty, cols * n_max, &mut rng);
         for (k, &n) in ns.iter().enumerate() {

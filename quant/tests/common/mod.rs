@@ -40,6 +40,24 @@ pub fn f16_fields(ty: GgmlType) -> &'static [usize] {
     }
 }
 
+/// Overwrites `w`, a seeded F16 or BF16 row, element by element with values from `next` as the
+/// llama.cpp harnesses draw them: a magnitude draw (`base + (r >> 40) % span`; F16:
+/// `[0x2000, 0x4400)`, BF16: `[0x3c00, 0x4000)`), then a sign draw (`r & 1`).
+pub fn draw_half_elements(ty: GgmlType, w: &mut [u8], mut next: impl FnMut() -> u64) {
+    let (base, span) = match ty {
+        GgmlType::F16 => (0x2000, 0x2400),
+        GgmlType::BF16 => (0x3c00, 0x0400),
+        _ => panic!("{ty} has no half-precision elements"),
+    };
+    for e in w.chunks_exact_mut(2) {
+        let mut h = (base + (next() >> 40) % span) as u16;
+        if next() & 1 == 1 {
+            h |= 0x8000;
+        }
+        e.copy_from_slice(&h.to_le_bytes());
+    }
+}
+
 /// How scales are drawn for a block.
 #[derive(Clone, Copy, Debug)]
 pub enum Scales {
