@@ -135,6 +135,16 @@ impl Engine {
         self.n_ctx
     }
 
+    /// Prompt tokens per forward batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// KV cache element type of new sessions.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
+    }
+
     /// Time spent in [`Engine::open`].
     pub fn load_time(&self) -> Duration {
         self.load_time
@@ -169,7 +179,7 @@ impl Engine {
     }
 
     /// Runs `f` on this engine's thread pool (or the global one).
-    fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+    pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         #[cfg(feature = "threads")]
         if let Some(pool) = &self.pool {
             return pool.install(f);

@@ -111,6 +111,18 @@ pub enum EngineError {
     /// An empty input where at least one token is required.
     #[error("empty input: at least one token is required")]
     EmptyInput,
+    /// The chat template does not parse or failed to render a conversation.
+    #[error("chat template {what}")]
+    ChatTemplate {
+        /// What went wrong, with minijinja's message.
+        what: String,
+    },
+    /// Every slot of a [`crate::Batcher`] holds a running sequence.
+    #[error("no free slot: all {n_slots} parallel sequences are running")]
+    NoFreeSlot {
+        /// Slots of the batcher.
+        n_slots: usize,
+    },
     /// The thread pool could not be created.
     #[error("thread pool with {threads} threads: {message}")]
     ThreadPool {

@@ -54,11 +54,9 @@ pub struct Generation<'s, 'e> {
     opts: GenerateOptions,
     /// Logits for the next token.
     logits: Vec<f32>,
-    decoder: StreamDecoder<'e>,
+    text: TextStream<'e>,
     /// Generated ids, in order.
     ids: Vec<u32>,
-    /// Decoded text not yet emitted because it may begin a stop string.
-    held: String,
     stop: Option<StopReason>,
     /// Set once the final piece has been returned.
     finished: bool,
@@ -73,15 +71,14 @@ impl<'s, 'e> Generation<'s, 'e> {
     ) -> Result<Generation<'s, 'e>, EngineError> {
         let sampler = Sampler::new(opts.sampler.clone())?;
         let logits = session.eval(prompt)?;
-        let decoder = StreamDecoder::continuing(session.engine().tokenizer());
+        let text = TextStream::new(session.engine().tokenizer());
         Ok(Generation {
             session,
             sampler,
             opts,
             logits,
-            decoder,
+            text,
             ids: Vec::new(),
-            held: String::new(),
             stop: None,
             finished: false,
         })
@@ -109,40 +106,54 @@ impl<'s, 'e> Generation<'s, 'e> {
 
         if self.opts.stop_at_eog && tokenizer.is_eog(id) {
             self.stop = Some(StopReason::EndOfGeneration(id));
-            return Ok(self.flush());
+            return Ok(self.text.finish());
         }
-        self.held.push_str(&self.decoder.push(id));
-        if let Some(text) = self.check_stop_strings() {
+        if let Some((text, hit)) = self.text.push(id, &self.opts.stop) {
+            self.stop = Some(StopReason::StopString(hit));
             return Ok(text);
         }
         if self.ids.len() >= self.opts.max_tokens {
             self.stop = Some(StopReason::MaxTokens);
-            return Ok(self.flush());
+            return Ok(self.text.finish());
         }
         self.logits = self.session.eval(&[])?;
-        Ok(self.take_safe_text())
+        Ok(self.text.take_safe(&self.opts.stop))
+    }
+}
+
+/// Generated ids to emitted text: whole UTF-8 characters (the tokenizer's stream decoder), with
+/// text that could begin a stop string held back until it is known not to.
+pub(crate) struct TextStream<'e> {
+    decoder: StreamDecoder<'e>,
+    /// Decoded text not yet emitted because it may begin a stop string.
+    held: String,
+}
+
+impl<'e> TextStream<'e> {
+    /// A stream continuing after a prompt (no leading-space stripping).
+    pub(crate) fn new(tokenizer: &'e crate::tokenizer::Tokenizer) -> TextStream<'e> {
+        TextStream {
+            decoder: StreamDecoder::continuing(tokenizer),
+            held: String::new(),
+        }
     }
 
-    /// If the held text contains a stop string, ends generation and returns the text before it.
-    fn check_stop_strings(&mut self) -> Option<String> {
-        let hit = self
-            .opts
-            .stop
+    /// Decodes `id` into the held text. If the held text now contains one of `stop`, returns
+    /// the text before the earliest match and that stop string (generation ends there).
+    pub(crate) fn push(&mut self, id: u32, stop: &[String]) -> Option<(String, String)> {
+        self.held.push_str(&self.decoder.push(id));
+        let (at, s) = stop
             .iter()
             .filter(|s| !s.is_empty())
             .filter_map(|s| self.held.find(s.as_str()).map(|at| (at, s.clone())))
-            .min();
-        let (at, s) = hit?;
+            .min()?;
         self.held.truncate(at);
-        self.stop = Some(StopReason::StopString(s));
-        Some(std::mem::take(&mut self.held))
+        Some((std::mem::take(&mut self.held), s))
     }
 
     /// Takes the held text except the longest suffix that is a proper prefix of a stop string.
-    fn take_safe_text(&mut self) -> String {
-        let keep = self
-            .opts
-            .stop
+    pub(crate) fn take_safe(&mut self, stop: &[String]) -> String {
+        let keep = stop
             .iter()
             .map(|s| longest_suffix_prefix(&self.held, s))
             .max()
@@ -153,7 +164,7 @@ impl<'s, 'e> Generation<'s, 'e> {
     }
 
     /// Everything left: held text plus the decoder's incomplete bytes.
-    fn flush(&mut self) -> String {
+    pub(crate) fn finish(&mut self) -> String {
         let mut out = std::mem::take(&mut self.held);
         out.push_str(&self.decoder.finish());
         out

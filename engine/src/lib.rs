@@ -8,6 +8,8 @@
 //!   score tokens, [`Session::generate`] returns a [`Generation`], an iterator of text pieces.
 //! - [`Model::forward`] is the transformer itself (gemma3, llama, qwen2), reading every weight
 //!   in place through the layer cache with `strata_quant`'s kernels.
+//! - [`Batcher`] decodes many sequences together (continuous batching): one forward pass per
+//!   step over every running sequence, so each layer is fetched once per step for all of them.
 //! - [`bench::run_test`] measures throughput with llama-bench's semantics (`strata bench`).
 //! - [`Sampler`] picks tokens: greedy, temperature, top-k, top-p, min-p, repetition penalty,
 //!   with a seeded RNG of its own so a seed gives the same text everywhere.
@@ -26,7 +28,9 @@
 //! ```
 
 pub mod attention;
+mod batch;
 pub mod bench;
+mod chat;
 pub mod config;
 mod engine;
 mod error;
@@ -37,11 +41,13 @@ pub mod ops;
 pub mod sampler;
 pub mod tokenizer;
 
+pub use batch::{BatchConfig, BatchStats, Batcher, SeqId, SeqUpdate};
+pub use chat::{ChatMessage, ChatTemplate, GEMMA_TEMPLATE};
 pub use config::{Arch, FfnActivation, ModelConfig, RopeParams, RopeStyle};
 pub use engine::{Engine, EngineConfig, RunStats, Session, DEFAULT_BATCH, DEFAULT_N_CTX};
 pub use error::{ConfigError, EngineError};
 pub use generate::{GenerateOptions, Generation, StopReason};
 pub use kv_cache::{KvCache, KvType};
-pub use model::{LogitsFor, Model};
+pub use model::{LogitsFor, Model, SeqChunk};
 pub use sampler::{Rng, Sampler, SamplerConfig};
 pub use strata_layer_cache::{Backend, Budget, CacheConfig, CacheStats};

@@ -33,6 +33,18 @@ pub enum LogitsFor {
     All,
 }
 
+/// One sequence's tokens in a batched forward pass ([`Model::forward_batch`]).
+pub struct SeqChunk<'a> {
+    /// The tokens to evaluate (at least one).
+    pub tokens: &'a [u32],
+    /// Position of the first token; positions `0..pos0` are already in `kv`.
+    pub pos0: usize,
+    /// This sequence's KV cache; the chunk's keys and values are appended to it.
+    pub kv: &'a mut KvCache,
+    /// Whether the logits of the chunk's last token are wanted.
+    pub logits: bool,
+}
+
 /// Output rows computed per output-head product (bounds the logits buffer to 32 × n_vocab).
 const OUTPUT_ROWS_PER_STEP: usize = 32;
 
@@ -104,32 +116,101 @@ impl Model {
         sink: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<(), EngineError> {
         let n = tokens.len();
+        if n == 0 {
+            return Err(EngineError::EmptyInput);
+        }
+        let out: Vec<usize> = match which {
+            LogitsFor::Last => vec![n - 1],
+            LogitsFor::All => (0..n).collect(),
+        };
+        let mut seqs = [SeqChunk {
+            tokens,
+            pos0,
+            kv,
+            logits: false,
+        }];
+        self.run(&mut seqs, &out, sink)
+    }
+
+    /// One forward pass over several sequences at once (continuous batching): the chunks'
+    /// tokens are concatenated into one batch, so each layer is fetched once and every matrix
+    /// product runs over all of them; RoPE, the KV cache and attention stay per sequence.
+    /// Hands the logits of the last token of each chunk with `logits` set to `sink` as
+    /// `(index in seqs, logits [n_vocab])`, in order.
+    ///
+    /// A chunk's results depend on the whole batch the way llama.cpp's do (kernels are chosen
+    /// by the batch's size), so a batched step may round differently from the same chunk run
+    /// alone. The caller checked positions and ids as for [`Model::forward`].
+    pub fn forward_batch(
+        &self,
+        seqs: &mut [SeqChunk<'_>],
+        sink: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), EngineError> {
+        // Rows (in the concatenated batch) whose logits are wanted, and their chunk.
+        let mut out = Vec::new();
+        let mut owner = Vec::new();
+        let mut end = 0;
+        for (i, s) in seqs.iter().enumerate() {
+            if s.tokens.is_empty() {
+                return Err(EngineError::EmptyInput);
+            }
+            end += s.tokens.len();
+            if s.logits {
+                out.push(end - 1);
+                owner.push(i);
+            }
+        }
+        let mut k = 0;
+        self.run(seqs, &out, &mut |row, logits| {
+            debug_assert_eq!(out[k], row);
+            sink(owner[k], logits);
+            k += 1;
+        })
+    }
+
+    /// The forward pass over the concatenated tokens of `seqs`; `out` lists the rows (indices
+    /// into the concatenation, ascending) whose logits go to `sink` as `(row, logits)`.
+    fn run(
+        &self,
+        seqs: &mut [SeqChunk<'_>],
+        out: &[usize],
+        sink: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), EngineError> {
+        let tokens: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+        let n = tokens.len();
         let d = self.cfg.n_embd;
         // x: [n, n_embd], the residual stream.
-        let mut x = self.embed(tokens)?;
+        let mut x = self.embed(&tokens)?;
         let mut s = Scratch::default();
         // Rows of x still carried (all but the last layer's FFN see every token).
         let mut rows = n;
         for il in 0..self.cfg.n_layer {
             let layer = self.cache.get(il)?;
-            self.attention_block(il, &layer, &mut x, n, pos0, kv, &mut s)?;
-            if il + 1 == self.cfg.n_layer && which == LogitsFor::Last && n > 1 {
-                // Only the last token's logits are wanted: like llama.cpp (`inp_out_ids`), the
-                // last layer keeps only its row after attention. Attention and its output
+            self.attention_block(il, &layer, &mut x, seqs, &mut s)?;
+            if il + 1 == self.cfg.n_layer && out.len() < n {
+                // Only some rows' logits are wanted: like llama.cpp (`inp_out_ids`), the last
+                // layer keeps only those rows after attention. Attention and its output
                 // projection ran on every row (their kernels depend on the batch size); what
                 // follows up to the FFN is row by row, so this is llama.cpp's order, and its
-                // FFN runs on one token.
-                x.drain(..(n - 1) * d);
-                rows = 1;
+                // FFN runs on the kept rows only.
+                let mut kept = Vec::with_capacity(out.len() * d);
+                for &r in out {
+                    kept.extend_from_slice(&x[r * d..(r + 1) * d]);
+                }
+                x = kept;
+                rows = out.len();
             }
             self.ffn_block(&layer, &mut x, rows, &mut s)?;
         }
-        let first = n - rows;
-        let (out_first, out_rows) = match which {
-            LogitsFor::Last => (n - 1, 1),
-            LogitsFor::All => (0, n),
-        };
-        self.logits(&x[(out_first - first) * d..], out_rows, out_first, sink)
+        if rows != out.len() {
+            // No layer pruned the rows (a model without layers): keep the requested ones.
+            let mut kept = Vec::with_capacity(out.len() * d);
+            for &r in out {
+                kept.extend_from_slice(&x[r * d..(r + 1) * d]);
+            }
+            x = kept;
+        }
+        self.logits(&x, out, sink)
     }
 
     /// Embedding rows of `tokens` (dequantized one row at a time): `[n, n_embd]`.
@@ -163,13 +244,12 @@ impl Model {
         il: usize,
         layer: &LayerRef,
         x: &mut [f32],
-        n: usize,
-        pos0: usize,
-        kv: &mut KvCache,
+        seqs: &mut [SeqChunk<'_>],
         s: &mut Scratch,
     ) -> Result<(), EngineError> {
         let c = &self.cfg;
         let (d, hd) = (c.n_embd, c.head_dim);
+        let n = x.len() / d;
 
         // xn = rmsnorm(x) ⊙ attn_norm                         [n, n_embd]
         let w_norm = norm_weight(layer, "attn_norm.weight", d, &mut s.w)?;
@@ -202,21 +282,25 @@ impl Model {
         let half = c.n_rot / 2;
         s.cos.resize(half, 0.0);
         s.sin.resize(half, 0.0);
-        for t in 0..n {
-            ops::rope_angles(
-                pos0 + t,
-                c.n_rot,
-                rope.freq_base,
-                rope.freq_scale,
-                self.rope_freqs.as_deref(),
-                &mut s.cos,
-                &mut s.sin,
-            );
-            for h in s.q[t * c.q_dim()..(t + 1) * c.q_dim()].chunks_exact_mut(hd) {
-                ops::rope_apply(h, c.n_rot, c.rope_style, &s.cos, &s.sin);
-            }
-            for h in s.k[t * c.k_dim()..(t + 1) * c.k_dim()].chunks_exact_mut(hd) {
-                ops::rope_apply(h, c.n_rot, c.rope_style, &s.cos, &s.sin);
+        let mut t = 0;
+        for seq in seqs.iter() {
+            for pos in seq.pos0..seq.pos0 + seq.tokens.len() {
+                ops::rope_angles(
+                    pos,
+                    c.n_rot,
+                    rope.freq_base,
+                    rope.freq_scale,
+                    self.rope_freqs.as_deref(),
+                    &mut s.cos,
+                    &mut s.sin,
+                );
+                for h in s.q[t * c.q_dim()..(t + 1) * c.q_dim()].chunks_exact_mut(hd) {
+                    ops::rope_apply(h, c.n_rot, c.rope_style, &s.cos, &s.sin);
+                }
+                for h in s.k[t * c.k_dim()..(t + 1) * c.k_dim()].chunks_exact_mut(hd) {
+                    ops::rope_apply(h, c.n_rot, c.rope_style, &s.cos, &s.sin);
+                }
+                t += 1;
             }
         }
 
@@ -228,25 +312,44 @@ impl Model {
             c.attn_scale
         };
 
-        // Append k, v at positions pos0..pos0+n, then attend over positions 0..pos0+n.
-        kv.store(il, pos0, &s.k, &s.v);
-        let n_kv = pos0 + n;
-        let params = AttnParams {
-            n_head: c.n_head,
-            n_head_kv: c.n_head_kv,
-            head_dim: hd,
-            head_dim_v: c.head_dim_v,
-            scale: score_scale,
-            window: c.is_swa_layer(il).then_some(c.sliding_window),
-            f16_operands: kv.kv_type() == KvType::F16,
-            batched: n > 1,
-        };
-        // att: [n, n_head·hd_v]
+        // Per sequence: append its k, v at positions pos0..pos0+m of its cache, then attend over
+        // positions 0..pos0+m. The summation order is the batch's (more than one token in it).
         s.att.resize(n * c.n_head * c.head_dim_v, 0.0);
-        {
+        let (q_dim, k_dim, v_dim, o_dim) =
+            (c.q_dim(), c.k_dim(), c.v_dim(), c.n_head * c.head_dim_v);
+        let mut t0 = 0;
+        for seq in seqs.iter_mut() {
+            let m = seq.tokens.len();
+            let kv = &mut *seq.kv;
+            kv.store(
+                il,
+                seq.pos0,
+                &s.k[t0 * k_dim..(t0 + m) * k_dim],
+                &s.v[t0 * v_dim..(t0 + m) * v_dim],
+            );
+            let n_kv = seq.pos0 + m;
+            let params = AttnParams {
+                n_head: c.n_head,
+                n_head_kv: c.n_head_kv,
+                head_dim: hd,
+                head_dim_v: c.head_dim_v,
+                scale: score_scale,
+                window: c.is_swa_layer(il).then_some(c.sliding_window),
+                f16_operands: kv.kv_type() == KvType::F16,
+                batched: n > 1,
+            };
+            // att: [m, n_head·hd_v] for this sequence's rows
             let keys = kv.keys(il, n_kv, &mut s.kbuf);
             let values = kv.values(il, n_kv, &mut s.vbuf);
-            attention(&s.q, pos0, keys, values, &params, &mut s.att);
+            attention(
+                &s.q[t0 * q_dim..(t0 + m) * q_dim],
+                seq.pos0,
+                keys,
+                values,
+                &params,
+                &mut s.att[t0 * o_dim..(t0 + m) * o_dim],
+            );
+            t0 += m;
         }
 
         // o = Wo att + bo                                      [n, n_embd]
@@ -314,15 +417,15 @@ impl Model {
         Ok(())
     }
 
-    /// Final norm and output head for `n_out` rows of `x` (`[n_out, n_embd]`), in steps of
-    /// [`OUTPUT_ROWS_PER_STEP`] rows; row `r` is reported to `sink` as index `first + r`.
+    /// Final norm and output head for the rows of `x` (`[n_out, n_embd]`), in steps of
+    /// [`OUTPUT_ROWS_PER_STEP`] rows; row `r` is reported to `sink` as index `ids[r]`.
     fn logits(
         &self,
         x: &[f32],
-        n_out: usize,
-        first: usize,
+        ids: &[usize],
         sink: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<(), EngineError> {
+        let n_out = ids.len();
         let c = &self.cfg;
         let (d, nv) = (c.n_embd, c.n_vocab);
         let globals = self.cache.globals();
@@ -362,7 +465,7 @@ impl Model {
                 logits.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
             }
             for (r, row) in logits.chunks_exact(nv).enumerate() {
-                sink(first + r0 + r, row);
+                sink(ids[r0 + r], row);
             }
             r0 += m;
         }
