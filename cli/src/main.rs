@@ -11,6 +11,7 @@ mod generate;
 mod inspect;
 mod logits;
 mod model_opts;
+mod serve;
 mod tensor;
 mod tokenize;
 
@@ -38,6 +39,8 @@ enum Command {
     Logits(logits::Args),
     /// Measure prompt and generation speed like llama.cpp's llama-bench.
     Bench(bench::Args),
+    /// Serve the model over an OpenAI-compatible HTTP API with continuous batching.
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat::run(args),
         Command::Logits(args) => logits::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
