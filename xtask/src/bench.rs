@@ -1,5 +1,6 @@
 //! `cargo xtask bench cache`: streaming throughput of the layer cache against the raw disk.
-//! (`cargo xtask bench compare`, Strata against llama-bench, is in `bench_compare.rs`.)
+//! (`cargo xtask bench compare`, Strata against llama-bench, is in `bench_compare.rs`;
+//! `cargo xtask bench serve`, `strata serve` against llama-server, in `bench_serve.rs`.)
 //!
 //! ```text
 //! cargo xtask bench cache [--model PATH] [--budget 25%] [--prefetch 2] [--io-threads 4]
@@ -37,12 +38,15 @@ pub fn run(args: &[String]) -> Result<()> {
     match args.split_first() {
         Some((what, rest)) if what == "cache" => bench_cache(rest),
         Some((what, rest)) if what == "compare" => crate::bench_compare::run(rest),
-        Some((other, _)) => bail!("unknown bench `{other}`; accepted: cache, compare"),
+        Some((what, rest)) if what == "serve" => crate::bench_serve::run(rest),
+        Some((other, _)) => bail!("unknown bench `{other}`; accepted: cache, compare, serve"),
         None => {
             bail!(
                 "usage: cargo xtask bench cache [--model PATH] [--budget 25%] [--prefetch 2] ...\n\
                  \x20      cargo xtask bench compare --llama-bench PATH [--model M] [-p 512] [-n 128] \
-                 [-t 1,2] [-r 3] [--rounds 2] [--llama-args \"...\"]"
+                 [-t 1,2] [-r 3] [--rounds 2] [--llama-args \"...\"]\n\
+                 \x20      cargo xtask bench serve [--llama-server PATH] [--model M] [--big MODEL_7B] \
+                 [--clients 1,2,4,8] [--tokens N] [--out DIR]"
             )
         }
     }

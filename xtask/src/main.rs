@@ -6,10 +6,12 @@ use anyhow::{bail, Result};
 
 mod demo;
 mod fetch_model;
+mod serve_test;
 mod test;
 
 mod bench;
 mod bench_compare;
+mod bench_serve;
 mod gen_model;
 mod golden;
 mod verify;
@@ -17,10 +19,11 @@ mod verify;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
-        bail!("usage: cargo xtask <test|demo|fetch-model|gen-model|verify|bench|golden> [args]");
+        bail!("usage: cargo xtask <test|test-serve|demo|fetch-model|gen-model|verify|bench|golden> [args]");
     };
     match cmd.as_str() {
         "test" => test::run(rest),
+        "test-serve" => serve_test::run(rest),
         "demo" => demo::run(rest),
         "fetch-model" => fetch_model::run(rest),
         "gen-model" => gen_model::run(rest),

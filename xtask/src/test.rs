@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::fetch_model;
+use crate::{fetch_model, serve_test};
 
 /// What a step does.
 enum Action {
@@ -20,6 +20,8 @@ enum Action {
     ),
     /// Make sure the real model is present and verified.
     EnsureModel,
+    /// `strata serve` against the OpenAI Python client (xtask/src/serve_test.rs).
+    ServeClient,
 }
 
 /// One step: a name (printed, and named on failure) and its action.
@@ -83,6 +85,11 @@ fn steps() -> Vec<Step> {
         ),
         // Agreement with llama.cpp's reference outputs (xtask/src/verify.rs).
         cargo("verify against llama.cpp", &["xtask", "verify"]),
+        // The release server under the official `openai` client (venv in target/openai-venv).
+        Step {
+            name: "strata serve with the OpenAI client",
+            action: Action::ServeClient,
+        },
     ]
 }
 
@@ -119,6 +126,7 @@ fn run_step(step: &Step, root: &Path, model: &Path) -> Result<()> {
             fetch_model::ensure_model()?;
             Ok(())
         }
+        Action::ServeClient => serve_test::run_step(model),
         Action::Cargo(args, env) => {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut cmd = Command::new(cargo);
