@@ -18,12 +18,15 @@
 //!    (CTX positions per slot like strata's; `-cram 0`: no host-memory prompt cache, and each
 //!    request says `cache_prompt: false`, since strata reuses no prompt either);
 //! 2. wait for `GET /health`, warm up with one request, then `c` client threads each send
-//!    `--requests` `POST /v1/completions` one after the other: a fixed prompt, greedy
-//!    (temperature 0), `max_tokens` = `--tokens`. Strata has no `ignore_eos`, so the prompt is
-//!    one the model continues for long (and the synthetic 7b, with random weights, hardly
-//!    ever emits EOS); generated tokens are counted from each response's `usage`;
-//! 3. aggregate generated tok/s = sum of `completion_tokens` / wall time of the measured phase;
-//!    the server's peak RSS (`VmHWM` of /proc/PID/status) is read before it is killed.
+//!    `--requests` streamed `POST /v1/completions` (`stream: true`, `include_usage`) one after
+//!    the other: a fixed prompt, greedy (temperature 0), `max_tokens` = `--tokens`. Strata has
+//!    no `ignore_eos`, so the prompt is one the model continues for long (and the synthetic 7b,
+//!    with random weights, hardly ever emits EOS); generated tokens are counted from the
+//!    `usage` of each stream's last chunk;
+//! 3. aggregate generated tok/s = sum of `completion_tokens` / wall time of the measured phase
+//!    (prefill included); decode tok/s = the sum over clients of (tokens − 1) / (time from the
+//!    first streamed chunk to the last), prefill excluded; the server's peak RSS (`VmHWM` of
+//!    /proc/PID/status) is read before it is killed.
 //!
 //! The big model runs strata with `--budget 25%` (it streams with O_DIRECT reads by itself)
 //! after dropping the page cache (`sync; echo 3 > /proc/sys/vm/drop_caches`, root), and
