@@ -33,7 +33,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use strata_layer_cache::Clock;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -284,7 +286,7 @@ impl<'e> Batcher<'e> {
         if self.seqs.is_empty() {
             return Ok(Vec::new());
         }
-        let t0 = Instant::now();
+        let t0 = Clock::now();
         let result = self.step_inner();
         self.stats.busy += t0.elapsed();
         if result.is_err() {

@@ -3,9 +3,9 @@
 
 #[cfg(feature = "file")]
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use strata_layer_cache::{CacheConfig, CacheStats, LayerCache};
+use strata_layer_cache::{CacheConfig, CacheStats, Clock, LayerCache};
 
 use crate::config::ModelConfig;
 use crate::error::EngineError;
@@ -63,7 +63,7 @@ impl Engine {
     /// and sets up the layer cache (reading the globals; see [`Engine::preload`] for the layers).
     #[cfg(feature = "file")]
     pub fn open(path: impl AsRef<Path>, config: EngineConfig) -> Result<Engine, EngineError> {
-        let t0 = Instant::now();
+        let t0 = Clock::now();
         let cache = LayerCache::open_path(path.as_ref(), &config.cache)?;
         let mut engine = Engine::from_cache(cache, config)?;
         engine.load_time = t0.elapsed();
@@ -73,7 +73,7 @@ impl Engine {
     /// Builds an engine over a layer cache opened by the caller (any [`strata_layer_cache::Storage`],
     /// e.g. an arena filled by a host without a filesystem). `config.cache` is not used again.
     pub fn from_cache(cache: LayerCache, config: EngineConfig) -> Result<Engine, EngineError> {
-        let t0 = Instant::now();
+        let t0 = Clock::now();
         if config.batch_size == 0 {
             return Err(EngineError::InvalidSetting {
                 what: "batch size 0".into(),
@@ -302,7 +302,7 @@ impl<'e> Session<'e> {
             return Err(EngineError::TokenOutOfRange { id, n_vocab });
         }
 
-        let t0 = Instant::now();
+        let t0 = Clock::now();
         let batch = self.engine.batch_size;
         let n_all = all.len();
         let engine = self.engine;

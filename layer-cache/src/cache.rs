@@ -19,11 +19,11 @@
 
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
 
 use strata_gguf::{GgmlType, Gguf};
 
 use crate::aligned::AlignedBuf;
+use crate::clock::Clock;
 use crate::config::{Backend, Budget, CacheConfig, Policy};
 use crate::layer_map::{LayerMap, ReadRange, TensorEntry};
 use crate::stats::CacheStats;
@@ -177,26 +177,6 @@ struct Shared {
 unsafe impl Send for Shared {}
 // SAFETY: as above; every mutable state is behind `state`'s mutex.
 unsafe impl Sync for Shared {}
-
-/// A monotonic clock that reads zero where the platform has none (wasm without WASI).
-#[derive(Clone, Copy)]
-struct Clock(#[cfg(not(all(target_family = "wasm", target_os = "unknown")))] std::time::Instant);
-
-impl Clock {
-    fn now() -> Clock {
-        Clock(
-            #[cfg(not(all(target_family = "wasm", target_os = "unknown")))]
-            std::time::Instant::now(),
-        )
-    }
-
-    fn elapsed(&self) -> Duration {
-        #[cfg(not(all(target_family = "wasm", target_os = "unknown")))]
-        return self.0.elapsed();
-        #[cfg(all(target_family = "wasm", target_os = "unknown"))]
-        return Duration::ZERO;
-    }
-}
 
 /// A model's layers behind a memory budget. See the [crate docs](crate).
 pub struct LayerCache {

@@ -41,6 +41,7 @@
 
 mod aligned;
 mod cache;
+mod clock;
 mod config;
 mod error;
 #[cfg(feature = "file")]
@@ -53,6 +54,7 @@ mod storage;
 
 pub use aligned::AlignedBuf;
 pub use cache::{CachePlan, LayerCache, LayerRef, PreloadProgress, TensorView};
+pub use clock::Clock;
 pub use config::{
     Backend, Budget, CacheConfig, CacheSection, ConfigOverrides, Policy, StorageSection,
     MAX_IO_THREADS, MAX_PREFETCH,
@@ -64,7 +66,7 @@ pub use layer_map::{LayerInfo, LayerMap, ReadRange, TensorEntry};
 #[cfg(feature = "mmap")]
 pub use mmap::MmapStorage;
 pub use stats::{human_bytes, CacheStats};
-pub use storage::{MemStorage, Storage};
+pub use storage::{MemStorage, Storage, StorageReader};
 
 /// Alignment of every read the cache issues and of every buffer it reads into (O_DIRECT needs
 /// offsets, lengths and addresses aligned to the device's logical block; 4096 covers them).

@@ -141,6 +141,75 @@ impl Storage for MemStorage {
     }
 }
 
+/// A buffered [`std::io::Read`] + [`std::io::Seek`] cursor over a [`Storage`], for parsers that
+/// read a stream (the GGUF header: `Gguf::read(StorageReader::new(&storage))`) from a storage
+/// that has no file behind it. Reads go to the storage in blocks of [`StorageReader::BLOCK`]
+/// bytes, so a header of many small fields costs a few large reads.
+#[derive(Debug)]
+pub struct StorageReader<'a, S: Storage + ?Sized> {
+    storage: &'a S,
+    /// Absolute position of the cursor.
+    pos: u64,
+    /// Bytes of the storage at `buf_start..buf_start + buf.len()`.
+    buf: Vec<u8>,
+    buf_start: u64,
+}
+
+impl<'a, S: Storage + ?Sized> StorageReader<'a, S> {
+    /// Bytes read from the storage at a time.
+    pub const BLOCK: usize = 1 << 20;
+
+    /// A cursor at offset 0 of `storage`.
+    pub fn new(storage: &'a S) -> StorageReader<'a, S> {
+        StorageReader {
+            storage,
+            pos: 0,
+            buf: Vec::new(),
+            buf_start: 0,
+        }
+    }
+}
+
+impl<S: Storage + ?Sized> std::io::Read for StorageReader<'_, S> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let end = self.buf_start + self.buf.len() as u64;
+        if self.pos < self.buf_start || self.pos >= end {
+            let len = self.storage.len();
+            if self.pos >= len || out.is_empty() {
+                return Ok(0);
+            }
+            let n = (len - self.pos).min(Self::BLOCK as u64) as usize;
+            self.buf.resize(n, 0);
+            self.storage
+                .read_at(self.pos, &mut self.buf)
+                .map_err(std::io::Error::other)?;
+            self.buf_start = self.pos;
+        }
+        let at = (self.pos - self.buf_start) as usize;
+        let n = out.len().min(self.buf.len() - at);
+        out[..n].copy_from_slice(&self.buf[at..at + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<S: Storage + ?Sized> std::io::Seek for StorageReader<'_, S> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::End(d) => self.storage.len().checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = target.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("seek to {to:?} from {} leaves the u64 range", self.pos),
+            )
+        })?;
+        Ok(self.pos)
+    }
+}
+
 /// Size of one read when a load is split between threads.
 #[cfg(feature = "threads")]
 pub(crate) const PIECE: usize = 8 << 20;
@@ -195,4 +264,39 @@ pub(crate) fn read_split(
     }
     let _ = threads;
     storage.read_at(offset, buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Seek, SeekFrom};
+
+    use super::*;
+
+    #[test]
+    fn storage_reader_reads_and_seeks_across_blocks() {
+        let block = StorageReader::<MemStorage>::BLOCK;
+        let bytes: Vec<u8> = (0..3 * block + 123).map(|i| (i * 7 % 251) as u8).collect();
+        let storage = MemStorage::new(bytes.clone());
+        let mut r = StorageReader::new(&storage);
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).unwrap();
+        assert_eq!(all, bytes);
+
+        // Straddling a block boundary, after seeking backwards and relative to the end.
+        let at = r.seek(SeekFrom::Start(block as u64 - 5)).unwrap();
+        assert_eq!(at, block as u64 - 5);
+        let mut ten = [0u8; 10];
+        r.read_exact(&mut ten).unwrap();
+        assert_eq!(ten[..], bytes[block - 5..block + 5]);
+        r.seek(SeekFrom::End(-3)).unwrap();
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, bytes[bytes.len() - 3..]);
+        assert!(r
+            .seek(SeekFrom::Current(-(bytes.len() as i64) - 1))
+            .is_err());
+        // Past the end reads nothing.
+        r.seek(SeekFrom::Start(bytes.len() as u64 + 10)).unwrap();
+        assert_eq!(r.read(&mut ten).unwrap(), 0);
+    }
 }

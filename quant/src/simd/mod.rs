@@ -149,6 +149,8 @@ pub(crate) struct ActBlock {
 
 /// The activations of a batch, prepared once per product for a [`BatchKernel`].
 #[derive(Debug)]
+// Only the x86 batch kernels read the fields.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct BatchActs {
     /// Tokens.
     pub(crate) n: usize,
@@ -180,6 +182,7 @@ pub(crate) struct BatchKernel {
 
 /// Where a [`BatchKernel`] writes: rows `0..rows` of tokens `tokens` of a row-major output,
 /// token `t`'s row `r` at `ptr + t · stride + r`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct OutRows {
     ptr: *mut f32,
     stride: usize,
@@ -207,6 +210,7 @@ impl OutRows {
 
     /// Writes `v` to rows `r..r + v.len()` of token `t`.
     #[inline(always)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn write(&mut self, t: usize, r: usize, v: &[f32]) {
         assert!(
             self.tokens.contains(&t) && r <= self.rows && v.len() <= self.rows - r,
