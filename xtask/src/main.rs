@@ -4,10 +4,12 @@
 
 use anyhow::{bail, Result};
 
+mod debs;
 mod demo;
 mod fetch_model;
 mod serve_test;
 mod test;
+mod venv;
 
 mod bench;
 mod bench_compare;
@@ -15,11 +17,13 @@ mod bench_serve;
 mod gen_model;
 mod golden;
 mod verify;
+mod wasm;
+mod wasm_web;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
-        bail!("usage: cargo xtask <test|test-serve|demo|fetch-model|gen-model|verify|bench|golden> [args]");
+        bail!("usage: cargo xtask <test|test-serve|demo|fetch-model|gen-model|verify|wasm|bench|golden> [args]");
     };
     match cmd.as_str() {
         "test" => test::run(rest),
@@ -30,6 +34,7 @@ fn main() -> Result<()> {
         "bench" => bench::run(rest),
         "golden" => golden::run(rest),
         "verify" => verify::run(rest),
+        "wasm" => wasm::run(rest),
         other => bail!("unknown xtask command `{other}`; {rest:?}"),
     }
 }

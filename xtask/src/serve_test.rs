@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::fetch_model;
+use crate::{fetch_model, venv};
 
 /// The test script, relative to the workspace root.
 const SCRIPT: &str = "server/tests/openai_client_test.py";
@@ -82,75 +82,14 @@ pub(crate) fn build_strata_release() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// The `openai==X` pin of the requirements file.
-fn pinned_openai(requirements: &str) -> Option<&str> {
-    requirements
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .find_map(|l| l.strip_prefix("openai=="))
-        .map(str::trim)
-}
-
 /// Makes sure `target/openai-venv` exists and holds the pinned `openai`; returns its python.
 pub(crate) fn ensure_venv() -> Result<PathBuf> {
     let root = fetch_model::workspace_root();
-    let requirements = root.join(REQUIREMENTS);
-    let text = std::fs::read_to_string(&requirements)
-        .with_context(|| format!("reading {}", requirements.display()))?;
-    let pin = pinned_openai(&text)
-        .with_context(|| format!("{} pins no openai==VERSION", requirements.display()))?
-        .to_string();
-    let venv = target_dir().join("openai-venv");
-    let python = venv.join("bin/python");
-    // Reuse only a venv whose python runs and imports the pinned client.
-    let check = format!("import openai, sys; sys.exit(openai.__version__ != {pin:?})");
-    let ok = |python: &Path| {
-        Command::new(python)
-            .args(["-c", &check])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if python.is_file() && ok(&python) {
-        return Ok(python);
-    }
-    if !python.is_file() {
-        println!("$ python3 -m venv {}", venv.display());
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .context("running `python3 -m venv` (is python3 installed?)")?;
-        ensure!(
-            status.success(),
-            "`python3 -m venv {}` failed ({status}); on Debian: apt-get install python3-venv",
-            venv.display()
-        );
-    }
-    println!("$ {} -m pip install -r {REQUIREMENTS}", python.display());
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements)
-        .status()
-        .context("running pip in the venv")?;
-    ensure!(
-        status.success(),
-        "pip install -r {REQUIREMENTS} failed ({status}); is PyPI reachable?"
-    );
-    ensure!(
-        ok(&python),
-        "the venv at {} still does not import openai {pin}",
-        venv.display()
-    );
-    Ok(python)
+    venv::ensure(
+        &target_dir().join("openai-venv"),
+        &root.join(REQUIREMENTS),
+        "openai",
+    )
 }
 
 /// Runs the Python client tests against `strata`; fails when any test fails.
@@ -195,16 +134,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_openai_pin() {
-        assert_eq!(
-            pinned_openai("# comment\nopenai==1.2.3  # why\nhttpx\n"),
-            Some("1.2.3")
-        );
-        assert_eq!(pinned_openai("openai>=1\n"), None);
+    fn the_requirements_pin_openai() {
         let text = std::fs::read_to_string(fetch_model::workspace_root().join(REQUIREMENTS))
             .expect("requirements file");
         assert!(
-            pinned_openai(&text).is_some(),
+            venv::pinned(&text, "openai").is_some(),
             "{REQUIREMENTS} must pin openai==VERSION"
         );
     }

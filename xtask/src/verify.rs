@@ -44,7 +44,7 @@ const GREEDY_STEPS: usize = 32;
 /// Greedy tokens per synthetic reference.
 const SYNTHETIC_GREEDY_STEPS: usize = 16;
 /// Reference prompts of the real model (`p1_capital` … `p6_unicode`).
-const REAL_PROMPTS: usize = 6;
+pub(crate) const REAL_PROMPTS: usize = 6;
 /// The synthetic models' `--type` values, for llama and qwen2 each (all have reference files).
 const SYNTHETIC_TYPES: [&str; 14] = [
     "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl",
@@ -55,11 +55,11 @@ const RERUN_STEPS: usize = 8;
 
 /// A reference file (`NAME.json`), as written by `refdump` (schema in the README beside it).
 #[derive(Deserialize)]
-struct RefFile {
+pub(crate) struct RefFile {
     model_sha256: String,
     prompt: String,
     n_vocab: usize,
-    token_ids: Vec<u32>,
+    pub(crate) token_ids: Vec<u32>,
     positions: Vec<RefPosition>,
     greedy: RefGreedy,
 }
@@ -84,11 +84,11 @@ struct RefStep {
     top: Vec<(u32, f32)>,
 }
 
-struct Reference {
-    name: String,
-    file: RefFile,
+pub(crate) struct Reference {
+    pub(crate) name: String,
+    pub(crate) file: RefFile,
     /// llama.cpp's full logit vector at the last prompt position, where kept (real model).
-    last_logits: Option<Vec<f32>>,
+    pub(crate) last_logits: Option<Vec<f32>>,
 }
 
 impl Reference {
@@ -123,6 +123,66 @@ impl Reference {
             file,
             last_logits: None,
         })
+    }
+}
+
+/// A model that can be run: the native engine ([`Native`]) or the wasm module
+/// (`xtask/src/wasm.rs`). The checks below see the model only through this.
+pub(crate) trait Evaluator {
+    /// The vocabulary size.
+    fn n_vocab(&self) -> usize;
+    /// Token ids of `text`, BOS added as the model says, special-token texts not parsed.
+    fn tokenize(&mut self, text: &str) -> Result<Vec<u32>>;
+    /// Empties the sequence.
+    fn reset(&mut self) -> Result<()>;
+    /// Evaluates `ids` after the sequence; hands the logits of every position to `sink`.
+    fn eval_all(&mut self, ids: &[u32], sink: &mut (dyn FnMut(usize, &[f32]) + Send))
+        -> Result<()>;
+    /// Evaluates `ids` after the sequence; the logits of the last position only (the pruned
+    /// last layer that generation runs).
+    fn eval_last(&mut self, ids: &[u32]) -> Result<Vec<f32>>;
+}
+
+/// The native engine, one session at a time.
+pub(crate) struct Native<'e> {
+    engine: &'e Engine,
+    session: strata_engine::Session<'e>,
+}
+
+impl<'e> Native<'e> {
+    pub(crate) fn new(engine: &'e Engine) -> Result<Native<'e>> {
+        Ok(Native {
+            engine,
+            session: engine.session()?,
+        })
+    }
+}
+
+impl Evaluator for Native<'_> {
+    fn n_vocab(&self) -> usize {
+        self.engine.config().n_vocab
+    }
+
+    fn tokenize(&mut self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.engine.tokenizer().encode(text, true, false)?)
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        self.session.reset();
+        Ok(())
+    }
+
+    fn eval_all(
+        &mut self,
+        ids: &[u32],
+        sink: &mut (dyn FnMut(usize, &[f32]) + Send),
+    ) -> Result<()> {
+        self.session.eval_with(ids, LogitsFor::All, sink)?;
+        Ok(())
+    }
+
+    fn eval_last(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        Ok(self.session.eval(ids)?)
     }
 }
 
@@ -173,18 +233,20 @@ pub fn run(args: &[String]) -> Result<()> {
     print_header("prompt");
     let mut base_prints = Vec::new();
     let mut total = Totals::default();
+    let mut native = Native::new(&engine)?;
     for r in &refs {
-        let row = check_prompt(&engine, r)?;
+        let row = check_prompt(&mut native, r)?;
         total.add(&row);
         print_row(&r.name, r.file.token_ids.len(), &row);
         if !row.problems.is_empty() {
             failures.push(format!("{}: {}", r.name, row.problems.join("; ")));
         }
-        base_prints.push(fingerprint(&engine, r)?);
+        base_prints.push(fingerprint(&mut native, r)?);
         // Generation asks for the last position's logits only, which prunes the last layer to
         // that row (as llama.cpp does); for these prompts llama.cpp's last-only vector equals
         // its all-positions one (checked with `refdump gen-last`), so it must here too.
-        let last_only = engine.session()?.eval(&r.file.token_ids)?;
+        native.reset()?;
+        let last_only = native.eval_last(&r.file.token_ids)?;
         let full = r
             .last_logits
             .as_ref()
@@ -228,8 +290,9 @@ pub fn run(args: &[String]) -> Result<()> {
             let e = Engine::open(&model, cfg)
                 .with_context(|| format!("opening with {backend} / {budget}"))?;
             let mut same = true;
+            let mut ev = Native::new(&e)?;
             for (r, base) in refs.iter().zip(&base_prints) {
-                if &fingerprint(&e, r)? != base {
+                if &fingerprint(&mut ev, r)? != base {
                     same = false;
                     failures.push(format!(
                         "{}: logits on {backend}/{budget} differ from mmap/all",
@@ -248,7 +311,11 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
 
-    failures.extend(check_synthetic(&root)?);
+    failures.extend(check_synthetic(&root, &mut |model, check| {
+        let engine = Engine::open(model, EngineConfig::default())
+            .with_context(|| format!("opening {}", model.display()))?;
+        check(&mut Native::new(&engine)?)
+    })?);
 
     if failures.is_empty() {
         println!("\nverify: all checks passed (bit-identical)");
@@ -263,7 +330,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
 /// What one reference prompt's comparison found.
 #[derive(Default)]
-struct Row {
+pub(crate) struct Row {
     ids_equal: bool,
     /// Prompt positions compared, and those where a top-20 logit's bits differ (or a NaN).
     positions: usize,
@@ -280,12 +347,12 @@ struct Row {
     greedy_match: usize,
     greedy_steps: usize,
     steps_bad: usize,
-    problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
 }
 
 /// Sums over prompts or models, for the closing line.
 #[derive(Default)]
-struct Totals {
+pub(crate) struct Totals {
     positions: usize,
     positions_bad: usize,
     last_compared: usize,
@@ -295,7 +362,7 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, row: &Row) {
+    pub(crate) fn add(&mut self, row: &Row) {
         self.positions += row.positions;
         self.positions_bad += row.positions_bad;
         self.last_compared += row.last_compared;
@@ -304,7 +371,7 @@ impl Totals {
         self.greedy_match += row.greedy_match;
     }
 
-    fn print(&self, n: usize, what: &str) {
+    pub(crate) fn print(&self, n: usize, what: &str) {
         println!(
             "{n} {what}: {}/{} positions with bit-identical top-20; {}/{} last-position logits \
              bit-identical; greedy {}/{} tokens",
@@ -318,14 +385,14 @@ impl Totals {
     }
 }
 
-fn print_header(first: &str) {
+pub(crate) fn print_header(first: &str) {
     println!(
         "{first:<13} {:>5} {:>6} {:>13} {:>11} {:>10} {:>15} {:>9} {:>7}",
         "toks", "ids", "top20 bits", "top1(>0.1)", "max|Δ|20", "last vec bits", "greedy", "result"
     );
 }
 
-fn print_row(name: &str, toks: usize, row: &Row) {
+pub(crate) fn print_row(name: &str, toks: usize, row: &Row) {
     println!(
         "{name:<13} {toks:>5} {:>6} {:>13} {:>11} {:>10.3e} {:>15} {:>9} {:>7}",
         if row.ids_equal { "equal" } else { "DIFF" },
@@ -369,17 +436,17 @@ fn compare_top(ours: &[f32], top: &[(u32, f32)]) -> (usize, f32) {
 /// Compares our engine with reference `r`: token ids, the logits at every prompt position, the
 /// whole last-position vector, and the greedy continuation of `r.greedy.ids.len()` tokens (one
 /// token per evaluation, not stopping at EOS, like the reference) — every logit by its bits.
-fn check_prompt(engine: &Engine, r: &Reference) -> Result<Row> {
+pub(crate) fn check_prompt(ev: &mut dyn Evaluator, r: &Reference) -> Result<Row> {
     let f = &r.file;
     let mut row = Row::default();
-    let n_vocab = engine.config().n_vocab;
+    let n_vocab = ev.n_vocab();
     ensure!(
         n_vocab == f.n_vocab,
         "{}: the model has {n_vocab} tokens, the reference {}",
         r.name,
         f.n_vocab
     );
-    let ids = engine.tokenizer().encode(&f.prompt, true, false)?;
+    let ids = ev.tokenize(&f.prompt)?;
     row.ids_equal = ids == f.token_ids;
     if !row.ids_equal {
         row.problems
@@ -388,12 +455,12 @@ fn check_prompt(engine: &Engine, r: &Reference) -> Result<Row> {
 
     // Logits at every prompt position, for llama.cpp's ids (so a tokenizer difference does not
     // hide a forward-pass one).
-    let mut s = engine.session()?;
+    ev.reset()?;
     let n = f.token_ids.len();
     let mut last = Vec::new();
     let mut nan_positions = 0usize;
     let mut seen = vec![false; n];
-    s.eval_with(&f.token_ids, LogitsFor::All, &mut |i, logits| {
+    ev.eval_all(&f.token_ids, &mut |i, logits| {
         let p = &f.positions[i];
         seen[i] = true;
         row.positions += 1;
@@ -468,7 +535,7 @@ fn check_prompt(engine: &Engine, r: &Reference) -> Result<Row> {
         greedy.push(id);
         row.greedy_steps += 1;
         if step + 1 < steps {
-            logits = s.eval(&[id])?;
+            logits = ev.eval_last(&[id])?;
         }
     }
     row.greedy_match = greedy
@@ -502,14 +569,14 @@ fn problems_greedy(row: &mut Row, ours: &[u32], theirs: &[u32], gap: f32) {
 }
 
 /// SHA-256 of the logits at every prompt position and of [`RERUN_STEPS`] greedy steps.
-fn fingerprint(engine: &Engine, r: &Reference) -> Result<[u8; 32]> {
+pub(crate) fn fingerprint(ev: &mut dyn Evaluator, r: &Reference) -> Result<[u8; 32]> {
     let mut h = Sha256::new();
-    let mut s = engine.session()?;
+    ev.reset()?;
     let mut last = Vec::new();
     let ids = &r.file.token_ids;
     let n = ids.len();
     let mut reported = 0;
-    s.eval_with(ids, LogitsFor::All, &mut |i, logits| {
+    ev.eval_all(ids, &mut |i, logits| {
         reported += 1;
         for v in logits {
             h.update(v.to_le_bytes());
@@ -525,7 +592,7 @@ fn fingerprint(engine: &Engine, r: &Reference) -> Result<[u8; 32]> {
     );
     for _ in 0..RERUN_STEPS {
         let id = argmax(&last);
-        last = s.eval(&[id])?;
+        last = ev.eval_last(&[id])?;
         for v in &last {
             h.update(v.to_le_bytes());
         }
@@ -537,7 +604,7 @@ fn argmax(v: &[f32]) -> u32 {
     strata_engine::sampler::argmax(v)
 }
 
-fn load_references(dir: &Path) -> Result<Vec<Reference>> {
+pub(crate) fn load_references(dir: &Path) -> Result<Vec<Reference>> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok())
@@ -576,6 +643,11 @@ fn load_references(dir: &Path) -> Result<Vec<Reference>> {
     Ok(refs)
 }
 
+/// Opens the model at a path and runs the check on it (native: an engine and a session; wasm:
+/// the module in its host process).
+pub(crate) type WithModel<'a> =
+    &'a mut dyn FnMut(&Path, &mut dyn FnMut(&mut dyn Evaluator) -> Result<()>) -> Result<()>;
+
 /// The llama and qwen2 forward passes against llama.cpp: the seeded tiny models of
 /// `cargo xtask gen-model` (every weight type it writes — every format the quant crate runs in
 /// llama.cpp's float order — and the Q4_K/Q6_K mix of llama.cpp's Q4_K_M) are regenerated,
@@ -585,7 +657,7 @@ fn load_references(dir: &Path) -> Result<Vec<Reference>> {
 /// the greedy ids); then each model's last-position-only prefill against
 /// [`last_only_reference`], the whole vector bit for bit. Returns the failures; every one of the
 /// 28 models must have been compared both ways.
-fn check_synthetic(root: &Path) -> Result<Vec<String>> {
+pub(crate) fn check_synthetic(root: &Path, with_model: WithModel<'_>) -> Result<Vec<String>> {
     use crate::gen_model::{parse_type, write_model, Arch, ModelSpec};
 
     let dir = root.join("xtask/data/reference/synthetic");
@@ -620,36 +692,39 @@ fn check_synthetic(root: &Path) -> Result<Vec<String>> {
                 ));
                 continue;
             }
-            let engine = Engine::open(&model, EngineConfig::default())
-                .with_context(|| format!("opening {}", model.display()))?;
-            let row = check_prompt(&engine, &r)?;
-            total.add(&row);
-            compared += 1;
-            print_row(&r.name, r.file.token_ids.len(), &row);
-            if !row.problems.is_empty() {
-                failures.push(format!("{}: {}", r.name, row.problems.join("; ")));
-            }
+            with_model(&model, &mut |ev| {
+                let row = check_prompt(ev, &r)?;
+                total.add(&row);
+                compared += 1;
+                print_row(&r.name, r.file.token_ids.len(), &row);
+                if !row.problems.is_empty() {
+                    failures.push(format!("{}: {}", r.name, row.problems.join("; ")));
+                }
 
-            let (last_file, theirs) = last_only_reference(&last_dir, &name)?;
-            if last_file.model_sha256 != sha_hex {
-                failures.push(format!(
-                    "{name} (last-only): the reference was made from model sha256 {}, not {sha_hex}",
-                    last_file.model_sha256
-                ));
-                continue;
-            }
-            let ours = engine.session()?.eval(&last_file.token_ids)?;
-            let bad = count_bit_differences(&ours, &theirs);
-            last_compared += 1;
-            last_elements += theirs.len();
-            last_bad += bad;
-            if bad > 0 {
-                failures.push(format!(
-                    "{name}: last-only prefill: {bad} of {} logits differ from llama.cpp's in \
-                     their bits",
-                    theirs.len()
-                ));
-            }
+                let (last_file, theirs) = last_only_reference(&last_dir, &name)?;
+                if last_file.model_sha256 != sha_hex {
+                    failures.push(format!(
+                        "{name} (last-only): the reference was made from model sha256 {}, not \
+                         {sha_hex}",
+                        last_file.model_sha256
+                    ));
+                    return Ok(());
+                }
+                ev.reset()?;
+                let ours = ev.eval_last(&last_file.token_ids)?;
+                let bad = count_bit_differences(&ours, &theirs);
+                last_compared += 1;
+                last_elements += theirs.len();
+                last_bad += bad;
+                if bad > 0 {
+                    failures.push(format!(
+                        "{name}: last-only prefill: {bad} of {} logits differ from llama.cpp's \
+                         in their bits",
+                        theirs.len()
+                    ));
+                }
+                Ok(())
+            })?;
         }
     }
     total.print(compared, "synthetic models");
@@ -673,7 +748,7 @@ fn check_synthetic(root: &Path) -> Result<Vec<String>> {
 }
 
 /// Elements of `a` and `b` whose bits differ (a length mismatch counts every missing element).
-fn count_bit_differences(a: &[f32], b: &[f32]) -> usize {
+pub(crate) fn count_bit_differences(a: &[f32], b: &[f32]) -> usize {
     a.iter()
         .zip(b)
         .filter(|(x, y)| x.to_bits() != y.to_bits())
