@@ -36,6 +36,7 @@ mod engine;
 mod error;
 mod generate;
 pub mod kv_cache;
+pub mod mathf;
 pub mod model;
 pub mod ops;
 pub mod sampler;

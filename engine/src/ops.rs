@@ -56,13 +56,14 @@ pub fn rope_angles(
     cos: &mut [f32],
     sin: &mut [f32],
 ) {
-    let theta_scale = freq_base.powf(-2.0 / n_rot as f32);
+    let theta_scale = crate::mathf::powf(freq_base, -2.0 / n_rot as f32);
     let mut theta = pos as f32;
     for i in 0..n_rot / 2 {
         let ff = freq_factors.map_or(1.0, |f| f[i]);
         let angle = freq_scale * (theta / ff);
-        cos[i] = angle.cos();
-        sin[i] = angle.sin();
+        // glibc's cosf/sinf on every platform (see `mathf`): llama.cpp's bits, also in wasm.
+        cos[i] = crate::mathf::cosf(angle);
+        sin[i] = crate::mathf::sinf(angle);
         theta *= theta_scale;
     }
 }

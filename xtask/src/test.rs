@@ -83,8 +83,30 @@ fn steps() -> Vec<Step> {
             &["test", "-p", "strata-quant"],
             &[("STRATA_SIMD", "scalar")],
         ),
+        // The portable core without its native-only features (no rayon, mmap, files, threads).
+        cargo(
+            "engine without default features",
+            &["build", "-p", "strata-engine", "--no-default-features"],
+        ),
+        cargo(
+            "layer cache, arena only",
+            &[
+                "test",
+                "-p",
+                "strata-layer-cache",
+                "--no-default-features",
+                "--features",
+                "arena",
+                "--lib",
+            ],
+        ),
         // Agreement with llama.cpp's reference outputs (xtask/src/verify.rs).
         cargo("verify against llama.cpp", &["xtask", "verify"]),
+        // WebAssembly (xtask/src/wasm.rs): both targets built, the reference prompts in wasm64
+        // against llama.cpp and native, a model past 4 GiB, and the web page in Chromium.
+        cargo("wasm verify", &["xtask", "wasm", "verify"]),
+        cargo("wasm past 4 GiB", &["xtask", "wasm", "big"]),
+        cargo("wasm in Chromium", &["xtask", "wasm", "test-browser"]),
         // The release server under the official `openai` client (venv in target/openai-venv).
         Step {
             name: "strata serve with the OpenAI client",

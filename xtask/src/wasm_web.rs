@@ -625,25 +625,3 @@ pub(crate) fn test_browser(
     drop(browser);
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    /// End to end with the real model and a built wasm64 module (slow; needs both in place):
-    /// `cargo test -p xtask wasm_web -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn browser_generates_the_native_text() {
-        let root = crate::fetch_model::workspace_root();
-        let module = crate::serve_test::target_dir()
-            .join("wasm/wasm64-unknown-unknown/release/strata_wasm.wasm");
-        let model = root.join("models/gemma-3-270m-q4_k_m.gguf");
-        super::test_browser(
-            &module,
-            &model,
-            "The capital of France is",
-            16,
-            " the capital of the country of France. It is the largest city in France.",
-        )
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    }
-}
