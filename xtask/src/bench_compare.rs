@@ -89,7 +89,8 @@ struct Options {
     strata: Option<PathBuf>,
 }
 
-fn list(flag: &str, v: &str) -> Result<Vec<usize>> {
+/// A comma list of counts given to `flag` (`-p 128,512`).
+pub(crate) fn list(flag: &str, v: &str) -> Result<Vec<usize>> {
     v.split(',')
         .map(|s| {
             s.trim()

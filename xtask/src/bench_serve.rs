@@ -84,16 +84,6 @@ struct Options {
     timeout: Duration,
 }
 
-fn list(flag: &str, v: &str) -> Result<Vec<usize>> {
-    v.split(',')
-        .map(|s| {
-            s.trim()
-                .parse::<usize>()
-                .with_context(|| format!("{flag} {v:?}: {s:?} is not a count"))
-        })
-        .collect()
-}
-
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
         llama_server: None,
@@ -135,7 +125,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--llama-server" => o.llama_server = Some(PathBuf::from(value()?)),
             "--model" | "-m" => o.model = Some(PathBuf::from(value()?)),
             "--big" => o.big = Some(PathBuf::from(value()?)),
-            "--clients" => o.clients = list(flag, value()?)?,
+            "--clients" => o.clients = crate::bench_compare::list(flag, value()?)?,
             "--tokens" => o.tokens = value()?.parse().context("--tokens")?,
             "--requests" => o.requests = value()?.parse().context("--requests")?,
             "--ctx" => o.ctx = value()?.parse().context("--ctx")?,
