@@ -81,6 +81,19 @@ impl Engine {
         }
         let cfg = ModelConfig::from_gguf(cache.gguf())?;
         let tokenizer = Tokenizer::from_gguf(cache.gguf())?;
+        // Every token must have an embedding row and every row a token (llama.cpp refuses a
+        // mismatch at load: the tensor's shape disagrees with the vocabulary).
+        if tokenizer.n_vocab() != cfg.n_vocab {
+            return Err(crate::error::ConfigError::Invalid {
+                what: format!(
+                    "the vocabulary has {} tokens (tokenizer.ggml.tokens) but token_embd.weight \
+                     has {} rows",
+                    tokenizer.n_vocab(),
+                    cfg.n_vocab
+                ),
+            }
+            .into());
+        }
         let n_ctx = config
             .n_ctx
             .unwrap_or_else(|| DEFAULT_N_CTX.min(cfg.n_ctx_train.max(1)));

@@ -173,3 +173,49 @@ fn stop_string_ends_generation_before_it() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_vocabulary_shorter_than_the_embedding_is_refused_at_open() {
+    // The synthetic model again, with its token list (and scores, types) one entry short.
+    let path = write_model("llama", 3);
+    let bytes = std::fs::read(&path).unwrap();
+    let g = strata_gguf::Gguf::from_bytes(&bytes).unwrap();
+    let mut w = GgufWriter::new();
+    for (key, value) in g.metadata().iter() {
+        let short = match key {
+            "tokenizer.ggml.tokens" => {
+                let a = value.as_array().unwrap();
+                let n = a.len() - 1;
+                strata_gguf::Array::from_strings((0..n).map(|i| a.str_at(i).unwrap().unwrap()))
+                    .into()
+            }
+            "tokenizer.ggml.scores" => {
+                let v = g.metadata().get_f32_array(key).unwrap();
+                strata_gguf::Array::from_f32(&v[..v.len() - 1]).into()
+            }
+            "tokenizer.ggml.token_type" => {
+                let v = g.metadata().get_i32_array(key).unwrap();
+                strata_gguf::Array::from_i32(&v[..v.len() - 1]).into()
+            }
+            _ => value.clone(),
+        };
+        w.add_metadata(key, short).unwrap();
+    }
+    for t in g.tensors() {
+        let data = g.tensor_data(&bytes, t).unwrap().to_vec();
+        w.add_tensor(t.name.clone(), t.ty, &t.dims, data).unwrap();
+    }
+    let broken = path.with_extension("short-vocab.gguf");
+    w.write_file(&broken).unwrap();
+    let err = Engine::open(&broken, EngineConfig::default())
+        .err()
+        .expect("refused");
+    let msg = format!("{err}");
+    assert!(
+        msg.contains(&format!("{} tokens", N_VOCAB - 1))
+            && msg.contains(&format!("{N_VOCAB} rows")),
+        "{msg}"
+    );
+    // The model it came from opens.
+    Engine::open(&path, EngineConfig::default()).unwrap();
+}
