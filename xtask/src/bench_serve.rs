@@ -378,6 +378,27 @@ fn spawn(
 }
 
 /// A free port on 127.0.0.1 (for llama-server, which has no `--port 0` report).
+/// Prints one server's measurement (or its failure) and splits it into the row's two fields.
+fn report(server: &str, result: Result<Measured>) -> (Option<Measured>, Option<String>) {
+    match result {
+        Ok(r) => {
+            println!(
+                "  {:.2} tok/s ({} tokens in {:.1} s), decode {:.2} tok/s, peak RSS {}",
+                r.tok_s,
+                r.completion_tokens,
+                r.wall_s,
+                r.decode_tok_s,
+                r.peak_rss_bytes.map_or("?".into(), gib)
+            );
+            (Some(r), None)
+        }
+        Err(e) => {
+            eprintln!("  {server} failed: {e:#}");
+            (None, Some(format!("{e:#}")))
+        }
+    }
+}
+
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(l.local_addr()?.port())
@@ -800,23 +821,8 @@ pub fn run(args: &[String]) -> Result<()> {
                 drop_page_cache();
             }
             println!("{name}, {c} client(s): strata serve ...");
-            match run_strata(&o, &strata, m, c, &agent, limit) {
-                Ok(r) => {
-                    println!(
-                        "  {:.2} tok/s ({} tokens in {:.1} s), decode {:.2} tok/s, peak RSS {}",
-                        r.tok_s,
-                        r.completion_tokens,
-                        r.wall_s,
-                        r.decode_tok_s,
-                        r.peak_rss_bytes.map_or("?".into(), gib)
-                    );
-                    row.strata = Some(r);
-                }
-                Err(e) => {
-                    eprintln!("  strata serve failed: {e:#}");
-                    row.strata_error = Some(format!("{e:#}"));
-                }
-            }
+            (row.strata, row.strata_error) =
+                report("strata serve", run_strata(&o, &strata, m, c, &agent, limit));
             if let Some(llama) = &o.llama_server {
                 if m.big {
                     drop_page_cache();
@@ -825,23 +831,8 @@ pub fn run(args: &[String]) -> Result<()> {
                     "{name}, {c} client(s): llama-server{} ...",
                     limit.map_or(String::new(), |l| format!(" (cgroup limit {})", gib(l)))
                 );
-                match run_llama(&o, llama, m, c, &agent, limit) {
-                    Ok(r) => {
-                        println!(
-                            "  {:.2} tok/s ({} tokens in {:.1} s), decode {:.2} tok/s, peak RSS {}",
-                            r.tok_s,
-                            r.completion_tokens,
-                            r.wall_s,
-                            r.decode_tok_s,
-                            r.peak_rss_bytes.map_or("?".into(), gib)
-                        );
-                        row.llama = Some(r);
-                    }
-                    Err(e) => {
-                        eprintln!("  llama-server failed: {e:#}");
-                        row.llama_error = Some(format!("{e:#}"));
-                    }
-                }
+                (row.llama, row.llama_error) =
+                    report("llama-server", run_llama(&o, llama, m, c, &agent, limit));
             }
             rows.push(row);
         }
