@@ -130,9 +130,10 @@ enum Status {
     Empty,
     Loading,
     Ready,
-    /// A background load failed; the next `get` of the layer returns the error.
+    /// A background load failed. Kept (not retried by the prefetcher, which would spin on a
+    /// broken storage) until the next `get` of the layer, which reads it again itself.
     #[cfg_attr(not(feature = "threads"), allow(dead_code))]
-    Failed(Error),
+    Failed,
 }
 
 #[derive(Debug)]
@@ -585,7 +586,8 @@ impl LayerCache {
 
     /// Layer `layer`'s tensors: blocks until the layer is resident, reading it here if nobody
     /// else is; then starts the prefetch of the next w layers. A read error is returned (and the
-    /// next `get` of the layer tries again); bytes are never made up.
+    /// next `get` of the layer tries again); bytes are never made up. A failed prefetch is not
+    /// an error of its own: the `get` of that layer reads it again and reports that outcome.
     pub fn get(&self, layer: usize) -> Result<LayerRef, Error> {
         self.shared.get(layer)
     }
@@ -1073,19 +1075,12 @@ impl Shared {
                         st = self.wait(st);
                         continue;
                     }
-                    Status::Failed(_) => {
-                        let Status::Failed(e) =
-                            std::mem::replace(&mut st.slots[s].status, Status::Empty)
-                        else {
-                            unreachable!("matched Failed above")
-                        };
+                    Status::Failed => {
+                        // A speculative read failed (already counted in `read_errors`). Its
+                        // error may be stale by now (the storage recovered), so the demand
+                        // read below tries again and reports its own outcome.
                         self.clear(&mut st, s);
-                        if waited {
-                            st.stats.stall += clock.elapsed();
-                        }
-                        drop(st);
-                        self.cond.notify_all();
-                        return Err(e);
+                        continue;
                     }
                     Status::Empty => unreachable!("a mapped layer's slot is never Empty"),
                 }
@@ -1167,10 +1162,10 @@ impl Shared {
                     st.slots[s].status = Status::Ready;
                     st.slots[s].fresh = true;
                 }
-                Err(e) => {
+                Err(_) => {
                     st.stats.read_errors += 1;
-                    st.slots[s].status = Status::Failed(e);
-                    // Kept like an unused prefetch so the error reaches the `get` of this layer.
+                    st.slots[s].status = Status::Failed;
+                    // Kept like an unused prefetch, so the prefetcher does not retry it.
                     st.slots[s].fresh = true;
                 }
             }

@@ -1,7 +1,7 @@
 //! Synthetic models and a fault-injecting storage for the test suite.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use strata_gguf::{GgmlType, Gguf, GgufWriter};
@@ -154,6 +154,34 @@ impl Storage for FaultyStorage {
 
     fn describe(&self) -> String {
         "faulty storage".into()
+    }
+}
+
+/// Wraps a storage and fails every read while `failing` is set.
+pub struct SwitchedStorage {
+    pub inner: Arc<dyn Storage>,
+    pub failing: AtomicBool,
+}
+
+impl Storage for SwitchedStorage {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Error::Io {
+                what: "switched storage".into(),
+                offset,
+                len: buf.len() as u64,
+                source: std::io::Error::other("injected failure"),
+            });
+        }
+        self.inner.read_at(offset, buf)
+    }
+
+    fn describe(&self) -> String {
+        "switched storage".into()
     }
 }
 
