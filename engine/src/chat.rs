@@ -106,6 +106,6 @@ impl ChatTemplate {
 
 fn template_err(what: &str, e: JinjaError) -> EngineError {
     EngineError::ChatTemplate {
-        what: format!("{what}: {e:#}"),
+        what: format!("{what}: {e}"),
     }
 }

@@ -77,6 +77,25 @@ pub struct RopeParams {
     pub freq_scale: f32,
 }
 
+impl RopeParams {
+    /// Refuses a base or scale that is not a positive finite number (`key` names the base's
+    /// metadata key in the error).
+    fn check(&self, arch: Arch, key: &str) -> Result<(), ConfigError> {
+        let ok = |v: f32| v.is_finite() && v > 0.0;
+        if !ok(self.freq_base) || !ok(self.freq_scale) {
+            return Err(ConfigError::Invalid {
+                what: format!(
+                    "RoPE base {} ({}.{key}) or position scale {} is not a positive number",
+                    self.freq_base,
+                    arch.name(),
+                    self.freq_scale
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Hyperparameters of a model, read from its GGUF metadata.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
@@ -174,9 +193,31 @@ impl ModelConfig {
                 what: format!("head_count {n_head} is not a multiple of head_count_kv {n_head_kv}"),
             });
         }
-        let head_dim = keys
-            .opt_usize("attention.key_length")?
-            .unwrap_or(n_embd / n_head);
+        if n_ctx_train == 0 {
+            return Err(ConfigError::Invalid {
+                what: format!("{}.context_length is 0", arch.name()),
+            });
+        }
+        if !(rms_eps.is_finite() && rms_eps >= 0.0) {
+            return Err(ConfigError::Invalid {
+                what: format!(
+                    "{}.attention.layer_norm_rms_epsilon is {rms_eps}",
+                    arch.name()
+                ),
+            });
+        }
+        let head_dim = match keys.opt_usize("attention.key_length")? {
+            Some(k) => k,
+            None if n_embd % n_head != 0 => {
+                return Err(ConfigError::Invalid {
+                    what: format!(
+                        "embedding_length {n_embd} is not a multiple of head_count {n_head} \
+                         (and attention.key_length is absent)"
+                    ),
+                })
+            }
+            None => n_embd / n_head,
+        };
         let head_dim_v = keys
             .opt_usize("attention.value_length")?
             .unwrap_or(head_dim);
@@ -209,6 +250,7 @@ impl ModelConfig {
             freq_base: keys.opt_f32("rope.freq_base")?.unwrap_or(10_000.0),
             freq_scale: keys.rope_freq_scale()?,
         };
+        rope_global.check(arch, "rope.freq_base")?;
 
         let mut cfg = ModelConfig {
             arch,
@@ -250,6 +292,7 @@ impl ModelConfig {
                 freq_base: local_base,
                 freq_scale: 1.0,
             };
+            cfg.rope_local.check(arch, "rope.local_freq_base")?;
             // Gemma 3 27B scales by the model width per head; every other size by head_dim
             // (`query_pre_attn_scalar`).
             cfg.attn_scale = if n_layer == 62 {
@@ -262,6 +305,14 @@ impl ModelConfig {
             cfg.gemma_norms = true;
             cfg.ffn_activation = FfnActivation::GeGlu;
             cfg.final_logit_softcap = keys.opt_f32("final_logit_softcapping")?.unwrap_or(0.0);
+            if !(cfg.final_logit_softcap.is_finite() && cfg.final_logit_softcap >= 0.0) {
+                return Err(ConfigError::Invalid {
+                    what: format!(
+                        "gemma3.final_logit_softcapping is {}",
+                        cfg.final_logit_softcap
+                    ),
+                });
+            }
         }
         Ok(cfg)
     }

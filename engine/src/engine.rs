@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use strata_layer_cache::{CacheConfig, CacheStats, Clock, LayerCache};
 
+use crate::chat::{ChatMessage, ChatTemplate};
 use crate::config::ModelConfig;
 use crate::error::EngineError;
 use crate::generate::{GenerateOptions, Generation};
@@ -93,6 +94,16 @@ impl Engine {
                 ),
             }
             .into());
+        }
+        // The model's own chat template must work before anyone chats (llama.cpp would fail
+        // only at the first chat request): render a short conversation now.
+        if tokenizer.chat_template().is_some() {
+            let messages = [
+                ChatMessage::new("user", "Hello"),
+                ChatMessage::new("assistant", "Hi!"),
+                ChatMessage::new("user", "How are you?"),
+            ];
+            ChatTemplate::for_tokenizer(&tokenizer)?.render(&messages, true)?;
         }
         let n_ctx = config
             .n_ctx

@@ -85,6 +85,7 @@ impl Model {
                 ),
             }));
         }
+        check_tensors(&cfg, cache.gguf())?;
         Ok(Model {
             cfg,
             cache,
@@ -584,6 +585,97 @@ fn matmul_part(
         strata_quant::matmul_q_part(w.ty, w.bytes, rows, cols, q, part, y)
     };
     r.map_err(|source| kernel_err(w, source))
+}
+
+/// How a tensor is used, which decides the types it may have.
+#[derive(Clone, Copy)]
+enum Role {
+    /// A norm weight or bias, read whole and dequantized.
+    Vector,
+    /// A matrix multiplied by the activations (a kernel for its type must exist).
+    Matrix,
+}
+
+/// Every tensor the forward pass will use exists, with the shape the configuration implies and
+/// a type the kernels compute with: checked from the header at open, so that a broken file is
+/// refused before any token instead of failing (or worse) in the middle of a generation.
+fn check_tensors(cfg: &ModelConfig, gguf: &strata_gguf::Gguf) -> Result<(), EngineError> {
+    let check = |name: &str, dims: &[usize], role: Role, required: bool| {
+        let Some(t) = gguf.tensor(name) else {
+            return match required {
+                true => Err(EngineError::Config(
+                    crate::error::ConfigError::MissingTensor { name: name.into() },
+                )),
+                false => Ok(()),
+            };
+        };
+        let expected: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+        if t.dims != expected {
+            return Err(EngineError::Shape {
+                name: name.into(),
+                dims: t.dims.clone(),
+                expected,
+            });
+        }
+        let usable = match role {
+            Role::Vector => strata_quant::is_supported(t.ty),
+            Role::Matrix => vec_dot_type(t.ty).is_ok(),
+        } && t.ty.row_size(t.dims[0]).is_some();
+        if !usable {
+            return Err(EngineError::TensorType {
+                name: name.into(),
+                ty: t.ty,
+                usage: match role {
+                    Role::Vector => "a norm or bias vector",
+                    Role::Matrix => "a weight matrix",
+                },
+            });
+        }
+        Ok(())
+    };
+    let (d, ff, hd) = (cfg.n_embd, cfg.n_ff, cfg.head_dim);
+    check("token_embd.weight", &[d, cfg.n_vocab], Role::Matrix, true)?;
+    check("output.weight", &[d, cfg.n_vocab], Role::Matrix, false)?;
+    check("output_norm.weight", &[d], Role::Vector, true)?;
+    let attn_out_cols = cfg.n_head * cfg.head_dim_v;
+    for il in 0..cfg.n_layer {
+        let name = |short: &str| format!("blk.{il}.{short}");
+        let matrix = |short: &str, cols: usize, rows: usize| -> Result<(), EngineError> {
+            check(
+                &name(&format!("{short}.weight")),
+                &[cols, rows],
+                Role::Matrix,
+                true,
+            )?;
+            check(
+                &name(&format!("{short}.bias")),
+                &[rows],
+                Role::Vector,
+                false,
+            )
+        };
+        check(&name("attn_norm.weight"), &[d], Role::Vector, true)?;
+        matrix("attn_q", d, cfg.q_dim())?;
+        matrix("attn_k", d, cfg.k_dim())?;
+        matrix("attn_v", d, cfg.v_dim())?;
+        matrix("attn_output", attn_out_cols, d)?;
+        check(&name("ffn_norm.weight"), &[d], Role::Vector, true)?;
+        matrix("ffn_gate", d, ff)?;
+        matrix("ffn_up", d, ff)?;
+        matrix("ffn_down", ff, d)?;
+        if cfg.gemma_norms {
+            check(&name("attn_q_norm.weight"), &[hd], Role::Vector, true)?;
+            check(&name("attn_k_norm.weight"), &[hd], Role::Vector, true)?;
+            check(
+                &name("post_attention_norm.weight"),
+                &[d],
+                Role::Vector,
+                true,
+            )?;
+            check(&name("post_ffw_norm.weight"), &[d], Role::Vector, true)?;
+        }
+    }
+    Ok(())
 }
 
 /// A norm weight `[n]` as f32 in `buf` (norm tensors are F32 in every GGUF llama.cpp writes).

@@ -102,6 +102,16 @@ pub enum TokenizerError {
         /// The id key.
         key: &'static str,
     },
+    /// A special-token id in the metadata is not a token of the vocabulary.
+    #[error("{key} = {id}, but the vocabulary has {n_tokens} tokens (ids 0..{n_tokens})")]
+    SpecialIdOutOfRange {
+        /// The metadata key.
+        key: &'static str,
+        /// Its value.
+        id: u32,
+        /// The vocabulary's size.
+        n_tokens: usize,
+    },
     /// The vocabulary has no tokens.
     #[error("the vocabulary has no tokens")]
     EmptyVocab,
@@ -527,6 +537,25 @@ impl Tokenizer {
             };
         if let Some(b) = v.add_space_prefix {
             add_space_prefix = b;
+        }
+        // llama.cpp warns about an id outside the vocabulary and uses its default; such a file
+        // is broken (its author meant some other token), so it is refused here.
+        for (key, id) in [
+            (keys::BOS, v.bos),
+            (keys::EOS, v.eos),
+            (keys::EOT, v.eot),
+            (keys::EOM, v.eom),
+            (keys::UNK, v.unk),
+            (keys::SEP, v.sep),
+            (keys::PAD, v.pad),
+        ] {
+            if let Some(id) = id.filter(|&id| id as usize >= n) {
+                return Err(TokenizerError::SpecialIdOutOfRange {
+                    key,
+                    id,
+                    n_tokens: n,
+                });
+            }
         }
         let in_range = |id: Option<u32>| id.filter(|&i| (i as usize) < n);
         let pick = |meta: Option<u32>, default: Option<u32>| match meta {

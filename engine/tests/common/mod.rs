@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use strata_gguf::{Array, GgmlType, GgufWriter};
+use strata_gguf::{Array, GgmlType, Gguf, GgufWriter, Value};
 
 // Model dimensions.
 pub const N_EMBD: usize = 256;
@@ -197,6 +197,68 @@ pub fn write_model(arch: &str, seed: u64) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("strata-engine-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{arch}-{seed}.gguf"));
-    w.write_file(&path).unwrap();
+    // Tests running in parallel write the same model: each writes its own file and renames it
+    // into place, so that nobody reads a file being written.
+    let tmp = path.with_extension(format!("{:?}.tmp", std::thread::current().id()));
+    w.write_file(&tmp).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
     path
+}
+
+/// A tensor to write: name, type, dims, data.
+pub type Tensor = (String, GgmlType, Vec<u64>, Vec<u8>);
+
+/// The synthetic llama model (seed 11), written again as `<name>.gguf` with metadata passed through `meta` (`None` drops a key; `extra` is
+/// appended) and tensors through `tensor` (`None` drops one).
+pub fn variant(
+    name: &str,
+    meta: impl Fn(&str, &Value) -> Option<Value>,
+    extra: &[(&str, Value)],
+    tensor: impl Fn(Tensor) -> Option<Tensor>,
+) -> PathBuf {
+    let path = write_model("llama", 11);
+    let bytes = std::fs::read(&path).unwrap();
+    let g = Gguf::from_bytes(&bytes).unwrap();
+    let mut w = GgufWriter::new();
+    for (key, value) in g.metadata().iter() {
+        if let Some(v) = meta(key, value) {
+            w.add_metadata(key, v).unwrap();
+        }
+    }
+    for (key, value) in extra {
+        w.add_metadata(*key, value.clone()).unwrap();
+    }
+    for t in g.tensors() {
+        let data = g.tensor_data(&bytes, t).unwrap().to_vec();
+        if let Some((n, ty, dims, data)) = tensor((t.name.clone(), t.ty, t.dims.clone(), data)) {
+            w.add_tensor(n, ty, &dims, data).unwrap();
+        }
+    }
+    let out = path.with_extension(format!("{name}.gguf"));
+    w.write_file(&out).unwrap();
+    out
+}
+
+/// A variant with one metadata value replaced.
+pub fn with_meta(name: &str, key: &'static str, value: Value) -> PathBuf {
+    variant(
+        name,
+        |k, v| Some(if k == key { value.clone() } else { v.clone() }),
+        &[],
+        Some,
+    )
+}
+
+/// A variant with one tensor changed by `f`.
+pub fn with_tensor(
+    name: &str,
+    which: &'static str,
+    f: impl Fn(Tensor) -> Option<Tensor>,
+) -> PathBuf {
+    variant(
+        name,
+        |_, v| Some(v.clone()),
+        &[],
+        |t| if t.0 == which { f(t) } else { Some(t) },
+    )
 }
