@@ -16,7 +16,12 @@ pub struct Args {
     #[arg(short, long)]
     prompt: String,
     /// Most tokens to generate.
-    #[arg(short = 'n', long, default_value_t = 128)]
+    #[arg(
+        short = 'n',
+        long,
+        default_value_t = 128,
+        allow_negative_numbers = true
+    )]
     n_predict: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
@@ -35,19 +40,19 @@ pub struct Args {
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplingArgs {
     /// Temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true, value_parser = temperature)]
     temp: f32,
     /// Top-k (0 = off).
     #[arg(long, default_value_t = 40)]
     top_k: usize,
     /// Top-p (1 = off).
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true, value_parser = top_p)]
     top_p: f32,
     /// Min-p (0 = off).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true, value_parser = min_p)]
     min_p: f32,
     /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = penalty)]
     repeat_penalty: f32,
     /// Tokens the repetition penalty looks back over.
     #[arg(long, default_value_t = 64)]
@@ -55,6 +60,36 @@ pub struct SamplingArgs {
     /// RNG seed.
     #[arg(long, default_value_t = 0x5EED)]
     seed: u64,
+}
+
+/// A float flag's value, checked by `ok` (clap names the flag in the error: exit code 2).
+fn float_in(s: &str, ok: impl Fn(f32) -> bool, expected: &str) -> Result<f32, String> {
+    let v: f32 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if ok(v) {
+        Ok(v)
+    } else {
+        Err(format!("expected {expected}"))
+    }
+}
+
+fn temperature(s: &str) -> Result<f32, String> {
+    float_in(
+        s,
+        |v| v.is_finite() && v >= 0.0,
+        "a number ≥ 0 (0 = greedy)",
+    )
+}
+
+fn top_p(s: &str) -> Result<f32, String> {
+    float_in(s, |v| v > 0.0 && v <= 1.0, "0 < p ≤ 1 (1 = off)")
+}
+
+fn min_p(s: &str) -> Result<f32, String> {
+    float_in(s, |v| (0.0..=1.0).contains(&v), "0 ≤ p ≤ 1 (0 = off)")
+}
+
+fn penalty(s: &str) -> Result<f32, String> {
+    float_in(s, |v| v.is_finite() && v > 0.0, "a number > 0 (1 = off)")
 }
 
 impl SamplingArgs {

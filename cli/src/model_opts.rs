@@ -69,14 +69,23 @@ pub struct ModelOpts {
     #[command(flatten)]
     pub storage: StorageOpts,
     /// Compute threads [default: all cores]. Results do not depend on it.
-    #[arg(long)]
+    #[arg(long, value_parser = threads)]
     pub threads: Option<usize>,
     /// KV cache positions [default: 4096, or the model's context length if smaller].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub ctx: Option<usize>,
     /// KV cache element type: f16 or f32.
     #[arg(long, default_value = "f16")]
     pub kv_type: KvType,
+}
+
+/// `--threads`: 1 to [`strata_engine::MAX_THREADS`].
+fn threads(s: &str) -> Result<usize, String> {
+    let max = strata_engine::MAX_THREADS;
+    match s.trim().parse::<usize>() {
+        Ok(t) if (1..=max).contains(&t) => Ok(t),
+        _ => Err(format!("expected a thread count from 1 to {max}")),
+    }
 }
 
 impl ModelOpts {

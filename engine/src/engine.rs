@@ -20,6 +20,9 @@ pub const DEFAULT_N_CTX: usize = 4096;
 /// Tokens per prefill batch when none is configured (llama.cpp's default ubatch).
 pub const DEFAULT_BATCH: usize = 512;
 
+/// The most compute threads an engine accepts (ggml's `GGML_MAX_N_THREADS`).
+pub const MAX_THREADS: usize = 512;
+
 /// How to open and run a model.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -78,6 +81,11 @@ impl Engine {
         if config.batch_size == 0 {
             return Err(EngineError::InvalidSetting {
                 what: "batch size 0".into(),
+            });
+        }
+        if let Some(t) = config.threads.filter(|t| !(1..=MAX_THREADS).contains(t)) {
+            return Err(EngineError::InvalidSetting {
+                what: format!("{t} threads (expected 1 to {MAX_THREADS})"),
             });
         }
         let cfg = ModelConfig::from_gguf(cache.gguf())?;

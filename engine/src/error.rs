@@ -131,6 +131,17 @@ pub enum EngineError {
         /// What rayon reported.
         message: String,
     },
+    /// The KV cache could not be allocated.
+    #[error(
+        "the KV cache of {n_ctx} positions needs {bytes} bytes, which could not be allocated \
+         (lower the context length)"
+    )]
+    KvAlloc {
+        /// Positions asked for.
+        n_ctx: usize,
+        /// Bytes they need, all layers' keys and values.
+        bytes: u128,
+    },
     /// A setting outside its valid range (sampling, context length, batch size).
     #[error("invalid setting: {what}")]
     InvalidSetting {

@@ -43,12 +43,36 @@ enum Rows {
     F32(Vec<f32>),
 }
 
+/// `n` zeros, or `None` when the memory cannot be had. Like `vec![0; n]` the memory comes
+/// zeroed from the allocator (`calloc`: untouched pages cost nothing until written), but a
+/// failed allocation is an error for the caller instead of an abort.
+fn try_zeroed<T: Zeroed>(n: usize) -> Option<Vec<T>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<T>(n).ok()?;
+    // SAFETY: `layout` has a non-zero size (n > 0 and T is not zero-sized).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` was allocated by the global allocator with the layout of `[T; n]`, which is
+    // what a `Vec<T>` of capacity `n` owns; all `n` elements are initialized, because the
+    // all-zero bit pattern is a valid `T` (the `Zeroed` contract).
+    Some(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
+/// Types whose all-zero bit pattern is a valid value (0 / +0.0).
+trait Zeroed {}
+impl Zeroed for u16 {}
+impl Zeroed for f32 {}
+
 impl Rows {
-    fn new(ty: KvType, n: usize) -> Rows {
-        match ty {
-            KvType::F16 => Rows::F16(vec![0u16; n]),
-            KvType::F32 => Rows::F32(vec![0.0f32; n]),
-        }
+    fn new(ty: KvType, n: usize) -> Option<Rows> {
+        Some(match ty {
+            KvType::F16 => Rows::F16(try_zeroed(n)?),
+            KvType::F32 => Rows::F32(try_zeroed(n)?),
+        })
     }
 
     /// Writes `src` at element offset `at`, rounding to f16 if the storage is f16.
@@ -95,12 +119,30 @@ impl KvCache {
             });
         }
         let (k_dim, v_dim) = (cfg.k_dim(), cfg.v_dim());
-        let k = (0..cfg.n_layer)
-            .map(|_| Rows::new(ty, n_ctx * k_dim))
-            .collect();
-        let v = (0..cfg.n_layer)
-            .map(|_| Rows::new(ty, n_ctx * v_dim))
-            .collect();
+        let elem = match ty {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        };
+        let too_big = || EngineError::KvAlloc {
+            n_ctx,
+            bytes: (n_ctx as u128) * (cfg.n_layer as u128) * ((k_dim + v_dim) as u128) * elem,
+        };
+        let per_layer = |dim: usize| {
+            n_ctx
+                .checked_mul(dim)
+                .filter(|n| {
+                    n.checked_mul(elem as usize)
+                        .is_some_and(|b| b <= isize::MAX as usize)
+                })
+                .ok_or_else(too_big)
+        };
+        let (nk, nv) = (per_layer(k_dim)?, per_layer(v_dim)?);
+        let mut k = Vec::with_capacity(cfg.n_layer);
+        let mut v = Vec::with_capacity(cfg.n_layer);
+        for _ in 0..cfg.n_layer {
+            k.push(Rows::new(ty, nk).ok_or_else(too_big)?);
+            v.push(Rows::new(ty, nv).ok_or_else(too_big)?);
+        }
         Ok(KvCache {
             ty,
             n_ctx,

@@ -45,7 +45,9 @@ pub mod tokenizer;
 pub use batch::{BatchConfig, BatchStats, Batcher, SeqId, SeqUpdate};
 pub use chat::{ChatMessage, ChatTemplate, GEMMA_TEMPLATE};
 pub use config::{Arch, FfnActivation, ModelConfig, RopeParams, RopeStyle};
-pub use engine::{Engine, EngineConfig, RunStats, Session, DEFAULT_BATCH, DEFAULT_N_CTX};
+pub use engine::{
+    Engine, EngineConfig, RunStats, Session, DEFAULT_BATCH, DEFAULT_N_CTX, MAX_THREADS,
+};
 pub use error::{ConfigError, EngineError};
 pub use generate::{GenerateOptions, Generation, StopReason};
 pub use kv_cache::{KvCache, KvType};

@@ -219,3 +219,32 @@ fn a_vocabulary_shorter_than_the_embedding_is_refused_at_open() {
     // The model it came from opens.
     Engine::open(&path, EngineConfig::default()).unwrap();
 }
+
+#[test]
+fn settings_out_of_range_are_errors_not_aborts() {
+    let path = write_model("llama", 3);
+    for threads in [0, strata_engine::MAX_THREADS + 1] {
+        let config = EngineConfig {
+            threads: Some(threads),
+            ..EngineConfig::default()
+        };
+        let err = Engine::open(&path, config).err().expect("refused");
+        assert!(
+            err.to_string().contains(&format!("{threads} threads")),
+            "{err}"
+        );
+    }
+    // A KV cache beyond any memory: an error at the session, not an allocation abort.
+    for n_ctx in [1usize << 40, usize::MAX / 2] {
+        let config = EngineConfig {
+            n_ctx: Some(n_ctx),
+            ..EngineConfig::default()
+        };
+        let engine = Engine::open(&path, config).unwrap();
+        let err = engine.session().err().expect("refused");
+        assert!(
+            err.to_string().contains(&format!("{n_ctx} positions")),
+            "{err}"
+        );
+    }
+}
