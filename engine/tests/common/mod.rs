@@ -36,13 +36,19 @@ pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 /// Writes a small model of architecture `arch` ("llama" or "qwen2") and returns its path.
 pub fn write_model(arch: &str, seed: u64) -> PathBuf {
+    write_model_layers(arch, seed, N_LAYER)
+}
+
+/// [`write_model`] with `n_layer` layers (more than the minimum budget's slots make the layers
+/// stream).
+pub fn write_model_layers(arch: &str, seed: u64, n_layer: usize) -> PathBuf {
     let mut rng = Lcg(seed);
     let mut w = GgufWriter::new();
     let md = |w: &mut GgufWriter<'_>, k: String, v: u32| w.add_metadata(k, v).unwrap();
     w.add_metadata("general.architecture", arch).unwrap();
     md(&mut w, format!("{arch}.context_length"), 256);
     md(&mut w, format!("{arch}.embedding_length"), N_EMBD as u32);
-    md(&mut w, format!("{arch}.block_count"), N_LAYER as u32);
+    md(&mut w, format!("{arch}.block_count"), n_layer as u32);
     md(&mut w, format!("{arch}.feed_forward_length"), N_FF as u32);
     md(
         &mut w,
@@ -113,7 +119,7 @@ pub fn write_model(arch: &str, seed: u64) -> PathBuf {
             .unwrap();
     };
     norm(&mut w, "output_norm.weight".into(), N_EMBD);
-    for il in 0..N_LAYER {
+    for il in 0..n_layer {
         let p = format!("blk.{il}.");
         norm(&mut w, format!("{p}attn_norm.weight"), N_EMBD);
         norm(&mut w, format!("{p}ffn_norm.weight"), N_EMBD);
@@ -196,7 +202,10 @@ pub fn write_model(arch: &str, seed: u64) -> PathBuf {
     }
     let dir = std::env::temp_dir().join(format!("strata-engine-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{arch}-{seed}.gguf"));
+    let path = match n_layer {
+        N_LAYER => dir.join(format!("{arch}-{seed}.gguf")),
+        n => dir.join(format!("{arch}-{seed}-{n}-layers.gguf")),
+    };
     // Tests running in parallel write the same model: each writes its own file and renames it
     // into place, so that nobody reads a file being written.
     let tmp = path.with_extension(format!("{:?}.tmp", std::thread::current().id()));
