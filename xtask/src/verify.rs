@@ -25,7 +25,7 @@
 //! The top-1 agreement where llama.cpp leads by more than [`TOP1_MARGIN`] is reported too (it is
 //! implied by 2 wherever the top-20 are equal).
 //!
-//! Then each (backend, budget, threads) run must give the same bytes: a SHA-256 over the
+//! Then each (backend, budget, threads, prefetch) run must give the same bytes: a SHA-256 over the
 //! logits of every prompt position and of the greedy steps. Last, the synthetic llama and qwen2
 //! models of `cargo xtask gen-model` against llama.cpp's outputs for them, by the same criteria.
 
@@ -265,23 +265,32 @@ pub fn run(args: &[String]) -> Result<()> {
 
     if !quick {
         println!(
-            "\n{:<8} {:<8} {:>8} {:>10} {:>7}",
-            "backend", "budget", "threads", "time", "logits"
+            "\n{:<8} {:<8} {:>8} {:>8} {:>10} {:>7}",
+            "backend", "budget", "threads", "prefetch", "time", "logits"
         );
-        let runs: Vec<(Backend, Budget, Option<usize>)> = vec![
-            (Backend::Mmap, Budget::All, Some(1)),
-            (Backend::File, Budget::All, None),
-            (Backend::Arena, Budget::All, None),
-            (Backend::Mmap, Budget::Min, None),
-            (Backend::File, Budget::Min, None),
-            (Backend::Arena, Budget::Min, None),
+        // Every backend, budgets all / between / min, prefetch 0 / 1 / 2 (default) / 4, one
+        // and two threads. (Half the file is below this model's minimum: its embedding matrix
+        // is 70% of it; 85% streams 4 of its 18 layers.)
+        let d = CacheConfig::default().prefetch;
+        let runs: Vec<(Backend, Budget, Option<usize>, usize)> = vec![
+            (Backend::Mmap, Budget::All, Some(1), d),
+            (Backend::Mmap, Budget::All, Some(2), 0),
+            (Backend::File, Budget::All, None, d),
+            (Backend::Arena, Budget::All, None, d),
+            (Backend::File, Budget::Percent(85.0), Some(2), 1),
+            (Backend::Arena, Budget::Percent(85.0), Some(1), 4),
+            (Backend::Mmap, Budget::Min, None, 0),
+            (Backend::File, Budget::Min, None, 4),
+            (Backend::Arena, Budget::Min, None, 1),
+            (Backend::Arena, Budget::Min, Some(1), d),
         ];
-        for (backend, budget, threads) in runs {
+        for (backend, budget, threads, prefetch) in runs {
             let t = Instant::now();
             let cfg = EngineConfig {
                 cache: CacheConfig {
                     backend,
                     budget,
+                    prefetch,
                     ..CacheConfig::default()
                 },
                 threads,
@@ -295,16 +304,18 @@ pub fn run(args: &[String]) -> Result<()> {
                 if &fingerprint(&mut ev, r)? != base {
                     same = false;
                     failures.push(format!(
-                        "{}: logits on {backend}/{budget} differ from mmap/all",
+                        "{}: logits on {backend}/{budget}/prefetch {prefetch} differ from \
+                         mmap/all",
                         r.name
                     ));
                 }
             }
             println!(
-                "{:<8} {:<8} {:>8} {:>9.1}s {:>7}",
+                "{:<8} {:<8} {:>8} {:>8} {:>9.1}s {:>7}",
                 backend.to_string(),
                 budget.to_string(),
                 threads.map_or("default".to_string(), |t| t.to_string()),
+                prefetch,
                 t.elapsed().as_secs_f64(),
                 if same { "same" } else { "DIFF" }
             );
