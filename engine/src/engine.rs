@@ -59,6 +59,9 @@ pub struct Engine {
     batch_size: usize,
     #[cfg(feature = "threads")]
     pool: Option<rayon::ThreadPool>,
+    /// Held through every forward pass: sessions in several threads take turns (see
+    /// [`Engine::install`]).
+    turn: std::sync::Mutex<()>,
     load_time: Duration,
 }
 
@@ -143,6 +146,7 @@ impl Engine {
             batch_size: config.batch_size,
             #[cfg(feature = "threads")]
             pool,
+            turn: std::sync::Mutex::new(()),
             load_time: t0.elapsed(),
         })
     }
@@ -210,8 +214,18 @@ impl Engine {
         })
     }
 
-    /// Runs `f` on this engine's thread pool (or the global one).
+    /// Runs `f` (a forward pass) on this engine's thread pool (or the global one), one at a
+    /// time.
+    ///
+    /// Forward passes take turns because a pass can block inside the pool: at a small budget
+    /// it waits for a layer slot that another pass holds. Two passes in the pool at once could
+    /// deadlock: a worker waiting in one pass's parallel loop steals the other pass's job and
+    /// blocks there on a slot that only the pass beneath it on its own stack would release.
+    /// Taking turns costs nothing on memory-bound hardware (one pass already uses every core);
+    /// [`crate::Batcher`] is the way to run many sequences at once.
     pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        // A pass that panicked left nothing half-done that the next one reads.
+        let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
         #[cfg(feature = "threads")]
         if let Some(pool) = &self.pool {
             return pool.install(f);
@@ -256,6 +270,10 @@ fn rate(n: usize, t: Duration) -> f64 {
 }
 
 /// One sequence: the tokens evaluated so far and their keys and values.
+///
+/// Sessions of one engine may run in different threads; their forward passes take turns.
+/// Do not evaluate from inside a job of the engine's own thread pool (the pass would wait for
+/// its turn in a worker the pass holding the turn may need).
 pub struct Session<'e> {
     engine: &'e Engine,
     kv: KvCache,
