@@ -58,9 +58,26 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // `{:#}` prints the whole context chain on one line.
-            eprintln!("strata: {err:#}");
+            eprintln!("strata: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error's context chain on one line, `a: b: c`, leaving out a cause whose text the
+/// message before it already ends with (library errors that print their source too) and
+/// turning newlines into spaces.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.replace(['\n', '\r'], " ")
 }

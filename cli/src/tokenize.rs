@@ -28,7 +28,8 @@ pub struct Args {
 /// Runs `strata tokenize`.
 pub fn run(args: Args) -> Result<()> {
     // The GGUF error already names the file.
-    let gguf = Gguf::open(&args.model)?;
+    let gguf =
+        Gguf::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
     let tok = Tokenizer::from_gguf(&gguf)
         .with_context(|| format!("building the tokenizer of {}", args.model.display()))?;
     let ids = tok
