@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 mod debs;
 mod demo;
 mod fetch_model;
+mod fuzz;
 mod serve_test;
 mod test;
 mod venv;
@@ -23,13 +24,14 @@ mod wasm_web;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
-        bail!("usage: cargo xtask <test|test-serve|demo|fetch-model|gen-model|verify|wasm|bench|golden> [args]");
+        bail!("usage: cargo xtask <test|test-serve|demo|fetch-model|gen-model|verify|wasm|bench|golden|fuzz> [args]");
     };
     match cmd.as_str() {
         "test" => test::run(rest),
         "test-serve" => serve_test::run(rest),
         "demo" => demo::run(rest),
         "fetch-model" => fetch_model::run(rest),
+        "fuzz" => fuzz::run(rest),
         "gen-model" => gen_model::run(rest),
         "bench" => bench::run(rest),
         "golden" => golden::run(rest),

@@ -100,6 +100,11 @@ fn steps() -> Vec<Step> {
                 "--lib",
             ],
         ),
+        // The cargo-fuzz targets build and run a few seconds each (xtask/src/fuzz.rs).
+        cargo(
+            "fuzz targets, 5 s each",
+            &["xtask", "fuzz", "--seconds", "5"],
+        ),
         // Agreement with llama.cpp's reference outputs (xtask/src/verify.rs).
         cargo("verify against llama.cpp", &["xtask", "verify"]),
         // WebAssembly (xtask/src/wasm.rs): both targets built, the reference prompts in wasm64
