@@ -12,7 +12,7 @@ use crate::{Error, READ_ALIGN};
 /// large sizes) and [`READ_ALIGN`] more bytes, and the buffer starts at the first aligned byte.
 /// (Asking `alloc_zeroed` for a 4096-byte alignment instead makes the system allocator
 /// `memset` the whole region: seconds, and every page committed, for a multi-GiB arena.)
-pub struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     /// The first aligned byte.
     ptr: NonNull<u8>,
     len: usize,
@@ -71,28 +71,24 @@ impl AlignedBuf {
         })
     }
 
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the buffer is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Pointer to the first byte.
+    /// Pointer to the first byte, writable although `self` is shared: the layer cache writes
+    /// a slot's region through it while the slot is claimed by one loader (status `Loading`,
+    /// no pins, so no `LayerRef` and no slice covers that region) and publishes the bytes by
+    /// setting the status to `Ready` under the cache's mutex, which orders the writes before
+    /// any reader that later takes the mutex to pin the slot. Crate-private for that reason.
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
     /// The bytes, for exclusive use.
+    #[cfg_attr(not(feature = "file"), allow(dead_code))] // the O_DIRECT bounce buffer
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: ptr is valid for len initialised (zeroed) bytes and `&mut self` is exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
     /// The bytes.
+    #[cfg_attr(not(feature = "file"), allow(dead_code))]
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: ptr is valid for len initialised bytes; callers that write through `as_ptr`
         // do so only for regions no shared slice covers (the cache's slot protocol).
@@ -125,7 +121,7 @@ mod tests {
     fn buffers_are_aligned_zeroed_and_writable() {
         for len in [0u64, 1, 4095, 4096, 4097, 1 << 20, (64 << 20) + 3] {
             let mut b = AlignedBuf::new(len, "test").unwrap();
-            assert_eq!(b.len() as u64, len);
+            assert_eq!(b.as_slice().len() as u64, len);
             assert_eq!(b.as_ptr() as usize % READ_ALIGN as usize, 0, "len {len}");
             assert!(b.as_slice().iter().all(|&x| x == 0));
             b.as_mut_slice().fill(0xA5);

@@ -52,7 +52,6 @@ mod mmap;
 mod stats;
 mod storage;
 
-pub use aligned::AlignedBuf;
 pub use cache::{CachePlan, LayerCache, LayerRef, PreloadProgress, TensorView};
 pub use clock::Clock;
 pub use config::{

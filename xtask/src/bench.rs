@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use strata_layer_cache::{
-    human_bytes, AlignedBuf, Backend, Budget, CacheConfig, FileStorage, LayerCache, Policy, Storage,
+    human_bytes, Backend, Budget, CacheConfig, FileStorage, LayerCache, Policy, Storage,
 };
 
 use crate::gen_model::{self, Arch, ModelSpec};
@@ -127,7 +127,11 @@ fn raw_bandwidth(
             .map(|i| {
                 let storage = storage.clone();
                 scope.spawn(move || -> Result<()> {
-                    let mut buf = AlignedBuf::new(chunk_len, "raw read buffer")?;
+                    // An O_DIRECT destination: page-aligned, so that no bounce buffer
+                    // copies it.
+                    let mut space = vec![0u8; chunk_len as usize + 4096];
+                    let skip = space.as_ptr().align_offset(4096);
+                    let buf = &mut space[skip..skip + chunk_len as usize];
                     let (mut off, end, step) = if striped {
                         (i as u64 * chunk_len, total, streams as u64 * chunk_len)
                     } else {
@@ -138,7 +142,7 @@ fn raw_bandwidth(
                         )
                     };
                     while off < end {
-                        storage.read_at(off, buf.as_mut_slice())?;
+                        storage.read_at(off, buf)?;
                         off += step;
                     }
                     Ok(())
