@@ -320,189 +320,21 @@ impl LayerCache {
     ) -> Result<LayerCache, Error> {
         let file_len = storage.len();
         let map = LayerMap::from_gguf(&gguf, file_len)?;
-        let n = map.n_layers();
-        let window = config.prefetch;
-        let streaming = window.max(1);
         let layout = plan_globals(map.globals(), file_len);
-        let footprints: Vec<u64> = map
-            .layers()
-            .iter()
-            .map(|l| ReadRange::covering(&l.extent, file_len).footprint())
-            .collect();
-        let slot_bytes = footprints.iter().copied().max().unwrap_or(0);
-        let g = layout.bytes;
-        let min_slots = (streaming + 1).min(n) as u64;
-        let all = match config.policy {
-            Policy::Cyclic => g + footprints.iter().sum::<u64>(),
-            Policy::Lru => g + n as u64 * slot_bytes,
-        };
-        // Room for every layer is always enough, even where (w + 1) × the largest layer is
-        // more (few layers of uneven sizes).
-        let minimum = (g + min_slots * slot_bytes).min(all);
-        let budget_bytes = match config.budget {
-            Budget::Bytes(b) => b,
-            Budget::Percent(p) => (file_len as f64 * p / 100.0).floor() as u64,
-            Budget::All => all,
-            Budget::Min => minimum,
-        };
-        if budget_bytes < minimum {
-            return Err(Error::BudgetTooSmall {
-                budget: budget_bytes,
-                minimum,
-                globals: g,
-                largest_layer: slot_bytes,
-                slots: min_slots,
-            });
-        }
-        // More than room for everything buys nothing (and would only grow the arena).
-        let budget_bytes = budget_bytes.min(all);
-        // Slot sizes, in slot order: cyclic `[resident 0..R | streaming]`, LRU `[K pool slots]`.
-        let (resident, streaming_slots, stream_slot_bytes, slot_sizes) = match config.policy {
-            Policy::Cyclic => {
-                let (r, w, bytes) = cyclic_split(&footprints, g, budget_bytes, streaming);
-                let mut sizes = footprints[..r].to_vec();
-                sizes.extend(std::iter::repeat_n(bytes, w));
-                (r, w, bytes, sizes)
-            }
-            Policy::Lru => {
-                let k = (budget_bytes - g)
-                    .checked_div(slot_bytes)
-                    .map_or(n, |k| usize::try_from(k).unwrap_or(usize::MAX).min(n));
-                (0, k, slot_bytes, vec![slot_bytes; k])
-            }
-        };
-        let k = slot_sizes.len();
-        let resident_bytes = footprints[..resident].iter().sum();
-        debug_assert!(g + slot_sizes.iter().sum::<u64>() <= budget_bytes);
-        let plan = CachePlan {
-            backend: config.backend,
-            policy: config.policy,
-            budget_bytes,
-            minimum_bytes: minimum,
-            globals_bytes: g,
-            slot_bytes,
-            stream_slot_bytes,
-            slots: k,
-            resident_layers: resident,
-            resident_bytes,
-            streaming_slots,
-            window,
-            io_threads: config.io_threads.max(1),
-            file_len,
-        };
-        let memory = match config.backend {
-            Backend::Mmap => {
-                let base = storage
-                    .bytes(0, file_len)
-                    .ok_or_else(|| Error::BackendUnavailable {
-                        backend: "mmap".into(),
-                        reason: format!(
-                            "{} cannot lend its bytes without copying",
-                            storage.describe()
-                        ),
-                    })?;
-                Memory::Mapped {
-                    base: base.as_ptr(),
-                }
-            }
-            Backend::File => {
-                let globals = AlignedBuf::new(g, "globals")?;
-                let slots = slot_sizes
-                    .iter()
-                    .map(|&bytes| AlignedBuf::new(bytes, "layer slot"))
-                    .collect::<Result<_, _>>()?;
-                Memory::Buffers { globals, slots }
-            }
-            Backend::Arena => {
-                #[cfg(not(feature = "arena"))]
-                return Err(Error::BackendUnavailable {
-                    backend: "arena".into(),
-                    reason: "built without the `arena` feature".into(),
-                });
-                #[cfg(feature = "arena")]
-                {
-                    let arena = AlignedBuf::new(budget_bytes, "arena")?;
-                    let mut slot_offsets = Vec::with_capacity(k);
-                    let mut at = g;
-                    for &bytes in &slot_sizes {
-                        slot_offsets.push(at);
-                        at += bytes;
-                    }
-                    if at > budget_bytes {
-                        return Err(Error::Layout(format!(
-                            "slots end at byte {at} of an arena of {budget_bytes}"
-                        )));
-                    }
-                    Memory::Arena {
-                        arena,
-                        slot_offsets,
-                    }
-                }
-            }
-        };
-        // Globals: with owned memory, read each run; with mmap, fault the pages in.
-        let globals_len = usize::try_from(match memory {
-            Memory::Mapped { .. } => file_len,
-            _ => g,
-        })
-        .map_err(|_| Error::TooLarge {
-            what: "globals",
-            value: g,
-        })?;
-        let mut bytes_read = 0;
+        let (plan, slot_sizes) = plan_slots(&map, layout.bytes, file_len, config)?;
+        let memory = Memory::allocate(&plan, &slot_sizes, storage.as_ref())?;
         let clock = Clock::now();
-        let globals_offsets = match &memory {
-            Memory::Mapped { base } => {
-                for (run, _) in &layout.runs {
-                    storage.will_need(run.offset, run.len);
-                    // SAFETY: run lies inside the mapping (LayerMap checked every tensor against
-                    // the file length and ReadRange clips at it), which lives as long as `storage`.
-                    unsafe {
-                        touch_pages(base.wrapping_add(run.offset as usize), run.len as usize)
-                    };
-                    bytes_read += run.len;
-                }
-                map.globals().iter().map(|t| t.offset).collect()
-            }
-            _ => {
-                let base = memory.globals_ptr();
-                for (run, at) in &layout.runs {
-                    // SAFETY: the globals region is `g` bytes, the sum of the runs' footprints,
-                    // so `at..at + len` is inside it; nothing else references it yet.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(base.add(*at as usize), run.len as usize)
-                    };
-                    read_split(storage.as_ref(), run.offset, dst, plan.io_threads)?;
-                    bytes_read += run.len;
-                }
-                layout.offsets
-            }
-        };
+        let (globals_offsets, globals_len, bytes_read) =
+            read_globals(storage.as_ref(), &memory, &map, layout, &plan)?;
         let stats = CacheStats {
             bytes_read,
             read_time: clock.elapsed(),
-            resident_bytes: g,
-            peak_resident_bytes: g,
-            budget_bytes,
+            resident_bytes: plan.globals_bytes,
+            peak_resident_bytes: plan.globals_bytes,
+            budget_bytes: plan.budget_bytes,
             ..CacheStats::default()
         };
-        let state = State {
-            slots: (0..k)
-                .map(|_| Slot {
-                    layer: None,
-                    status: Status::Empty,
-                    pins: 0,
-                    last_use: 0,
-                    fresh: false,
-                    bytes: 0,
-                })
-                .collect(),
-            layer_slot: vec![None; n],
-            cursor: None,
-            tick: 0,
-            stats,
-            shutdown: false,
-        };
+        let state = State::new(slot_sizes.len(), map.n_layers(), stats);
         let shared = Arc::new(Shared {
             storage,
             gguf,
@@ -524,28 +356,11 @@ impl LayerCache {
                 shared: shared.clone(),
             }),
         };
-        #[cfg(feature = "threads")]
-        let worker = if window > 0 && n > 0 && config.policy == Policy::Cyclic {
-            let s = shared.clone();
-            Some(
-                std::thread::Builder::new()
-                    .name("strata-prefetch".into())
-                    .spawn(move || s.prefetch_loop())
-                    .map_err(|source| Error::Io {
-                        what: "spawning the prefetch thread".into(),
-                        offset: 0,
-                        len: 0,
-                        source,
-                    })?,
-            )
-        } else {
-            None
-        };
         Ok(LayerCache {
+            #[cfg(feature = "threads")]
+            worker: spawn_prefetcher(&shared)?,
             shared,
             globals,
-            #[cfg(feature = "threads")]
-            worker,
         })
     }
 
@@ -646,6 +461,241 @@ impl Drop for LayerCache {
             let _ = worker.join();
         }
     }
+}
+
+/// Step 1 of [`LayerCache::open`]: the budget in bytes, checked against the minimum, and the
+/// slots it pays for (sizes in slot order: cyclic `[resident 0..R | streaming]`, LRU `[K pool
+/// slots]`). `globals` is the globals region's size.
+fn plan_slots(
+    map: &LayerMap,
+    globals: u64,
+    file_len: u64,
+    config: &CacheConfig,
+) -> Result<(CachePlan, Vec<u64>), Error> {
+    let n = map.n_layers();
+    let window = config.prefetch;
+    let streaming = window.max(1);
+    let footprints: Vec<u64> = map
+        .layers()
+        .iter()
+        .map(|l| ReadRange::covering(&l.extent, file_len).footprint())
+        .collect();
+    let slot_bytes = footprints.iter().copied().max().unwrap_or(0);
+    let g = globals;
+    let min_slots = (streaming + 1).min(n) as u64;
+    let all = match config.policy {
+        Policy::Cyclic => g + footprints.iter().sum::<u64>(),
+        Policy::Lru => g + n as u64 * slot_bytes,
+    };
+    // Room for every layer is always enough, even where (w + 1) × the largest layer is more
+    // (few layers of uneven sizes).
+    let minimum = (g + min_slots * slot_bytes).min(all);
+    let budget_bytes = match config.budget {
+        Budget::Bytes(b) => b,
+        Budget::Percent(p) => (file_len as f64 * p / 100.0).floor() as u64,
+        Budget::All => all,
+        Budget::Min => minimum,
+    };
+    if budget_bytes < minimum {
+        return Err(Error::BudgetTooSmall {
+            budget: budget_bytes,
+            minimum,
+            globals: g,
+            largest_layer: slot_bytes,
+            slots: min_slots,
+        });
+    }
+    // More than room for everything buys nothing (and would only grow the arena).
+    let budget_bytes = budget_bytes.min(all);
+    let (resident, streaming_slots, stream_slot_bytes, slot_sizes) = match config.policy {
+        Policy::Cyclic => {
+            let (r, w, bytes) = cyclic_split(&footprints, g, budget_bytes, streaming);
+            let mut sizes = footprints[..r].to_vec();
+            sizes.extend(std::iter::repeat_n(bytes, w));
+            (r, w, bytes, sizes)
+        }
+        Policy::Lru => {
+            let k = (budget_bytes - g)
+                .checked_div(slot_bytes)
+                .map_or(n, |k| usize::try_from(k).unwrap_or(usize::MAX).min(n));
+            (0, k, slot_bytes, vec![slot_bytes; k])
+        }
+    };
+    debug_assert!(g + slot_sizes.iter().sum::<u64>() <= budget_bytes);
+    let plan = CachePlan {
+        backend: config.backend,
+        policy: config.policy,
+        budget_bytes,
+        minimum_bytes: minimum,
+        globals_bytes: g,
+        slot_bytes,
+        stream_slot_bytes,
+        slots: slot_sizes.len(),
+        resident_layers: resident,
+        resident_bytes: footprints[..resident].iter().sum(),
+        streaming_slots,
+        window,
+        io_threads: config.io_threads.max(1),
+        file_len,
+    };
+    Ok((plan, slot_sizes))
+}
+
+impl Memory {
+    /// Step 2 of [`LayerCache::open`]: the backend's memory for the plan: the storage's own
+    /// bytes (mmap), one buffer for the globals and one per slot (file), or one arena of
+    /// exactly the budget with the slots at fixed offsets (arena).
+    fn allocate(
+        plan: &CachePlan,
+        slot_sizes: &[u64],
+        storage: &dyn Storage,
+    ) -> Result<Memory, Error> {
+        let g = plan.globals_bytes;
+        Ok(match plan.backend {
+            Backend::Mmap => {
+                let base =
+                    storage
+                        .bytes(0, plan.file_len)
+                        .ok_or_else(|| Error::BackendUnavailable {
+                            backend: "mmap".into(),
+                            reason: format!(
+                                "{} cannot lend its bytes without copying",
+                                storage.describe()
+                            ),
+                        })?;
+                Memory::Mapped {
+                    base: base.as_ptr(),
+                }
+            }
+            Backend::File => {
+                let globals = AlignedBuf::new(g, "globals")?;
+                let slots = slot_sizes
+                    .iter()
+                    .map(|&bytes| AlignedBuf::new(bytes, "layer slot"))
+                    .collect::<Result<_, _>>()?;
+                Memory::Buffers { globals, slots }
+            }
+            Backend::Arena => {
+                #[cfg(not(feature = "arena"))]
+                return Err(Error::BackendUnavailable {
+                    backend: "arena".into(),
+                    reason: "built without the `arena` feature".into(),
+                });
+                #[cfg(feature = "arena")]
+                {
+                    let budget_bytes = plan.budget_bytes;
+                    let arena = AlignedBuf::new(budget_bytes, "arena")?;
+                    let mut slot_offsets = Vec::with_capacity(slot_sizes.len());
+                    let mut at = g;
+                    for &bytes in slot_sizes {
+                        slot_offsets.push(at);
+                        at += bytes;
+                    }
+                    if at > budget_bytes {
+                        return Err(Error::Layout(format!(
+                            "slots end at byte {at} of an arena of {budget_bytes}"
+                        )));
+                    }
+                    Memory::Arena {
+                        arena,
+                        slot_offsets,
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Step 3 of [`LayerCache::open`]: the globals made resident, read run by run into owned
+/// memory or faulted in from the mapping. Returns each global tensor's offset from the
+/// globals' base, the length of the globals' region, and the bytes read.
+fn read_globals(
+    storage: &dyn Storage,
+    memory: &Memory,
+    map: &LayerMap,
+    layout: GlobalsLayout,
+    plan: &CachePlan,
+) -> Result<(Vec<u64>, usize, u64), Error> {
+    let g = plan.globals_bytes;
+    let globals_len = usize::try_from(match memory {
+        Memory::Mapped { .. } => plan.file_len,
+        _ => g,
+    })
+    .map_err(|_| Error::TooLarge {
+        what: "globals",
+        value: g,
+    })?;
+    let mut bytes_read = 0;
+    let offsets = match memory {
+        Memory::Mapped { base } => {
+            for (run, _) in &layout.runs {
+                storage.will_need(run.offset, run.len);
+                // SAFETY: run lies inside the mapping (LayerMap checked every tensor against the
+                // file length and ReadRange clips at it), which lives as long as `storage`.
+                unsafe { touch_pages(base.wrapping_add(run.offset as usize), run.len as usize) };
+                bytes_read += run.len;
+            }
+            map.globals().iter().map(|t| t.offset).collect()
+        }
+        _ => {
+            let base = memory.globals_ptr();
+            for (run, at) in &layout.runs {
+                // SAFETY: the globals region is `g` bytes, the sum of the runs' footprints, so
+                // `at..at + len` is inside it; nothing else references it yet.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(base.add(*at as usize), run.len as usize)
+                };
+                read_split(storage, run.offset, dst, plan.io_threads)?;
+                bytes_read += run.len;
+            }
+            layout.offsets
+        }
+    };
+    Ok((offsets, globals_len, bytes_read))
+}
+
+impl State {
+    /// Step 4 of [`LayerCache::open`]: `k` empty slots for `n` layers.
+    fn new(k: usize, n: usize, stats: CacheStats) -> State {
+        State {
+            slots: (0..k)
+                .map(|_| Slot {
+                    layer: None,
+                    status: Status::Empty,
+                    pins: 0,
+                    last_use: 0,
+                    fresh: false,
+                    bytes: 0,
+                })
+                .collect(),
+            layer_slot: vec![None; n],
+            cursor: None,
+            tick: 0,
+            stats,
+            shutdown: false,
+        }
+    }
+}
+
+/// Step 5 of [`LayerCache::open`]: the background prefetcher, for the cyclic policy with a
+/// window (LRU is the baseline without prefetch).
+#[cfg(feature = "threads")]
+fn spawn_prefetcher(shared: &Arc<Shared>) -> Result<Option<std::thread::JoinHandle<()>>, Error> {
+    let plan = &shared.plan;
+    if plan.window == 0 || shared.map.n_layers() == 0 || plan.policy != Policy::Cyclic {
+        return Ok(None);
+    }
+    let s = shared.clone();
+    std::thread::Builder::new()
+        .name("strata-prefetch".into())
+        .spawn(move || s.prefetch_loop())
+        .map(Some)
+        .map_err(|source| Error::Io {
+            what: "spawning the prefetch thread".into(),
+            offset: 0,
+            len: 0,
+            source,
+        })
 }
 
 /// Read one byte per page so a mapped range is really resident.
