@@ -55,13 +55,14 @@ pub fn run(args: Args) -> Result<()> {
             .map(|top| serde_json::json!({ "top": top.iter().map(|&(id, l)| serde_json::json!([id, l])).collect::<Vec<_>>() }))
             .collect::<Vec<_>>(),
     });
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, &doc)?;
-    writeln!(out)?;
+    // The file first: a failure to write it leaves nothing on stdout.
     if let Some(path) = &args.out {
         let bytes: Vec<u8> = last.iter().flat_map(|v| v.to_le_bytes()).collect();
         std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &doc)?;
+    writeln!(out)?;
     Ok(())
 }
 

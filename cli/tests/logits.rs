@@ -2,8 +2,8 @@
 //! (`xtask/data/reference/gemma3-270m/`, llama.cpp 0c1e57098) the token ids, the top-20 logits at
 //! every position and the whole last-position vector (`--out`) have llama.cpp's bits — the
 //! criteria of `cargo xtask verify` — then `--top`, `--special`, and the refusals: a prompt longer
-//! than `--ctx` (naming both numbers), usage errors (exit 2), a missing or broken model (exit 1,
-//! one line naming the file, nothing on stdout).
+//! than `--ctx` (naming both numbers), usage errors (exit 2), a missing or broken model and an
+//! unwritable `--out` (exit 1, one line naming the file, nothing on stdout).
 //! Needs the real model: `cargo xtask fetch-model`.
 
 mod common;
@@ -287,4 +287,13 @@ fn a_missing_or_broken_model_exits_1_with_one_line_naming_the_file() {
         &[n, "not a GGUF file"],
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unwritable_out_file_is_an_error_with_nothing_on_stdout() {
+    // A directory that does not exist.
+    let path = scratch().join("no-such-dir").join("last.f32");
+    let p = path.to_str().unwrap();
+    assert_refused(&logits("hi", &["--top", "1", "--out", p]), 1, &[p]);
+    assert!(!path.exists());
 }
