@@ -1437,6 +1437,92 @@ mod tests {
         );
     }
 
+    /// Every tensor of layer `layer` in `l` has the file's bytes.
+    fn check(bytes: &[u8], gguf: &Gguf, layer: usize, l: &LayerRef) {
+        for short in ["a.weight", "b.bias"] {
+            let t = gguf.tensor(&format!("blk.{layer}.{short}")).unwrap();
+            assert_eq!(
+                l.tensor(short).unwrap().bytes,
+                gguf.tensor_data(bytes, t).unwrap()
+            );
+        }
+    }
+
+    fn open_min(bytes: &[u8], prefetch: usize) -> LayerCache {
+        let gguf = Gguf::from_bytes(bytes).unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.to_vec()));
+        let config = CacheConfig {
+            backend: Backend::Arena,
+            budget: Budget::Min,
+            prefetch,
+            io_threads: 2,
+            ..CacheConfig::default()
+        };
+        LayerCache::open(storage, gguf, &config).unwrap()
+    }
+
+    // The slot hand-off between the prefetch thread, loaders and readers, in the shapes the
+    // engine uses it (and some it does not). Small enough to run under Miri, which checks the
+    // raw-pointer protocol for data races, use after free and aliasing violations:
+    // `cargo +nightly miri test -p strata-layer-cache --no-default-features
+    //  --features arena,threads --lib cache::tests` (`cargo xtask miri`).
+
+    #[cfg(feature = "threads")]
+    #[test]
+    fn threads_sharing_a_small_cache_read_exact_bytes_through_eviction() {
+        let bytes = model(5);
+        let gguf = Gguf::from_bytes(&bytes).unwrap();
+        let cache = open_min(&bytes, 2);
+        let rounds = if cfg!(miri) { 2 } else { 20 };
+        std::thread::scope(|s| {
+            for t in 0..3 {
+                let (cache, gguf, bytes) = (&cache, &gguf, &bytes);
+                s.spawn(move || {
+                    for i in 0..rounds * 5 {
+                        let layer = (t + i) % 5;
+                        let l = cache.get(layer).unwrap();
+                        check(bytes, gguf, layer, &l);
+                    }
+                });
+            }
+        });
+        let st = cache.stats();
+        assert!(st.peak_resident_bytes <= st.budget_bytes, "{st}");
+        assert!(st.evictions > 0, "{st}");
+    }
+
+    #[cfg(feature = "threads")]
+    #[test]
+    fn a_get_racing_the_prefetch_of_its_layer_waits_for_it() {
+        let bytes = model(4);
+        let gguf = Gguf::from_bytes(&bytes).unwrap();
+        for _ in 0..if cfg!(miri) { 2 } else { 50 } {
+            let cache = open_min(&bytes, 1);
+            // get(0) starts the prefetch of layer 1; the get of 1 meets it in flight or done.
+            drop(cache.get(0).unwrap());
+            let l = cache.get(1).unwrap();
+            check(&bytes, &gguf, 1, &l);
+        }
+    }
+
+    #[cfg(feature = "threads")]
+    #[test]
+    fn the_cache_drops_with_a_prefetch_in_flight_and_refs_outliving_it() {
+        let bytes = model(4);
+        let gguf = Gguf::from_bytes(&bytes).unwrap();
+        let cache = open_min(&bytes, 2);
+        let l = cache.get(2).unwrap();
+        let globals = cache.globals().clone();
+        // The prefetch of layers 3 and 0 is under way: drop the cache now.
+        drop(cache);
+        check(&bytes, &gguf, 2, &l);
+        let t = gguf.tensor("output_norm.weight").unwrap();
+        assert_eq!(
+            globals.tensor("output_norm.weight").unwrap().bytes,
+            gguf.tensor_data(&bytes, t).unwrap()
+        );
+    }
+
     #[test]
     fn cyclic_split_packs_whole_layers_by_their_own_size() {
         // Everything fits: every layer resident, no streaming slot.

@@ -8,6 +8,7 @@ mod debs;
 mod demo;
 mod fetch_model;
 mod fuzz;
+mod miri;
 mod serve_test;
 mod test;
 mod venv;
@@ -24,7 +25,7 @@ mod wasm_web;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = args.split_first() else {
-        bail!("usage: cargo xtask <test|test-serve|demo|fetch-model|gen-model|verify|wasm|bench|golden|fuzz> [args]");
+        bail!("usage: cargo xtask <test|test-serve|demo|fetch-model|gen-model|verify|wasm|bench|golden|fuzz|miri> [args]");
     };
     match cmd.as_str() {
         "test" => test::run(rest),
@@ -32,6 +33,7 @@ fn main() -> Result<()> {
         "demo" => demo::run(rest),
         "fetch-model" => fetch_model::run(rest),
         "fuzz" => fuzz::run(rest),
+        "miri" => miri::run(rest),
         "gen-model" => gen_model::run(rest),
         "bench" => bench::run(rest),
         "golden" => golden::run(rest),

@@ -100,6 +100,8 @@ fn steps() -> Vec<Step> {
                 "--lib",
             ],
         ),
+        // The layer cache's concurrent tests under Miri (xtask/src/miri.rs).
+        cargo("layer cache under Miri", &["xtask", "miri"]),
         // The cargo-fuzz targets build and run a few seconds each (xtask/src/fuzz.rs).
         cargo(
             "fuzz targets, 5 s each",
