@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(short, long)]
     prompt: String,
     /// Logits listed per position.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true)]
     top: usize,
     /// Write the last position's full logits here (raw little-endian f32, n_vocab values).
     #[arg(long)]

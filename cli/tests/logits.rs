@@ -257,7 +257,7 @@ fn usage_errors_exit_2_with_nothing_on_stdout() {
     assert_refused(
         &strata(&["logits", m, "-p", "x", "--top", "-1"]),
         2,
-        &["'-1'"],
+        &["--top", "'-1'"],
     );
     assert_refused(
         &strata(&["logits", m, "-p", "x", "--top", "many"]),
