@@ -162,7 +162,8 @@ fn run_tests(args: Args) -> Result<()> {
 
     let mut out = Printer::new(args.output);
     let progress = Progress::new(threads.len() * tests.len());
-    out.header()?;
+    // The header waits for the first result: a model that does not open prints nothing.
+    let mut header_done = false;
     let mut done = 0;
     let mut last: Option<(Summary, Option<u64>)> = None;
     for &n_threads in &threads {
@@ -198,6 +199,10 @@ fn run_tests(args: Args) -> Result<()> {
                 peak_rss: peak_rss_bytes(),
             };
             progress.clear();
+            if !header_done {
+                out.header()?;
+                header_done = true;
+            }
             out.test(&run)?;
             last = Some((run.summary(), run.peak_rss));
         }

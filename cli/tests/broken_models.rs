@@ -1,6 +1,7 @@
 //! `strata` refuses an inconsistent model the way a user needs it: exit code 1, nothing on
 //! stdout, one line on stderr naming the file and the problem — for every command that opens a
-//! model. The broken files are engine/tests' synthetic model with one thing broken.
+//! model (`generate`, `logits`, `chat`, `bench`, `serve`). The broken files are engine/tests'
+//! synthetic model with one thing broken.
 
 #[path = "../../engine/tests/common/mod.rs"]
 mod common;
@@ -25,6 +26,8 @@ fn assert_refused(path: &Path, needle: &str) {
         vec!["generate", p, "-p", "a", "-n", "2"],
         vec!["logits", p, "-p", "a"],
         vec!["chat", p],
+        vec!["bench", p, "-p", "4", "-n", "2", "-r", "1"],
+        vec!["serve", p, "--port", "0"],
     ] {
         let out = strata(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
