@@ -32,7 +32,15 @@ fuzz_target!(|data: &[u8]| {
         n += t.dims.len();
     }
     std::hint::black_box(n);
-    // What was parsed writes out and parses again to the same header.
+    // What was parsed writes out and parses again to the same header. The writer pads the
+    // header and every tensor to the alignment, as llama.cpp does, so a file declaring
+    // `general.alignment` = 2^29 writes 512 MiB of padding however small it is (found by this
+    // target: a tensorless 393-byte file, its data section past its end, which the reader
+    // accepts as llama.cpp does). That is the writer doing as asked, not a parse-time
+    // allocation: round trip only alignments real files use.
+    if g.alignment() > 1 << 16 {
+        return;
+    }
     if let Ok(w) = GgufWriter::from_gguf_with_data(&g, data) {
         if let Ok(out) = w.to_vec() {
             let again = Gguf::from_bytes(&out).expect("the writer's output parses");
