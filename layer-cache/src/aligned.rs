@@ -31,8 +31,9 @@ const ALLOC_ALIGN: usize = 16;
 // SAFETY: AlignedBuf owns its allocation exclusively (like a Box<[u8]>); moving it to another
 // thread moves that ownership.
 unsafe impl Send for AlignedBuf {}
-// SAFETY: shared access only hands out `&[u8]` or raw pointers; writes through raw pointers are
-// synchronised by the cache's slot protocol (a slot is written only while no reader can see it).
+// SAFETY: `&AlignedBuf` only hands out `&[u8]` or raw pointers. Writes through the raw pointers
+// from several threads are the cache's, made under its slot protocol (`cache::Status`): one
+// writer per slot while no `&[u8]` covers it, published to readers through the cache's mutex.
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
@@ -87,11 +88,13 @@ impl AlignedBuf {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
-    /// The bytes.
+    /// The bytes. Only for a buffer nobody writes through [`AlignedBuf::as_ptr`] (the O_DIRECT
+    /// bounce buffer), never for the cache's slots or arena: a slice of the whole buffer would
+    /// cover regions that loaders write.
     #[cfg_attr(not(feature = "file"), allow(dead_code))]
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr is valid for len initialised bytes; callers that write through `as_ptr`
-        // do so only for regions no shared slice covers (the cache's slot protocol).
+        // SAFETY: ptr is valid for len initialised (zeroed, then written) bytes; the callers
+        // (above) are buffers no one writes through `as_ptr` while the slice lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }

@@ -16,6 +16,25 @@
 //! prefetcher (feature `threads`, cyclic policy) loads the next w layers after the last one
 //! asked for; without `threads`, and with the LRU policy (a plain demand-paged cache, kept as
 //! the baseline), there is no background thread and `get` reads on demand.
+//!
+//! The bytes themselves are written and read through raw pointers into memory the cache owns
+//! ([`Memory`]), outside the mutex; [`Status`] states the protocol that makes that sound (who
+//! may write, who may read, and how the mutex orders the one before the other), and every
+//! `unsafe` block names the step of it that it relies on.
+//!
+//! # Checked under Miri
+//! The tests at the bottom of this file (arena, file-buffer and lent-bytes memory over
+//! in-memory storage, several threads, the prefetcher, eviction, a preload racing gets, a
+//! failed prefetch read again, the cache dropped with a load in flight) are small enough for
+//! Miri, which checks every execution it runs for data races, use after free and aliasing
+//! violations: `cargo +nightly miri test -p strata-layer-cache --no-default-features
+//! --features arena,threads --lib cache::tests` (`cargo xtask miri`). Miri rather than loom:
+//! loom would need std's `Mutex`, `Condvar`, `Arc` and threads swapped for its own under
+//! `cfg(loom)` throughout the crate (and in `read_split`'s scoped threads, which loom does not
+//! model) and explores only the atomics and locks, not the raw-pointer accesses themselves;
+//! Miri runs the code as it is and checks exactly those accesses, one random schedule per
+//! execution (preemption at every step with probability 0.01, different across runs with
+//! `-Zmiri-many-seeds`), which the tests repeat.
 
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -82,6 +101,12 @@ impl CachePlan {
 }
 
 /// Where slot and globals bytes live.
+///
+/// The owned variants are written through the raw pointers of [`Memory::slot_ptr`] and
+/// [`Memory::globals_ptr`] while the cache is shared (`&self`): never through a `&mut`, and
+/// never while a shared slice covers the bytes written (see [`Status`] for when that holds).
+/// The memory lives as long as [`Shared`], which every [`LayerRef`] and the prefetcher keep
+/// alive through an `Arc`.
 enum Memory {
     /// Bytes are lent by the storage (mmap); nothing is allocated.
     Mapped { base: *const u8 },
@@ -125,21 +150,52 @@ impl Memory {
     }
 }
 
+/// Where a slot is in its cycle, and so who may touch its bytes. The slot protocol:
+///
+/// - **Transitions**, each made under `Shared::state`'s mutex: `Empty`, `Failed`, or `Ready`
+///   with no pins → `Loading` (`Shared::claim`, by the thread that will load it: a `get`, the
+///   prefetcher, or `fill_parallel`), then `Loading` → `Ready`, `Failed` or `Empty`, by that
+///   loader only; `Failed` → `Empty` by the `get` that reads the layer again.
+/// - **Write**: a slot's bytes are written only while it is `Loading`, by the one loader that
+///   claimed it (and, for that loader, by the reader threads of `read_split` or
+///   `fill_parallel`, each writing its own disjoint piece and joined, or heard back from over a
+///   channel, before the loader publishes). A `Loading` slot has no pins, so no [`LayerRef`],
+///   and therefore no `&[u8]`, covers its bytes; no other loader can claim it.
+/// - **Read**: a slot's bytes are read only through a [`LayerRef`] of it, made (`make_ref`,
+///   pins + 1) while it is `Ready`. While pinned a slot is never claimed (`pick_slot` skips
+///   pinned slots, and a dedicated slot is only claimed when `Empty`), so its bytes do not
+///   change until the last [`LayerRef`] drops (pins − 1, under the mutex).
+/// - **Happens-before**: the loader writes, then takes the mutex to set `Ready`; a reader takes
+///   the same mutex, sees `Ready` and pins, then reads. The unlock after `Ready` synchronises
+///   with that later lock, so every write happens before every read. The other way round, a
+///   reader's last read is before its unpin under the mutex, and the next `claim` takes the
+///   mutex and sees no pins, so the reads happen before the next load's writes.
+/// - **Globals**: written by `open` before the [`Shared`] is shared (before any `Arc` clone or
+///   the prefetcher's spawn, itself a synchronisation point), never written again, never freed
+///   while a [`LayerRef`] lives.
 #[derive(Debug)]
 enum Status {
+    /// No layer; the bytes mean nothing. No pins.
     Empty,
+    /// Claimed by one loader, which alone writes the bytes (unlocked). No pins.
     Loading,
+    /// Holds its layer's bytes, which do not change while any [`LayerRef`] pins the slot.
     Ready,
-    /// A background load failed. Kept (not retried by the prefetcher, which would spin on a
-    /// broken storage) until the next `get` of the layer, which reads it again itself.
+    /// A background load failed (its bytes mean nothing, no pins). Kept (not retried by the
+    /// prefetcher, which would spin on a broken storage) until the next `get` of the layer,
+    /// which reads it again itself.
     #[cfg_attr(not(feature = "threads"), allow(dead_code))]
     Failed,
 }
 
+/// One slot's entry in the table (behind the mutex). Invariant: `pins > 0` only while
+/// `status` is `Ready` (see [`Status`] for the protocol).
 #[derive(Debug)]
 struct Slot {
+    /// The layer loaded, being loaded or failed here (`layer_slot[layer] == Some(this slot)`).
     layer: Option<usize>,
     status: Status,
+    /// Live [`LayerRef`]s of this slot (each `RefInner` counts once, however often cloned).
     pins: usize,
     last_use: u64,
     /// Loaded (or failed) by the prefetcher and not used since.
@@ -148,6 +204,8 @@ struct Slot {
     bytes: u64,
 }
 
+/// Everything mutable in the cache, behind `Shared::state`'s mutex: the slot table, which is
+/// the only way to learn where a layer's bytes are and whether they may be read.
 struct State {
     slots: Vec<Slot>,
     layer_slot: Vec<Option<usize>>,
@@ -173,10 +231,13 @@ struct Shared {
 }
 
 // SAFETY: the raw pointers in `Memory` point into allocations owned by `Memory` itself or into
-// the storage's mapping (owned through `storage`); access is synchronised by the slot protocol
-// described in the module docs.
+// the storage's lent bytes (owned through `storage`), so they stay valid wherever `Shared`
+// goes; nothing in it is tied to a thread.
 unsafe impl Send for Shared {}
-// SAFETY: as above; every mutable state is behind `state`'s mutex.
+// SAFETY: every mutable field is behind `state`'s mutex except the slot and globals bytes,
+// which threads write and read through `Memory`'s raw pointers only as the slot protocol
+// (`Status`) allows: one writer per `Loading` slot with no readers, readers only of pinned
+// `Ready` slots, the mutex ordering each load's writes before the reads that follow it.
 unsafe impl Sync for Shared {}
 
 /// A model's layers behind a memory budget. See the [crate docs](crate).
@@ -641,7 +702,10 @@ fn read_globals(
             let base = memory.globals_ptr();
             for (run, at) in &layout.runs {
                 // SAFETY: the globals region is `g` bytes, the sum of the runs' footprints, so
-                // `at..at + len` is inside it; nothing else references it yet.
+                // `at..at + len` is inside it. Globals step of the slot protocol (`Status`):
+                // `open` has not shared the memory yet (no `Shared`, no `LayerRef`, no
+                // prefetcher), so this is the only reference to those bytes, and the runs are
+                // disjoint.
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut(base.add(*at as usize), run.len as usize)
                 };
@@ -953,9 +1017,12 @@ impl Shared {
                         let (layer, s) = jobs[j];
                         let r = self.read_range(layer);
                         // SAFETY: slot `s` holds at least r.len bytes (checked before any
-                        // thread started) and at + len <= r.len; it is Loading, so no LayerRef
-                        // and no other loader sees it, and the pieces of a read are disjoint,
-                        // so no two threads write the same byte.
+                        // thread started) and at + len <= r.len. Write step of the slot
+                        // protocol (`Status`): `s` was claimed (Loading, no pins) by this
+                        // `fill_parallel`, so no LayerRef covers it and no other loader writes
+                        // it; the pieces are disjoint, so no two threads write the same byte;
+                        // and the loader publishes `s` as Ready only after receiving every
+                        // piece's result over the channel, after this write.
                         let dst = unsafe {
                             std::slice::from_raw_parts_mut(
                                 self.memory.slot_ptr(s).add(at as usize),
@@ -1053,9 +1120,11 @@ impl Shared {
                         r.len, self.slot_sizes[s]
                     ))));
                 }
-                // SAFETY: slot `s` has at least r.len bytes (checked above) and is in state
-                // Loading: no LayerRef and no other loader can see its memory until we publish
-                // it as Ready under the lock.
+                // SAFETY: slot `s` has at least r.len bytes (checked above). Write step of the
+                // slot protocol (`Status`): the caller claimed `s` (Loading, no pins), so no
+                // LayerRef covers its bytes and no other loader writes them until the caller
+                // publishes them as Ready under the mutex, after this returns (`read_split`
+                // joins its threads first).
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut(self.memory.slot_ptr(s), r.len as usize)
                 };
@@ -1237,6 +1306,8 @@ impl Shared {
     }
 }
 
+/// One pin of a slot (the read step of the slot protocol, [`Status`]): made by `make_ref`
+/// under the mutex while the slot is Ready, unpinned when the last [`LayerRef`] clone drops.
 struct RefInner {
     shared: Arc<Shared>,
     /// `None` for the globals.
@@ -1248,10 +1319,12 @@ struct RefInner {
     len: usize,
 }
 
-// SAFETY: `base` points into memory owned by `shared` (kept alive by the Arc) that does not
-// change while the slot is pinned by this RefInner (or ever, for the globals).
+// SAFETY: `base` points into memory owned by `shared` (kept alive by the Arc) or lent by its
+// storage, which does not change while the slot is pinned by this RefInner (or ever, for the
+// globals): the read step of the slot protocol (`Status`). Unpinning on drop takes the mutex,
+// from whichever thread.
 unsafe impl Send for RefInner {}
-// SAFETY: as above; RefInner only hands out shared slices.
+// SAFETY: as above; RefInner only hands out shared slices of those unchanging bytes.
 unsafe impl Sync for RefInner {}
 
 impl Drop for RefInner {
@@ -1319,8 +1392,11 @@ impl LayerRef {
             off + len <= self.inner.len,
             "tensor view inside its layer (checked at open)"
         );
-        // SAFETY: `off + len <= self.inner.len`, the bytes valid from `base`; they stay
-        // unchanged while `self` (hence the pin) lives, which bounds the returned lifetime.
+        // SAFETY: `off + len <= self.inner.len`, the bytes valid from `base`. Read step of the
+        // slot protocol (`Status`): `self` pins its slot, made Ready under the mutex after its
+        // load's writes (happens-before), and no loader claims a pinned slot, so the bytes stay
+        // unchanged while `self` lives, which bounds the returned lifetime (the globals are
+        // never written after open). `Shared`, which owns the memory, lives as long.
         let bytes = unsafe { std::slice::from_raw_parts(self.inner.base.add(off), len) };
         TensorView {
             name: &t.name,
@@ -1437,90 +1513,207 @@ mod tests {
         );
     }
 
-    /// Every tensor of layer `layer` in `l` has the file's bytes.
-    fn check(bytes: &[u8], gguf: &Gguf, layer: usize, l: &LayerRef) {
-        for short in ["a.weight", "b.bias"] {
-            let t = gguf.tensor(&format!("blk.{layer}.{short}")).unwrap();
-            assert_eq!(
-                l.tensor(short).unwrap().bytes,
-                gguf.tensor_data(bytes, t).unwrap()
-            );
-        }
-    }
-
-    fn open_min(bytes: &[u8], prefetch: usize) -> LayerCache {
-        let gguf = Gguf::from_bytes(bytes).unwrap();
-        let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.to_vec()));
-        let config = CacheConfig {
-            backend: Backend::Arena,
-            budget: Budget::Min,
-            prefetch,
-            io_threads: 2,
-            ..CacheConfig::default()
-        };
-        LayerCache::open(storage, gguf, &config).unwrap()
-    }
-
-    // The slot hand-off between the prefetch thread, loaders and readers, in the shapes the
-    // engine uses it (and some it does not). Small enough to run under Miri, which checks the
-    // raw-pointer protocol for data races, use after free and aliasing violations:
-    // `cargo +nightly miri test -p strata-layer-cache --no-default-features
-    //  --features arena,threads --lib cache::tests` (`cargo xtask miri`).
-
     #[cfg(feature = "threads")]
-    #[test]
-    fn threads_sharing_a_small_cache_read_exact_bytes_through_eviction() {
-        let bytes = model(5);
-        let gguf = Gguf::from_bytes(&bytes).unwrap();
-        let cache = open_min(&bytes, 2);
-        let rounds = if cfg!(miri) { 2 } else { 20 };
-        std::thread::scope(|s| {
-            for t in 0..3 {
-                let (cache, gguf, bytes) = (&cache, &gguf, &bytes);
-                s.spawn(move || {
-                    for i in 0..rounds * 5 {
-                        let layer = (t + i) % 5;
-                        let l = cache.get(layer).unwrap();
-                        check(bytes, gguf, layer, &l);
+    mod concurrent {
+        //! The slot hand-off between the prefetch thread, loaders and readers, in the shapes
+        //! the engine uses it (and some it does not). Small enough to run under Miri, which
+        //! checks the raw-pointer protocol for data races, use after free and aliasing
+        //! violations: `cargo +nightly miri test -p strata-layer-cache --no-default-features
+        //! --features arena,threads --lib cache::tests` (`cargo xtask miri`). Under Miri a
+        //! load is split into one-page pieces (`storage::PIECE`), so these layers of two pages
+        //! each are written by two threads at once.
+
+        use super::*;
+
+        /// Every tensor of layer `layer` in `l` has the file's bytes.
+        fn check(bytes: &[u8], gguf: &Gguf, layer: usize, l: &LayerRef) {
+            for short in ["a.weight", "b.bias"] {
+                let t = gguf.tensor(&format!("blk.{layer}.{short}")).unwrap();
+                assert_eq!(
+                    l.tensor(short).unwrap().bytes,
+                    gguf.tensor_data(bytes, t).unwrap()
+                );
+            }
+        }
+
+        fn open_min(bytes: &[u8], prefetch: usize) -> LayerCache {
+            open_with(bytes, Backend::Arena, Policy::Cyclic, Budget::Min, prefetch)
+        }
+
+        /// A cache over `bytes` in memory, with two reads in flight per load.
+        fn open_with(
+            bytes: &[u8],
+            backend: Backend,
+            policy: Policy,
+            budget: Budget,
+            prefetch: usize,
+        ) -> LayerCache {
+            let gguf = Gguf::from_bytes(bytes).unwrap();
+            let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.to_vec()));
+            let config = CacheConfig {
+                backend,
+                budget,
+                policy,
+                prefetch,
+                io_threads: 2,
+                ..CacheConfig::default()
+            };
+            LayerCache::open(storage, gguf, &config).unwrap()
+        }
+
+        #[test]
+        fn threads_sharing_a_small_cache_read_exact_bytes_through_eviction() {
+            let bytes = model(5);
+            let gguf = Gguf::from_bytes(&bytes).unwrap();
+            let rounds = if cfg!(miri) { 2 } else { 20 };
+            // Every kind of memory: one arena, a buffer per slot, the storage's lent bytes; the LRU
+            // policy has no prefetcher, its gets load and evict concurrently.
+            for (backend, policy) in [
+                (Backend::Arena, Policy::Cyclic),
+                (Backend::File, Policy::Cyclic),
+                (Backend::Mmap, Policy::Cyclic),
+                (Backend::Arena, Policy::Lru),
+            ] {
+                let cache = open_with(&bytes, backend, policy, Budget::Min, 2);
+                std::thread::scope(|s| {
+                    for t in 0..3 {
+                        let (cache, gguf, bytes) = (&cache, &gguf, &bytes);
+                        s.spawn(move || {
+                            for i in 0..rounds * 5 {
+                                let layer = (t + i) % 5;
+                                let l = cache.get(layer).unwrap();
+                                check(bytes, gguf, layer, &l);
+                            }
+                        });
                     }
                 });
+                let st = cache.stats();
+                assert!(
+                    st.peak_resident_bytes <= st.budget_bytes,
+                    "{backend:?} {policy:?} {st}"
+                );
+                assert!(st.evictions > 0, "{backend:?} {policy:?} {st}");
             }
-        });
-        let st = cache.stats();
-        assert!(st.peak_resident_bytes <= st.budget_bytes, "{st}");
-        assert!(st.evictions > 0, "{st}");
-    }
-
-    #[cfg(feature = "threads")]
-    #[test]
-    fn a_get_racing_the_prefetch_of_its_layer_waits_for_it() {
-        let bytes = model(4);
-        let gguf = Gguf::from_bytes(&bytes).unwrap();
-        for _ in 0..if cfg!(miri) { 2 } else { 50 } {
-            let cache = open_min(&bytes, 1);
-            // get(0) starts the prefetch of layer 1; the get of 1 meets it in flight or done.
-            drop(cache.get(0).unwrap());
-            let l = cache.get(1).unwrap();
-            check(&bytes, &gguf, 1, &l);
         }
-    }
 
-    #[cfg(feature = "threads")]
-    #[test]
-    fn the_cache_drops_with_a_prefetch_in_flight_and_refs_outliving_it() {
-        let bytes = model(4);
-        let gguf = Gguf::from_bytes(&bytes).unwrap();
-        let cache = open_min(&bytes, 2);
-        let l = cache.get(2).unwrap();
-        let globals = cache.globals().clone();
-        // The prefetch of layers 3 and 0 is under way: drop the cache now.
-        drop(cache);
-        check(&bytes, &gguf, 2, &l);
-        let t = gguf.tensor("output_norm.weight").unwrap();
-        assert_eq!(
-            globals.tensor("output_norm.weight").unwrap().bytes,
-            gguf.tensor_data(&bytes, t).unwrap()
-        );
+        #[test]
+        fn a_get_racing_the_prefetch_of_its_layer_waits_for_it() {
+            let bytes = model(4);
+            let gguf = Gguf::from_bytes(&bytes).unwrap();
+            for _ in 0..if cfg!(miri) { 2 } else { 50 } {
+                let cache = open_min(&bytes, 1);
+                // get(0) starts the prefetch of layer 1; the get of 1 meets it in flight or done.
+                drop(cache.get(0).unwrap());
+                let l = cache.get(1).unwrap();
+                check(&bytes, &gguf, 1, &l);
+            }
+        }
+
+        #[test]
+        fn a_preload_races_gets_and_the_prefetcher() {
+            let bytes = model(6);
+            let gguf = Gguf::from_bytes(&bytes).unwrap();
+            let min = open_min(&bytes, 2).plan().clone();
+            let budget = Budget::Bytes(min.budget_bytes + 2 * READ_ALIGN);
+            for _ in 0..if cfg!(miri) { 2 } else { 20 } {
+                let cache = open_with(&bytes, Backend::Arena, Policy::Cyclic, budget, 2);
+                let resident = cache.plan().resident_layers;
+                assert!((2..6).contains(&resident), "{:?}", cache.plan());
+                std::thread::scope(|s| {
+                    let cache = &cache;
+                    // The preload claims the resident layers' slots and fills them with two
+                    // threads, piece by piece, while gets of the same layers wait for them.
+                    s.spawn(move || {
+                        let done = cache.preload_progress(&mut |_| {}).unwrap();
+                        assert_eq!(done.layers, resident);
+                    });
+                    for layer in 0..6 {
+                        check(&bytes, &gguf, layer, &cache.get(layer).unwrap());
+                    }
+                });
+                for layer in 0..6 {
+                    check(&bytes, &gguf, layer, &cache.get(layer).unwrap());
+                }
+                let st = cache.stats();
+                assert!(st.peak_resident_bytes <= st.budget_bytes, "{st}");
+            }
+        }
+
+        /// In-memory bytes whose reads fail while `failing` is set.
+        struct Switched {
+            inner: MemStorage,
+            failing: std::sync::atomic::AtomicBool,
+        }
+
+        impl Storage for Switched {
+            fn len(&self) -> u64 {
+                self.inner.len()
+            }
+
+            fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+                if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(Error::Layout(String::from("switched off")));
+                }
+                self.inner.read_at(offset, buf)
+            }
+        }
+
+        #[test]
+        fn a_failed_prefetch_is_read_again_by_the_get_of_its_layer() {
+            use std::sync::atomic::Ordering::SeqCst;
+            let bytes = model(5);
+            let gguf = Gguf::from_bytes(&bytes).unwrap();
+            let storage = Arc::new(Switched {
+                inner: MemStorage::new(bytes.clone()),
+                failing: false.into(),
+            });
+            let config = CacheConfig {
+                backend: Backend::Arena,
+                budget: Budget::Min,
+                prefetch: 2,
+                io_threads: 2,
+                ..CacheConfig::default()
+            };
+            let cache = LayerCache::open(storage.clone(), gguf.clone(), &config).unwrap();
+            storage.failing.store(true, SeqCst);
+            assert!(cache.get(3).is_err());
+            // The get started the prefetch of layers 4 and 0: wait until one has failed.
+            while cache.stats().read_errors < 2 {
+                std::thread::yield_now();
+            }
+            storage.failing.store(false, SeqCst);
+            // Failed slots are emptied and loaded again, racing the prefetcher's next loads.
+            for layer in 0..5 {
+                check(&bytes, &gguf, layer, &cache.get(layer).unwrap());
+            }
+        }
+
+        #[test]
+        fn the_cache_drops_with_a_prefetch_in_flight_and_refs_outliving_it() {
+            let bytes = model(4);
+            let gguf = Gguf::from_bytes(&bytes).unwrap();
+            let cache = open_min(&bytes, 2);
+            let l = cache.get(2).unwrap();
+            let globals = cache.globals().clone();
+            // Another thread holds a clone of the same pin and reads it after the drop.
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let (l2, bytes2, gguf2) = (l.clone(), bytes.clone(), gguf.clone());
+            let reader = std::thread::spawn(move || {
+                rx.recv().unwrap();
+                check(&bytes2, &gguf2, 2, &l2);
+            });
+            // The prefetch of layers 3 and 0 is under way: drop the cache now.
+            drop(cache);
+            tx.send(()).unwrap();
+            check(&bytes, &gguf, 2, &l);
+            drop(l);
+            reader.join().unwrap();
+            let t = gguf.tensor("output_norm.weight").unwrap();
+            assert_eq!(
+                globals.tensor("output_norm.weight").unwrap().bytes,
+                gguf.tensor_data(&bytes, t).unwrap()
+            );
+        }
     }
 
     #[test]
