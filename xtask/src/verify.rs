@@ -43,8 +43,9 @@ const TOP1_MARGIN: f32 = 0.1;
 const GREEDY_STEPS: usize = 32;
 /// Greedy tokens per synthetic reference.
 const SYNTHETIC_GREEDY_STEPS: usize = 16;
-/// Reference prompts of the real model (`p1_capital` … `p6_unicode`).
-pub(crate) const REAL_PROMPTS: usize = 6;
+/// Reference prompts of the real model (`p1_capital` … `p6_unicode`, and `p7_chat`: a
+/// chat-formatted prompt whose special tokens are parsed).
+pub(crate) const REAL_PROMPTS: usize = 7;
 /// The synthetic models' `--type` values, for llama and qwen2 each (all have reference files).
 const SYNTHETIC_TYPES: [&str; 14] = [
     "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl",
@@ -58,6 +59,10 @@ const RERUN_STEPS: usize = 8;
 pub(crate) struct RefFile {
     model_sha256: String,
     prompt: String,
+    /// Whether special-token texts in the prompt were parsed into their tokens (chat-formatted
+    /// prompts; absent in the older files, which did not).
+    #[serde(default)]
+    parse_special: bool,
     n_vocab: usize,
     pub(crate) token_ids: Vec<u32>,
     positions: Vec<RefPosition>,
@@ -131,8 +136,9 @@ impl Reference {
 pub(crate) trait Evaluator {
     /// The vocabulary size.
     fn n_vocab(&self) -> usize;
-    /// Token ids of `text`, BOS added as the model says, special-token texts not parsed.
-    fn tokenize(&mut self, text: &str) -> Result<Vec<u32>>;
+    /// Token ids of `text`, BOS added as the model says, special-token texts parsed into their
+    /// tokens when `parse_special`.
+    fn tokenize(&mut self, text: &str, parse_special: bool) -> Result<Vec<u32>>;
     /// Empties the sequence.
     fn reset(&mut self) -> Result<()>;
     /// Evaluates `ids` after the sequence; hands the logits of every position to `sink`.
@@ -163,8 +169,8 @@ impl Evaluator for Native<'_> {
         self.engine.config().n_vocab
     }
 
-    fn tokenize(&mut self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.engine.tokenizer().encode(text, true, false)?)
+    fn tokenize(&mut self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
+        Ok(self.engine.tokenizer().encode(text, true, parse_special)?)
     }
 
     fn reset(&mut self) -> Result<()> {
@@ -457,7 +463,7 @@ pub(crate) fn check_prompt(ev: &mut dyn Evaluator, r: &Reference) -> Result<Row>
         r.name,
         f.n_vocab
     );
-    let ids = ev.tokenize(&f.prompt)?;
+    let ids = ev.tokenize(&f.prompt, f.parse_special)?;
     row.ids_equal = ids == f.token_ids;
     if !row.ids_equal {
         row.problems

@@ -368,9 +368,11 @@ impl Evaluator for WasmHost {
         self.n_vocab
     }
 
-    fn tokenize(&mut self, text: &str) -> Result<Vec<u32>> {
+    fn tokenize(&mut self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
+        // strata_tokenize's flags: 1 = add BOS/EOS, 2 = parse special-token texts.
+        let flags = 1 | if parse_special { 2 } else { 0 };
         let (_, bytes) =
-            self.request(serde_json::json!({"cmd": "tokenize", "text": text, "flags": 1}))?;
+            self.request(serde_json::json!({"cmd": "tokenize", "text": text, "flags": flags}))?;
         Ok(bytes
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))

@@ -14,7 +14,8 @@
 //       each output line is the space-separated token ids (add_special=false, parse_special=false).
 //
 // Settings: n_threads=2 (prefill and decode), n_ctx=2048, n_batch=2048, n_ubatch=512, f16 K/V cache,
-// flash attention disabled, CPU only, tokenization add_special=true / parse_special=false for "gen".
+// flash attention disabled, CPU only, tokenization add_special=true / parse_special=false for "gen"
+// (parse_special=true with REFDUMP_PARSE_SPECIAL=1).
 
 #include "llama.h"
 
@@ -89,11 +90,11 @@ static std::string hex_of(const std::string & s) {
 
 static std::string fmt_f(float v) { char b[32]; snprintf(b, sizeof b, "%.9g", v); return b; }
 
-static std::vector<llama_token> tokenize(const llama_vocab * vocab, const std::string & text, bool add_special) {
-    int n = -llama_tokenize(vocab, text.data(), (int32_t) text.size(), nullptr, 0, add_special, false);
+static std::vector<llama_token> tokenize(const llama_vocab * vocab, const std::string & text, bool add_special, bool parse_special = false) {
+    int n = -llama_tokenize(vocab, text.data(), (int32_t) text.size(), nullptr, 0, add_special, parse_special);
     if (n < 0) n = -n;
     std::vector<llama_token> toks(std::max(n, 1) + 8);
-    int r = llama_tokenize(vocab, text.data(), (int32_t) text.size(), toks.data(), (int32_t) toks.size(), add_special, false);
+    int r = llama_tokenize(vocab, text.data(), (int32_t) text.size(), toks.data(), (int32_t) toks.size(), add_special, parse_special);
     if (r < 0) { fprintf(stderr, "tokenize failed (%d)\n", r); exit(1); }
     toks.resize(r);
     return toks;
@@ -183,7 +184,10 @@ int main(int argc, char ** argv) {
 
     const int n_vocab = llama_vocab_n_tokens(vocab);
     fprintf(stderr, "system_info: %s\n", llama_print_system_info());
-    std::vector<llama_token> toks = tokenize(vocab, prompt, true);
+    // REFDUMP_PARSE_SPECIAL=1: special-token texts in the prompt become their tokens (chat
+    // formats), recorded as "parse_special":true.
+    const bool parse_special = getenv("REFDUMP_PARSE_SPECIAL") && atoi(getenv("REFDUMP_PARSE_SPECIAL")) != 0;
+    std::vector<llama_token> toks = tokenize(vocab, prompt, true, parse_special);
     const int n_prompt = (int) toks.size();
     const bool add_bos = llama_vocab_get_add_bos(vocab);
     fprintf(stderr, "n_prompt=%d n_vocab=%d add_bos=%d\n", n_prompt, n_vocab, (int) add_bos);
@@ -205,6 +209,7 @@ int main(int argc, char ** argv) {
     js += "\"model_sha256\":" + json_str(argv[6]) + ",\n";
     js += "\"llama_cpp_commit\":" + json_str(argv[7]) + ",\n";
     js += "\"prompt\":" + json_str(prompt) + ",\n";
+    if (parse_special) js += "\"parse_special\":true,\n";
     js += std::string("\"add_bos\":") + (add_bos ? "true" : "false") + ",\n";
     js += "\"n_vocab\":" + std::to_string(n_vocab) + ",\n";
     js += "\"token_ids\":[";
