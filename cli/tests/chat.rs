@@ -8,6 +8,7 @@
 //! Needs the real model: `cargo xtask fetch-model`.
 
 mod common;
+use common::assert_refused;
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -198,31 +199,11 @@ fn a_turn_overflowing_the_context_is_an_error_naming_both_numbers() {
     );
 }
 
-/// Exit `code`, nothing on stdout, and stderr holding `needle`: a runtime error (exit 1) as one
-/// line `strata: ...`, a usage error (exit 2) as clap's `error: ...` and usage.
-fn assert_refused(out: &Output, code: i32, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "{stderr}");
-    assert!(
-        out.stdout.is_empty(),
-        "stdout: {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(stderr.contains(needle), "{stderr:?} lacks {needle:?}");
-    let first = stderr.lines().next().unwrap_or("");
-    if code == 1 {
-        assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
-        assert!(first.starts_with("strata: "), "{stderr:?}");
-    } else {
-        assert!(first.starts_with("error: "), "{stderr:?}");
-    }
-}
-
 #[test]
 fn usage_errors_exit_2_with_nothing_on_stdout() {
-    assert_refused(&chat(&["--bogus"], "hi\n"), 2, "'--bogus'");
-    assert_refused(&chat(&["--temp", "-1"], "hi\n"), 2, "--temp");
-    assert_refused(&chat(&["-n", "x"], "hi\n"), 2, "'x'");
+    assert_refused(&chat(&["--bogus"], "hi\n"), 2, &["'--bogus'"]);
+    assert_refused(&chat(&["--temp", "-1"], "hi\n"), 2, &["--temp"]);
+    assert_refused(&chat(&["-n", "x"], "hi\n"), 2, &["'x'"]);
 }
 
 #[test]
@@ -232,13 +213,13 @@ fn a_missing_or_broken_model_exits_1_with_one_line_naming_the_file() {
     let missing = dir.join("no-such-model.gguf");
     let m = missing.to_str().unwrap();
     let out = chat_with(&[m, "--temp", "0"], "hi\n");
-    assert_refused(&out, 1, m);
-    assert_refused(&out, 1, "not found");
+    assert_refused(&out, 1, &[m]);
+    assert_refused(&out, 1, &["not found"]);
     let not_gguf = dir.join("not-a-model.gguf");
     std::fs::write(&not_gguf, b"this is not a GGUF file at all").unwrap();
     let n = not_gguf.to_str().unwrap();
     let out = chat_with(&[n, "--temp", "0"], "hi\n");
-    assert_refused(&out, 1, n);
-    assert_refused(&out, 1, "not a GGUF file");
+    assert_refused(&out, 1, &[n]);
+    assert_refused(&out, 1, &["not a GGUF file"]);
     let _ = std::fs::remove_dir_all(&dir);
 }

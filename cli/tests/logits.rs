@@ -7,17 +7,11 @@
 //! Needs the real model: `cargo xtask fetch-model`.
 
 mod common;
+use common::{assert_refused, strata};
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn strata<S: AsRef<OsStr>>(args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .output()
-        .expect("running strata")
-}
+use std::process::Output;
 
 /// `strata logits MODEL -p PROMPT [flags]` on the real model.
 fn logits(prompt: &str, flags: &[&str]) -> Output {
@@ -206,28 +200,6 @@ fn special_parses_control_token_text_in_the_prompt() {
         [2, 236820, 3041, 236779, 1340, 236779, 887, 236813, 2364]
     );
     assert_eq!(doc.positions.len(), doc.token_ids.len());
-}
-
-/// Exit `code`, nothing on stdout, and stderr holding every one of `needles`: a runtime error
-/// (exit 1) as one line `strata: ...`, a usage error (exit 2) as clap's `error: ...` and usage.
-fn assert_refused(out: &Output, code: i32, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "{stderr}");
-    assert!(
-        out.stdout.is_empty(),
-        "stdout: {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let first = stderr.lines().next().unwrap_or("");
-    for n in needles {
-        assert!(stderr.contains(n), "{stderr:?} lacks {n:?}");
-    }
-    if code == 1 {
-        assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
-        assert!(first.starts_with("strata: "), "{stderr:?}");
-    } else {
-        assert!(first.starts_with("error: "), "{stderr:?}");
-    }
 }
 
 #[test]
