@@ -58,16 +58,9 @@ pub struct Model {
 }
 
 impl Model {
-    /// Wraps an open layer cache; checks that the global tensors match the configuration.
+    /// Wraps an open layer cache; checks that every tensor matches the configuration.
     pub fn new(cfg: ModelConfig, cache: LayerCache) -> Result<Model, EngineError> {
         let globals = cache.globals();
-        let embd = globals.tensor("token_embd.weight")?;
-        expect_dims(&embd, &[cfg.n_embd as u64, cfg.n_vocab as u64])?;
-        let norm = globals.tensor("output_norm.weight")?;
-        expect_dims(&norm, &[cfg.n_embd as u64])?;
-        if let Some(out) = globals.get("output.weight") {
-            expect_dims(&out, &[cfg.n_embd as u64, cfg.n_vocab as u64])?;
-        }
         let rope_freqs = match globals.get("rope_freqs.weight") {
             Some(t) => {
                 expect_dims(&t, &[(cfg.n_rot / 2) as u64])?;
@@ -85,6 +78,7 @@ impl Model {
                 ),
             }));
         }
+        // After the layer count: it bounds the loop over layers.
         check_tensors(&cfg, cache.gguf())?;
         Ok(Model {
             cfg,
