@@ -45,6 +45,14 @@ fn lossless(tok: &Tokenizer, text: &str) -> bool {
     })
 }
 
+/// `ids` decoded one at a time through a [`StreamDecoder`].
+fn streamed(tok: &Tokenizer, ids: &[u32]) -> String {
+    let mut d = StreamDecoder::new(tok);
+    let mut out: String = ids.iter().map(|&id| d.push(id)).collect();
+    out.push_str(&d.finish());
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
         return;
@@ -55,13 +63,7 @@ fuzz_target!(|data: &[u8]| {
     // SPM without a byte token for some byte is the one documented error.
     if let Ok(ids) = tok.encode(&text, add_special, parse_special) {
         assert!(ids.iter().all(|&i| (i as usize) < tok.n_vocab()));
-        let mut d = StreamDecoder::new(tok);
-        let mut streamed = String::new();
-        for &id in &ids {
-            streamed.push_str(&d.push(id));
-        }
-        streamed.push_str(&d.finish());
-        assert_eq!(streamed, tok.decode(&ids));
+        assert_eq!(streamed(tok, &ids), tok.decode(&ids));
         // Lossless (engine/tests/tokenizer.rs any_text_encodes_and_round_trips promises it)
         // where no control token was added or parsed out of the text (they decode empty) and
         // every byte has a token to be spelled with.
@@ -74,11 +76,5 @@ fuzz_target!(|data: &[u8]| {
         .chunks(3)
         .map(|c| c.iter().fold(0u32, |a, &b| a << 8 | u32::from(b)))
         .collect();
-    let mut d = StreamDecoder::new(tok);
-    let mut streamed = String::new();
-    for &id in &ids {
-        streamed.push_str(&d.push(id));
-    }
-    streamed.push_str(&d.finish());
-    assert_eq!(streamed, tok.decode(&ids));
+    assert_eq!(streamed(tok, &ids), tok.decode(&ids));
 });
