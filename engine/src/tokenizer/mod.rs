@@ -28,17 +28,20 @@
 //! the whitespace after them; jina/modern-bert mask tokens the whitespace before) are applied
 //! the same way. Not implemented: the WPM/UGM/RWKV tokenizer families.
 
+mod attrs;
 mod bpe;
 mod index;
+mod load;
 mod pretok;
 mod spm;
 mod unicode;
 
 use std::collections::BTreeMap;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::AhoCorasick;
 use strata_gguf::Gguf;
 
+use attrs::TokenAttrs;
 use index::{FastMap, StrIndex};
 pub use pretok::{PreTokenizer, GPT2_PATTERN, KNOWN_PRE, LLAMA3_PATTERN, QWEN2_PATTERN};
 
@@ -154,31 +157,6 @@ impl TokenType {
             6 => TokenType::Byte,
             _ => TokenType::Undefined,
         }
-    }
-}
-
-// Attribute bits (llama.cpp's `llama_token_attr`, which a token can have several of).
-const ATTR_UNDEFINED: u8 = 0;
-const ATTR_UNKNOWN: u8 = 1 << 0;
-const ATTR_UNUSED: u8 = 1 << 1;
-const ATTR_NORMAL: u8 = 1 << 2;
-const ATTR_CONTROL: u8 = 1 << 3;
-const ATTR_USER_DEFINED: u8 = 1 << 4;
-const ATTR_BYTE: u8 = 1 << 5;
-/// Whitespace before an occurrence of the token is dropped (llama.cpp sets it by model name).
-const ATTR_LSTRIP: u8 = 1 << 6;
-/// Whitespace after an occurrence of the token is dropped.
-const ATTR_RSTRIP: u8 = 1 << 7;
-
-fn attr_of(t: TokenType) -> u8 {
-    match t {
-        TokenType::Undefined => ATTR_UNDEFINED,
-        TokenType::Normal => ATTR_NORMAL,
-        TokenType::Unknown => ATTR_UNKNOWN,
-        TokenType::Control => ATTR_CONTROL,
-        TokenType::UserDefined => ATTR_USER_DEFINED,
-        TokenType::Unused => ATTR_UNUSED,
-        TokenType::Byte => ATTR_BYTE,
     }
 }
 
@@ -372,13 +350,13 @@ pub struct Tokenizer {
     /// Token texts by id, with exact lookup.
     texts: StrIndex,
     scores: Vec<f32>,
-    attrs: Vec<u8>,
+    attrs: Vec<TokenAttrs>,
     /// Piece of each token as llama.cpp's `token_to_piece(special = true)` gives it.
     pieces: Vec<u8>,
     piece_offsets: Vec<u32>,
     /// Matchers for user-defined tokens only, and for all special tokens.
-    user_matcher: Option<(AhoCorasick, Vec<u32>)>,
-    all_matcher: Option<(AhoCorasick, Vec<u32>)>,
+    user_matcher: Option<Matcher>,
+    all_matcher: Option<Matcher>,
     byte_tokens: [Option<u32>; 256],
     /// SPM: characters after which a `▁` may be inside a token (see `spm::joiners`).
     spm_joiners: Vec<char>,
@@ -397,46 +375,8 @@ pub struct Tokenizer {
     chat_template: Option<String>,
 }
 
-/// Names llama.cpp recognises as end-of-turn tokens when `eot_token_id` is absent.
-const EOT_NAMES: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|end_of_text|>",
-    "<EOT>",
-    "_<EOT>",
-    "[EOT]",
-    "<｜end▁of▁sentence｜>",
-    "<end_of_utterance>",
-];
-/// Names llama.cpp treats as end-of-generation.
-const EOG_NAMES: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<|return|>",
-    "<|call|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|eom_id|>",
-    "<EOT>",
-    "_<EOT>",
-    "[EOT]",
-    "[EOS]",
-    "<|end_of_text|>",
-    "<end_of_utterance>",
-];
-const FIM_PAD_NAMES: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP_NAMES: &[&str] = &[
-    "<|fim_repo|>",
-    "<|repo_name|>",
-    "<fim-repo>",
-    "<REPO>",
-    "<reponame>",
-];
-const FIM_SEP_NAMES: &[&str] = &["<|file_sep|>"];
+/// A special-token automaton and the token id of each of its patterns.
+type Matcher = (AhoCorasick, Vec<u32>);
 
 impl Tokenizer {
     /// Builds the tokenizer of a GGUF model from its `tokenizer.*` metadata.
@@ -444,300 +384,32 @@ impl Tokenizer {
         Tokenizer::from_vocab(Vocab::from_gguf(g)?)
     }
 
-    /// Builds a tokenizer from vocabulary metadata, applying llama.cpp's defaults and fix-ups.
-    pub fn from_vocab(v: Vocab) -> Result<Tokenizer, TokenizerError> {
-        let n = v.tokens.len();
-        if n == 0 {
-            return Err(TokenizerError::EmptyVocab);
-        }
-        let is_spm = match v.model.as_str() {
-            "llama" => true,
-            "gpt2" => false,
-            other => {
-                return Err(TokenizerError::UnsupportedModel {
-                    model: other.to_owned(),
-                })
+    /// Builds a tokenizer from vocabulary metadata, applying llama.cpp's defaults and fix-ups
+    /// (each step is a function of the `load` module, in llama.cpp's order).
+    pub fn from_vocab(mut v: Vocab) -> Result<Tokenizer, TokenizerError> {
+        let is_spm = load::check_arrays(&v)?;
+        let texts = load::token_table(&v.tokens)?;
+        let n = texts.len();
+        let scores = match v.scores.take() {
+            Some(mut s) => {
+                s.truncate(n);
+                s
             }
+            None => vec![0.0; n],
         };
-        if let Some(s) = &v.scores {
-            if s.len() < n {
-                return Err(TokenizerError::ArrayTooShort {
-                    key: keys::SCORES,
-                    len: s.len(),
-                    n_tokens: n,
-                });
-            }
-        }
-        if let Some(t) = &v.token_types {
-            if t.len() < n {
-                return Err(TokenizerError::ArrayTooShort {
-                    key: keys::TOKEN_TYPE,
-                    len: t.len(),
-                    n_tokens: n,
-                });
-            }
-        }
-
-        // Token texts (empty ones renamed as llama.cpp does) and the exact-lookup index.
-        let total: usize = v.tokens.iter().map(Vec::len).sum();
-        let mut texts = StrIndex::with_capacity(n, total + 16);
-        for (i, t) in v.tokens.iter().enumerate() {
-            let renamed;
-            let t: &[u8] = if t.is_empty() {
-                renamed = format!("[EMPTY_{i}]").into_bytes();
-                &renamed
-            } else {
-                t
-            };
-            let (id, new) = texts.insert(t);
-            if !new {
-                return Err(TokenizerError::DuplicateToken {
-                    text: String::from_utf8_lossy(t).into_owned(),
-                    first: id,
-                    second: i as u32,
-                });
-            }
-        }
-        let scores = v.scores.map(|mut s| {
-            s.truncate(n);
-            s
-        });
-        let scores = scores.unwrap_or_else(|| vec![0.0; n]);
-        let mut attrs: Vec<u8> = match &v.token_types {
-            Some(t) => t[..n].iter().map(|&t| attr_of(t)).collect(),
-            None => vec![ATTR_NORMAL; n],
-        };
-
-        // Model and flags with llama.cpp's defaults.
-        let (model, mut add_bos, mut add_space_prefix, clean_spaces, mut bos, mut eos, mut unk) =
-            if is_spm {
-                (
-                    Model::Spm,
-                    true,
-                    true,
-                    false,
-                    Some(1u32),
-                    Some(2u32),
-                    Some(0u32),
-                )
-            } else {
-                let pre = PreTokenizer::new(v.pre.as_deref().unwrap_or("default"))?;
-                let add_bos = pre.default_add_bos;
-                let clean = pre.clean_spaces;
-                let bpe = bpe::Bpe::new(pre, n, |id| texts.get(id), |s| texts.find(s), &v.merges);
-                (
-                    Model::Bpe(Box::new(bpe)),
-                    add_bos,
-                    false,
-                    clean,
-                    Some(11),
-                    Some(11),
-                    None,
-                )
-            };
-        if let Some(b) = v.add_space_prefix {
-            add_space_prefix = b;
-        }
-        // llama.cpp warns about an id outside the vocabulary and uses its default; such a file
-        // is broken (its author meant some other token), so it is refused here.
-        for (key, id) in [
-            (keys::BOS, v.bos),
-            (keys::EOS, v.eos),
-            (keys::EOT, v.eot),
-            (keys::EOM, v.eom),
-            (keys::UNK, v.unk),
-            (keys::SEP, v.sep),
-            (keys::PAD, v.pad),
-        ] {
-            if let Some(id) = id.filter(|&id| id as usize >= n) {
-                return Err(TokenizerError::SpecialIdOutOfRange {
-                    key,
-                    id,
-                    n_tokens: n,
-                });
-            }
-        }
-        let in_range = |id: Option<u32>| id.filter(|&i| (i as usize) < n);
-        let pick = |meta: Option<u32>, default: Option<u32>| match meta {
-            Some(m) if (m as usize) < n => Some(m),
-            _ => in_range(default),
-        };
-        bos = pick(v.bos, bos);
-        eos = pick(v.eos, eos);
-        unk = pick(v.unk, unk);
-        let mut eot = pick(v.eot, None);
-        let mut eom = pick(v.eom, None);
-        let sep = pick(v.sep, None);
-        let pad = pick(v.pad, None);
-        if let Some(b) = v.add_bos {
-            add_bos = b;
-        }
-        let add_eos = v.add_eos.unwrap_or(false);
-        if add_bos && bos.is_none() {
-            return Err(TokenizerError::AddSpecialWithoutId {
-                flag: keys::ADD_BOS,
-                key: keys::BOS,
-            });
-        }
-        if add_eos && eos.is_none() {
-            return Err(TokenizerError::AddSpecialWithoutId {
-                flag: keys::ADD_EOS,
-                key: keys::EOS,
-            });
-        }
-
-        // Fix-ups by token text, as llama.cpp's loader does them.
-        let find_named = |names: &[&str]| -> Option<u32> {
-            names
-                .iter()
-                .filter_map(|name| texts.find(name.as_bytes()))
-                .min()
-        };
-        fn mark_control(id: u32, attrs: &mut [u8]) {
-            attrs[id as usize] |= ATTR_CONTROL;
-        }
-        if eot.is_none() {
-            eot = find_named(EOT_NAMES);
-            if let Some(id) = eot {
-                mark_control(id, &mut attrs);
-            }
-        }
-        if eom.is_none() {
-            eom = texts.find(b"<|eom_id|>");
-            if let Some(id) = eom {
-                mark_control(id, &mut attrs);
-            }
-        }
-        let fims: Vec<u32> = [FIM_PAD_NAMES, FIM_REP_NAMES, FIM_SEP_NAMES]
-            .iter()
-            .filter_map(|names| find_named(names))
-            .collect();
-        for &id in &fims {
-            mark_control(id, &mut attrs);
-        }
-        for a in attrs.iter_mut().zip(0..).filter_map(|(a, id)| {
-            let t = texts.get(id);
-            (*a & ATTR_CONTROL != 0 && t.windows(6).any(|w| w == b"unused")).then_some(a)
-        }) {
-            *a |= ATTR_UNUSED;
-        }
-        let mut eog: Vec<u32> = fims;
-        for name in EOG_NAMES {
-            if let Some(id) = texts.find(name.as_bytes()) {
-                eog.push(id);
-                mark_control(id, &mut attrs);
-            }
-        }
-        for name in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
-            if let Some(id) = texts.find(name.as_bytes()) {
-                attrs[id as usize] = ATTR_USER_DEFINED;
-            }
-        }
-        eog.extend([eos, eot, eom].into_iter().flatten());
-        eog.sort_unstable();
-        eog.dedup();
-
-        // Pieces (llama.cpp's token_to_piece with special = true).
-        let mut pieces = Vec::with_capacity(total);
-        let mut piece_offsets = Vec::with_capacity(n + 1);
-        piece_offsets.push(0u32);
-        for id in 0..n as u32 {
-            let text = texts.get(id);
-            let a = attrs[id as usize];
-            if a & (ATTR_UNKNOWN | ATTR_CONTROL | ATTR_USER_DEFINED) != 0 {
-                pieces.extend_from_slice(text);
-            } else if a & ATTR_NORMAL != 0 {
-                if is_spm {
-                    unescape_spaces(text, &mut pieces);
-                } else {
-                    let start = pieces.len();
-                    let ok = std::str::from_utf8(text)
-                        .is_ok_and(|t| unicode::decode_byte_level_into(t, &mut pieces));
-                    if !ok {
-                        // Outside the byte-level alphabet: keep the text as is.
-                        pieces.truncate(start);
-                        pieces.extend_from_slice(text);
-                    }
-                }
-            } else if a & ATTR_BYTE != 0 {
-                if let Some(b) = parse_byte_token(text) {
-                    pieces.push(b);
-                }
-            }
-            piece_offsets.push(pieces.len() as u32);
-        }
-
-        let spm_joiners = if is_spm {
-            spm::joiners(&texts)
+        let mut attrs = load::initial_attrs(v.token_types.as_deref(), n);
+        let (model, defaults) = load::choose_model(is_spm, v.pre.as_deref(), &texts, &v.merges)?;
+        let mut ids = load::resolve_special_ids(&v, n, &defaults)?;
+        let eog = load::fix_up_by_text(&texts, &mut attrs, &mut ids);
+        let (pieces, piece_offsets) = load::build_pieces(&texts, &attrs, is_spm);
+        let (spm_joiners, byte_tokens) = if is_spm {
+            (spm::joiners(&texts), load::spm_byte_tokens(&texts))
         } else {
-            Vec::new()
+            (Vec::new(), [None; 256])
         };
-        // SPM byte fallback tokens.
-        let mut byte_tokens = [None; 256];
-        if is_spm {
-            for (b, slot) in byte_tokens.iter_mut().enumerate() {
-                let name = format!("<0x{b:02X}>");
-                *slot = texts
-                    .find(name.as_bytes())
-                    .or_else(|| texts.find(&[b as u8]));
-            }
-        }
-
-        // Special-token matchers, in claim order: longest first, then lower id.
-        let mut special: Vec<u32> = (0..n as u32)
-            .filter(|&id| {
-                attrs[id as usize] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN) != 0
-            })
-            .filter(|&id| std::str::from_utf8(texts.get(id)).is_ok())
-            .collect();
-        special.sort_by_key(|&id| (std::cmp::Reverse(texts.get(id).len()), id));
-        // Per-token strip attributes llama.cpp sets by model name (after its special-token
-        // cache is built, so they do not change which tokens are special).
-        let name = v.name.as_deref().unwrap_or("").to_ascii_lowercase();
-        let pre_name = v.pre.as_deref().unwrap_or("");
-        let arch = v.architecture.as_deref().unwrap_or("");
-        fn set_attr(texts: &StrIndex, attrs: &mut [u8], text: &str, bit: u8, on: bool) {
-            if let Some(id) = texts.find(text.as_bytes()) {
-                let a = &mut attrs[id as usize];
-                *a = if on { *a | bit } else { *a & !bit };
-            }
-        }
-        if ["jina-v2-de", "jina-v2-es", "jina-v2-code"]
-            .iter()
-            .any(|p| pre_name.contains(p))
-            || ["nomic-bert-moe", "jina-bert-v3"]
-                .iter()
-                .any(|a| arch.contains(a))
-        {
-            set_attr(&texts, &mut attrs, "<mask>", ATTR_LSTRIP, true);
-        } else if name.contains("phi-3") || name.contains("phi3") {
-            for &id in &special {
-                attrs[id as usize] |= ATTR_RSTRIP;
-            }
-            set_attr(&texts, &mut attrs, "</s>", ATTR_RSTRIP, true);
-            for t in ["<unk>", "<s>", "<|endoftext|>"] {
-                set_attr(&texts, &mut attrs, t, ATTR_RSTRIP, false);
-            }
-        } else if name.contains("modern-bert") {
-            set_attr(&texts, &mut attrs, "[MASK]", ATTR_LSTRIP, true);
-        }
-        let build = |ids: Vec<u32>| -> Option<(AhoCorasick, Vec<u32>)> {
-            if ids.is_empty() {
-                return None;
-            }
-            let ac = AhoCorasickBuilder::new()
-                .match_kind(MatchKind::Standard)
-                .build(ids.iter().map(|&id| texts.get(id)))
-                .expect("special-token automaton builds");
-            Some((ac, ids))
-        };
-        let user: Vec<u32> = special
-            .iter()
-            .copied()
-            .filter(|&id| attrs[id as usize] & (ATTR_CONTROL | ATTR_UNKNOWN) == 0)
-            .collect();
-        let user_matcher = build(user);
-        let all_matcher = build(special);
+        let special = load::special_tokens(&texts, &attrs);
+        load::fix_up_by_name(&v, &texts, &mut attrs, &special);
+        let (user_matcher, all_matcher) = load::matchers(&texts, &attrs, special);
         unicode::warm_up();
 
         Ok(Tokenizer {
@@ -752,18 +424,18 @@ impl Tokenizer {
             all_matcher,
             byte_tokens,
             spm_joiners,
-            bos,
-            eos,
-            eot,
-            eom,
-            unk,
-            sep,
-            pad,
+            bos: ids.bos,
+            eos: ids.eos,
+            eot: ids.eot,
+            eom: ids.eom,
+            unk: ids.unk,
+            sep: ids.sep,
+            pad: ids.pad,
             eog,
-            add_bos,
-            add_eos,
-            add_space_prefix,
-            clean_spaces,
+            add_bos: ids.add_bos,
+            add_eos: ids.add_eos,
+            add_space_prefix: ids.add_space_prefix,
+            clean_spaces: defaults.clean_spaces,
             chat_template: v.chat_template,
         })
     }
@@ -807,7 +479,7 @@ impl Tokenizer {
             let id = ids[pat as usize];
             claimed.insert(start, (end, id));
             let a = self.attrs[id as usize];
-            if a & ATTR_LSTRIP != 0 {
+            if a.lstrip() {
                 let lo = claimed
                     .range(..start)
                     .next_back()
@@ -820,7 +492,7 @@ impl Tokenizer {
                     claimed.insert(s, (start, DROPPED));
                 }
             }
-            if a & ATTR_RSTRIP != 0 {
+            if a.rstrip() {
                 let hi = claimed.range(end..).next().map_or(text.len(), |(&s, _)| s);
                 let mut e = end;
                 while e < hi && is_c_space(bytes[e]) {
@@ -933,7 +605,7 @@ impl Tokenizer {
     /// control and unknown tokens (llama.cpp's `special = false`) unless `special`.
     pub fn piece(&self, id: u32, special: bool) -> &[u8] {
         match self.attrs.get(id as usize) {
-            Some(&a) if special || a & (ATTR_CONTROL | ATTR_UNKNOWN) == 0 => self.token_bytes(id),
+            Some(&a) if special || !a.is_control_or_unknown() => self.token_bytes(id),
             _ => &[],
         }
     }
@@ -950,29 +622,12 @@ impl Tokenizer {
 
     /// The token's type (its main llama.cpp attribute, after the loader's fix-ups).
     pub fn token_type(&self, id: u32) -> Option<TokenType> {
-        let a = *self.attrs.get(id as usize)?;
-        Some(if a & ATTR_UNUSED != 0 {
-            TokenType::Unused
-        } else if a & ATTR_CONTROL != 0 {
-            TokenType::Control
-        } else if a & ATTR_USER_DEFINED != 0 {
-            TokenType::UserDefined
-        } else if a & ATTR_UNKNOWN != 0 {
-            TokenType::Unknown
-        } else if a & ATTR_BYTE != 0 {
-            TokenType::Byte
-        } else if a & ATTR_NORMAL != 0 {
-            TokenType::Normal
-        } else {
-            TokenType::Undefined
-        })
+        self.attrs.get(id as usize).map(|a| a.main_type())
     }
 
     /// Whether `id` is a control token (rendered empty by [`Tokenizer::decode`]).
     pub fn is_control(&self, id: u32) -> bool {
-        self.attrs
-            .get(id as usize)
-            .is_some_and(|a| a & ATTR_CONTROL != 0)
+        self.attrs.get(id as usize).is_some_and(|a| a.is_control())
     }
 
     /// Decodes ids to text as llama.cpp's `llama_detokenize(remove_special = false,
