@@ -1,5 +1,6 @@
-//! `sinf`, `cosf` and `powf` bit for bit as llama.cpp's reference build gets them: glibc's
-//! single-precision functions (x86-64, its FMA variant), on every platform.
+//! `sinf`, `cosf`, `powf` and `tanhf` bit for bit as llama.cpp's reference build gets them:
+//! glibc's single-precision functions (x86-64, the FMA variant where there is one), on every
+//! platform.
 //!
 //! RoPE's angles go through `powf` (the frequency ratio) and `cosf`/`sinf`. Natively Rust calls the C library's; on WebAssembly
 //! without one, Rust's own port of musl's, which differs in the last bit for about 2% of RoPE
@@ -13,6 +14,14 @@
 //! fused multiply-add; the `mul_add`s below are exactly those, so the results equal glibc's on a
 //! CPU with FMA (sine and cosine checked over every f32 input by
 //! `mathf_matches_the_c_library_exhaustively`, `powf` over RoPE's inputs and a random sample).
+//!
+//! `tanhf` (Gemma 2's attention and final-logit soft-capping, llama.cpp's `ggml_tanh`) is glibc
+//! 2.36's `sysdeps/ieee754/flt-32/s_tanhf.c` with its `__expm1f`, the single-precision ports of
+//! Sun's fdlibm (freely redistributable with its notice; written here from the algorithm):
+//! plain single-precision operations, as glibc's x86-64 build has no FMA variant of them, checked
+//! over every f32 input against the C library by `tanhf_matches_the_c_library_exhaustively`.
+//! (Recent glibc releases replace it with CORE-MATH's correctly rounded `tanhf`, which differs in
+//! the last bit for some inputs; the tests compare only with a glibc older than 2.41.)
 
 /// Coefficients of one quadrant pair (`sincos_t` of optimized-routines).
 struct SinCos {
@@ -347,6 +356,150 @@ pub fn powf(x: f32, y: f32) -> f32 {
     exp2_inline(ylogx)
 }
 
+/// `e^x − 1` in single precision, glibc's `__expm1f` (`sysdeps/ieee754/flt-32/s_expm1f.c`, the
+/// single-precision port of fdlibm's `s_expm1.c`), for [`tanhf`].
+///
+/// `x = k·ln 2 + r` with |r| ≤ ln2/2 (`ln 2` split into `LN2_HI`, whose products with `k` are
+/// exact, and `LN2_LO`; `c` the rounding error of `r = hi − lo`); on [0, ln2/2] `r·coth(r/2)/2`
+/// ≈ `R1(r²/2) = 1 + Q1·hxs + … + Q5·hxs⁵`, from which `expm1(r) = r + r²/2 + r³/2·E` with
+/// `E = (R1 − t)/(6 − r·t)`, `t = 3 − R1·r/2`; then `expm1(x) = 2^k·(expm1(r) + 1 − 2^-k)`
+/// arranged per `k` to keep the last bit. Every operation is a separate single-precision one:
+/// glibc's x86-64 build has no FMA variant of `expm1f` or `tanhf` (with GCC's `mul_add`
+/// contractions `tanhf` differs from it for about 150 000 inputs, as written for none).
+fn expm1f(x: f32) -> f32 {
+    const HUGE: f32 = 1.0e30;
+    const TINY: f32 = 1.0e-30;
+    /// 128·`LN2_HI` (0x1.62e3p+6), just below ln(f32::MAX) = 88.7228….
+    const O_THRESHOLD: f32 = f32::from_bits(0x42b1_7180);
+    const LN2_HI: f32 = f32::from_bits(0x3f31_7180); // 0x1.62e3p-1
+    const LN2_LO: f32 = f32::from_bits(0x3717_f7d1); // 0x1.2fefa2p-17
+    const INVLN2: f32 = f32::from_bits(0x3fb8_aa3b); // 0x1.715476p+0
+    const Q1: f32 = f32::from_bits(0xbd08_8889); // -0x1.111112p-5
+    const Q2: f32 = f32::from_bits(0x3ad0_0d01); // 0x1.a01a02p-10
+    const Q3: f32 = f32::from_bits(0xb8a6_70cd); // -0x1.4ce19ap-14
+    const Q4: f32 = f32::from_bits(0x3686_7e54); // 0x1.0cfca8p-18
+    const Q5: f32 = f32::from_bits(0xb457_edbb); // -0x1.afdb76p-23
+    let bits = x.to_bits();
+    let neg = bits >> 31 != 0;
+    let hx = bits & 0x7fff_ffff;
+    if hx >= 0x4195_b844 {
+        // |x| ≥ 27·ln 2.
+        if hx >= 0x42b1_7218 {
+            // |x| ≥ ln(f32::MAX), or not finite.
+            if hx > 0x7f80_0000 {
+                return x + x; // NaN
+            }
+            if hx == 0x7f80_0000 {
+                return if neg { -1.0 } else { x };
+            }
+            if x > O_THRESHOLD {
+                return HUGE * HUGE; // +∞
+            }
+        }
+        if neg {
+            return TINY - 1.0; // -1
+        }
+    }
+    let (x, c, k) = if hx > 0x3eb1_7218 {
+        // |x| > ln2/2: reduce.
+        let (hi, lo, k) = if hx < 0x3f85_1592 {
+            // |x| < 3·ln2/2: k = ±1.
+            if neg {
+                (x + LN2_HI, -LN2_LO, -1)
+            } else {
+                (x - LN2_HI, LN2_LO, 1)
+            }
+        } else {
+            let k = (INVLN2 * x + if neg { -0.5 } else { 0.5 }) as i32;
+            let t = k as f32;
+            (x - t * LN2_HI, t * LN2_LO, k)
+        };
+        let r = hi - lo;
+        (r, (hi - r) - lo, k)
+    } else if hx < 0x3300_0000 {
+        return x; // |x| < 2^-25
+    } else {
+        (x, 0.0, 0)
+    };
+    let hfx = 0.5 * x;
+    let hxs = x * hfx;
+    let r1 = 1.0 + hxs * (Q1 + hxs * (Q2 + hxs * (Q3 + hxs * (Q4 + hxs * Q5))));
+    let t = 3.0 - r1 * hfx;
+    let e = hxs * ((r1 - t) / (6.0 - x * t));
+    if k == 0 {
+        return x - (x * e - hxs);
+    }
+    let e = (x * (e - c) - c) - hxs;
+    match k {
+        -1 => return 0.5 * (x - e) - 0.5,
+        1 if x < -0.25 => return -2.0 * (e - (x + 0.5)),
+        1 => return 1.0 + 2.0 * (x - e),
+        _ => {}
+    }
+    // Multiplies by 2^k by adding k to the exponent field.
+    let scale = |y: f32| f32::from_bits(y.to_bits().wrapping_add((k << 23) as u32));
+    if k <= -2 || k > 56 {
+        let y = 1.0 - (e - x);
+        let y = if k == 128 {
+            y * 2.0 * f32::from_bits(0x7f00_0000) // 2^127
+        } else {
+            scale(y)
+        };
+        y - 1.0
+    } else if k < 23 {
+        let t = f32::from_bits(0x3f80_0000 - (0x100_0000 >> k)); // 1 − 2^-k
+        scale(t - (e - x))
+    } else {
+        let t = f32::from_bits(((0x7f - k) << 23) as u32); // 2^-k
+        scale((x - (e + t)) + 1.0)
+    }
+}
+
+/// `tanh(x)`, bit-identical to glibc 2.36's `tanhf` on x86-64 (on every CPU: it has no FMA
+/// variant), for Gemma 2's logit soft-capping, which llama.cpp computes with `tanhf`.
+///
+/// The algorithm of glibc's `sysdeps/ieee754/flt-32/s_tanhf.c`, the single-precision port of
+/// fdlibm's `s_tanh.c` (Sun Microsystems' fdlibm, "Permission to use, copy, modify, and
+/// distribute this software is freely granted, provided that this notice is preserved"; written
+/// here from its description, not copied): for 1 ≤ |x| < 22,
+/// `tanh |x| = 1 − 2/(expm1(2|x|) + 2)`; for 2^-55 ≤ |x| < 1, `tanh |x| = −t/(t + 2)` with
+/// `t = expm1(−2|x|)`; below 2^-55 `x·(1 + x)` (= x), from 22 on ±1; all in single precision,
+/// with glibc's `__expm1f` (`expm1f` here). Checked over every f32 input against the C library
+/// by `tanhf_matches_the_c_library_exhaustively` (and every 97th by
+/// `tanhf_matches_the_c_library_on_a_sample`).
+pub fn tanhf(x: f32) -> f32 {
+    let jx = x.to_bits();
+    let ix = jx & 0x7fff_ffff;
+    let neg = jx >> 31 != 0;
+    if ix >= 0x7f80_0000 {
+        // ±∞ → ±1, NaN → NaN.
+        return if neg { 1.0 / x - 1.0 } else { 1.0 / x + 1.0 };
+    }
+    let z = if ix < 0x41b0_0000 {
+        // |x| < 22.
+        if ix == 0 {
+            return x; // ±0
+        }
+        if ix < 0x2400_0000 {
+            return x * (1.0 + x); // |x| < 2^-55
+        }
+        if ix >= 0x3f80_0000 {
+            let t = expm1f(2.0 * x.abs());
+            1.0 - 2.0 / (t + 2.0)
+        } else {
+            let t = expm1f(-2.0 * x.abs());
+            -t / (t + 2.0)
+        }
+    } else {
+        1.0
+    };
+    if neg {
+        -z
+    } else {
+        z
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,5 +627,99 @@ mod tests {
         assert_eq!(cosf(0.0), 1.0);
         assert!((sinf(1.0) - 0.841_470_96).abs() < 1e-7);
         assert!((cosf(1000.0) - 0.562_379_8).abs() < 1e-6);
+        assert!(tanhf(f32::NAN).is_nan());
+        assert_eq!(tanhf(f32::INFINITY), 1.0);
+        assert_eq!(tanhf(f32::NEG_INFINITY), -1.0);
+        assert_eq!(tanhf(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(tanhf(1e-30), 1e-30);
+        assert_eq!(tanhf(30.0), 1.0);
+        assert!((tanhf(0.5) - 0.462_117_16).abs() < 1e-7);
+        assert!((tanhf(-2.0) + 0.964_027_6).abs() < 1e-7);
+    }
+
+    /// Whether the C library's `tanhf`/`expm1f` are glibc's fdlibm-derived ones: recent releases
+    /// (taken here as 2.41 on) have CORE-MATH's correctly rounded ones, which differ in the last
+    /// bit.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    fn glibc_has_fdlibm_tanhf() -> bool {
+        extern "C" {
+            fn gnu_get_libc_version() -> *const std::ffi::c_char;
+        }
+        // SAFETY: glibc returns a pointer to a static NUL-terminated string such as "2.36".
+        let version = unsafe { std::ffi::CStr::from_ptr(gnu_get_libc_version()) };
+        let mut parts = version.to_str().unwrap_or("").split('.');
+        let mut next = || parts.next().and_then(|p| p.parse::<u32>().ok());
+        matches!((next(), next()), (Some(2), Some(minor)) if minor < 41)
+    }
+
+    /// Inputs in `0..=u32::MAX` (as bits) at `start, start + step, …` where [`tanhf`] (or, with
+    /// `expm1`, [`expm1f`]) differs from the C library's: the count and the first few as
+    /// (input, ours, C library's) bits.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    fn tanhf_mismatches(start: u32, step: u32, expm1: bool) -> (u64, Vec<(u32, u32, u32)>) {
+        let mut count = 0;
+        let mut first = Vec::new();
+        let mut b = start;
+        loop {
+            let x = f32::from_bits(b);
+            // black_box: the C library's result, not one LLVM folded.
+            let xb = std::hint::black_box(x);
+            let (ours, want) = if expm1 {
+                (expm1f(x), xb.exp_m1())
+            } else {
+                (tanhf(x), xb.tanh())
+            };
+            if ours.to_bits() != want.to_bits() && !(ours.is_nan() && want.is_nan()) {
+                count += 1;
+                if first.len() < 5 {
+                    first.push((b, ours.to_bits(), want.to_bits()));
+                }
+            }
+            match b.checked_add(step) {
+                Some(next) => b = next,
+                None => return (count, first),
+            }
+        }
+    }
+
+    /// Every 97th f32 (about 44 million, under a second) against glibc's `tanhf`.
+    #[test]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    fn tanhf_matches_the_c_library_on_a_sample() {
+        if !glibc_has_fdlibm_tanhf() {
+            eprintln!("skipped: this glibc's tanhf is not the fdlibm one");
+            return;
+        }
+        let (n, first) = tanhf_mismatches(0, 97, false);
+        assert_eq!(n, 0, "{n} differ, first (x, ours, glibc's) {first:08x?}");
+    }
+
+    /// All 2^32 inputs of `tanhf` and of `expm1f` (the latter reaches the branches `tanhf`
+    /// never takes), on all cores (about 30 s each on two): `cargo test -p strata-engine mathf
+    /// -- --ignored`.
+    #[test]
+    #[ignore]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    fn tanhf_matches_the_c_library_exhaustively() {
+        assert!(
+            glibc_has_fdlibm_tanhf(),
+            "needs glibc before 2.41 (fdlibm's tanhf)"
+        );
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        for expm1 in [false, true] {
+            let results: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| s.spawn(move || tanhf_mismatches(t, threads, expm1)))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let n: u64 = results.iter().map(|r| r.0).sum();
+            let first: Vec<_> = results.iter().flat_map(|r| &r.1).take(5).collect();
+            let name = if expm1 { "expm1f" } else { "tanhf" };
+            assert_eq!(
+                n, 0,
+                "{name}: {n} differ, first (x, ours, glibc's) {first:08x?}"
+            );
+        }
     }
 }
