@@ -373,6 +373,7 @@ pub struct Tokenizer {
     add_space_prefix: bool,
     clean_spaces: bool,
     chat_template: Option<String>,
+    architecture: Option<String>,
 }
 
 /// A special-token automaton and the token id of each of its patterns.
@@ -437,6 +438,7 @@ impl Tokenizer {
             add_space_prefix: ids.add_space_prefix,
             clean_spaces: defaults.clean_spaces,
             chat_template: v.chat_template,
+            architecture: v.architecture,
         })
     }
 
@@ -751,6 +753,12 @@ impl Tokenizer {
     /// The chat template (`tokenizer.chat_template`), if the model has one.
     pub fn chat_template(&self) -> Option<&str> {
         self.chat_template.as_deref()
+    }
+
+    /// The model's architecture (`general.architecture`), if the file names one (chat
+    /// formats are chosen by it when the file has no chat template).
+    pub fn architecture(&self) -> Option<&str> {
+        self.architecture.as_deref()
     }
 
     /// `tokenizer.ggml.model` (`"llama"` or `"gpt2"`).
