@@ -239,6 +239,98 @@ pub fn matmul_q_part_with(
     run(level, ty, w, rows, cols, n, part, |t| x.row(t), y)
 }
 
+/// One expert's product in a mixture-of-experts layer, as llama.cpp's `MUL_MAT_ID` computes it:
+/// `Y[i][r] = Σ_c W[r][c] · X[ids[i]][c]` for the activation rows `ids` routed to this expert
+/// (`W`: the expert's `rows × cols` slice of the 3-D tensor; `Y`: `ids.len() × rows`).
+///
+/// `MUL_MAT_ID` chooses its kernel per expert, not per batch: matrices llama.cpp repacks (the
+/// [`matmul`] rule) always take the one-token repacked order (its gemv, never its gemm); other
+/// K-quant matrices take the tiled kernel when at least 8 rows are routed to the expert, else
+/// `vec_dot`; everything else `vec_dot` (never tinyBLAS or llamafile's lanes, which `MUL_MAT_ID`
+/// does not use). So each element equals [`matvec_q`] of its row, except for tiled experts.
+pub fn matmul_q_id(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &QuantizedActs,
+    ids: &[usize],
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    let dot_ty = acts_dot_type(ty, x)?;
+    if x.cols() != cols {
+        return Err(QuantError::SizeMismatch {
+            ty: dot_ty,
+            what: "activation columns",
+            expected: cols,
+            got: x.cols(),
+        });
+    }
+    if let Some(&bad) = ids.iter().find(|&&i| i >= x.n_rows()) {
+        return Err(QuantError::SizeMismatch {
+            ty: dot_ty,
+            what: "activation row index bound",
+            expected: x.n_rows(),
+            got: bad,
+        });
+    }
+    let n = ids.len();
+    let kind = Kernel::for_product(ty, rows, cols, n);
+    if kind == Kernel::Tiled {
+        let level = crate::calibrate::kernel_level(ty, n);
+        return run(
+            level,
+            ty,
+            w,
+            rows,
+            cols,
+            n,
+            Part::whole(n),
+            |t| x.row(ids[t]),
+            y,
+        );
+    }
+    if y.len() != rows * n {
+        return Err(QuantError::SizeMismatch {
+            ty,
+            what: "output elements",
+            expected: rows * n,
+            got: y.len(),
+        });
+    }
+    // The kernel `run` picks for a batch of one token (repacked gemv, `vec_dot`), for every
+    // row: several rows at once where its multi-token kernels keep `vec_dot`'s bits; IQ4_NL's
+    // do not (they are tinyBLAS's lanes), so not repacked it goes one row at a time.
+    let level = crate::calibrate::kernel_level(ty, 1);
+    if ty == GgmlType::IQ4_NL && kind == Kernel::VecDot {
+        for (i, yi) in y.chunks_exact_mut(rows.max(1)).enumerate().take(n) {
+            run(
+                level,
+                ty,
+                w,
+                rows,
+                cols,
+                1,
+                Part::whole(1),
+                |_| x.row(ids[i]),
+                yi,
+            )?;
+        }
+        return Ok(());
+    }
+    run(
+        level,
+        ty,
+        w,
+        rows,
+        cols,
+        n,
+        Part::whole(1),
+        |t| x.row(ids[t]),
+        y,
+    )
+}
+
 /// One dot product: weight row `w_row` (`x.cols()` elements of type `ty`) · activation row `t`
 /// of `x` (quantized to [`vec_dot_type`]`(ty)`), with the active SIMD kernel. Equals element
 /// `r` of [`matvec_q`] for that row, bit for bit, except for matrices llama.cpp repacks (Q4_K,

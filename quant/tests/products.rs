@@ -1,7 +1,10 @@
 //! matvec / matmul against an f64 reference built from dequantized weights and activations.
 
 use strata_gguf::GgmlType;
-use strata_quant::{dequantize, matmul, matvec, quantize_acts, vec_dot_type, QuantError};
+use strata_quant::{
+    dequantize, matmul, matmul_q, matmul_q_id, matvec, matvec_q, quantize_acts, vec_dot_type,
+    QuantError,
+};
 
 use crate::common::*;
 
@@ -72,6 +75,74 @@ fn matmul_rows_equal_matvec_bitwise() {
                     .collect::<Vec<_>>(),
                 "{ty} token {t}"
             );
+        }
+    }
+}
+
+/// `matmul_q_id` (llama.cpp's `MUL_MAT_ID` for one expert) gives every routed row the bits of
+/// the one-token product, except for the K-quant matrices llama.cpp does not repack when 8 or
+/// more rows are routed to the expert: those get the batch product's (tiled) bits.
+#[test]
+fn expert_product_takes_mul_mat_id_kernels() {
+    let mut rng = Rng::new(3);
+    for &ty in WEIGHT_TYPES {
+        // 72 rows: repacked where llama.cpp repacks; 68: never repacked.
+        for rows in [72, 68] {
+            let cols = 512;
+            let w = random_blocks(ty, cols / ty.block_size() * rows, &mut rng, Scales::Normal);
+            let n_acts = 12;
+            let x = random_acts(cols * n_acts, &mut rng);
+            let acts = quantize_acts(vec_dot_type(ty).unwrap(), &x, n_acts, cols).unwrap();
+            for ids in [
+                vec![3usize],
+                vec![0, 5, 7],
+                (0..10).rev().collect::<Vec<_>>(),
+            ] {
+                let mut y = vec![0f32; rows * ids.len()];
+                matmul_q_id(ty, &w, rows, cols, &acts, &ids, &mut y).unwrap();
+                let tiled = matches!(
+                    ty,
+                    GgmlType::Q2_K
+                        | GgmlType::Q3_K
+                        | GgmlType::Q4_K
+                        | GgmlType::Q5_K
+                        | GgmlType::Q6_K
+                ) && !(matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K) && rows % 8 == 0)
+                    && ids.len() >= 8;
+                let gathered: Vec<f32> = ids
+                    .iter()
+                    .flat_map(|&t| x[t * cols..(t + 1) * cols].iter().copied())
+                    .collect();
+                let g =
+                    quantize_acts(vec_dot_type(ty).unwrap(), &gathered, ids.len(), cols).unwrap();
+                let mut want = vec![0f32; rows * ids.len()];
+                if tiled {
+                    matmul_q(ty, &w, rows, cols, &g, &mut want).unwrap();
+                } else {
+                    for (i, &t) in ids.iter().enumerate() {
+                        let one = quantize_acts(
+                            vec_dot_type(ty).unwrap(),
+                            &x[t * cols..(t + 1) * cols],
+                            1,
+                            cols,
+                        )
+                        .unwrap();
+                        matvec_q(
+                            ty,
+                            &w,
+                            rows,
+                            cols,
+                            &one,
+                            &mut want[i * rows..(i + 1) * rows],
+                        )
+                        .unwrap();
+                    }
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&y), bits(&want), "{ty} rows {rows} ids {ids:?}");
+            }
+            let mut y = vec![0f32; rows];
+            assert!(matmul_q_id(ty, &w, rows, cols, &acts, &[n_acts], &mut y).is_err());
         }
     }
 }
