@@ -3,7 +3,9 @@
 //!
 //! For query token `t` at position `p_t` and query head `h` (KV head `g = h / (n_head / n_head_kv)`):
 //! ```text
-//! s_j   = scale · (q_th · k_jg)            for every cached position j
+//! s_j   = q_th · k_jg                      for every cached position j
+//! s_j   = c · tanh(s_j · (1/c))            (soft-capping, when c > 0: gemma2)
+//! s_j   = scale · s_j
 //! s_j   = −inf  if j > p_t                 (causal)
 //!               or p_t − j ≥ window        (sliding window; llama.cpp's LLAMA_SWA_TYPE_STANDARD)
 //! a     = softmax(s)
@@ -30,6 +32,8 @@ pub struct AttnParams {
     pub head_dim_v: usize,
     /// Multiplier of the scores inside the softmax.
     pub scale: f32,
+    /// Soft-capping of the scores before the softmax: `c · tanh(s · (1/c))`; 0 = off.
+    pub softcap: f32,
     /// Sliding window in positions (`None` = full causal attention).
     pub window: Option<usize>,
     /// Round queries and probabilities to f16 (the KV cache is f16).
@@ -120,6 +124,12 @@ fn attend_one(
         } else {
             ops::dot_step64(&qh, k)
         };
+        let s = if p.softcap > 0.0 {
+            // ggml_scale(1/c), ggml_tanh, ggml_scale(c) on the f32 scores.
+            crate::mathf::tanhf(s * (1.0 / p.softcap)) * p.softcap
+        } else {
+            s
+        };
         scores[j - base] = s * p.scale;
     }
     if first == end {
@@ -166,6 +176,7 @@ mod tests {
             head_dim: 2,
             head_dim_v: 2,
             scale: 1.0,
+            softcap: 0.0,
             window,
             f16_operands: false,
             batched: true,

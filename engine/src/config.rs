@@ -1,7 +1,7 @@
 //! Model hyperparameters read from GGUF metadata.
 //!
 //! Every value is read by explicit key under the architecture's prefix (`gemma3.`, `llama.`,
-//! `qwen2.`), with llama.cpp's default where llama.cpp has one and an error naming the key where
+//! `qwen3.`, …), with llama.cpp's default where llama.cpp has one and an error naming the key where
 //! it has none. Nothing here is specific to one model file: the forward pass follows these values.
 
 use strata_gguf::{Gguf, Metadata};
@@ -13,10 +13,19 @@ use crate::error::ConfigError;
 pub enum Arch {
     /// Gemma 3: GeGLU, per-head Q/K norms, sandwich norms, sliding-window layers, scaled embeddings.
     Gemma3,
+    /// Gemma 2: GeGLU, sandwich norms, every other layer sliding, attention and final logit
+    /// soft-capping, scaled embeddings, the output head tied to the embeddings.
+    Gemma2,
     /// Llama (also Mistral-style models): SwiGLU, normal RoPE ordering.
     Llama,
     /// Qwen2: SwiGLU, Q/K/V biases, NeoX RoPE ordering.
     Qwen2,
+    /// Qwen3: SwiGLU, per-head Q/K norms, NeoX RoPE ordering, no biases.
+    Qwen3,
+    /// Qwen3-MoE: Qwen3's attention with a mixture-of-experts feed-forward network.
+    Qwen3Moe,
+    /// Phi-3: fused QKV and gate/up matrices, optional LongRoPE frequency factors.
+    Phi3,
 }
 
 impl Arch {
@@ -24,8 +33,12 @@ impl Arch {
     pub fn from_name(name: &str) -> Result<Arch, ConfigError> {
         match name {
             "gemma3" => Ok(Arch::Gemma3),
+            "gemma2" => Ok(Arch::Gemma2),
             "llama" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
+            "qwen3" => Ok(Arch::Qwen3),
+            "qwen3moe" => Ok(Arch::Qwen3Moe),
+            "phi3" => Ok(Arch::Phi3),
             other => Err(ConfigError::UnsupportedArch {
                 arch: other.to_string(),
             }),
@@ -36,8 +49,12 @@ impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Arch::Gemma3 => "gemma3",
+            Arch::Gemma2 => "gemma2",
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Qwen3Moe => "qwen3moe",
+            Arch::Phi3 => "phi3",
         }
     }
 
@@ -45,7 +62,12 @@ impl Arch {
     pub fn rope_style(self) -> RopeStyle {
         match self {
             Arch::Llama => RopeStyle::Normal,
-            Arch::Gemma3 | Arch::Qwen2 => RopeStyle::Neox,
+            Arch::Gemma3
+            | Arch::Gemma2
+            | Arch::Qwen2
+            | Arch::Qwen3
+            | Arch::Qwen3Moe
+            | Arch::Phi3 => RopeStyle::Neox,
         }
     }
 }
@@ -137,18 +159,39 @@ pub struct ModelConfig {
     pub swa_period: usize,
     /// Scale applied to attention scores: `softmax(scale · q·k)`.
     pub attn_scale: f32,
-    /// Whether the scale is multiplied into Q before the dot products (gemma3) or applied to the
-    /// scores inside the softmax (llama, qwen2). Both are what llama.cpp's graphs do; the
+    /// Whether the scale is multiplied into Q before the dot products (gemma, phi3) or applied
+    /// to the scores inside the softmax (llama, qwen). Both are what llama.cpp's graphs do; the
     /// distinction matters for rounding because Q is converted to f16 for an f16 K cache.
     pub scale_q_before_attn: bool,
-    /// Multiply embeddings by `sqrt(n_embd)` (gemma3).
+    /// Multiply embeddings by `sqrt(n_embd)` (gemma).
     pub scale_embeddings: bool,
-    /// Gemma-style sandwich norms (`post_attention_norm`, `post_ffw_norm`) and per-head Q/K norms.
-    pub gemma_norms: bool,
+    /// Per-head RMSNorm of Q and K after their projections (`attn_q_norm`, `attn_k_norm`;
+    /// gemma3, qwen3).
+    pub qk_norm: bool,
+    /// Sandwich norms on the block outputs (`post_attention_norm`, `post_ffw_norm`; gemma).
+    pub post_norms: bool,
     /// The gate activation.
     pub ffn_activation: FfnActivation,
-    /// Final logit soft-capping `c · tanh(x / c)` (0 = off).
+    /// Gate and up are one `ffn_up` matrix of `2·n_ff` rows, the gate's first (phi3).
+    pub ffn_up_fused: bool,
+    /// Attention score soft-capping `c · tanh(s · (1/c))` before the softmax (0 = off; gemma2).
+    pub attn_softcap: f32,
+    /// Final logit soft-capping `c · tanh(x · (1/c))` (0 = off).
     pub final_logit_softcap: f32,
+    /// Magnitude factor applied to RoPE's cosines and sines (`<arch>.rope.scaling.attn_factor`,
+    /// default 1; phi3's LongRoPE models set it).
+    pub rope_attn_factor: f32,
+    /// Experts per mixture-of-experts layer (`<arch>.expert_count`; 0 = a dense model).
+    pub n_expert: usize,
+    /// Experts each token is routed to (`<arch>.expert_used_count`).
+    pub n_expert_used: usize,
+    /// Hidden width of one expert (`<arch>.expert_feed_forward_length`, default `n_ff` for
+    /// llama, `n_ff / n_expert_used` for qwen3moe, as llama.cpp).
+    pub n_ff_exp: usize,
+    /// The context length RoPE frequency factors were made for
+    /// (`<arch>.rope.scaling.original_context_length`, default `n_ctx_train`): a context longer
+    /// than this uses `rope_factors_long`, otherwise `rope_factors_short` (llama.cpp's choice).
+    pub n_ctx_orig: usize,
 }
 
 impl ModelConfig {
@@ -166,12 +209,6 @@ impl ModelConfig {
                 })?;
         let arch = Arch::from_name(arch_name)?;
         let keys = Keys { md, arch };
-
-        if md.get(&keys.key("expert_count")).is_some() && keys.opt_u64("expert_count")? > Some(0) {
-            return Err(ConfigError::Unsupported {
-                what: format!("mixture-of-experts {} models", arch.name()),
-            });
-        }
 
         let n_embd = keys.req_usize("embedding_length")?;
         let n_layer = keys.req_usize("block_count")?;
@@ -273,10 +310,62 @@ impl ModelConfig {
             attn_scale: 1.0 / (head_dim as f32).sqrt(),
             scale_q_before_attn: false,
             scale_embeddings: false,
-            gemma_norms: false,
+            qk_norm: false,
+            post_norms: false,
             ffn_activation: FfnActivation::SwiGlu,
+            ffn_up_fused: false,
+            attn_softcap: 0.0,
             final_logit_softcap: 0.0,
+            rope_attn_factor: keys.opt_f32("rope.scaling.attn_factor")?.unwrap_or(1.0),
+            n_expert: 0,
+            n_expert_used: 0,
+            n_ff_exp: 0,
+            n_ctx_orig: keys
+                .opt_usize("rope.scaling.original_context_length")?
+                .unwrap_or(n_ctx_train),
         };
+        cfg.n_expert = keys.opt_usize("expert_count")?.unwrap_or(0);
+        if cfg.n_expert > 0 {
+            if !matches!(arch, Arch::Llama | Arch::Qwen3Moe) {
+                return Err(ConfigError::Unsupported {
+                    what: format!("mixture-of-experts {} models", arch.name()),
+                });
+            }
+            cfg.n_expert_used = keys.req_usize("expert_used_count")?;
+            if cfg.n_expert_used == 0 || cfg.n_expert_used > cfg.n_expert {
+                return Err(ConfigError::Invalid {
+                    what: format!(
+                        "{}.expert_used_count {} is not in 1..={} (expert_count)",
+                        arch.name(),
+                        cfg.n_expert_used,
+                        cfg.n_expert
+                    ),
+                });
+            }
+            cfg.n_ff_exp = match keys.opt_usize("expert_feed_forward_length")? {
+                Some(f) if f > 0 => f,
+                _ if arch == Arch::Qwen3Moe => n_ff / cfg.n_expert_used,
+                _ => n_ff,
+            };
+            if cfg.n_ff_exp == 0 {
+                return Err(ConfigError::Invalid {
+                    what: format!("{}.expert_feed_forward_length is 0", arch.name()),
+                });
+            }
+        } else if arch == Arch::Qwen3Moe {
+            return Err(ConfigError::MissingKey {
+                key: keys.key("expert_count"),
+            });
+        }
+        if !(cfg.rope_attn_factor.is_finite() && cfg.rope_attn_factor > 0.0) {
+            return Err(ConfigError::Invalid {
+                what: format!(
+                    "{}.rope.scaling.attn_factor is {}",
+                    arch.name(),
+                    cfg.rope_attn_factor
+                ),
+            });
+        }
 
         if arch == Arch::Gemma3 {
             // llama.cpp: SWA on 5 of every 6 layers, local layers at rope base 10000, scale 1.
@@ -302,17 +391,47 @@ impl ModelConfig {
             };
             cfg.scale_q_before_attn = true;
             cfg.scale_embeddings = true;
-            cfg.gemma_norms = true;
+            cfg.qk_norm = true;
+            cfg.post_norms = true;
             cfg.ffn_activation = FfnActivation::GeGlu;
-            cfg.final_logit_softcap = keys.opt_f32("final_logit_softcapping")?.unwrap_or(0.0);
-            if !(cfg.final_logit_softcap.is_finite() && cfg.final_logit_softcap >= 0.0) {
-                return Err(ConfigError::Invalid {
-                    what: format!(
-                        "gemma3.final_logit_softcapping is {}",
-                        cfg.final_logit_softcap
-                    ),
-                });
-            }
+            cfg.final_logit_softcap = keys.softcap("final_logit_softcapping", 0.0)?;
+        }
+        if arch == Arch::Gemma2 {
+            // llama.cpp: a 4096-token window on every other layer (pattern 2), both layer kinds
+            // at the model's RoPE base unless rope.freq_base_swa says otherwise; soft-capping
+            // of the attention scores (default 50) and of the logits (default 30).
+            cfg.sliding_window = keys.opt_usize("attention.sliding_window")?.unwrap_or(4096);
+            cfg.swa_period = keys
+                .opt_usize("attention.sliding_window_pattern")?
+                .unwrap_or(2);
+            cfg.rope_local = RopeParams {
+                freq_base: keys
+                    .opt_f32("rope.freq_base_swa")?
+                    .unwrap_or(rope_global.freq_base),
+                freq_scale: rope_global.freq_scale,
+            };
+            cfg.rope_local.check(arch, "rope.freq_base_swa")?;
+            // Gemma 2 27B (46 layers) scales by the model width per head, the others by head_dim.
+            cfg.attn_scale = if n_layer == 46 {
+                1.0 / ((n_embd / n_head) as f32).sqrt()
+            } else {
+                1.0 / (head_dim as f32).sqrt()
+            };
+            cfg.scale_q_before_attn = true;
+            cfg.scale_embeddings = true;
+            cfg.post_norms = true;
+            cfg.ffn_activation = FfnActivation::GeGlu;
+            cfg.attn_softcap = keys.softcap("attn_logit_softcapping", 50.0)?;
+            cfg.final_logit_softcap = keys.softcap("final_logit_softcapping", 30.0)?;
+        }
+        if matches!(arch, Arch::Qwen3 | Arch::Qwen3Moe) {
+            cfg.qk_norm = true;
+        }
+        if arch == Arch::Phi3 {
+            // llama.cpp scales Q by 1/sqrt(head_dim) before attention; it reads Phi-3's sliding
+            // window but disables it (every layer attends to the whole context).
+            cfg.scale_q_before_attn = true;
+            cfg.ffn_up_fused = true;
         }
         Ok(cfg)
     }
@@ -404,6 +523,17 @@ impl Keys<'_> {
             .map_err(|source| ConfigError::Metadata { key, source })
     }
 
+    /// A soft-capping value (`default` when absent): finite and ≥ 0, 0 meaning off.
+    fn softcap(&self, suffix: &str, default: f32) -> Result<f32, ConfigError> {
+        let v = self.opt_f32(suffix)?.unwrap_or(default);
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(ConfigError::Invalid {
+                what: format!("{} is {v}", self.key(suffix)),
+            });
+        }
+        Ok(v)
+    }
+
     fn opt_str(&self, suffix: &str) -> Result<Option<&str>, ConfigError> {
         let key = self.key(suffix);
         if self.md.get(&key).is_none() {
@@ -487,7 +617,7 @@ mod tests {
         assert_eq!(c.rope_for_layer(0).freq_base, 10_000.0);
         assert_eq!(c.rope_for_layer(5).freq_base, 1e6);
         assert_eq!(c.attn_scale, 1.0 / 32f32.sqrt());
-        assert!(c.scale_q_before_attn && c.scale_embeddings && c.gemma_norms);
+        assert!(c.scale_q_before_attn && c.scale_embeddings && c.qk_norm && c.post_norms);
         assert_eq!((c.head_dim, c.n_head_kv, c.n_vocab), (32, 1, 10));
         assert_eq!(c.rope_style, RopeStyle::Neox);
     }

@@ -124,7 +124,7 @@ impl Engine {
                 what: "context length 0".into(),
             });
         }
-        let model = Model::new(cfg, cache)?;
+        let model = Model::new(cfg, cache, n_ctx)?;
         #[cfg(feature = "threads")]
         let pool = match config.threads {
             Some(threads) => Some(

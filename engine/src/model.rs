@@ -19,7 +19,7 @@ use strata_layer_cache::{LayerCache, LayerRef, TensorView};
 use strata_quant::{quantize_acts, vec_dot_type, Part, QuantizedActs};
 
 use crate::attention::{attention, AttnParams};
-use crate::config::{FfnActivation, ModelConfig};
+use crate::config::{Arch, FfnActivation, ModelConfig};
 use crate::error::EngineError;
 use crate::kv_cache::{KvCache, KvType};
 use crate::ops;
@@ -45,6 +45,10 @@ pub struct SeqChunk<'a> {
     pub logits: bool,
 }
 
+/// The floor of a token's expert-weight sum before the weights are divided by it (2⁻¹⁴,
+/// llama.cpp's clamp in `build_moe_ffn`).
+const MIN_EXPERT_WEIGHT_SUM: f32 = 1.0 / 16384.0;
+
 /// Output rows computed per output-head product (bounds the logits buffer to 32 × n_vocab).
 const OUTPUT_ROWS_PER_STEP: usize = 32;
 
@@ -52,16 +56,27 @@ const OUTPUT_ROWS_PER_STEP: usize = 32;
 pub struct Model {
     cfg: ModelConfig,
     cache: LayerCache,
-    /// Llama 3 style per-pair RoPE frequency divisors (`rope_freqs.weight`, `[n_rot/2]`), a
-    /// property of the position encoding rather than a weight matrix.
+    /// Per-pair RoPE frequency divisors, `[n_rot/2]`: Llama 3's `rope_freqs.weight`, or Phi-3's
+    /// `rope_factors_long.weight` / `rope_factors_short.weight` chosen by the context length as
+    /// llama.cpp chooses them. A property of the position encoding rather than a weight matrix.
     rope_freqs: Option<Vec<f32>>,
 }
 
 impl Model {
-    /// Wraps an open layer cache; checks that every tensor matches the configuration.
-    pub fn new(cfg: ModelConfig, cache: LayerCache) -> Result<Model, EngineError> {
+    /// Wraps an open layer cache; checks that every tensor matches the configuration. `n_ctx`
+    /// is the context length sessions will have (it selects Phi-3's RoPE factors).
+    pub fn new(cfg: ModelConfig, cache: LayerCache, n_ctx: usize) -> Result<Model, EngineError> {
         let globals = cache.globals();
-        let rope_freqs = match globals.get("rope_freqs.weight") {
+        // llama.cpp (`get_rope_factors`): rope_freqs if present, else the long factors for a
+        // context beyond the original one, else the short factors (either may be absent).
+        let factors = if globals.get("rope_freqs.weight").is_some() {
+            "rope_freqs.weight"
+        } else if n_ctx > cfg.n_ctx_orig {
+            "rope_factors_long.weight"
+        } else {
+            "rope_factors_short.weight"
+        };
+        let rope_freqs = match globals.get(factors) {
             Some(t) => {
                 expect_dims(&t, &[(cfg.n_rot / 2) as u64])?;
                 Some(f32_tensor(&t)?)
@@ -255,15 +270,28 @@ impl Model {
 
         // q = Wq xn + bq  [n, n_head·hd];  k = Wk xn + bk  [n, n_kv·hd];  v = Wv xn + bv  [n, n_kv·hd_v]
         let mut acts = Acts::new(&s.xn, n, d);
-        s.q.resize(n * c.q_dim(), 0.0);
-        s.k.resize(n * c.k_dim(), 0.0);
-        s.v.resize(n * c.v_dim(), 0.0);
-        linear(layer, "attn_q", &mut acts, c.q_dim(), &mut s.q)?;
-        linear(layer, "attn_k", &mut acts, c.k_dim(), &mut s.k)?;
-        linear(layer, "attn_v", &mut acts, c.v_dim(), &mut s.v)?;
+        let (q_dim, k_dim, v_dim) = (c.q_dim(), c.k_dim(), c.v_dim());
+        s.q.resize(n * q_dim, 0.0);
+        s.k.resize(n * k_dim, 0.0);
+        s.v.resize(n * v_dim, 0.0);
+        if c.arch == Arch::Phi3 && layer.get("attn_qkv.weight").is_some() {
+            // Fused (phi3): one product [n, q+k+v], split by columns as llama.cpp's views do.
+            let qkv_dim = q_dim + k_dim + v_dim;
+            s.fused.resize(n * qkv_dim, 0.0);
+            linear(layer, "attn_qkv", &mut acts, qkv_dim, &mut s.fused)?;
+            for (t, row) in s.fused.chunks_exact(qkv_dim).enumerate() {
+                s.q[t * q_dim..(t + 1) * q_dim].copy_from_slice(&row[..q_dim]);
+                s.k[t * k_dim..(t + 1) * k_dim].copy_from_slice(&row[q_dim..q_dim + k_dim]);
+                s.v[t * v_dim..(t + 1) * v_dim].copy_from_slice(&row[q_dim + k_dim..]);
+            }
+        } else {
+            linear(layer, "attn_q", &mut acts, q_dim, &mut s.q)?;
+            linear(layer, "attn_k", &mut acts, k_dim, &mut s.k)?;
+            linear(layer, "attn_v", &mut acts, v_dim, &mut s.v)?;
+        }
 
-        // Gemma: per-head RMSNorm of q and k (weights [hd], shared by all heads).
-        if c.gemma_norms {
+        // Gemma 3, Qwen3: per-head RMSNorm of q and k (weights [hd], shared by all heads).
+        if c.qk_norm {
             let wq = norm_weight(layer, "attn_q_norm.weight", hd, &mut s.w)?;
             s.q.chunks_exact_mut(hd)
                 .for_each(|h| ops::rms_norm_inplace(h, wq, c.rms_eps));
@@ -289,6 +317,11 @@ impl Model {
                     &mut s.cos,
                     &mut s.sin,
                 );
+                if c.rope_attn_factor != 1.0 {
+                    // ggml's rope: cos(θ)·mscale, sin(θ)·mscale.
+                    s.cos.iter_mut().for_each(|v| *v *= c.rope_attn_factor);
+                    s.sin.iter_mut().for_each(|v| *v *= c.rope_attn_factor);
+                }
                 for h in s.q[t * c.q_dim()..(t + 1) * c.q_dim()].chunks_exact_mut(hd) {
                     ops::rope_apply(h, c.n_rot, c.rope_style, &s.cos, &s.sin);
                 }
@@ -299,7 +332,7 @@ impl Model {
             }
         }
 
-        // Gemma scales q before the product (query_pre_attn_scalar); the others scale scores.
+        // Gemma and Phi-3 scale q before the product; the others scale the scores.
         let score_scale = if c.scale_q_before_attn {
             s.q.iter_mut().for_each(|v| *v *= c.attn_scale);
             1.0
@@ -310,8 +343,7 @@ impl Model {
         // Per sequence: append its k, v at positions pos0..pos0+m of its cache, then attend over
         // positions 0..pos0+m. The summation order is the batch's (more than one token in it).
         s.att.resize(n * c.n_head * c.head_dim_v, 0.0);
-        let (q_dim, k_dim, v_dim, o_dim) =
-            (c.q_dim(), c.k_dim(), c.v_dim(), c.n_head * c.head_dim_v);
+        let o_dim = c.n_head * c.head_dim_v;
         let mut t0 = 0;
         for seq in seqs.iter_mut() {
             let m = seq.tokens.len();
@@ -329,6 +361,7 @@ impl Model {
                 head_dim: hd,
                 head_dim_v: c.head_dim_v,
                 scale: score_scale,
+                softcap: c.attn_softcap,
                 window: c.is_swa_layer(il).then_some(c.sliding_window),
                 f16_operands: kv.kv_type() == KvType::F16,
                 batched: n > 1,
@@ -353,7 +386,7 @@ impl Model {
         linear(layer, "attn_output", &mut acts, d, &mut s.o)?;
 
         // Gemma: o = rmsnorm(o) ⊙ post_attention_norm
-        if c.gemma_norms {
+        if c.post_norms {
             let w = norm_weight(layer, "post_attention_norm.weight", d, &mut s.w)?;
             s.o.chunks_exact_mut(d)
                 .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
@@ -381,13 +414,26 @@ impl Model {
         for (o, xi) in s.xn.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
             ops::rms_norm(xi, w_norm, c.rms_eps, o);
         }
+        if c.n_expert > 0 {
+            return self.moe_block(layer, x, n, s);
+        }
 
         // g = Wgate xn, u = Wup xn                            [n, n_ff]
         let mut acts = Acts::new(&s.xn, n, d);
         s.gate.resize(n * ff, 0.0);
         s.up.resize(n * ff, 0.0);
-        linear(layer, "ffn_gate", &mut acts, ff, &mut s.gate)?;
-        linear(layer, "ffn_up", &mut acts, ff, &mut s.up)?;
+        if !c.ffn_up_fused {
+            linear(layer, "ffn_gate", &mut acts, ff, &mut s.gate)?;
+            linear(layer, "ffn_up", &mut acts, ff, &mut s.up)?;
+        } else {
+            // Fused (phi3): ffn_up has 2·n_ff rows, the gate's first, as ggml_swiglu splits them.
+            s.fused.resize(n * 2 * ff, 0.0);
+            linear(layer, "ffn_up", &mut acts, 2 * ff, &mut s.fused)?;
+            for (t, row) in s.fused.chunks_exact(2 * ff).enumerate() {
+                s.gate[t * ff..(t + 1) * ff].copy_from_slice(&row[..ff]);
+                s.up[t * ff..(t + 1) * ff].copy_from_slice(&row[ff..]);
+            }
+        }
 
         // h = act(g) ⊙ u                                      [n, n_ff]
         match c.ffn_activation {
@@ -401,7 +447,7 @@ impl Model {
         linear(layer, "ffn_down", &mut acts, d, &mut s.o)?;
 
         // Gemma: o = rmsnorm(o) ⊙ post_ffw_norm
-        if c.gemma_norms {
+        if c.post_norms {
             let w = norm_weight(layer, "post_ffw_norm.weight", d, &mut s.w)?;
             s.o.chunks_exact_mut(d)
                 .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
@@ -409,6 +455,135 @@ impl Model {
 
         // Residual.
         x.iter_mut().zip(&s.o).for_each(|(xi, oi)| *xi += oi);
+        Ok(())
+    }
+
+    /// `x += moe(xn)` for one mixture-of-experts layer (`xn` = the normalized input in
+    /// `s.xn`, `[n, n_embd]`), in llama.cpp's order (`build_moe_ffn`, softmax gating, weights
+    /// normalized, no scale):
+    ///
+    /// ```text
+    /// p      = softmax(W_router xn)                  [n, E]   (W_router F32)
+    /// sel    = the K largest p, descending           [n, K]   (ties: lower expert first)
+    /// w      = p[sel] / max(Σ p[sel], 2^-14)         [n, K]   (Σ in f64, in slot order)
+    /// y_k    = w_k · down_e(silu(gate_e xn) ⊙ up_e xn)         for e = sel_k
+    /// x     += ((y_0 + y_1) + y_2) + …
+    /// ```
+    /// Each expert's products take `MUL_MAT_ID`'s kernels ([`strata_quant::matmul_q_id`]) over
+    /// the rows routed to it, in token order.
+    fn moe_block(
+        &self,
+        layer: &LayerRef,
+        x: &mut [f32],
+        n: usize,
+        s: &mut Scratch,
+    ) -> Result<(), EngineError> {
+        let c = &self.cfg;
+        let (d, ff, n_exp, k) = (c.n_embd, c.n_ff_exp, c.n_expert, c.n_expert_used);
+
+        // Router logits [n, E]: tinyBLAS's 16 lanes for a batch it takes, vec_dot_f32 otherwise.
+        let router = layer.tensor("ffn_gate_inp.weight")?;
+        expect_dims(&router, &[d as u64, n_exp as u64])?;
+        let wr = f32_tensor(&router)?;
+        let tiny_blas = n >= 2 && d % 16 == 0 && n_exp % 4 == 0;
+        let mut probs = vec![0.0f32; n * n_exp];
+        for (xt, pt) in s.xn.chunks_exact(d).zip(probs.chunks_exact_mut(n_exp)) {
+            for (p, we) in pt.iter_mut().zip(wr.chunks_exact(d)) {
+                *p = if tiny_blas {
+                    ops::dot(we, xt)
+                } else {
+                    ops::dot_f32_vec(we, xt)
+                };
+            }
+            ops::softmax_row(pt);
+        }
+
+        // Top-K per token (descending probability; a stable sort keeps the lower expert first
+        // on ties, as libstdc++'s std::sort does for up to 16 experts), then the weights.
+        let mut sel = vec![0usize; n * k];
+        let mut weights = vec![0.0f32; n * k];
+        let mut order: Vec<usize> = Vec::with_capacity(n_exp);
+        for t in 0..n {
+            let pt = &probs[t * n_exp..(t + 1) * n_exp];
+            order.clear();
+            order.extend(0..n_exp);
+            order.sort_by(|&a, &b| pt[b].total_cmp(&pt[a]));
+            let mut sum = 0.0f64;
+            for j in 0..k {
+                sel[t * k + j] = order[j];
+                weights[t * k + j] = pt[order[j]];
+                sum += f64::from(pt[order[j]]);
+            }
+            let sum = (sum as f32).max(MIN_EXPERT_WEIGHT_SUM);
+            weights[t * k..(t + 1) * k]
+                .iter_mut()
+                .for_each(|w| *w /= sum);
+        }
+
+        // Rows routed to each expert, token-major: (token, slot).
+        let mut routed: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n_exp];
+        for t in 0..n {
+            for j in 0..k {
+                routed[sel[t * k + j]].push((t, j));
+            }
+        }
+
+        // h[(t, slot)] = silu(gate_e xn_t) ⊙ (up_e xn_t)      [n·K, ff]
+        let up = layer.tensor("ffn_up_exps.weight")?;
+        let gate = layer.tensor("ffn_gate_exps.weight")?;
+        let down = layer.tensor("ffn_down_exps.weight")?;
+        expect_dims(&up, &[d as u64, ff as u64, n_exp as u64])?;
+        expect_dims(&gate, &[d as u64, ff as u64, n_exp as u64])?;
+        expect_dims(&down, &[ff as u64, d as u64, n_exp as u64])?;
+        let mut acts = Acts::new(&s.xn, n, d);
+        let mut h = vec![0.0f32; n * k * ff];
+        let mut gbuf = Vec::new();
+        let mut ubuf = Vec::new();
+        for (e, rows) in routed.iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let ids: Vec<usize> = rows.iter().map(|&(t, _)| t).collect();
+            gbuf.resize(ids.len() * ff, 0.0);
+            ubuf.resize(ids.len() * ff, 0.0);
+            expert_product(&up, e, &mut acts, &ids, ff, &mut ubuf)?;
+            expert_product(&gate, e, &mut acts, &ids, ff, &mut gbuf)?;
+            ops::swiglu_inplace(&mut gbuf, &ubuf, ff);
+            for (i, &(t, j)) in rows.iter().enumerate() {
+                h[(t * k + j) * ff..(t * k + j + 1) * ff]
+                    .copy_from_slice(&gbuf[i * ff..(i + 1) * ff]);
+            }
+        }
+
+        // y[(t, slot)] = down_e h[(t, slot)] · w[(t, slot)]    [n·K, n_embd]
+        let mut acts = Acts::new(&h, n * k, ff);
+        let mut y = vec![0.0f32; n * k * d];
+        let mut dbuf = Vec::new();
+        for (e, rows) in routed.iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let ids: Vec<usize> = rows.iter().map(|&(t, j)| t * k + j).collect();
+            dbuf.resize(ids.len() * d, 0.0);
+            expert_product(&down, e, &mut acts, &ids, d, &mut dbuf)?;
+            for (i, &r) in ids.iter().enumerate() {
+                let w = weights[r];
+                y[r * d..(r + 1) * d]
+                    .iter_mut()
+                    .zip(&dbuf[i * d..(i + 1) * d])
+                    .for_each(|(yo, v)| *yo = v * w);
+            }
+        }
+
+        // x += ((y_0 + y_1) + …) per token, slots in order.
+        for (t, xt) in x.chunks_exact_mut(d).enumerate() {
+            let mut acc = y[t * k * d..(t * k + 1) * d].to_vec();
+            for j in 1..k {
+                let yj = &y[(t * k + j) * d..(t * k + j + 1) * d];
+                acc.iter_mut().zip(yj).for_each(|(a, v)| *a += v);
+            }
+            xt.iter_mut().zip(&acc).for_each(|(xi, a)| *xi += a);
+        }
         Ok(())
     }
 
@@ -456,8 +631,12 @@ impl Model {
             };
             matmul_part(&head, &mut acts, nv, part, &mut logits)?;
             if c.final_logit_softcap > 0.0 {
+                // ggml_scale(1/c), ggml_tanh, ggml_scale(c): a product by the reciprocal.
                 let cap = c.final_logit_softcap;
-                logits.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
+                let inv = 1.0 / cap;
+                logits
+                    .iter_mut()
+                    .for_each(|v| *v = crate::mathf::tanhf(*v * inv) * cap);
             }
             for (r, row) in logits.chunks_exact(nv).enumerate() {
                 sink(ids[r0 + r], row);
@@ -481,6 +660,8 @@ struct Scratch {
     att: Vec<f32>,
     /// Block output before the residual add: `[n, n_embd]`.
     o: Vec<f32>,
+    /// A fused product before its split (`attn_qkv`: `[n, q+k+v]`; `ffn_up`: `[n, 2·n_ff]`).
+    fused: Vec<f32>,
     /// FFN gate and up projections: `[n, n_ff]`.
     gate: Vec<f32>,
     up: Vec<f32>,
@@ -550,6 +731,31 @@ fn linear(
     Ok(())
 }
 
+/// Expert `e`'s product of a 3-D expert tensor `[cols, rows, n_expert]` with the activation
+/// rows `ids` of `acts`: `y` `[ids.len(), rows]`.
+fn expert_product(
+    w: &TensorView<'_>,
+    e: usize,
+    acts: &mut Acts<'_>,
+    ids: &[usize],
+    rows: usize,
+    y: &mut [f32],
+) -> Result<(), EngineError> {
+    let cols = acts.cols;
+    let per = row_size(w, cols)? * rows;
+    let bytes = w
+        .bytes
+        .get(e * per..(e + 1) * per)
+        .ok_or(EngineError::Shape {
+            name: w.name.to_string(),
+            dims: w.dims.to_vec(),
+            expected: vec![cols as u64, rows as u64, e as u64 + 1],
+        })?;
+    let q = acts.for_weight(w)?;
+    strata_quant::matmul_q_id(w.ty, bytes, rows, cols, q, ids, y)
+        .map_err(|source| kernel_err(w, source))
+}
+
 /// `y = W x` with W `[cols, rows]` read in place: `matvec_q` for one token, `matmul_q` for more.
 fn matmul(
     w: &TensorView<'_>,
@@ -588,6 +794,8 @@ enum Role {
     Vector,
     /// A matrix multiplied by the activations (a kernel for its type must exist).
     Matrix,
+    /// A mixture-of-experts router, multiplied in f32 as llama.cpp keeps it.
+    Router,
 }
 
 /// Every tensor the forward pass will use exists, with the shape the configuration implies and
@@ -614,6 +822,7 @@ fn check_tensors(cfg: &ModelConfig, gguf: &strata_gguf::Gguf) -> Result<(), Engi
         let usable = match role {
             Role::Vector => strata_quant::is_supported(t.ty),
             Role::Matrix => vec_dot_type(t.ty).is_ok(),
+            Role::Router => t.ty == GgmlType::F32,
         } && t.ty.row_size(t.dims[0]).is_some();
         if !usable {
             return Err(EngineError::TensorType {
@@ -622,6 +831,7 @@ fn check_tensors(cfg: &ModelConfig, gguf: &strata_gguf::Gguf) -> Result<(), Engi
                 usage: match role {
                     Role::Vector => "a norm or bias vector",
                     Role::Matrix => "a weight matrix",
+                    Role::Router => "an expert router (F32)",
                 },
             });
         }
@@ -631,6 +841,9 @@ fn check_tensors(cfg: &ModelConfig, gguf: &strata_gguf::Gguf) -> Result<(), Engi
     check("token_embd.weight", &[d, cfg.n_vocab], Role::Matrix, true)?;
     check("output.weight", &[d, cfg.n_vocab], Role::Matrix, false)?;
     check("output_norm.weight", &[d], Role::Vector, true)?;
+    for factors in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+        check(factors, &[cfg.n_rot / 2], Role::Vector, false)?;
+    }
     let attn_out_cols = cfg.n_head * cfg.head_dim_v;
     for il in 0..cfg.n_layer {
         let name = |short: &str| format!("blk.{il}.{short}");
@@ -649,17 +862,52 @@ fn check_tensors(cfg: &ModelConfig, gguf: &strata_gguf::Gguf) -> Result<(), Engi
             )
         };
         check(&name("attn_norm.weight"), &[d], Role::Vector, true)?;
-        matrix("attn_q", d, cfg.q_dim())?;
-        matrix("attn_k", d, cfg.k_dim())?;
-        matrix("attn_v", d, cfg.v_dim())?;
+        // Q, K, V as three matrices or (phi3) one fused `attn_qkv`, as llama.cpp accepts them.
+        if cfg.arch == Arch::Phi3 && gguf.tensor(&name("attn_qkv.weight")).is_some() {
+            matrix("attn_qkv", d, cfg.q_dim() + cfg.k_dim() + cfg.v_dim())?;
+        } else {
+            matrix("attn_q", d, cfg.q_dim())?;
+            matrix("attn_k", d, cfg.k_dim())?;
+            matrix("attn_v", d, cfg.v_dim())?;
+        }
         matrix("attn_output", attn_out_cols, d)?;
         check(&name("ffn_norm.weight"), &[d], Role::Vector, true)?;
-        matrix("ffn_gate", d, ff)?;
-        matrix("ffn_up", d, ff)?;
-        matrix("ffn_down", ff, d)?;
-        if cfg.gemma_norms {
+        // Gate and up as two matrices, or (phi3) one fused `ffn_up` of 2·n_ff rows, or the
+        // router and the experts' 3-D tensors.
+        if cfg.n_expert > 0 {
+            let (fe, ne) = (cfg.n_ff_exp, cfg.n_expert);
+            check(&name("ffn_gate_inp.weight"), &[d, ne], Role::Router, true)?;
+            check(
+                &name("ffn_gate_exps.weight"),
+                &[d, fe, ne],
+                Role::Matrix,
+                true,
+            )?;
+            check(
+                &name("ffn_up_exps.weight"),
+                &[d, fe, ne],
+                Role::Matrix,
+                true,
+            )?;
+            check(
+                &name("ffn_down_exps.weight"),
+                &[fe, d, ne],
+                Role::Matrix,
+                true,
+            )?;
+        } else if cfg.ffn_up_fused {
+            matrix("ffn_up", d, 2 * ff)?;
+            matrix("ffn_down", ff, d)?;
+        } else {
+            matrix("ffn_gate", d, ff)?;
+            matrix("ffn_up", d, ff)?;
+            matrix("ffn_down", ff, d)?;
+        }
+        if cfg.qk_norm {
             check(&name("attn_q_norm.weight"), &[hd], Role::Vector, true)?;
             check(&name("attn_k_norm.weight"), &[hd], Role::Vector, true)?;
+        }
+        if cfg.post_norms {
             check(
                 &name("post_attention_norm.weight"),
                 &[d],

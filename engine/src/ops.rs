@@ -138,6 +138,37 @@ fn softmax_body(x: &mut [f32]) {
     }
 }
 
+/// Softmax of a whole row as ggml's CPU `soft_max` computes one whose length is not a multiple
+/// of 16 (a mixture-of-experts router's probabilities): the whole 16-element chunks as in
+/// [`softmax_inplace`], then each element past them with the C library's `expf`, added to the
+/// f64 sum one by one; `p_j = e_j · (1 / Σ e)`.
+pub fn softmax_row(x: &mut [f32]) {
+    with_fma!(softmax_row_body(x: &mut [f32]))
+}
+
+#[inline(always)]
+fn softmax_row_body(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    let whole = x.len() / 16 * 16;
+    for chunk in x[..whole].chunks_exact_mut(16) {
+        let mut lanes = [0.0f32; 16];
+        for (l, v) in chunk.iter_mut().enumerate() {
+            *v = expf_ggml(*v - max);
+            lanes[l] = *v;
+        }
+        sum += f64::from(reduce16(&lanes));
+    }
+    for v in &mut x[whole..] {
+        *v = (*v - max).exp();
+        sum += f64::from(*v);
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
 const GELU_COEF_A: f32 = 0.044_715;
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
@@ -290,6 +321,35 @@ fn dot_step64_body(a: &[f32], b: &[f32]) -> f32 {
         sum += f64::from(a[i] * b[i]);
     }
     sum as f32
+}
+
+/// Dot product in the order of ggml's `ggml_vec_dot_f32` on AVX-512 (an F32 matrix times one
+/// token): as [`dot_step64`], except that the tail past the last multiple of 64 is added in
+/// f32, each product rounded first.
+pub fn dot_f32_vec(a: &[f32], b: &[f32]) -> f32 {
+    with_fma!(dot_f32_vec_body(a: &[f32], b: &[f32]) -> f32)
+}
+
+#[inline(always)]
+fn dot_f32_vec_body(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let np = a.len() / 64 * 64;
+    let mut acc = [[0.0f32; 16]; 4];
+    for (ca, cb) in a[..np].chunks_exact(64).zip(b[..np].chunks_exact(64)) {
+        for (j, lanes) in acc.iter_mut().enumerate() {
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                let i = 16 * j + l;
+                *lane = ca[i].mul_add(cb[i], *lane);
+            }
+        }
+    }
+    let w: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let mut sum = reduce16(&w);
+    for i in np..a.len() {
+        let p = a[i] * b[i];
+        sum += p;
+    }
+    sum
 }
 
 /// `exp(x)` as ggml's AVX-512 `ggml_v_expf` computes it (a degree-5 polynomial on the
