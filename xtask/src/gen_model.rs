@@ -1,20 +1,46 @@
-//! `cargo xtask gen-model`: synthetic llama/qwen2 GGUF models for streaming tests and benches.
+//! `cargo xtask gen-model`: synthetic GGUF models (llama, qwen2, qwen3, gemma2, phi3, and the
+//! mixture-of-experts qwen3moe and Mixtral-style llama) for streaming tests, benches and checks
+//! against llama.cpp.
 //!
 //! ```text
-//! cargo xtask gen-model [--preset tiny|1b|7b] [--type TYPE] [--arch llama|qwen2]
+//! cargo xtask gen-model [--preset tiny|1b|7b|moe-8g] [--type TYPE] [--arch ARCH]
+//!                       [--experts N] [--experts-used K]
 //!                       [--seed N] [--layers N] [--vocab N] [--out PATH]
 //! ```
+//! `ARCH` is one of llama, qwen2, qwen3, gemma2, phi3, qwen3moe, llama-moe (alias mixtral: GGUF
+//! arch `llama` with experts). `--experts`/`--experts-used` override the expert count and the
+//! experts used per token of a MoE arch (an error for the others). The `moe-8g` preset is MoE only
+//! (default arch qwen3moe): a Qwen3-30B-A3B-like shape of 32 experts, 4 used, about 8 GB as Q4_K.
 //! `TYPE` is one of q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, f16, bf16
 //! (every weight matrix of that type), or q4_k_m, shaped like llama.cpp's Q4_K_M (Q4_K, except
-//! `output.weight` and every `attn_v` and `ffn_down`, which are Q6_K).
-//! Shapes follow llama.cpp's tensor names and ggml dimension order. Weights are valid blocks of
-//! random quants with small finite f16 scales chosen so that a forward pass stays finite: every
-//! weight matrix has elements of standard deviation ≈ 1/sqrt(columns), norm weights are 1.0,
-//! qwen2's q/k/v biases are small. Nothing is quantized: for each (type, columns) a pool of random
-//! blocks is generated once and each tensor borrows a slice of it at a random block offset, so a
-//! 4 GB file costs little more than writing it. The tokenizer is a small valid SentencePiece
-//! ("llama") vocabulary: `<unk>`, `<s>`, `</s>`, the 256 byte tokens, a few hundred pieces, then
-//! filler pieces up to the vocabulary size.
+//! `output.weight` and every `attn_v`, `attn_qkv`, `ffn_down` and `ffn_down_exps`, which are Q6_K).
+//! MoE routers (`ffn_gate_inp`) are always F32, like llama.cpp's.
+//!
+//! Shapes follow llama.cpp's tensor names, ggml dimension order (`[columns, rows, experts]`) and
+//! `<arch>.<key>` metadata, so llama.cpp loads every file:
+//! - llama, qwen2: `attn_q/k/v`, `attn_output`, `ffn_gate/up/down`; qwen2 adds f32 q/k/v biases.
+//! - qwen3: head width `key_length` independent of `n_embd / n_head`, and `attn_q_norm` /
+//!   `attn_k_norm` (`[head_dim]`).
+//! - gemma2: `post_attention_norm` and `post_ffw_norm`, a sliding window of 8, attention and final
+//!   logit soft-capping, no `output.weight` (the head is `token_embd`).
+//! - phi3: fused `attn_qkv` (Q, K, V rows) and `ffn_up` (gate rows, then up rows), LongRoPE
+//!   `rope_factors_long/short.weight` (F32, `[head_dim / 2]`).
+//! - qwen3moe: qwen3's attention, then an F32 router `ffn_gate_inp` `[n_embd, n_expert]` and
+//!   `ffn_gate/up_exps` `[n_embd, n_ff_exp, n_expert]`, `ffn_down_exps` `[n_ff_exp, n_embd,
+//!   n_expert]`; `expert_feed_forward_length` is the expert width.
+//! - llama-moe: llama's attention and Mixtral's experts, whose width is `feed_forward_length`.
+//!
+//! Weights are valid blocks of random quants with small finite f16 scales chosen so that a forward
+//! pass stays finite: every weight matrix has elements of standard deviation ≈ 1/sqrt(columns)
+//! (an expert tensor's columns are its `dims[0]`), qwen2's q/k/v biases are small, and llama/qwen2
+//! norm weights are 1.0. The other archs draw their norm weights in [0.5, 1.5), so weighted norms
+//! are really exercised, and their routers have std 4/sqrt(n_embd), so tokens pick varied experts.
+//! Nothing is quantized: for each (type, columns) a pool of random blocks is generated once and
+//! each tensor borrows a slice of it at a random block offset, so a 4 GB file costs little more
+//! than writing it. The llama and qwen2 files keep their bytes from before the other archs existed
+//! (llama.cpp references carry their SHA-256): the extra random draws happen only on the other
+//! archs' paths. The tokenizer is a small valid SentencePiece ("llama") vocabulary: `<unk>`, `<s>`,
+//! `</s>`, the 256 byte tokens, a few hundred pieces, then filler pieces up to the vocabulary size.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,21 +50,92 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use strata_gguf::{Array, GgmlType, GgufWriter};
 
-/// Model family: decides metadata key prefix, defaults and the attention biases.
+/// Model family: decides the metadata key prefix, the tensors, defaults and extra metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     /// llama: no biases.
     Llama,
     /// qwen2: f32 biases on attn_q/k/v.
     Qwen2,
+    /// qwen3: RMS-normed q and k heads (`attn_q_norm`, `attn_k_norm`), head width of its own.
+    Qwen3,
+    /// gemma2: post-attention and post-FFN norms, sliding window, soft-capping, tied head.
+    Gemma2,
+    /// phi3: fused `attn_qkv` and gate/up `ffn_up`, LongRoPE factors.
+    Phi3,
+    /// qwen3moe: qwen3's attention, an expert FFN of `expert_feed_forward_length`.
+    Qwen3Moe,
+    /// Mixtral: GGUF arch `llama` with experts of width `feed_forward_length`.
+    LlamaMoe,
 }
 
 impl Arch {
-    fn name(self) -> &'static str {
+    /// Every arch, in `--arch` order.
+    pub const ALL: [Arch; 7] = [
+        Arch::Llama,
+        Arch::Qwen2,
+        Arch::Qwen3,
+        Arch::Gemma2,
+        Arch::Phi3,
+        Arch::Qwen3Moe,
+        Arch::LlamaMoe,
+    ];
+
+    /// The GGUF `general.architecture` (and metadata key prefix): `llama` for [`Arch::LlamaMoe`].
+    pub fn name(self) -> &'static str {
         match self {
-            Arch::Llama => "llama",
+            Arch::Llama | Arch::LlamaMoe => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Gemma2 => "gemma2",
+            Arch::Phi3 => "phi3",
+            Arch::Qwen3Moe => "qwen3moe",
         }
+    }
+
+    /// The name `--arch` takes and file names carry: [`Arch::name`], but `llama-moe` for
+    /// [`Arch::LlamaMoe`].
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            Arch::LlamaMoe => "llama-moe",
+            other => other.name(),
+        }
+    }
+
+    /// Parses an `--arch` value: a [`Arch::cli_name`], or `mixtral` for [`Arch::LlamaMoe`].
+    pub fn from_cli(s: &str) -> Result<Arch> {
+        if s.eq_ignore_ascii_case("mixtral") {
+            return Ok(Arch::LlamaMoe);
+        }
+        match Arch::ALL
+            .into_iter()
+            .find(|a| a.cli_name().eq_ignore_ascii_case(s))
+        {
+            Some(a) => Ok(a),
+            None => {
+                let names: Vec<&str> = Arch::ALL.iter().map(|a| a.cli_name()).collect();
+                bail!(
+                    "unknown arch `{s}`; accepted: {} (or mixtral)",
+                    names.join(", ")
+                )
+            }
+        }
+    }
+
+    /// Whether the FFN is a mixture of experts.
+    pub fn is_moe(self) -> bool {
+        matches!(self, Arch::Qwen3Moe | Arch::LlamaMoe)
+    }
+
+    /// The archs added after llama and qwen2: random norm weights, `key_length` metadata where
+    /// the real models have it. llama and qwen2 keep their bytes.
+    fn is_new(self) -> bool {
+        !matches!(self, Arch::Llama | Arch::Qwen2)
+    }
+
+    /// qwen3's per-head RMS norms of q and k.
+    fn has_qk_norm(self) -> bool {
+        matches!(self, Arch::Qwen3 | Arch::Qwen3Moe)
     }
 }
 
@@ -51,9 +148,9 @@ const ACCEPTED: &str =
 pub enum WeightType {
     /// Every weight matrix (embeddings and output head included) has this type.
     Uniform(GgmlType),
-    /// llama.cpp's Q4_K_M shape: Q4_K, except `output.weight` and every `attn_v` and
-    /// `ffn_down`, which are Q6_K. (llama.cpp gives Q6_K to only some layers' `attn_v` and
-    /// `ffn_down`; here all of them are, which covers the same kernels.)
+    /// llama.cpp's Q4_K_M shape: Q4_K, except `output.weight` and every `attn_v`, `attn_qkv`,
+    /// `ffn_down` and `ffn_down_exps`, which are Q6_K. (llama.cpp gives Q6_K to only some
+    /// layers' `attn_v` and `ffn_down`; here all of them are, which covers the same kernels.)
     Q4KM,
 }
 
@@ -80,7 +177,9 @@ impl WeightType {
             WeightType::Q4KM => {
                 if name == "output.weight"
                     || name.ends_with(".attn_v.weight")
+                    || name.ends_with(".attn_qkv.weight")
                     || name.ends_with(".ffn_down.weight")
+                    || name.ends_with(".ffn_down_exps.weight")
                 {
                     GgmlType::Q6_K
                 } else {
@@ -134,11 +233,11 @@ pub struct ModelSpec {
     pub preset: String,
     /// Architecture.
     pub arch: Arch,
-    /// Types of the weight matrices (embeddings and output head included).
+    /// Types of the weight matrices (embeddings and output head included; MoE routers are F32).
     pub ty: WeightType,
     /// Hidden size.
     pub n_embd: u64,
-    /// Feed-forward size.
+    /// Feed-forward size (`feed_forward_length`; for llama-moe also each expert's width).
     pub n_ff: u64,
     /// Number of blocks.
     pub n_layer: u64,
@@ -146,23 +245,48 @@ pub struct ModelSpec {
     pub n_head: u64,
     /// Key/value heads.
     pub n_head_kv: u64,
+    /// Width of a query/key/value head. `n_embd / n_head` for llama and qwen2 (which write no
+    /// `key_length`); qwen3's is its own (`n_head · head_dim` need not be `n_embd`).
+    pub head_dim: u64,
     /// Vocabulary size.
     pub n_vocab: u64,
     /// Context length.
     pub n_ctx: u64,
+    /// Experts per MoE layer (0: dense).
+    pub n_expert: u64,
+    /// Experts used per token (0: dense).
+    pub n_expert_used: u64,
+    /// Width of an expert's FFN (0: dense; for llama-moe equal to `n_ff`).
+    pub n_ff_exp: u64,
 }
 
 impl ModelSpec {
-    /// A named preset: `tiny`, `1b` (TinyLlama-1.1B shape) or `7b` (Llama-2-7B shape).
+    /// A named preset: `tiny`, `1b` (TinyLlama-1.1B shape), `7b` (Llama-2-7B shape) or `moe-8g`
+    /// (MoE archs only). The dense archs take `tiny`, `1b` and `7b`, the MoE archs `tiny` and
+    /// `moe-8g`. Every arch has llama's shape of a preset except in `tiny`: qwen3 has heads of
+    /// 128 (n_head · head_dim = 512 ≠ n_embd), phi3 a context of 4096, qwen3moe qwen3's heads
+    /// and 8 experts of 256 (2 used), llama-moe 8 experts of n_ff = 256 (2 used).
     pub fn preset(name: &str, arch: Arch, ty: impl Into<WeightType>) -> Result<ModelSpec> {
         let ty = ty.into();
         let (n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab, n_ctx) = match name {
             "tiny" => (256, 768, 4, 4, 2, 512, 512),
             "1b" => (2048, 5632, 22, 32, 4, 32000, 2048),
             "7b" => (4096, 11008, 32, 32, 32, 32000, 4096),
-            other => bail!("unknown preset `{other}`; accepted: tiny, 1b, 7b"),
+            // Qwen3-30B-A3B (n_embd 2048, 32 heads of 128, 4 KV heads, 48 layers, 128 experts of
+            // 768, 8 used) scaled to 32 experts of 1792, 4 used, 38 layers, a 32000 vocabulary.
+            // As Q4_K (144 bytes per 256 elements, 0.5625 B/element), per layer:
+            //   attention: 2048·4096 (q) + 2·2048·512 (k, v) + 4096·2048 (output) = 18,874,368
+            //   experts:   3 · 2048·1792·32                                      = 352,321,536
+            //   → 371,195,904 elements · 0.5625 = 208,797,696 B, plus the F32 router
+            //     (2048·32·4 = 262,144 B) and norms (2·2048·4 + 2·128·4 = 17,408 B)
+            //   = 209,077,248 B;
+            // 38 layers = 7,944,935,424 B; token_embd + output: 2·2048·32000·0.5625 = 73,728,000 B,
+            // output_norm 8,192 B; total 8,018,671,616 B ≈ 8.02 GB (7.47 GiB) of tensor data, plus
+            // well under 1 MB of metadata. (24 layers would be 5.09 GB, 36 layers 7.60 GB.)
+            "moe-8g" => (2048, 6144, 38, 32, 4, 32000, 4096),
+            other => bail!("unknown preset `{other}`; accepted: tiny, 1b, 7b, moe-8g"),
         };
-        Ok(ModelSpec {
+        let mut spec = ModelSpec {
             preset: name.to_string(),
             arch,
             ty,
@@ -171,47 +295,135 @@ impl ModelSpec {
             n_layer,
             n_head,
             n_head_kv,
+            head_dim: n_embd / n_head,
             n_vocab,
             n_ctx,
-        })
+            n_expert: 0,
+            n_expert_used: 0,
+            n_ff_exp: 0,
+        };
+        match (name, arch) {
+            ("moe-8g", a) if !a.is_moe() => bail!(
+                "preset moe-8g is for MoE archs (qwen3moe, llama-moe), not {}",
+                a.cli_name()
+            ),
+            ("moe-8g", a) => {
+                spec.head_dim = 128;
+                spec.n_expert = 32;
+                spec.n_expert_used = 4;
+                spec.n_ff_exp = 1792;
+                if a == Arch::LlamaMoe {
+                    spec.n_ff = spec.n_ff_exp;
+                }
+            }
+            ("tiny", _) => match arch {
+                Arch::Llama | Arch::Qwen2 | Arch::Gemma2 => {}
+                Arch::Qwen3 => spec.head_dim = 128,
+                Arch::Phi3 => spec.n_ctx = 4096,
+                Arch::Qwen3Moe => {
+                    spec.head_dim = 128;
+                    spec.n_expert = 8;
+                    spec.n_expert_used = 2;
+                    spec.n_ff_exp = 256;
+                }
+                Arch::LlamaMoe => {
+                    spec.n_ff = 256;
+                    spec.n_expert = 8;
+                    spec.n_expert_used = 2;
+                    spec.n_ff_exp = 256;
+                }
+            },
+            (_, a) if a.is_moe() => bail!(
+                "preset {name} is dense; the MoE arch {} takes tiny or moe-8g",
+                a.cli_name()
+            ),
+            _ => {}
+        }
+        Ok(spec)
     }
 
-    fn head_dim(&self) -> u64 {
-        self.n_embd / self.n_head
-    }
-
-    /// Every tensor in file order: (name, dims, is a weight matrix).
+    /// Every tensor in file order: (name, dims, kind).
     fn tensors(&self) -> Vec<(String, Vec<u64>, Kind)> {
-        let (e, f, kv) = (self.n_embd, self.n_ff, self.n_head_kv * self.head_dim());
-        let mut t = vec![(
+        let (e, f, hd) = (self.n_embd, self.n_ff, self.head_dim);
+        let (q, kv) = (self.n_head * hd, self.n_head_kv * hd);
+        let (fx, nx) = (self.n_ff_exp, self.n_expert);
+        let arch = self.arch;
+        let mut t = Vec::new();
+        if arch == Arch::Phi3 {
+            t.push((
+                "rope_factors_long.weight".to_string(),
+                vec![hd / 2],
+                Kind::RopeLong,
+            ));
+            t.push((
+                "rope_factors_short.weight".to_string(),
+                vec![hd / 2],
+                Kind::RopeShort,
+            ));
+        }
+        t.push((
             "token_embd.weight".to_string(),
             vec![e, self.n_vocab],
             Kind::Matrix,
-        )];
+        ));
         for i in 0..self.n_layer {
             let b = |n: &str| format!("blk.{i}.{n}");
             t.push((b("attn_norm.weight"), vec![e], Kind::Norm));
-            t.push((b("attn_q.weight"), vec![e, e], Kind::Matrix));
-            t.push((b("attn_k.weight"), vec![e, kv], Kind::Matrix));
-            t.push((b("attn_v.weight"), vec![e, kv], Kind::Matrix));
-            if self.arch == Arch::Qwen2 {
-                t.push((b("attn_q.bias"), vec![e], Kind::Bias));
+            if arch == Arch::Phi3 {
+                t.push((b("attn_qkv.weight"), vec![e, q + 2 * kv], Kind::Matrix));
+            } else {
+                t.push((b("attn_q.weight"), vec![e, q], Kind::Matrix));
+                t.push((b("attn_k.weight"), vec![e, kv], Kind::Matrix));
+                t.push((b("attn_v.weight"), vec![e, kv], Kind::Matrix));
+            }
+            if arch == Arch::Qwen2 {
+                t.push((b("attn_q.bias"), vec![q], Kind::Bias));
                 t.push((b("attn_k.bias"), vec![kv], Kind::Bias));
                 t.push((b("attn_v.bias"), vec![kv], Kind::Bias));
             }
-            t.push((b("attn_output.weight"), vec![e, e], Kind::Matrix));
+            if arch.has_qk_norm() {
+                t.push((b("attn_q_norm.weight"), vec![hd], Kind::Norm));
+                t.push((b("attn_k_norm.weight"), vec![hd], Kind::Norm));
+            }
+            t.push((b("attn_output.weight"), vec![q, e], Kind::Matrix));
+            if arch == Arch::Gemma2 {
+                t.push((b("post_attention_norm.weight"), vec![e], Kind::Norm));
+            }
             t.push((b("ffn_norm.weight"), vec![e], Kind::Norm));
-            t.push((b("ffn_gate.weight"), vec![e, f], Kind::Matrix));
-            t.push((b("ffn_up.weight"), vec![e, f], Kind::Matrix));
-            t.push((b("ffn_down.weight"), vec![f, e], Kind::Matrix));
+            if arch.is_moe() {
+                t.push((b("ffn_gate_inp.weight"), vec![e, nx], Kind::Router));
+                t.push((b("ffn_gate_exps.weight"), vec![e, fx, nx], Kind::Matrix));
+                t.push((b("ffn_up_exps.weight"), vec![e, fx, nx], Kind::Matrix));
+                t.push((b("ffn_down_exps.weight"), vec![fx, e, nx], Kind::Matrix));
+            } else if arch == Arch::Phi3 {
+                t.push((b("ffn_up.weight"), vec![e, 2 * f], Kind::Matrix));
+                t.push((b("ffn_down.weight"), vec![f, e], Kind::Matrix));
+            } else {
+                t.push((b("ffn_gate.weight"), vec![e, f], Kind::Matrix));
+                t.push((b("ffn_up.weight"), vec![e, f], Kind::Matrix));
+                t.push((b("ffn_down.weight"), vec![f, e], Kind::Matrix));
+            }
+            if arch == Arch::Gemma2 {
+                t.push((b("post_ffw_norm.weight"), vec![e], Kind::Norm));
+            }
         }
         t.push(("output_norm.weight".to_string(), vec![e], Kind::Norm));
-        t.push((
-            "output.weight".to_string(),
-            vec![e, self.n_vocab],
-            Kind::Matrix,
-        ));
+        if arch != Arch::Gemma2 {
+            t.push((
+                "output.weight".to_string(),
+                vec![e, self.n_vocab],
+                Kind::Matrix,
+            ));
+        }
         t
+    }
+
+    /// Whether `<arch>.attention.key_length` / `value_length` are written: for the archs whose
+    /// real GGUFs carry them, and wherever the head width is not `n_embd / n_head`.
+    fn writes_key_length(&self) -> bool {
+        matches!(self.arch, Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma2)
+            || self.n_head == 0
+            || self.head_dim != self.n_embd / self.n_head
     }
 
     fn check(&self) -> Result<()> {
@@ -224,6 +436,18 @@ impl ModelSpec {
                     self.n_embd,
                     self.n_ff,
                 );
+            }
+            // Rows of attn_output and ffn_down_exps.
+            for (what, cols) in [
+                ("n_head · head_dim", self.n_head * self.head_dim),
+                ("n_ff_exp", self.n_ff_exp),
+            ] {
+                if !cols.is_multiple_of(block) {
+                    bail!(
+                        "{}: {what} = {cols} must be a multiple of the {ty} block size {block}",
+                        self.preset
+                    );
+                }
             }
         }
         self.ty.file_type()?;
@@ -239,6 +463,48 @@ impl ModelSpec {
                 self.n_head_kv
             );
         }
+        let natural = self.n_embd / self.n_head;
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            bail!("{}: bad head width {}", self.preset, self.head_dim);
+        }
+        if matches!(self.arch, Arch::Llama | Arch::Qwen2 | Arch::Phi3) && self.head_dim != natural {
+            bail!(
+                "{}: {} needs head_dim = n_embd / n_head = {natural}, not {}",
+                self.preset,
+                self.arch.cli_name(),
+                self.head_dim
+            );
+        }
+        if self.arch.is_moe() {
+            if self.n_expert == 0
+                || self.n_expert_used == 0
+                || self.n_expert_used > self.n_expert
+                || self.n_ff_exp == 0
+            {
+                bail!(
+                    "{}: a MoE arch needs 1 ≤ experts used ({}) ≤ experts ({}) and an expert \
+                     width (n_ff_exp {})",
+                    self.preset,
+                    self.n_expert_used,
+                    self.n_expert,
+                    self.n_ff_exp
+                );
+            }
+            if self.arch == Arch::LlamaMoe && self.n_ff_exp != self.n_ff {
+                bail!(
+                    "{}: llama-moe's expert width is feed_forward_length: n_ff_exp {} ≠ n_ff {}",
+                    self.preset,
+                    self.n_ff_exp,
+                    self.n_ff
+                );
+            }
+        } else if self.n_expert != 0 || self.n_expert_used != 0 || self.n_ff_exp != 0 {
+            bail!(
+                "{}: {} is dense: no experts",
+                self.preset,
+                self.arch.cli_name()
+            );
+        }
         if self.n_vocab < 259 + 64 {
             bail!(
                 "vocabulary of {} is too small (at least 323: specials, bytes, pieces)",
@@ -251,9 +517,18 @@ impl ModelSpec {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// A weight matrix (2-D, or 3-D for experts) of the model's weight type.
     Matrix,
+    /// An F32 norm weight: 1.0 for llama/qwen2, random in [0.5, 1.5) for the other archs.
     Norm,
+    /// qwen2's small F32 q/k/v biases.
     Bias,
+    /// An F32 MoE router, std 4/sqrt(columns) so that routing varies from token to token.
+    Router,
+    /// phi3's LongRoPE factors for long contexts: F32 in [1, 8), increasing.
+    RopeLong,
+    /// phi3's LongRoPE factors for short contexts: F32 in [1, 1.5), increasing.
+    RopeShort,
 }
 
 /// xorshift64*: small, fast, seeded.
@@ -517,6 +792,30 @@ fn vocabulary(n_vocab: usize) -> (Vec<String>, Vec<f32>, Vec<i32>) {
     (tokens, scores, types)
 }
 
+/// The number of blocks of each pool: one pool of random blocks per (type, column count) (the std
+/// of a weight depends on the columns, `dims[0]`), big enough for the largest tensor of that type
+/// and column count (an expert tensor counts whole: all its experts) plus room to vary the offset.
+/// Pools are drawn in (type, columns) order: with one type, that is column order, as before
+/// mixes existed, so those files keep their bytes.
+fn pool_sizes(
+    spec: &ModelSpec,
+    tensors: &[(String, Vec<u64>, Kind)],
+) -> BTreeMap<(GgmlType, u64), u64> {
+    let mut largest: BTreeMap<(GgmlType, u64), u64> = BTreeMap::new();
+    for (name, dims, kind) in tensors {
+        if *kind == Kind::Matrix {
+            let ty = spec.ty.of(name);
+            let blocks = dims.iter().product::<u64>() / ty.block_size() as u64;
+            let e = largest.entry((ty, dims[0])).or_default();
+            *e = (*e).max(blocks);
+        }
+    }
+    for blocks in largest.values_mut() {
+        *blocks += (*blocks / 2).max(64);
+    }
+    largest
+}
+
 /// Write `spec` to `path` with `seed`; returns the file size.
 pub fn write_model(spec: &ModelSpec, seed: u64, path: &Path) -> Result<u64> {
     spec.check()?;
@@ -525,14 +824,21 @@ pub fn write_model(spec: &ModelSpec, seed: u64, path: &Path) -> Result<u64> {
     let mut w = GgufWriter::new();
     let file_type = spec.ty.file_type()?;
     let (rope_base, eps) = match spec.arch {
-        Arch::Llama => (10_000.0f32, 1e-5f32),
-        Arch::Qwen2 => (1_000_000.0f32, 1e-6f32),
+        Arch::Llama | Arch::LlamaMoe | Arch::Phi3 => (10_000.0f32, 1e-5f32),
+        Arch::Gemma2 => (10_000.0f32, 1e-6f32),
+        Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen3Moe => (1_000_000.0f32, 1e-6f32),
     };
     let u32_of = |v: u64| u32::try_from(v).context("shape value overflows u32");
     w.add_metadata("general.architecture", arch)?;
+    // Not `phi3` in the name: llama.cpp then gives `<|endoftext|>`, which this vocabulary lacks,
+    // special attributes, and fails to load the model ("unordered_map::at").
+    let name_arch = match spec.arch {
+        Arch::Phi3 => "phi",
+        a => a.cli_name(),
+    };
     w.add_metadata(
         "general.name",
-        format!("strata-synthetic-{}-{arch}-{}", spec.preset, spec.ty),
+        format!("strata-synthetic-{}-{name_arch}-{}", spec.preset, spec.ty),
     )?;
     w.add_metadata("general.alignment", 32u32)?;
     w.add_metadata("general.file_type", file_type)?;
@@ -548,10 +854,53 @@ pub fn write_model(spec: &ModelSpec, seed: u64, path: &Path) -> Result<u64> {
     )?;
     w.add_metadata(
         format!("{arch}.rope.dimension_count"),
-        u32_of(spec.head_dim())?,
+        u32_of(spec.head_dim)?,
     )?;
     w.add_metadata(format!("{arch}.rope.freq_base"), rope_base)?;
     w.add_metadata(format!("{arch}.attention.layer_norm_rms_epsilon"), eps)?;
+    // The other archs' keys (none for llama and qwen2, whose bytes stay as they were).
+    if spec.writes_key_length() {
+        w.add_metadata(
+            format!("{arch}.attention.key_length"),
+            u32_of(spec.head_dim)?,
+        )?;
+        w.add_metadata(
+            format!("{arch}.attention.value_length"),
+            u32_of(spec.head_dim)?,
+        )?;
+    }
+    if spec.arch.is_moe() {
+        w.add_metadata(format!("{arch}.expert_count"), u32_of(spec.n_expert)?)?;
+        w.add_metadata(
+            format!("{arch}.expert_used_count"),
+            u32_of(spec.n_expert_used)?,
+        )?;
+        // llama (Mixtral) has no such key: its experts are feed_forward_length wide.
+        if spec.arch != Arch::LlamaMoe {
+            w.add_metadata(
+                format!("{arch}.expert_feed_forward_length"),
+                u32_of(spec.n_ff_exp)?,
+            )?;
+        }
+    }
+    match spec.arch {
+        Arch::Gemma2 => {
+            // Small, so that a short prompt crosses the window of the sliding layers.
+            w.add_metadata(format!("{arch}.attention.sliding_window"), 8u32)?;
+            w.add_metadata(format!("{arch}.attn_logit_softcapping"), 10.0f32)?;
+            w.add_metadata(format!("{arch}.final_logit_softcapping"), 5.0f32)?;
+        }
+        Arch::Phi3 => {
+            // LongRoPE: `rope_factors_long` beyond a quarter of the context, as Phi-3-128k's
+            // 4k of 128k; the attention factor is Phi-3-mini-128k's.
+            w.add_metadata(
+                format!("{arch}.rope.scaling.original_context_length"),
+                u32_of(spec.n_ctx / 4)?,
+            )?;
+            w.add_metadata(format!("{arch}.rope.scaling.attn_factor"), 1.190_238f32)?;
+        }
+        _ => {}
+    }
     let n_vocab = usize::try_from(spec.n_vocab)?;
     let (tokens, scores, types) = vocabulary(n_vocab);
     w.add_metadata("tokenizer.ggml.model", "llama")?;
@@ -564,23 +913,9 @@ pub fn write_model(spec: &ModelSpec, seed: u64, path: &Path) -> Result<u64> {
     w.add_metadata("tokenizer.ggml.add_bos_token", true)?;
     w.add_metadata("tokenizer.ggml.add_eos_token", false)?;
 
-    // One pool of random blocks per (type, column count) (the std of a weight depends on the
-    // columns), big enough for the largest tensor of that type and column count plus room to
-    // vary the offset. Pools are drawn in (type, columns) order: with one type, that is column
-    // order, as before mixes existed, so those files keep their bytes.
     let tensors = spec.tensors();
-    let mut largest: BTreeMap<(GgmlType, u64), u64> = BTreeMap::new();
-    for (name, dims, kind) in &tensors {
-        if *kind == Kind::Matrix {
-            let ty = spec.ty.of(name);
-            let blocks = dims[0] * dims[1] / ty.block_size() as u64;
-            let e = largest.entry((ty, dims[0])).or_default();
-            *e = (*e).max(blocks);
-        }
-    }
     let mut pools: BTreeMap<(GgmlType, u64), Vec<u8>> = BTreeMap::new();
-    for (&(ty, cols), &blocks) in &largest {
-        let n = blocks + (blocks / 2).max(64);
+    for (&(ty, cols), &n) in &pool_sizes(spec, &tensors) {
         pools.insert(
             (ty, cols),
             block_pool(
@@ -597,12 +932,16 @@ pub fn write_model(spec: &ModelSpec, seed: u64, path: &Path) -> Result<u64> {
                 let ty = spec.ty.of(name);
                 let pool = &pools[&(ty, dims[0])];
                 let (block, type_size) = (ty.block_size() as u64, ty.type_size() as u64);
-                let blocks = dims[0] * dims[1] / block;
+                let blocks = dims.iter().product::<u64>() / block;
                 let pool_blocks = pool.len() as u64 / type_size;
                 let start = rng.next() % (pool_blocks - blocks + 1);
                 let bytes =
                     &pool[(start * type_size) as usize..((start + blocks) * type_size) as usize];
                 w.add_tensor(name.clone(), ty, dims, bytes)?;
+            }
+            Kind::Norm if spec.arch.is_new() => {
+                let v = f32_bytes((0..dims[0]).map(|_| rng.uniform(0.5, 1.5)));
+                w.add_tensor(name.clone(), GgmlType::F32, dims, v)?;
             }
             Kind::Norm => w.add_tensor(
                 name.clone(),
@@ -613,6 +952,19 @@ pub fn write_model(spec: &ModelSpec, seed: u64, path: &Path) -> Result<u64> {
             Kind::Bias => {
                 let b: Vec<u8> = f32_bytes((0..dims[0]).map(|_| rng.uniform(-0.05, 0.05)));
                 w.add_tensor(name.clone(), GgmlType::F32, dims, b)?;
+            }
+            Kind::Router => {
+                // Uniform in ±a has std a/√3: std 4/sqrt(columns).
+                let a = 4.0 * 3f32.sqrt() / (dims[0] as f32).sqrt();
+                let n = dims.iter().product::<u64>();
+                let v = f32_bytes((0..n).map(|_| rng.uniform(-a, a)));
+                w.add_tensor(name.clone(), GgmlType::F32, dims, v)?;
+            }
+            Kind::RopeLong | Kind::RopeShort => {
+                let hi = if *kind == Kind::RopeLong { 8.0 } else { 1.5 };
+                let mut v: Vec<f32> = (0..dims[0]).map(|_| rng.uniform(1.0, hi)).collect();
+                v.sort_by(f32::total_cmp);
+                w.add_tensor(name.clone(), GgmlType::F32, dims, f32_bytes(v.into_iter()))?;
             }
         }
     }
@@ -647,7 +999,8 @@ pub fn parse_type(s: &str) -> Result<WeightType> {
     Ok(ty.into())
 }
 
-/// The default output path: `<workspace>/models/synth-<preset>-<arch>-<type>.gguf`.
+/// The default output path: `<workspace>/models/synth-<preset>-<arch>-<type>.gguf`, `<arch>` as
+/// `--arch` takes it (`llama-moe`, not `llama`).
 pub fn default_path(spec: &ModelSpec) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -656,19 +1009,35 @@ pub fn default_path(spec: &ModelSpec) -> PathBuf {
     root.join("models").join(format!(
         "synth-{}-{}-{}.gguf",
         spec.preset,
-        spec.arch.name(),
+        spec.arch.cli_name(),
         spec.ty.name()
     ))
 }
+
+/// `--help` of `cargo xtask gen-model`.
+const USAGE: &str = "\
+cargo xtask gen-model [--preset tiny|1b|7b|moe-8g] [--type TYPE] [--arch ARCH]
+                      [--experts N] [--experts-used K]
+                      [--seed N] [--layers N] [--vocab N] [--out PATH]
+  ARCH: llama (default), qwen2, qwen3, gemma2, phi3, qwen3moe, llama-moe (alias mixtral:
+        GGUF arch llama with experts)
+  TYPE: q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k (default), q5_k, q6_k, iq4_nl, f16,
+        bf16, q4_k_m
+  --preset: tiny, 1b and 7b for the dense archs; tiny and moe-8g (Qwen3-30B-A3B-like, 32
+        experts, 4 used, about 8 GB as q4_k; default arch qwen3moe) for the MoE archs
+  --experts N, --experts-used K: expert count and experts per token (MoE archs only)
+  --out: default models/synth-<preset>-<arch>-<type>.gguf in the workspace";
 
 /// `cargo xtask gen-model ...`
 pub fn run(args: &[String]) -> Result<()> {
     let mut preset = "tiny".to_string();
     let mut ty = WeightType::Uniform(GgmlType::Q4_K);
-    let mut arch = Arch::Llama;
+    let mut arch = None;
     let mut seed = 42u64;
     let mut layers = None;
     let mut vocab = None;
+    let mut experts: Option<u64> = None;
+    let mut experts_used: Option<u64> = None;
     let mut out = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -676,24 +1045,28 @@ pub fn run(args: &[String]) -> Result<()> {
         match flag.as_str() {
             "--preset" => preset = value()?.clone(),
             "--type" => ty = parse_type(value()?)?,
-            "--arch" => {
-                arch = match value()?.as_str() {
-                    "llama" => Arch::Llama,
-                    "qwen2" => Arch::Qwen2,
-                    other => bail!("unknown arch `{other}`; accepted: llama, qwen2"),
-                }
-            }
+            "--arch" => arch = Some(Arch::from_cli(value()?)?),
             "--seed" => seed = value()?.parse().context("--seed")?,
             "--layers" => layers = Some(value()?.parse().context("--layers")?),
             "--vocab" => vocab = Some(value()?.parse().context("--vocab")?),
+            "--experts" => experts = Some(value()?.parse().context("--experts")?),
+            "--experts-used" => experts_used = Some(value()?.parse().context("--experts-used")?),
             "--out" => out = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
-                println!("cargo xtask gen-model [--preset tiny|1b|7b] [--type TYPE] [--arch llama|qwen2] [--seed N] [--layers N] [--vocab N] [--out PATH]\n  TYPE: {ACCEPTED}");
+                println!("{USAGE}");
                 return Ok(());
             }
-            other => bail!("unknown flag `{other}`; accepted: --preset --type --arch --seed --layers --vocab --out"),
+            other => bail!(
+                "unknown flag `{other}`; accepted: --preset --type --arch --experts \
+                 --experts-used --seed --layers --vocab --out"
+            ),
         }
     }
+    let arch = arch.unwrap_or(if preset == "moe-8g" {
+        Arch::Qwen3Moe
+    } else {
+        Arch::Llama
+    });
     let mut spec = ModelSpec::preset(&preset, arch, ty)?;
     if let Some(l) = layers {
         spec.n_layer = l;
@@ -701,14 +1074,28 @@ pub fn run(args: &[String]) -> Result<()> {
     if let Some(v) = vocab {
         spec.n_vocab = v;
     }
+    if (experts.is_some() || experts_used.is_some()) && !arch.is_moe() {
+        bail!(
+            "--experts and --experts-used are for the MoE archs (qwen3moe, llama-moe), not {}",
+            arch.cli_name()
+        );
+    }
+    if let Some(n) = experts {
+        spec.n_expert = n;
+    }
+    if let Some(k) = experts_used {
+        spec.n_expert_used = k;
+    }
+    spec.check()?;
     let path = out.unwrap_or_else(|| default_path(&spec));
     let t = Instant::now();
     let n = write_model(&spec, seed, &path)?;
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "wrote {} ({:.2} GB, {} layers, {}) in {secs:.1} s ({:.2} GB/s)",
+        "wrote {} ({:.2} GB, {}, {} layers, {}) in {secs:.1} s ({:.2} GB/s)",
         path.display(),
         n as f64 / 1e9,
+        spec.arch.cli_name(),
         spec.n_layer,
         spec.ty,
         n as f64 / 1e9 / secs
@@ -814,6 +1201,373 @@ mod tests {
                     g.metadata().get_u32("general.file_type").unwrap(),
                     wt.file_type().unwrap()
                 );
+            }
+        }
+    }
+
+    /// The file `write_model` writes for `spec` and `seed`.
+    fn generate(spec: &ModelSpec, seed: u64, tag: &str) -> Vec<u8> {
+        let path = std::env::temp_dir().join(format!(
+            "xtask-gen-{}-{tag}-{}-{}.gguf",
+            std::process::id(),
+            spec.arch.cli_name(),
+            spec.ty.name()
+        ));
+        write_model(spec, seed, &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        bytes
+    }
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        let sha: [u8; 32] = Sha256::digest(bytes).into();
+        sha.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The llama and qwen2 tiny models of seed 42 (every type) are byte for byte the ones the
+    /// committed llama.cpp references were made from: adding archs must not change them.
+    #[test]
+    fn llama_and_qwen2_files_keep_the_reference_sha256() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/reference/synthetic");
+        for arch in [Arch::Llama, Arch::Qwen2] {
+            for name in ACCEPTED.split(", ") {
+                let spec = ModelSpec::preset("tiny", arch, parse_type(name).unwrap()).unwrap();
+                let file = dir.join(format!("{}-{name}.json", arch.name()));
+                let text = std::fs::read_to_string(&file).unwrap();
+                let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let want = json["model_sha256"].as_str().unwrap();
+                let got = sha256_hex(&generate(&spec, 42, "sha"));
+                assert_eq!(got, want, "{}", file.display());
+            }
+        }
+    }
+
+    #[test]
+    fn arch_cli_names_round_trip() {
+        for arch in Arch::ALL {
+            assert_eq!(Arch::from_cli(arch.cli_name()).unwrap(), arch);
+        }
+        assert_eq!(Arch::from_cli("mixtral").unwrap(), Arch::LlamaMoe);
+        assert_eq!(Arch::from_cli("Qwen3MoE").unwrap(), Arch::Qwen3Moe);
+        assert_eq!(Arch::LlamaMoe.name(), "llama");
+        assert!(Arch::from_cli("gpt2").is_err());
+        let spec = ModelSpec::preset("tiny", Arch::LlamaMoe, GgmlType::Q4_K).unwrap();
+        let path = default_path(&spec);
+        assert!(path
+            .to_string_lossy()
+            .ends_with("synth-tiny-llama-moe-q4_k.gguf"));
+        let spec = ModelSpec::preset("tiny", Arch::Llama, GgmlType::Q4_K).unwrap();
+        assert!(default_path(&spec)
+            .to_string_lossy()
+            .ends_with("synth-tiny-llama-q4_k.gguf"));
+    }
+
+    #[test]
+    fn presets_and_flags_refuse_what_does_not_fit() {
+        assert!(ModelSpec::preset("moe-8g", Arch::Llama, GgmlType::Q4_K).is_err());
+        assert!(ModelSpec::preset("7b", Arch::Qwen3Moe, GgmlType::Q4_K).is_err());
+        assert!(ModelSpec::preset("1b", Arch::Qwen3, GgmlType::Q4_K).is_ok());
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Every one of these fails before anything is written.
+        for bad in [
+            &["--arch", "qwen3", "--experts", "4"][..],
+            &["--arch", "llama", "--experts-used", "1"],
+            &[
+                "--arch",
+                "qwen3moe",
+                "--experts",
+                "4",
+                "--experts-used",
+                "8",
+            ],
+            &["--arch", "llama-moe", "--experts-used", "0"],
+            &["--preset", "moe-8g", "--arch", "gemma2"],
+            &["--arch", "gpt2"],
+        ] {
+            assert!(run(&args(bad)).is_err(), "{bad:?}");
+        }
+        let mut spec = ModelSpec::preset("tiny", Arch::Qwen3, GgmlType::Q4_K).unwrap();
+        spec.head_dim = 96; // n_head · 96 = 384, not a multiple of 256
+        assert!(spec.check().is_err());
+    }
+
+    /// (name, dims) of every tensor of an arch's tiny model, written out by hand.
+    fn tiny_layout(arch: Arch) -> Vec<(String, Vec<u64>)> {
+        let mut t: Vec<(String, Vec<u64>)> = Vec::new();
+        let mut add = |name: String, dims: &[u64]| t.push((name, dims.to_vec()));
+        if arch == Arch::Phi3 {
+            add("rope_factors_long.weight".into(), &[32]);
+            add("rope_factors_short.weight".into(), &[32]);
+        }
+        add("token_embd.weight".into(), &[256, 512]);
+        for i in 0..4 {
+            let b = |n: &str| format!("blk.{i}.{n}.weight");
+            add(b("attn_norm"), &[256]);
+            match arch {
+                Arch::Qwen3 | Arch::Qwen3Moe => {
+                    add(b("attn_q"), &[256, 512]);
+                    add(b("attn_k"), &[256, 256]);
+                    add(b("attn_v"), &[256, 256]);
+                    add(b("attn_q_norm"), &[128]);
+                    add(b("attn_k_norm"), &[128]);
+                    add(b("attn_output"), &[512, 256]);
+                }
+                Arch::Phi3 => {
+                    add(b("attn_qkv"), &[256, 512]);
+                    add(b("attn_output"), &[256, 256]);
+                }
+                _ => {
+                    add(b("attn_q"), &[256, 256]);
+                    add(b("attn_k"), &[256, 128]);
+                    add(b("attn_v"), &[256, 128]);
+                    add(b("attn_output"), &[256, 256]);
+                }
+            }
+            if arch == Arch::Gemma2 {
+                add(b("post_attention_norm"), &[256]);
+            }
+            add(b("ffn_norm"), &[256]);
+            match arch {
+                Arch::Qwen3Moe | Arch::LlamaMoe => {
+                    add(b("ffn_gate_inp"), &[256, 8]);
+                    add(b("ffn_gate_exps"), &[256, 256, 8]);
+                    add(b("ffn_up_exps"), &[256, 256, 8]);
+                    add(b("ffn_down_exps"), &[256, 256, 8]);
+                }
+                Arch::Phi3 => {
+                    add(b("ffn_up"), &[256, 1536]);
+                    add(b("ffn_down"), &[768, 256]);
+                }
+                _ => {
+                    add(b("ffn_gate"), &[256, 768]);
+                    add(b("ffn_up"), &[256, 768]);
+                    add(b("ffn_down"), &[768, 256]);
+                }
+            }
+            if arch == Arch::Gemma2 {
+                add(b("post_ffw_norm"), &[256]);
+            }
+        }
+        add("output_norm.weight".into(), &[256]);
+        if arch != Arch::Gemma2 {
+            add("output.weight".into(), &[256, 512]);
+        }
+        t
+    }
+
+    fn f32_values(g: &strata_gguf::Gguf, bytes: &[u8], name: &str) -> Vec<f32> {
+        let t = g.tensor(name).unwrap();
+        assert_eq!(t.ty, GgmlType::F32, "{name}");
+        g.tensor_data(bytes, t)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    /// The tiny models of the archs after llama and qwen2: llama.cpp's tensor names, ggml dims
+    /// and metadata; F32 norms in [0.5, 1.5), routers of std ≈ 4/sqrt(n_embd), LongRoPE factors.
+    #[test]
+    fn new_arch_tiny_models_have_llama_cpp_layout_and_metadata() {
+        use strata_gguf::Value;
+        for arch in Arch::ALL.into_iter().filter(|a| a.is_new()) {
+            let spec = ModelSpec::preset("tiny", arch, GgmlType::Q4_K).unwrap();
+            let bytes = generate(&spec, 7, "layout");
+            let g = strata_gguf::Gguf::from_bytes(&bytes).unwrap();
+            let got: Vec<(String, Vec<u64>)> = g
+                .tensors()
+                .iter()
+                .map(|t| (t.name.clone(), t.dims.clone()))
+                .collect();
+            assert_eq!(got, tiny_layout(arch), "{arch:?}");
+            let m = g.metadata();
+            let a = arch.name();
+            let u32_of = |k: &str| match m.get(&format!("{a}.{k}")) {
+                Some(Value::U32(v)) => Some(*v),
+                None => None,
+                Some(v) => panic!("{arch:?} {k}: {v:?} is not a u32"),
+            };
+            let f32_of = |k: &str| match m.get(&format!("{a}.{k}")) {
+                Some(Value::F32(v)) => Some(*v),
+                None => None,
+                Some(v) => panic!("{arch:?} {k}: {v:?} is not an f32"),
+            };
+            assert_eq!(m.get_str("general.architecture").unwrap(), a);
+            assert_eq!(u32_of("embedding_length"), Some(256));
+            assert_eq!(u32_of("block_count"), Some(4));
+            assert_eq!(u32_of("attention.head_count"), Some(4));
+            assert_eq!(u32_of("attention.head_count_kv"), Some(2));
+            assert_eq!(u32_of("vocab_size"), Some(512));
+            let (hd, ff, ctx, base, eps) = match arch {
+                Arch::Qwen3 | Arch::Qwen3Moe => (128, 768, 512, 1e6, 1e-6),
+                Arch::Gemma2 => (64, 768, 512, 1e4, 1e-6),
+                Arch::Phi3 => (64, 768, 4096, 1e4, 1e-5),
+                _ => (64, 256, 512, 1e4, 1e-5),
+            };
+            assert_eq!(u32_of("rope.dimension_count"), Some(hd));
+            assert_eq!(u32_of("feed_forward_length"), Some(ff));
+            assert_eq!(u32_of("context_length"), Some(ctx));
+            assert_eq!(f32_of("rope.freq_base"), Some(base));
+            assert_eq!(f32_of("attention.layer_norm_rms_epsilon"), Some(eps));
+            let key_length = matches!(arch, Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma2);
+            let hd_key = key_length.then_some(hd);
+            assert_eq!(u32_of("attention.key_length"), hd_key, "{arch:?}");
+            assert_eq!(u32_of("attention.value_length"), hd_key, "{arch:?}");
+            let moe = arch.is_moe();
+            assert_eq!(u32_of("expert_count"), moe.then_some(8));
+            assert_eq!(u32_of("expert_used_count"), moe.then_some(2));
+            assert_eq!(
+                u32_of("expert_feed_forward_length"),
+                (arch == Arch::Qwen3Moe).then_some(256)
+            );
+            let gemma = arch == Arch::Gemma2;
+            assert_eq!(u32_of("attention.sliding_window"), gemma.then_some(8));
+            assert_eq!(f32_of("attn_logit_softcapping"), gemma.then_some(10.0));
+            assert_eq!(f32_of("final_logit_softcapping"), gemma.then_some(5.0));
+            let phi = arch == Arch::Phi3;
+            assert_eq!(
+                u32_of("rope.scaling.original_context_length"),
+                phi.then_some(1024)
+            );
+            assert_eq!(f32_of("rope.scaling.attn_factor"), phi.then_some(1.190_238));
+            assert_eq!(
+                m.get_u32("general.file_type").unwrap(),
+                WeightType::from(GgmlType::Q4_K).file_type().unwrap()
+            );
+
+            for t in g.tensors() {
+                if t.dims.len() == 1 && !t.name.starts_with("rope_factors") {
+                    let v = f32_values(&g, &bytes, &t.name);
+                    assert!(v.iter().all(|x| (0.5..1.5).contains(x)), "{}", t.name);
+                    assert!(v.iter().any(|x| *x != v[0]), "{}", t.name);
+                } else if t.name.ends_with("ffn_gate_inp.weight") {
+                    let v = f32_values(&g, &bytes, &t.name);
+                    let rms = (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+                    assert!((rms - 0.25).abs() < 0.03, "{}: rms {rms}", t.name);
+                } else if t.name.starts_with("rope_factors") {
+                    let v = f32_values(&g, &bytes, &t.name);
+                    let hi = if t.name.contains("long") { 8.0 } else { 1.5 };
+                    assert!(v.iter().all(|x| (1.0..hi).contains(x)), "{}", t.name);
+                    assert!(v.windows(2).all(|w| w[0] <= w[1]), "{}", t.name);
+                } else {
+                    assert_eq!(t.ty, GgmlType::Q4_K, "{}", t.name);
+                }
+            }
+        }
+    }
+
+    /// The new archs' tiny models, every weight type: matrices (expert tensors included) have the
+    /// type Q4_K_M gives them and elements of std ≈ 1/sqrt(columns); the experts differ.
+    #[test]
+    fn new_arch_tiny_models_dequantize_to_finite_modest_values() {
+        for arch in Arch::ALL.into_iter().filter(|a| a.is_new()) {
+            let tensors: &[(&str, usize)] = match arch {
+                Arch::Qwen3 => &[
+                    ("blk.1.ffn_down.weight", 768),
+                    ("blk.2.attn_q.weight", 256),
+                    ("blk.0.attn_output.weight", 512),
+                    ("output.weight", 256),
+                ],
+                Arch::Gemma2 => &[
+                    ("blk.1.ffn_down.weight", 768),
+                    ("blk.2.attn_v.weight", 256),
+                    ("token_embd.weight", 256),
+                ],
+                Arch::Phi3 => &[
+                    ("blk.1.ffn_down.weight", 768),
+                    ("blk.2.attn_qkv.weight", 256),
+                    ("blk.3.ffn_up.weight", 256),
+                    ("output.weight", 256),
+                ],
+                Arch::Qwen3Moe => &[
+                    ("blk.1.ffn_down_exps.weight", 256),
+                    ("blk.2.ffn_gate_exps.weight", 256),
+                    ("blk.0.attn_output.weight", 512),
+                ],
+                _ => &[
+                    ("blk.1.ffn_down_exps.weight", 256),
+                    ("blk.3.ffn_up_exps.weight", 256),
+                    ("output.weight", 256),
+                ],
+            };
+            for name in ACCEPTED.split(", ") {
+                let wt = parse_type(name).unwrap();
+                let spec = ModelSpec::preset("tiny", arch, wt).unwrap();
+                let bytes = generate(&spec, 7, "dequant");
+                let g = strata_gguf::Gguf::from_bytes(&bytes).unwrap();
+                assert_eq!(
+                    g.metadata().get_u32("general.file_type").unwrap(),
+                    wt.file_type().unwrap()
+                );
+                for &(tensor, cols) in tensors {
+                    let t = g.tensor(tensor).unwrap();
+                    let ty = wt.of(tensor);
+                    assert_eq!(t.ty, ty, "{arch:?} {name} {tensor}");
+                    let data = g.tensor_data(&bytes, t).unwrap();
+                    let mut out = vec![0f32; t.n_elements() as usize];
+                    strata_quant::dequantize(ty, data, &mut out).unwrap();
+                    let n = out.len() as f32;
+                    let mean = out.iter().sum::<f32>() / n;
+                    let rms = (out.iter().map(|v| v * v).sum::<f32>() / n).sqrt();
+                    let expect = 1.0 / (cols as f32).sqrt();
+                    assert!(out.iter().all(|v| v.is_finite()));
+                    assert!(
+                        rms > 0.7 * expect && rms < 1.4 * expect,
+                        "{arch:?} {name} {tensor}: rms {rms} vs {expect}"
+                    );
+                    assert!(
+                        mean.abs() < 0.05 * expect,
+                        "{arch:?} {name} {tensor}: mean {mean} vs std {expect}"
+                    );
+                    if t.dims.len() == 3 {
+                        let per = (t.dims[0] * t.dims[1]) as usize;
+                        assert_ne!(out[..per], out[per..2 * per], "{arch:?} {name} {tensor}");
+                    }
+                }
+            }
+        }
+        let wt = WeightType::Q4KM;
+        assert_eq!(wt.of("blk.0.attn_qkv.weight"), GgmlType::Q6_K);
+        assert_eq!(wt.of("blk.0.ffn_down_exps.weight"), GgmlType::Q6_K);
+        assert_eq!(wt.of("blk.0.ffn_up_exps.weight"), GgmlType::Q4_K);
+    }
+
+    /// moe-8g as Q4_K is about 8 GB, and its block pools (one per type and column count, sized
+    /// for the largest tensor: a whole expert tensor) stay a small fraction of that.
+    #[test]
+    fn moe_8g_is_about_8_gb_with_modest_pools() {
+        for arch in [Arch::Qwen3Moe, Arch::LlamaMoe] {
+            for wt in [WeightType::from(GgmlType::Q4_K), WeightType::Q4KM] {
+                let spec = ModelSpec::preset("moe-8g", arch, wt).unwrap();
+                spec.check().unwrap();
+                let tensors = spec.tensors();
+                let bytes: u64 = tensors
+                    .iter()
+                    .map(|(name, dims, kind)| {
+                        let n: u64 = dims.iter().product();
+                        let ty = if *kind == Kind::Matrix {
+                            wt.of(name)
+                        } else {
+                            GgmlType::F32
+                        };
+                        n / ty.block_size() as u64 * ty.type_size() as u64
+                    })
+                    .sum();
+                let pools: u64 = pool_sizes(&spec, &tensors)
+                    .iter()
+                    .map(|(&(ty, _), &blocks)| blocks * ty.type_size() as u64)
+                    .sum();
+                if wt == WeightType::from(GgmlType::Q4_K) {
+                    // The arithmetic beside the preset; llama-moe has no q/k norms.
+                    let norms = if arch == Arch::LlamaMoe { 38 * 1024 } else { 0 };
+                    assert_eq!(bytes, 8_018_671_616 - norms, "{arch:?}");
+                } else {
+                    assert!(bytes > 8_000_000_000 && bytes < 10_000_000_000, "{bytes}");
+                }
+                assert!(pools < 400_000_000, "{arch:?} {wt}: pools of {pools} B");
+                assert_eq!(spec.n_expert, 32);
+                assert_eq!(spec.n_expert_used, 4);
             }
         }
     }
