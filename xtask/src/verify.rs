@@ -26,8 +26,10 @@
 //! implied by 2 wherever the top-20 are equal).
 //!
 //! Then each (backend, budget, threads, prefetch) run must give the same bytes: a SHA-256 over the
-//! logits of every prompt position and of the greedy steps. Last, the synthetic llama and qwen2
-//! models of `cargo xtask gen-model` against llama.cpp's outputs for them, by the same criteria.
+//! logits of every prompt position and of the greedy steps. Last, the synthetic models of
+//! `cargo xtask gen-model` (llama and qwen2 in every weight type; qwen3, gemma2, phi3, qwen3moe
+//! and Mixtral-style llama-moe in two each) against llama.cpp's outputs for them, by the same
+//! criteria.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -46,11 +48,32 @@ const SYNTHETIC_GREEDY_STEPS: usize = 16;
 /// Reference prompts of the real model (`p1_capital` … `p6_unicode`, and `p7_chat`: a
 /// chat-formatted prompt whose special tokens are parsed).
 pub(crate) const REAL_PROMPTS: usize = 7;
-/// The synthetic models' `--type` values, for llama and qwen2 each (all have reference files).
+/// The synthetic models' `--type` values for llama and qwen2, each (all have reference files).
 const SYNTHETIC_TYPES: [&str; 14] = [
     "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl",
     "f16", "bf16", "q4_k_m",
 ];
+/// The other synthetic architectures (`gen-model --arch`) and their `--type` values: two or
+/// more each, chosen to take different kernel paths (repacked, tiled, `vec_dot`, the Q4_K_M mix).
+const MORE_SYNTHETIC: [(&str, &[&str]); 5] = [
+    ("qwen3", &["q4_k_m", "q8_0"]),
+    ("gemma2", &["q4_k", "q5_0"]),
+    ("phi3", &["q4_k_m", "q4_0"]),
+    ("qwen3moe", &["q4_k", "q6_k"]),
+    ("llama-moe", &["q4_k_m", "q5_0"]),
+];
+
+/// Every synthetic model verify checks: (`--arch`, `--type`).
+pub(crate) fn synthetic_models() -> Vec<(&'static str, &'static str)> {
+    let mut v = Vec::new();
+    for arch in ["llama", "qwen2"] {
+        v.extend(SYNTHETIC_TYPES.iter().map(|&ty| (arch, ty)));
+    }
+    for (arch, types) in MORE_SYNTHETIC {
+        v.extend(types.iter().map(|&ty| (arch, ty)));
+    }
+    v
+}
 /// Greedy steps included in the rerun fingerprints (decode path coverage at lower cost).
 const RERUN_STEPS: usize = 8;
 
@@ -665,15 +688,16 @@ pub(crate) fn load_references(dir: &Path) -> Result<Vec<Reference>> {
 pub(crate) type WithModel<'a> =
     &'a mut dyn FnMut(&Path, &mut dyn FnMut(&mut dyn Evaluator) -> Result<()>) -> Result<()>;
 
-/// The llama and qwen2 forward passes against llama.cpp: the seeded tiny models of
-/// `cargo xtask gen-model` (every weight type it writes — every format the quant crate runs in
-/// llama.cpp's float order — and the Q4_K/Q6_K mix of llama.cpp's Q4_K_M) are regenerated,
+/// The forward passes of every architecture against llama.cpp: the seeded tiny models of
+/// `cargo xtask gen-model` (llama and qwen2 in every weight type it writes — every format the
+/// quant crate runs in llama.cpp's float order — and the Q4_K/Q6_K mix of llama.cpp's Q4_K_M;
+/// the other architectures in two types each, [`synthetic_models`]) are regenerated,
 /// their SHA-256 checked against the reference (a changed generator needs new reference files,
 /// see the README beside them), and compared by [`check_prompt`], the real model's criteria
 /// (bits of the top-20 at every position, of the top-5 at every one of the 16 greedy steps, and
 /// the greedy ids); then each model's last-position-only prefill against
 /// [`last_only_reference`], the whole vector bit for bit. Returns the failures; every one of the
-/// 28 models must have been compared both ways.
+/// [`synthetic_models`] must have been compared both ways.
 pub(crate) fn check_synthetic(root: &Path, with_model: WithModel<'_>) -> Result<Vec<String>> {
     use crate::gen_model::{parse_type, write_model, Arch, ModelSpec};
 
@@ -690,8 +714,10 @@ pub(crate) fn check_synthetic(root: &Path, with_model: WithModel<'_>) -> Result<
     // position only: llama.cpp then prunes its last layer to one row, which for several weight
     // types changes the last bits from the all-positions run, and so must Strata.
     let (mut last_compared, mut last_elements, mut last_bad) = (0usize, 0usize, 0usize);
-    for (arch, arch_name) in [(Arch::Llama, "llama"), (Arch::Qwen2, "qwen2")] {
-        for ty_name in SYNTHETIC_TYPES {
+    let models = synthetic_models();
+    for &(arch_name, ty_name) in &models {
+        {
+            let arch = Arch::from_cli(arch_name)?;
             let ty = parse_type(ty_name)?;
             let name = format!("{arch_name}-{ty_name}");
             let ref_path = dir.join(format!("{name}.json"));
@@ -750,7 +776,7 @@ pub(crate) fn check_synthetic(root: &Path, with_model: WithModel<'_>) -> Result<
          bit-identical",
         last_elements - last_bad
     );
-    let expected = 2 * SYNTHETIC_TYPES.len();
+    let expected = models.len();
     if compared != expected {
         failures.push(format!(
             "compared {compared} of {expected} synthetic models"

@@ -594,7 +594,8 @@ fn verify_cmd(args: &[String]) -> Result<()> {
         );
     }
 
-    // The synthetic llama and qwen2 models, every weight type, in the wasm64 module.
+    // The synthetic models (every architecture; llama and qwen2 in every weight type), in the
+    // wasm64 module.
     failures.extend(verify::check_synthetic(&root, &mut |path, check| {
         host.open(Some(path), "all")?;
         check(&mut host)
