@@ -639,6 +639,117 @@ mod tests {
         );
     }
 
+    /// A minimal header of `arch` with the shape keys and `extra` u32/f32 keys.
+    fn header(arch: &str, extra_u32: &[(&str, u32)], extra_f32: &[(&str, f32)]) -> Gguf {
+        let mut w = GgufWriter::new();
+        w.add_metadata("general.architecture", arch).unwrap();
+        for (k, v) in [
+            ("embedding_length", 64u32),
+            ("block_count", 4),
+            ("feed_forward_length", 128),
+            ("attention.head_count", 4),
+            ("attention.head_count_kv", 2),
+            ("context_length", 4096),
+        ]
+        .iter()
+        .chain(extra_u32)
+        {
+            w.add_metadata(format!("{arch}.{k}"), *v).unwrap();
+        }
+        w.add_metadata(format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-6f32)
+            .unwrap();
+        for (k, v) in extra_f32 {
+            w.add_metadata(format!("{arch}.{k}"), *v).unwrap();
+        }
+        w.add_tensor(
+            "token_embd.weight",
+            strata_gguf::GgmlType::F32,
+            &[64, 10],
+            vec![0u8; 64 * 10 * 4],
+        )
+        .unwrap();
+        Gguf::from_bytes(&w.to_vec().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn gemma2_defaults_follow_llama_cpp() {
+        let c = ModelConfig::from_gguf(&header("gemma2", &[], &[])).unwrap();
+        assert_eq!((c.sliding_window, c.swa_period), (4096, 2));
+        let swa: Vec<bool> = (0..4).map(|il| c.is_swa_layer(il)).collect();
+        assert_eq!(swa, [true, false, true, false]);
+        assert_eq!((c.attn_softcap, c.final_logit_softcap), (50.0, 30.0));
+        assert!(c.scale_q_before_attn && c.scale_embeddings && c.post_norms && !c.qk_norm);
+        assert_eq!(c.ffn_activation, FfnActivation::GeGlu);
+        let c = ModelConfig::from_gguf(&header(
+            "gemma2",
+            &[("attention.sliding_window", 8)],
+            &[
+                ("attn_logit_softcapping", 10.0),
+                ("final_logit_softcapping", 5.0),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.sliding_window, c.attn_softcap, c.final_logit_softcap),
+            (8, 10.0, 5.0)
+        );
+        let e = ModelConfig::from_gguf(&header("gemma2", &[], &[("attn_logit_softcapping", -1.0)]))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("gemma2.attn_logit_softcapping"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn phi3_and_qwen3_switches() {
+        let c = ModelConfig::from_gguf(&header(
+            "phi3",
+            &[("rope.scaling.original_context_length", 1024)],
+            &[("rope.scaling.attn_factor", 1.19)],
+        ))
+        .unwrap();
+        assert!(c.ffn_up_fused && c.scale_q_before_attn && !c.qk_norm);
+        assert_eq!((c.n_ctx_orig, c.rope_attn_factor), (1024, 1.19));
+        assert_eq!(c.sliding_window, 0);
+        let c = ModelConfig::from_gguf(&header("qwen3", &[], &[])).unwrap();
+        assert!(c.qk_norm && !c.post_norms && !c.scale_q_before_attn);
+        assert_eq!(
+            (c.n_ctx_orig, c.rope_attn_factor, c.n_expert),
+            (4096, 1.0, 0)
+        );
+    }
+
+    #[test]
+    fn experts_are_read_and_checked() {
+        let c = ModelConfig::from_gguf(&header(
+            "qwen3moe",
+            &[("expert_count", 8), ("expert_used_count", 2)],
+            &[],
+        ))
+        .unwrap();
+        // qwen3moe without expert_feed_forward_length: n_ff / n_expert_used, as llama.cpp.
+        assert_eq!((c.n_expert, c.n_expert_used, c.n_ff_exp), (8, 2, 64));
+        let c = ModelConfig::from_gguf(&header(
+            "llama",
+            &[("expert_count", 8), ("expert_used_count", 2)],
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(c.n_ff_exp, 128);
+        for (arch, extra) in [
+            ("qwen3moe", vec![]),
+            ("llama", vec![("expert_count", 8), ("expert_used_count", 9)]),
+            ("llama", vec![("expert_count", 8)]),
+            ("qwen2", vec![("expert_count", 8), ("expert_used_count", 2)]),
+        ] {
+            assert!(
+                ModelConfig::from_gguf(&header(arch, &extra, &[])).is_err(),
+                "{arch} {extra:?}"
+            );
+        }
+    }
+
     #[test]
     fn missing_key_is_named() {
         let mut w = GgufWriter::new();
