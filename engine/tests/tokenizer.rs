@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use strata_engine::tokenizer::{
-    PreTokenizer, StreamDecoder, Tokenizer, TokenizerError, Vocab, GPT2_PATTERN, LLAMA3_PATTERN,
-    QWEN2_PATTERN,
+    PreTokenizer, StreamDecoder, TokenType, Tokenizer, TokenizerError, Vocab, GPT2_PATTERN,
+    LLAMA3_PATTERN, QWEN2_PATTERN,
 };
 use strata_gguf::Gguf;
 
@@ -239,6 +239,14 @@ fn gemma_specials() {
     let eot = tok.token_id("<end_of_turn>").expect("<end_of_turn>");
     assert_eq!(tok.eot(), Some(eot));
     assert!(tok.is_eog(eot) && tok.is_eog(1) && !tok.is_eog(sot));
+    // `</s>` (212, user-defined in the file) ends generation and is control, as llama.cpp's
+    // loader makes every `</s>`: plain text does not become it, and it decodes empty.
+    let s = tok.token_id("</s>").expect("</s>");
+    assert_eq!(tok.eog_ids(), [1, eot, s]);
+    assert_eq!(tok.token_type(s), Some(TokenType::Control));
+    assert!(!tok.encode("a</s>", false, false).unwrap().contains(&s));
+    assert_eq!(tok.encode("</s>", false, true).unwrap(), [s]);
+    assert_eq!(tok.decode(&[s]), "");
     // This GGUF carries no tokenizer.chat_template; the DeepSeek-R1 vocabulary does.
     assert_eq!(tok.chat_template(), None);
     assert!(vocab("deepseek-r1-qwen")

@@ -34,8 +34,11 @@ const EOG_NAMES: &[&str] = &[
     "<|end|>",
     "<|return|>",
     "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
     "<end_of_turn>",
     "<|endoftext|>",
+    "</s>",
     "<|eom_id|>",
     "<EOT>",
     "_<EOT>",
@@ -43,6 +46,41 @@ const EOG_NAMES: &[&str] = &[
     "[EOS]",
     "<|end_of_text|>",
     "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
+];
+const FIM_PRE_NAMES: &[&str] = &[
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<｜fim▁begin｜>",
+    "<PRE>",
+    "▁<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
+];
+const FIM_SUF_NAMES: &[&str] = &[
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<｜fim▁hole｜>",
+    "<SUF>",
+    "▁<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
+];
+const FIM_MID_NAMES: &[&str] = &[
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<｜fim▁end｜>",
+    "<MID>",
+    "▁<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
 ];
 const FIM_PAD_NAMES: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
 const FIM_REP_NAMES: &[&str] = &[
@@ -249,10 +287,9 @@ pub(super) fn resolve_special_ids(
 }
 
 /// llama.cpp's fix-ups by token text, in its order. EOT and EOM, when the metadata does not
-/// give them, are found by name; they and the FIM pad/repo/separator tokens become control;
-/// control tokens whose text contains `unused` become unused; the end-of-generation names
-/// become control; gpt-oss's structure tokens become user-defined (only). Returns the
-/// end-of-generation ids (those tokens, EOS, EOT and EOM), ascending.
+/// give them, are found by name; they and the FIM tokens (prefix, suffix, middle, pad, repo,
+/// separator) become control; control tokens whose text contains `unused` become unused;
+/// then [`end_of_generation`] fixes the end-of-generation set. Returns that set, ascending.
 ///
 /// Where llama.cpp's pick depends on hash-map iteration order (several candidate names in one
 /// vocabulary), the lowest id wins here.
@@ -277,11 +314,16 @@ pub(super) fn fix_up_by_text(
         ids.eom = texts.find(b"<|eom_id|>");
         by_name.extend(ids.eom);
     }
-    let fims: Vec<u32> = [FIM_PAD_NAMES, FIM_REP_NAMES, FIM_SEP_NAMES]
+    let fim_eog: Vec<u32> = [FIM_PAD_NAMES, FIM_REP_NAMES, FIM_SEP_NAMES]
         .iter()
         .filter_map(|names| find_named(names))
         .collect();
-    for &id in by_name.iter().chain(&fims) {
+    by_name.extend(
+        [FIM_PRE_NAMES, FIM_SUF_NAMES, FIM_MID_NAMES]
+            .iter()
+            .filter_map(|n| find_named(n)),
+    );
+    for &id in by_name.iter().chain(&fim_eog) {
         attrs[id as usize].set(TokenAttrs::CONTROL, true);
     }
     for (a, id) in attrs.iter_mut().zip(0..) {
@@ -289,7 +331,22 @@ pub(super) fn fix_up_by_text(
             a.set(TokenAttrs::UNUSED, true);
         }
     }
-    let mut eog = fims;
+    end_of_generation(texts, attrs, ids, fim_eog)
+}
+
+/// The end-of-generation set as llama.cpp builds it: the FIM pad/repo/separator tokens
+/// (`fim_eog`), the tokens with an end-of-generation name (made control), EOS, EOT and EOM.
+/// Between, gpt-oss's structure tokens become user-defined (only). Then two exceptions:
+/// `<|end|>` is not end-of-generation (and becomes user-defined only) next to `<|return|>`
+/// and `<|call|>` (gpt-oss) or `<|calls|>` and `<|flush|>` (solar-open); `</s>` is not (and
+/// becomes normal only) next to `<|tool_response>` (Gemma 4) or `<|plamo:eos|>` (PLaMo).
+fn end_of_generation(
+    texts: &StrIndex,
+    attrs: &mut [TokenAttrs],
+    ids: &SpecialIds,
+    fim_eog: Vec<u32>,
+) -> Vec<u32> {
+    let mut eog = fim_eog;
     for name in EOG_NAMES {
         if let Some(id) = texts.find(name.as_bytes()) {
             eog.push(id);
@@ -304,6 +361,23 @@ pub(super) fn fix_up_by_text(
     eog.extend([ids.eos, ids.eot, ids.eom].into_iter().flatten());
     eog.sort_unstable();
     eog.dedup();
+    let has = |eog: &[u32], names: &[&str]| {
+        eog.iter()
+            .any(|&id| names.iter().any(|n| texts.get(id) == n.as_bytes()))
+    };
+    let mut demote = |eog: &mut Vec<u32>, text: &str, now: TokenAttrs| {
+        if let Some(pos) = eog.iter().position(|&id| texts.get(id) == text.as_bytes()) {
+            attrs[eog.remove(pos) as usize] = now;
+        }
+    };
+    if has(&eog, &["<|call|>", "<|calls|>"])
+        && (has(&eog, &["<|return|>"]) || has(&eog, &["<|flush|>"]))
+    {
+        demote(&mut eog, "<|end|>", TokenAttrs::USER_DEFINED);
+    }
+    if has(&eog, &["<|tool_response>", "<|plamo:eos|>"]) {
+        demote(&mut eog, "</s>", TokenAttrs::NORMAL);
+    }
     eog
 }
 
@@ -430,4 +504,64 @@ pub(super) fn matchers(
         .filter(|&id| !attrs[id as usize].is_control_or_unknown())
         .collect();
     (build(user), build(special))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Tokenizer;
+    use super::*;
+
+    /// A GPT-2-style BPE vocabulary of the given token texts (all normal unless `control`).
+    fn tokenizer(tokens: &[&str], control: &[&str]) -> Tokenizer {
+        let types = tokens
+            .iter()
+            .map(|t| {
+                if control.contains(t) {
+                    TokenType::Control
+                } else {
+                    TokenType::Normal
+                }
+            })
+            .collect();
+        Tokenizer::from_vocab(Vocab {
+            model: "gpt2".into(),
+            pre: Some("gpt-2".into()),
+            tokens: tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
+            token_types: Some(types),
+            bos: Some(0),
+            eos: Some(0),
+            ..Vocab::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn end_of_generation_names_become_control() {
+        // </s> is an end-of-generation name even when it is neither EOS nor control.
+        let t = tokenizer(&["a", "</s>", "<fim_prefix>", "<|fim_pad|>"], &[]);
+        assert_eq!(t.eog_ids(), [0, 1, 3]);
+        // FIM prefix/suffix/middle tokens become control, without ending generation.
+        for id in 1..4 {
+            assert_eq!(t.token_type(id), Some(TokenType::Control), "{id}");
+        }
+    }
+
+    #[test]
+    fn end_and_s_exceptions() {
+        // gpt-oss: <|end|> is not end-of-generation next to <|return|> and <|call|>.
+        let names = ["a", "<|end|>", "<|return|>", "<|call|>"];
+        let t = tokenizer(&names, &names[1..]);
+        assert_eq!(t.eog_ids(), [0, 2, 3]);
+        assert_eq!(t.token_type(1), Some(TokenType::UserDefined));
+        // Without <|call|> it is.
+        let t = tokenizer(&names[..3], &names[1..3]);
+        assert_eq!(t.eog_ids(), [0, 1, 2]);
+        // solar-open: <|calls|> and <|flush|>.
+        let names = ["a", "<|end|>", "<|calls|>", "<|flush|>"];
+        assert_eq!(tokenizer(&names, &[]).eog_ids(), [0, 2, 3]);
+        // Gemma 4: </s> is a normal token next to <|tool_response>.
+        let t = tokenizer(&["a", "</s>", "<|tool_response>"], &[]);
+        assert_eq!(t.eog_ids(), [0, 2]);
+        assert_eq!(t.token_type(1), Some(TokenType::Normal));
+    }
 }
