@@ -44,7 +44,7 @@ use strata_gguf::{GgmlType, Gguf};
 use crate::aligned::AlignedBuf;
 use crate::clock::Clock;
 use crate::config::{Backend, Budget, CacheConfig, Policy};
-use crate::layer_map::{LayerMap, ReadRange, TensorEntry};
+use crate::layer_map::{LayerInfo, LayerMap, ReadRange, TensorEntry};
 use crate::stats::CacheStats;
 use crate::storage::{read_split, Storage};
 use crate::{Error, READ_ALIGN};
@@ -223,6 +223,8 @@ struct Shared {
     memory: Memory,
     /// Capacity of each slot's memory (owned backends), in slot order.
     slot_sizes: Vec<u64>,
+    /// Per layer: where its dense part's reads go in a slot.
+    dense: Vec<DenseLayout>,
     /// Per global tensor (same order as `map.globals()`): offset from the globals base.
     globals_offsets: Vec<u64>,
     globals_len: usize,
@@ -296,6 +298,44 @@ fn plan_globals(globals: &[TensorEntry], file_len: u64) -> GlobalsLayout {
         runs,
         offsets,
         bytes: at,
+    }
+}
+
+/// Where a layer's dense part lies in a slot: one aligned read per dense run
+/// ([`LayerInfo::dense`]), each placed at the next [`READ_ALIGN`]-aligned offset of the slot.
+/// A layer without experts has one run, its extent: one read at offset 0, as before experts.
+struct DenseLayout {
+    /// (file read, offset of the read's first byte in the slot), in file order.
+    reads: Vec<(ReadRange, u64)>,
+    /// Slot bytes the reads take (the sum of their footprints): the layer's size in the plan.
+    footprint: u64,
+    /// Bytes the reads fetch (the sum of their lengths).
+    read_bytes: u64,
+}
+
+impl DenseLayout {
+    fn new(info: &LayerInfo, file_len: u64) -> DenseLayout {
+        let mut reads = Vec::with_capacity(info.dense.len());
+        let mut at = 0;
+        let mut read_bytes = 0;
+        for run in &info.dense {
+            let r = ReadRange::covering(run, file_len);
+            reads.push((r, at));
+            at += r.footprint();
+            read_bytes += r.len;
+        }
+        DenseLayout {
+            reads,
+            footprint: at,
+            read_bytes,
+        }
+    }
+
+    /// Offset in the slot of the file byte `offset` of a dense tensor of `len` bytes.
+    fn slot_offset(&self, offset: u64, len: u64) -> Option<u64> {
+        self.reads.iter().find_map(|(r, at)| {
+            (offset >= r.offset && offset + len <= r.offset + r.len).then(|| at + offset - r.offset)
+        })
     }
 }
 
@@ -382,7 +422,12 @@ impl LayerCache {
         let file_len = storage.len();
         let map = LayerMap::from_gguf(&gguf, file_len)?;
         let layout = plan_globals(map.globals(), file_len);
-        let (plan, slot_sizes) = plan_slots(&map, layout.bytes, file_len, config)?;
+        let dense: Vec<DenseLayout> = map
+            .layers()
+            .iter()
+            .map(|l| DenseLayout::new(l, file_len))
+            .collect();
+        let (plan, slot_sizes) = plan_slots(&map, &dense, layout.bytes, file_len, config)?;
         let memory = Memory::allocate(&plan, &slot_sizes, storage.as_ref())?;
         let clock = Clock::now();
         let (globals_offsets, globals_len, bytes_read) =
@@ -403,6 +448,7 @@ impl LayerCache {
             plan,
             memory,
             slot_sizes,
+            dense,
             globals_offsets,
             globals_len,
             state: Mutex::new(state),
@@ -529,6 +575,7 @@ impl Drop for LayerCache {
 /// slots]`). `globals` is the globals region's size.
 fn plan_slots(
     map: &LayerMap,
+    dense: &[DenseLayout],
     globals: u64,
     file_len: u64,
     config: &CacheConfig,
@@ -536,11 +583,7 @@ fn plan_slots(
     let n = map.n_layers();
     let window = config.prefetch;
     let streaming = window.max(1);
-    let footprints: Vec<u64> = map
-        .layers()
-        .iter()
-        .map(|l| ReadRange::covering(&l.extent, file_len).footprint())
-        .collect();
+    let footprints: Vec<u64> = dense.iter().map(|d| d.footprint).collect();
     let slot_bytes = footprints.iter().copied().max().unwrap_or(0);
     let g = globals;
     let min_slots = (streaming + 1).min(n) as u64;
@@ -762,6 +805,36 @@ fn spawn_prefetcher(shared: &Arc<Shared>) -> Result<Option<std::thread::JoinHand
         })
 }
 
+/// Release the pages wholly inside `e` of a mapping (pages shared with neighbours are kept).
+fn release_range(storage: &dyn Storage, e: &Range<u64>) {
+    let start = e.start.div_ceil(READ_ALIGN) * READ_ALIGN;
+    let end = e.end / READ_ALIGN * READ_ALIGN;
+    if end > start {
+        storage.dont_need(start, end - start);
+    }
+}
+
+/// Make `e` of the mapping at `base` resident: WILLNEED, then one populate call (the kernel's
+/// readahead then streams the whole range; measured faster than populating pieces from several
+/// threads), or one touched byte per page where the storage cannot populate.
+fn populate_range(storage: &dyn Storage, base: *const u8, e: &Range<u64>) -> Result<(), Error> {
+    storage.will_need(e.start, e.end - e.start);
+    match storage.populate(e.start, e.end - e.start) {
+        Some(result) => result,
+        None => {
+            // SAFETY: callers pass ranges of tensors, which LayerMap checked lie inside the
+            // file, hence inside the mapping at `base`, which lives as long as `storage`.
+            unsafe {
+                touch_pages(
+                    base.wrapping_add(e.start as usize),
+                    (e.end - e.start) as usize,
+                )
+            };
+            Ok(())
+        }
+    }
+}
+
 /// Read one byte per page so a mapped range is really resident.
 ///
 /// # Safety
@@ -787,19 +860,29 @@ impl Shared {
         self.cond.wait(guard).unwrap_or_else(|e| e.into_inner())
     }
 
-    fn read_range(&self, layer: usize) -> ReadRange {
-        ReadRange::covering(&self.map.layers()[layer].extent, self.plan.file_len)
-    }
-
-    /// Memory accounted for a loaded layer.
+    /// Memory accounted for a loaded layer (its dense part): the bytes its reads fetch, or
+    /// with the mapping, the exact bytes of its dense runs.
     fn footprint(&self, layer: usize) -> u64 {
         match self.memory {
-            Memory::Mapped { .. } => {
-                let e = &self.map.layers()[layer].extent;
-                e.end - e.start
-            }
-            _ => self.read_range(layer).len,
+            Memory::Mapped { .. } => self.map.layers()[layer].dense_bytes(),
+            _ => self.dense[layer].read_bytes,
         }
+    }
+
+    /// Check that the dense part of `layer` fits slot `s` (the plan sized it so).
+    fn check_fits(&self, layer: usize, s: usize) -> Result<(), Error> {
+        let d = &self.dense[layer];
+        let end = d.reads.last().map_or(0, |(r, at)| at + r.len);
+        if end > self.slot_sizes[s] {
+            return Err(Error::Layer {
+                layer,
+                source: Box::new(Error::Layout(format!(
+                    "reads ending at byte {end} do not fit slot {s} of {} bytes",
+                    self.slot_sizes[s]
+                ))),
+            });
+        }
+        Ok(())
     }
 
     #[cfg(feature = "threads")]
@@ -905,11 +988,8 @@ impl Shared {
     /// Release the pages of an evicted layer (mmap); pages shared with neighbours are kept.
     fn release(&self, layer: usize) {
         if let Memory::Mapped { .. } = self.memory {
-            let e = &self.map.layers()[layer].extent;
-            let start = e.start.div_ceil(READ_ALIGN) * READ_ALIGN;
-            let end = e.end / READ_ALIGN * READ_ALIGN;
-            if end > start {
-                self.storage.dont_need(start, end - start);
+            for e in &self.map.layers()[layer].dense {
+                release_range(self.storage.as_ref(), e);
             }
         }
     }
@@ -972,30 +1052,41 @@ impl Shared {
     ) -> Result<(), Error> {
         use crate::storage::PIECE;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        // (job, offset in the read, length) in file order.
+        // (job, file offset, offset in the slot, length) in file order.
         let mut pieces = Vec::new();
         let mut remaining = Vec::with_capacity(jobs.len());
         let mut first_error = None;
         for (j, &(layer, s)) in jobs.iter().enumerate() {
-            let r = self.read_range(layer);
-            if r.len > self.slot_sizes[s] && first_error.is_none() {
-                first_error = Some(Error::Layer {
-                    layer,
-                    source: Box::new(Error::Layout(format!(
-                        "a read of {} bytes does not fit slot {s} of {} bytes",
-                        r.len, self.slot_sizes[s]
-                    ))),
-                });
+            if let Err(e) = self.check_fits(layer, s) {
+                first_error.get_or_insert(e);
             }
-            let n = r.len.div_ceil(PIECE as u64) as usize;
-            remaining.push(n);
-            pieces.extend((0..n as u64).map(|i| {
-                let at = i * PIECE as u64;
-                (j, at, (r.len - at).min(PIECE as u64) as usize)
-            }));
+            let before = pieces.len();
+            for &(r, slot_at) in &self.dense[layer].reads {
+                let n = r.len.div_ceil(PIECE as u64);
+                pieces.extend((0..n).map(|i| {
+                    let at = i * PIECE as u64;
+                    (
+                        j,
+                        r.offset + at,
+                        slot_at + at,
+                        (r.len - at).min(PIECE as u64) as usize,
+                    )
+                }));
+            }
+            remaining.push(pieces.len() - before);
         }
         let mut finished = vec![false; jobs.len()];
         let mut errors = 0;
+        if first_error.is_none() {
+            // A dense part without bytes (a layer of expert tensors only) has no piece to wait for.
+            for (j, &(_, s)) in jobs.iter().enumerate() {
+                if remaining[j] == 0 {
+                    self.lock().slots[s].status = Status::Ready;
+                    finished[j] = true;
+                    p.layers += 1;
+                }
+            }
+        }
         if first_error.is_none() && !pieces.is_empty() {
             let next = AtomicUsize::new(0);
             let failed = AtomicBool::new(false);
@@ -1011,13 +1102,12 @@ impl Shared {
                             return;
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&(j, at, len)) = pieces.get(i) else {
+                        let Some(&(j, file_at, at, len)) = pieces.get(i) else {
                             return;
                         };
-                        let (layer, s) = jobs[j];
-                        let r = self.read_range(layer);
-                        // SAFETY: slot `s` holds at least r.len bytes (checked before any
-                        // thread started) and at + len <= r.len. Write step of the slot
+                        let s = jobs[j].1;
+                        // SAFETY: slot `s` holds the layer's reads (`check_fits`, before any
+                        // thread started) and this piece lies inside one of them. Write step of the slot
                         // protocol (`Status`): `s` was claimed (Loading, no pins) by this
                         // `fill_parallel`, so no LayerRef covers it and no other loader writes
                         // it; the pieces are disjoint, so no two threads write the same byte;
@@ -1029,7 +1119,7 @@ impl Shared {
                                 len,
                             )
                         };
-                        let result = self.storage.read_at(r.offset + at, dst);
+                        let result = self.storage.read_at(file_at, dst);
                         if result.is_err() {
                             failed.store(true, Ordering::Relaxed);
                         }
@@ -1093,42 +1183,30 @@ impl Shared {
         };
         match self.memory {
             Memory::Mapped { base } => {
-                let e = &self.map.layers()[layer].extent;
-                self.storage.will_need(e.start, e.end - e.start);
-                // One populate call after WILLNEED: the kernel's readahead then streams the
-                // whole range (measured faster than populating pieces from several threads).
-                match self.storage.populate(e.start, e.end - e.start) {
-                    Some(result) => result.map_err(wrap),
-                    None => {
-                        // SAFETY: the extent lies inside the mapping (LayerMap checked it
-                        // against the file length), which lives as long as `self.storage`.
-                        unsafe {
-                            touch_pages(
-                                base.wrapping_add(e.start as usize),
-                                (e.end - e.start) as usize,
-                            )
-                        };
-                        Ok(())
-                    }
+                for e in &self.map.layers()[layer].dense {
+                    populate_range(self.storage.as_ref(), base, e).map_err(wrap)?;
                 }
+                Ok(())
             }
             _ => {
-                let r = self.read_range(layer);
-                if r.len > self.slot_sizes[s] {
-                    return Err(wrap(Error::Layout(format!(
-                        "a read of {} bytes does not fit slot {s} of {} bytes",
-                        r.len, self.slot_sizes[s]
-                    ))));
+                self.check_fits(layer, s)?;
+                for &(r, at) in &self.dense[layer].reads {
+                    // SAFETY: slot `s` holds `at + r.len` bytes (`check_fits` above; the reads
+                    // are disjoint and in slot order). Write step of the slot protocol
+                    // (`Status`): the caller claimed `s` (Loading, no pins), so no LayerRef
+                    // covers its bytes and no other loader writes them until the caller
+                    // publishes them as Ready under the mutex, after this returns (`read_split`
+                    // joins its threads first).
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            self.memory.slot_ptr(s).add(at as usize),
+                            r.len as usize,
+                        )
+                    };
+                    read_split(self.storage.as_ref(), r.offset, dst, self.plan.io_threads)
+                        .map_err(wrap)?;
                 }
-                // SAFETY: slot `s` has at least r.len bytes (checked above). Write step of the
-                // slot protocol (`Status`): the caller claimed `s` (Loading, no pins), so no
-                // LayerRef covers its bytes and no other loader writes them until the caller
-                // publishes them as Ready under the mutex, after this returns (`read_split`
-                // joins its threads first).
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(self.memory.slot_ptr(s), r.len as usize)
-                };
-                read_split(self.storage.as_ref(), r.offset, dst, self.plan.io_threads).map_err(wrap)
+                Ok(())
             }
         }
     }
@@ -1138,14 +1216,13 @@ impl Shared {
         st.slots[s].pins += 1;
         st.tick += 1;
         st.slots[s].last_use = st.tick;
-        let e = &self.map.layers()[layer].extent;
-        let len = (e.end - e.start) as usize;
-        let base = match self.memory {
-            Memory::Mapped { base } => base.wrapping_add(e.start as usize),
-            _ => self
-                .memory
-                .slot_ptr(s)
-                .wrapping_add(self.read_range(layer).head as usize) as *const u8,
+        // Mapped: the whole mapping, tensors at their file offsets; owned: the slot's reads.
+        let (base, len) = match self.memory {
+            Memory::Mapped { base } => (base, self.plan.file_len as usize),
+            _ => (
+                self.memory.slot_ptr(s) as *const u8,
+                self.dense[layer].footprint as usize,
+            ),
         };
         LayerRef {
             inner: Arc::new(RefInner {
@@ -1314,7 +1391,8 @@ struct RefInner {
     layer: Option<usize>,
     /// Pinned slot (`None` for the globals, which are never evicted).
     slot: Option<usize>,
-    /// Layers: the byte at the layer extent's start. Globals: the globals region's start.
+    /// Layers: the slot's first byte (mapping: the mapping's first byte). Globals: the globals
+    /// region's start.
     base: *const u8,
     len: usize,
 }
@@ -1383,9 +1461,13 @@ impl LayerRef {
     fn view(&self, i: usize) -> TensorView<'_> {
         let entries = self.entries();
         let t = &entries[i];
+        let shared = &self.inner.shared;
         let off = match self.inner.layer {
-            Some(l) => t.offset - self.inner.shared.map.layers()[l].extent.start,
-            None => self.inner.shared.globals_offsets[i],
+            Some(_) if matches!(shared.memory, Memory::Mapped { .. }) => t.offset,
+            Some(l) => shared.dense[l]
+                .slot_offset(t.offset, t.n_bytes)
+                .expect("a dense tensor lies inside one of its layer's reads (by construction)"),
+            None => shared.globals_offsets[i],
         } as usize;
         let len = t.n_bytes as usize;
         assert!(
@@ -1713,6 +1795,62 @@ mod tests {
                 globals.tensor("output_norm.weight").unwrap().bytes,
                 gguf.tensor_data(&bytes, t).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn dense_slots_hold_only_the_dense_runs() {
+        let bytes = crate::testing::moe_model(3);
+        let gguf = Gguf::from_bytes(&bytes).unwrap();
+        for backend in [Backend::Arena, Backend::File, Backend::Mmap] {
+            let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.clone()));
+            // No prefetcher: every read below is a get's own.
+            let config = CacheConfig {
+                backend,
+                budget: Budget::All,
+                io_threads: 2,
+                prefetch: 0,
+                ..CacheConfig::default()
+            };
+            let cache = LayerCache::open(storage, gguf.clone(), &config).unwrap();
+            let globals_read = cache.stats().bytes_read;
+            let mut dense_reads = 0;
+            for layer in 0..3 {
+                let l = cache.get(layer).unwrap();
+                let info = &cache.layer_map().layers()[layer];
+                assert_eq!(info.dense.len(), 4);
+                for t in &info.tensors {
+                    let full = gguf.tensor(&format!("blk.{layer}.{}", t.name)).unwrap();
+                    assert_eq!(
+                        l.tensor(&t.name).unwrap().bytes,
+                        gguf.tensor_data(&bytes, full).unwrap(),
+                        "{backend:?} layer {layer} {}",
+                        t.name
+                    );
+                }
+                assert!(l.get("ffn_up_exps.weight").is_none());
+                assert_eq!(l.tensors().count(), 4);
+                dense_reads += match backend {
+                    Backend::Mmap => info.dense_bytes(),
+                    _ => info
+                        .dense
+                        .iter()
+                        .map(|r| ReadRange::covering(r, bytes.len() as u64).len)
+                        .sum::<u64>(),
+                };
+                // The reads skip every expert tensor (each 40 KiB, far more than the waste).
+                assert!(dense_reads < 3 * info.expert_bytes() * 8);
+            }
+            let s = cache.stats();
+            assert_eq!(s.bytes_read - globals_read, dense_reads, "{backend:?}");
+            // Alignment waste is at most two blocks per run.
+            for (l, info) in cache.layer_map().layers().iter().enumerate() {
+                let fp = cache.shared.dense[l].footprint;
+                assert!(
+                    fp <= info.dense_bytes() + 4 * 2 * READ_ALIGN,
+                    "layer {l}: {fp}"
+                );
+            }
         }
     }
 

@@ -51,6 +51,8 @@ mod layer_map;
 mod mmap;
 mod stats;
 mod storage;
+#[cfg(test)]
+mod testing;
 
 pub use cache::{CachePlan, LayerCache, LayerRef, PreloadProgress, TensorView};
 pub use clock::Clock;
@@ -61,7 +63,7 @@ pub use config::{
 pub use error::Error;
 #[cfg(feature = "file")]
 pub use file::FileStorage;
-pub use layer_map::{LayerInfo, LayerMap, ReadRange, TensorEntry};
+pub use layer_map::{is_expert_tensor, ExpertTensor, LayerInfo, LayerMap, ReadRange, TensorEntry};
 #[cfg(feature = "mmap")]
 pub use mmap::MmapStorage;
 pub use stats::{human_bytes, CacheStats};
