@@ -7,6 +7,10 @@
 //! stream in turn through `w` slots sized for the largest of them, with R as large as the
 //! budget allows: globals + the R resident layers + w × the largest streamed layer ≤ budget
 //! (see [`cyclic_split`]). With LRU the budget is K slots of the largest layer, all one pool.
+//! A layer's slot holds its *dense part* only: for a mixture-of-experts layer, every tensor but
+//! the expert tensors, read as one aligned read per run of adjacent dense tensors
+//! ([`DenseLayout`]). The experts live in *expert slots* of one expert each, managed by LRU or
+//! LFU ([`experts`]); [`CachePlan`] says how the budget is split between the two.
 //!
 //! # Concurrency
 //! One mutex guards the slot table; a condvar signals every change (a load finished, a
@@ -39,17 +43,33 @@
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+mod experts;
+pub use experts::ExpertSet;
+use experts::{ExpertState, ExpertsPlan};
+
 use strata_gguf::{GgmlType, Gguf};
 
 use crate::aligned::AlignedBuf;
 use crate::clock::Clock;
-use crate::config::{Backend, Budget, CacheConfig, Policy};
+use crate::config::{Backend, Budget, CacheConfig, ExpertPolicy, Policy};
 use crate::layer_map::{LayerInfo, LayerMap, ReadRange, TensorEntry};
 use crate::stats::CacheStats;
 use crate::storage::{read_split, Storage};
 use crate::{Error, READ_ALIGN};
 
 /// How the budget was divided at open.
+///
+/// # The split, for a mixture-of-experts model
+/// `budget = globals + dense slots + expert_slots × expert_bytes`. The minimum is globals +
+/// (w + 1) × the largest dense part + `experts_used` (K) × `expert_bytes` (or room for
+/// everything, if less): one token's routed experts of one layer, never all experts. Above
+/// it, the dense parts come first — every token reads every layer's dense part, while each
+/// expert is read only when routed to, so a dense byte kept resident saves more reads than an
+/// expert byte: K expert slots are reserved, the dense slots are planned by the dense policy
+/// (cyclic: R resident + w streaming) over the rest, and whatever the dense slots leave goes
+/// to expert slots, as many whole slots as fit, capped at every expert of the model. A model
+/// without experts has K = 0 and `expert_bytes = expert_slots = 0`: the plan is the one it
+/// always had.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachePlan {
     /// Backend in use.
@@ -83,6 +103,17 @@ pub struct CachePlan {
     pub io_threads: usize,
     /// Size of the model file.
     pub file_len: u64,
+    /// Experts routed per token and layer (`<arch>.expert_used_count`); 0 for a model without
+    /// expert tensors.
+    pub experts_used: usize,
+    /// Size of one expert slot: the largest expert's aligned reads (its slices of the layer's
+    /// `*_exps` tensors, each rounded out to [`READ_ALIGN`]); 0 without experts.
+    pub expert_bytes: u64,
+    /// Expert slots the budget pays for (at least `experts_used`; every expert of the model
+    /// when the budget covers them all).
+    pub expert_slots: usize,
+    /// Residency policy of the expert slots.
+    pub expert_policy: ExpertPolicy,
 }
 
 impl CachePlan {
@@ -110,17 +141,24 @@ impl CachePlan {
 enum Memory {
     /// Bytes are lent by the storage (mmap); nothing is allocated.
     Mapped { base: *const u8 },
-    /// One aligned buffer for the globals and one per slot (file backend).
+    /// One aligned buffer for the globals, one per slot, and one for all expert slots, each
+    /// `expert_stride` bytes (file backend).
     Buffers {
         globals: AlignedBuf,
         slots: Vec<AlignedBuf>,
+        experts: AlignedBuf,
+        expert_stride: u64,
     },
-    /// One region of exactly the budget: `[globals | slot 0 | slot 1 | ...]`, u64 offsets.
+    /// One region of exactly the budget: `[globals | slot 0 | slot 1 | ... | expert slots]`,
+    /// u64 offsets.
     #[cfg_attr(not(feature = "arena"), allow(dead_code))]
     Arena {
         arena: AlignedBuf,
         /// Start of each slot in the arena (open checked every slot lies inside it).
         slot_offsets: Vec<u64>,
+        /// Start of expert slot 0; slot i starts `i × expert_stride` later (checked as well).
+        experts_at: u64,
+        expert_stride: u64,
     },
 }
 
@@ -133,9 +171,33 @@ impl Memory {
             Memory::Arena {
                 arena,
                 slot_offsets,
+                ..
             } => {
                 // In bounds: open checked every slot's end against the arena's length.
                 arena.as_ptr().wrapping_add(slot_offsets[s] as usize)
+            }
+        }
+    }
+
+    /// Start of expert slot `i`'s memory (not used for `Mapped`).
+    fn expert_ptr(&self, i: usize) -> *mut u8 {
+        match self {
+            Memory::Mapped { .. } => std::ptr::null_mut(),
+            Memory::Buffers {
+                experts,
+                expert_stride,
+                ..
+            } => experts.as_ptr().wrapping_add(i * *expert_stride as usize),
+            Memory::Arena {
+                arena,
+                experts_at,
+                expert_stride,
+                ..
+            } => {
+                // In bounds: open checked the last expert slot's end against the arena's length.
+                arena
+                    .as_ptr()
+                    .wrapping_add((*experts_at + i as u64 * *expert_stride) as usize)
             }
         }
     }
@@ -213,6 +275,8 @@ struct State {
     tick: u64,
     stats: CacheStats,
     shutdown: bool,
+    /// The expert slots (same mutex, same protocol as the layer slots).
+    experts: ExpertState,
 }
 
 struct Shared {
@@ -427,7 +491,9 @@ impl LayerCache {
             .iter()
             .map(|l| DenseLayout::new(l, file_len))
             .collect();
-        let (plan, slot_sizes) = plan_slots(&map, &dense, layout.bytes, file_len, config)?;
+        let experts_plan = ExpertsPlan::new(&gguf, &map, file_len)?;
+        let (plan, slot_sizes) =
+            plan_slots(&map, &dense, &experts_plan, layout.bytes, file_len, config)?;
         let memory = Memory::allocate(&plan, &slot_sizes, storage.as_ref())?;
         let clock = Clock::now();
         let (globals_offsets, globals_len, bytes_read) =
@@ -440,7 +506,8 @@ impl LayerCache {
             budget_bytes: plan.budget_bytes,
             ..CacheStats::default()
         };
-        let state = State::new(slot_sizes.len(), map.n_layers(), stats);
+        let expert_state = ExpertState::new(&map, plan.expert_slots, plan.expert_policy);
+        let state = State::new(slot_sizes.len(), map.n_layers(), stats, expert_state);
         let shared = Arc::new(Shared {
             storage,
             gguf,
@@ -514,6 +581,21 @@ impl LayerCache {
         self.shared.get(layer)
     }
 
+    /// The experts `ids` of `layer` (a mixture-of-experts layer), pinned: blocks until each is
+    /// resident, reading the missing ones here, `io_threads` reads in flight (positioned,
+    /// aligned reads straight into the expert slots). Ask for exactly the experts the router
+    /// picked for this token; duplicates count once. Experts resident already are hits.
+    ///
+    /// The returned [`ExpertSet`] keeps them from being evicted until it drops. Holding
+    /// [`ExpertSet`]s that pin more experts than there are expert slots makes the next call
+    /// that needs a free slot wait until one is dropped. Errors: [`Error::NoSuchLayer`],
+    /// [`Error::NoSuchExpert`] (also for a layer without experts), [`Error::TooManyExperts`]
+    /// (more distinct ids than [`CachePlan::expert_slots`]), [`Error::Expert`] for a failed
+    /// read (nothing stays pinned; the next call reads the expert again).
+    pub fn experts(&self, layer: usize, ids: &[usize]) -> Result<ExpertSet, Error> {
+        self.shared.experts(layer, ids)
+    }
+
     /// Reads now every layer that stays resident for good (cyclic policy: the first R layers;
     /// none under LRU), so that the first token does not wait for them, calling
     /// `progress(done, total)` each time one more layer is in. Streaming layers are left to
@@ -576,6 +658,7 @@ impl Drop for LayerCache {
 fn plan_slots(
     map: &LayerMap,
     dense: &[DenseLayout],
+    experts: &ExpertsPlan,
     globals: u64,
     file_len: u64,
     config: &CacheConfig,
@@ -587,13 +670,17 @@ fn plan_slots(
     let slot_bytes = footprints.iter().copied().max().unwrap_or(0);
     let g = globals;
     let min_slots = (streaming + 1).min(n) as u64;
-    let all = match config.policy {
-        Policy::Cyclic => g + footprints.iter().sum::<u64>(),
-        Policy::Lru => g + n as u64 * slot_bytes,
-    };
+    // The K routed experts of one layer, reserved before the dense split (see `CachePlan`).
+    let reserve = experts.used as u64 * experts.slot_bytes;
+    let all_experts = experts.total as u64 * experts.slot_bytes;
+    let all = all_experts
+        + match config.policy {
+            Policy::Cyclic => g + footprints.iter().sum::<u64>(),
+            Policy::Lru => g + n as u64 * slot_bytes,
+        };
     // Room for every layer is always enough, even where (w + 1) × the largest layer is more
     // (few layers of uneven sizes).
-    let minimum = (g + min_slots * slot_bytes).min(all);
+    let minimum = (g + min_slots * slot_bytes + reserve).min(all);
     let budget_bytes = match config.budget {
         Budget::Bytes(b) => b,
         Budget::Percent(p) => (file_len as f64 * p / 100.0).floor() as u64,
@@ -607,25 +694,37 @@ fn plan_slots(
             globals: g,
             largest_layer: slot_bytes,
             slots: min_slots,
+            experts_used: experts.used as u64,
+            expert_bytes: experts.slot_bytes,
         });
     }
     // More than room for everything buys nothing (and would only grow the arena).
     let budget_bytes = budget_bytes.min(all);
+    // The dense slots are planned over what the reserved experts leave.
+    let dense_budget = budget_bytes - reserve;
     let (resident, streaming_slots, stream_slot_bytes, slot_sizes) = match config.policy {
         Policy::Cyclic => {
-            let (r, w, bytes) = cyclic_split(&footprints, g, budget_bytes, streaming);
+            let (r, w, bytes) = cyclic_split(&footprints, g, dense_budget, streaming);
             let mut sizes = footprints[..r].to_vec();
             sizes.extend(std::iter::repeat_n(bytes, w));
             (r, w, bytes, sizes)
         }
         Policy::Lru => {
-            let k = (budget_bytes - g)
+            let k = (dense_budget - g)
                 .checked_div(slot_bytes)
                 .map_or(n, |k| usize::try_from(k).unwrap_or(usize::MAX).min(n));
             (0, k, slot_bytes, vec![slot_bytes; k])
         }
     };
-    debug_assert!(g + slot_sizes.iter().sum::<u64>() <= budget_bytes);
+    let dense_used = g + slot_sizes.iter().sum::<u64>();
+    debug_assert!(dense_used <= dense_budget);
+    // Every byte the dense slots leave goes to expert slots (at least the K reserved).
+    let expert_slots = (budget_bytes - dense_used)
+        .checked_div(experts.slot_bytes)
+        .map_or(0, |k| usize::try_from(k).unwrap_or(usize::MAX))
+        .min(experts.total);
+    debug_assert!(expert_slots >= experts.used);
+    debug_assert!(dense_used + expert_slots as u64 * experts.slot_bytes <= budget_bytes);
     let plan = CachePlan {
         backend: config.backend,
         policy: config.policy,
@@ -641,6 +740,10 @@ fn plan_slots(
         window,
         io_threads: config.io_threads.max(1),
         file_len,
+        experts_used: experts.used,
+        expert_bytes: experts.slot_bytes,
+        expert_slots,
+        expert_policy: config.expert_policy,
     };
     Ok((plan, slot_sizes))
 }
@@ -677,7 +780,14 @@ impl Memory {
                     .iter()
                     .map(|&bytes| AlignedBuf::new(bytes, "layer slot"))
                     .collect::<Result<_, _>>()?;
-                Memory::Buffers { globals, slots }
+                let experts =
+                    AlignedBuf::new(plan.expert_slots as u64 * plan.expert_bytes, "expert slots")?;
+                Memory::Buffers {
+                    globals,
+                    slots,
+                    experts,
+                    expert_stride: plan.expert_bytes,
+                }
             }
             Backend::Arena => {
                 #[cfg(not(feature = "arena"))]
@@ -695,6 +805,8 @@ impl Memory {
                         slot_offsets.push(at);
                         at += bytes;
                     }
+                    let experts_at = at;
+                    at += plan.expert_slots as u64 * plan.expert_bytes;
                     if at > budget_bytes {
                         return Err(Error::Layout(format!(
                             "slots end at byte {at} of an arena of {budget_bytes}"
@@ -703,6 +815,8 @@ impl Memory {
                     Memory::Arena {
                         arena,
                         slot_offsets,
+                        experts_at,
+                        expert_stride: plan.expert_bytes,
                     }
                 }
             }
@@ -762,8 +876,9 @@ fn read_globals(
 }
 
 impl State {
-    /// Step 4 of [`LayerCache::open`]: `k` empty slots for `n` layers.
-    fn new(k: usize, n: usize, stats: CacheStats) -> State {
+    /// Step 4 of [`LayerCache::open`]: `k` empty slots for `n` layers, and the empty expert
+    /// slots.
+    fn new(k: usize, n: usize, stats: CacheStats, experts: ExpertState) -> State {
         State {
             slots: (0..k)
                 .map(|_| Slot {
@@ -780,6 +895,7 @@ impl State {
             tick: 0,
             stats,
             shutdown: false,
+            experts,
         }
     }
 }

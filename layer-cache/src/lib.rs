@@ -57,8 +57,8 @@ mod testing;
 pub use cache::{CachePlan, LayerCache, LayerRef, PreloadProgress, TensorView};
 pub use clock::Clock;
 pub use config::{
-    Backend, Budget, CacheConfig, CacheSection, ConfigOverrides, Policy, StorageSection,
-    MAX_IO_THREADS, MAX_PREFETCH,
+    Backend, Budget, CacheConfig, CacheSection, ConfigOverrides, ExpertPolicy, Policy,
+    StorageSection, MAX_IO_THREADS, MAX_PREFETCH,
 };
 pub use error::Error;
 #[cfg(feature = "file")]
