@@ -95,7 +95,11 @@ pub enum ExpertPolicy {
     /// expert's count, and every `16 ×` (experts in the model) uses all counts are halved, so
     /// the cache follows a drift in the routing within a few hundred tokens. Ties go to the
     /// least recently used. The default: on skewed (Zipf-like) routing it keeps the popular
-    /// experts that LRU lets a burst of rare ones push out (see `cache::experts` tests).
+    /// experts that LRU lets a burst of rare ones push out. Simulated (24 layers, 64 experts,
+    /// 8 routed, 2000 tokens, Zipf 1.0; `expert_policy_table` in `cache::experts` tests),
+    /// expert hit rates LRU → LFU: 31.5% → 45.6% with slots for 12.5% of the experts, 45.4% →
+    /// 62.7% at 25%, 72.5% → 80.3% at 50%, 88.8% → 91.2% at 75%; with the routing redrawn
+    /// halfway, 45.4% → 61.0% at 25%.
     #[default]
     Lfu,
     /// Evict the least recently used expert.

@@ -45,7 +45,8 @@ pub struct LayerInfo {
     /// Absolute file range covering all its tensors, experts included.
     pub extent: Range<u64>,
     /// The file ranges of the dense part, ascending and disjoint: one per maximal run of dense
-    /// tensors (see the [module docs](self)); `[extent]` for a layer without experts.
+    /// tensors (expert tensors cut the runs; runs less than [`READ_ALIGN`] apart merge);
+    /// `[extent]` for a layer without experts.
     pub dense: Vec<Range<u64>>,
 }
 

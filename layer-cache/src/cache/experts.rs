@@ -1043,6 +1043,190 @@ mod tests {
         assert!(s.read_errors >= 1, "{s}");
     }
 
+    /// A synthetic routing trace: `layers` layers of `experts` experts, `used` routed per
+    /// token and layer, expert popularity Zipf-like with exponent `skew` (expert of rank r
+    /// weighs 1 / (r + 1)^skew) in a random order per layer; with `drift`, the order is drawn
+    /// again halfway through (the routing changes topic).
+    struct Trace {
+        layers: usize,
+        experts: usize,
+        used: usize,
+        tokens: usize,
+        skew: f64,
+        drift: bool,
+        seed: u64,
+    }
+
+    impl Trace {
+        /// Per token, per layer, the routed experts.
+        fn routes(&self) -> Vec<Vec<Vec<usize>>> {
+            let mut s = self.seed | 1;
+            let mut rand = move || {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 11) as f64 / (1u64 << 53) as f64
+            };
+            let weights: Vec<f64> = (0..self.experts)
+                .map(|r| 1.0 / ((r + 1) as f64).powf(self.skew))
+                .collect();
+            let order = |rand: &mut dyn FnMut() -> f64| -> Vec<Vec<usize>> {
+                (0..self.layers)
+                    .map(|_| {
+                        let mut o: Vec<usize> = (0..self.experts).collect();
+                        for i in (1..o.len()).rev() {
+                            o.swap(i, (rand() * (i + 1) as f64) as usize % (i + 1));
+                        }
+                        o
+                    })
+                    .collect()
+            };
+            let mut perm = order(&mut rand);
+            let total: f64 = weights.iter().sum();
+            (0..self.tokens)
+                .map(|t| {
+                    if self.drift && t == self.tokens / 2 {
+                        perm = order(&mut rand);
+                    }
+                    (0..self.layers)
+                        .map(|l| {
+                            let mut picked = Vec::with_capacity(self.used);
+                            while picked.len() < self.used {
+                                let mut x = rand() * total;
+                                let mut r = 0;
+                                while r + 1 < self.experts && x >= weights[r] {
+                                    x -= weights[r];
+                                    r += 1;
+                                }
+                                let e = perm[l][r];
+                                if !picked.contains(&e) {
+                                    picked.push(e);
+                                }
+                            }
+                            picked
+                        })
+                        .collect()
+                })
+                .collect()
+        }
+    }
+
+    /// Expert hit rate of `policy` with `capacity` expert slots over `routes`, ranking
+    /// victims exactly as `try_claim` does (the experts of the current call are never
+    /// victims, empty slots go first).
+    fn simulate(
+        policy: ExpertPolicy,
+        capacity: usize,
+        experts: usize,
+        routes: &[Vec<Vec<usize>>],
+    ) -> f64 {
+        let layers = routes[0].len();
+        let mut replacement = Replacement::new(policy, layers * experts);
+        let mut slots: Vec<(Option<usize>, u64)> = vec![(None, 0); capacity];
+        let mut index = vec![None; layers * experts];
+        let (mut hits, mut asked, mut tick) = (0u64, 0u64, 0u64);
+        for token in routes {
+            for (l, ids) in token.iter().enumerate() {
+                tick += 1;
+                let keys: Vec<usize> = ids.iter().map(|&e| l * experts + e).collect();
+                let hit_slots: Vec<usize> = keys.iter().filter_map(|&k| index[k]).collect();
+                let misses: Vec<usize> = keys
+                    .iter()
+                    .copied()
+                    .filter(|&k| index[k].is_none())
+                    .collect();
+                let candidates = slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(s, _)| !hit_slots.contains(s))
+                    .map(|(s, &(key, last))| (s, replacement.rank(key, last)))
+                    .collect();
+                let victims = Replacement::victims(candidates, misses.len()).unwrap();
+                for &s in &hit_slots {
+                    slots[s].1 = tick;
+                }
+                for (&k, &s) in misses.iter().zip(&victims) {
+                    if let Some(old) = slots[s].0 {
+                        index[old] = None;
+                    }
+                    slots[s] = (Some(k), tick);
+                    index[k] = Some(s);
+                }
+                for &k in &keys {
+                    replacement.touch(k);
+                }
+                hits += hit_slots.len() as u64;
+                asked += keys.len() as u64;
+            }
+        }
+        hits as f64 / asked as f64
+    }
+
+    /// Hit rates (LRU, LFU) at each budget fraction of all experts.
+    fn compare(trace: &Trace, fractions: &[f64]) -> Vec<(f64, f64, f64)> {
+        let routes = trace.routes();
+        fractions
+            .iter()
+            .map(|&f| {
+                let total = trace.layers * trace.experts;
+                let capacity = ((total as f64 * f) as usize).max(trace.used);
+                (
+                    f,
+                    simulate(ExpertPolicy::Lru, capacity, trace.experts, &routes),
+                    simulate(ExpertPolicy::Lfu, capacity, trace.experts, &routes),
+                )
+            })
+            .collect()
+    }
+
+    #[cfg(not(miri))]
+    #[test]
+    fn lfu_beats_lru_on_skewed_routing() {
+        let trace = Trace {
+            layers: 8,
+            experts: 32,
+            used: 4,
+            tokens: 300,
+            skew: 1.0,
+            drift: false,
+            seed: 7,
+        };
+        for (f, lru, lfu) in compare(&trace, &[0.125, 0.25, 0.5]) {
+            assert!(lfu > lru, "budget {f}: LRU {lru:.3} vs LFU {lfu:.3}");
+        }
+        // With everything resident both hit on every repeat.
+        let all = compare(&trace, &[1.0])[0];
+        assert!((all.1 - all.2).abs() < 1e-9);
+    }
+
+    /// The table behind the default: `cargo test -p strata-layer-cache --lib --release
+    /// expert_policy_table -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn expert_policy_table() {
+        for (skew, drift) in [(0.8, false), (1.0, false), (1.2, false), (1.0, true)] {
+            let trace = Trace {
+                layers: 24,
+                experts: 64,
+                used: 8,
+                tokens: 2000,
+                skew,
+                drift,
+                seed: 11,
+            };
+            for (f, lru, lfu) in compare(&trace, &[0.125, 0.25, 0.5, 0.75]) {
+                println!(
+                    "L 24 E 64 K 8, 2000 tokens, zipf {skew}{}: budget {:>4.1}% of experts: \
+                     LRU {:.1}% LFU {:.1}%",
+                    if drift { " drifting" } else { "" },
+                    100.0 * f,
+                    100.0 * lru,
+                    100.0 * lfu
+                );
+            }
+        }
+    }
+
     #[cfg(all(feature = "file", not(miri)))]
     #[test]
     fn o_direct_reads_of_dense_runs_and_experts_are_aligned() {
