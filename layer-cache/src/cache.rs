@@ -7,6 +7,10 @@
 //! stream in turn through `w` slots sized for the largest of them, with R as large as the
 //! budget allows: globals + the R resident layers + w × the largest streamed layer ≤ budget
 //! (see [`cyclic_split`]). With LRU the budget is K slots of the largest layer, all one pool.
+//! A layer's slot holds its *dense part* only: for a mixture-of-experts layer, every tensor but
+//! the expert tensors, read as one aligned read per run of adjacent dense tensors
+//! ([`DenseLayout`]). The experts live in *expert slots* of one expert each, managed by LRU or
+//! LFU ([`experts`]); [`CachePlan`] says how the budget is split between the two.
 //!
 //! # Concurrency
 //! One mutex guards the slot table; a condvar signals every change (a load finished, a
@@ -39,17 +43,33 @@
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+mod experts;
+pub use experts::ExpertSet;
+use experts::{ExpertState, ExpertsPlan};
+
 use strata_gguf::{GgmlType, Gguf};
 
 use crate::aligned::AlignedBuf;
 use crate::clock::Clock;
-use crate::config::{Backend, Budget, CacheConfig, Policy};
-use crate::layer_map::{LayerMap, ReadRange, TensorEntry};
+use crate::config::{Backend, Budget, CacheConfig, ExpertPolicy, Policy};
+use crate::layer_map::{LayerInfo, LayerMap, ReadRange, TensorEntry};
 use crate::stats::CacheStats;
 use crate::storage::{read_split, Storage};
 use crate::{Error, READ_ALIGN};
 
 /// How the budget was divided at open.
+///
+/// # The split, for a mixture-of-experts model
+/// `budget = globals + dense slots + expert_slots × expert_bytes`. The minimum is globals +
+/// (w + 1) × the largest dense part + `experts_used` (K) × `expert_bytes` (or room for
+/// everything, if less): one token's routed experts of one layer, never all experts. Above
+/// it, the dense parts come first — every token reads every layer's dense part, while each
+/// expert is read only when routed to, so a dense byte kept resident saves more reads than an
+/// expert byte: K expert slots are reserved, the dense slots are planned by the dense policy
+/// (cyclic: R resident + w streaming) over the rest, and whatever the dense slots leave goes
+/// to expert slots, as many whole slots as fit, capped at every expert of the model. A model
+/// without experts has K = 0 and `expert_bytes = expert_slots = 0`: the plan is the one it
+/// always had.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachePlan {
     /// Backend in use.
@@ -83,6 +103,17 @@ pub struct CachePlan {
     pub io_threads: usize,
     /// Size of the model file.
     pub file_len: u64,
+    /// Experts routed per token and layer (`<arch>.expert_used_count`); 0 for a model without
+    /// expert tensors.
+    pub experts_used: usize,
+    /// Size of one expert slot: the largest expert's aligned reads (its slices of the layer's
+    /// `*_exps` tensors, each rounded out to [`READ_ALIGN`]); 0 without experts.
+    pub expert_bytes: u64,
+    /// Expert slots the budget pays for (at least `experts_used`; every expert of the model
+    /// when the budget covers them all).
+    pub expert_slots: usize,
+    /// Residency policy of the expert slots.
+    pub expert_policy: ExpertPolicy,
 }
 
 impl CachePlan {
@@ -110,17 +141,24 @@ impl CachePlan {
 enum Memory {
     /// Bytes are lent by the storage (mmap); nothing is allocated.
     Mapped { base: *const u8 },
-    /// One aligned buffer for the globals and one per slot (file backend).
+    /// One aligned buffer for the globals, one per slot, and one for all expert slots, each
+    /// `expert_stride` bytes (file backend).
     Buffers {
         globals: AlignedBuf,
         slots: Vec<AlignedBuf>,
+        experts: AlignedBuf,
+        expert_stride: u64,
     },
-    /// One region of exactly the budget: `[globals | slot 0 | slot 1 | ...]`, u64 offsets.
+    /// One region of exactly the budget: `[globals | slot 0 | slot 1 | ... | expert slots]`,
+    /// u64 offsets.
     #[cfg_attr(not(feature = "arena"), allow(dead_code))]
     Arena {
         arena: AlignedBuf,
         /// Start of each slot in the arena (open checked every slot lies inside it).
         slot_offsets: Vec<u64>,
+        /// Start of expert slot 0; slot i starts `i × expert_stride` later (checked as well).
+        experts_at: u64,
+        expert_stride: u64,
     },
 }
 
@@ -133,9 +171,33 @@ impl Memory {
             Memory::Arena {
                 arena,
                 slot_offsets,
+                ..
             } => {
                 // In bounds: open checked every slot's end against the arena's length.
                 arena.as_ptr().wrapping_add(slot_offsets[s] as usize)
+            }
+        }
+    }
+
+    /// Start of expert slot `i`'s memory (not used for `Mapped`).
+    fn expert_ptr(&self, i: usize) -> *mut u8 {
+        match self {
+            Memory::Mapped { .. } => std::ptr::null_mut(),
+            Memory::Buffers {
+                experts,
+                expert_stride,
+                ..
+            } => experts.as_ptr().wrapping_add(i * *expert_stride as usize),
+            Memory::Arena {
+                arena,
+                experts_at,
+                expert_stride,
+                ..
+            } => {
+                // In bounds: open checked the last expert slot's end against the arena's length.
+                arena
+                    .as_ptr()
+                    .wrapping_add((*experts_at + i as u64 * *expert_stride) as usize)
             }
         }
     }
@@ -213,6 +275,8 @@ struct State {
     tick: u64,
     stats: CacheStats,
     shutdown: bool,
+    /// The expert slots (same mutex, same protocol as the layer slots).
+    experts: ExpertState,
 }
 
 struct Shared {
@@ -223,6 +287,8 @@ struct Shared {
     memory: Memory,
     /// Capacity of each slot's memory (owned backends), in slot order.
     slot_sizes: Vec<u64>,
+    /// Per layer: where its dense part's reads go in a slot.
+    dense: Vec<DenseLayout>,
     /// Per global tensor (same order as `map.globals()`): offset from the globals base.
     globals_offsets: Vec<u64>,
     globals_len: usize,
@@ -296,6 +362,44 @@ fn plan_globals(globals: &[TensorEntry], file_len: u64) -> GlobalsLayout {
         runs,
         offsets,
         bytes: at,
+    }
+}
+
+/// Where a layer's dense part lies in a slot: one aligned read per dense run
+/// ([`LayerInfo::dense`]), each placed at the next [`READ_ALIGN`]-aligned offset of the slot.
+/// A layer without experts has one run, its extent: one read at offset 0, as before experts.
+struct DenseLayout {
+    /// (file read, offset of the read's first byte in the slot), in file order.
+    reads: Vec<(ReadRange, u64)>,
+    /// Slot bytes the reads take (the sum of their footprints): the layer's size in the plan.
+    footprint: u64,
+    /// Bytes the reads fetch (the sum of their lengths).
+    read_bytes: u64,
+}
+
+impl DenseLayout {
+    fn new(info: &LayerInfo, file_len: u64) -> DenseLayout {
+        let mut reads = Vec::with_capacity(info.dense.len());
+        let mut at = 0;
+        let mut read_bytes = 0;
+        for run in &info.dense {
+            let r = ReadRange::covering(run, file_len);
+            reads.push((r, at));
+            at += r.footprint();
+            read_bytes += r.len;
+        }
+        DenseLayout {
+            reads,
+            footprint: at,
+            read_bytes,
+        }
+    }
+
+    /// Offset in the slot of the file byte `offset` of a dense tensor of `len` bytes.
+    fn slot_offset(&self, offset: u64, len: u64) -> Option<u64> {
+        self.reads.iter().find_map(|(r, at)| {
+            (offset >= r.offset && offset + len <= r.offset + r.len).then(|| at + offset - r.offset)
+        })
     }
 }
 
@@ -382,7 +486,14 @@ impl LayerCache {
         let file_len = storage.len();
         let map = LayerMap::from_gguf(&gguf, file_len)?;
         let layout = plan_globals(map.globals(), file_len);
-        let (plan, slot_sizes) = plan_slots(&map, layout.bytes, file_len, config)?;
+        let dense: Vec<DenseLayout> = map
+            .layers()
+            .iter()
+            .map(|l| DenseLayout::new(l, file_len))
+            .collect();
+        let experts_plan = ExpertsPlan::new(&gguf, &map, file_len)?;
+        let (plan, slot_sizes) =
+            plan_slots(&map, &dense, &experts_plan, layout.bytes, file_len, config)?;
         let memory = Memory::allocate(&plan, &slot_sizes, storage.as_ref())?;
         let clock = Clock::now();
         let (globals_offsets, globals_len, bytes_read) =
@@ -395,7 +506,8 @@ impl LayerCache {
             budget_bytes: plan.budget_bytes,
             ..CacheStats::default()
         };
-        let state = State::new(slot_sizes.len(), map.n_layers(), stats);
+        let expert_state = ExpertState::new(&map, plan.expert_slots, plan.expert_policy);
+        let state = State::new(slot_sizes.len(), map.n_layers(), stats, expert_state);
         let shared = Arc::new(Shared {
             storage,
             gguf,
@@ -403,6 +515,7 @@ impl LayerCache {
             plan,
             memory,
             slot_sizes,
+            dense,
             globals_offsets,
             globals_len,
             state: Mutex::new(state),
@@ -468,6 +581,21 @@ impl LayerCache {
         self.shared.get(layer)
     }
 
+    /// The experts `ids` of `layer` (a mixture-of-experts layer), pinned: blocks until each is
+    /// resident, reading the missing ones here, `io_threads` reads in flight (positioned,
+    /// aligned reads straight into the expert slots). Ask for exactly the experts the router
+    /// picked for this token; duplicates count once. Experts resident already are hits.
+    ///
+    /// The returned [`ExpertSet`] keeps them from being evicted until it drops. Holding
+    /// [`ExpertSet`]s that pin more experts than there are expert slots makes the next call
+    /// that needs a free slot wait until one is dropped. Errors: [`Error::NoSuchLayer`],
+    /// [`Error::NoSuchExpert`] (also for a layer without experts), [`Error::TooManyExperts`]
+    /// (more distinct ids than [`CachePlan::expert_slots`]), [`Error::Expert`] for a failed
+    /// read (nothing stays pinned; the next call reads the expert again).
+    pub fn experts(&self, layer: usize, ids: &[usize]) -> Result<ExpertSet, Error> {
+        self.shared.experts(layer, ids)
+    }
+
     /// Reads now every layer that stays resident for good (cyclic policy: the first R layers;
     /// none under LRU), so that the first token does not wait for them, calling
     /// `progress(done, total)` each time one more layer is in. Streaming layers are left to
@@ -529,6 +657,8 @@ impl Drop for LayerCache {
 /// slots]`). `globals` is the globals region's size.
 fn plan_slots(
     map: &LayerMap,
+    dense: &[DenseLayout],
+    experts: &ExpertsPlan,
     globals: u64,
     file_len: u64,
     config: &CacheConfig,
@@ -536,21 +666,21 @@ fn plan_slots(
     let n = map.n_layers();
     let window = config.prefetch;
     let streaming = window.max(1);
-    let footprints: Vec<u64> = map
-        .layers()
-        .iter()
-        .map(|l| ReadRange::covering(&l.extent, file_len).footprint())
-        .collect();
+    let footprints: Vec<u64> = dense.iter().map(|d| d.footprint).collect();
     let slot_bytes = footprints.iter().copied().max().unwrap_or(0);
     let g = globals;
     let min_slots = (streaming + 1).min(n) as u64;
-    let all = match config.policy {
-        Policy::Cyclic => g + footprints.iter().sum::<u64>(),
-        Policy::Lru => g + n as u64 * slot_bytes,
-    };
+    // The K routed experts of one layer, reserved before the dense split (see `CachePlan`).
+    let reserve = experts.used as u64 * experts.slot_bytes;
+    let all_experts = experts.total as u64 * experts.slot_bytes;
+    let all = all_experts
+        + match config.policy {
+            Policy::Cyclic => g + footprints.iter().sum::<u64>(),
+            Policy::Lru => g + n as u64 * slot_bytes,
+        };
     // Room for every layer is always enough, even where (w + 1) × the largest layer is more
     // (few layers of uneven sizes).
-    let minimum = (g + min_slots * slot_bytes).min(all);
+    let minimum = (g + min_slots * slot_bytes + reserve).min(all);
     let budget_bytes = match config.budget {
         Budget::Bytes(b) => b,
         Budget::Percent(p) => (file_len as f64 * p / 100.0).floor() as u64,
@@ -564,25 +694,37 @@ fn plan_slots(
             globals: g,
             largest_layer: slot_bytes,
             slots: min_slots,
+            experts_used: experts.used as u64,
+            expert_bytes: experts.slot_bytes,
         });
     }
     // More than room for everything buys nothing (and would only grow the arena).
     let budget_bytes = budget_bytes.min(all);
+    // The dense slots are planned over what the reserved experts leave.
+    let dense_budget = budget_bytes - reserve;
     let (resident, streaming_slots, stream_slot_bytes, slot_sizes) = match config.policy {
         Policy::Cyclic => {
-            let (r, w, bytes) = cyclic_split(&footprints, g, budget_bytes, streaming);
+            let (r, w, bytes) = cyclic_split(&footprints, g, dense_budget, streaming);
             let mut sizes = footprints[..r].to_vec();
             sizes.extend(std::iter::repeat_n(bytes, w));
             (r, w, bytes, sizes)
         }
         Policy::Lru => {
-            let k = (budget_bytes - g)
+            let k = (dense_budget - g)
                 .checked_div(slot_bytes)
                 .map_or(n, |k| usize::try_from(k).unwrap_or(usize::MAX).min(n));
             (0, k, slot_bytes, vec![slot_bytes; k])
         }
     };
-    debug_assert!(g + slot_sizes.iter().sum::<u64>() <= budget_bytes);
+    let dense_used = g + slot_sizes.iter().sum::<u64>();
+    debug_assert!(dense_used <= dense_budget);
+    // Every byte the dense slots leave goes to expert slots (at least the K reserved).
+    let expert_slots = (budget_bytes - dense_used)
+        .checked_div(experts.slot_bytes)
+        .map_or(0, |k| usize::try_from(k).unwrap_or(usize::MAX))
+        .min(experts.total);
+    debug_assert!(expert_slots >= experts.used);
+    debug_assert!(dense_used + expert_slots as u64 * experts.slot_bytes <= budget_bytes);
     let plan = CachePlan {
         backend: config.backend,
         policy: config.policy,
@@ -598,6 +740,10 @@ fn plan_slots(
         window,
         io_threads: config.io_threads.max(1),
         file_len,
+        experts_used: experts.used,
+        expert_bytes: experts.slot_bytes,
+        expert_slots,
+        expert_policy: config.expert_policy,
     };
     Ok((plan, slot_sizes))
 }
@@ -634,7 +780,14 @@ impl Memory {
                     .iter()
                     .map(|&bytes| AlignedBuf::new(bytes, "layer slot"))
                     .collect::<Result<_, _>>()?;
-                Memory::Buffers { globals, slots }
+                let experts =
+                    AlignedBuf::new(plan.expert_slots as u64 * plan.expert_bytes, "expert slots")?;
+                Memory::Buffers {
+                    globals,
+                    slots,
+                    experts,
+                    expert_stride: plan.expert_bytes,
+                }
             }
             Backend::Arena => {
                 #[cfg(not(feature = "arena"))]
@@ -652,6 +805,8 @@ impl Memory {
                         slot_offsets.push(at);
                         at += bytes;
                     }
+                    let experts_at = at;
+                    at += plan.expert_slots as u64 * plan.expert_bytes;
                     if at > budget_bytes {
                         return Err(Error::Layout(format!(
                             "slots end at byte {at} of an arena of {budget_bytes}"
@@ -660,6 +815,8 @@ impl Memory {
                     Memory::Arena {
                         arena,
                         slot_offsets,
+                        experts_at,
+                        expert_stride: plan.expert_bytes,
                     }
                 }
             }
@@ -719,8 +876,9 @@ fn read_globals(
 }
 
 impl State {
-    /// Step 4 of [`LayerCache::open`]: `k` empty slots for `n` layers.
-    fn new(k: usize, n: usize, stats: CacheStats) -> State {
+    /// Step 4 of [`LayerCache::open`]: `k` empty slots for `n` layers, and the empty expert
+    /// slots.
+    fn new(k: usize, n: usize, stats: CacheStats, experts: ExpertState) -> State {
         State {
             slots: (0..k)
                 .map(|_| Slot {
@@ -737,6 +895,7 @@ impl State {
             tick: 0,
             stats,
             shutdown: false,
+            experts,
         }
     }
 }
@@ -760,6 +919,36 @@ fn spawn_prefetcher(shared: &Arc<Shared>) -> Result<Option<std::thread::JoinHand
             len: 0,
             source,
         })
+}
+
+/// Release the pages wholly inside `e` of a mapping (pages shared with neighbours are kept).
+fn release_range(storage: &dyn Storage, e: &Range<u64>) {
+    let start = e.start.div_ceil(READ_ALIGN) * READ_ALIGN;
+    let end = e.end / READ_ALIGN * READ_ALIGN;
+    if end > start {
+        storage.dont_need(start, end - start);
+    }
+}
+
+/// Make `e` of the mapping at `base` resident: WILLNEED, then one populate call (the kernel's
+/// readahead then streams the whole range; measured faster than populating pieces from several
+/// threads), or one touched byte per page where the storage cannot populate.
+fn populate_range(storage: &dyn Storage, base: *const u8, e: &Range<u64>) -> Result<(), Error> {
+    storage.will_need(e.start, e.end - e.start);
+    match storage.populate(e.start, e.end - e.start) {
+        Some(result) => result,
+        None => {
+            // SAFETY: callers pass ranges of tensors, which LayerMap checked lie inside the
+            // file, hence inside the mapping at `base`, which lives as long as `storage`.
+            unsafe {
+                touch_pages(
+                    base.wrapping_add(e.start as usize),
+                    (e.end - e.start) as usize,
+                )
+            };
+            Ok(())
+        }
+    }
 }
 
 /// Read one byte per page so a mapped range is really resident.
@@ -787,19 +976,29 @@ impl Shared {
         self.cond.wait(guard).unwrap_or_else(|e| e.into_inner())
     }
 
-    fn read_range(&self, layer: usize) -> ReadRange {
-        ReadRange::covering(&self.map.layers()[layer].extent, self.plan.file_len)
-    }
-
-    /// Memory accounted for a loaded layer.
+    /// Memory accounted for a loaded layer (its dense part): the bytes its reads fetch, or
+    /// with the mapping, the exact bytes of its dense runs.
     fn footprint(&self, layer: usize) -> u64 {
         match self.memory {
-            Memory::Mapped { .. } => {
-                let e = &self.map.layers()[layer].extent;
-                e.end - e.start
-            }
-            _ => self.read_range(layer).len,
+            Memory::Mapped { .. } => self.map.layers()[layer].dense_bytes(),
+            _ => self.dense[layer].read_bytes,
         }
+    }
+
+    /// Check that the dense part of `layer` fits slot `s` (the plan sized it so).
+    fn check_fits(&self, layer: usize, s: usize) -> Result<(), Error> {
+        let d = &self.dense[layer];
+        let end = d.reads.last().map_or(0, |(r, at)| at + r.len);
+        if end > self.slot_sizes[s] {
+            return Err(Error::Layer {
+                layer,
+                source: Box::new(Error::Layout(format!(
+                    "reads ending at byte {end} do not fit slot {s} of {} bytes",
+                    self.slot_sizes[s]
+                ))),
+            });
+        }
+        Ok(())
     }
 
     #[cfg(feature = "threads")]
@@ -905,11 +1104,8 @@ impl Shared {
     /// Release the pages of an evicted layer (mmap); pages shared with neighbours are kept.
     fn release(&self, layer: usize) {
         if let Memory::Mapped { .. } = self.memory {
-            let e = &self.map.layers()[layer].extent;
-            let start = e.start.div_ceil(READ_ALIGN) * READ_ALIGN;
-            let end = e.end / READ_ALIGN * READ_ALIGN;
-            if end > start {
-                self.storage.dont_need(start, end - start);
+            for e in &self.map.layers()[layer].dense {
+                release_range(self.storage.as_ref(), e);
             }
         }
     }
@@ -972,30 +1168,41 @@ impl Shared {
     ) -> Result<(), Error> {
         use crate::storage::PIECE;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        // (job, offset in the read, length) in file order.
+        // (job, file offset, offset in the slot, length) in file order.
         let mut pieces = Vec::new();
         let mut remaining = Vec::with_capacity(jobs.len());
         let mut first_error = None;
         for (j, &(layer, s)) in jobs.iter().enumerate() {
-            let r = self.read_range(layer);
-            if r.len > self.slot_sizes[s] && first_error.is_none() {
-                first_error = Some(Error::Layer {
-                    layer,
-                    source: Box::new(Error::Layout(format!(
-                        "a read of {} bytes does not fit slot {s} of {} bytes",
-                        r.len, self.slot_sizes[s]
-                    ))),
-                });
+            if let Err(e) = self.check_fits(layer, s) {
+                first_error.get_or_insert(e);
             }
-            let n = r.len.div_ceil(PIECE as u64) as usize;
-            remaining.push(n);
-            pieces.extend((0..n as u64).map(|i| {
-                let at = i * PIECE as u64;
-                (j, at, (r.len - at).min(PIECE as u64) as usize)
-            }));
+            let before = pieces.len();
+            for &(r, slot_at) in &self.dense[layer].reads {
+                let n = r.len.div_ceil(PIECE as u64);
+                pieces.extend((0..n).map(|i| {
+                    let at = i * PIECE as u64;
+                    (
+                        j,
+                        r.offset + at,
+                        slot_at + at,
+                        (r.len - at).min(PIECE as u64) as usize,
+                    )
+                }));
+            }
+            remaining.push(pieces.len() - before);
         }
         let mut finished = vec![false; jobs.len()];
         let mut errors = 0;
+        if first_error.is_none() {
+            // A dense part without bytes (a layer of expert tensors only) has no piece to wait for.
+            for (j, &(_, s)) in jobs.iter().enumerate() {
+                if remaining[j] == 0 {
+                    self.lock().slots[s].status = Status::Ready;
+                    finished[j] = true;
+                    p.layers += 1;
+                }
+            }
+        }
         if first_error.is_none() && !pieces.is_empty() {
             let next = AtomicUsize::new(0);
             let failed = AtomicBool::new(false);
@@ -1011,13 +1218,12 @@ impl Shared {
                             return;
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&(j, at, len)) = pieces.get(i) else {
+                        let Some(&(j, file_at, at, len)) = pieces.get(i) else {
                             return;
                         };
-                        let (layer, s) = jobs[j];
-                        let r = self.read_range(layer);
-                        // SAFETY: slot `s` holds at least r.len bytes (checked before any
-                        // thread started) and at + len <= r.len. Write step of the slot
+                        let s = jobs[j].1;
+                        // SAFETY: slot `s` holds the layer's reads (`check_fits`, before any
+                        // thread started) and this piece lies inside one of them. Write step of the slot
                         // protocol (`Status`): `s` was claimed (Loading, no pins) by this
                         // `fill_parallel`, so no LayerRef covers it and no other loader writes
                         // it; the pieces are disjoint, so no two threads write the same byte;
@@ -1029,7 +1235,7 @@ impl Shared {
                                 len,
                             )
                         };
-                        let result = self.storage.read_at(r.offset + at, dst);
+                        let result = self.storage.read_at(file_at, dst);
                         if result.is_err() {
                             failed.store(true, Ordering::Relaxed);
                         }
@@ -1093,42 +1299,30 @@ impl Shared {
         };
         match self.memory {
             Memory::Mapped { base } => {
-                let e = &self.map.layers()[layer].extent;
-                self.storage.will_need(e.start, e.end - e.start);
-                // One populate call after WILLNEED: the kernel's readahead then streams the
-                // whole range (measured faster than populating pieces from several threads).
-                match self.storage.populate(e.start, e.end - e.start) {
-                    Some(result) => result.map_err(wrap),
-                    None => {
-                        // SAFETY: the extent lies inside the mapping (LayerMap checked it
-                        // against the file length), which lives as long as `self.storage`.
-                        unsafe {
-                            touch_pages(
-                                base.wrapping_add(e.start as usize),
-                                (e.end - e.start) as usize,
-                            )
-                        };
-                        Ok(())
-                    }
+                for e in &self.map.layers()[layer].dense {
+                    populate_range(self.storage.as_ref(), base, e).map_err(wrap)?;
                 }
+                Ok(())
             }
             _ => {
-                let r = self.read_range(layer);
-                if r.len > self.slot_sizes[s] {
-                    return Err(wrap(Error::Layout(format!(
-                        "a read of {} bytes does not fit slot {s} of {} bytes",
-                        r.len, self.slot_sizes[s]
-                    ))));
+                self.check_fits(layer, s)?;
+                for &(r, at) in &self.dense[layer].reads {
+                    // SAFETY: slot `s` holds `at + r.len` bytes (`check_fits` above; the reads
+                    // are disjoint and in slot order). Write step of the slot protocol
+                    // (`Status`): the caller claimed `s` (Loading, no pins), so no LayerRef
+                    // covers its bytes and no other loader writes them until the caller
+                    // publishes them as Ready under the mutex, after this returns (`read_split`
+                    // joins its threads first).
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            self.memory.slot_ptr(s).add(at as usize),
+                            r.len as usize,
+                        )
+                    };
+                    read_split(self.storage.as_ref(), r.offset, dst, self.plan.io_threads)
+                        .map_err(wrap)?;
                 }
-                // SAFETY: slot `s` has at least r.len bytes (checked above). Write step of the
-                // slot protocol (`Status`): the caller claimed `s` (Loading, no pins), so no
-                // LayerRef covers its bytes and no other loader writes them until the caller
-                // publishes them as Ready under the mutex, after this returns (`read_split`
-                // joins its threads first).
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(self.memory.slot_ptr(s), r.len as usize)
-                };
-                read_split(self.storage.as_ref(), r.offset, dst, self.plan.io_threads).map_err(wrap)
+                Ok(())
             }
         }
     }
@@ -1138,14 +1332,13 @@ impl Shared {
         st.slots[s].pins += 1;
         st.tick += 1;
         st.slots[s].last_use = st.tick;
-        let e = &self.map.layers()[layer].extent;
-        let len = (e.end - e.start) as usize;
-        let base = match self.memory {
-            Memory::Mapped { base } => base.wrapping_add(e.start as usize),
-            _ => self
-                .memory
-                .slot_ptr(s)
-                .wrapping_add(self.read_range(layer).head as usize) as *const u8,
+        // Mapped: the whole mapping, tensors at their file offsets; owned: the slot's reads.
+        let (base, len) = match self.memory {
+            Memory::Mapped { base } => (base, self.plan.file_len as usize),
+            _ => (
+                self.memory.slot_ptr(s) as *const u8,
+                self.dense[layer].footprint as usize,
+            ),
         };
         LayerRef {
             inner: Arc::new(RefInner {
@@ -1314,7 +1507,8 @@ struct RefInner {
     layer: Option<usize>,
     /// Pinned slot (`None` for the globals, which are never evicted).
     slot: Option<usize>,
-    /// Layers: the byte at the layer extent's start. Globals: the globals region's start.
+    /// Layers: the slot's first byte (mapping: the mapping's first byte). Globals: the globals
+    /// region's start.
     base: *const u8,
     len: usize,
 }
@@ -1383,9 +1577,13 @@ impl LayerRef {
     fn view(&self, i: usize) -> TensorView<'_> {
         let entries = self.entries();
         let t = &entries[i];
+        let shared = &self.inner.shared;
         let off = match self.inner.layer {
-            Some(l) => t.offset - self.inner.shared.map.layers()[l].extent.start,
-            None => self.inner.shared.globals_offsets[i],
+            Some(_) if matches!(shared.memory, Memory::Mapped { .. }) => t.offset,
+            Some(l) => shared.dense[l]
+                .slot_offset(t.offset, t.n_bytes)
+                .expect("a dense tensor lies inside one of its layer's reads (by construction)"),
+            None => shared.globals_offsets[i],
         } as usize;
         let len = t.n_bytes as usize;
         assert!(
@@ -1713,6 +1911,62 @@ mod tests {
                 globals.tensor("output_norm.weight").unwrap().bytes,
                 gguf.tensor_data(&bytes, t).unwrap()
             );
+        }
+    }
+
+    #[test]
+    fn dense_slots_hold_only_the_dense_runs() {
+        let bytes = crate::testing::moe_model(3);
+        let gguf = Gguf::from_bytes(&bytes).unwrap();
+        for backend in [Backend::Arena, Backend::File, Backend::Mmap] {
+            let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.clone()));
+            // No prefetcher: every read below is a get's own.
+            let config = CacheConfig {
+                backend,
+                budget: Budget::All,
+                io_threads: 2,
+                prefetch: 0,
+                ..CacheConfig::default()
+            };
+            let cache = LayerCache::open(storage, gguf.clone(), &config).unwrap();
+            let globals_read = cache.stats().bytes_read;
+            let mut dense_reads = 0;
+            for layer in 0..3 {
+                let l = cache.get(layer).unwrap();
+                let info = &cache.layer_map().layers()[layer];
+                assert_eq!(info.dense.len(), 4);
+                for t in &info.tensors {
+                    let full = gguf.tensor(&format!("blk.{layer}.{}", t.name)).unwrap();
+                    assert_eq!(
+                        l.tensor(&t.name).unwrap().bytes,
+                        gguf.tensor_data(&bytes, full).unwrap(),
+                        "{backend:?} layer {layer} {}",
+                        t.name
+                    );
+                }
+                assert!(l.get("ffn_up_exps.weight").is_none());
+                assert_eq!(l.tensors().count(), 4);
+                dense_reads += match backend {
+                    Backend::Mmap => info.dense_bytes(),
+                    _ => info
+                        .dense
+                        .iter()
+                        .map(|r| ReadRange::covering(r, bytes.len() as u64).len)
+                        .sum::<u64>(),
+                };
+                // The reads skip every expert tensor (each 40 KiB, far more than the waste).
+                assert!(dense_reads < 3 * info.expert_bytes() * 8);
+            }
+            let s = cache.stats();
+            assert_eq!(s.bytes_read - globals_read, dense_reads, "{backend:?}");
+            // Alignment waste is at most two blocks per run.
+            for (l, info) in cache.layer_map().layers().iter().enumerate() {
+                let fp = cache.shared.dense[l].footprint;
+                assert!(
+                    fp <= info.dense_bytes() + 4 * 2 * READ_ALIGN,
+                    "layer {l}: {fp}"
+                );
+            }
         }
     }
 

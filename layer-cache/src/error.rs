@@ -53,7 +53,8 @@ pub enum Error {
     /// The budget is below what the model needs to run with this prefetch window.
     #[error(
         "budget of {budget} bytes is below the minimum of {minimum} bytes for this model \
-         (globals {globals} + ({slots} slots) x largest layer {largest_layer}); \
+         (globals {globals} + ({slots} slots) x largest layer {largest_layer} + \
+         {experts_used} routed experts x {expert_bytes}); \
          use `budget = \"min\"` or at least {minimum} bytes"
     )]
     BudgetTooSmall {
@@ -67,6 +68,45 @@ pub enum Error {
         largest_layer: u64,
         /// Number of layer slots the minimum provides for (prefetch window + 1).
         slots: u64,
+        /// Experts routed per token and layer (`<arch>.expert_used_count`; 0 without experts):
+        /// the expert slots the minimum provides for.
+        experts_used: u64,
+        /// Bytes of one expert slot (0 without experts).
+        expert_bytes: u64,
+    },
+    /// `experts` was asked for an expert the layer does not have.
+    #[error("expert {expert} of layer {layer} does not exist (the layer has {n_experts} experts)")]
+    NoSuchExpert {
+        /// The layer.
+        layer: usize,
+        /// The requested expert.
+        expert: usize,
+        /// Experts of that layer (0 for a dense layer).
+        n_experts: usize,
+    },
+    /// `experts` was asked for more distinct experts at once than there are expert slots.
+    #[error(
+        "asked for {asked} distinct experts of layer {layer} at once, but the budget pays for \
+         {slots} expert slots"
+    )]
+    TooManyExperts {
+        /// The layer.
+        layer: usize,
+        /// Distinct experts asked for.
+        asked: usize,
+        /// Expert slots of the plan.
+        slots: usize,
+    },
+    /// Loading an expert failed; wraps the storage error with the layer and expert.
+    #[error("loading expert {expert} of layer {layer}: {source}")]
+    Expert {
+        /// The layer.
+        layer: usize,
+        /// The expert.
+        expert: usize,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
     },
     /// `get` was asked for a layer the model does not have.
     #[error("layer {layer} does not exist (the model has {n_layers} layers)")]

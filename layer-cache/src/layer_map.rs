@@ -2,8 +2,17 @@
 //!
 //! A tensor named `blk.N.rest` belongs to layer N under the short name `rest`; every other tensor
 //! (token embeddings, output head, final norm, rope tables…) is a global, kept under its full
-//! name. A layer's *extent* is the smallest file range covering all its tensors; the cache reads
-//! a layer with one read of its extent (rounded out to [`READ_ALIGN`](crate::READ_ALIGN)).
+//! name. A layer's *extent* is the smallest file range covering all its tensors.
+//!
+//! Mixture-of-experts layers hold *expert tensors* (`ffn_gate_exps.weight`, `ffn_up_exps.weight`,
+//! `ffn_down_exps.weight`...: a short name whose first component ends in `_exps`), each the
+//! stack of all experts' matrices along its last dimension. They are not part of the layer's
+//! *dense part*: [`LayerInfo::tensors`] lists the dense tensors only, [`LayerInfo::experts`] the
+//! expert tensors, and [`LayerInfo::dense`] the file ranges the cache reads for the dense part —
+//! the maximal runs of the layer's dense tensors, in file order, that no expert tensor of the
+//! layer interrupts (runs less than [`READ_ALIGN`](crate::READ_ALIGN) apart are merged, since
+//! their aligned reads would touch anyway). A layer without expert tensors has one run, its
+//! extent: the cache reads it with one read, rounded out to `READ_ALIGN`, as before experts.
 
 use std::ops::Range;
 
@@ -29,10 +38,151 @@ pub struct TensorEntry {
 /// One `blk.N` layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerInfo {
-    /// Its tensors, sorted by name.
+    /// Its dense tensors (every tensor but the expert tensors), sorted by name.
     pub tensors: Vec<TensorEntry>,
-    /// Absolute file range covering all its tensors.
+    /// Its expert tensors (`*_exps.*`), sorted by name; empty for a dense layer.
+    pub experts: Vec<ExpertTensor>,
+    /// Absolute file range covering all its tensors, experts included.
     pub extent: Range<u64>,
+    /// The file ranges of the dense part, ascending and disjoint: one per maximal run of dense
+    /// tensors (expert tensors cut the runs; runs less than [`READ_ALIGN`] apart merge);
+    /// `[extent]` for a layer without experts.
+    pub dense: Vec<Range<u64>>,
+}
+
+impl LayerInfo {
+    /// Number of experts (0 for a dense layer; every expert tensor of a layer has the same).
+    pub fn n_experts(&self) -> usize {
+        self.experts.first().map_or(0, |t| t.n_experts)
+    }
+
+    /// Bytes of one expert: its slices of all the layer's expert tensors together (exact).
+    pub fn expert_bytes(&self) -> u64 {
+        self.experts.iter().map(|t| t.expert_bytes).sum()
+    }
+
+    /// Bytes of the dense part (exact, the sum of the runs' lengths).
+    pub fn dense_bytes(&self) -> u64 {
+        self.dense.iter().map(|r| r.end - r.start).sum()
+    }
+
+    /// The expert tensor `name` (short name, such as `ffn_up_exps.weight`), or `None`.
+    pub fn expert_tensor(&self, name: &str) -> Option<&ExpertTensor> {
+        self.experts.iter().find(|t| t.entry.name == name)
+    }
+}
+
+/// One expert tensor of a layer: the matrices of all its experts stacked along the last
+/// dimension (ggml order), so expert `e`'s bytes are the contiguous range
+/// `offset + e * expert_bytes .. + expert_bytes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpertTensor {
+    /// The whole tensor (short name, type, full dims `[.., n_experts]`, offset, bytes).
+    pub entry: TensorEntry,
+    /// Number of experts (the last dimension).
+    pub n_experts: usize,
+    /// Bytes of one expert's slice (the tensor's bytes / `n_experts`).
+    pub expert_bytes: u64,
+}
+
+impl ExpertTensor {
+    /// Dimensions of one expert's slice: the tensor's dims without the last (ggml order, so
+    /// `[cols, rows]` for a matrix).
+    pub fn expert_dims(&self) -> &[u64] {
+        &self.entry.dims[..self.entry.dims.len() - 1]
+    }
+
+    /// Absolute file range of expert `e`'s slice (`e < n_experts`).
+    pub fn expert_range(&self, e: usize) -> Range<u64> {
+        let start = self.entry.offset + e as u64 * self.expert_bytes;
+        start..start + self.expert_bytes
+    }
+
+    /// Check the stacking and describe it: at least two dims, the last the expert count, and
+    /// the bytes exactly `n_experts` rows-of-rows of the type. `layer` names the layer in errors.
+    fn new(entry: TensorEntry, layer: usize) -> Result<ExpertTensor, Error> {
+        let bad = |why: String| {
+            Error::Layout(format!(
+                "expert tensor `blk.{layer}.{}` ({} {:?}, {} bytes): {why}",
+                entry.name, entry.ty, entry.dims, entry.n_bytes
+            ))
+        };
+        let (&n, rest) = entry
+            .dims
+            .split_last()
+            .filter(|(_, rest)| !rest.is_empty())
+            .ok_or_else(|| {
+                bad(String::from(
+                    "needs at least 2 dims, the last the expert count",
+                ))
+            })?;
+        let n_experts = usize::try_from(n)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| bad(format!("expert count {n} is not a positive usize")))?;
+        let expert_bytes = (|| {
+            rest[1..]
+                .iter()
+                .try_fold(entry.ty.row_size(rest[0])?, |acc, &d| acc.checked_mul(d))
+        })()
+        .ok_or_else(|| {
+            bad(format!(
+                "rows of {} elements do not form whole blocks",
+                rest[0]
+            ))
+        })?;
+        if expert_bytes.checked_mul(n) != Some(entry.n_bytes) {
+            return Err(bad(format!(
+                "{n} experts of {expert_bytes} bytes do not make its {} bytes",
+                entry.n_bytes
+            )));
+        }
+        Ok(ExpertTensor {
+            entry,
+            n_experts,
+            expert_bytes,
+        })
+    }
+}
+
+/// Whether a layer tensor's short name is an expert tensor: its first component ends in `_exps`
+/// (`ffn_up_exps.weight`; not the router `ffn_gate_inp.weight` or a shared expert `*_shexp`).
+pub fn is_expert_tensor(short_name: &str) -> bool {
+    short_name
+        .split('.')
+        .next()
+        .is_some_and(|first| first.ends_with("_exps"))
+}
+
+/// The dense runs of a layer: its tensors in file order, cut at each expert tensor, runs less
+/// than [`READ_ALIGN`] apart merged.
+fn dense_runs(dense: &[TensorEntry], experts: &[ExpertTensor]) -> Vec<Range<u64>> {
+    let mut all: Vec<(u64, u64, bool)> = dense
+        .iter()
+        .map(|t| (t.offset, t.offset + t.n_bytes, true))
+        .chain(
+            experts
+                .iter()
+                .map(|t| (t.entry.offset, t.entry.offset + t.entry.n_bytes, false)),
+        )
+        .collect();
+    all.sort_unstable();
+    let mut runs: Vec<Range<u64>> = Vec::new();
+    let mut open = false;
+    for (start, end, is_dense) in all {
+        if !is_dense {
+            open = false;
+            continue;
+        }
+        match runs.last_mut() {
+            Some(last) if open || start <= last.end + READ_ALIGN => {
+                last.end = last.end.max(end);
+            }
+            _ => runs.push(start..end),
+        }
+        open = true;
+    }
+    runs
 }
 
 /// An aligned read covering some file range.
@@ -153,9 +303,28 @@ impl LayerMap {
                 .map(|t| t.offset + t.n_bytes)
                 .max()
                 .unwrap_or(start);
+            let (expert_entries, tensors): (Vec<_>, Vec<_>) =
+                tensors.into_iter().partition(|t| is_expert_tensor(&t.name));
+            let experts = expert_entries
+                .into_iter()
+                .map(|t| ExpertTensor::new(t, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(t) = experts.iter().find(|t| t.n_experts != experts[0].n_experts) {
+                return Err(Error::Layout(format!(
+                    "layer {i}: expert tensor `{}` has {} experts, `{}` has {}",
+                    t.entry.name, t.n_experts, experts[0].entry.name, experts[0].n_experts
+                )));
+            }
+            let dense = if experts.is_empty() {
+                std::iter::once(start..end).collect()
+            } else {
+                dense_runs(&tensors, &experts)
+            };
             layers.push(LayerInfo {
                 tensors,
+                experts,
                 extent: start..end,
+                dense,
             });
         }
         globals.sort_by(|a, b| a.name.cmp(&b.name));
@@ -185,6 +354,11 @@ impl LayerMap {
     /// Bytes of the global tensors (exact, without alignment padding).
     pub fn globals_bytes(&self) -> u64 {
         self.globals.iter().map(|t| t.n_bytes).sum()
+    }
+
+    /// Whether any layer has expert tensors.
+    pub fn has_experts(&self) -> bool {
+        self.layers.iter().any(|l| !l.experts.is_empty())
     }
 
     /// Bytes of the largest layer extent.
@@ -223,6 +397,82 @@ mod tests {
         assert_eq!(split_block_name("blk.1x.y"), None);
         assert_eq!(split_block_name("token_embd.weight"), None);
         assert_eq!(split_block_name("blk.99999999999.y"), None);
+    }
+
+    #[test]
+    fn expert_tensors_are_split_from_the_dense_part() {
+        use crate::testing::{moe_model, N_EXPERT};
+        let bytes = moe_model(3);
+        let gguf = Gguf::from_bytes(&bytes).unwrap();
+        let map = LayerMap::from_gguf(&gguf, bytes.len() as u64).unwrap();
+        assert!(map.has_experts());
+        for (i, l) in map.layers().iter().enumerate() {
+            let names: Vec<&str> = l.tensors.iter().map(|t| t.name.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "attn_norm.weight",
+                    "attn_q.weight",
+                    "ffn_gate_inp.weight",
+                    "ffn_norm.weight"
+                ]
+            );
+            let experts: Vec<&str> = l.experts.iter().map(|t| t.entry.name.as_str()).collect();
+            assert_eq!(
+                experts,
+                [
+                    "ffn_down_exps.weight",
+                    "ffn_gate_exps.weight",
+                    "ffn_up_exps.weight"
+                ]
+            );
+            assert_eq!(l.n_experts(), N_EXPERT);
+            assert_eq!(l.expert_bytes(), 3 * 5120);
+            // Each dense tensor lies between two expert tensors: four runs, one per tensor.
+            let mut runs: Vec<Range<u64>> = l
+                .tensors
+                .iter()
+                .map(|t| t.offset..t.offset + t.n_bytes)
+                .collect();
+            runs.sort_by_key(|r| r.start);
+            assert_eq!(l.dense, runs, "layer {i}");
+            for t in &l.experts {
+                let info = gguf.tensor(&format!("blk.{i}.{}", t.entry.name)).unwrap();
+                let all = gguf.tensor_data(&bytes, info).unwrap();
+                assert_eq!(t.expert_dims(), &info.dims[..2]);
+                let r = t.expert_range(5);
+                let start = (r.start - t.entry.offset) as usize;
+                assert_eq!(start, 5 * 5120);
+                assert_eq!(r.end - r.start, 5120);
+                assert_eq!(all.len(), N_EXPERT * 5120);
+            }
+            assert!(l
+                .dense
+                .iter()
+                .all(|r| l.experts.iter().all(
+                    |t| r.end <= t.entry.offset || r.start >= t.entry.offset + t.entry.n_bytes
+                )));
+        }
+        assert!(is_expert_tensor("ffn_up_exps.weight"));
+        assert!(is_expert_tensor("ffn_gate_up_exps.bias"));
+        assert!(!is_expert_tensor("ffn_gate_inp.weight"));
+        assert!(!is_expert_tensor("ffn_up_shexp.weight"));
+        assert!(!is_expert_tensor("exps.weight.x_exps"));
+    }
+
+    #[test]
+    fn a_badly_stacked_expert_tensor_is_refused_with_its_name() {
+        let mut w = strata_gguf::GgufWriter::new();
+        // One dim: no expert dimension to slice.
+        w.add_tensor("blk.0.ffn_up_exps.weight", GgmlType::F32, &[4], vec![0; 16])
+            .unwrap();
+        let bytes = w.to_vec().unwrap();
+        let gguf = Gguf::from_bytes(&bytes).unwrap();
+        let err = LayerMap::from_gguf(&gguf, bytes.len() as u64).unwrap_err();
+        assert!(
+            matches!(&err, Error::Layout(m) if m.contains("blk.0.ffn_up_exps.weight") && m.contains("at least 2 dims")),
+            "{err}"
+        );
     }
 
     #[test]

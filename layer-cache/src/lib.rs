@@ -15,6 +15,13 @@
 //!   slots while a background thread reads the next w layers; [`Policy::Lru`] is kept for
 //!   comparison. [`CacheStats`] counts hits, loads, bytes, stalls and the peak resident
 //!   bytes, which never exceed the budget.
+//! - Mixture-of-experts models: a layer's slot holds its dense part only (its `*_exps` expert
+//!   tensors are left out, [`LayerInfo::experts`]); [`LayerCache::experts`] pins the experts a
+//!   token was routed to ([`ExpertSet`]: a 2-D [`TensorView`] per expert and expert tensor),
+//!   reading the missing ones in parallel into budgeted expert slots of one expert each,
+//!   evicted by [`ExpertPolicy`] (LFU with aging by default, or LRU). The budget pays for the
+//!   globals, the dense slots, and at least the K routed experts of one layer
+//!   ([`CachePlan`]).
 //! - [`CacheConfig`]: backend, budget, window and policy, from TOML ([`ConfigOverrides`]) and
 //!   flags; keys left unset default by the budget against the model's size
 //!   ([`ConfigOverrides::resolve`]: below it, the file backend with O_DIRECT).
@@ -51,17 +58,19 @@ mod layer_map;
 mod mmap;
 mod stats;
 mod storage;
+#[cfg(test)]
+mod testing;
 
-pub use cache::{CachePlan, LayerCache, LayerRef, PreloadProgress, TensorView};
+pub use cache::{CachePlan, ExpertSet, LayerCache, LayerRef, PreloadProgress, TensorView};
 pub use clock::Clock;
 pub use config::{
-    Backend, Budget, CacheConfig, CacheSection, ConfigOverrides, Policy, StorageSection,
-    MAX_IO_THREADS, MAX_PREFETCH,
+    Backend, Budget, CacheConfig, CacheSection, ConfigOverrides, ExpertPolicy, Policy,
+    StorageSection, MAX_IO_THREADS, MAX_PREFETCH,
 };
 pub use error::Error;
 #[cfg(feature = "file")]
 pub use file::FileStorage;
-pub use layer_map::{LayerInfo, LayerMap, ReadRange, TensorEntry};
+pub use layer_map::{is_expert_tensor, ExpertTensor, LayerInfo, LayerMap, ReadRange, TensorEntry};
 #[cfg(feature = "mmap")]
 pub use mmap::MmapStorage;
 pub use stats::{human_bytes, CacheStats};

@@ -17,9 +17,9 @@ pub struct CacheStats {
     pub sync_loads: u64,
     /// Layer loads issued by the prefetcher.
     pub prefetch_loads: u64,
-    /// Bytes read from storage (layers and globals; with mmap, bytes faulted in).
+    /// Bytes read from storage (layers, experts and globals; with mmap, bytes faulted in).
     pub bytes_read: u64,
-    /// Time spent reading (summed over loads, including background ones).
+    /// Time spent reading (summed over loads, including background ones and experts).
     pub read_time: Duration,
     /// Time `get` spent blocked: waiting for a prefetch or reading synchronously.
     pub stall: Duration,
@@ -33,9 +33,30 @@ pub struct CacheStats {
     pub peak_resident_bytes: u64,
     /// The budget in bytes.
     pub budget_bytes: u64,
+    /// Experts asked for by `experts` calls and found resident (one per expert id).
+    pub expert_hits: u64,
+    /// Experts asked for and read from storage (one per expert id; misses).
+    pub expert_loads: u64,
+    /// Bytes read for experts (included in `bytes_read`).
+    pub expert_bytes_read: u64,
+    /// Time `experts` calls spent blocked: reading missing experts, or waiting for slots
+    /// pinned by others or for another caller's read of the same expert.
+    pub expert_stall: Duration,
+    /// Resident experts dropped to make room.
+    pub expert_evictions: u64,
 }
 
 impl CacheStats {
+    /// `expert_hits / (expert_hits + expert_loads)` (0 when no expert was asked for).
+    pub fn expert_hit_ratio(&self) -> f64 {
+        let asked = self.expert_hits + self.expert_loads;
+        if asked == 0 {
+            0.0
+        } else {
+            self.expert_hits as f64 / asked as f64
+        }
+    }
+
     /// `hits / gets` (0 when there were no gets).
     pub fn hit_ratio(&self) -> f64 {
         if self.gets == 0 {
@@ -62,10 +83,17 @@ impl CacheStats {
             resident_bytes: self.resident_bytes,
             peak_resident_bytes: self.peak_resident_bytes,
             budget_bytes: self.budget_bytes,
+            expert_hits: self.expert_hits - earlier.expert_hits,
+            expert_loads: self.expert_loads - earlier.expert_loads,
+            expert_bytes_read: self.expert_bytes_read - earlier.expert_bytes_read,
+            expert_stall: self.expert_stall.saturating_sub(earlier.expert_stall),
+            expert_evictions: self.expert_evictions - earlier.expert_evictions,
         }
     }
 
-    /// One line for logs: `gets 64 | hits 16 (25.0%) | prefetch 40 | sync 8 | read 1.20 GiB | ...`.
+    /// One line for logs: `gets 64 | hits 16 (25.0%) | prefetch 40 | sync 8 | read 1.20 GiB | ...`,
+    /// and for a mixture-of-experts model (when any expert counter is nonzero) `| experts: hits
+    /// 90 (75.0%) | loads 30 | read 12.00 MiB | stalled 0.120 s | evictions 20`.
     pub fn summary(&self) -> String {
         self.to_string()
     }
@@ -105,6 +133,53 @@ impl fmt::Display for CacheStats {
             self.read_errors,
             human_bytes(self.peak_resident_bytes),
             human_bytes(self.budget_bytes),
-        )
+        )?;
+        if self.expert_hits + self.expert_loads + self.expert_evictions > 0
+            || self.expert_bytes_read > 0
+            || !self.expert_stall.is_zero()
+        {
+            write!(
+                f,
+                " | experts: hits {} ({:.1}%) | loads {} | read {} | stalled {:.3} s | evictions {}",
+                self.expert_hits,
+                100.0 * self.expert_hit_ratio(),
+                self.expert_loads,
+                human_bytes(self.expert_bytes_read),
+                self.expert_stall.as_secs_f64(),
+                self.expert_evictions,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_shows_experts_only_when_there_were_any() {
+        let dense = CacheStats {
+            gets: 4,
+            hits: 1,
+            ..CacheStats::default()
+        };
+        assert!(!dense.summary().contains("experts"), "{}", dense.summary());
+        let moe = CacheStats {
+            expert_hits: 3,
+            expert_loads: 1,
+            expert_bytes_read: 2048,
+            expert_stall: Duration::from_millis(5),
+            ..dense.clone()
+        };
+        let line = moe.summary();
+        assert!(
+            line.ends_with(
+                " | experts: hits 3 (75.0%) | loads 1 | read 2.00 KiB | stalled 0.005 s | evictions 0"
+            ),
+            "{line}"
+        );
+        let d = moe.since(&dense);
+        assert_eq!((d.expert_hits, d.expert_loads, d.gets), (3, 1, 0));
     }
 }

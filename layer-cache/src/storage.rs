@@ -210,10 +210,9 @@ impl<S: Storage + ?Sized> std::io::Seek for StorageReader<'_, S> {
     }
 }
 
-/// Size of one read when a load is split between threads. One page under Miri, so that its
+/// Size of one read when a load is split between threads (layer loads, the preload, experts). One page under Miri, so that its
 /// small test models still take the split paths (several threads writing disjoint pieces of
 /// one slot) that it checks for data races.
-#[cfg(feature = "threads")]
 pub(crate) const PIECE: usize = if cfg!(miri) {
     crate::READ_ALIGN as usize
 } else {

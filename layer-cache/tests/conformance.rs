@@ -39,6 +39,7 @@ fn config(
         prefetch,
         policy,
         io_threads: 3,
+        ..CacheConfig::default()
     }
 }
 

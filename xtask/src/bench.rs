@@ -202,6 +202,7 @@ fn run_cache(
         prefetch: o.prefetch,
         policy,
         io_threads: o.io_threads,
+        ..CacheConfig::default()
     };
     let cache = LayerCache::open_path(path, &config)?;
     let n = cache.n_layers();

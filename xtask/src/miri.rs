@@ -1,7 +1,8 @@
 //! `cargo xtask miri`: the layer cache's slot hand-off under Miri, which checks the raw-pointer
 //! protocol between the prefetch thread, loaders and readers for data races, use after free
 //! and aliasing violations (the concurrent tests of `layer-cache/src/cache.rs`, arena backend
-//! over in-memory bytes: Miri runs no mmap or O_DIRECT). Installs the nightly `miri` and
+//! over in-memory bytes: Miri runs no mmap or O_DIRECT; `cache::` covers `cache::tests` and the
+//! expert slots' `cache::experts::tests`). Installs the nightly `miri` and
 //! `rust-src` components with rustup when missing.
 
 use std::process::Command;
@@ -42,7 +43,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "--features",
             "arena,threads",
             "--lib",
-            "cache::tests",
+            "cache::",
         ])
         .status()
         .context("running cargo miri")?;
