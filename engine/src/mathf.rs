@@ -1,4 +1,4 @@
-//! `sinf`, `cosf`, `powf` and `tanhf` bit for bit as llama.cpp's reference build gets them:
+//! `sinf`, `cosf`, `powf`, `expf` and `tanhf` bit for bit as llama.cpp's reference build gets them:
 //! glibc's single-precision functions (x86-64, the FMA variant where there is one), on every
 //! platform.
 //!
@@ -14,6 +14,13 @@
 //! fused multiply-add; the `mul_add`s below are exactly those, so the results equal glibc's on a
 //! CPU with FMA (sine and cosine checked over every f32 input by
 //! `mathf_matches_the_c_library_exhaustively`, `powf` over RoPE's inputs and a random sample).
+//!
+//! `expf` (the softmax's and SwiGLU's scalar tails, where llama.cpp's loops call `expf`) is the
+//! same optimized-routines family (`math/expf.c` with `exp2f_data.c`'s table, scaled for
+//! `x·32/ln 2`): `e^x = 2^(k/32)·2^(r/32)` in double precision, with glibc's FMA variant's
+//! contractions; checked over every f32 input by `expf_matches_the_c_library_exhaustively`.
+//! (Rust's own `f32::exp` on WebAssembly, the `libm` crate's port of fdlibm's `e_expf.c`, is
+//! another algorithm, with other last bits.)
 //!
 //! `tanhf` (Gemma 2's attention and final-logit soft-capping, llama.cpp's `ggml_tanh`) is glibc
 //! 2.36's `sysdeps/ieee754/flt-32/s_tanhf.c` with its `__expm1f`, the single-precision ports of
@@ -356,6 +363,70 @@ pub fn powf(x: f32, y: f32) -> f32 {
     exp2_inline(ylogx)
 }
 
+/// `32/ln 2` (`invln2_scaled` of optimized-routines' `__exp2f_data`: 0x1.71547652b82fep+0 × 32).
+const EXPF_INV_LN2_N: f64 = f64::from_bits(0x4047_1547_652b_82fe);
+/// 0x1.8p+52: adding it rounds a double of magnitude below 2^51 to an integer, which lands in
+/// the low mantissa bits.
+const EXPF_SHIFT: f64 = f64::from_bits(0x4338_0000_0000_0000);
+/// [`EXP2_POLY`] scaled for `r` in units of 1/32: `2^(r/32)` ≈ `C0·r³ + C1·r² + C2·r + 1`
+/// (`poly_scaled`: the coefficients divided by 32³, 32², 32, which is exact).
+const EXPF_POLY: [f64; 3] = [
+    EXP2_POLY[0] / 32768.0, // 0x1.c6af84b912394p-20
+    EXP2_POLY[1] / 1024.0,  // 0x1.ebfce50fac4f3p-13
+    EXP2_POLY[2] / 32.0,    // 0x1.62e42ff0c52d6p-6
+];
+
+/// `e^x`, bit-identical to glibc's `expf` on x86-64 with FMA, for the softmax and SwiGLU (where
+/// llama.cpp's scalar loops call `expf`).
+///
+/// The algorithm of optimized-routines' `math/expf.c` (glibc's
+/// `sysdeps/ieee754/flt-32/e_expf.c`, MIT OR Apache-2.0 WITH LLVM-exception; written here from
+/// its description): in double precision `z = x·32/ln 2 = k + r` with `k` an integer (rounded
+/// to nearest by adding and subtracting 0x1.8p+52) and |r| ≤ 1/2; then
+/// `e^x = 2^(k/32) · 2^(r/32)`, `2^(k/32)` from [`EXP2_TAB`] with `k/32`'s integer part added
+/// to the exponent field, `2^(r/32)` a cubic; one rounding to f32 at the end. glibc's FMA
+/// variant (`e_expf-fma.c`) contracts `x·32/ln 2` into both of its uses (the rounding
+/// `z + shift` and `r = z − k`), and the polynomial's `a + b·c`; those `mul_add`s are the ones
+/// here. The reduction's matter: with `z` rounded first, two inputs (32.564632 among them)
+/// differ in the last bit — glibc's non-FMA variant, which a CPU without FMA gets, does that.
+/// (The polynomial's contractions change no result.) Checked over every f32 input against
+/// the C library by `expf_matches_the_c_library_exhaustively`.
+///
+/// From ln(f32::MAX) ≈ 88.72 on the result is +∞, below ln(2^-150) ≈ -103.97 it is 0 (the
+/// results between are subnormal, correctly through the double), `expf(−∞) = 0`, NaN gives NaN.
+pub fn expf(x: f32) -> f32 {
+    let abstop = abstop12(x);
+    if abstop >= abstop12(88.0) {
+        // |x| ≥ 88, or NaN.
+        if x == f32::NEG_INFINITY {
+            return 0.0;
+        }
+        if abstop >= abstop12(f32::INFINITY) {
+            return x + x; // +∞ or NaN
+        }
+        if x > f32::from_bits(0x42b1_7217) {
+            // 0x1.62e42ep6 ≈ ln 2^128.
+            return f32::INFINITY;
+        }
+        if x < f32::from_bits(0xc2cf_f1b4) {
+            // -0x1.9fe368p6 ≈ ln 2^-150.
+            return 0.0;
+        }
+    }
+    let xd = f64::from(x);
+    let kd = EXPF_INV_LN2_N.mul_add(xd, EXPF_SHIFT);
+    let ki = kd.to_bits();
+    let kd = kd - EXPF_SHIFT;
+    let r = EXPF_INV_LN2_N.mul_add(xd, -kd);
+    let s = f64::from_bits(EXP2_TAB[(ki % 32) as usize].wrapping_add(ki << 47));
+    let c = &EXPF_POLY;
+    let z = c[0].mul_add(r, c[1]);
+    let r2 = r * r;
+    let y = c[2].mul_add(r, 1.0);
+    let y = z.mul_add(r2, y);
+    (y * s) as f32
+}
+
 /// `e^x − 1` in single precision, glibc's `__expm1f` (`sysdeps/ieee754/flt-32/s_expm1f.c`, the
 /// single-precision port of fdlibm's `s_expm1.c`), for [`tanhf`].
 ///
@@ -635,6 +706,17 @@ mod tests {
         assert_eq!(tanhf(30.0), 1.0);
         assert!((tanhf(0.5) - 0.462_117_16).abs() < 1e-7);
         assert!((tanhf(-2.0) + 0.964_027_6).abs() < 1e-7);
+        assert!(expf(f32::NAN).is_nan());
+        assert_eq!(expf(f32::INFINITY), f32::INFINITY);
+        assert_eq!(expf(f32::NEG_INFINITY).to_bits(), 0);
+        assert_eq!(expf(0.0), 1.0);
+        assert_eq!(expf(-0.0), 1.0);
+        assert_eq!(expf(88.8), f32::INFINITY);
+        assert!(expf(88.72).is_finite() && expf(88.72) > 3.39e38);
+        assert_eq!(expf(-104.0).to_bits(), 0);
+        assert_eq!(expf(-103.9).to_bits(), 1); // the smallest subnormal
+        assert!((expf(1.0) - std::f32::consts::E).abs() < 1e-6);
+        assert!((expf(-1.0) - 0.367_879_44).abs() < 1e-7);
     }
 
     /// Whether the C library's `tanhf`/`expm1f` are glibc's fdlibm-derived ones: recent releases
@@ -721,5 +803,66 @@ mod tests {
                 "{name}: {n} differ, first (x, ours, glibc's) {first:08x?}"
             );
         }
+    }
+
+    /// Inputs in `0..=u32::MAX` (as bits) at `start, start + step, …` where [`expf`] differs
+    /// from the C library's: the count and the first few as (input, ours, C library's) bits.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    fn expf_mismatches(start: u32, step: u32) -> (u64, Vec<(u32, u32, u32)>) {
+        let mut count = 0;
+        let mut first = Vec::new();
+        let mut b = start;
+        loop {
+            let x = f32::from_bits(b);
+            // black_box: the C library's result, not one LLVM folded.
+            let (ours, want) = (expf(x), std::hint::black_box(x).exp());
+            if ours.to_bits() != want.to_bits() && !(ours.is_nan() && want.is_nan()) {
+                count += 1;
+                if first.len() < 5 {
+                    first.push((b, ours.to_bits(), want.to_bits()));
+                }
+            }
+            match b.checked_add(step) {
+                Some(next) => b = next,
+                None => return (count, first),
+            }
+        }
+    }
+
+    /// Every 97th f32 (about 44 million, under a second in release) and the two inputs where
+    /// the reduction's FMA matters against glibc's `expf` (Rust's `f32::exp` on x86-64 Linux).
+    #[test]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    fn expf_matches_the_c_library_on_a_sample() {
+        if !std::arch::is_x86_feature_detected!("fma") {
+            return; // glibc then takes its non-FMA variant, with other last bits.
+        }
+        let (n, first) = expf_mismatches(0, 97);
+        assert_eq!(n, 0, "{n} differ, first (x, ours, glibc's) {first:08x?}");
+        let x = f32::from_bits(0x4202_422f); // 32.564632
+        let want = std::hint::black_box(x).exp();
+        assert_eq!(expf(x).to_bits(), want.to_bits(), "expf({x})");
+    }
+
+    /// All 2^32 inputs of `expf`, on all cores (about 55 s on two): `cargo test -p
+    /// strata-engine --release expf -- --ignored`.
+    #[test]
+    #[ignore]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    fn expf_matches_the_c_library_exhaustively() {
+        assert!(
+            std::arch::is_x86_feature_detected!("fma"),
+            "needs a CPU with FMA"
+        );
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| s.spawn(move || expf_mismatches(t, threads)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let n: u64 = results.iter().map(|r| r.0).sum();
+        let first: Vec<_> = results.iter().flat_map(|r| &r.1).take(5).collect();
+        assert_eq!(n, 0, "{n} differ, first (x, ours, glibc's) {first:08x?}");
     }
 }

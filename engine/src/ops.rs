@@ -160,7 +160,7 @@ fn softmax_row_body(x: &mut [f32]) {
         sum += f64::from(reduce16(&lanes));
     }
     for v in &mut x[whole..] {
-        *v = (*v - max).exp();
+        *v = crate::mathf::expf(*v - max);
         sum += f64::from(*v);
     }
     let inv = (1.0 / sum) as f32;
@@ -223,7 +223,7 @@ pub fn swiglu_inplace(gate: &mut [f32], up: &[f32], row: usize) {
                 let e = if i < simd {
                     expf_ggml(0.0 - x)
                 } else {
-                    (-x).exp()
+                    crate::mathf::expf(-x)
                 };
                 *g = x / (1.0 + e) * u;
             }
