@@ -53,4 +53,4 @@ pub use generate::{GenerateOptions, Generation, StopReason};
 pub use kv_cache::{KvCache, KvType};
 pub use model::{LogitsFor, Model, SeqChunk};
 pub use sampler::{Rng, Sampler, SamplerConfig};
-pub use strata_layer_cache::{Backend, Budget, CacheConfig, CacheStats};
+pub use strata_layer_cache::{Backend, Budget, CacheConfig, CacheStats, ExpertPolicy};

@@ -210,7 +210,7 @@ impl Model {
                 x = kept;
                 rows = out.len();
             }
-            self.ffn_block(&layer, &mut x, rows, &mut s)?;
+            self.ffn_block(il, &layer, &mut x, rows, &mut s)?;
         }
         if rows != out.len() {
             // No layer pruned the rows (a model without layers): keep the requested ones.
@@ -400,6 +400,7 @@ impl Model {
     /// `x += ffn(norm(x))` for one layer: `down(act(gate · xn) ⊙ (up · xn))`.
     fn ffn_block(
         &self,
+        il: usize,
         layer: &LayerRef,
         x: &mut [f32],
         n: usize,
@@ -415,7 +416,7 @@ impl Model {
             ops::rms_norm(xi, w_norm, c.rms_eps, o);
         }
         if c.n_expert > 0 {
-            return self.moe_block(layer, x, n, s);
+            return self.moe_block(il, layer, x, n, s);
         }
 
         // g = Wgate xn, u = Wup xn                            [n, n_ff]
@@ -473,6 +474,7 @@ impl Model {
     /// the rows routed to it, in token order.
     fn moe_block(
         &self,
+        il: usize,
         layer: &LayerRef,
         x: &mut [f32],
         n: usize,
@@ -528,50 +530,52 @@ impl Model {
             }
         }
 
-        // h[(t, slot)] = silu(gate_e xn_t) ⊙ (up_e xn_t)      [n·K, ff]
-        let up = layer.tensor("ffn_up_exps.weight")?;
-        let gate = layer.tensor("ffn_gate_exps.weight")?;
-        let down = layer.tensor("ffn_down_exps.weight")?;
-        expect_dims(&up, &[d as u64, ff as u64, n_exp as u64])?;
-        expect_dims(&gate, &[d as u64, ff as u64, n_exp as u64])?;
-        expect_dims(&down, &[ff as u64, d as u64, n_exp as u64])?;
+        // Per routed expert: h = silu(gate_e xn) ⊙ (up_e xn) for its rows, then
+        // y[(t, slot)] = w[(t, slot)] · down_e h. The experts come from the cache's expert
+        // slots, pinned a group at a time (at most what the slots hold; a batch may route to
+        // more experts than that). Activations are quantized per row, so quantizing an
+        // expert's rows of h on their own gives the bits of llama.cpp's [n·K, ff] product.
+        let wanted: Vec<usize> = (0..n_exp).filter(|&e| !routed[e].is_empty()).collect();
+        let group = self.cache.plan().expert_slots.max(1);
         let mut acts = Acts::new(&s.xn, n, d);
-        let mut h = vec![0.0f32; n * k * ff];
-        let mut gbuf = Vec::new();
-        let mut ubuf = Vec::new();
-        for (e, rows) in routed.iter().enumerate() {
-            if rows.is_empty() {
-                continue;
-            }
-            let ids: Vec<usize> = rows.iter().map(|&(t, _)| t).collect();
-            gbuf.resize(ids.len() * ff, 0.0);
-            ubuf.resize(ids.len() * ff, 0.0);
-            expert_product(&up, e, &mut acts, &ids, ff, &mut ubuf)?;
-            expert_product(&gate, e, &mut acts, &ids, ff, &mut gbuf)?;
-            ops::swiglu_inplace(&mut gbuf, &ubuf, ff);
-            for (i, &(t, j)) in rows.iter().enumerate() {
-                h[(t * k + j) * ff..(t * k + j + 1) * ff]
-                    .copy_from_slice(&gbuf[i * ff..(i + 1) * ff]);
-            }
-        }
-
-        // y[(t, slot)] = down_e h[(t, slot)] · w[(t, slot)]    [n·K, n_embd]
-        let mut acts = Acts::new(&h, n * k, ff);
         let mut y = vec![0.0f32; n * k * d];
-        let mut dbuf = Vec::new();
-        for (e, rows) in routed.iter().enumerate() {
-            if rows.is_empty() {
-                continue;
-            }
-            let ids: Vec<usize> = rows.iter().map(|&(t, j)| t * k + j).collect();
-            dbuf.resize(ids.len() * d, 0.0);
-            expert_product(&down, e, &mut acts, &ids, d, &mut dbuf)?;
-            for (i, &r) in ids.iter().enumerate() {
-                let w = weights[r];
-                y[r * d..(r + 1) * d]
-                    .iter_mut()
-                    .zip(&dbuf[i * d..(i + 1) * d])
-                    .for_each(|(yo, v)| *yo = v * w);
+        let (mut gbuf, mut ubuf, mut dbuf) = (Vec::new(), Vec::new(), Vec::new());
+        for ids in wanted.chunks(group) {
+            let set = self.cache.experts(il, ids)?;
+            for &e in ids {
+                let part = |name: &str| {
+                    set.get(e, name).ok_or_else(|| {
+                        EngineError::Config(crate::error::ConfigError::MissingTensor {
+                            name: format!("blk.{il}.{name} (expert {e})"),
+                        })
+                    })
+                };
+                let (up, gate, down) = (
+                    part("ffn_up_exps.weight")?,
+                    part("ffn_gate_exps.weight")?,
+                    part("ffn_down_exps.weight")?,
+                );
+                expect_dims(&up, &[d as u64, ff as u64])?;
+                expect_dims(&gate, &[d as u64, ff as u64])?;
+                expect_dims(&down, &[ff as u64, d as u64])?;
+                let rows = &routed[e];
+                let tok: Vec<usize> = rows.iter().map(|&(t, _)| t).collect();
+                gbuf.resize(tok.len() * ff, 0.0);
+                ubuf.resize(tok.len() * ff, 0.0);
+                matmul_id(&up, &mut acts, &tok, ff, &mut ubuf)?;
+                matmul_id(&gate, &mut acts, &tok, ff, &mut gbuf)?;
+                ops::swiglu_inplace(&mut gbuf, &ubuf, ff);
+                let mut hacts = Acts::new(&gbuf, tok.len(), ff);
+                let all: Vec<usize> = (0..tok.len()).collect();
+                dbuf.resize(tok.len() * d, 0.0);
+                matmul_id(&down, &mut hacts, &all, d, &mut dbuf)?;
+                for (i, &(t, j)) in rows.iter().enumerate() {
+                    let w = weights[t * k + j];
+                    y[(t * k + j) * d..(t * k + j + 1) * d]
+                        .iter_mut()
+                        .zip(&dbuf[i * d..(i + 1) * d])
+                        .for_each(|(yo, v)| *yo = v * w);
+                }
             }
         }
 
@@ -731,28 +735,18 @@ fn linear(
     Ok(())
 }
 
-/// Expert `e`'s product of a 3-D expert tensor `[cols, rows, n_expert]` with the activation
-/// rows `ids` of `acts`: `y` `[ids.len(), rows]`.
-fn expert_product(
+/// One expert's product (`w`: its `[cols, rows]` slice of an expert tensor) with the activation
+/// rows `ids` of `acts`, by `MUL_MAT_ID`'s kernel rule: `y` `[ids.len(), rows]`.
+fn matmul_id(
     w: &TensorView<'_>,
-    e: usize,
     acts: &mut Acts<'_>,
     ids: &[usize],
     rows: usize,
     y: &mut [f32],
 ) -> Result<(), EngineError> {
     let cols = acts.cols;
-    let per = row_size(w, cols)? * rows;
-    let bytes = w
-        .bytes
-        .get(e * per..(e + 1) * per)
-        .ok_or(EngineError::Shape {
-            name: w.name.to_string(),
-            dims: w.dims.to_vec(),
-            expected: vec![cols as u64, rows as u64, e as u64 + 1],
-        })?;
     let q = acts.for_weight(w)?;
-    strata_quant::matmul_q_id(w.ty, bytes, rows, cols, q, ids, y)
+    strata_quant::matmul_q_id(w.ty, w.bytes, rows, cols, q, ids, y)
         .map_err(|source| kernel_err(w, source))
 }
 

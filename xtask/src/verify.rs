@@ -37,7 +37,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use strata_engine::{Backend, Budget, CacheConfig, Engine, EngineConfig, LogitsFor};
+use strata_engine::{Backend, Budget, CacheConfig, Engine, EngineConfig, ExpertPolicy, LogitsFor};
 
 /// The near-tie margin of the top-1 report: top-1 is counted where llama.cpp's lead exceeds this.
 const TOP1_MARGIN: f32 = 0.1;
@@ -356,6 +356,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .with_context(|| format!("opening {}", model.display()))?;
         check(&mut Native::new(&engine)?)
     })?);
+    failures.extend(check_expert_streaming(&root)?);
 
     if failures.is_empty() {
         println!("\nverify: all checks passed (bit-identical)");
@@ -786,6 +787,77 @@ pub(crate) fn check_synthetic(root: &Path, with_model: WithModel<'_>) -> Result<
         failures.push(format!(
             "last-only: compared {last_compared} of {expected} synthetic models"
         ));
+    }
+    Ok(failures)
+}
+
+/// The mixture-of-experts synthetic models (written by [`check_synthetic`]) streamed expert by
+/// expert: at the smallest budget (K expert slots, dense parts streaming) on the file and arena
+/// backends, and with the LRU expert policy, the logits of every position and greedy step
+/// must have the bits of the budget-`all` run (which [`check_synthetic`] compared with
+/// llama.cpp's).
+fn check_expert_streaming(root: &Path) -> Result<Vec<String>> {
+    let dir = root.join("xtask/data/reference/synthetic");
+    let out_dir = root.join("target/verify-synthetic");
+    let mut failures = Vec::new();
+    println!();
+    let mut n = 0;
+    for (arch, ty) in synthetic_models() {
+        if !arch.contains("moe") {
+            continue;
+        }
+        let name = format!("{arch}-{ty}");
+        let r = Reference::parse(
+            name.clone(),
+            &std::fs::read_to_string(dir.join(format!("{name}.json")))?,
+            SYNTHETIC_GREEDY_STEPS,
+        )?;
+        let model = out_dir.join(format!("{name}.gguf"));
+        let base = fingerprint(
+            &mut Native::new(&Engine::open(&model, EngineConfig::default())?)?,
+            &r,
+        )?;
+        for (backend, policy) in [
+            (Backend::File, ExpertPolicy::Lfu),
+            (Backend::Arena, ExpertPolicy::Lru),
+        ] {
+            let cfg = EngineConfig {
+                cache: CacheConfig {
+                    backend,
+                    budget: Budget::Min,
+                    expert_policy: policy,
+                    ..CacheConfig::default()
+                },
+                ..EngineConfig::default()
+            };
+            let e = Engine::open(&model, cfg)
+                .with_context(|| format!("opening {name} on {backend} at the minimum budget"))?;
+            let stats0 = e.cache_stats();
+            let same = fingerprint(&mut Native::new(&e)?, &r)? == base;
+            let st = e.cache_stats().since(&stats0);
+            println!(
+                "{name:<18} {backend:<6} min budget, {policy:?}: {} expert reads, {} hits, logits {}",
+                st.expert_loads,
+                st.expert_hits,
+                if same { "same" } else { "DIFF" }
+            );
+            if !same {
+                failures.push(format!(
+                    "{name}: logits streamed expert by expert ({backend}, minimum budget, \
+                     {policy:?}) differ from budget all"
+                ));
+            }
+            if st.expert_loads == 0 {
+                failures.push(format!(
+                    "{name}: at the minimum budget no expert was read: the expert cache was not \
+                     exercised"
+                ));
+            }
+            n += 1;
+        }
+    }
+    if n == 0 {
+        failures.push("no mixture-of-experts model was streamed".into());
     }
     Ok(failures)
 }
