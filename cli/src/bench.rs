@@ -392,6 +392,12 @@ impl Run<'_> {
             ("load_s", Val::Float(self.load_s)),
             ("bytes_read_per_token", Val::Float(r.bytes_read_per_token())),
             ("stall_share", Val::Float(r.stall_share())),
+            ("expert_hit_ratio", Val::Float(r.expert_hit_ratio())),
+            (
+                "expert_bytes_read_per_token",
+                Val::Float(r.expert_bytes_read_per_token()),
+            ),
+            ("expert_stall_share", Val::Float(r.expert_stall_share())),
             ("peak_rss_bytes", self.peak_rss.map_or(Val::Null, Val::Int)),
         ]
     }

@@ -176,13 +176,39 @@ impl BenchResult {
     }
 
     /// The share of the measured time the forward pass spent waiting for layers (for a
-    /// prefetch, or reading one itself), from 0 to 1.
+    /// prefetch, or reading one itself) or for routed experts, from 0 to 1.
     pub fn stall_share(&self) -> f64 {
+        self.share(self.cache.stall + self.cache.expert_stall)
+    }
+
+    /// The part of [`BenchResult::stall_share`] spent waiting for routed experts (MoE).
+    pub fn expert_stall_share(&self) -> f64 {
+        self.share(self.cache.expert_stall)
+    }
+
+    /// Bytes of routed experts read from storage per evaluated token (MoE; included in
+    /// [`BenchResult::bytes_read_per_token`]).
+    pub fn expert_bytes_read_per_token(&self) -> f64 {
+        let tokens = self.test.n_tokens() * self.samples.len();
+        if tokens == 0 {
+            0.0
+        } else {
+            self.cache.expert_bytes_read as f64 / tokens as f64
+        }
+    }
+
+    /// Routed experts found resident, over all routed experts asked for (0 without experts).
+    pub fn expert_hit_ratio(&self) -> f64 {
+        self.cache.expert_hit_ratio()
+    }
+
+    /// `d` as a share of the measured time.
+    fn share(&self, d: Duration) -> f64 {
         let total: Duration = self.samples.iter().sum();
         if total.is_zero() {
             0.0
         } else {
-            self.cache.stall.as_secs_f64() / total.as_secs_f64()
+            d.as_secs_f64() / total.as_secs_f64()
         }
     }
 }
