@@ -27,6 +27,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod argsort;
 pub mod attention;
 mod batch;
 pub mod bench;

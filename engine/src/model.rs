@@ -465,7 +465,7 @@ impl Model {
     ///
     /// ```text
     /// p      = softmax(W_router xn)                  [n, E]   (W_router F32)
-    /// sel    = the K largest p, descending           [n, K]   (ties: lower expert first)
+    /// sel    = the K largest p, descending           [n, K]   (ties as libstdc++'s std::sort)
     /// w      = p[sel] / max(Σ p[sel], 2^-14)         [n, K]   (Σ in f64, in slot order)
     /// y_k    = w_k · down_e(silu(gate_e xn) ⊙ up_e xn)         for e = sel_k
     /// x     += ((y_0 + y_1) + y_2) + …
@@ -500,8 +500,8 @@ impl Model {
             ops::softmax_row(pt);
         }
 
-        // Top-K per token (descending probability; a stable sort keeps the lower expert first
-        // on ties, as libstdc++'s std::sort does for up to 16 experts), then the weights.
+        // Top-K per token: descending probability, ties where llama.cpp's std::sort leaves
+        // them; then the weights.
         let mut sel = vec![0usize; n * k];
         let mut weights = vec![0.0f32; n * k];
         let mut order: Vec<usize> = Vec::with_capacity(n_exp);
@@ -509,7 +509,7 @@ impl Model {
             let pt = &probs[t * n_exp..(t + 1) * n_exp];
             order.clear();
             order.extend(0..n_exp);
-            order.sort_by(|&a, &b| pt[b].total_cmp(&pt[a]));
+            crate::argsort::argsort_desc(pt, &mut order);
             let mut sum = 0.0f64;
             for j in 0..k {
                 sel[t * k + j] = order[j];
