@@ -218,15 +218,7 @@ pub fn matmul_q_part_with(
     part: Part,
     y: &mut [f32],
 ) -> Result<(), QuantError> {
-    let dot_ty = acts_dot_type(ty, x)?;
-    if x.cols() != cols {
-        return Err(QuantError::SizeMismatch {
-            ty: dot_ty,
-            what: "activation columns",
-            expected: cols,
-            got: x.cols(),
-        });
-    }
+    let dot_ty = acts_for(ty, x, cols)?;
     let n = x.n_rows();
     if part.first.checked_add(n).is_none_or(|end| end > part.batch) {
         return Err(QuantError::SizeMismatch {
@@ -257,15 +249,7 @@ pub fn matmul_q_id(
     ids: &[usize],
     y: &mut [f32],
 ) -> Result<(), QuantError> {
-    let dot_ty = acts_dot_type(ty, x)?;
-    if x.cols() != cols {
-        return Err(QuantError::SizeMismatch {
-            ty: dot_ty,
-            what: "activation columns",
-            expected: cols,
-            got: x.cols(),
-        });
-    }
+    let dot_ty = acts_for(ty, x, cols)?;
     if let Some(&bad) = ids.iter().find(|&&i| i >= x.n_rows()) {
         return Err(QuantError::SizeMismatch {
             ty: dot_ty,
@@ -275,57 +259,20 @@ pub fn matmul_q_id(
         });
     }
     let n = ids.len();
-    let kind = Kernel::for_product(ty, rows, cols, n);
-    if kind == Kernel::Tiled {
-        let level = crate::calibrate::kernel_level(ty, n);
-        return run(
-            level,
-            ty,
-            w,
-            rows,
-            cols,
-            n,
-            Part::whole(n),
-            |t| x.row(ids[t]),
-            y,
-        );
-    }
-    if y.len() != rows * n {
-        return Err(QuantError::SizeMismatch {
-            ty,
-            what: "output elements",
-            expected: rows * n,
-            got: y.len(),
-        });
-    }
-    // The kernel `run` picks for a batch of one token (repacked gemv, `vec_dot`), for every
-    // row: several rows at once where its multi-token kernels keep `vec_dot`'s bits; IQ4_NL's
-    // do not (they are tinyBLAS's lanes), so not repacked it goes one row at a time.
-    let level = crate::calibrate::kernel_level(ty, 1);
-    if ty == GgmlType::IQ4_NL && kind == Kernel::VecDot {
-        for (i, yi) in y.chunks_exact_mut(rows.max(1)).enumerate().take(n) {
-            run(
-                level,
-                ty,
-                w,
-                rows,
-                cols,
-                1,
-                Part::whole(1),
-                |_| x.row(ids[i]),
-                yi,
-            )?;
-        }
-        return Ok(());
-    }
+    // The kernel `run` picks for the batch: the routed rows' count where the tiled kernel
+    // applies, else one token (repacked gemv, `vec_dot`) for every row.
+    let batch = match Kernel::for_product(ty, rows, cols, n) {
+        Kernel::Tiled => n,
+        _ => 1,
+    };
     run(
-        level,
+        crate::calibrate::kernel_level(ty, batch),
         ty,
         w,
         rows,
         cols,
         n,
-        Part::whole(1),
+        Part::whole(batch),
         |t| x.row(ids[t]),
         y,
     )
@@ -362,6 +309,20 @@ pub fn vec_dot(ty: GgmlType, w_row: &[u8], x: &QuantizedActs, t: usize) -> Resul
 }
 
 /// [`vec_dot_type`]`(ty)`, after checking that `x` was quantized to it.
+/// [`acts_dot_type`], and `x` has `cols` columns.
+fn acts_for(ty: GgmlType, x: &QuantizedActs, cols: usize) -> Result<GgmlType, QuantError> {
+    let dot_ty = acts_dot_type(ty, x)?;
+    if x.cols() != cols {
+        return Err(QuantError::SizeMismatch {
+            ty: dot_ty,
+            what: "activation columns",
+            expected: cols,
+            got: x.cols(),
+        });
+    }
+    Ok(dot_ty)
+}
+
 fn acts_dot_type(ty: GgmlType, x: &QuantizedActs) -> Result<GgmlType, QuantError> {
     let dot_ty = vec_dot_type(ty)?;
     if x.ty() != dot_ty {
@@ -502,7 +463,10 @@ fn run<'x>(
         return Ok(());
     }
     let out = OutPtr(y.as_mut_ptr());
+    // The multi-token `vec_dot` kernels keep `vec_dot`'s bits, except IQ4_NL's (tinyBLAS's
+    // lanes): for a batch of one (`matmul_q_id` runs several rows as such) it stays row by row.
     let batch = match kind {
+        Kernel::VecDot if ty == GgmlType::IQ4_NL && part.batch == 1 => None,
         Kernel::VecDot if n >= BATCH_MIN_TOKENS => simd::batch_kernel(level, ty),
         _ => None,
     };
