@@ -304,6 +304,19 @@ pub fn dot_step64(a: &[f32], b: &[f32]) -> f32 {
 
 #[inline(always)]
 fn dot_step64_body(a: &[f32], b: &[f32]) -> f32 {
+    let (head, np) = step64_head(a, b);
+    let mut sum = f64::from(head);
+    for i in np..a.len() {
+        sum += f64::from(a[i] * b[i]);
+    }
+    sum as f32
+}
+
+/// The part of ggml's AVX-512 f16/f32 `vec_dot` before its tail: four 16-lane accumulators
+/// over the whole steps of 64, combined as `(a0+a2) + (a1+a3)` and reduced by [`reduce16`];
+/// with the length of that part.
+#[inline(always)]
+fn step64_head(a: &[f32], b: &[f32]) -> (f32, usize) {
     debug_assert_eq!(a.len(), b.len());
     let np = a.len() / 64 * 64;
     let mut acc = [[0.0f32; 16]; 4];
@@ -316,11 +329,7 @@ fn dot_step64_body(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     let w: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
-    let mut sum = f64::from(reduce16(&w));
-    for i in np..a.len() {
-        sum += f64::from(a[i] * b[i]);
-    }
-    sum as f32
+    (reduce16(&w), np)
 }
 
 /// Dot product in the order of ggml's `ggml_vec_dot_f32` on AVX-512 (an F32 matrix times one
@@ -332,19 +341,7 @@ pub fn dot_f32_vec(a: &[f32], b: &[f32]) -> f32 {
 
 #[inline(always)]
 fn dot_f32_vec_body(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let np = a.len() / 64 * 64;
-    let mut acc = [[0.0f32; 16]; 4];
-    for (ca, cb) in a[..np].chunks_exact(64).zip(b[..np].chunks_exact(64)) {
-        for (j, lanes) in acc.iter_mut().enumerate() {
-            for (l, lane) in lanes.iter_mut().enumerate() {
-                let i = 16 * j + l;
-                *lane = ca[i].mul_add(cb[i], *lane);
-            }
-        }
-    }
-    let w: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
-    let mut sum = reduce16(&w);
+    let (mut sum, np) = step64_head(a, b);
     for i in np..a.len() {
         let p = a[i] * b[i];
         sum += p;
