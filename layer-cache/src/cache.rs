@@ -1722,6 +1722,7 @@ mod tests {
         //! each are written by two threads at once.
 
         use super::*;
+        use crate::testing::Switched;
 
         /// Every tensor of layer `layer` in `l` has the file's bytes.
         fn check(bytes: &[u8], gguf: &Gguf, layer: usize, l: &LayerRef) {
@@ -1834,25 +1835,6 @@ mod tests {
                 }
                 let st = cache.stats();
                 assert!(st.peak_resident_bytes <= st.budget_bytes, "{st}");
-            }
-        }
-
-        /// In-memory bytes whose reads fail while `failing` is set.
-        struct Switched {
-            inner: MemStorage,
-            failing: std::sync::atomic::AtomicBool,
-        }
-
-        impl Storage for Switched {
-            fn len(&self) -> u64 {
-                self.inner.len()
-            }
-
-            fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-                if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Err(Error::Layout(String::from("switched off")));
-                }
-                self.inner.read_at(offset, buf)
             }
         }
 

@@ -2,6 +2,28 @@
 
 use strata_gguf::{GgmlType, GgufWriter, Value};
 
+use crate::storage::{MemStorage, Storage};
+use crate::Error;
+
+/// In-memory bytes whose reads fail while `failing` is set.
+pub(crate) struct Switched {
+    pub(crate) inner: MemStorage,
+    pub(crate) failing: std::sync::atomic::AtomicBool,
+}
+
+impl Storage for Switched {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Layout(String::from("switched off")));
+        }
+        self.inner.read_at(offset, buf)
+    }
+}
+
 /// Deterministic pseudo-random bytes (xorshift), different per `seed`.
 pub(crate) fn bytes(seed: u64, n: usize) -> Vec<u8> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

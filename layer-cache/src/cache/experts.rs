@@ -709,7 +709,7 @@ mod tests {
     use super::*;
     use crate::config::{Backend, Budget, CacheConfig};
     use crate::storage::{MemStorage, Storage};
-    use crate::testing::{moe_model, N_EXPERT, N_USED};
+    use crate::testing::{moe_model, Switched, N_EXPERT, N_USED};
     use crate::LayerCache;
 
     const EXPS: [&str; 3] = [
@@ -996,25 +996,6 @@ mod tests {
             let s = cache.stats();
             assert!(s.peak_resident_bytes <= s.budget_bytes, "{backend:?} {s}");
             assert_eq!(s.expert_hits + s.expert_loads, 3 * rounds as u64, "{s}");
-        }
-    }
-
-    /// In-memory bytes whose reads fail while `failing` is set.
-    struct Switched {
-        inner: MemStorage,
-        failing: std::sync::atomic::AtomicBool,
-    }
-
-    impl Storage for Switched {
-        fn len(&self) -> u64 {
-            self.inner.len()
-        }
-
-        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-            if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(Error::Layout(String::from("switched off")));
-            }
-            self.inner.read_at(offset, buf)
         }
     }
 
