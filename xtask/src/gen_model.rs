@@ -1144,6 +1144,39 @@ mod tests {
         assert!(parse_type("iq2_xxs").is_err());
     }
 
+    /// Checks that weight matrix `tensor` of `g` (file `bytes`) has `wt`'s type for it and
+    /// dequantizes to finite, zero-mean values of standard deviation ≈ 1/sqrt(`cols`); returns
+    /// the values. `what` names the model in failures.
+    fn modest_weights(
+        g: &strata_gguf::Gguf,
+        bytes: &[u8],
+        wt: WeightType,
+        tensor: &str,
+        cols: usize,
+        what: &str,
+    ) -> Vec<f32> {
+        let t = g.tensor(tensor).unwrap();
+        let ty = wt.of(tensor);
+        assert_eq!(t.ty, ty, "{what} {tensor}");
+        let data = g.tensor_data(bytes, t).unwrap();
+        let mut out = vec![0f32; t.n_elements() as usize];
+        strata_quant::dequantize(ty, data, &mut out).unwrap();
+        let n = out.len() as f32;
+        let mean = out.iter().sum::<f32>() / n;
+        let rms = (out.iter().map(|v| v * v).sum::<f32>() / n).sqrt();
+        let expect = 1.0 / (cols as f32).sqrt();
+        assert!(out.iter().all(|v| v.is_finite()));
+        assert!(
+            rms > 0.7 * expect && rms < 1.4 * expect,
+            "{what} {tensor}: rms {rms} vs {expect}"
+        );
+        assert!(
+            mean.abs() < 0.05 * expect,
+            "{what} {tensor}: mean {mean} vs std {expect}"
+        );
+        out
+    }
+
     #[test]
     fn tiny_models_parse_and_dequantize_to_finite_modest_values() {
         for arch in [Arch::Llama, Arch::Qwen2] {
@@ -1177,25 +1210,7 @@ mod tests {
                     ("blk.2.attn_q.weight", 256),
                     ("output.weight", 256),
                 ] {
-                    let t = g.tensor(tensor).unwrap();
-                    let ty = wt.of(tensor);
-                    assert_eq!(t.ty, ty, "{name} {tensor}");
-                    let data = g.tensor_data(&bytes, t).unwrap();
-                    let mut out = vec![0f32; t.n_elements() as usize];
-                    strata_quant::dequantize(ty, data, &mut out).unwrap();
-                    let n = out.len() as f32;
-                    let mean = out.iter().sum::<f32>() / n;
-                    let rms = (out.iter().map(|v| v * v).sum::<f32>() / n).sqrt();
-                    let expect = 1.0 / (cols as f32).sqrt();
-                    assert!(out.iter().all(|v| v.is_finite()));
-                    assert!(
-                        rms > 0.7 * expect && rms < 1.4 * expect,
-                        "{arch:?} {name} {tensor}: rms {rms} vs {expect}"
-                    );
-                    assert!(
-                        mean.abs() < 0.05 * expect,
-                        "{arch:?} {name} {tensor}: mean {mean} vs std {expect}"
-                    );
+                    modest_weights(&g, &bytes, wt, tensor, cols, &format!("{arch:?} {name}"));
                 }
                 assert_eq!(
                     g.metadata().get_u32("general.file_type").unwrap(),
@@ -1502,24 +1517,8 @@ mod tests {
                 );
                 for &(tensor, cols) in tensors {
                     let t = g.tensor(tensor).unwrap();
-                    let ty = wt.of(tensor);
-                    assert_eq!(t.ty, ty, "{arch:?} {name} {tensor}");
-                    let data = g.tensor_data(&bytes, t).unwrap();
-                    let mut out = vec![0f32; t.n_elements() as usize];
-                    strata_quant::dequantize(ty, data, &mut out).unwrap();
-                    let n = out.len() as f32;
-                    let mean = out.iter().sum::<f32>() / n;
-                    let rms = (out.iter().map(|v| v * v).sum::<f32>() / n).sqrt();
-                    let expect = 1.0 / (cols as f32).sqrt();
-                    assert!(out.iter().all(|v| v.is_finite()));
-                    assert!(
-                        rms > 0.7 * expect && rms < 1.4 * expect,
-                        "{arch:?} {name} {tensor}: rms {rms} vs {expect}"
-                    );
-                    assert!(
-                        mean.abs() < 0.05 * expect,
-                        "{arch:?} {name} {tensor}: mean {mean} vs std {expect}"
-                    );
+                    let out =
+                        modest_weights(&g, &bytes, wt, tensor, cols, &format!("{arch:?} {name}"));
                     if t.dims.len() == 3 {
                         let per = (t.dims[0] * t.dims[1]) as usize;
                         assert_ne!(out[..per], out[per..2 * per], "{arch:?} {name} {tensor}");
