@@ -734,27 +734,26 @@ mod tests {
         matches!((next(), next()), (Some(2), Some(minor)) if minor < 41)
     }
 
-    /// Inputs in `0..=u32::MAX` (as bits) at `start, start + step, …` where [`tanhf`] (or, with
-    /// `expm1`, [`expm1f`]) differs from the C library's: the count and the first few as
-    /// (input, ours, C library's) bits.
+    /// Inputs in `0..=u32::MAX` (as bits) at `start, start + step, …` where `ours` differs from
+    /// `theirs` (the C library's): the count and the first few as (input, ours, theirs) bits.
     #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
-    fn tanhf_mismatches(start: u32, step: u32, expm1: bool) -> (u64, Vec<(u32, u32, u32)>) {
+    fn mismatches(
+        start: u32,
+        step: u32,
+        ours: fn(f32) -> f32,
+        theirs: fn(f32) -> f32,
+    ) -> (u64, Vec<(u32, u32, u32)>) {
         let mut count = 0;
         let mut first = Vec::new();
         let mut b = start;
         loop {
             let x = f32::from_bits(b);
             // black_box: the C library's result, not one LLVM folded.
-            let xb = std::hint::black_box(x);
-            let (ours, want) = if expm1 {
-                (expm1f(x), xb.exp_m1())
-            } else {
-                (tanhf(x), xb.tanh())
-            };
-            if ours.to_bits() != want.to_bits() && !(ours.is_nan() && want.is_nan()) {
+            let (o, t) = (ours(x), theirs(std::hint::black_box(x)));
+            if o.to_bits() != t.to_bits() && !(o.is_nan() && t.is_nan()) {
                 count += 1;
                 if first.len() < 5 {
-                    first.push((b, ours.to_bits(), want.to_bits()));
+                    first.push((b, o.to_bits(), t.to_bits()));
                 }
             }
             match b.checked_add(step) {
@@ -762,6 +761,21 @@ mod tests {
                 None => return (count, first),
             }
         }
+    }
+
+    /// [`mismatches`] over all 2^32 inputs, split over all cores.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    fn all_mismatches(ours: fn(f32) -> f32, theirs: fn(f32) -> f32) -> (u64, Vec<(u32, u32, u32)>) {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| s.spawn(move || mismatches(t, threads, ours, theirs)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let n: u64 = results.iter().map(|r| r.0).sum();
+        let first = results.into_iter().flat_map(|r| r.1).take(5).collect();
+        (n, first)
     }
 
     /// Every 97th f32 (about 44 million, under a second) against glibc's `tanhf`.
@@ -772,7 +786,7 @@ mod tests {
             eprintln!("skipped: this glibc's tanhf is not the fdlibm one");
             return;
         }
-        let (n, first) = tanhf_mismatches(0, 97, false);
+        let (n, first) = mismatches(0, 97, tanhf, f32::tanh);
         assert_eq!(n, 0, "{n} differ, first (x, ours, glibc's) {first:08x?}");
     }
 
@@ -787,45 +801,19 @@ mod tests {
             glibc_has_fdlibm_tanhf(),
             "needs glibc before 2.41 (fdlibm's tanhf)"
         );
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        for expm1 in [false, true] {
-            let results: Vec<_> = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|t| s.spawn(move || tanhf_mismatches(t, threads, expm1)))
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect()
-            });
-            let n: u64 = results.iter().map(|r| r.0).sum();
-            let first: Vec<_> = results.iter().flat_map(|r| &r.1).take(5).collect();
-            let name = if expm1 { "expm1f" } else { "tanhf" };
+        for (name, ours, theirs) in [
+            (
+                "tanhf",
+                tanhf as fn(f32) -> f32,
+                f32::tanh as fn(f32) -> f32,
+            ),
+            ("expm1f", expm1f, f32::exp_m1),
+        ] {
+            let (n, first) = all_mismatches(ours, theirs);
             assert_eq!(
                 n, 0,
                 "{name}: {n} differ, first (x, ours, glibc's) {first:08x?}"
             );
-        }
-    }
-
-    /// Inputs in `0..=u32::MAX` (as bits) at `start, start + step, …` where [`expf`] differs
-    /// from the C library's: the count and the first few as (input, ours, C library's) bits.
-    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
-    fn expf_mismatches(start: u32, step: u32) -> (u64, Vec<(u32, u32, u32)>) {
-        let mut count = 0;
-        let mut first = Vec::new();
-        let mut b = start;
-        loop {
-            let x = f32::from_bits(b);
-            // black_box: the C library's result, not one LLVM folded.
-            let (ours, want) = (expf(x), std::hint::black_box(x).exp());
-            if ours.to_bits() != want.to_bits() && !(ours.is_nan() && want.is_nan()) {
-                count += 1;
-                if first.len() < 5 {
-                    first.push((b, ours.to_bits(), want.to_bits()));
-                }
-            }
-            match b.checked_add(step) {
-                Some(next) => b = next,
-                None => return (count, first),
-            }
         }
     }
 
@@ -837,7 +825,7 @@ mod tests {
         if !std::arch::is_x86_feature_detected!("fma") {
             return; // glibc then takes its non-FMA variant, with other last bits.
         }
-        let (n, first) = expf_mismatches(0, 97);
+        let (n, first) = mismatches(0, 97, expf, f32::exp);
         assert_eq!(n, 0, "{n} differ, first (x, ours, glibc's) {first:08x?}");
         let x = f32::from_bits(0x4202_422f); // 32.564632
         let want = std::hint::black_box(x).exp();
@@ -854,15 +842,7 @@ mod tests {
             std::arch::is_x86_feature_detected!("fma"),
             "needs a CPU with FMA"
         );
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        let results: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| s.spawn(move || expf_mismatches(t, threads)))
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let n: u64 = results.iter().map(|r| r.0).sum();
-        let first: Vec<_> = results.iter().flat_map(|r| &r.1).take(5).collect();
+        let (n, first) = all_mismatches(expf, f32::exp);
         assert_eq!(n, 0, "{n} differ, first (x, ours, glibc's) {first:08x?}");
     }
 }
