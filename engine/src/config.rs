@@ -575,26 +575,38 @@ mod tests {
     use strata_gguf::GgufWriter;
 
     fn gemma_like(extra: &[(&str, f32)]) -> Gguf {
+        let mut f32s = vec![
+            ("attention.layer_norm_rms_epsilon", 1e-6f32),
+            ("rope.freq_base", 1e6),
+        ];
+        f32s.extend_from_slice(extra);
+        header_with(
+            "gemma3",
+            &[
+                ("embedding_length", 64u32),
+                ("block_count", 12),
+                ("feed_forward_length", 128),
+                ("attention.head_count", 4),
+                ("attention.head_count_kv", 1),
+                ("attention.key_length", 32),
+                ("attention.value_length", 32),
+                ("context_length", 1024),
+                ("attention.sliding_window", 512),
+            ],
+            &f32s,
+        )
+    }
+
+    /// A header of `arch` with these u32 and f32 keys (under the `arch.` prefix) and a
+    /// 10-row F32 `token_embd.weight`.
+    fn header_with(arch: &str, u32s: &[(&str, u32)], f32s: &[(&str, f32)]) -> Gguf {
         let mut w = GgufWriter::new();
-        w.add_metadata("general.architecture", "gemma3").unwrap();
-        for (k, v) in [
-            ("embedding_length", 64u32),
-            ("block_count", 12),
-            ("feed_forward_length", 128),
-            ("attention.head_count", 4),
-            ("attention.head_count_kv", 1),
-            ("attention.key_length", 32),
-            ("attention.value_length", 32),
-            ("context_length", 1024),
-            ("attention.sliding_window", 512),
-        ] {
-            w.add_metadata(format!("gemma3.{k}"), v).unwrap();
+        w.add_metadata("general.architecture", arch).unwrap();
+        for (k, v) in u32s {
+            w.add_metadata(format!("{arch}.{k}"), *v).unwrap();
         }
-        w.add_metadata("gemma3.attention.layer_norm_rms_epsilon", 1e-6f32)
-            .unwrap();
-        w.add_metadata("gemma3.rope.freq_base", 1e6f32).unwrap();
-        for (k, v) in extra {
-            w.add_metadata(format!("gemma3.{k}"), *v).unwrap();
+        for (k, v) in f32s {
+            w.add_metadata(format!("{arch}.{k}"), *v).unwrap();
         }
         w.add_tensor(
             "token_embd.weight",
@@ -641,34 +653,18 @@ mod tests {
 
     /// A minimal header of `arch` with the shape keys and `extra` u32/f32 keys.
     fn header(arch: &str, extra_u32: &[(&str, u32)], extra_f32: &[(&str, f32)]) -> Gguf {
-        let mut w = GgufWriter::new();
-        w.add_metadata("general.architecture", arch).unwrap();
-        for (k, v) in [
+        let mut u32s = vec![
             ("embedding_length", 64u32),
             ("block_count", 4),
             ("feed_forward_length", 128),
             ("attention.head_count", 4),
             ("attention.head_count_kv", 2),
             ("context_length", 4096),
-        ]
-        .iter()
-        .chain(extra_u32)
-        {
-            w.add_metadata(format!("{arch}.{k}"), *v).unwrap();
-        }
-        w.add_metadata(format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-6f32)
-            .unwrap();
-        for (k, v) in extra_f32 {
-            w.add_metadata(format!("{arch}.{k}"), *v).unwrap();
-        }
-        w.add_tensor(
-            "token_embd.weight",
-            strata_gguf::GgmlType::F32,
-            &[64, 10],
-            vec![0u8; 64 * 10 * 4],
-        )
-        .unwrap();
-        Gguf::from_bytes(&w.to_vec().unwrap()).unwrap()
+        ];
+        u32s.extend_from_slice(extra_u32);
+        let mut f32s = vec![("attention.layer_norm_rms_epsilon", 1e-6f32)];
+        f32s.extend_from_slice(extra_f32);
+        header_with(arch, &u32s, &f32s)
     }
 
     #[test]
