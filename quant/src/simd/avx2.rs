@@ -183,15 +183,17 @@ macro_rules! q8_0_family {
             nb: usize,
         ) -> [f32; N] {
             let mut acc = [_mm256_setzero_ps(); N];
+            // The rows of a pass are consecutive (`by_rows`). Blocks are under 64 bytes: one
+            // line per row and block covers every line of long rows.
+            let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS);
             for i in 0..nb {
+                pf.step(&w, i);
                 // SAFETY: `i < nb`, so block `i` of `x` and of every row is in bounds (caller).
                 let a = unsafe { &*x.add(i) };
                 // SAFETY: reads the 32 bytes of `a.qs`.
                 let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
                 let dy = h2f(a.d);
                 for r in 0..N {
-                    // Blocks are under 64 bytes: one line per block covers every line.
-                    _mm_prefetch::<_MM_HINT_T0>(w[r].wrapping_add(i + PF_BLOCKS).cast());
                     // SAFETY: as for `a`.
                     let $b = unsafe { &*w[r].add(i) };
                     let q: __m256i = $unpack;
