@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
-use super::avx2::{by_rows, h2f, hsum_i32x8, prefetch_ahead, reduce8};
+use super::avx2::{by_rows, h2f, hsum_i32x8, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{BlockQ6_K, BlockQ8_K};
 use crate::scalar::tiled::AccTiled;
@@ -170,9 +170,11 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
         // SAFETY: reads the 64 bytes of `lanes`.
         unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
     });
+    // Rows of a pass are consecutive (`by_rows`).
+    let pf = super::Prefetch::for_pass(w[0], N, nb, super::avx2::PF_BLOCKS);
     for i in 0..nb {
+        pf.step(&w, i);
         for r in 0..N {
-            prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             // SAFETY: reads the 16 bytes of `b.scales`.

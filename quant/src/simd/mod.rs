@@ -57,7 +57,7 @@ pub(super) const PF_PASS_BLOCKS: usize = 256;
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Prefetch {
-    /// Each row's block `i + n` at block `i`.
+    /// Each row's block `i + n` (every line it starts in) at block `i`.
     Rows(usize),
     /// At block `i`, lines `i·lines .. (i+1)·lines` (64 bytes each) from `at`.
     Linear {
@@ -105,8 +105,11 @@ impl Prefetch {
         match self {
             Prefetch::Rows(n) => {
                 for r in w {
-                    // SAFETY: prefetching has no memory effects and never faults.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(i + n).cast()) };
+                    let at = r.wrapping_add(i + n).cast::<i8>();
+                    for l in 0..std::mem::size_of::<B>().div_ceil(64) {
+                        // SAFETY: prefetching has no memory effects and never faults.
+                        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64 * l)) };
+                    }
                 }
             }
             Prefetch::Linear { at, lines } => {

@@ -469,7 +469,8 @@ struct Unpacked512 {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn unpack_512(b: &BlockQ4_K, sc: u64) -> Unpacked512 {
     let m4 = _mm512_set1_epi8(0x0F);
-    let sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
+    // The eight scale bytes in every quadword; an in-lane byte shuffle makes the words.
+    let sc8 = _mm512_set1_epi64(sc as i64);
     Unpacked512 {
         q: std::array::from_fn(|c| {
             // SAFETY: reads bytes 32c..32c+32 of the 128-byte `b.qs`.
@@ -479,13 +480,15 @@ fn unpack_512(b: &BlockQ4_K, sc: u64) -> Unpacked512 {
             _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF_0000, v, 4), m4)
         }),
         scale: std::array::from_fn(|c| {
-            // Words 0..16: scale of sub-block 2c; words 16..32: of 2c+1.
-            let pick = _mm512_mask_blend_epi16(
-                0xFFFF_0000,
-                _mm512_set1_epi16(2 * c as i16),
-                _mm512_set1_epi16(2 * c as i16 + 1),
+            // Words 0..16: scale of sub-block 2c; words 16..32: of 2c+1 (byte `k` of the
+            // quadword, zero-extended: control byte 0x80 gives zero).
+            let (lo, hi) = (
+                (0x8000 | (2 * c as u16)) as i16,
+                (0x8000 | (2 * c as u16 + 1)) as i16,
             );
-            _mm512_permutexvar_epi16(pick, sc16)
+            let pick =
+                _mm512_mask_blend_epi16(0xFFFF_0000, _mm512_set1_epi16(lo), _mm512_set1_epi16(hi));
+            _mm512_shuffle_epi8(sc8, pick)
         }),
     }
 }
@@ -572,6 +575,7 @@ unsafe fn gemv_512<const N: usize>(
 ) -> [f32; N] {
     let mut acc4 = _mm256_setzero_ps();
     let mut acc1 = [Acc2::default(); N];
+    let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS_K);
     for i in 0..nb {
         // SAFETY: `i < nb` (caller).
         let a = unsafe { &*x.add(i) };
@@ -579,8 +583,8 @@ unsafe fn gemv_512<const N: usize>(
         let bs = bsums32(a);
         let mut tot = [_mm256_setzero_si256(); N];
         let mut mp = [_mm_setzero_si128(); N];
+        pf.step(&w, i);
         for r in 0..N {
-            prefetch_512(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             let (sc, mins) = scales_mins(b);
