@@ -39,11 +39,13 @@ const TYPES: [GgmlType; 13] = [
     GgmlType::BF16,
 ];
 
-/// The calibration matrix: 64 rows (a multiple of 8, so repacked formats take their repacked
-/// kernels, as real weights do) × 1024 columns (whole blocks of every format): 36–128 KiB of
-/// weights, resident in L2 after the first pass and small enough to run on one thread.
-const ROWS: usize = 64;
-const COLS: usize = 1024;
+/// The calibration matrix: 16 rows (a multiple of 8, so repacked formats take their repacked
+/// kernels, as real weights do) × 4096 columns (whole blocks of every format; rows long enough
+/// that passes take the long-row path, as a large model's matrices do, rather than the short-row
+/// one with linear prefetching, where both levels keep up with memory): 36–128 KiB of weights,
+/// resident in L2 after the first pass and small enough to run on one thread.
+const ROWS: usize = 16;
+const COLS: usize = 4096;
 /// The 512-bit kernel is kept unless the 256-bit one is faster by more than this share (a
 /// margin against timing noise).
 const MARGIN: f64 = 0.05;
