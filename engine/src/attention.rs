@@ -60,108 +60,146 @@ pub fn attention(
     let o_dim = p.n_head * p.head_dim_v;
     let n_tok = q.len() / q_dim;
     debug_assert_eq!(out.len(), n_tok * o_dim);
+    // The query heads that share one KV head are adjacent (`h / group` is the KV head), and so
+    // are their outputs.
+    let group = p.n_head / p.n_head_kv;
 
-    // One task per (token, head): each writes its own disjoint slice of `out`.
-    let task = |t: usize, h: usize, o: &mut [f32]| {
-        let q_head = &q[t * q_dim + h * p.head_dim..][..p.head_dim];
-        attend_one(q_head, pos0 + t, h, keys, values, p, o);
+    // One task per (token, KV head): each writes its own disjoint slice of `out`, the outputs
+    // of the group's query heads.
+    let task = |t: usize, g: usize, o: &mut [f32]| {
+        let q_group = &q[t * q_dim + g * group * p.head_dim..][..group * p.head_dim];
+        attend_group(q_group, pos0 + t, g, keys, values, p, o);
     };
 
     #[cfg(feature = "threads")]
     {
         use rayon::prelude::*;
-        out.par_chunks_mut(p.head_dim_v)
+        out.par_chunks_mut(group * p.head_dim_v)
             .enumerate()
-            .for_each(|(i, o)| task(i / p.n_head, i % p.n_head, o));
+            .for_each(|(i, o)| task(i / p.n_head_kv, i % p.n_head_kv, o));
     }
     #[cfg(not(feature = "threads"))]
-    for (i, o) in out.chunks_mut(p.head_dim_v).enumerate() {
-        task(i / p.n_head, i % p.n_head, o);
+    for (i, o) in out.chunks_mut(group * p.head_dim_v).enumerate() {
+        task(i / p.n_head_kv, i % p.n_head_kv, o);
     }
 }
 
-/// Attention of one query head at position `pos` over keys `0..=pos`; writes `[head_dim_v]`.
+/// Attention of the query heads of KV head `g` (`q_group`: their `[head_dim]` rows, adjacent)
+/// at position `pos` over keys `0..=pos`; writes their `[head_dim_v]` outputs, adjacent.
 ///
 /// Summation orders follow llama.cpp's CPU path so that results agree closely: for a batch,
 /// tinyBLAS's 16-lane products ([`ops::dot`]); for one token, `ggml_vec_dot_f16`'s 64-wide
 /// steps ([`ops::dot_step64`]). Masked positions stay in the score row as `-inf` so the
 /// 16-element chunks of the softmax start where ggml's do (at position 0); chunks that are
-/// entirely masked contribute exact zeros and are skipped.
-fn attend_one(
-    q_head: &[f32],
+/// entirely masked contribute exact zeros and are skipped. Each head's arithmetic is its own
+/// (the heads only share loads of the keys and values), so the results are those of one head
+/// at a time.
+fn attend_group(
+    q_group: &[f32],
     pos: usize,
-    h: usize,
+    g: usize,
     keys: &[f32],
     values: &[f32],
     p: &AttnParams,
     out: &mut [f32],
 ) {
-    let g = h / (p.n_head / p.n_head_kv);
     let k_dim = p.n_head_kv * p.head_dim;
     let v_dim = p.n_head_kv * p.head_dim_v;
+    let n_q = q_group.len() / p.head_dim;
 
-    // q: [head_dim], rounded like the f32 → f16 conversion ggml applies before an f16 product.
-    let mut qh = q_head.to_vec();
+    // q: [head_dim] per head, rounded like the f32 → f16 conversion ggml applies before an f16
+    // product.
+    let mut qh = q_group.to_vec();
     if p.f16_operands {
         for x in qh.iter_mut() {
             *x = f16::from_f32(*x).to_f32();
         }
     }
+    let q_row = |h: usize| &qh[h * p.head_dim..][..p.head_dim];
 
     // Visible keys: j in first..=pos (causal; the window drops j with pos − j ≥ window).
     let first = match p.window {
         Some(w) => (pos + 1).saturating_sub(w),
         None => 0,
     };
-    // Score row over [base, end): 16-aligned, masked entries = -inf.
+    if first > pos {
+        // A zero window masks everything (llama.cpp would produce NaN); attend to nothing.
+        out.fill(0.0);
+        return;
+    }
+    // Score rows over [base, end), one per head: 16-aligned, masked entries = -inf.
     let base = first / 16 * 16;
     let end = pos + 1;
-    let mut scores = vec![f32::NEG_INFINITY; end - base];
-    for j in first..end {
-        let k = &keys[j * k_dim + g * p.head_dim..][..p.head_dim];
-        let s = if p.batched {
-            ops::dot(&qh, k)
-        } else {
-            ops::dot_step64(&qh, k)
-        };
+    let width = end - base;
+    let mut scores = vec![f32::NEG_INFINITY; n_q * width];
+    let finish = |s: f32| {
         let s = if p.softcap > 0.0 {
             // ggml_scale(1/c), ggml_tanh, ggml_scale(c) on the f32 scores.
             crate::mathf::tanhf(s * (1.0 / p.softcap)) * p.softcap
         } else {
             s
         };
-        scores[j - base] = s * p.scale;
+        s * p.scale
+    };
+    for j in first..end {
+        let k = &keys[j * k_dim + g * p.head_dim..][..p.head_dim];
+        let mut h = 0;
+        if p.batched {
+            // Four heads at a time: the key is loaded once for the four.
+            while h + 4 <= n_q {
+                let s4 = ops::dot4(k, [q_row(h), q_row(h + 1), q_row(h + 2), q_row(h + 3)]);
+                for (i, s) in s4.into_iter().enumerate() {
+                    scores[(h + i) * width + j - base] = finish(s);
+                }
+                h += 4;
+            }
+        }
+        for h in h..n_q {
+            let s = if p.batched {
+                ops::dot(q_row(h), k)
+            } else {
+                ops::dot_step64(q_row(h), k)
+            };
+            scores[h * width + j - base] = finish(s);
+        }
     }
-    if first == end {
-        // A zero window masks everything (llama.cpp would produce NaN); attend to nothing.
-        out.fill(0.0);
-        return;
-    }
-    ops::softmax_inplace(&mut scores);
-    if p.f16_operands {
-        ops::round_to_f16(&mut scores);
+    for row in scores.chunks_mut(width) {
+        ops::softmax_inplace(row);
+        if p.f16_operands {
+            ops::round_to_f16(row);
+        }
     }
 
     // out[d] = Σ_j a_j · v_j[d], accumulated per lane like the matching ggml kernel:
     // 16 lanes (batch) or 64 lanes (single token), lane = j mod lanes.
     let hv = p.head_dim_v;
     let lanes = if p.batched { 16 } else { 64 };
-    let mut acc = vec![0.0f32; lanes * hv];
-    for j in first..end {
-        let a = scores[j - base];
-        let v = &values[j * v_dim + g * hv..][..hv];
-        ops::fma_axpy(a, v, &mut acc[(j % lanes) * hv..][..hv]);
+    let mut acc = vec![0.0f32; n_q * lanes * hv];
+    let rows = (v_dim, g * hv, hv);
+    let mut coef = scores.chunks(width);
+    let mut accs = acc.chunks_mut(lanes * hv);
+    let mut left = n_q;
+    while left >= 4 {
+        let c: [&[f32]; 4] = std::array::from_fn(|_| coef.next().expect("a row per head"));
+        let a: [&mut [f32]; 4] = std::array::from_fn(|_| accs.next().expect("a row per head"));
+        ops::fma_axpy_lanes::<4, 16>(c, base, (first, end), values, rows, lanes, a);
+        left -= 4;
     }
-    for (d, o) in out.iter_mut().enumerate() {
-        let l16: [f32; 16] = if p.batched {
-            std::array::from_fn(|l| acc[l * hv + d])
-        } else {
-            std::array::from_fn(|l| {
-                let a = |jj: usize| acc[(16 * jj + l) * hv + d];
-                (a(0) + a(2)) + (a(1) + a(3))
-            })
-        };
-        *o = ops::reduce16(&l16);
+    for (c, a) in coef.zip(accs) {
+        ops::fma_axpy_lanes::<1, 64>([c], base, (first, end), values, rows, lanes, [a]);
+    }
+    for (o, acc) in out.chunks_mut(hv).zip(acc.chunks(lanes * hv)) {
+        for (d, o) in o.iter_mut().enumerate() {
+            let l16: [f32; 16] = if p.batched {
+                std::array::from_fn(|l| acc[l * hv + d])
+            } else {
+                std::array::from_fn(|l| {
+                    let a = |jj: usize| acc[(16 * jj + l) * hv + d];
+                    (a(0) + a(2)) + (a(1) + a(3))
+                })
+            };
+            *o = ops::reduce16(&l16);
+        }
     }
 }
 

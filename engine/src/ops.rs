@@ -260,6 +260,140 @@ pub fn fma_axpy(a: f32, x: &[f32], y: &mut [f32]) {
     with_fma!(body(a: f32, x: &[f32], y: &mut [f32]))
 }
 
+/// For each of `H` coefficient rows `coef[h]` and accumulators `acc[h]`:
+/// `acc[h][l·n + d] = fma(coef[h][j − base], rows[j][d], acc[h][l·n + d])` for `j` in `j0..j1`
+/// in increasing order, `l = j mod lanes`, `d < n`, where `rows[j] = &x[j·stride + off..][..n]`:
+/// exactly the fused multiply-adds of [`fma_axpy`] called once per `j` and `h`, in the same
+/// order per element, so the same bits. The loops run the other way round (per block of `D`
+/// elements and lane, over that lane's `j`, all `H` rows at once), so the accumulators stay in
+/// registers and each block of `rows[j]` is loaded once for the `H` rows (attention heads
+/// sharing one KV head).
+#[allow(clippy::too_many_arguments)]
+pub fn fma_axpy_lanes<const H: usize, const D: usize>(
+    coef: [&[f32]; H],
+    base: usize,
+    (j0, j1): (usize, usize),
+    x: &[f32],
+    (stride, off, n): (usize, usize, usize),
+    lanes: usize,
+    acc: [&mut [f32]; H],
+) {
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn body<const H: usize, const D: usize>(
+        coef: [&[f32]; H],
+        base: usize,
+        j0: usize,
+        j1: usize,
+        x: &[f32],
+        stride: usize,
+        off: usize,
+        n: usize,
+        lanes: usize,
+        acc: [&mut [f32]; H],
+    ) {
+        for a in &acc {
+            assert!(a.len() >= lanes * n, "accumulator shorter than lanes × n");
+        }
+        // Each lane's first j is one of j0..j0 + lanes.
+        for first in j0..j1.min(j0 + lanes) {
+            let l = first % lanes;
+            let mut d0 = 0;
+            while d0 + D <= n {
+                let mut r: [[f32; D]; H] =
+                    std::array::from_fn(|h| acc[h][l * n + d0..][..D].try_into().expect("D"));
+                let mut j = first;
+                while j < j1 {
+                    let xr: &[f32; D] = x[j * stride + off + d0..][..D].try_into().expect("D");
+                    for h in 0..H {
+                        let c = coef[h][j - base];
+                        for d in 0..D {
+                            r[h][d] = c.mul_add(xr[d], r[h][d]);
+                        }
+                    }
+                    j += lanes;
+                }
+                for h in 0..H {
+                    acc[h][l * n + d0..][..D].copy_from_slice(&r[h]);
+                }
+                d0 += D;
+            }
+            if d0 < n {
+                for h in 0..H {
+                    let a = &mut acc[h][l * n + d0..l * n + n];
+                    let mut j = first;
+                    while j < j1 {
+                        let c = coef[h][j - base];
+                        let xr = &x[j * stride + off + d0..][..a.len()];
+                        for (r, &xi) in a.iter_mut().zip(xr) {
+                            *r = c.mul_add(xi, *r);
+                        }
+                        j += lanes;
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn fast<const H: usize, const D: usize>(
+            coef: [&[f32]; H],
+            base: usize,
+            j0: usize,
+            j1: usize,
+            x: &[f32],
+            stride: usize,
+            off: usize,
+            n: usize,
+            lanes: usize,
+            acc: [&mut [f32]; H],
+        ) {
+            body::<H, D>(coef, base, j0, j1, x, stride, off, n, lanes, acc)
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports FMA (checked just above), the only requirement of
+            // calling a function compiled with that target feature.
+            return unsafe { fast::<H, D>(coef, base, j0, j1, x, stride, off, n, lanes, acc) };
+        }
+    }
+    body::<H, D>(coef, base, j0, j1, x, stride, off, n, lanes, acc)
+}
+
+/// [`dot`] of `a` with each of four vectors: the same bits as four calls (and as `dot(b[k], a)`:
+/// a fused multiply-add's product is exact, so the operands' order does not matter), with four
+/// independent accumulator chains in flight and `a` loaded once for the four.
+pub fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+    #[inline(always)]
+    fn body(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+        let mut acc = [[0.0f32; 16]; 4];
+        let n = a.len();
+        for bk in &b {
+            assert_eq!(bk.len(), n, "dot4: lengths differ");
+        }
+        let full = n / 16 * 16;
+        let mut c = 0;
+        while c < full {
+            let ca: &[f32; 16] = a[c..c + 16].try_into().expect("16");
+            for k in 0..4 {
+                let cb: &[f32; 16] = b[k][c..c + 16].try_into().expect("16");
+                for i in 0..16 {
+                    acc[k][i] = ca[i].mul_add(cb[i], acc[k][i]);
+                }
+            }
+            c += 16;
+        }
+        for k in 0..4 {
+            for i in 0..n - full {
+                acc[k][i] = a[full + i].mul_add(b[k][full + i], acc[k][i]);
+            }
+        }
+        acc.map(|l| reduce16(&l))
+    }
+    with_fma!(body(a: &[f32], b: [&[f32]; 4]) -> [f32; 4])
+}
+
 /// Sum of 16 lanes in the order of `_mm512_reduce_add_ps` (halves, quarters, pairs).
 #[inline]
 pub fn reduce16(l: &[f32; 16]) -> f32 {
@@ -405,6 +539,80 @@ pub fn f32_from_le_bytes(bytes: &[u8], out: &mut Vec<f32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deterministic values of mixed sign and magnitude (so that a changed order of additions
+    /// changes bits).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * (1 << (s % 7)) as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dot4_equals_four_dots_bit_for_bit() {
+        for n in [1, 15, 16, 17, 64, 200, 256] {
+            let a = values(n, 1);
+            let b: Vec<Vec<f32>> = (0..4).map(|k| values(n, 2 + k)).collect();
+            let got = dot4(&a, [&b[0], &b[1], &b[2], &b[3]]);
+            for k in 0..4 {
+                assert_eq!(got[k].to_bits(), dot(&a, &b[k]).to_bits(), "n {n} k {k}");
+                assert_eq!(got[k].to_bits(), dot(&b[k], &a).to_bits(), "n {n} k {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn fma_axpy_lanes_equals_one_axpy_per_row_bit_for_bit() {
+        // Rows of n = 70 elements (tails past 16 and 64), stride 3n, offset n; j0 not aligned.
+        let (n, stride, off, lanes) = (70usize, 210usize, 70usize, 16usize);
+        let (base, j0, j1) = (32usize, 37usize, 101usize);
+        let x = values(j1 * stride + off + n, 9);
+        let coef: Vec<Vec<f32>> = (0..4u64).map(|h| values(j1 - base, 20 + h)).collect();
+        let expected: Vec<Vec<f32>> = (0..4usize)
+            .map(|h| {
+                let mut acc = values(lanes * n, 40 + h as u64);
+                for j in j0..j1 {
+                    let row = &x[j * stride + off..][..n];
+                    fma_axpy(coef[h][j - base], row, &mut acc[(j % lanes) * n..][..n]);
+                }
+                acc
+            })
+            .collect();
+        let mut four: Vec<Vec<f32>> = (0..4u64).map(|h| values(lanes * n, 40 + h)).collect();
+        let [a0, a1, a2, a3] = &mut four[..] else {
+            unreachable!()
+        };
+        fma_axpy_lanes::<4, 16>(
+            [&coef[0], &coef[1], &coef[2], &coef[3]],
+            base,
+            (j0, j1),
+            &x,
+            (stride, off, n),
+            lanes,
+            [a0, a1, a2, a3],
+        );
+        let mut one = values(lanes * n, 42);
+        fma_axpy_lanes::<1, 64>(
+            [&coef[2]],
+            base,
+            (j0, j1),
+            &x,
+            (stride, off, n),
+            lanes,
+            [&mut one],
+        );
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for h in 0..4 {
+            assert_eq!(bits(&four[h]), bits(&expected[h]), "head {h}");
+        }
+        assert_eq!(bits(&one), bits(&expected[2]));
+    }
 
     #[test]
     fn rms_norm_unit_weight_gives_unit_rms() {
