@@ -20,6 +20,18 @@ pub(crate) struct Unpacked {
     pub root: PathBuf,
 }
 
+/// Forgets what was unpacked under `dir`, so that the next [`ensure`] resolves, downloads and
+/// unpacks again (after [`apt_update`], to pick up newer versions).
+pub(crate) fn forget(dir: &Path) -> Result<()> {
+    let stamp = dir.join("unpacked.txt");
+    match std::fs::remove_file(&stamp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", stamp.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Makes sure the `roots` packages and their missing dependencies are unpacked under `dir`.
 pub(crate) fn ensure(dir: &Path, roots: &[&str]) -> Result<Unpacked> {
     let root = dir.join("root");
@@ -165,7 +177,7 @@ fn download(dir: &Path, packages: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn apt_update() -> Result<()> {
+pub(crate) fn apt_update() -> Result<()> {
     println!("debs: apt-get update (package lists missing or stale)");
     let status = Command::new("apt-get")
         .args(["update", "-q"])

@@ -141,7 +141,78 @@ struct Toolchain {
 
 fn toolchain() -> Result<Toolchain> {
     let dir = serve_test::target_dir().join("wasm-toolchain");
-    let unpacked = debs::ensure(&dir, &["rustc-web", "rust-web-src"])?;
+    let need = workspace_rust_version()?;
+    let tc = unpack_toolchain(&dir)?;
+    let have = rustc_version(&tc)?;
+    if have >= need {
+        return Ok(tc);
+    }
+    // Stale package lists (or an old unpacked copy) give an older `rustc-web` than the
+    // workspace's `rust-version`; Debian's security updates carry newer ones.
+    println!(
+        "wasm: rustc-web {}.{} is older than the workspace's rust-version {}.{}: \
+         refreshing the package lists",
+        have.0, have.1, need.0, need.1
+    );
+    debs::apt_update()?;
+    debs::forget(&dir)?;
+    let tc = unpack_toolchain(&dir)?;
+    let have = rustc_version(&tc)?;
+    ensure!(
+        have >= need,
+        "Debian's rustc-web is {}.{} after `apt-get update`; the workspace needs rust-version {}.{}",
+        have.0,
+        have.1,
+        need.0,
+        need.1
+    );
+    Ok(tc)
+}
+
+/// `(major, minor)` of the workspace's `rust-version` (the root `Cargo.toml`).
+fn workspace_rust_version() -> Result<(u32, u32)> {
+    let path = fetch_model::workspace_root().join("Cargo.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("rust-version"))
+        .with_context(|| format!("no rust-version in {}", path.display()))?;
+    let value = line.split('"').nth(1).unwrap_or_default();
+    parse_version(value).with_context(|| format!("rust-version `{value}` in {}", path.display()))
+}
+
+/// `(major, minor)` of `1.96` or `1.96.0` (anything after the minor is ignored).
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let mut it = v.split('.');
+    let major = it.next()?.trim().parse().ok()?;
+    let minor = it.next()?.trim().parse().ok()?;
+    Some((major, minor))
+}
+
+/// `(major, minor)` of the unpacked compiler (`rustc 1.96.0 (…)`).
+fn rustc_version(tc: &Toolchain) -> Result<(u32, u32)> {
+    let out = Command::new(&tc.rustc)
+        .arg("--version")
+        .env("LD_LIBRARY_PATH", &tc.lib)
+        .output()
+        .with_context(|| format!("running {} --version", tc.rustc.display()))?;
+    ensure!(
+        out.status.success(),
+        "{} --version failed ({})",
+        tc.rustc.display(),
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(parse_version)
+        .with_context(|| format!("unexpected `rustc --version` output: {}", text.trim()))
+}
+
+/// Debian's `rustc-web` and `rust-web-src` unpacked under `dir`, with rustup's `rust-lld`.
+fn unpack_toolchain(dir: &Path) -> Result<Toolchain> {
+    let unpacked = debs::ensure(dir, &["rustc-web", "rust-web-src"])?;
     let rustc = unpacked.root.join("usr/bin/rustc");
     ensure!(
         rustc.is_file(),
@@ -790,4 +861,21 @@ fn browser_test(model: &Path) -> Result<()> {
     drop(engine);
     let module = build(Target::Wasm64)?;
     wasm_web::test_browser(&module, &model, BROWSER_PROMPT, BROWSER_TOKENS, &expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_version;
+
+    #[test]
+    fn versions_compare_by_major_then_minor() {
+        assert_eq!(parse_version("1.89"), Some((1, 89)));
+        assert_eq!(parse_version("1.96.0"), Some((1, 96)));
+        assert_eq!(parse_version("1"), None);
+        assert_eq!(parse_version("x.1"), None);
+        // Debian's 1.85 is older than a workspace needing 1.89; 1.96 is not.
+        assert!(parse_version("1.85.0") < parse_version("1.89"));
+        assert!(parse_version("1.96.0") >= parse_version("1.89"));
+        assert!(parse_version("1.100.0") > parse_version("1.99"));
+    }
 }
