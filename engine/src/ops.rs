@@ -93,6 +93,23 @@ pub fn rope_apply(head: &mut [f32], n_rot: usize, style: RopeStyle, cos: &[f32],
 /// fused multiply-add is correctly rounded in hardware and in libm.
 /// Usage: `with_fma!(body(a: &[f32], b: &[f32]) -> f32)`.
 macro_rules! with_fma {
+    // A body generic over const parameters: `with_fma!(body::<const H: usize, …>(args…))`.
+    ($body:ident::<$(const $g:ident: $gt:ty),+>($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn fast<$(const $g: $gt),+>($($arg: $ty),*) $(-> $ret)? {
+                $body::<$($g),+>($($arg),*)
+            }
+            if std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports FMA (checked just above), the only requirement of
+                // calling a function compiled with that target feature.
+                return unsafe { fast::<$($g),+>($($arg),*) };
+            }
+        }
+        $body::<$($g),+>($($arg),*)
+    }};
     ($body:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {{
         #[cfg(target_arch = "x86_64")]
         {
@@ -334,31 +351,18 @@ pub fn fma_axpy_lanes<const H: usize, const D: usize>(
             }
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "fma")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn fast<const H: usize, const D: usize>(
-            coef: [&[f32]; H],
-            base: usize,
-            j0: usize,
-            j1: usize,
-            x: &[f32],
-            stride: usize,
-            off: usize,
-            n: usize,
-            lanes: usize,
-            acc: [&mut [f32]; H],
-        ) {
-            body::<H, D>(coef, base, j0, j1, x, stride, off, n, lanes, acc)
-        }
-        if std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports FMA (checked just above), the only requirement of
-            // calling a function compiled with that target feature.
-            return unsafe { fast::<H, D>(coef, base, j0, j1, x, stride, off, n, lanes, acc) };
-        }
-    }
-    body::<H, D>(coef, base, j0, j1, x, stride, off, n, lanes, acc)
+    with_fma!(body::<const H: usize, const D: usize>(
+        coef: [&[f32]; H],
+        base: usize,
+        j0: usize,
+        j1: usize,
+        x: &[f32],
+        stride: usize,
+        off: usize,
+        n: usize,
+        lanes: usize,
+        acc: [&mut [f32]; H]
+    ))
 }
 
 /// [`dot`] of `a` with each of four vectors: the same bits as four calls (and as `dot(b[k], a)`:

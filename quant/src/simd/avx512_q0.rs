@@ -18,7 +18,7 @@
 //! Per lane the operations are exactly those above, so results equal the scalar reference bit
 //! for bit whatever the grouping of rows and tokens. A row without a partner uses one `ymm`.
 //!
-//! One token goes through [`mv`]: eight rows per pass, with the unsigned-weight form of the
+//! One token goes through [`mv`]: eight rows per pass (four over short rows, see [`rows`]), with the unsigned-weight form of the
 //! integer sums described below for the batch kernel (fewer vector instructions per block, so
 //! that the kernel keeps up with memory when the weights stream from DRAM).
 //!
