@@ -23,7 +23,7 @@ pub(crate) struct Unpacked {
 /// Forgets what was unpacked under `dir`, so that the next [`ensure`] resolves, downloads and
 /// unpacks again (after [`apt_update`], to pick up newer versions).
 pub(crate) fn forget(dir: &Path) -> Result<()> {
-    let stamp = dir.join("unpacked.txt");
+    let stamp = stamp(dir);
     match std::fs::remove_file(&stamp) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("removing {}", stamp.display()))
@@ -32,10 +32,15 @@ pub(crate) fn forget(dir: &Path) -> Result<()> {
     }
 }
 
+/// The file under `dir` that records what was unpacked there.
+fn stamp(dir: &Path) -> PathBuf {
+    dir.join("unpacked.txt")
+}
+
 /// Makes sure the `roots` packages and their missing dependencies are unpacked under `dir`.
 pub(crate) fn ensure(dir: &Path, roots: &[&str]) -> Result<Unpacked> {
     let root = dir.join("root");
-    let stamp = dir.join("unpacked.txt");
+    let stamp = stamp(dir);
     let wanted = roots.join(" ");
     if let Ok(text) = std::fs::read_to_string(&stamp) {
         if text.lines().next() == Some(wanted.as_str()) {
