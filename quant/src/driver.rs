@@ -27,6 +27,14 @@ const BATCH_CHUNK: usize = 128;
 #[cfg(feature = "rayon")]
 const PAR_MIN_BYTES: usize = 256 * 1024;
 
+/// Threads the products split over: rayon's in the current context, else one.
+fn threads() -> usize {
+    #[cfg(feature = "rayon")]
+    return rayon::current_num_threads();
+    #[cfg(not(feature = "rayon"))]
+    1
+}
+
 /// `y[r] = Σ_c W[r][c] · x[c]`: `W` is `rows` rows of `cols` elements of type `ty` (tensor dims
 /// `[cols, rows]`), `x` has `cols` elements, `y` has `rows`.
 ///
@@ -499,8 +507,16 @@ fn run<'x>(
     }
     // Tile height: a multiple of 8 rows (the largest SIMD row group, that of the Q8_0-family
     // AVX-512 kernel; a tile of fewer rows would leave long rows to its two-row tail) near
-    // TILE_BYTES.
+    // TILE_BYTES, where tokens reuse the tile from cache. A single token reuses nothing: its
+    // tiles are as tall as four tasks per thread allow (up to 256 rows), so each task reads one
+    // long stretch of memory that the hardware prefetchers follow (Q4_K 8192², one thread on
+    // Zen 4: 9.5 GiB/s with 8-row tiles, 13 with 128) and pays the per-call set-up once.
     let tile = ((TILE_BYTES / rb.max(1)) / 8 * 8).clamp(8, 256);
+    let tile = if n == 1 {
+        tile.max((rows / (4 * threads())) / 8 * 8).min(256)
+    } else {
+        tile
+    };
     let n_tiles = rows.div_ceil(tile);
     // Four tokens per pass over a tile where the kernel choice has such a kernel (each weight
     // block is unpacked once for four tokens). Its results equal `kernel`'s bit for bit except

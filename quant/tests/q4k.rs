@@ -46,6 +46,23 @@ fn every_level_equals_scalar_bitwise_for_all_orders() {
     }
 }
 
+/// Long rows: the AVX-512 gemv reads each row through in segments of 64 blocks; 67 blocks
+/// gives a second, partial segment whose last group of four blocks is short.
+#[test]
+fn long_rows_equal_scalar_bitwise() {
+    let mut rng = Rng::new(43);
+    let (rows, cols) = (24, 256 * 67);
+    let w = random_blocks(TY, cols / 256 * rows, &mut rng, Scales::Normal);
+    for n in [1, 2, 5] {
+        let x = random_acts(cols * n, &mut rng);
+        let want = product(SimdLevel::Scalar, &w, rows, cols, &x, n);
+        for level in SimdLevel::ALL.into_iter().filter(|l| l.is_available()) {
+            let got = product(level, &w, rows, cols, &x, n);
+            assert_eq!(bits(&got), bits(&want), "n {n} {level:?}");
+        }
+    }
+}
+
 /// With `rows % 8 == 0` the tokens after the last group of four run llama.cpp's gemv, which is
 /// also what a single-token product runs; the grouped tokens run gemm and may differ.
 #[test]

@@ -35,8 +35,6 @@ mod q4k_x86;
 #[cfg(target_arch = "x86_64")]
 mod repacked_x86;
 
-/// The x86 Q2_K kernels at most at `level` (see [`crate::q2k::kernels`]), where this CPU has
-/// them.
 /// Bytes ahead of a pass's first row that a linear prefetch ([`Prefetch::Linear`]) reaches
 /// (measured on AMD Zen 4 with an output head's 640-column Q8_0 rows: 3–4 KiB gave 2.2× the
 /// throughput of per-row prefetching, which lands in the rows being read).
@@ -124,6 +122,8 @@ impl Prefetch {
     }
 }
 
+/// The x86 Q2_K kernels at most at `level` (see [`crate::q2k::kernels`]), where this CPU has
+/// them.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn q2k_x86(level: SimdLevel, repacked: bool) -> Option<(RowsFn, Option<Rows4Fn>)> {
     q2k_x86::kernels(level, repacked)
