@@ -264,9 +264,9 @@ impl Model {
         // xn = rmsnorm(x) ⊙ attn_norm                         [n, n_embd]
         let w_norm = norm_weight(layer, "attn_norm.weight", d, &mut s.w)?;
         s.xn.resize(n * d, 0.0);
-        for (o, xi) in s.xn.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-            ops::rms_norm(xi, w_norm, c.rms_eps, o);
-        }
+        ops::for_rows(&mut s.xn, d, |t, o| {
+            ops::rms_norm(&x[t * d..(t + 1) * d], w_norm, c.rms_eps, o)
+        });
 
         // q = Wq xn + bq  [n, n_head·hd];  k = Wk xn + bk  [n, n_kv·hd];  v = Wv xn + bv  [n, n_kv·hd_v]
         let mut acts = Acts::new(&s.xn, n, d);
@@ -293,48 +293,45 @@ impl Model {
         // Gemma 3, Qwen3: per-head RMSNorm of q and k (weights [hd], shared by all heads).
         if c.qk_norm {
             let wq = norm_weight(layer, "attn_q_norm.weight", hd, &mut s.w)?;
-            s.q.chunks_exact_mut(hd)
-                .for_each(|h| ops::rms_norm_inplace(h, wq, c.rms_eps));
+            ops::for_rows(&mut s.q, hd, |_, h| ops::rms_norm_inplace(h, wq, c.rms_eps));
             let wk = norm_weight(layer, "attn_k_norm.weight", hd, &mut s.w)?;
-            s.k.chunks_exact_mut(hd)
-                .for_each(|h| ops::rms_norm_inplace(h, wk, c.rms_eps));
+            ops::for_rows(&mut s.k, hd, |_, h| ops::rms_norm_inplace(h, wk, c.rms_eps));
         }
 
         // RoPE on every head of q and k at the token's position, with this layer's base.
         let rope = c.rope_for_layer(il);
         let half = c.n_rot / 2;
-        s.cos.resize(half, 0.0);
-        s.sin.resize(half, 0.0);
-        let mut t = 0;
+        s.pos.clear();
         for seq in seqs.iter() {
-            for pos in seq.pos0..seq.pos0 + seq.tokens.len() {
-                ops::rope_angles(
-                    pos,
-                    c.n_rot,
-                    rope.freq_base,
-                    rope.freq_scale,
-                    self.rope_freqs.as_deref(),
-                    &mut s.cos,
-                    &mut s.sin,
-                );
-                if c.rope_attn_factor != 1.0 {
-                    // ggml's rope: cos(θ)·mscale, sin(θ)·mscale.
-                    s.cos.iter_mut().for_each(|v| *v *= c.rope_attn_factor);
-                    s.sin.iter_mut().for_each(|v| *v *= c.rope_attn_factor);
-                }
-                for h in s.q[t * c.q_dim()..(t + 1) * c.q_dim()].chunks_exact_mut(hd) {
-                    ops::rope_apply(h, c.n_rot, c.rope_style, &s.cos, &s.sin);
-                }
-                for h in s.k[t * c.k_dim()..(t + 1) * c.k_dim()].chunks_exact_mut(hd) {
-                    ops::rope_apply(h, c.n_rot, c.rope_style, &s.cos, &s.sin);
-                }
-                t += 1;
-            }
+            s.pos.extend(seq.pos0..seq.pos0 + seq.tokens.len());
         }
+        let pos = &s.pos;
+        ops::for_rows2(&mut s.q, q_dim, &mut s.k, k_dim, |t, q, k| {
+            let (mut cos, mut sin) = (vec![0f32; half], vec![0f32; half]);
+            ops::rope_angles(
+                pos[t],
+                c.n_rot,
+                rope.freq_base,
+                rope.freq_scale,
+                self.rope_freqs.as_deref(),
+                &mut cos,
+                &mut sin,
+            );
+            if c.rope_attn_factor != 1.0 {
+                // ggml's rope: cos(θ)·mscale, sin(θ)·mscale.
+                cos.iter_mut().for_each(|v| *v *= c.rope_attn_factor);
+                sin.iter_mut().for_each(|v| *v *= c.rope_attn_factor);
+            }
+            for h in q.chunks_exact_mut(hd).chain(k.chunks_exact_mut(hd)) {
+                ops::rope_apply(h, c.n_rot, c.rope_style, &cos, &sin);
+            }
+        });
 
         // Gemma and Phi-3 scale q before the product; the others scale the scores.
         let score_scale = if c.scale_q_before_attn {
-            s.q.iter_mut().for_each(|v| *v *= c.attn_scale);
+            ops::for_rows(&mut s.q, q_dim, |_, r| {
+                r.iter_mut().for_each(|v| *v *= c.attn_scale)
+            });
             1.0
         } else {
             c.attn_scale
@@ -388,12 +385,16 @@ impl Model {
         // Gemma: o = rmsnorm(o) ⊙ post_attention_norm
         if c.post_norms {
             let w = norm_weight(layer, "post_attention_norm.weight", d, &mut s.w)?;
-            s.o.chunks_exact_mut(d)
-                .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
+            ops::for_rows(&mut s.o, d, |_, r| ops::rms_norm_inplace(r, w, c.rms_eps));
         }
 
         // Residual.
-        x.iter_mut().zip(&s.o).for_each(|(xi, oi)| *xi += oi);
+        let o = &s.o;
+        ops::for_rows(x, d, |t, xr| {
+            xr.iter_mut()
+                .zip(&o[t * d..(t + 1) * d])
+                .for_each(|(xi, oi)| *xi += oi)
+        });
         Ok(())
     }
 
@@ -412,9 +413,9 @@ impl Model {
         // xn = rmsnorm(x) ⊙ ffn_norm                          [n, n_embd]
         let w_norm = norm_weight(layer, "ffn_norm.weight", d, &mut s.w)?;
         s.xn.resize(n * d, 0.0);
-        for (o, xi) in s.xn.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-            ops::rms_norm(xi, w_norm, c.rms_eps, o);
-        }
+        ops::for_rows(&mut s.xn, d, |t, o| {
+            ops::rms_norm(&x[t * d..(t + 1) * d], w_norm, c.rms_eps, o)
+        });
         if c.n_expert > 0 {
             return self.moe_block(il, layer, x, n, s);
         }
@@ -437,10 +438,14 @@ impl Model {
         }
 
         // h = act(g) ⊙ u                                      [n, n_ff]
-        match c.ffn_activation {
-            FfnActivation::GeGlu => ops::geglu_inplace(&mut s.gate, &s.up),
-            FfnActivation::SwiGlu => ops::swiglu_inplace(&mut s.gate, &s.up, ff),
-        }
+        let (up, act) = (&s.up, c.ffn_activation);
+        ops::for_rows(&mut s.gate, ff, |t, g| {
+            let u = &up[t * ff..(t + 1) * ff];
+            match act {
+                FfnActivation::GeGlu => ops::geglu_inplace(g, u),
+                FfnActivation::SwiGlu => ops::swiglu_inplace(g, u, ff),
+            }
+        });
 
         // o = Wdown h                                         [n, n_embd]
         let mut acts = Acts::new(&s.gate, n, ff);
@@ -450,12 +455,16 @@ impl Model {
         // Gemma: o = rmsnorm(o) ⊙ post_ffw_norm
         if c.post_norms {
             let w = norm_weight(layer, "post_ffw_norm.weight", d, &mut s.w)?;
-            s.o.chunks_exact_mut(d)
-                .for_each(|r| ops::rms_norm_inplace(r, w, c.rms_eps));
+            ops::for_rows(&mut s.o, d, |_, r| ops::rms_norm_inplace(r, w, c.rms_eps));
         }
 
         // Residual.
-        x.iter_mut().zip(&s.o).for_each(|(xi, oi)| *xi += oi);
+        let o = &s.o;
+        ops::for_rows(x, d, |t, xr| {
+            xr.iter_mut()
+                .zip(&o[t * d..(t + 1) * d])
+                .for_each(|(xi, oi)| *xi += oi)
+        });
         Ok(())
     }
 
@@ -672,9 +681,8 @@ struct Scratch {
     /// Cached keys/values of this layer as f32 when the cache is f16: `[n_kv, kv_dim]`.
     kbuf: Vec<f32>,
     vbuf: Vec<f32>,
-    /// RoPE angles of one position: `[n_rot/2]`.
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    /// The position of each token of the batch: `[n]`.
+    pos: Vec<usize>,
     /// A norm weight read from its F32 tensor.
     w: Vec<f32>,
 }

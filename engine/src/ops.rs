@@ -10,6 +10,51 @@ use half::slice::HalfFloatSliceExt;
 
 use crate::config::RopeStyle;
 
+/// Fewest elements for which [`for_rows`] hands rows to other threads (a hand-over costs about a
+/// microsecond; one token's row is a few hundred nanoseconds of work).
+#[cfg(feature = "threads")]
+const PAR_MIN_ELEMS: usize = 1 << 14;
+
+/// Calls `f(t, row)` for each `len`-element row `t` of `x`: on the engine's threads where there
+/// are several rows and at least [`PAR_MIN_ELEMS`] elements (a batch's prompt), else in order on
+/// this thread (one token). Each row's arithmetic is its own, so results do not depend on where
+/// a row runs.
+pub(crate) fn for_rows(x: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Send + Sync) {
+    let len = len.max(1);
+    #[cfg(feature = "threads")]
+    if x.len() >= PAR_MIN_ELEMS && x.len() > len && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        x.par_chunks_mut(len).enumerate().for_each(|(t, r)| f(t, r));
+        return;
+    }
+    x.chunks_mut(len).enumerate().for_each(|(t, r)| f(t, r));
+}
+
+/// [`for_rows`] over two matrices with the same number of rows: `f(t, a_row, b_row)`.
+pub(crate) fn for_rows2(
+    a: &mut [f32],
+    a_len: usize,
+    b: &mut [f32],
+    b_len: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Send + Sync,
+) {
+    let (a_len, b_len) = (a_len.max(1), b_len.max(1));
+    debug_assert_eq!(a.len() / a_len, b.len() / b_len);
+    #[cfg(feature = "threads")]
+    if a.len() + b.len() >= PAR_MIN_ELEMS && a.len() > a_len && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        a.par_chunks_mut(a_len)
+            .zip(b.par_chunks_mut(b_len))
+            .enumerate()
+            .for_each(|(t, (ra, rb))| f(t, ra, rb));
+        return;
+    }
+    a.chunks_mut(a_len)
+        .zip(b.chunks_mut(b_len))
+        .enumerate()
+        .for_each(|(t, (ra, rb))| f(t, ra, rb));
+}
+
 /// RMSNorm of one row in place of `out`: `out = x / sqrt(mean(x²) + eps) ⊙ w`.
 ///
 /// The sum of squares is accumulated in f64 and the normalized value is rounded to f32 before the
