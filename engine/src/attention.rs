@@ -15,8 +15,6 @@
 //! probabilities are rounded to f16 before weighting V, which is what ggml's f16 matrix products
 //! do to their f32 operand.
 
-use half::f16;
-
 use crate::ops;
 
 /// Shapes and rules of one layer's attention.
@@ -111,9 +109,7 @@ fn attend_group(
     // product.
     let mut qh = q_group.to_vec();
     if p.f16_operands {
-        for x in qh.iter_mut() {
-            *x = f16::from_f32(*x).to_f32();
-        }
+        ops::round_to_f16(&mut qh);
     }
     let q_row = |h: usize| &qh[h * p.head_dim..][..p.head_dim];
 

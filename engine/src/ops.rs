@@ -247,6 +247,20 @@ pub fn gelu_tanh(x: f32) -> f32 {
 /// rounded to f16 (ggml reads it from a 65536-entry f16 table); inputs ≤ −10 give 0 and
 /// inputs ≥ 10 pass through.
 pub fn geglu_inplace(gate: &mut [f32], up: &[f32]) {
+    debug_assert_eq!(gate.len(), up.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU has AVX2 and F16C (checked just above), all that `geglu_avx2` needs.
+        let done = unsafe { geglu_avx2(gate, up) };
+        geglu_scalar(&mut gate[done..], &up[done..]);
+        return;
+    }
+    geglu_scalar(gate, up);
+}
+
+/// [`geglu_inplace`] one element at a time (the reference of the SIMD path).
+fn geglu_scalar(gate: &mut [f32], up: &[f32]) {
+    let table = gelu_table();
     for (g, &u) in gate.iter_mut().zip(up) {
         let x = *g;
         *g = if x <= -10.0 {
@@ -254,17 +268,63 @@ pub fn geglu_inplace(gate: &mut [f32], up: &[f32]) {
         } else if x >= 10.0 {
             x * u
         } else {
-            gelu_table()[usize::from(f16::from_f32(x).to_bits())].to_f32() * u
+            table[usize::from(f16::from_f32(x).to_bits())].to_f32() * u
         };
     }
 }
 
-/// `f16(gelu_tanh(x))` for every f16 bit pattern `x`, built once (128 KiB).
+/// [`geglu_inplace`] eight elements at a time: F16C rounds the inputs to f16 (to nearest, ties
+/// to even, as `f16::from_f32`), a gather reads the table entries, F16C widens them, and the
+/// same f32 products are blended by the same comparisons. Returns how many leading elements it
+/// did (a multiple of 8); the caller does the rest.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn geglu_avx2(gate: &mut [f32], up: &[f32]) -> usize {
+    use std::arch::x86_64::*;
+    let table = gelu_table();
+    let n = gate.len().min(up.len()) / 8 * 8;
+    let (lo, hi) = (_mm256_set1_ps(-10.0), _mm256_set1_ps(10.0));
+    let low16 = _mm256_set1_epi32(0xFFFF);
+    for i in (0..n).step_by(8) {
+        // SAFETY: `i + 8 <= n <= len` of both slices.
+        let (x, u) = unsafe {
+            (
+                _mm256_loadu_ps(gate.as_ptr().add(i)),
+                _mm256_loadu_ps(up.as_ptr().add(i)),
+            )
+        };
+        let idx = _mm256_cvtepu16_epi32(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+        // SAFETY: reads the four bytes at byte offset 2·idx (idx ≤ 65535) of the table, whose
+        // 65537 entries (128 KiB + 2 bytes) cover them; the low two are entry idx.
+        let g = unsafe { _mm256_i32gather_epi32::<2>(table.as_ptr().cast(), idx) };
+        let g = _mm256_and_si256(g, low16);
+        let t = _mm256_cvtph_ps(_mm_packus_epi32(
+            _mm256_castsi256_si128(g),
+            _mm256_extracti128_si256::<1>(g),
+        ));
+        let r = _mm256_blendv_ps(
+            _mm256_mul_ps(t, u),
+            _mm256_mul_ps(x, u),
+            _mm256_cmp_ps::<_CMP_GE_OQ>(x, hi),
+        );
+        let r = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(x, lo), r);
+        // SAFETY: as the loads.
+        unsafe { _mm256_storeu_ps(gate.as_mut_ptr().add(i), r) };
+    }
+    n
+}
+
+/// `f16(gelu_tanh(x))` for every f16 bit pattern `x`, built once (128 KiB), and one entry of
+/// padding that lets [`geglu_avx2`] gather four bytes at the last entry.
 fn gelu_table() -> &'static [f16] {
     static TABLE: std::sync::OnceLock<Vec<f16>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         (0..=u16::MAX)
             .map(|bits| f16::from_f32(gelu_tanh(f16::from_bits(bits).to_f32())))
+            .chain([f16::ZERO])
             .collect()
     })
 }
@@ -296,8 +356,13 @@ pub fn swiglu_inplace(gate: &mut [f32], up: &[f32], row: usize) {
 
 /// Rounds every value to the nearest f16 and back (what storing into an f16 buffer does).
 pub fn round_to_f16(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v = f16::from_f32(*v).to_f32();
+    // Through `half`'s slice conversions (F16C eight at a time where the CPU has it; the same
+    // round-to-nearest-even as `f16::from_f32` one value at a time).
+    let mut h = [f16::ZERO; 64];
+    for c in x.chunks_mut(64) {
+        let h = &mut h[..c.len()];
+        h.convert_from_f32_slice(c);
+        h.convert_to_f32_slice(c);
     }
 }
 
@@ -735,6 +800,69 @@ mod tests {
         assert_eq!(g[0], 0.0);
         assert_eq!(g[1], 40.0);
         assert!((g[2] - 2.0 * 0.841_192).abs() < 2e-3);
+    }
+
+    /// `round_to_f16` (slice conversions) rounds every value as `f16::from_f32` one at a time.
+    #[test]
+    fn round_to_f16_equals_one_at_a_time() {
+        let mut x: Vec<f32> = (0..200_000u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(0x9E37_79B9)))
+            .collect();
+        x.extend([
+            0.0,
+            -0.0,
+            65_504.0,
+            65_520.0,
+            6e-8,
+            -3e-8,
+            f32::INFINITY,
+            f32::NAN,
+        ]);
+        let want: Vec<u32> = x
+            .iter()
+            .map(|&v| f16::from_f32(v).to_f32().to_bits())
+            .collect();
+        round_to_f16(&mut x);
+        let got: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, want);
+    }
+
+    /// The SIMD GeGLU equals the scalar reference bit for bit: every f16 value as input (and
+    /// values between them, ±10 and beyond, zeros, infinities, NaN), against several `up`s.
+    #[test]
+    fn geglu_simd_equals_scalar_bitwise() {
+        let mut x: Vec<f32> = (0..=u16::MAX).map(|b| f16::from_bits(b).to_f32()).collect();
+        x.extend((0..20_000).map(|i| (i as f32 - 10_000.0) * 1.000_37e-3 * 11.0));
+        x.extend([
+            -10.0,
+            10.0,
+            -9.999_999,
+            9.999_999,
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            65_520.0,
+            -65_520.0,
+            1e-8,
+            -1e-8,
+            3.0,
+        ]);
+        for up in [1.0f32, -2.5, 0.333, 1e30] {
+            let u: Vec<f32> = x
+                .iter()
+                .enumerate()
+                .map(|(i, _)| up * (1.0 + (i % 7) as f32))
+                .collect();
+            let mut want = x.clone();
+            geglu_scalar(&mut want, &u);
+            let mut got = x.clone();
+            geglu_inplace(&mut got, &u);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "x {} up {}", x[i], u[i]);
+            }
+        }
     }
 
     #[test]
