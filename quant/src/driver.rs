@@ -541,6 +541,13 @@ fn run<'x>(
         }
         _ => None,
     };
+    // Its activations, laid out once per group of sixteen tokens for every tile.
+    let preps: Vec<simd::Prep16> = match kernel16 {
+        Some(_) => (0..n4 / 16)
+            .map(|g| simd::Prep16::new(std::array::from_fn(|j| xrow(16 * g + j))))
+            .collect(),
+        None => Vec::new(),
+    };
     let task = |i: usize| {
         let r0 = i * tile;
         let r1 = (r0 + tile).min(rows);
@@ -555,9 +562,8 @@ fn run<'x>(
         let mut t = 0;
         if let Some(k16) = kernel16 {
             while t + 16 <= n4 {
-                let x16: [&[u8]; 16] = std::array::from_fn(|j| xrow(t + j));
                 let y16: [&mut [f32]; 16] = std::array::from_fn(|j| yt(t + j));
-                k16(wt, rb, x16, y16);
+                k16(wt, rb, &preps[t / 16], y16);
                 t += 16;
             }
         }

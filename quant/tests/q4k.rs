@@ -53,7 +53,7 @@ fn long_rows_equal_scalar_bitwise() {
     let mut rng = Rng::new(43);
     let (rows, cols) = (24, 256 * 67);
     let w = random_blocks(TY, cols / 256 * rows, &mut rng, Scales::Normal);
-    for n in [1, 2, 5] {
+    for n in [1, 2, 5, 16, 21, 36] {
         let x = random_acts(cols * n, &mut rng);
         let want = product(SimdLevel::Scalar, &w, rows, cols, &x, n);
         for level in SimdLevel::ALL.into_iter().filter(|l| l.is_available()) {

@@ -359,9 +359,61 @@ pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32
 /// their token groups.
 pub(crate) type Rows4Fn = fn(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]);
 
-/// Sixteen tokens at once: four groups of four, bit-identical to four calls of the matching
-/// [`Rows4Fn`] (each weight block is unpacked once for the sixteen).
-pub(crate) type Rows16Fn = fn(w: &[u8], row_bytes: usize, x: [&[u8]; 16], out: [&mut [f32]; 16]);
+/// Sixteen tokens at once (their activations laid out by [`Prep16::new`]): four groups of
+/// four, bit-identical to four calls of the matching [`Rows4Fn`].
+pub(crate) type Rows16Fn = fn(w: &[u8], row_bytes: usize, x: &Prep16, out: [&mut [f32]; 16]);
+
+/// Sixteen tokens' Q8_K activation rows laid out for a [`Rows16Fn`], token `t` in lane (or
+/// byte group) `t`: per block, for each group of four elements the sixteen tokens' four quants
+/// as unsigned bytes (`q + 128`, so that `vpdpbusd` can take the weights as its signed operand,
+/// broadcast); per pair of sub-blocks the tokens' two 32-element sums; the scales.
+pub(crate) struct Prep16 {
+    /// Blocks per row.
+    pub(crate) nb: usize,
+    /// `[block][group of four elements][token][4]`.
+    pub(crate) q: Vec<[u8; 64]>,
+    /// `[block][pair p][token][sum of sub-block 2p, of 2p + 1]`.
+    pub(crate) bs: Vec<[i16; 32]>,
+    /// `[block][token]`.
+    pub(crate) d: Vec<[f32; 16]>,
+}
+
+impl Prep16 {
+    /// Lays out sixteen Q8_K rows of equal length.
+    ///
+    /// # Panics
+    /// If the rows are not whole Q8_K blocks or differ in length.
+    pub(crate) fn new(x: [&[u8]; 16]) -> Prep16 {
+        let rows = x.map(|r| blocks::view::<BlockQ8_K>(r).expect("whole Q8_K blocks"));
+        let nb = rows[0].len();
+        assert!(
+            rows.iter().all(|r| r.len() == nb),
+            "token rows differ in length"
+        );
+        let mut p = Prep16 {
+            nb,
+            q: vec![[0; 64]; nb * 64],
+            bs: vec![[0; 32]; nb * 4],
+            d: vec![[0.0; 16]; nb],
+        };
+        for i in 0..nb {
+            for (t, row) in rows.iter().enumerate() {
+                let a = &row[i];
+                for (k, q4) in a.qs.chunks_exact(4).enumerate() {
+                    let v =
+                        u32::from_le_bytes([q4[0] as u8, q4[1] as u8, q4[2] as u8, q4[3] as u8]);
+                    p.q[64 * i + k][4 * t..4 * t + 4]
+                        .copy_from_slice(&(v ^ 0x8080_8080).to_le_bytes());
+                }
+                for j in 0..8 {
+                    p.bs[4 * i + j / 2][2 * t + j % 2] = a.bsum(2 * j) + a.bsum(2 * j + 1);
+                }
+                p.d[i][t] = a.d();
+            }
+        }
+        p
+    }
+}
 
 /// The sixteen-token kernel of llama.cpp's gemm order for repacked Q4_K at most at `level`,
 /// where there is one (AVX-512).

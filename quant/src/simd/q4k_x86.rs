@@ -31,7 +31,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{by_rows, h2f, prefetch_ahead};
-use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
+use super::{check_rows, Prep16, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ8_K};
 use crate::scalar::q4k::Acc2;
 use crate::scalar::tiled::AccTiled;
@@ -885,34 +885,147 @@ fn gemm_rows4_512(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4
     }
 }
 
-/// [`gemm_rows4_512`] for sixteen tokens (four groups of four) at once: each weight block is
-/// unpacked once for the sixteen. Same bits as four calls of [`gemm_rows4_512`].
-pub(super) fn gemm_rows16_512(w: &[u8], row_bytes: usize, x: [&[u8]; 16], out: [&mut [f32]; 16]) {
+/// [`gemm_rows4_512`] for sixteen tokens (four groups of four) at once, with the tokens in the
+/// sixteen lanes of a register ([`gemm_lanes16_512`]). Same bits as four calls of
+/// [`gemm_rows4_512`]: every token's arithmetic is the gemm order's.
+pub(super) fn gemm_rows16_512(w: &[u8], row_bytes: usize, x: &Prep16, out: [&mut [f32]; 16]) {
     assert!(
         SimdLevel::Avx512.is_available(),
         "gemm_rows16_512 needs AVX-512"
     );
-    let mut it = out.into_iter();
-    let outs: [[&mut [f32]; 4]; 4] =
-        std::array::from_fn(|_| std::array::from_fn(|_| it.next().expect("16 outputs")));
-    let xs: [[&[u8]; 4]; 4] = std::array::from_fn(|g| std::array::from_fn(|t| x[4 * g + t]));
-    let nb = check4(w, row_bytes, &xs[0], &outs[0]);
-    for g in 1..4 {
-        assert_eq!(
-            check4(w, row_bytes, &xs[g], &outs[g]),
-            nb,
-            "token rows differ in length"
-        );
+    let nb = row_bytes / std::mem::size_of::<BlockQ4_K>();
+    let rows = out[0].len();
+    assert!(
+        row_bytes == nb * std::mem::size_of::<BlockQ4_K>() && w.len() >= rows * row_bytes,
+        "weights are not {rows} rows of whole Q4_K blocks"
+    );
+    assert!(x.nb == nb, "activations are not rows of {nb} blocks");
+    assert!(
+        out.iter().all(|o| o.len() == rows),
+        "outputs differ in length"
+    );
+    let mut out = out;
+    let mut r = 0;
+    while r < rows {
+        let k = (rows - r).min(4);
+        // Rows past the last one repeat it (their results are dropped).
+        let wp: [*const BlockQ4_K; 4] =
+            std::array::from_fn(|j| w[(r + j.min(k - 1)) * row_bytes..].as_ptr().cast());
+        // SAFETY: AVX-512 checked above; every row holds `nb` blocks (checked above), which is
+        // all `gemm_lanes16_512` reads of the weights.
+        let res = unsafe { gemm_lanes16_512(wp, x) };
+        for (j, rj) in res.iter().take(k).enumerate() {
+            for (t, o) in out.iter_mut().enumerate() {
+                o[r + j] = rj[t];
+            }
+        }
+        r += k;
     }
-    let xp = xs.map(|g| g.map(|s| s.as_ptr().cast::<BlockQ8_K>()));
-    for r in 0..outs[0][0].len() {
-        // SAFETY: AVX-512 checked above; `check4` verified that every row holds `nb` blocks and
-        // every activation row `nb` matching blocks, which is all `gemm_groups_512` reads.
-        let res = unsafe { gemm_groups_512::<4>(w[r * row_bytes..].as_ptr().cast(), xp, nb) };
-        for g in 0..4 {
-            for t in 0..4 {
-                outs[g][t][r] = res[g][t];
+}
+
+/// gemm order for four rows and sixteen tokens, the tokens in the lanes: per block and row,
+/// the weights' nibbles in element order are broadcast four at a time (the signed operand of
+/// `vpdpbusd`) against the sixteen tokens' four quants + 128, one register of sums per
+/// sub-block; `S = S' − 128·Σw` and `P_p = sc_2p·S_2p + sc_2p+1·S_2p+1` are exact integers, and
+/// the four FMAs of each of `acc` and `accm` run per lane in the order of [`gemm_step4`].
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `x.d.len()`
+/// readable blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn gemm_lanes16_512(w: [*const BlockQ4_K; 4], x: &Prep16) -> [[f32; 16]; 4] {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut accm = [_mm512_setzero_ps(); 4];
+    // The weights of the current block: nibbles in element order, as dwords of four.
+    let mut q = [[0i32; 64]; 4];
+    for (i, d16) in x.d.iter().enumerate() {
+        let mut sc = [[0i32; 8]; 4];
+        let mut mins = [[0i32; 4]; 4];
+        let mut corr = [[0i32; 4]; 4];
+        let mut dd = [_mm512_setzero_ps(); 4];
+        let mut ddm = [_mm512_setzero_ps(); 4];
+        // SAFETY: reads the 64 bytes of `x.d[i]`.
+        let dx = unsafe { _mm512_loadu_ps(d16.as_ptr()) };
+        for r in 0..4 {
+            // SAFETY: block `i` of row `r` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            let (scu, mu) = k4_scales_mins_u64(&b.scales);
+            let (scb, mb) = (scu.to_le_bytes(), mu.to_le_bytes());
+            let mut wsum = [0u64; 8];
+            for h in 0..2 {
+                // SAFETY: reads bytes 64h..64h+64 of the 128-byte `b.qs`.
+                let v = unsafe { _mm512_loadu_si512(b.qs.as_ptr().add(64 * h).cast()) };
+                let (lo, hi) = (
+                    _mm512_and_si512(v, m4),
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4),
+                );
+                // [low nibbles of chunk 2h, high of 2h], [low of 2h+1, high of 2h+1]: the
+                // elements of sub-blocks 4h..4h+4 in order.
+                let e = [
+                    _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi),
+                    _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi),
+                ];
+                for (j, ej) in e.into_iter().enumerate() {
+                    // SAFETY: writes 64 bytes at dword 32h + 16j of `q[r]`.
+                    unsafe {
+                        _mm512_storeu_si512(q[r].as_mut_ptr().add(32 * h + 16 * j).cast(), ej)
+                    };
+                    let sad = _mm512_sad_epu8(ej, _mm512_setzero_si512());
+                    // SAFETY: writes the 64 bytes of `wsum`.
+                    unsafe { _mm512_storeu_si512(wsum.as_mut_ptr().cast(), sad) };
+                    let s = 4 * h + 2 * j;
+                    sc[r][s] = i32::from(scb[s]);
+                    sc[r][s + 1] = i32::from(scb[s + 1]);
+                    let w0 = (wsum[0] + wsum[1] + wsum[2] + wsum[3]) as i32;
+                    let w1 = (wsum[4] + wsum[5] + wsum[6] + wsum[7]) as i32;
+                    corr[r][s / 2] = 128 * (sc[r][s] * w0 + sc[r][s + 1] * w1);
+                }
+            }
+            for pr in 0..4 {
+                mins[r][pr] = i32::from(mb[2 * pr]) | i32::from(mb[2 * pr + 1]) << 16;
+            }
+            let (d, dmin) = d_dmin(b);
+            dd[r] = _mm512_mul_ps(_mm512_set1_ps(d), dx);
+            ddm[r] = _mm512_mul_ps(_mm512_set1_ps(dmin), dx);
+        }
+        for pr in 0..4 {
+            let mut s0 = [_mm512_setzero_si512(); 4];
+            let mut s1 = [_mm512_setzero_si512(); 4];
+            for k in 0..8 {
+                // SAFETY: group 16p + k (and + 8) of block `i`: inside `x.q`.
+                let (y0, y1) = unsafe {
+                    (
+                        _mm512_loadu_si512(x.q[64 * i + 16 * pr + k].as_ptr().cast()),
+                        _mm512_loadu_si512(x.q[64 * i + 16 * pr + 8 + k].as_ptr().cast()),
+                    )
+                };
+                for r in 0..4 {
+                    s0[r] = _mm512_dpbusd_epi32(s0[r], y0, _mm512_set1_epi32(q[r][16 * pr + k]));
+                    s1[r] =
+                        _mm512_dpbusd_epi32(s1[r], y1, _mm512_set1_epi32(q[r][16 * pr + 8 + k]));
+                }
+            }
+            // SAFETY: reads the 64 bytes of `x.bs[4i + p]`.
+            let bs = unsafe { _mm512_loadu_si512(x.bs[4 * i + pr].as_ptr().cast()) };
+            for r in 0..4 {
+                let p = _mm512_sub_epi32(
+                    _mm512_add_epi32(
+                        _mm512_mullo_epi32(s0[r], _mm512_set1_epi32(sc[r][2 * pr])),
+                        _mm512_mullo_epi32(s1[r], _mm512_set1_epi32(sc[r][2 * pr + 1])),
+                    ),
+                    _mm512_set1_epi32(corr[r][pr]),
+                );
+                let m = _mm512_madd_epi16(bs, _mm512_set1_epi32(mins[r][pr]));
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), dd[r], acc[r]);
+                accm[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), ddm[r], accm[r]);
             }
         }
     }
+    std::array::from_fn(|r| {
+        let mut o = [0f32; 16];
+        // SAFETY: writes the 64 bytes of `o`.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), _mm512_sub_ps(acc[r], accm[r])) };
+        o
+    })
 }
