@@ -542,12 +542,15 @@ fn run<'x>(
         _ => None,
     };
     // Its activations, laid out once per group of sixteen tokens for every tile.
-    let preps: Vec<simd::Prep16> = match kernel16 {
-        Some(_) => (0..n4 / 16)
-            .map(|g| simd::Prep16::new(std::array::from_fn(|j| xrow(16 * g + j))))
-            .collect(),
-        None => Vec::new(),
+    let prep = |g: usize| simd::Prep16::new(std::array::from_fn(|j| xrow(16 * g + j)));
+    let groups = if kernel16.is_some() { n4 / 16 } else { 0 };
+    #[cfg(feature = "rayon")]
+    let preps: Vec<simd::Prep16> = {
+        use rayon::prelude::*;
+        (0..groups).into_par_iter().map(prep).collect()
     };
+    #[cfg(not(feature = "rayon"))]
+    let preps: Vec<simd::Prep16> = (0..groups).map(prep).collect();
     let task = |i: usize| {
         let r0 = i * tile;
         let r1 = (r0 + tile).min(rows);
