@@ -57,7 +57,7 @@ pub fn attention(
     let q_dim = p.n_head * p.head_dim;
     let o_dim = p.n_head * p.head_dim_v;
     let n_tok = q.len() / q_dim;
-    debug_assert_eq!(out.len(), n_tok * o_dim);
+    assert_eq!(out.len(), n_tok * o_dim, "attention output size");
     // The query heads that share one KV head are adjacent (`h / group` is the KV head), and so
     // are their outputs.
     let group = p.n_head / p.n_head_kv;
@@ -69,12 +69,19 @@ pub fn attention(
         attend_group(q_group, pos0 + t, g, keys, values, p, o);
     };
 
+    // Through `strata_quant::for_each_index`: rayon's threads, or a one-token step's spinning
+    // team (`strata_quant::with_team`), whose threads rayon's own loops would not find idle.
     #[cfg(feature = "threads")]
     {
-        use rayon::prelude::*;
-        out.par_chunks_mut(group * p.head_dim_v)
-            .enumerate()
-            .for_each(|(i, o)| task(i / p.n_head_kv, i % p.n_head_kv, o));
+        let len = group * p.head_dim_v;
+        let out = OutChunks(out.as_mut_ptr(), len);
+        strata_quant::for_each_index(n_tok * p.n_head_kv, &|i| {
+            // SAFETY: chunk `i < n_tok · n_head_kv` of `out` (whose length is that many
+            // chunks, asserted above); each index runs once, so no two tasks touch the
+            // same chunk, and `out` is borrowed mutably by this function for the whole loop.
+            let o = unsafe { out.chunk(i) };
+            task(i / p.n_head_kv, i % p.n_head_kv, o);
+        });
     }
     #[cfg(not(feature = "threads"))]
     for (i, o) in out.chunks_mut(group * p.head_dim_v).enumerate() {
@@ -196,6 +203,28 @@ fn attend_group(
             };
             *o = ops::reduce16(&l16);
         }
+    }
+}
+
+/// The output of [`attention`] as raw chunks for tasks that each write their own one.
+#[cfg(feature = "threads")]
+struct OutChunks(*mut f32, usize);
+
+// SAFETY: tasks reach the buffer only through `chunk`, each its own disjoint chunk.
+#[cfg(feature = "threads")]
+unsafe impl Sync for OutChunks {}
+
+#[cfg(feature = "threads")]
+impl OutChunks {
+    /// Chunk `i` (`self.1` elements).
+    ///
+    /// # Safety
+    /// Chunk `i` lies inside the buffer, which outlives the returned slice, and no other
+    /// reference to it exists meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn chunk(&self, i: usize) -> &mut [f32] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(i * self.1), self.1) }
     }
 }
 

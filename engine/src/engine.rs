@@ -358,7 +358,13 @@ impl<'e> Session<'e> {
         let engine = self.engine;
         let kv = &mut self.kv;
         let pos_start = self.tokens.len();
-        engine.install(|| -> Result<(), EngineError> {
+        // One token, every layer resident: keep the pool's threads spinning for the step's few
+        // hundred short products (`strata_quant::with_team`). A step that may wait for a
+        // streamed layer or expert does not spin (the spinning thread would take the CPU
+        // from the loads).
+        let plan = engine.model.cache().plan();
+        let team = n_all == 1 && plan.stream_slot_bytes == 0 && plan.experts_used == 0;
+        let mut step = || -> Result<(), EngineError> {
             let mut start = 0;
             while start < n_all {
                 let end = (start + batch).min(n_all);
@@ -396,6 +402,13 @@ impl<'e> Session<'e> {
                 start = end;
             }
             Ok(())
+        };
+        engine.install(|| {
+            if team {
+                strata_quant::with_team(step)
+            } else {
+                step()
+            }
         })?;
         let dt = t0.elapsed();
         if n_all > 1 {

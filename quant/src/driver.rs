@@ -498,8 +498,7 @@ fn run<'x>(
         };
         #[cfg(feature = "rayon")]
         if w.len().saturating_mul(n) >= PAR_MIN_BYTES && n_tiles * n_chunks > 1 {
-            use rayon::prelude::*;
-            (0..n_tiles * n_chunks).into_par_iter().for_each(task);
+            crate::team::for_each_index(n_tiles * n_chunks, &task);
             return Ok(());
         }
         (0..n_tiles * n_chunks).for_each(task);
@@ -607,8 +606,7 @@ fn run<'x>(
     };
     #[cfg(feature = "rayon")]
     if w.len().saturating_mul(n) >= PAR_MIN_BYTES && n_tiles > 1 {
-        use rayon::prelude::*;
-        (0..n_tiles).into_par_iter().for_each(task);
+        crate::team::for_each_index(n_tiles, &task);
         return Ok(());
     }
     (0..n_tiles).for_each(task);

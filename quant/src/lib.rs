@@ -60,8 +60,9 @@
 // 3. Kernels and their choice: `simd` (per-ISA kernels, scalar row drivers, the kernel per
 //    type and level), `q2k`/`q4k` (the repacked K-quants' kernels per order), `tiled` (the
 //    kernels of llama.cpp's tiled order, chosen per level).
-// 4. `driver` (which kernel each product takes; matvec/matmul), `calibrate`, and the API in
-//    this file. `QuantError` and the small helpers here (`row_bytes`, `f32_bytes`) may be used
+// 4. `driver` (which kernel each product takes; matvec/matmul), `team` (the threads a
+//    product's row tiles run on: rayon's, or a one-token step's spinning team), `calibrate`,
+//    and the API in this file. `QuantError` and the small helpers here (`row_bytes`, `f32_bytes`) may be used
 //    from any layer.
 mod blocks;
 mod calibrate;
@@ -72,6 +73,7 @@ mod q4k;
 mod quantize;
 mod scalar;
 mod simd;
+mod team;
 mod tiled;
 
 use strata_gguf::GgmlType;
@@ -87,6 +89,7 @@ pub use driver::{
     matvec_q, matvec_q_with, vec_dot, Part,
 };
 pub use simd::SimdLevel;
+pub use team::{for_each_index, with_team};
 
 /// Errors of the quantization and dot-product functions.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
