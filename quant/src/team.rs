@@ -30,7 +30,8 @@ pub fn for_each_index(n: usize, f: &(dyn Fn(usize) + Sync)) {
 /// Runs `body` with the other threads of the current rayon pool spinning, ready to take the
 /// indices of every [`for_each_index`] that `body` runs on this thread. Meant for a one-token
 /// step: while `body` runs, rayon's own parallel loops on this thread find no idle thread and
-/// run serially. With one thread (or without the `rayon` feature) it only runs `body`.
+/// run serially. With one thread, more threads than the machine has cores, or without the
+/// `rayon` feature, it only runs `body`.
 pub fn with_team<R: Send>(body: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "rayon")]
     return imp::with_team(body);
@@ -93,8 +94,16 @@ mod imp {
     }
 
     pub(super) fn with_team<R: Send>(body: impl FnOnce() -> R + Send) -> R {
-        let helpers = rayon::current_num_threads().saturating_sub(1);
-        if helpers == 0 || rayon::current_thread_index().is_none() || LEADING.get().is_some() {
+        let threads = rayon::current_num_threads();
+        let helpers = threads.saturating_sub(1);
+        // More threads than cores: a spinning helper would take the core of the thread it
+        // waits for.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if helpers == 0
+            || threads > cores
+            || rayon::current_thread_index().is_none()
+            || LEADING.get().is_some()
+        {
             return body();
         }
         let shared = Shared {
@@ -237,6 +246,9 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore)]
     fn helpers_take_work() {
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            return; // no team on one core
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
