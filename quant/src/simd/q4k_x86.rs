@@ -23,7 +23,9 @@
 //! - gemm: four tokens of one row at once; each chunk's lanes are summed into `P_p` (AVX2:
 //!   `vphaddd`; AVX-512: unpack-and-add within 128-bit lanes, then across them for the four
 //!   tokens together); a 4 × 4 transpose puts the four tokens' `P_p` and `M_p` side by side,
-//!   and four FMAs (`p = 0..4`, in order) update `[acc_t0..t3, accm_t0..t3]`.
+//!   and four FMAs (`p = 0..4`, in order) update `[acc_t0..t3, accm_t0..t3]`. Sixteen tokens
+//!   (AVX-512, [`gemm_lanes16_512`]): the tokens are the sixteen lanes, `P_p` and `M_p` come out
+//!   per lane without any summing across lanes, and the same four FMAs run per lane.
 //!
 //! Each lane runs exactly the scalar reference's sequence of FMAs for its (row, token), so the
 //! results equal [`crate::scalar::q4k::dot`] bit for bit, whatever the grouping of rows.
