@@ -264,7 +264,7 @@ fn finish_dot(acc: __m256, acc_m: __m128) -> f32 {
     super::avx2::reduce8(acc) + m
 }
 
-/// gemv order, `N` rows (4 or 1), one token.
+/// gemv order, `N` rows, one token (used for single rows: four rows take [`gemv_lin_512`]).
 ///
 /// # Safety
 /// As [`vec_dot_256`].
@@ -568,7 +568,7 @@ unsafe fn vec_dot_512<const N: usize, const T: usize>(
     std::array::from_fn(|r| std::array::from_fn(|t| finish_dot(acc[r][t], acc_m[r][t])))
 }
 
-/// gemv order, `N` rows (4 or 1), one token.
+/// gemv order, `N` rows, one token (used for single rows: four rows take [`gemv_lin_512`]).
 ///
 /// # Safety
 /// As [`vec_dot_512`].
@@ -637,24 +637,7 @@ fn pair_sums4_512(e: [[__m512i; 4]; 4]) -> __m512i {
 /// `x[t]` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn gemm_512(w: *const BlockQ4_K, x: [*const BlockQ8_K; 4], nb: usize) -> [f32; 4] {
-    // SAFETY: as this function's contract.
-    let [r] = unsafe { gemm_groups_512::<1>(w, [x], nb) };
-    r
-}
-
-/// gemm order: one row, `G` groups of four tokens, each weight block unpacked once for all of
-/// them. Each token's arithmetic is exactly [`gemm_512`]'s (tokens of a group, and groups, do
-/// not interact), so the results are the same bits.
-///
-/// # Safety
-/// As [`gemm_512`], for every group.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn gemm_groups_512<const G: usize>(
-    w: *const BlockQ4_K,
-    x: [[*const BlockQ8_K; 4]; G],
-    nb: usize,
-) -> [[f32; 4]; G] {
-    let mut acc = [_mm256_setzero_ps(); G];
+    let mut acc = _mm256_setzero_ps();
     let zero = _mm512_setzero_si512();
     for i in 0..nb {
         prefetch_512(w, i);
@@ -663,24 +646,22 @@ unsafe fn gemm_groups_512<const G: usize>(
         let (sc, mins) = scales_mins(b);
         let u = unpack_512(b, sc);
         let (d, dmin) = d_dmin(b);
-        for g in 0..G {
-            // SAFETY: `i < nb` (caller).
-            let a: [&BlockQ8_K; 4] = std::array::from_fn(|t| unsafe { &*x[g][t].add(i) });
-            let e: [[__m512i; 4]; 4] =
-                std::array::from_fn(|t| std::array::from_fn(|c| chunk_512(&u, a[t], c, zero)));
-            let ps = pair_sums4_512(e);
-            let p = [
-                _mm512_castsi512_si128(ps),
-                _mm512_extracti32x4_epi32::<1>(ps),
-                _mm512_extracti32x4_epi32::<2>(ps),
-                _mm512_extracti32x4_epi32::<3>(ps),
-            ];
-            let m: [__m128i; 4] = std::array::from_fn(|t| _mm_madd_epi16(mins, bsums32(a[t])));
-            let dx = _mm_setr_ps(a[0].d(), a[1].d(), a[2].d(), a[3].d());
-            acc[g] = gemm_step4(acc[g], gemm_dd(d, dmin, _mm256_set_m128(dx, dx)), p, m);
-        }
+        // SAFETY: `i < nb` (caller).
+        let a: [&BlockQ8_K; 4] = std::array::from_fn(|t| unsafe { &*x[t].add(i) });
+        let e: [[__m512i; 4]; 4] =
+            std::array::from_fn(|t| std::array::from_fn(|c| chunk_512(&u, a[t], c, zero)));
+        let ps = pair_sums4_512(e);
+        let p = [
+            _mm512_castsi512_si128(ps),
+            _mm512_extracti32x4_epi32::<1>(ps),
+            _mm512_extracti32x4_epi32::<2>(ps),
+            _mm512_extracti32x4_epi32::<3>(ps),
+        ];
+        let m: [__m128i; 4] = std::array::from_fn(|t| _mm_madd_epi16(mins, bsums32(a[t])));
+        let dx = _mm_setr_ps(a[0].d(), a[1].d(), a[2].d(), a[3].d());
+        acc = gemm_step4(acc, gemm_dd(d, dmin, _mm256_set_m128(dx, dx)), p, m);
     }
-    acc.map(|a| gemm_finish(a))
+    gemm_finish(acc)
 }
 
 fn vec_dot_rows_512(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
