@@ -382,20 +382,8 @@ impl Model {
         s.o.resize(n * d, 0.0);
         linear(layer, "attn_output", &mut acts, d, &mut s.o)?;
 
-        // Gemma: o = rmsnorm(o) ⊙ post_attention_norm
-        if c.post_norms {
-            let w = norm_weight(layer, "post_attention_norm.weight", d, &mut s.w)?;
-            ops::for_rows(&mut s.o, d, |_, r| ops::rms_norm_inplace(r, w, c.rms_eps));
-        }
-
-        // Residual.
-        let o = &s.o;
-        ops::for_rows(x, d, |t, xr| {
-            xr.iter_mut()
-                .zip(&o[t * d..(t + 1) * d])
-                .for_each(|(xi, oi)| *xi += oi)
-        });
-        Ok(())
+        // Gemma: o = rmsnorm(o) ⊙ post_attention_norm;  x += o
+        self.post_norm_residual(layer, "post_attention_norm.weight", x, s)
     }
 
     /// `x += ffn(norm(x))` for one layer: `down(act(gate · xn) ⊙ (up · xn))`.
@@ -452,13 +440,25 @@ impl Model {
         s.o.resize(n * d, 0.0);
         linear(layer, "ffn_down", &mut acts, d, &mut s.o)?;
 
-        // Gemma: o = rmsnorm(o) ⊙ post_ffw_norm
+        // Gemma: o = rmsnorm(o) ⊙ post_ffw_norm;  x += o
+        self.post_norm_residual(layer, "post_ffw_norm.weight", x, s)
+    }
+
+    /// The end of a block: `o = rmsnorm(o) ⊙ norm` where the model has post-norms (Gemma;
+    /// `norm` names the weight), then the residual `x += o` (`o` = `s.o`, `[n, n_embd]`).
+    fn post_norm_residual(
+        &self,
+        layer: &LayerRef,
+        norm: &str,
+        x: &mut [f32],
+        s: &mut Scratch,
+    ) -> Result<(), EngineError> {
+        let c = &self.cfg;
+        let d = c.n_embd;
         if c.post_norms {
-            let w = norm_weight(layer, "post_ffw_norm.weight", d, &mut s.w)?;
+            let w = norm_weight(layer, norm, d, &mut s.w)?;
             ops::for_rows(&mut s.o, d, |_, r| ops::rms_norm_inplace(r, w, c.rms_eps));
         }
-
-        // Residual.
         let o = &s.o;
         ops::for_rows(x, d, |t, xr| {
             xr.iter_mut()
