@@ -752,12 +752,45 @@ unsafe fn prepare_acts_512(x: *const BlockQ8_K, nb: usize) -> Vec<PrepQ8K> {
         .collect()
 }
 
-/// The integer totals of one weight block against one prepared activation block: the eight
-/// lanes whose sum is `I` (`Σ_j scale_j · Σ q·y` over sub-blocks `j`) and the four min pair
-/// sums whose sum is `M`. Exact, so any lane split gives the same totals.
+/// Scale words for [`totals_lin_512`]'s two packed product vectors, as `vpshufb` indices into
+/// the broadcast scale bytes (`0x80`: a zero high byte). `vpackssdw` of the products of nibble
+/// vectors `2h` and `2h + 1` puts, in 128-bit lanes 0 and 1, four words of sub-block `4h` then
+/// four of `4h + 1`, and in lanes 2 and 3 four of `4h + 2` then four of `4h + 3`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn lin_scale_picks() -> [__m512i; 2] {
+    [0u16, 4].map(|h| {
+        let word = |j: u16| (0x8000 | (h + j)) as i16;
+        let lane = |a: u16, b: u16| {
+            _mm_setr_epi16(
+                word(a),
+                word(a),
+                word(a),
+                word(a),
+                word(b),
+                word(b),
+                word(b),
+                word(b),
+            )
+        };
+        let (l01, l23) = (lane(0, 1), lane(2, 3));
+        _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_set_m128i(l01, l01)),
+            _mm256_set_m128i(l23, l23),
+        )
+    })
+}
+
+/// The integer totals of one weight block against one prepared activation block: four lanes
+/// whose sum is `I` (`Σ_j scale_j · Σ q·y` over sub-blocks `j`) and four whose sum is `M`, as
+/// `[I lanes | M lanes]`. Exact, so any lane split gives the same totals.
+///
+/// Each nibble vector meets its activations in one `vpdpbusd` (dwords of four products, at
+/// most 4·15·128 in magnitude, so they fit in words); `vpackssdw` packs two such vectors into
+/// words and `vpdpwssd` multiplies them by their sub-blocks' scales.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn totals_lin_512(b: &BlockQ4_K, a: &PrepQ8K, pick: &[__m512i; 4]) -> (__m256i, __m128i) {
+fn totals_lin_512(b: &BlockQ4_K, a: &PrepQ8K, picks: &[__m512i; 2]) -> __m256i {
     let m4 = _mm512_set1_epi8(0x0F);
     let (sc, mins) = scales_mins(b);
     let sc8 = _mm512_set1_epi64(sc as i64);
@@ -772,18 +805,37 @@ fn totals_lin_512(b: &BlockQ4_K, a: &PrepQ8K, pick: &[__m512i; 4]) -> (__m256i, 
     let hi = |v: __m512i| _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
     let q = [lo(v[0]), hi(v[0]), lo(v[1]), hi(v[1])];
     let z = _mm512_setzero_si512();
-    let e = |acc: __m512i, k: usize| {
-        _mm512_dpwssd_epi32(
-            acc,
-            _mm512_maddubs_epi16(q[k], y[k]),
-            _mm512_shuffle_epi8(sc8, pick[k]),
-        )
-    };
-    let t = _mm512_add_epi32(e(e(z, 0), 2), e(e(z, 1), 3));
+    let p: [__m512i; 4] = std::array::from_fn(|k| _mm512_dpbusd_epi32(z, q[k], y[k]));
+    let w01 = _mm512_packs_epi32(p[0], p[1]);
+    let w23 = _mm512_packs_epi32(p[2], p[3]);
+    let t = _mm512_dpwssd_epi32(
+        _mm512_madd_epi16(w01, _mm512_shuffle_epi8(sc8, picks[0])),
+        w23,
+        _mm512_shuffle_epi8(sc8, picks[1]),
+    );
     let t = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64::<1>(t));
+    let t = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
     // SAFETY: reads the 16 bytes of `a.bsums32`.
     let bs = unsafe { _mm_loadu_si128(a.bsums32.as_ptr().cast()) };
-    (t, _mm_madd_epi16(mins, bs))
+    _mm256_set_m128i(_mm_madd_epi16(mins, bs), t)
+}
+
+/// `[I_0, M_0, I_1, M_1 | I_2, M_2, I_3, M_3]` (as two halves) from four blocks'
+/// [`totals_lin_512`] vectors.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn reduce_lin4(t: [__m256i; 4]) -> (__m128i, __m128i) {
+    let pair = |a: __m256i, b: __m256i| {
+        _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
+    };
+    let (a01, a23) = (pair(t[0], t[1]), pair(t[2], t[3]));
+    // [I_0, I_1, I_2, I_3 | M_0, M_1, M_2, M_3]
+    let s = _mm256_add_epi32(
+        _mm256_unpacklo_epi64(a01, a23),
+        _mm256_unpackhi_epi64(a01, a23),
+    );
+    let (i, m) = (_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+    (_mm_unpacklo_epi32(i, m), _mm_unpackhi_epi32(i, m))
 }
 
 /// How far ahead of the block being read [`gemv_lin_512`] prefetches its stream (two lines a
@@ -805,50 +857,59 @@ const LIN_SEGMENT: usize = 64;
 /// blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn gemv_lin_512(w: [*const BlockQ4_K; 4], x: &[PrepQ8K]) -> [f32; 4] {
-    // Scale words of the four nibble vectors: sub-blocks (0, 2), (1, 3), (4, 6), (5, 7) in
-    // words 0..16 and 16..32 (byte `k` of the broadcast quadword, zero-extended).
-    let pick = [(0u16, 2u16), (1, 3), (4, 6), (5, 7)].map(|(lo, hi)| {
-        _mm512_mask_blend_epi16(
-            0xFFFF_0000,
-            _mm512_set1_epi16((0x8000 | lo) as i16),
-            _mm512_set1_epi16((0x8000 | hi) as i16),
-        )
-    });
+    let picks = lin_scale_picks();
     let mut acc4 = _mm256_setzero_ps();
+    // `tot[i]` = `[I_r0, M_r0, I_r1, M_r1, …]` of block `i0 + i`, as gemv_float gathers them.
+    let mut tot = std::mem::MaybeUninit::<[[i64; 4]; LIN_SEGMENT]>::uninit();
+    let tp = tot.as_mut_ptr().cast::<[i64; 4]>();
     for seg in x
         .chunks(LIN_SEGMENT)
         .enumerate()
         .map(|(s, c)| (s * LIN_SEGMENT, c))
     {
         let (i0, xs) = seg;
-        // `tot[i]` = `[I_r0, M_r0, I_r1, M_r1, …]` of block `i0 + i`, as gemv_float gathers them.
-        let mut tot = [[0i64; 4]; LIN_SEGMENT];
         for (r, &wr) in w.iter().enumerate() {
             for (g, xg) in xs.chunks(4).enumerate() {
-                let mut i = [_mm256_setzero_si256(); 4];
-                let mut m = [_mm_setzero_si128(); 4];
-                for (k, a) in xg.iter().enumerate() {
+                let block = |k: usize| {
                     let at = wr.wrapping_add(i0 + 4 * g + k).cast::<i8>();
                     // Prefetching has no memory effects and never faults.
                     _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(LIN_PF_BYTES));
                     _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(LIN_PF_BYTES + 64));
                     // SAFETY: block `i0 + 4g + k` < `x.len()` (caller).
-                    let b = unsafe { &*wr.add(i0 + 4 * g + k) };
-                    (i[k], m[k]) = totals_lin_512(b, a, &pick);
-                }
-                let mut pairs = [0i64; 4];
-                // SAFETY: writes the 32 bytes of `pairs`.
-                unsafe { _mm256_storeu_si256(pairs.as_mut_ptr().cast(), gather_totals4(i, m)) };
+                    totals_lin_512(unsafe { &*wr.add(i0 + 4 * g + k) }, &xg[k], &picks)
+                };
+                // A full group keeps its four vectors in registers (a loop over `xg` would
+                // spill them, and reloading the halves as one vector stalls store forwarding).
+                let t = if xg.len() == 4 {
+                    [block(0), block(1), block(2), block(3)]
+                } else {
+                    std::array::from_fn(|k| {
+                        if k < xg.len() {
+                            block(k)
+                        } else {
+                            _mm256_setzero_si256()
+                        }
+                    })
+                };
+                let (p01, p23) = reduce_lin4(t);
+                let pairs = [
+                    _mm_cvtsi128_si64(p01),
+                    _mm_extract_epi64::<1>(p01),
+                    _mm_cvtsi128_si64(p23),
+                    _mm_extract_epi64::<1>(p23),
+                ];
                 for (k, &p) in pairs.iter().take(xg.len()).enumerate() {
-                    tot[4 * g + k][r] = p;
+                    // SAFETY: `4g + k` < `xs.len()` ≤ LIN_SEGMENT.
+                    unsafe { (*tp.add(4 * g + k))[r] = p };
                 }
             }
         }
         for (k, a) in xs.iter().enumerate() {
             // SAFETY: block `i0 + k` < `x.len()` (caller).
             let b: [&BlockQ4_K; 4] = std::array::from_fn(|r| unsafe { &*w[r].add(i0 + k) });
-            // SAFETY: reads the 32 bytes of `tot[k]`.
-            let v = unsafe { _mm256_loadu_si256(tot[k].as_ptr().cast()) };
+            // SAFETY: reads the 32 bytes of `tot[k]`, all four of whose rows were written above
+            // (`k` < `xs.len()`).
+            let v = unsafe { _mm256_loadu_si256(tp.add(k).cast()) };
             let dd = _mm256_mul_ps(d_dmin4(b), _mm256_set1_ps(a.d));
             acc4 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), dd, acc4);
         }
