@@ -113,25 +113,6 @@ pub fn rope_angles(
     }
 }
 
-/// Rotates the first `n_rot` dimensions of one head in place with precomputed angles.
-///
-/// `Normal` pairs `(2i, 2i+1)`; `Neox` pairs `(i, i + n_rot/2)`. Dimensions past `n_rot` are
-/// left as they are. Shapes: `head`: `[head_dim]`, `cos`, `sin`: `[n_rot/2]`.
-pub fn rope_apply(head: &mut [f32], n_rot: usize, style: RopeStyle, cos: &[f32], sin: &[f32]) {
-    let half = n_rot / 2;
-    for i in 0..half {
-        let (a, b) = match style {
-            RopeStyle::Normal => (2 * i, 2 * i + 1),
-            RopeStyle::Neox => (i, i + half),
-        };
-        let (x0, x1) = (head[a], head[b]);
-        // ggml's rotation as its compiler emits it: the first product of each line fused
-        // into the add (x0·c − x1·s and x0·s + x1·c with one rounding fewer).
-        head[a] = x0.mul_add(cos[i], -(x1 * sin[i]));
-        head[b] = x0.mul_add(sin[i], x1 * cos[i]);
-    }
-}
-
 /// Calls `$body` (an `#[inline(always)]` function using `f32::mul_add`) through a copy compiled
 /// with the FMA target feature when the CPU has it, so `mul_add` becomes one instruction instead
 /// of a libm call; returns from the calling function. The results are identical either way: a
@@ -170,6 +151,36 @@ macro_rules! with_fma {
         }
         $body($($arg),*)
     }};
+}
+
+/// Rotates the first `n_rot` dimensions of one head in place with precomputed angles.
+///
+/// `Normal` pairs `(2i, 2i+1)`; `Neox` pairs `(i, i + n_rot/2)`. Dimensions past `n_rot` are
+/// left as they are. Shapes: `head`: `[head_dim]`, `cos`, `sin`: `[n_rot/2]`.
+pub fn rope_apply(head: &mut [f32], n_rot: usize, style: RopeStyle, cos: &[f32], sin: &[f32]) {
+    with_fma!(rope_body(
+        head: &mut [f32],
+        n_rot: usize,
+        style: RopeStyle,
+        cos: &[f32],
+        sin: &[f32]
+    ))
+}
+
+#[inline(always)]
+fn rope_body(head: &mut [f32], n_rot: usize, style: RopeStyle, cos: &[f32], sin: &[f32]) {
+    let half = n_rot / 2;
+    for i in 0..half {
+        let (a, b) = match style {
+            RopeStyle::Normal => (2 * i, 2 * i + 1),
+            RopeStyle::Neox => (i, i + half),
+        };
+        let (x0, x1) = (head[a], head[b]);
+        // ggml's rotation as its compiler emits it: the first product of each line fused
+        // into the add (x0·c − x1·s and x0·s + x1·c with one rounding fewer).
+        head[a] = x0.mul_add(cos[i], -(x1 * sin[i]));
+        head[b] = x0.mul_add(sin[i], x1 * cos[i]);
+    }
 }
 
 /// Softmax in place as ggml's CPU `soft_max` computes it: `p_j = e_j · (1 / Σ e)` with
