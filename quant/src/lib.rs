@@ -62,8 +62,8 @@
 //    kernels of llama.cpp's tiled order, chosen per level).
 // 4. `driver` (which kernel each product takes; matvec/matmul), `team` (the threads a
 //    product's row tiles run on: rayon's, or a one-token step's spinning team), `calibrate`,
-//    and the API in this file. `QuantError` and the small helpers here (`row_bytes`, `f32_bytes`) may be used
-//    from any layer.
+//    and the API in this file. `QuantError` and the small helpers here (`row_bytes`,
+//    `f32_bytes`) may be used from any layer.
 mod blocks;
 mod calibrate;
 mod dequant;
