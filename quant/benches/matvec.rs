@@ -6,7 +6,8 @@
 //!   weight bytes (activations quantized outside the timed loop, as the engine does); 1024 fits
 //!   in L2, so it shows the kernels' compute ceiling.
 //! - `matvec_cold/{TYPE}/8192/{1,2}t`: the same over ≥ 1 GiB of distinct weight copies, one
-//!   per call, so the weights come from DRAM (an 8192² matrix alone can sit in a large L3).
+//!   per call, so the weights come from DRAM (an 8192² matrix alone can sit in a large L3); for
+//!   Q4_K, Q8_0, Q6_K, Q5_0 and every IQ, ternary and MXFP4 format (plus output-head shapes).
 //! - `matmul/{TYPE}/4096/b{64,512}`: `Y = W·X` for a batch, in G elements/s = GOP/s
 //!   (one multiply-add = 2 operations: the element count is 2 · rows · cols · batch), 2 threads.
 //!
@@ -64,6 +65,32 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
         GgmlType::Q2_K => &[80, 82],
         GgmlType::Q3_K => &[108],
         GgmlType::Q6_K => &[208],
+        GgmlType::IQ4_XS
+        | GgmlType::IQ2_XXS
+        | GgmlType::IQ2_XS
+        | GgmlType::IQ2_S
+        | GgmlType::IQ3_XXS
+        | GgmlType::IQ3_S
+        | GgmlType::IQ1_S => &[0],
+        GgmlType::TQ1_0 => &[52],
+        GgmlType::TQ2_0 => &[64],
+        // IQ1_M's f16 scale is the top nibbles of its four scale words: 0x2000 (≈ 0.0078).
+        GgmlType::IQ1_M => {
+            for b in v.chunks_exact_mut(ty.type_size()) {
+                for k in 0..4 {
+                    b[48 + 2 * k + 1] =
+                        (b[48 + 2 * k + 1] & 0x0F) | ((0x2000u16 >> (4 * k)) as u8 & 0x0F) << 4;
+                }
+            }
+            &[]
+        }
+        // MXFP4's scale is an E8M0 exponent: 2^(121 − 128).
+        GgmlType::MXFP4 => {
+            for b in v.chunks_exact_mut(ty.type_size()) {
+                b[0] = 121;
+            }
+            &[]
+        }
         // Floats in ±1 (random bits would include subnormals, whose slow microcode paths would
         // measure the data, not the kernel).
         GgmlType::F16 | GgmlType::BF16 | GgmlType::F32 => {
@@ -240,6 +267,17 @@ fn matvec_cold(c: &mut Criterion) {
         GgmlType::Q8_0,
         GgmlType::Q6_K,
         GgmlType::Q5_0,
+        GgmlType::IQ4_XS,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ2_S,
+        GgmlType::IQ3_XXS,
+        GgmlType::IQ3_S,
+        GgmlType::IQ1_S,
+        GgmlType::IQ1_M,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
+        GgmlType::MXFP4,
     ]
     .map(|ty| (ty, 8192usize, 8192usize, format!("{ty}/8192")));
     let head =

@@ -159,6 +159,148 @@ block!(
     qs: [u8; 16],
 });
 
+block!(
+    /// IQ4_XS: 256 weights, 4.25 bits each, in 8 sub-blocks of 32. `w = d · (ls − 32) ·
+    /// IQ4_NL_VALUES[q]`, the 6-bit `ls` of sub-block `j` being `scales_l` nibble `j` (low bits)
+    /// and bits `2j..2j+2` of `scales_h` (high bits); nibble order per sub-block as in Q4_0.
+    BlockIQ4_XS, IQ4_XS, QK_K, 136, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// High two bits of the eight sub-block scales (u16 little-endian).
+    scales_h: [u8; 2],
+    /// Low four bits of the eight sub-block scales.
+    scales_l: [u8; 4],
+    /// Packed 4-bit indices into [`IQ4_NL_VALUES`], 16 bytes per sub-block.
+    qs: [u8; 128],
+});
+
+block!(
+    /// IQ2_XXS: 256 weights, 2.0625 bits each, in 8 sub-blocks of 32. Per sub-block two u32:
+    /// four 8-bit indices into `grids::IQ2XXS` (8 magnitudes each), then four 7-bit sign indices
+    /// and a 4-bit scale (top bits).
+    BlockIQ2_XXS, IQ2_XXS, QK_K, 66, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// Grid indices, signs and scales (32 u16 little-endian).
+    qs: [u8; 64],
+});
+
+block!(
+    /// IQ2_XS: 256 weights, 2.3125 bits each. Per group of 8: a u16 of a 9-bit index into
+    /// `grids::IQ2XS` and a 7-bit sign index; per 16 weights a 4-bit scale.
+    BlockIQ2_XS, IQ2_XS, QK_K, 74, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// Grid and sign indices (32 u16 little-endian).
+    qs: [u8; 64],
+    /// 4-bit scales, two per byte.
+    scales: [u8; 8],
+});
+
+block!(
+    /// IQ2_S: 256 weights, 2.5625 bits each. Per group of 8: a 10-bit index into
+    /// `grids::IQ2S` (low 8 bits in `qs[0..32]`, high 2 in `qh`) and 8 explicit sign bits
+    /// (`qs[32..64]`); per 16 weights a 4-bit scale.
+    BlockIQ2_S, IQ2_S, QK_K, 82, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// Low index bits (32 bytes), then sign bits (32 bytes).
+    qs: [u8; 64],
+    /// High index bits, two per group.
+    qh: [u8; 8],
+    /// 4-bit scales, two per byte.
+    scales: [u8; 8],
+});
+
+block!(
+    /// IQ3_XXS: 256 weights, 3.0625 bits each. 64 8-bit indices into `grids::IQ3XXS` (4
+    /// magnitudes each), then per sub-block of 32 a u32 of four 7-bit sign indices and a 4-bit
+    /// scale.
+    BlockIQ3_XXS, IQ3_XXS, QK_K, 98, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// Grid indices (64 bytes), then scales and signs (8 u32 little-endian).
+    qs: [u8; 96],
+});
+
+block!(
+    /// IQ3_S: 256 weights, 3.4375 bits each. 64 9-bit indices into `grids::IQ3S` (low 8 bits in
+    /// `qs`, high bit in `qh`), explicit sign bits, a 4-bit scale per 32 weights.
+    BlockIQ3_S, IQ3_S, QK_K, 110, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// Low index bits.
+    qs: [u8; 64],
+    /// High index bits.
+    qh: [u8; 8],
+    /// Sign bits, one per weight.
+    signs: [u8; 32],
+    /// 4-bit scales, two per byte.
+    scales: [u8; 4],
+});
+
+block!(
+    /// IQ1_S: 256 weights, 1.5625 bits each. 32 11-bit indices into `grids::IQ1S` (8 ternary
+    /// values each; low 8 bits in `qs`, high 3 in `qh`); per sub-block of 32 a 3-bit scale and
+    /// the sign of a ±1/8 shift (`qh`'s top bits).
+    BlockIQ1_S, IQ1_S, QK_K, 50, {
+    /// Scale (f16).
+    d: [u8; 2],
+    /// Low index bits.
+    qs: [u8; 32],
+    /// High index bits, scale and shift sign per sub-block (8 u16 little-endian).
+    qh: [u8; 16],
+});
+
+block!(
+    /// IQ1_M: 256 weights, 1.75 bits each. As IQ1_S's grid, with a shift sign per 8 weights,
+    /// a 3-bit scale per 16 weights, and the f16 super-block scale spread over the scales'
+    /// top nibbles.
+    BlockIQ1_M, IQ1_M, QK_K, 56, {
+    /// Low index bits.
+    qs: [u8; 32],
+    /// High index bits and shift signs, two groups per byte.
+    qh: [u8; 16],
+    /// 3-bit scales (4 u16 little-endian; their top nibbles hold the f16 scale).
+    scales: [u8; 8],
+});
+
+block!(
+    /// TQ1_0: 256 ternary weights, 1.6875 bits each. `w = d · (t − 1)`, t ∈ 0..3, five trits per
+    /// byte in `qs`, four per byte in `qh` (base-3 digits as fixed-point fractions).
+    BlockTQ1_0, TQ1_0, QK_K, 54, {
+    /// Five trits per byte.
+    qs: [u8; 48],
+    /// Four trits per byte.
+    qh: [u8; 4],
+    /// Scale (f16).
+    d: [u8; 2],
+});
+
+block!(
+    /// TQ2_0: 256 ternary weights, 2.0625 bits each. `w = d · (q − 1)`, q ∈ 0..4 (2 bits,
+    /// element `128c + 32s + l` in bits `2s..2s+2` of `qs[32c + l]`).
+    BlockTQ2_0, TQ2_0, QK_K, 66, {
+    /// Packed 2-bit quants.
+    qs: [u8; 64],
+    /// Scale (f16).
+    d: [u8; 2],
+});
+
+block!(
+    /// MXFP4: 32 weights, 4.25 bits each. `w = 2^(e − 128) · MXFP4_VALUES[q]` (the E2M1 values
+    /// doubled as integers, so the scale is halved: ggml's `ggml_e8m0_to_fp32_half`, which
+    /// gives the subnormals `2^(e − 128)` too for `e < 2`); nibble order as in Q4_0.
+    BlockMXFP4, MXFP4, QK, 17, {
+    /// Shared exponent (E8M0).
+    e: u8,
+    /// Packed 4-bit E2M1 codes.
+    qs: [u8; 16],
+});
+
+/// The E2M1 values doubled, per 4-bit code (ggml's `kvalues_mxfp4`).
+pub(crate) const MXFP4_VALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
 /// The 16 values an IQ4_NL index stands for (ggml's `kvalues_iq4nl`).
 pub(crate) const IQ4_NL_VALUES: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
@@ -354,6 +496,17 @@ mod tests {
         check::<BlockQ5_1>();
         check::<BlockQ8_0>();
         check::<BlockIQ4_NL>();
+        check::<BlockIQ4_XS>();
+        check::<BlockIQ2_XXS>();
+        check::<BlockIQ2_XS>();
+        check::<BlockIQ2_S>();
+        check::<BlockIQ3_XXS>();
+        check::<BlockIQ3_S>();
+        check::<BlockIQ1_S>();
+        check::<BlockIQ1_M>();
+        check::<BlockTQ1_0>();
+        check::<BlockTQ2_0>();
+        check::<BlockMXFP4>();
         check::<BlockQ8_1>();
         check::<BlockQ2_K>();
         check::<BlockQ3_K>();

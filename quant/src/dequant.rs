@@ -6,6 +6,20 @@
 
 use crate::blocks::*;
 
+mod iq1;
+mod iq2;
+mod iq3;
+mod iq4_xs;
+mod mxfp4;
+mod tq;
+
+pub(crate) use iq1::{iq1_m, iq1_s};
+pub(crate) use iq2::{iq2_s, iq2_xs, iq2_xxs};
+pub(crate) use iq3::{iq3_s, iq3_xxs};
+pub(crate) use iq4_xs::iq4_xs;
+pub(crate) use mxfp4::mxfp4;
+pub(crate) use tq::{tq1_0, tq2_0};
+
 /// Q4_0 → f32. `out.len() == 32 · blocks.len()`.
 pub(crate) fn q4_0(blocks: &[BlockQ4_0], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK)) {

@@ -380,9 +380,10 @@ impl Kernel {
     /// The kernel for a batch of `n` tokens times `rows × cols` weights of type `ty` (`n` is
     /// the whole batch's count even when a call computes only some of its tokens, [`Part`]):
     ///
-    /// - Q4_K, Q2_K, Q4_0 and IQ4_NL with `rows % 8 == 0` (llama.cpp repacks them; Q2_K only
-    ///   on AVX-512 machines, like the reference's), any `n`: [`Kernel::Repacked`];
-    /// - other K-quant matrices (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), `n >= 8`: [`Kernel::Tiled`];
+    /// - Q4_K, Q2_K, Q4_0, IQ4_NL and MXFP4 with `rows % 8 == 0` (llama.cpp repacks them; Q2_K
+    ///   only on AVX-512 machines, like the reference's), any `n`: [`Kernel::Repacked`];
+    /// - other K-quant matrices (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), IQ4_XS and the IQ1/IQ2/IQ3
+    ///   formats, `n >= 8`: [`Kernel::Tiled`];
     /// - F16 with `cols % 16 == 0`, BF16 with `cols % 32 == 0`, `rows % 4 == 0`, `n >= 2`:
     ///   [`Kernel::Sgemm`] (other shapes llamafile refuses);
     /// - everything else: [`Kernel::VecDot`] (IQ4_NL not repacked: llama.cpp's `vec_dot` order
@@ -390,8 +391,13 @@ impl Kernel {
     fn for_product(ty: GgmlType, rows: usize, cols: usize, n: usize) -> Kernel {
         use GgmlType::*;
         match ty {
-            Q4_K | Q2_K | Q4_0 | IQ4_NL if rows.is_multiple_of(8) => Kernel::Repacked,
-            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K if n >= crate::tiled::MIN_TOKENS => Kernel::Tiled,
+            Q4_K | Q2_K | Q4_0 | IQ4_NL | MXFP4 if rows.is_multiple_of(8) => Kernel::Repacked,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS | IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS
+            | IQ3_S | IQ1_S | IQ1_M
+                if n >= crate::tiled::MIN_TOKENS =>
+            {
+                Kernel::Tiled
+            }
             F16 | BF16
                 if n >= simd::SGEMM_MIN_TOKENS
                     && rows.is_multiple_of(4)

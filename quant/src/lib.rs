@@ -5,8 +5,8 @@
 //!
 //! - [`dequantize`] / [`quantize()`]: whole rows of any supported [`GgmlType`] to and from `f32`.
 //! - [`vec_dot_type`]: the activation format a weight format is multiplied with (ggml's
-//!   pairing: Q4_0/Q5_0/Q8_0/IQ4_NL × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants × Q8_K, F16 × F16,
-//!   BF16 × BF16, F32 × F32).
+//!   pairing: Q4_0/Q5_0/Q8_0/IQ4_NL/MXFP4 × Q8_0, Q4_1/Q5_1 × Q8_1, K-quants, IQ4_XS, the
+//!   IQ1/IQ2/IQ3 formats and TQ1_0/TQ2_0 × Q8_K, F16 × F16, BF16 × BF16, F32 × F32).
 //! - [`quantize_acts`] → [`QuantizedActs`]: activations quantized once, shared by every weight
 //!   with the same dot type (Q, K and V all read the same `x`).
 //! - [`vec_dot`]: one weight row · one quantized activation row.
@@ -52,7 +52,8 @@
 
 // Layering: a module imports only from its own layer or the layers below it.
 //
-// 0. `blocks`: block layouts, f16/bf16 conversions, the checked byte views.
+// 0. `blocks`: block layouts, f16/bf16 conversions, the checked byte views; `grids`: the IQ
+//    formats' lattice tables (generated from gguf-py).
 // 1. `dequant`, `quantize`: whole blocks to and from `f32`.
 // 2. `scalar` (with `scalar::{lanes, q2k, q3k, q4k, q5k, tiled}`): the reference float order
 //    of every format and kernel llama.cpp runs, the oracle of every kernel. Imports `blocks` and
@@ -68,6 +69,7 @@ mod blocks;
 mod calibrate;
 mod dequant;
 mod driver;
+mod grids;
 mod q2k;
 mod q4k;
 mod quantize;
@@ -94,7 +96,7 @@ pub use team::{for_each_index, with_team};
 /// Errors of the quantization and dot-product functions.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum QuantError {
-    /// The type has no implementation here for this operation (IQ*, TQ*, MXFP4, integer types…).
+    /// The type has no implementation here for this operation (integer types, NVFP4, …).
     #[error("{ty} is not supported by strata-quant for {op}")]
     Unsupported {
         /// The type asked for.
@@ -191,6 +193,17 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), Qua
         GgmlType::Q6_K => dequant::q6_k(view(bytes)?, out),
         GgmlType::Q8_K => dequant::q8_k(view(bytes)?, out),
         GgmlType::IQ4_NL => dequant::iq4_nl(view(bytes)?, out),
+        GgmlType::IQ4_XS => dequant::iq4_xs(view(bytes)?, out),
+        GgmlType::IQ2_XXS => dequant::iq2_xxs(view(bytes)?, out),
+        GgmlType::IQ2_XS => dequant::iq2_xs(view(bytes)?, out),
+        GgmlType::IQ2_S => dequant::iq2_s(view(bytes)?, out),
+        GgmlType::IQ3_XXS => dequant::iq3_xxs(view(bytes)?, out),
+        GgmlType::IQ3_S => dequant::iq3_s(view(bytes)?, out),
+        GgmlType::IQ1_S => dequant::iq1_s(view(bytes)?, out),
+        GgmlType::IQ1_M => dequant::iq1_m(view(bytes)?, out),
+        GgmlType::TQ1_0 => dequant::tq1_0(view(bytes)?, out),
+        GgmlType::TQ2_0 => dequant::tq2_0(view(bytes)?, out),
+        GgmlType::MXFP4 => dequant::mxfp4(view(bytes)?, out),
         _ => unreachable!("is_supported covers exactly the arms above"),
     }
     Ok(())
@@ -216,6 +229,17 @@ pub fn is_supported(ty: GgmlType) -> bool {
             | Q6_K
             | Q8_K
             | IQ4_NL
+            | IQ4_XS
+            | IQ2_XXS
+            | IQ2_XS
+            | IQ2_S
+            | IQ3_XXS
+            | IQ3_S
+            | IQ1_S
+            | IQ1_M
+            | TQ1_0
+            | TQ2_0
+            | MXFP4
     )
 }
 
@@ -255,9 +279,10 @@ pub fn vec_dot_type(ty: GgmlType) -> Result<GgmlType, QuantError> {
         F32 => F32,
         F16 => F16,
         BF16 => BF16,
-        Q4_0 | Q5_0 | Q8_0 | IQ4_NL => Q8_0,
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | MXFP4 => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K => Q8_K,
+        IQ4_XS | IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S | IQ1_M | TQ1_0 | TQ2_0 => Q8_K,
         _ => {
             return Err(QuantError::Unsupported {
                 ty,

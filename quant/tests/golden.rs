@@ -83,24 +83,56 @@ const FORMATS: &[(&str, GgmlType)] = &[
     ("q8_k", GgmlType::Q8_K),
 ];
 
+/// Checks `dequantize` of golden file `name` against gguf-py's, bit for bit.
+fn check_dequant(name: &str, ty: GgmlType) {
+    let g = load(name);
+    assert_eq!(g.ty, ty, "{name}");
+    let mut out = vec![0f32; g.dequant.len()];
+    dequantize(ty, &g.blocks, &mut out).unwrap();
+    let bs = ty.block_size();
+    for (i, (a, b)) in out.iter().zip(&g.dequant).enumerate() {
+        assert_eq!(
+            a.to_bits(),
+            b.to_bits(),
+            "{ty} block {} element {}: ours {a:e}, gguf-py {b:e}",
+            i / bs,
+            i % bs
+        );
+    }
+}
+
 #[test]
 fn dequantize_is_bit_identical_to_gguf_py() {
     for &(name, ty) in FORMATS {
-        let g = load(name);
-        assert_eq!(g.ty, ty, "{name}");
-        let mut out = vec![0f32; g.dequant.len()];
-        dequantize(ty, &g.blocks, &mut out).unwrap();
-        let bs = ty.block_size();
-        for (i, (a, b)) in out.iter().zip(&g.dequant).enumerate() {
-            assert_eq!(
-                a.to_bits(),
-                b.to_bits(),
-                "{ty} block {} element {}: ours {a:e}, gguf-py {b:e}",
-                i / bs,
-                i % bs
-            );
-        }
+        check_dequant(name, ty);
     }
+}
+
+// The IQ, ternary and MXFP4 formats, one test each.
+macro_rules! golden_dequant {
+    ($($test:ident => $name:literal, $ty:ident;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check_dequant($name, GgmlType::$ty);
+            }
+        )*
+    };
+}
+
+golden_dequant! {
+    dequantize_iq4_nl => "iq4_nl", IQ4_NL;
+    dequantize_iq4_xs => "iq4_xs", IQ4_XS;
+    dequantize_iq2_xxs => "iq2_xxs", IQ2_XXS;
+    dequantize_iq2_xs => "iq2_xs", IQ2_XS;
+    dequantize_iq2_s => "iq2_s", IQ2_S;
+    dequantize_iq3_xxs => "iq3_xxs", IQ3_XXS;
+    dequantize_iq3_s => "iq3_s", IQ3_S;
+    dequantize_iq1_s => "iq1_s", IQ1_S;
+    dequantize_iq1_m => "iq1_m", IQ1_M;
+    dequantize_tq1_0 => "tq1_0", TQ1_0;
+    dequantize_tq2_0 => "tq2_0", TQ2_0;
+    dequantize_mxfp4 => "mxfp4", MXFP4;
 }
 
 #[test]

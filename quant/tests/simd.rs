@@ -104,8 +104,12 @@ fn simd_equals_scalar_exactly_on_integer_data() {
         let (rows, cols) = (6, if ty.block_size() == 32 { 544 } else { 512 });
         let mut w = random_blocks(ty, cols / ty.block_size() * rows, &mut rng, Scales::Zero);
         for b in w.chunks_exact_mut(ty.type_size()) {
+            let one = half::f16::from_f32(1.0).to_bits().to_le_bytes();
             for &off in f16_fields(ty) {
-                b[off..off + 2].copy_from_slice(&half::f16::from_f32(1.0).to_bits().to_le_bytes());
+                b[off..off + 2].copy_from_slice(&one);
+            }
+            if matches!(ty, GgmlType::IQ1_M | GgmlType::MXFP4) {
+                set_block_scale(ty, b, one);
             }
         }
         let blk = vec_dot_type(ty).unwrap().block_size();
@@ -169,6 +173,9 @@ fn simd_matches_scalar_on_extreme_quants() {
                 if !fields.iter().any(|&o| i == o || i == o + 1) {
                     *v = fill;
                 }
+            }
+            if matches!(ty, GgmlType::IQ1_M | GgmlType::MXFP4) {
+                set_block_scale(ty, b, 0x7bffu16.to_le_bytes());
             }
         }
         let x: Vec<f32> = (0..cols * n)

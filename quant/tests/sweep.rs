@@ -50,12 +50,25 @@ fn type_info(name: &str) -> (GgmlType, u64) {
         "iq4_nl" => (IQ4_NL, 20),
         "f16" => (F16, 1),
         "bf16" => (BF16, 30),
+        "iq4_xs" => (IQ4_XS, 23),
+        "iq2_xxs" => (IQ2_XXS, 16),
+        "iq2_xs" => (IQ2_XS, 17),
+        "iq2_s" => (IQ2_S, 22),
+        "iq3_xxs" => (IQ3_XXS, 18),
+        "iq3_s" => (IQ3_S, 21),
+        "iq1_s" => (IQ1_S, 19),
+        "iq1_m" => (IQ1_M, 29),
+        "tq1_0" => (TQ1_0, 34),
+        "tq2_0" => (TQ2_0, 35),
+        "mxfp4" => (MXFP4, 39),
         _ => panic!("unknown type {name} in the sweep fixture"),
     }
 }
 
 /// Weight bytes: one draw per byte (its top byte), then per block each f16 scale field (a
-/// magnitude draw in [0x1000, 0x2800), then a sign draw); Q8_0 quant bytes 0x80 become 0x81.
+/// magnitude draw in [0x1000, 0x2800), then a sign draw); IQ1_M draws its f16 scale the same way
+/// (spread over its scale words' top nibbles), MXFP4 its E8M0 byte as `119 + (r >> 40) % 16`;
+/// Q8_0 quant bytes 0x80 become 0x81.
 /// F16 elements: [0x2000, 0x4400) and a sign draw; BF16: [0x3c00, 0x4000) and a sign draw.
 fn weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut SplitMix) -> Vec<u8> {
     let rb = ty.row_size(cols as u64).expect("whole blocks") as usize;
@@ -71,6 +84,20 @@ fn weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut SplitMix) -> Vec<u8
                 h |= 0x8000;
             }
             b[f..f + 2].copy_from_slice(&h.to_le_bytes());
+        }
+        if ty == GgmlType::IQ1_M {
+            // The f16 scale, nibble k in the top nibble of scale word k (bytes 48..56).
+            let mut h = (0x1000 + (rng.next() >> 40) % 0x1800) as u16;
+            if rng.next() & 1 == 1 {
+                h |= 0x8000;
+            }
+            for k in 0..4 {
+                let hi = &mut b[48 + 2 * k + 1];
+                *hi = (*hi & 0x0F) | ((((h >> (4 * k)) & 0x0F) as u8) << 4);
+            }
+        }
+        if ty == GgmlType::MXFP4 {
+            b[0] = (119 + (rng.next() >> 40) % 16) as u8; // E8M0 scale 2^-9 .. 2^6
         }
         if ty == GgmlType::Q8_0 {
             for q in &mut b[2..] {
@@ -262,6 +289,17 @@ sweep_tests! {
     sweep_iq4_nl => "iq4_nl",
     sweep_f16 => "f16",
     sweep_bf16 => "bf16",
+    sweep_iq4_xs => "iq4_xs",
+    sweep_iq2_xxs => "iq2_xxs",
+    sweep_iq2_xs => "iq2_xs",
+    sweep_iq2_s => "iq2_s",
+    sweep_iq3_xxs => "iq3_xxs",
+    sweep_iq3_s => "iq3_s",
+    sweep_iq1_s => "iq1_s",
+    sweep_iq1_m => "iq1_m",
+    sweep_tq1_0 => "tq1_0",
+    sweep_tq2_0 => "tq2_0",
+    sweep_mxfp4 => "mxfp4",
 }
 
 /// A slice that does not fit in its batch is refused, naming the sizes.

@@ -46,6 +46,21 @@ FORMATS = [
     (T.Q5_K, 256, 176, [0, 2], 6),
     (T.Q6_K, 256, 210, [208], 6),
     (T.Q8_K, 256, 292, [], 4),
+    # Added with the IQ, ternary and MXFP4 formats (after the others, so that their files, drawn
+    # from the same generator, did not change). Many blocks for the grid formats, so that most
+    # grid rows occur.
+    (T.IQ4_NL, 32, 18, [0], 24),
+    (T.IQ4_XS, 256, 136, [0], 8),
+    (T.IQ2_XXS, 256, 66, [0], 64),
+    (T.IQ2_XS, 256, 74, [0], 64),
+    (T.IQ2_S, 256, 82, [0], 64),
+    (T.IQ3_XXS, 256, 98, [0], 32),
+    (T.IQ3_S, 256, 110, [0], 32),
+    (T.IQ1_S, 256, 50, [0], 64),
+    (T.IQ1_M, 256, 56, [], 64),
+    (T.TQ1_0, 256, 54, [52], 8),
+    (T.TQ2_0, 256, 66, [64], 8),
+    (T.MXFP4, 32, 17, [], 64),
 ]
 
 # Formats gguf-py (or, for Q8_1/Q8_K, the ported ggml reference below) can quantize.

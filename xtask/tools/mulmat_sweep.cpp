@@ -70,6 +70,17 @@ static const std::vector<TypeInfo> TYPES = {
     {"iq4_nl", GGML_TYPE_IQ4_NL, {0}},
     {"f16", GGML_TYPE_F16, {}},
     {"bf16", GGML_TYPE_BF16, {}},
+    {"iq4_xs", GGML_TYPE_IQ4_XS, {0}},
+    {"iq2_xxs", GGML_TYPE_IQ2_XXS, {0}},
+    {"iq2_xs", GGML_TYPE_IQ2_XS, {0}},
+    {"iq2_s", GGML_TYPE_IQ2_S, {0}},
+    {"iq3_xxs", GGML_TYPE_IQ3_XXS, {0}},
+    {"iq3_s", GGML_TYPE_IQ3_S, {0}},
+    {"iq1_s", GGML_TYPE_IQ1_S, {0}},
+    {"iq1_m", GGML_TYPE_IQ1_M, {}},
+    {"tq1_0", GGML_TYPE_TQ1_0, {52}},
+    {"tq2_0", GGML_TYPE_TQ2_0, {64}},
+    {"mxfp4", GGML_TYPE_MXFP4, {}},
 };
 
 struct Shape {
@@ -114,8 +125,9 @@ static uint64_t seed_for(ggml_type type, int rows, int cols) {
 }
 
 // Weight bytes: one draw per byte (its top byte), then per block each f16 scale field (a
-// magnitude draw in [0x1000, 0x2800), then a sign draw); Q8_0 quant bytes 0x80 (-128, which no
-// quantizer writes) become 0x81. F16 elements: [0x2000, 0x4400) with a sign draw; BF16:
+// magnitude draw in [0x1000, 0x2800), then a sign draw); IQ1_M draws its f16 scale the same way
+// and stores nibble k in the top nibble of scale word k; MXFP4's E8M0 scale byte is one draw,
+// 119 + (r >> 40) % 16; Q8_0 quant bytes 0x80 (-128, which no quantizer writes) become 0x81. F16 elements: [0x2000, 0x4400) with a sign draw; BF16:
 // [0x3c00, 0x4000) with a sign draw.
 static std::vector<uint8_t> make_weights(const TypeInfo & t, int rows, int cols, Rng & rng) {
     const size_t rb = ggml_row_size(t.type, cols);
@@ -139,6 +151,18 @@ static std::vector<uint8_t> make_weights(const TypeInfo & t, int rows, int cols,
             uint16_t h = (uint16_t) (0x1000 + (rng.next() >> 40) % 0x1800);
             if (rng.next() & 1) h |= 0x8000;
             memcpy(&w[off + f], &h, 2);
+        }
+        if (t.type == GGML_TYPE_IQ1_M) {
+            // The f16 scale is spread over the top nibbles of the four u16 scales (bytes 48..56).
+            uint16_t h = (uint16_t) (0x1000 + (rng.next() >> 40) % 0x1800);
+            if (rng.next() & 1) h |= 0x8000;
+            for (int k = 0; k < 4; k++) {
+                uint8_t & hi = w[off + 48 + 2 * k + 1];
+                hi = (uint8_t) ((hi & 0x0F) | (((h >> (4 * k)) & 0x0F) << 4));
+            }
+        }
+        if (t.type == GGML_TYPE_MXFP4) {
+            w[off] = (uint8_t) (119 + (rng.next() >> 40) % 16); // E8M0 scale 2^-9 .. 2^6
         }
         if (t.type == GGML_TYPE_Q8_0) {
             for (size_t i = 2; i < bs; i++) {

@@ -19,12 +19,18 @@
 //! `blocks` and `dequant`'s quant unpacking, never `simd`, `driver` or the kernel-choice
 //! modules, so every kernel above can be tested against it.
 
+pub(crate) mod iq1;
+pub(crate) mod iq2;
+pub(crate) mod iq3;
+pub(crate) mod iq4_xs;
 mod lanes;
+pub(crate) mod mxfp4;
 pub(crate) mod q2k;
 pub(crate) mod q3k;
 pub(crate) mod q4k;
 pub(crate) mod q5k;
 pub(crate) mod tiled;
+pub(crate) mod tq;
 
 pub(crate) use lanes::{reduce16, reduce8};
 

@@ -25,7 +25,17 @@ mod f16;
 #[cfg(target_arch = "x86_64")]
 mod half_rows;
 #[cfg(target_arch = "x86_64")]
+mod iq1_x86;
+#[cfg(target_arch = "x86_64")]
+mod iq2_x86;
+#[cfg(target_arch = "x86_64")]
+mod iq3_x86;
+#[cfg(target_arch = "x86_64")]
 mod iq4_nl_x86;
+#[cfg(target_arch = "x86_64")]
+mod iq4_xs_x86;
+#[cfg(target_arch = "x86_64")]
+mod mxfp4_x86;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "x86_64")]
@@ -34,6 +44,8 @@ mod q2k_x86;
 mod q4k_x86;
 #[cfg(target_arch = "x86_64")]
 mod repacked_x86;
+#[cfg(target_arch = "x86_64")]
+mod tq_x86;
 
 /// Bytes ahead of a pass's first row that a linear prefetch ([`Prefetch::Linear`]) reaches
 /// (measured on AMD Zen 4 with an output head's 640-column Q8_0 rows: 3–4 KiB gave 2.2× the
@@ -145,6 +157,9 @@ pub(crate) fn tiled_x86(level: SimdLevel, ty: GgmlType) -> Option<(RowsFn, Optio
             return Some((k, Some(k4)));
         }
     }
+    if let Some(k) = iq_tiled_x86(level, ty) {
+        return Some(k);
+    }
     if level < SimdLevel::Avx2 || !SimdLevel::Avx2.is_available() {
         return None;
     }
@@ -154,6 +169,28 @@ pub(crate) fn tiled_x86(level: SimdLevel, ty: GgmlType) -> Option<(RowsFn, Optio
         _ => avx2::tiled_kernel(ty)?,
     };
     Some((k, None))
+}
+
+/// The x86 tiled-order kernels of the IQ formats (IQ4_XS, IQ1/IQ2/IQ3) at most at `level`,
+/// where this CPU has them.
+#[cfg(target_arch = "x86_64")]
+fn iq_tiled_x86(level: SimdLevel, ty: GgmlType) -> Option<(RowsFn, Option<Rows4Fn>)> {
+    iq4_xs_x86::tiled_kernels(level, ty)
+        .or_else(|| iq2_x86::tiled_kernels(level, ty))
+        .or_else(|| iq3_x86::tiled_kernels(level, ty))
+        .or_else(|| iq1_x86::tiled_kernels(level, ty))
+}
+
+/// The x86 `vec_dot`-order kernels of the IQ, ternary and MXFP4 formats at most at `level`,
+/// where this CPU has them.
+#[cfg(target_arch = "x86_64")]
+fn iq_x86(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
+    iq4_xs_x86::kernel(level, ty)
+        .or_else(|| iq2_x86::kernel(level, ty))
+        .or_else(|| iq3_x86::kernel(level, ty))
+        .or_else(|| iq1_x86::kernel(level, ty))
+        .or_else(|| tq_x86::kernel(level, ty))
+        .or_else(|| mxfp4_x86::kernel(level, ty))
 }
 
 /// The batch size from which llama.cpp tries llamafile's `sgemm` (F16/BF16 weights here).
@@ -208,6 +245,7 @@ pub(crate) fn repacked(level: SimdLevel, ty: GgmlType) -> Option<(RowsFn, Option
     match ty {
         GgmlType::Q4_0 => Some((scalar_q4_0_repacked, None)),
         GgmlType::IQ4_NL => Some((scalar_iq4_nl_repacked, None)),
+        GgmlType::MXFP4 => Some((scalar_mxfp4_repacked, None)),
         _ => None,
     }
 }
@@ -577,6 +615,78 @@ scalar_rows!(scalar_q2_k, blocks::BlockQ2_K, BlockQ8_K, scalar::q2_k);
 scalar_rows!(scalar_q3_k, blocks::BlockQ3_K, BlockQ8_K, scalar::q3_k);
 scalar_rows!(scalar_q5_k, blocks::BlockQ5_K, BlockQ8_K, scalar::q5_k);
 scalar_rows!(scalar_q6_k, blocks::BlockQ6_K, BlockQ8_K, scalar::q6_k);
+scalar_rows!(
+    scalar_iq4_xs,
+    blocks::BlockIQ4_XS,
+    BlockQ8_K,
+    scalar::iq4_xs::iq4_xs
+);
+scalar_rows!(
+    scalar_iq2_xxs,
+    blocks::BlockIQ2_XXS,
+    BlockQ8_K,
+    scalar::iq2::iq2_xxs
+);
+scalar_rows!(
+    scalar_iq2_xs,
+    blocks::BlockIQ2_XS,
+    BlockQ8_K,
+    scalar::iq2::iq2_xs
+);
+scalar_rows!(
+    scalar_iq2_s,
+    blocks::BlockIQ2_S,
+    BlockQ8_K,
+    scalar::iq2::iq2_s
+);
+scalar_rows!(
+    scalar_iq3_xxs,
+    blocks::BlockIQ3_XXS,
+    BlockQ8_K,
+    scalar::iq3::iq3_xxs
+);
+scalar_rows!(
+    scalar_iq3_s,
+    blocks::BlockIQ3_S,
+    BlockQ8_K,
+    scalar::iq3::iq3_s
+);
+scalar_rows!(
+    scalar_iq1_s,
+    blocks::BlockIQ1_S,
+    BlockQ8_K,
+    scalar::iq1::iq1_s
+);
+scalar_rows!(
+    scalar_iq1_m,
+    blocks::BlockIQ1_M,
+    BlockQ8_K,
+    scalar::iq1::iq1_m
+);
+scalar_rows!(
+    scalar_tq1_0,
+    blocks::BlockTQ1_0,
+    BlockQ8_K,
+    scalar::tq::tq1_0
+);
+scalar_rows!(
+    scalar_tq2_0,
+    blocks::BlockTQ2_0,
+    BlockQ8_K,
+    scalar::tq::tq2_0
+);
+scalar_rows!(
+    scalar_mxfp4,
+    blocks::BlockMXFP4,
+    BlockQ8_0,
+    scalar::mxfp4::mxfp4
+);
+scalar_rows!(
+    scalar_mxfp4_repacked,
+    blocks::BlockMXFP4,
+    BlockQ8_0,
+    scalar::mxfp4::mxfp4_repacked
+);
 
 macro_rules! scalar_float_rows {
     ($name:ident, $f:path) => {
@@ -620,6 +730,17 @@ fn scalar_kernel(ty: GgmlType) -> Option<RowsFn> {
         Q3_K => scalar_q3_k,
         Q5_K => scalar_q5_k,
         Q6_K => scalar_q6_k,
+        IQ4_XS => scalar_iq4_xs,
+        IQ2_XXS => scalar_iq2_xxs,
+        IQ2_XS => scalar_iq2_xs,
+        IQ2_S => scalar_iq2_s,
+        IQ3_XXS => scalar_iq3_xxs,
+        IQ3_S => scalar_iq3_s,
+        IQ1_S => scalar_iq1_s,
+        IQ1_M => scalar_iq1_m,
+        TQ1_0 => scalar_tq1_0,
+        TQ2_0 => scalar_tq2_0,
+        MXFP4 => scalar_mxfp4,
         _ => return None,
     })
 }
@@ -639,6 +760,9 @@ pub(crate) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
             if let Some(k) = bf16::vec_dot_kernel(level) {
                 return Some(k);
             }
+        }
+        if let Some(k) = iq_x86(level, ty) {
+            return Some(k);
         }
         if level >= SimdLevel::Avx512 {
             if let Some(k) = avx512::kernel(ty) {

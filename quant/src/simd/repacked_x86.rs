@@ -1,9 +1,11 @@
-//! Q4_0 and IQ4_NL × Q8_0 in the order of llama.cpp's repacked x86 kernels, for matrices whose
-//! row count is a multiple of 8 (llama.cpp repacks those into 8-row interleaved blocks,
-//! `block_q4_0x8` / `block_iq4_nlx8`, and runs `ggml_gemv_*_8x8_q8_0` / `ggml_gemm_*_8x8_q8_0`,
-//! which compute every output alike): one float per output,
-//! `acc = fma(isum, f32(d_w) · f32(d_x), acc)` block after block, `isum` the exact integer dot
-//! product of the whole block. See [`scalar::q4_0_repacked`](crate::scalar::q4_0_repacked).
+//! Q4_0, IQ4_NL and MXFP4 × Q8_0 in the order of llama.cpp's repacked x86 kernels, for matrices
+//! whose row count is a multiple of 8 (llama.cpp repacks those into 8-row interleaved blocks,
+//! `block_q4_0x8` / `block_iq4_nlx8` / `block_mxfp4x8`, and runs `ggml_gemv_*_8x8_q8_0` /
+//! `ggml_gemm_*_8x8_q8_0`, which compute every output alike): one float per output,
+//! `acc = fma(isum, scale_w · f32(d_x), acc)` block after block, `isum` the exact integer dot
+//! product of the whole block and `scale_w` the weight block's scale (`f32(d_w)`; MXFP4:
+//! `e8m0_half(e)`). See [`scalar::q4_0_repacked`](crate::scalar::q4_0_repacked) and
+//! [`scalar::mxfp4::mxfp4_repacked`](crate::scalar::mxfp4::mxfp4_repacked).
 //!
 //! One lane per weight row, so a vector holds 8 (AVX2) or 16 (AVX-512) rows. Per block, the
 //! rows' 16 packed bytes are loaded one 128-bit lane per row (row `p + 4L` in lane `L` of
@@ -12,9 +14,10 @@
 //! `4j..4j+4`, the high ones `16+4j..`. Each meets one broadcast activation dword in an
 //! unsigned × signed byte product (`vpdpbusd`, or `vpmaddubsw` + `vpmaddwd` on AVX2), which sums
 //! to the row's whole-block dot product in its lane. The unsigned operand is the value plus a
-//! bias (Q4_0: the nibble, value + 8; IQ4_NL with VNNI: table value + 128), taken out again as
-//! `bias · Σx`; IQ4_NL on AVX2 multiplies |value| by x with the value's sign (its biased values
-//! would overflow `vpmaddubsw`'s i16 pairs). The transposed weights serve every token of a batch.
+//! bias (Q4_0: the nibble, value + 8; IQ4_NL and MXFP4 with VNNI: table value + 128; MXFP4 on
+//! AVX2: table value + 12), taken out again as `bias · Σx`; IQ4_NL on AVX2 multiplies |value| by
+//! x with the value's sign (its biased values would overflow `vpmaddubsw`'s i16 pairs). The
+//! transposed weights serve every token of a batch.
 
 use std::arch::x86_64::*;
 
@@ -22,13 +25,14 @@ use super::avx2::h2f;
 use strata_gguf::GgmlType;
 
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
-use crate::blocks::{BlockIQ4_NL, BlockQ4_0, BlockQ8_0, IQ4_NL_VALUES};
+use crate::blocks::{BlockIQ4_NL, BlockMXFP4, BlockQ4_0, BlockQ8_0, IQ4_NL_VALUES, MXFP4_VALUES};
+use crate::scalar::mxfp4::e8m0_half;
 
 /// Prefetch distance in blocks; a row's block `i + PF` is prefetched when `i % 3 == 0` (three
 /// 18-byte blocks are 54 bytes, under a cache line, so no line is skipped).
 const PF: usize = 24;
 
-/// The SIMD kernels for a Q4_0 or IQ4_NL matrix whose row count is a multiple of 8, at most at
+/// The SIMD kernels for a Q4_0, IQ4_NL or MXFP4 matrix whose row count is a multiple of 8, at most at
 /// `level`, where this CPU has them.
 pub(crate) fn kernels(level: SimdLevel, ty: GgmlType) -> Option<(RowsFn, Option<Rows4Fn>)> {
     let avx512 = level >= SimdLevel::Avx512 && SimdLevel::Avx512.is_available();
@@ -41,23 +45,46 @@ pub(crate) fn kernels(level: SimdLevel, ty: GgmlType) -> Option<(RowsFn, Option<
             Some(rows4_avx512::<BlockIQ4_NL>),
         ),
         GgmlType::IQ4_NL if avx2 => (rows_avx2::<BlockIQ4_NL>, None),
+        GgmlType::MXFP4 if avx512 => (rows_avx512::<BlockMXFP4>, Some(rows4_avx512::<BlockMXFP4>)),
+        GgmlType::MXFP4 if avx2 => (rows_avx2::<BlockMXFP4>, None),
         _ => return None,
     })
 }
 
-/// Q4_0 and IQ4_NL blocks: an f16 scale and 16 bytes of packed 4-bit codes.
+/// Q4_0, IQ4_NL and MXFP4 blocks: a scale and 16 bytes of packed 4-bit codes.
 trait Nib: crate::blocks::Block {
-    /// Whether the codes index [`IQ4_NL_VALUES`] (else they are value + 8).
-    const NL: bool;
-    fn d(&self) -> [u8; 2];
+    /// The table the codes index (IQ4_NL, MXFP4), or `None` (Q4_0: the codes are value + 8).
+    const TABLE: Option<[i8; 16]>;
+    /// Whether the AVX2 kernel multiplies |value| by x with the value's sign (IQ4_NL) rather
+    /// than the unsigned value + 12 (MXFP4).
+    const SIGNED: bool;
+    /// The weight scales of eight blocks as floats.
+    ///
+    /// # Safety
+    /// AVX2/F16C available.
+    unsafe fn scales8(b: &[&Self]) -> __m256;
+    /// The 16 packed codes.
     fn qs(&self) -> &[u8; 16];
 }
 
+/// The f16 scales `d` of eight blocks as floats.
+///
+/// # Safety
+/// AVX2/F16C available.
+#[inline(always)]
+unsafe fn f16_scales8(d: impl Fn(usize) -> [u8; 2]) -> __m256 {
+    let d: [i16; 8] = std::array::from_fn(|k| i16::from_le_bytes(d(k)));
+    // SAFETY: reads the 16 bytes of `d`; F16C (caller).
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr().cast())) }
+}
+
 impl Nib for BlockQ4_0 {
-    const NL: bool = false;
+    const TABLE: Option<[i8; 16]> = None;
+    const SIGNED: bool = false;
     #[inline(always)]
-    fn d(&self) -> [u8; 2] {
-        self.d
+    unsafe fn scales8(b: &[&Self]) -> __m256 {
+        // SAFETY: F16C (caller).
+        unsafe { f16_scales8(|k| b[k].d) }
     }
     #[inline(always)]
     fn qs(&self) -> &[u8; 16] {
@@ -66,10 +93,27 @@ impl Nib for BlockQ4_0 {
 }
 
 impl Nib for BlockIQ4_NL {
-    const NL: bool = true;
+    const TABLE: Option<[i8; 16]> = Some(IQ4_NL_VALUES);
+    const SIGNED: bool = true;
     #[inline(always)]
-    fn d(&self) -> [u8; 2] {
-        self.d
+    unsafe fn scales8(b: &[&Self]) -> __m256 {
+        // SAFETY: F16C (caller).
+        unsafe { f16_scales8(|k| b[k].d) }
+    }
+    #[inline(always)]
+    fn qs(&self) -> &[u8; 16] {
+        &self.qs
+    }
+}
+
+impl Nib for BlockMXFP4 {
+    const TABLE: Option<[i8; 16]> = Some(MXFP4_VALUES);
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn scales8(b: &[&Self]) -> __m256 {
+        let s: [f32; 8] = std::array::from_fn(|k| e8m0_half(b[k].e));
+        // SAFETY: reads the 32 bytes of `s`; AVX (caller).
+        unsafe { _mm256_loadu_ps(s.as_ptr()) }
     }
     #[inline(always)]
     fn qs(&self) -> &[u8; 16] {
@@ -100,13 +144,14 @@ unsafe fn load_qs<B: Nib>(b: &B) -> __m128i {
     unsafe { _mm_loadu_si128(b.qs().as_ptr().cast()) }
 }
 
-/// The 16-byte value table in every 128-bit lane of a 256-bit vector, plus `bias` per byte.
+/// The 16-byte value table `table` in every 128-bit lane of a 256-bit vector, plus `bias` per
+/// byte.
 ///
 /// # Safety
 /// AVX2 available.
 #[inline(always)]
-unsafe fn table256(bias: i8) -> __m256i {
-    let t: [i8; 16] = std::array::from_fn(|k| IQ4_NL_VALUES[k].wrapping_add(bias));
+unsafe fn table256(table: [i8; 16], bias: i8) -> __m256i {
+    let t: [i8; 16] = std::array::from_fn(|k| table[k].wrapping_add(bias));
     // SAFETY: reads the 16 bytes of `t`; AVX2 (caller).
     unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr().cast())) }
 }
@@ -151,13 +196,34 @@ unsafe fn dot8<B: Nib, const T: usize>(
         ];
         let lo = v.map(|v| _mm256_and_si256(v, m4));
         let hi = v.map(|v| _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4));
-        let d: [i16; 8] = std::array::from_fn(|k| i16::from_le_bytes(b[k].d()));
-        // SAFETY: reads the 16 bytes of `d`.
-        let dw = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d.as_ptr().cast()) });
-        if B::NL {
+        // SAFETY: AVX2/F16C are enabled here.
+        let dw = unsafe { B::scales8(&b) };
+        if let (Some(table), false) = (B::TABLE, B::SIGNED) {
+            // Unsigned value + 12 (0..=24), pairs ≤ 2·24·128; each vector's pairs widened to
+            // i32 at once; the bias taken out as 12·Σx.
+            // SAFETY: AVX2 is enabled here.
+            let lut = unsafe { table256(table, 12) };
+            let vals: [__m256i; 8] = std::array::from_fn(|k| {
+                _mm256_shuffle_epi8(lut, if k < 4 { lo[k] } else { hi[k - 4] })
+            });
+            for t in 0..T {
+                // SAFETY: `i < nb` (caller).
+                let a = unsafe { &*x[t].add(i) };
+                let mut dot = _mm256_set1_epi32(-12 * qsum(a));
+                for k in 0..8 {
+                    let xb = _mm256_set1_epi32(xdword(a, k));
+                    let p = _mm256_maddubs_epi16(vals[k], xb);
+                    dot = _mm256_add_epi32(dot, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+                }
+                let scale = _mm256_mul_ps(dw, _mm256_set1_ps(h2f(a.d)));
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[t]);
+            }
+            continue;
+        }
+        if let Some(table) = B::TABLE {
             // Signed values: |value| × (x with the value's sign), pairs ≤ 2·127·128 < 2^15.
             // SAFETY: AVX2 is enabled here.
-            let lut = unsafe { table256(0) };
+            let lut = unsafe { table256(table, 0) };
             let vals: [__m256i; 8] = std::array::from_fn(|k| {
                 _mm256_shuffle_epi8(lut, if k < 4 { lo[k] } else { hi[k - 4] })
             });
@@ -250,17 +316,22 @@ unsafe fn dot16<B: Nib, const T: usize>(
         ];
         let mut lo = v.map(|v| _mm512_and_si512(v, m4));
         let mut hi = v.map(|v| _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4));
-        if B::NL {
-            // Table value + 128 (1..=241, unsigned).
+        if let Some(table) = B::TABLE {
+            // Table value + 128 (IQ4_NL: 1..=241, MXFP4: 116..=140; unsigned).
             // SAFETY: AVX2 is enabled here.
-            let lut = _mm512_broadcast_i64x4(unsafe { table256(-128) });
+            let lut = _mm512_broadcast_i64x4(unsafe { table256(table, -128) });
             lo = lo.map(|v| _mm512_shuffle_epi8(lut, v));
             hi = hi.map(|v| _mm512_shuffle_epi8(lut, v));
         }
-        let bias = if B::NL { 128 } else { 8 };
-        let d: [i16; 16] = std::array::from_fn(|k| i16::from_le_bytes(b[k].d()));
-        // SAFETY: reads the 32 bytes of `d`.
-        let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(d.as_ptr().cast()) });
+        let bias = if B::TABLE.is_some() { 128 } else { 8 };
+        // SAFETY: AVX2/F16C are enabled here.
+        let dw = unsafe {
+            let (l, h) = (B::scales8(&b[..8]), B::scales8(&b[8..]));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_castps_pd(l)),
+                _mm256_castps_pd(h),
+            ))
+        };
         for t in 0..T {
             // SAFETY: `i < nb` (caller).
             let a = unsafe { &*x[t].add(i) };

@@ -31,7 +31,10 @@ impl Rng {
 pub fn f16_fields(ty: GgmlType) -> &'static [usize] {
     use GgmlType::*;
     match ty {
-        Q4_0 | Q5_0 | Q8_0 | IQ4_NL => &[0],
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS | IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S
+        | IQ1_S => &[0],
+        TQ1_0 => &[52],
+        TQ2_0 => &[64],
         Q4_1 | Q5_1 | Q8_1 | Q4_K | Q5_K => &[0, 2],
         Q2_K => &[80, 82],
         Q3_K => &[108],
@@ -117,10 +120,38 @@ pub fn random_blocks(ty: GgmlType, n_blocks: usize, rng: &mut Rng, scales: Scale
                 for &off in f16_fields(ty) {
                     b[off..off + 2].copy_from_slice(&f16_bits(rng, scales));
                 }
+                if matches!(ty, GgmlType::IQ1_M | GgmlType::MXFP4) {
+                    set_block_scale(ty, b, f16_bits(rng, scales));
+                }
             }
         }
     }
     v
+}
+
+/// Writes the f16 `bits` as the block scale of a format whose scale is not an f16 field:
+/// IQ1_M (nibble k of the f16 in the top nibble of scale word k) and MXFP4 (the E8M0 exponent
+/// nearest the f16's magnitude, `2^(e − 128)`: 0 for zero and subnormals, 254 for the largest).
+/// Panics for other types.
+pub fn set_block_scale(ty: GgmlType, block: &mut [u8], bits: [u8; 2]) {
+    let h = u16::from_le_bytes(bits);
+    match ty {
+        GgmlType::IQ1_M => {
+            for k in 0..4 {
+                let hi = &mut block[48 + 2 * k + 1];
+                *hi = (*hi & 0x0F) | ((((h >> (4 * k)) & 0x0F) as u8) << 4);
+            }
+        }
+        GgmlType::MXFP4 => {
+            let v = half::f16::from_bits(h).to_f32().abs();
+            block[0] = if v < 6.2e-5 {
+                0
+            } else {
+                (128.0 + v.log2().round()).clamp(1.0, 254.0) as u8
+            };
+        }
+        _ => panic!("{ty} has f16 scale fields"),
+    }
 }
 
 /// Weight formats with dot products.
@@ -138,6 +169,18 @@ pub const WEIGHT_TYPES: &[GgmlType] = &[
     GgmlType::Q4_K,
     GgmlType::Q5_K,
     GgmlType::Q6_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ2_XS,
+    GgmlType::IQ2_S,
+    GgmlType::IQ3_XXS,
+    GgmlType::IQ3_S,
+    GgmlType::IQ1_S,
+    GgmlType::IQ1_M,
+    GgmlType::TQ1_0,
+    GgmlType::TQ2_0,
+    GgmlType::MXFP4,
 ];
 
 /// Random activations, roughly normal, with a few large outliers.
