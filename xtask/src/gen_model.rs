@@ -11,9 +11,12 @@
 //! arch `llama` with experts). `--experts`/`--experts-used` override the expert count and the
 //! experts used per token of a MoE arch (an error for the others). The `moe-8g` preset is MoE only
 //! (default arch qwen3moe): a Qwen3-30B-A3B-like shape of 32 experts, 4 used, about 8 GB as Q4_K.
-//! `TYPE` is one of q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, f16, bf16
-//! (every weight matrix of that type), or q4_k_m, shaped like llama.cpp's Q4_K_M (Q4_K, except
-//! `output.weight` and every `attn_v`, `attn_qkv`, `ffn_down` and `ffn_down_exps`, which are Q6_K).
+//! `TYPE` is one of q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs,
+//! iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m, tq1_0, tq2_0, mxfp4, f16, bf16 (every
+//! weight matrix of that type; the IQ formats' blocks are random, not the output of llama.cpp's
+//! importance-matrix quantizer, which synthetic weights do not need), or q4_k_m, shaped like llama.cpp's Q4_K_M (Q4_K, except
+//! `output.weight` and every `attn_v`, `attn_qkv`, `ffn_down` and `ffn_down_exps`, which are Q6_K),
+//! or mxfp4_moe, llama.cpp's MXFP4_MOE (gpt-oss's mix: expert matrices MXFP4, the others Q8_0).
 //! MoE routers (`ffn_gate_inp`) are always F32, like llama.cpp's.
 //!
 //! Shapes follow llama.cpp's tensor names, ggml dimension order (`[columns, rows, experts]`) and
@@ -47,7 +50,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use strata_gguf::{Array, GgmlType, GgufWriter};
 
 /// Model family: decides the metadata key prefix, the tensors, defaults and extra metadata.
@@ -141,7 +144,9 @@ impl Arch {
 
 /// What `--type` accepts.
 const ACCEPTED: &str =
-    "q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, f16, bf16, q4_k_m";
+    "q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, \
+     iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m, tq1_0, tq2_0, mxfp4, f16, bf16, q4_k_m, \
+     mxfp4_moe";
 
 /// The weight types of a synthetic model: one type for every matrix, or a llama.cpp mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +157,9 @@ pub enum WeightType {
     /// `ffn_down` and `ffn_down_exps`, which are Q6_K. (llama.cpp gives Q6_K to only some
     /// layers' `attn_v` and `ffn_down`; here all of them are, which covers the same kernels.)
     Q4KM,
+    /// llama.cpp's MXFP4_MOE mix (gpt-oss's): the experts (`ffn_{gate,up,down}_exps`) MXFP4,
+    /// every other matrix Q8_0.
+    Mxfp4Moe,
 }
 
 impl From<GgmlType> for WeightType {
@@ -165,6 +173,7 @@ impl fmt::Display for WeightType {
         match self {
             WeightType::Uniform(ty) => ty.fmt(f),
             WeightType::Q4KM => f.write_str("Q4_K_M"),
+            WeightType::Mxfp4Moe => f.write_str("MXFP4_MOE"),
         }
     }
 }
@@ -174,6 +183,13 @@ impl WeightType {
     pub fn of(self, name: &str) -> GgmlType {
         match self {
             WeightType::Uniform(ty) => ty,
+            WeightType::Mxfp4Moe => {
+                if name.ends_with("_exps.weight") {
+                    GgmlType::MXFP4
+                } else {
+                    GgmlType::Q8_0
+                }
+            }
             WeightType::Q4KM => {
                 if name == "output.weight"
                     || name.ends_with(".attn_v.weight")
@@ -194,6 +210,7 @@ impl WeightType {
         match self {
             WeightType::Uniform(ty) => vec![ty],
             WeightType::Q4KM => vec![GgmlType::Q4_K, GgmlType::Q6_K],
+            WeightType::Mxfp4Moe => vec![GgmlType::MXFP4, GgmlType::Q8_0],
         }
     }
 
@@ -201,6 +218,7 @@ impl WeightType {
     fn file_type(self) -> Result<u32> {
         Ok(match self {
             WeightType::Q4KM => 15,
+            WeightType::Mxfp4Moe => 38,
             WeightType::Uniform(ty) => match ty {
                 GgmlType::F16 => 1,
                 GgmlType::Q4_0 => 2,
@@ -214,7 +232,18 @@ impl WeightType {
                 GgmlType::Q5_K => 16,
                 GgmlType::Q6_K => 18,
                 GgmlType::IQ4_NL => 25,
+                GgmlType::IQ2_XXS => 19,
+                GgmlType::IQ2_XS => 20,
+                GgmlType::IQ3_XXS => 23,
+                GgmlType::IQ1_S => 24,
+                GgmlType::IQ3_S => 26,
+                GgmlType::IQ2_S => 28,
+                GgmlType::IQ4_XS => 30,
+                GgmlType::IQ1_M => 31,
                 GgmlType::BF16 => 32,
+                GgmlType::TQ1_0 => 36,
+                GgmlType::TQ2_0 => 37,
+                GgmlType::MXFP4 => 38,
                 other => bail!("type {other} is not generated; accepted: {ACCEPTED}"),
             },
         })
@@ -730,9 +759,73 @@ fn block_pool(ty: GgmlType, sigma: f32, n_blocks: usize, rng: &mut Rng) -> Resul
                 v.copy_from_slice(&table[k]);
             }
         }
+        // The IQ formats, TQ1_0/TQ2_0 and MXFP4: every byte pattern of their quant fields is a
+        // valid block (random grid rows, signs, sub-block scales, trits), so only the block
+        // scale is set (see `scale_by_measurement`).
+        GgmlType::IQ4_XS
+        | GgmlType::IQ2_XXS
+        | GgmlType::IQ2_XS
+        | GgmlType::IQ2_S
+        | GgmlType::IQ3_XXS
+        | GgmlType::IQ3_S
+        | GgmlType::IQ1_S
+        | GgmlType::IQ1_M
+        | GgmlType::TQ1_0
+        | GgmlType::TQ2_0
+        | GgmlType::MXFP4 => scale_by_measurement(ty, sigma, &mut out, rng)?,
         other => bail!("type {other} is not generated; accepted: {ACCEPTED}"),
     }
     Ok(out)
+}
+
+/// Sets the block scale of random blocks of `ty` (IQ, TQ or MXFP4) so that their elements have
+/// rms ≈ `sigma`: with a unit scale written into every block, the pool's first blocks are
+/// dequantized and their rms `r` measured; then every block gets `±sigma / r` (a random sign
+/// per block, so the weights are zero-mean). The scale is an f16 field for most formats;
+/// IQ1_M spreads its f16 over the top nibbles of its four scale words; MXFP4's is a power of
+/// two (an E8M0 exponent), the nearest to `sigma / r`.
+fn scale_by_measurement(ty: GgmlType, sigma: f32, out: &mut [u8], rng: &mut Rng) -> Result<()> {
+    let size = ty.type_size();
+    let put_f16 = |block: &mut [u8], h: u16| match ty {
+        GgmlType::IQ1_M => {
+            for k in 0..4 {
+                let hi = &mut block[48 + 2 * k + 1];
+                *hi = (*hi & 0x0F) | ((((h >> (4 * k)) & 0x0F) as u8) << 4);
+            }
+        }
+        GgmlType::TQ1_0 => block[52..54].copy_from_slice(&h.to_le_bytes()),
+        GgmlType::TQ2_0 => block[64..66].copy_from_slice(&h.to_le_bytes()),
+        _ => block[0..2].copy_from_slice(&h.to_le_bytes()),
+    };
+    // A known scale: an f16 of 1, or MXFP4's exponent 129 (ggml's halved E8M0 scale
+    // 2^(e − 128) = 2).
+    for block in out.chunks_exact_mut(size) {
+        if ty == GgmlType::MXFP4 {
+            block[0] = 129;
+        } else {
+            put_f16(block, f16_bits(1.0));
+        }
+    }
+    let sample = &out[..size * (out.len() / size).min(1024)];
+    let mut deq = vec![0f32; sample.len() / size * ty.block_size()];
+    strata_quant::dequantize(ty, sample, &mut deq)
+        .with_context(|| format!("measuring random {ty} blocks"))?;
+    let ms = deq.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / deq.len().max(1) as f64;
+    ensure!(ms > 0.0, "random {ty} blocks dequantize to zeros");
+    let scale = sigma / ms.sqrt() as f32;
+    if ty == GgmlType::MXFP4 {
+        // Measured at e = 129: the exponent whose scale is nearest to `scale` times that.
+        let e = (129.0 + scale.log2().round()).clamp(2.0, 254.0) as u8;
+        for block in out.chunks_exact_mut(size) {
+            block[0] = e;
+        }
+        return Ok(());
+    }
+    let (pos, neg) = (f16_bits(scale), f16_bits(-scale));
+    for block in out.chunks_exact_mut(size) {
+        put_f16(block, if rng.next() >> 63 == 0 { pos } else { neg });
+    }
+    Ok(())
 }
 
 fn f32_bytes(values: impl Iterator<Item = f32>) -> Vec<u8> {
@@ -991,9 +1084,21 @@ pub fn parse_type(s: &str) -> Result<WeightType> {
         "q5_k" | "q5k" => GgmlType::Q5_K,
         "q6_k" | "q6k" => GgmlType::Q6_K,
         "iq4_nl" | "iq4nl" => GgmlType::IQ4_NL,
+        "iq4_xs" | "iq4xs" => GgmlType::IQ4_XS,
+        "iq2_xxs" | "iq2xxs" => GgmlType::IQ2_XXS,
+        "iq2_xs" | "iq2xs" => GgmlType::IQ2_XS,
+        "iq2_s" | "iq2s" => GgmlType::IQ2_S,
+        "iq3_xxs" | "iq3xxs" => GgmlType::IQ3_XXS,
+        "iq3_s" | "iq3s" => GgmlType::IQ3_S,
+        "iq1_s" | "iq1s" => GgmlType::IQ1_S,
+        "iq1_m" | "iq1m" => GgmlType::IQ1_M,
+        "tq1_0" | "tq10" => GgmlType::TQ1_0,
+        "tq2_0" | "tq20" => GgmlType::TQ2_0,
+        "mxfp4" => GgmlType::MXFP4,
         "f16" => GgmlType::F16,
         "bf16" => GgmlType::BF16,
         "q4_k_m" | "q4km" => return Ok(WeightType::Q4KM),
+        "mxfp4_moe" | "mxfp4moe" => return Ok(WeightType::Mxfp4Moe),
         other => bail!("unknown type `{other}`; accepted: {ACCEPTED}"),
     };
     Ok(ty.into())
@@ -1021,8 +1126,9 @@ cargo xtask gen-model [--preset tiny|1b|7b|moe-8g] [--type TYPE] [--arch ARCH]
                       [--seed N] [--layers N] [--vocab N] [--out PATH]
   ARCH: llama (default), qwen2, qwen3, gemma2, phi3, qwen3moe, llama-moe (alias mixtral:
         GGUF arch llama with experts)
-  TYPE: q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k (default), q5_k, q6_k, iq4_nl, f16,
-        bf16, q4_k_m
+  TYPE: q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k (default), q5_k, q6_k, iq4_nl,
+        iq4_xs, iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m, tq1_0, tq2_0, mxfp4, f16,
+        bf16, q4_k_m, mxfp4_moe (MoE archs: experts MXFP4, the rest Q8_0)
   --preset: tiny, 1b and 7b for the dense archs; tiny and moe-8g (Qwen3-30B-A3B-like, 32
         experts, 4 used, about 8 GB as q4_k; default arch qwen3moe) for the MoE archs
   --experts N, --experts-used K: expert count and experts per token (MoE archs only)

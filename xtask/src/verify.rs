@@ -27,8 +27,9 @@
 //!
 //! Then each (backend, budget, threads, prefetch) run must give the same bytes: a SHA-256 over the
 //! logits of every prompt position and of the greedy steps. Last, the synthetic models of
-//! `cargo xtask gen-model` (llama and qwen2 in every weight type; qwen3, gemma2, phi3, qwen3moe
-//! and Mixtral-style llama-moe in two each) against llama.cpp's outputs for them, by the same
+//! `cargo xtask gen-model` (llama and qwen2 in every weight type up to IQ4_NL; qwen3, gemma2,
+//! phi3, qwen3moe and Mixtral-style llama-moe in two each; llama in the IQ, ternary and MXFP4
+//! formats, qwen3moe in the MXFP4_MOE mix) against llama.cpp's outputs for them, by the same
 //! criteria.
 
 use std::path::{Path, PathBuf};
@@ -54,13 +55,23 @@ const SYNTHETIC_TYPES: [&str; 14] = [
     "f16", "bf16", "q4_k_m",
 ];
 /// The other synthetic architectures (`gen-model --arch`) and their `--type` values: two or
-/// more each, chosen to take different kernel paths (repacked, tiled, `vec_dot`, the Q4_K_M mix).
-const MORE_SYNTHETIC: [(&str, &[&str]); 5] = [
+/// more each, chosen to take different kernel paths (repacked, tiled, `vec_dot`, the Q4_K_M mix);
+/// then llama in the IQ, ternary and MXFP4 formats, and a MoE with llama.cpp's MXFP4_MOE mix
+/// (MXFP4 experts, Q8_0 elsewhere).
+const MORE_SYNTHETIC: [(&str, &[&str]); 7] = [
     ("qwen3", &["q4_k_m", "q8_0"]),
     ("gemma2", &["q4_k", "q5_0"]),
     ("phi3", &["q4_k_m", "q4_0"]),
     ("qwen3moe", &["q4_k", "q6_k"]),
     ("llama-moe", &["q4_k_m", "q5_0"]),
+    (
+        "llama",
+        &[
+            "iq4_xs", "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m", "tq1_0",
+            "tq2_0", "mxfp4",
+        ],
+    ),
+    ("qwen3moe", &["mxfp4_moe"]),
 ];
 
 /// Every synthetic model verify checks: (`--arch`, `--type`).
