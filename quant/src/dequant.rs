@@ -16,9 +16,9 @@ mod tq;
 pub(crate) use iq1::{iq1_m, iq1_s};
 pub(crate) use iq2::{iq2_s, iq2_xs, iq2_xxs};
 pub(crate) use iq3::{iq3_s, iq3_xxs};
-pub(crate) use iq4_xs::iq4_xs;
-pub(crate) use mxfp4::mxfp4;
-pub(crate) use tq::{tq1_0, tq2_0};
+pub(crate) use iq4_xs::{iq4_xs, iq4_xs_scales, iq4_xs_values};
+pub(crate) use mxfp4::{e8m0_to_f32_half, mxfp4, mxfp4_values};
+pub(crate) use tq::{tq1_0, tq1_0_codes, tq2_0, tq2_0_codes};
 
 /// Q4_0 → f32. `out.len() == 32 · blocks.len()`.
 pub(crate) fn q4_0(blocks: &[BlockQ4_0], out: &mut [f32]) {

@@ -3,33 +3,11 @@
 //! are not multiples of four, several row lengths, random and extreme blocks.
 
 use strata_gguf::GgmlType;
-use strata_quant::{dequantize, matmul_q_with, quantize_acts, SimdLevel};
+use strata_quant::{dequantize, SimdLevel};
 
 use crate::common::*;
 
 const TYPES: [GgmlType; 2] = [GgmlType::IQ1_S, GgmlType::IQ1_M];
-
-/// Bits of each output, all NaNs read as one (their payloads are not part of the contract).
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter()
-        .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
-        .collect()
-}
-
-fn product(
-    level: SimdLevel,
-    ty: GgmlType,
-    w: &[u8],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    n: usize,
-) -> Vec<f32> {
-    let acts = quantize_acts(GgmlType::Q8_K, x, n, cols).unwrap();
-    let mut y = vec![0f32; rows * n];
-    matmul_q_with(level, ty, w, rows, cols, &acts, &mut y).unwrap();
-    y
-}
 
 /// Sets the f16 scale of every IQ1_M block (bytes 48..56: four u16 words whose top nibbles
 /// hold the scale, word 0's the lowest) to a value drawn as `scales` asks.
@@ -56,19 +34,6 @@ fn blocks(ty: GgmlType, n: usize, rng: &mut Rng, scales: Scales) -> Vec<u8> {
     w
 }
 
-/// Checks every available level against the scalar oracle for `w` and `n` tokens.
-fn check(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize, what: &str) {
-    let want = product(SimdLevel::Scalar, ty, w, rows, cols, x, n);
-    for level in SimdLevel::ALL.into_iter().filter(|l| l.is_available()) {
-        let got = product(level, ty, w, rows, cols, x, n);
-        assert_eq!(
-            bits(&got),
-            bits(&want),
-            "{ty} {what} rows {rows} cols {cols} n {n} {level:?}"
-        );
-    }
-}
-
 /// Token counts below 8 take `vec_dot`, from 8 the tiled order (with and without a group of
 /// four tokens left over).
 #[test]
@@ -80,7 +45,7 @@ fn every_level_equals_scalar_bitwise() {
                 let w = blocks(ty, cols / 256 * rows, &mut rng, scales);
                 for n in [1, 2, 3, 7, 8, 9, 12, 13] {
                     let x = random_acts(cols * n, &mut rng);
-                    check(ty, &w, rows, cols, &x, n, &format!("{scales:?}"));
+                    check_levels(ty, &w, rows, cols, &x, n, &format!("{scales:?}"));
                 }
             }
         }
@@ -105,15 +70,10 @@ fn extreme_blocks_equal_scalar_bitwise() {
             if ty == GgmlType::IQ1_M {
                 set_iq1m_scales(&mut w, &mut rng, Scales::Max);
             }
-            let acts: [Box<dyn Fn(usize) -> f32>; 3] = [
-                Box::new(|i| if i % 3 == 0 { -1.0 } else { -0.25 }),
-                Box::new(|i| if i % 2 == 0 { 1e30 } else { -1e30 }),
-                Box::new(|_| 0.5),
-            ];
-            for (k, act) in acts.iter().enumerate() {
+            for (k, act) in EXTREME_ACTS[..3].iter().enumerate() {
                 for n in [1, 8] {
                     let x: Vec<f32> = (0..cols * n).map(act).collect();
-                    check(
+                    check_levels(
                         ty,
                         &w,
                         rows,
@@ -141,15 +101,7 @@ fn oracles_match_dequantized_dot() {
         let mut wf = vec![0f32; rows * cols];
         dequantize(ty, &w, &mut wf).unwrap();
         let n = 9;
-        let x: Vec<f32> = (0..cols * n)
-            .map(|i| {
-                if i % 256 == 0 {
-                    -127.0
-                } else {
-                    ((rng.u64() % 255) as i32 - 127) as f32
-                }
-            })
-            .collect();
+        let x = integer_acts(cols * n, 256, 0, &mut rng);
         for (tokens, tol) in [(n, 1e-5), (1, 1e-5)] {
             let got = product(
                 SimdLevel::Scalar,
@@ -160,18 +112,14 @@ fn oracles_match_dequantized_dot() {
                 &x[..cols * tokens],
                 tokens,
             );
-            for t in 0..tokens {
-                for r in 0..rows {
-                    let terms = (0..cols).map(|c| wf[r * cols + c] as f64 * x[t * cols + c] as f64);
-                    let want: f64 = terms.clone().sum();
-                    let scale: f64 = terms.map(f64::abs).sum();
-                    let g = got[t * rows + r] as f64;
-                    assert!(
-                        (g - want).abs() <= tol * scale,
-                        "{ty} tokens {tokens} t {t} r {r}: {g} vs {want}"
-                    );
-                }
-            }
+            assert_near_f64_dot(
+                &wf,
+                &x,
+                &got,
+                (rows, cols),
+                (tol, 0.0),
+                &format!("{ty} tokens {tokens}"),
+            );
         }
     }
 }

@@ -4,63 +4,17 @@
 //! blocks with every kind of f16 scale, and extreme blocks.
 
 use strata_gguf::GgmlType;
-use strata_quant::{matmul_q_with, quantize_acts, SimdLevel};
 
 use crate::common::*;
 
 /// The family's types.
 const TYPES: [GgmlType; 2] = [GgmlType::IQ3_XXS, GgmlType::IQ3_S];
 
-/// The bit patterns of `v`.
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|v| v.to_bits()).collect()
-}
-
-/// `w · x` (`rows × cols` weights, `n` tokens) through the public API at `level`.
-fn product(
-    level: SimdLevel,
-    ty: GgmlType,
-    w: &[u8],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    n: usize,
-) -> Vec<f32> {
-    let acts = quantize_acts(GgmlType::Q8_K, x, n, cols).unwrap();
-    let mut y = vec![0f32; rows * n];
-    matmul_q_with(level, ty, w, rows, cols, &acts, &mut y).unwrap();
-    y
-}
-
-/// Checks every available level against the scalar reference for one weight matrix.
-fn check_levels(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize, what: &str) {
-    let want = product(SimdLevel::Scalar, ty, w, rows, cols, x, n);
-    for level in SimdLevel::ALL.into_iter().filter(|l| l.is_available()) {
-        let got = product(level, ty, w, rows, cols, x, n);
-        assert_eq!(
-            bits(&got),
-            bits(&want),
-            "{ty} {what} rows {rows} cols {cols} n {n} {level:?}"
-        );
-    }
-}
-
 /// Random blocks, every kind of scale; n = 1..3 (`vec_dot`) and 8, 9, 13 (tiled: groups of
 /// four and single tokens).
 #[test]
 fn iq3_every_level_equals_scalar_bitwise() {
-    let mut rng = Rng::new(0x1a3);
-    for ty in TYPES {
-        for scales in [Scales::Normal, Scales::Subnormal, Scales::Max, Scales::Zero] {
-            for (rows, cols) in [(5, 256), (13, 512), (8, 768), (3, 1024)] {
-                let w = random_blocks(ty, cols / 256 * rows, &mut rng, scales);
-                for n in [1, 2, 3, 8, 9, 13] {
-                    let x = random_acts(cols * n, &mut rng);
-                    check_levels(ty, &w, rows, cols, &x, n, &format!("{scales:?}"));
-                }
-            }
-        }
-    }
+    grid_iq_every_level(&TYPES, 0x1a3);
 }
 
 /// Extreme blocks: every quant byte 0xFF (largest grid indices, all sign bits, largest
@@ -69,24 +23,5 @@ fn iq3_every_level_equals_scalar_bitwise() {
 /// magnitudes.
 #[test]
 fn iq3_extreme_blocks_equal_scalar_bitwise() {
-    let mut rng = Rng::new(0x1a4);
-    let (rows, cols) = (7, 512);
-    for ty in TYPES {
-        for fill in [0xFFu8, 0x00, 0x55, 0xAA] {
-            let mut w = random_blocks(ty, cols / 256 * rows, &mut rng, Scales::Max);
-            for b in w.chunks_exact_mut(ty.type_size()) {
-                b[2..].fill(fill);
-            }
-            for n in [1, 8] {
-                for sign in [1.0f32, -1.0] {
-                    let x = vec![sign; cols * n];
-                    check_levels(ty, &w, rows, cols, &x, n, &format!("fill {fill:#x} {sign}"));
-                }
-                let x: Vec<f32> = (0..cols * n)
-                    .map(|i| if i % 3 == 0 { -1.0 } else { 1.0 })
-                    .collect();
-                check_levels(ty, &w, rows, cols, &x, n, &format!("fill {fill:#x} mixed"));
-            }
-        }
-    }
+    grid_iq_extreme_blocks(&TYPES, 0x1a4);
 }

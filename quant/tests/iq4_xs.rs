@@ -10,33 +10,6 @@ use crate::common::*;
 
 const TY: GgmlType = GgmlType::IQ4_XS;
 
-/// Bits of each output, all NaNs read as one (their payloads are not part of the contract).
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter()
-        .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
-        .collect()
-}
-
-fn product(level: SimdLevel, w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize) -> Vec<f32> {
-    let acts = quantize_acts(GgmlType::Q8_K, x, n, cols).unwrap();
-    let mut y = vec![0f32; rows * n];
-    matmul_q_with(level, TY, w, rows, cols, &acts, &mut y).unwrap();
-    y
-}
-
-/// Checks every available level against the scalar oracle for `w` and `n` tokens.
-fn check(w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize, what: &str) {
-    let want = product(SimdLevel::Scalar, w, rows, cols, x, n);
-    for level in SimdLevel::ALL.into_iter().filter(|l| l.is_available()) {
-        let got = product(level, w, rows, cols, x, n);
-        assert_eq!(
-            bits(&got),
-            bits(&want),
-            "IQ4_XS {what} rows {rows} cols {cols} n {n} {level:?}"
-        );
-    }
-}
-
 /// Token counts below 8 take `vec_dot`, from 8 the tiled order (with and without a group of
 /// four tokens left over).
 #[test]
@@ -47,7 +20,7 @@ fn every_level_equals_scalar_bitwise() {
             let w = random_blocks(TY, cols / 256 * rows, &mut rng, scales);
             for n in [1, 2, 3, 7, 8, 9, 12, 13] {
                 let x = random_acts(cols * n, &mut rng);
-                check(&w, rows, cols, &x, n, &format!("{scales:?}"));
+                check_levels(TY, &w, rows, cols, &x, n, &format!("{scales:?}"));
             }
         }
     }
@@ -65,16 +38,11 @@ fn extreme_blocks_equal_scalar_bitwise() {
             for b in w.chunks_exact_mut(TY.type_size()) {
                 b[..2].copy_from_slice(&d.to_le_bytes());
             }
-            let acts: [Box<dyn Fn(usize) -> f32>; 4] = [
-                Box::new(|i| if i % 3 == 0 { -1.0 } else { -0.25 }),
-                Box::new(|i| if i % 2 == 0 { 1e30 } else { -1e30 }),
-                Box::new(|_| 0.5),
-                Box::new(|_| -3.0),
-            ];
-            for (k, act) in acts.iter().enumerate() {
+            for (k, act) in EXTREME_ACTS.iter().enumerate() {
                 for n in [1, 8] {
                     let x: Vec<f32> = (0..cols * n).map(act).collect();
-                    check(
+                    check_levels(
+                        TY,
                         &w,
                         rows,
                         cols,
@@ -100,31 +68,9 @@ fn oracles_match_dequantized_dot() {
     let mut wf = vec![0f32; rows * cols];
     dequantize(TY, &w, &mut wf).unwrap();
     for n in [1, 8] {
-        let x: Vec<f32> = (0..cols * n)
-            .map(|i| {
-                if i % 256 == 3 {
-                    -127.0
-                } else {
-                    ((rng.u64() % 255) as i32 - 127) as f32
-                }
-            })
-            .collect();
-        let y = product(SimdLevel::Scalar, &w, rows, cols, &x, n);
-        for t in 0..n {
-            for r in 0..rows {
-                let exact: f64 = (0..cols)
-                    .map(|c| wf[r * cols + c] as f64 * x[t * cols + c] as f64)
-                    .sum();
-                let scale: f64 = (0..cols)
-                    .map(|c| (wf[r * cols + c] as f64 * x[t * cols + c] as f64).abs())
-                    .sum();
-                let got = y[t * rows + r] as f64;
-                assert!(
-                    (got - exact).abs() <= 1e-5 * scale + 1e-6,
-                    "n {n} row {r} token {t}: {got} vs {exact}"
-                );
-            }
-        }
+        let x = integer_acts(cols * n, 256, 3, &mut rng);
+        let y = product(SimdLevel::Scalar, TY, &w, rows, cols, &x, n);
+        assert_near_f64_dot(&wf, &x, &y, (rows, cols), (1e-5, 1e-6), &format!("n {n}"));
     }
 }
 

@@ -5,41 +5,13 @@
 //! dequantized weights.
 
 use strata_gguf::GgmlType;
-use strata_quant::{dequantize, matmul_q_with, quantize_acts, SimdLevel};
+use strata_quant::{dequantize, quantize_acts, SimdLevel};
 
 use crate::common::*;
 
 const TY: GgmlType = GgmlType::MXFP4;
 /// Bytes per block: the exponent, then 16 bytes of codes.
 const BLOCK: usize = 17;
-
-/// Bits of each output, all NaNs read as one (their payloads are not part of the contract).
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter()
-        .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
-        .collect()
-}
-
-/// Weights `w` (`rows × cols`) times `n` tokens `x` at `level`.
-fn product(level: SimdLevel, w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize) -> Vec<f32> {
-    let acts = quantize_acts(GgmlType::Q8_0, x, n, cols).unwrap();
-    let mut y = vec![0f32; rows * n];
-    matmul_q_with(level, TY, w, rows, cols, &acts, &mut y).unwrap();
-    y
-}
-
-/// Checks every available level against the scalar oracle for `w` and `n` tokens.
-fn check(w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize, what: &str) {
-    let want = product(SimdLevel::Scalar, w, rows, cols, x, n);
-    for level in SimdLevel::ALL.into_iter().filter(|l| l.is_available()) {
-        let got = product(level, w, rows, cols, x, n);
-        assert_eq!(
-            bits(&got),
-            bits(&want),
-            "MXFP4 {what} rows {rows} cols {cols} n {n} {level:?}"
-        );
-    }
-}
 
 /// A draw of an exponent byte.
 type Draw = fn(&mut Rng) -> u8;
@@ -67,7 +39,7 @@ fn every_level_equals_scalar_bitwise() {
                 let w = blocks(cols / 32 * rows, &mut rng, e);
                 for n in [1, 2, 4, 5, 8, 9] {
                     let x = random_acts(cols * n, &mut rng);
-                    check(&w, rows, cols, &x, n, what);
+                    check_levels(TY, &w, rows, cols, &x, n, what);
                 }
             }
         }
@@ -90,17 +62,11 @@ fn extreme_blocks_equal_scalar_bitwise() {
                 for (k, b) in w.chunks_exact_mut(BLOCK).enumerate() {
                     b[0] = e0.wrapping_add(k as u8 % 3);
                 }
-                let acts: [Box<dyn Fn(usize) -> f32>; 4] = [
-                    Box::new(|i| if i % 3 == 0 { -1.0 } else { -0.25 }),
-                    Box::new(|i| if i % 2 == 0 { 1e30 } else { -1e30 }),
-                    Box::new(|_| 0.5),
-                    Box::new(|_| -3.0),
-                ];
-                for (k, act) in acts.iter().enumerate() {
+                for (k, act) in EXTREME_ACTS.iter().enumerate() {
                     for n in [1, 5] {
                         let x: Vec<f32> = (0..cols * n).map(act).collect();
                         let what = format!("fill {fill:#x} e {e0} acts {k}");
-                        check(&w, rows, cols, &x, n, &what);
+                        check_levels(TY, &w, rows, cols, &x, n, &what);
                     }
                 }
             }
@@ -120,28 +86,16 @@ fn oracles_match_dequantized_dot() {
         let mut wf = vec![0f32; rows * cols];
         dequantize(TY, &w, &mut wf).unwrap();
         for n in [1, 5] {
-            let x: Vec<f32> = (0..cols * n)
-                .map(|i| {
-                    if i % 32 == 3 {
-                        -127.0
-                    } else {
-                        ((rng.u64() % 255) as i32 - 127) as f32
-                    }
-                })
-                .collect();
-            let y = product(SimdLevel::Scalar, &w, rows, cols, &x, n);
-            for t in 0..n {
-                for r in 0..rows {
-                    let terms = (0..cols).map(|c| wf[r * cols + c] as f64 * x[t * cols + c] as f64);
-                    let exact: f64 = terms.clone().sum();
-                    let scale: f64 = terms.map(f64::abs).sum();
-                    let got = y[t * rows + r] as f64;
-                    assert!(
-                        (got - exact).abs() <= 1e-5 * scale + 1e-6,
-                        "rows {rows} n {n} row {r} token {t}: {got} vs {exact}"
-                    );
-                }
-            }
+            let x = integer_acts(cols * n, 32, 3, &mut rng);
+            let y = product(SimdLevel::Scalar, TY, &w, rows, cols, &x, n);
+            assert_near_f64_dot(
+                &wf,
+                &x,
+                &y,
+                (rows, cols),
+                (1e-5, 1e-6),
+                &format!("rows {rows} n {n}"),
+            );
         }
     }
 }
@@ -177,7 +131,7 @@ fn odd_last_block_rounds_twice() {
                 b[1 + j] = code(xb[j]) | (code(xb[16 + j]) << 4);
             }
         }
-        check(&w, rows, cols, &x, n, "odd last block");
+        check_levels(TY, &w, rows, cols, &x, n, "odd last block");
     }
 }
 

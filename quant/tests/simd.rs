@@ -8,7 +8,7 @@
 //! results must be bit-identical.
 
 use strata_gguf::GgmlType;
-use strata_quant::{dequantize, matmul_q_with, quantize_acts, vec_dot_type, SimdLevel};
+use strata_quant::{dequantize, quantize_acts, vec_dot_type, SimdLevel};
 
 use crate::common::*;
 
@@ -17,21 +17,6 @@ fn levels() -> Vec<SimdLevel> {
         .into_iter()
         .filter(|l| *l != SimdLevel::Scalar && l.is_available())
         .collect()
-}
-
-fn run(
-    level: SimdLevel,
-    ty: GgmlType,
-    w: &[u8],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    n: usize,
-) -> Vec<f32> {
-    let acts = quantize_acts(vec_dot_type(ty).unwrap(), x, n, cols).unwrap();
-    let mut y = vec![0f32; rows * n];
-    matmul_q_with(level, ty, w, rows, cols, &acts, &mut y).unwrap();
-    y
 }
 
 /// Σ|w·x| per output, from dequantized weights and activations.
@@ -73,10 +58,10 @@ fn simd_matches_scalar_on_random_and_edge_blocks() {
             let (rows, n) = (9, 5);
             let w = random_blocks(ty, cols / ty.block_size() * rows, &mut rng, scales);
             let x = random_acts(cols * n, &mut rng);
-            let want = run(SimdLevel::Scalar, ty, &w, rows, cols, &x, n);
+            let want = product(SimdLevel::Scalar, ty, &w, rows, cols, &x, n);
             let mag = magnitudes(ty, &w, rows, cols, &x, n);
             for &level in &levels {
-                let got = run(level, ty, &w, rows, cols, &x, n);
+                let got = product(level, ty, &w, rows, cols, &x, n);
                 for i in 0..rows * n {
                     let tol = 1e-5 * mag[i];
                     assert!(
@@ -122,9 +107,9 @@ fn simd_equals_scalar_exactly_on_integer_data() {
                 }
             })
             .collect();
-        let want = run(SimdLevel::Scalar, ty, &w, rows, cols, &x, 1);
+        let want = product(SimdLevel::Scalar, ty, &w, rows, cols, &x, 1);
         for &level in &levels {
-            let got = run(level, ty, &w, rows, cols, &x, 1);
+            let got = product(level, ty, &w, rows, cols, &x, 1);
             assert_eq!(
                 got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -181,10 +166,10 @@ fn simd_matches_scalar_on_extreme_quants() {
         let x: Vec<f32> = (0..cols * n)
             .map(|i| if i % 2 == 0 { 3.0 } else { -3.0 })
             .collect();
-        let want = run(SimdLevel::Scalar, ty, &w, rows, cols, &x, n);
+        let want = product(SimdLevel::Scalar, ty, &w, rows, cols, &x, n);
         let mag = magnitudes(ty, &w, rows, cols, &x, n);
         for &level in &levels {
-            let got = run(level, ty, &w, rows, cols, &x, n);
+            let got = product(level, ty, &w, rows, cols, &x, n);
             for i in 0..rows * n {
                 assert!(
                     (got[i] as f64 - want[i] as f64).abs() <= 1e-5 * mag[i]

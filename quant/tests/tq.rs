@@ -4,47 +4,11 @@
 //! and the oracles agree with the dequantized weights.
 
 use strata_gguf::GgmlType;
-use strata_quant::{dequantize, matmul_q_with, quantize_acts, SimdLevel};
+use strata_quant::{dequantize, quantize_acts, SimdLevel};
 
 use crate::common::*;
 
 const TYPES: [GgmlType; 2] = [GgmlType::TQ1_0, GgmlType::TQ2_0];
-
-/// Bits of each output, all NaNs read as one (their payloads are not part of the contract).
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter()
-        .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
-        .collect()
-}
-
-/// `ty` weights `w` (`rows × cols`) times `n` tokens `x` at `level`.
-fn product(
-    level: SimdLevel,
-    ty: GgmlType,
-    w: &[u8],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    n: usize,
-) -> Vec<f32> {
-    let acts = quantize_acts(GgmlType::Q8_K, x, n, cols).unwrap();
-    let mut y = vec![0f32; rows * n];
-    matmul_q_with(level, ty, w, rows, cols, &acts, &mut y).unwrap();
-    y
-}
-
-/// Checks every available level against the scalar oracle for `w` and `n` tokens.
-fn check(ty: GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize, what: &str) {
-    let want = product(SimdLevel::Scalar, ty, w, rows, cols, x, n);
-    for level in SimdLevel::ALL.into_iter().filter(|l| l.is_available()) {
-        let got = product(level, ty, w, rows, cols, x, n);
-        assert_eq!(
-            bits(&got),
-            bits(&want),
-            "{ty} {what} rows {rows} cols {cols} n {n} {level:?}"
-        );
-    }
-}
 
 /// Random blocks (every byte drawn, so TQ1_0 bytes above 242 and TQ2_0 code 3 occur too), all
 /// kinds of f16 scales, batches below and above 8 tokens.
@@ -57,7 +21,7 @@ fn every_level_equals_scalar_bitwise() {
                 let w = random_blocks(ty, cols / 256 * rows, &mut rng, scales);
                 for n in [1, 2, 3, 8, 9] {
                     let x = random_acts(cols * n, &mut rng);
-                    check(ty, &w, rows, cols, &x, n, &format!("{scales:?}"));
+                    check_levels(ty, &w, rows, cols, &x, n, &format!("{scales:?}"));
                 }
             }
         }
@@ -78,17 +42,11 @@ fn extreme_blocks_equal_scalar_bitwise() {
                 for b in w.chunks_exact_mut(ty.type_size()) {
                     b[d_at..d_at + 2].copy_from_slice(&d.to_le_bytes());
                 }
-                let acts: [Box<dyn Fn(usize) -> f32>; 4] = [
-                    Box::new(|i| if i % 3 == 0 { -1.0 } else { -0.25 }),
-                    Box::new(|i| if i % 2 == 0 { 1e30 } else { -1e30 }),
-                    Box::new(|_| 0.5),
-                    Box::new(|_| -3.0),
-                ];
-                for (k, act) in acts.iter().enumerate() {
+                for (k, act) in EXTREME_ACTS.iter().enumerate() {
                     for n in [1, 8] {
                         let x: Vec<f32> = (0..cols * n).map(act).collect();
                         let what = format!("fill {fill:#x} d {d:#x} acts {k}");
-                        check(ty, &w, rows, cols, &x, n, &what);
+                        check_levels(ty, &w, rows, cols, &x, n, &what);
                     }
                 }
             }
@@ -108,28 +66,16 @@ fn oracles_match_dequantized_dot() {
         let mut wf = vec![0f32; rows * cols];
         dequantize(ty, &w, &mut wf).unwrap();
         for n in [1, 8] {
-            let x: Vec<f32> = (0..cols * n)
-                .map(|i| {
-                    if i % 256 == 3 {
-                        -127.0
-                    } else {
-                        ((rng.u64() % 255) as i32 - 127) as f32
-                    }
-                })
-                .collect();
+            let x = integer_acts(cols * n, 256, 3, &mut rng);
             let y = product(SimdLevel::Scalar, ty, &w, rows, cols, &x, n);
-            for t in 0..n {
-                for r in 0..rows {
-                    let terms = (0..cols).map(|c| wf[r * cols + c] as f64 * x[t * cols + c] as f64);
-                    let exact: f64 = terms.clone().sum();
-                    let scale: f64 = terms.map(f64::abs).sum();
-                    let got = y[t * rows + r] as f64;
-                    assert!(
-                        (got - exact).abs() <= 1e-5 * scale + 1e-6,
-                        "{ty} n {n} row {r} token {t}: {got} vs {exact}"
-                    );
-                }
-            }
+            assert_near_f64_dot(
+                &wf,
+                &x,
+                &y,
+                (rows, cols),
+                (1e-5, 1e-6),
+                &format!("{ty} n {n}"),
+            );
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::blocks::*;
 
 /// The eight signed sub-block scales `ls_j − 32` (each in `−32..32`) of an IQ4_XS block.
 #[inline(always)]
-fn iq4_xs_scales(b: &BlockIQ4_XS) -> [i32; 8] {
+pub(crate) fn iq4_xs_scales(b: &BlockIQ4_XS) -> [i32; 8] {
     let sh = u16::from_le_bytes(b.scales_h);
     std::array::from_fn(|j| {
         let lo = (b.scales_l[j / 2] >> (4 * (j % 2))) & 0x0F;
@@ -20,9 +20,10 @@ fn iq4_xs_scales(b: &BlockIQ4_XS) -> [i32; 8] {
     })
 }
 
-/// The 256 quant values (`IQ4_NL_VALUES[index]`) of an IQ4_XS block, in element order.
+/// The 256 quant values (`IQ4_NL_VALUES[index]`) of an IQ4_XS block, in element order (per
+/// sub-block of 32: the 16 low nibbles, then the 16 high nibbles).
 #[inline(always)]
-fn iq4_xs_values(b: &BlockIQ4_XS) -> [i8; 256] {
+pub(crate) fn iq4_xs_values(b: &BlockIQ4_XS) -> [i8; 256] {
     std::array::from_fn(|e| {
         let (j, k) = (e / 32, e % 32);
         let byte = b.qs[16 * j + k % 16];

@@ -13,7 +13,7 @@ use crate::blocks::*;
 /// `(e − 1) << 23` for `e ≥ 2`, the subnormals `0x0020_0000 << e` for `e < 2`. Exact for every
 /// byte (`e = 255` gives `2^127`).
 #[inline(always)]
-fn e8m0_to_f32_half(e: u8) -> f32 {
+pub(crate) fn e8m0_to_f32_half(e: u8) -> f32 {
     let bits = if e < 2 {
         0x0020_0000u32 << e
     } else {
@@ -24,7 +24,7 @@ fn e8m0_to_f32_half(e: u8) -> f32 {
 
 /// The 32 values (`MXFP4_VALUES[code]`) of an MXFP4 block, in element order.
 #[inline(always)]
-fn mxfp4_values(b: &BlockMXFP4) -> [i8; 32] {
+pub(crate) fn mxfp4_values(b: &BlockMXFP4) -> [i8; 32] {
     std::array::from_fn(|j| {
         let n = if j < 16 {
             b.qs[j] & 0x0F

@@ -24,33 +24,46 @@ fn trit(b: u8, n: usize) -> u8 {
     ((b.wrapping_mul(POW3[n]) as u16 * 3) >> 8) as u8
 }
 
-/// The 256 values `t ∈ {−1, 0, 1}` of a TQ1_0 block, in element order.
+/// The 256 unsigned codes `u = t + 1 ∈ 0..3` of a TQ1_0 block, in element order.
 #[inline(always)]
-fn tq1_0_values(b: &BlockTQ1_0) -> [i8; 256] {
-    let mut q = [0i8; 256];
+pub(crate) fn tq1_0_codes(b: &BlockTQ1_0) -> [u8; 256] {
+    let mut u = [0u8; 256];
     for n in 0..5 {
         for j in 0..32 {
-            q[32 * n + j] = trit(b.qs[j], n) as i8 - 1;
+            u[32 * n + j] = trit(b.qs[j], n);
         }
         for j in 0..16 {
-            q[160 + 16 * n + j] = trit(b.qs[32 + j], n) as i8 - 1;
+            u[160 + 16 * n + j] = trit(b.qs[32 + j], n);
         }
     }
     for n in 0..4 {
         for j in 0..4 {
-            q[240 + 4 * n + j] = trit(b.qh[j], n) as i8 - 1;
+            u[240 + 4 * n + j] = trit(b.qh[j], n);
         }
     }
-    q
+    u
+}
+
+/// The 256 unsigned codes `u = t + 1 ∈ 0..4` of a TQ2_0 block, in element order (code 3
+/// meaning `t = 2`).
+#[inline(always)]
+pub(crate) fn tq2_0_codes(b: &BlockTQ2_0) -> [u8; 256] {
+    std::array::from_fn(|e| {
+        let (c, s, l) = (e / 128, (e % 128) / 32, e % 32);
+        (b.qs[32 * c + l] >> (2 * s)) & 3
+    })
+}
+
+/// The 256 values `t ∈ {−1, 0, 1}` of a TQ1_0 block, in element order.
+#[inline(always)]
+fn tq1_0_values(b: &BlockTQ1_0) -> [i8; 256] {
+    tq1_0_codes(b).map(|u| u as i8 - 1)
 }
 
 /// The 256 values `t ∈ {−1, 0, 1, 2}` of a TQ2_0 block, in element order.
 #[inline(always)]
 fn tq2_0_values(b: &BlockTQ2_0) -> [i8; 256] {
-    std::array::from_fn(|e| {
-        let (c, s, l) = (e / 128, (e % 128) / 32, e % 32);
-        ((b.qs[32 * c + l] >> (2 * s)) & 3) as i8 - 1
-    })
+    tq2_0_codes(b).map(|u| u as i8 - 1)
 }
 
 /// TQ1_0 → f32. `out.len() == 256 · blocks.len()`.

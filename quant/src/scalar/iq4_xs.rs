@@ -21,29 +21,7 @@
 use super::lanes::reduce8;
 use super::tiled::AccTiled;
 use crate::blocks::*;
-
-/// The eight signed sub-block scales `ls_j − 32` (each in `−32..32`) of an IQ4_XS block.
-#[inline(always)]
-pub(crate) fn scales(b: &BlockIQ4_XS) -> [i32; 8] {
-    let sh = u16::from_le_bytes(b.scales_h);
-    std::array::from_fn(|j| {
-        let lo = (b.scales_l[j / 2] >> (4 * (j % 2))) & 0x0F;
-        let hi = ((sh >> (2 * j)) & 3) as u8;
-        (lo | (hi << 4)) as i32 - 32
-    })
-}
-
-/// The 256 quant values (`IQ4_NL_VALUES[index]`) of an IQ4_XS block, in element order (per
-/// sub-block of 32: the 16 low nibbles, then the 16 high nibbles).
-#[inline(always)]
-pub(crate) fn values(b: &BlockIQ4_XS) -> [i8; 256] {
-    std::array::from_fn(|e| {
-        let (j, k) = (e / 32, e % 32);
-        let byte = b.qs[16 * j + k % 16];
-        let n = if k < 16 { byte & 0x0F } else { byte >> 4 };
-        IQ4_NL_VALUES[n as usize]
-    })
-}
+use crate::dequant::{iq4_xs_scales, iq4_xs_values};
 
 /// `q · y` as `vpmaddubsw(|q|, sign(y, q))` forms it (q ≠ 0 for IQ4_NL values).
 #[inline(always)]
@@ -54,8 +32,8 @@ fn sign_trick(q: i8, y: i8) -> i32 {
 
 /// `vec_dot`'s eight integer lanes for one IQ4_XS block · one Q8_K block.
 pub(crate) fn block_lanes(b: &BlockIQ4_XS, a: &BlockQ8_K) -> [i32; 8] {
-    let ls = scales(b);
-    let q = values(b);
+    let ls = iq4_xs_scales(b);
+    let q = iq4_xs_values(b);
     let mut lanes = [0i32; 8];
     for e in 0..256 {
         lanes[(e % 32) / 4] += ls[e / 32] * sign_trick(q[e], a.qs[e]);
@@ -78,8 +56,8 @@ pub(crate) fn iq4_xs(w: &[BlockIQ4_XS], x: &[BlockQ8_K]) -> f32 {
 
 /// The tiled order's exact integer total `S1` of one block.
 pub(crate) fn tiled_total(b: &BlockIQ4_XS, a: &BlockQ8_K) -> i32 {
-    let ls = scales(b);
-    let q = values(b);
+    let ls = iq4_xs_scales(b);
+    let q = iq4_xs_values(b);
     (0..8)
         .map(|j| {
             let raw: i32 = (32 * j..32 * j + 32)

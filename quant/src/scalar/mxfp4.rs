@@ -2,9 +2,9 @@
 //!
 //! Block format: see [`BlockMXFP4`]; weight `j` is `2^(e − 128) · v_j`, `v_j` the doubled E2M1
 //! value [`MXFP4_VALUES`]`[code]` (low nibbles elements `0..16`, high nibbles `16..32`), the
-//! scale built like ggml's `ggml_e8m0_to_fp32_half` ([`e8m0_half`]). In both orders a block's
-//! scale is `f32(d_x) · e8m0_half(e)`, one rounded product (exact, a power of two times an f16,
-//! unless it leaves the normal range).
+//! scale built like ggml's `ggml_e8m0_to_fp32_half` ([`e8m0_to_f32_half`]). In both orders a
+//! block's scale is `f32(d_x) · e8m0_to_f32_half(e)`, one rounded product (exact, a power of two
+//! times an f16, unless it leaves the normal range).
 //!
 //! **`vec_dot` order** ([`mxfp4`]; `ggml_vec_dot_mxfp4_q8_0`, its `__AVX2__` branch, which the
 //! AVX-512 build runs; matrices whose row count is not a multiple of 8). Blocks go in pairs:
@@ -21,36 +21,12 @@
 //! each group of four tokens and gemv for the rest; both come from the same templates as Q4_0
 //! and IQ4_NL, `gemv_q4_b32_8x8_q8_0_lut_avx` / `gemm_q4_b32_8x8_q8_0_lut_avx`, and compute
 //! every output alike): one float per output,
-//! `acc = fma(f32(Σ v·y), e8m0_half(e) · f32(d_x), acc)` block after block, the integer sum over
-//! the block exact. llamafile's tinyBLAS never takes MXFP4.
+//! `acc = fma(f32(Σ v·y), e8m0_to_f32_half(e) · f32(d_x), acc)` block after block, the integer
+//! sum over the block exact. llamafile's tinyBLAS never takes MXFP4.
 
 use super::lanes::reduce8;
 use crate::blocks::*;
-
-/// `2^(e − 128)` as an `f32`, from its bits as ggml's `ggml_e8m0_to_fp32_half`: `(e − 1) << 23`
-/// for `e ≥ 2`, the subnormals `0x0020_0000 << e` for `e < 2`.
-#[inline(always)]
-pub(crate) fn e8m0_half(e: u8) -> f32 {
-    let bits = if e < 2 {
-        0x0020_0000u32 << e
-    } else {
-        (e as u32 - 1) << 23
-    };
-    f32::from_bits(bits)
-}
-
-/// The 32 values `MXFP4_VALUES[code]` of a block, in element order.
-#[inline(always)]
-pub(crate) fn values(b: &BlockMXFP4) -> [i8; 32] {
-    std::array::from_fn(|j| {
-        let n = if j < 16 {
-            b.qs[j] & 0x0F
-        } else {
-            b.qs[j - 16] >> 4
-        };
-        MXFP4_VALUES[n as usize]
-    })
-}
+use crate::dequant::{e8m0_to_f32_half, mxfp4_values};
 
 /// `v · y` as `vpsignb` + `vpmaddubsw` form it: `|v| · sign(y, v)`, the negation wrapping.
 #[inline(always)]
@@ -68,8 +44,8 @@ pub(crate) fn mxfp4(w: &[BlockMXFP4], x: &[BlockQ8_0]) -> f32 {
     let nb = w.len().min(x.len());
     let mut acc = [[0f32; 8]; 2];
     for i in 0..nb / 2 * 2 {
-        let (v, a) = (values(&w[i]), &x[i]);
-        let scale = f16_to_f32(a.d) * e8m0_half(w[i].e);
+        let (v, a) = (mxfp4_values(&w[i]), &x[i]);
+        let scale = f16_to_f32(a.d) * e8m0_to_f32_half(w[i].e);
         for (l, acc) in acc[i % 2].iter_mut().enumerate() {
             let p: i32 = (4 * l..4 * l + 4)
                 .map(|e| signed_product(v[e], a.qs[e]))
@@ -79,8 +55,8 @@ pub(crate) fn mxfp4(w: &[BlockMXFP4], x: &[BlockQ8_0]) -> f32 {
     }
     let mut sum = reduce8(std::array::from_fn(|l| acc[0][l] + acc[1][l]));
     for i in nb / 2 * 2..nb {
-        let (v, a) = (values(&w[i]), &x[i]);
-        let scale = f16_to_f32(a.d) * e8m0_half(w[i].e);
+        let (v, a) = (mxfp4_values(&w[i]), &x[i]);
+        let scale = f16_to_f32(a.d) * e8m0_to_f32_half(w[i].e);
         let isum: i32 = (0..32).map(|e| v[e] as i32 * a.qs[e] as i32).sum();
         sum += scale * isum as f32;
     }
@@ -92,9 +68,9 @@ pub(crate) fn mxfp4(w: &[BlockMXFP4], x: &[BlockQ8_0]) -> f32 {
 pub(crate) fn mxfp4_repacked(w: &[BlockMXFP4], x: &[BlockQ8_0]) -> f32 {
     let mut acc = 0f32;
     for (b, a) in w.iter().zip(x) {
-        let v = values(b);
+        let v = mxfp4_values(b);
         let isum: i32 = (0..32).map(|e| v[e] as i32 * a.qs[e] as i32).sum();
-        acc = (isum as f32).mul_add(e8m0_half(b.e) * f16_to_f32(a.d), acc);
+        acc = (isum as f32).mul_add(e8m0_to_f32_half(b.e) * f16_to_f32(a.d), acc);
     }
     acc
 }

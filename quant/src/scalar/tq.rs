@@ -21,41 +21,7 @@
 
 use super::lanes::reduce8;
 use crate::blocks::*;
-
-/// Trit `n` (`0..5`) of a TQ1_0 byte, in `0..3`: `((u8)(b · 3ⁿ) · 3) >> 8`.
-#[inline(always)]
-fn trit(b: u8, n: u32) -> u8 {
-    ((b.wrapping_mul(3u8.pow(n)) as u16 * 3) >> 8) as u8
-}
-
-/// The 256 unsigned codes `u ∈ 0..3` of a TQ1_0 block, in element order.
-#[inline(always)]
-pub(crate) fn tq1_0_codes(b: &BlockTQ1_0) -> [u8; 256] {
-    let mut u = [0u8; 256];
-    for n in 0..5 {
-        for j in 0..32 {
-            u[32 * n + j] = trit(b.qs[j], n as u32);
-        }
-        for j in 0..16 {
-            u[160 + 16 * n + j] = trit(b.qs[32 + j], n as u32);
-        }
-    }
-    for n in 0..4 {
-        for j in 0..4 {
-            u[240 + 4 * n + j] = trit(b.qh[j], n as u32);
-        }
-    }
-    u
-}
-
-/// The 256 unsigned codes `u ∈ 0..4` of a TQ2_0 block, in element order.
-#[inline(always)]
-pub(crate) fn tq2_0_codes(b: &BlockTQ2_0) -> [u8; 256] {
-    std::array::from_fn(|e| {
-        let (c, s, l) = (e / 128, (e % 128) / 32, e % 32);
-        (b.qs[32 * c + l] >> (2 * s)) & 3
-    })
-}
+use crate::dequant::{tq1_0_codes, tq2_0_codes};
 
 /// The shared order: per block the eight lanes `L_m` of the module docs from the unsigned
 /// codes, one FMA each by `d_x · d_w`, then [`reduce8`].

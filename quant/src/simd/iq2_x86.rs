@@ -23,43 +23,11 @@ use std::arch::x86_64::*;
 use strata_gguf::GgmlType;
 
 use super::avx2::{h2f, hsum_i32x8, reduce8};
-use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
+use super::iq_signs::{SIGN7, SIGN8};
+use super::{Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{BlockIQ2_S, BlockIQ2_XS, BlockIQ2_XXS, BlockQ8_K};
 use crate::grids::{IQ2S, IQ2XS, IQ2XXS};
 use crate::scalar::tiled::AccTiled;
-
-/// `i` with bit 7 set when `i` has an odd number of bits: ggml's `ksigns_iq2xs` (the same
-/// values as [`crate::grids::KSIGNS`], computed here so the tables below can be constants).
-const fn ksign(i: usize) -> u8 {
-    (i as u8) | (((i as u32).count_ones() & 1) as u8) << 7
-}
-
-/// Sign byte `b` as eight bytes (little-endian u64): `−1` where bit `k` is set, else `1`.
-const SIGN8: [u64; 256] = {
-    let mut t = [0u64; 256];
-    let mut b = 0;
-    while b < 256 {
-        let mut k = 0;
-        while k < 8 {
-            let byte: u64 = if (b >> k) & 1 != 0 { 0xFF } else { 0x01 };
-            t[b] |= byte << (8 * k);
-            k += 1;
-        }
-        b += 1;
-    }
-    t
-};
-
-/// A 7-bit sign index as eight ±1 bytes: `SIGN8[ksign(i)]`.
-const SIGN7: [u64; 128] = {
-    let mut t = [0u64; 128];
-    let mut i = 0;
-    while i < 128 {
-        t[i] = SIGN8[ksign(i) as usize];
-        i += 1;
-    }
-    t
-};
 
 /// One decoded sub-block of 32 weights: magnitudes, ±1 signs, 16-bit scales.
 #[derive(Clone, Copy)]
@@ -239,51 +207,7 @@ macro_rules! iq2_kernels {
             0.125 * reduce8(acc)
         }
 
-        /// Rows · one token in the `vec_dot` order.
-        fn $rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
-            check_rows::<$block, BlockQ8_K>(w, row_bytes, x, out.len());
-            let x = crate::blocks::view::<BlockQ8_K>(x).expect("activation blocks");
-            for (r, o) in out.iter_mut().enumerate() {
-                let wr = crate::blocks::view::<$block>(&w[r * row_bytes..][..row_bytes])
-                    .expect("weight blocks");
-                // SAFETY: `kernel` hands this function out only when the CPU has
-                // AVX2/FMA/F16C.
-                *o = unsafe { $dot(wr, x) };
-            }
-        }
-
-        /// Rows · one token in the tiled order.
-        fn $tiled_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
-            check_rows::<$block, BlockQ8_K>(w, row_bytes, x, out.len());
-            let x = crate::blocks::view::<BlockQ8_K>(x).expect("activation blocks");
-            for (r, o) in out.iter_mut().enumerate() {
-                let wr = crate::blocks::view::<$block>(&w[r * row_bytes..][..row_bytes])
-                    .expect("weight blocks");
-                // SAFETY: `tiled_kernels` hands this function out only when the CPU has
-                // AVX2/FMA/F16C.
-                *o = unsafe { $tiled_dot::<1>(wr, [x])[0] };
-            }
-        }
-
-        /// Rows · four tokens in the tiled order.
-        fn $tiled_rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
-            let n = out[0].len();
-            assert!(out.iter().all(|o| o.len() == n), "output lengths differ");
-            let x = x.map(|x| {
-                check_rows::<$block, BlockQ8_K>(w, row_bytes, x, n);
-                crate::blocks::view::<BlockQ8_K>(x).expect("activation blocks")
-            });
-            for r in 0..n {
-                let wr = crate::blocks::view::<$block>(&w[r * row_bytes..][..row_bytes])
-                    .expect("weight blocks");
-                // SAFETY: `tiled_kernels` hands this function out only when the CPU has
-                // AVX2/FMA/F16C.
-                let v = unsafe { $tiled_dot::<4>(wr, x) };
-                for t in 0..4 {
-                    out[t][r] = v[t];
-                }
-            }
-        }
+        super::iq_row_drivers!($block, $dot, $tiled_dot, $rows, $tiled_rows, $tiled_rows4);
     };
 }
 
@@ -355,85 +279,8 @@ mod tests {
     //! The kernels against the scalar references on inputs the public API cannot make.
 
     use super::*;
-    use crate::blocks::view;
     use crate::scalar::iq2 as reference;
-
-    /// Pseudo-random bytes (a 64-bit LCG's high bytes).
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 56) as u8
-            })
-            .collect()
-    }
-
-    /// `nb` Q8_K blocks with scale 1 whose quants are often −128 (which the public quantizer
-    /// never makes): `vec_dot`'s sign wraps there and the tiled order's products do not.
-    fn acts(nb: usize, seed: u64) -> Vec<u8> {
-        let mut v = bytes(nb * 292, seed);
-        for b in v.chunks_exact_mut(292) {
-            b[..4].copy_from_slice(&1f32.to_le_bytes());
-            for q in &mut b[4..260] {
-                if *q % 3 == 0 {
-                    *q = 0x80;
-                }
-            }
-        }
-        v
-    }
-
-    /// The sign tables computed here agree with ggml's `ksigns_iq2xs` ([`crate::grids::KSIGNS`]).
-    #[test]
-    fn sign_tables_match_ksigns() {
-        for i in 0..128 {
-            assert_eq!(ksign(i), crate::grids::KSIGNS[i], "ksigns {i}");
-            let k = crate::grids::KSIGNS[i];
-            let want: [u8; 8] = std::array::from_fn(|e| if k >> e & 1 != 0 { 0xFF } else { 1 });
-            assert_eq!(SIGN7[i].to_le_bytes(), want, "signs {i}");
-        }
-    }
-
-    /// One test per format: the AVX2 `vec_dot` and tiled (one and four tokens) kernels equal
-    /// the scalar references on random blocks with many −128 activation quants.
-    macro_rules! check {
-        ($name:ident, $block:ty, $dot:ident, $tiled_dot:ident, $vd:path, $td:path) => {
-            #[test]
-            fn $name() {
-                if !SimdLevel::Avx2.is_available() {
-                    return;
-                }
-                let nb = 3;
-                let size = std::mem::size_of::<$block>();
-                for seed in 0..20u64 {
-                    let mut wb = bytes(nb * size, seed);
-                    for b in wb.chunks_exact_mut(size) {
-                        b[..2].copy_from_slice(&[0x00, 0x3C]); // f16 1.0
-                    }
-                    let w = view::<$block>(&wb).unwrap();
-                    let xb: [Vec<u8>; 4] = std::array::from_fn(|t| acts(nb, 100 * seed + t as u64));
-                    let x: [&[BlockQ8_K]; 4] = std::array::from_fn(|t| view(&xb[t]).unwrap());
-                    // SAFETY: AVX2/FMA/F16C checked above.
-                    let got = unsafe { $dot(w, x[0]) };
-                    assert_eq!(got.to_bits(), $vd(w, x[0]).to_bits(), "vec_dot seed {seed}");
-                    let want: [f32; 4] = std::array::from_fn(|t| $td(w, x[t]));
-                    // SAFETY: as above.
-                    let one = unsafe { $tiled_dot::<1>(w, [x[0]]) };
-                    assert_eq!(one[0].to_bits(), want[0].to_bits(), "tiled seed {seed}");
-                    // SAFETY: as above.
-                    let four = unsafe { $tiled_dot::<4>(w, x) };
-                    assert_eq!(
-                        four.map(f32::to_bits),
-                        want.map(f32::to_bits),
-                        "tiled4 seed {seed}"
-                    );
-                }
-            }
-        };
-    }
+    use crate::simd::test_util::check_iq_kernels as check;
 
     check!(
         xxs_wrap,

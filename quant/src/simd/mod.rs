@@ -35,6 +35,8 @@ mod iq4_nl_x86;
 #[cfg(target_arch = "x86_64")]
 mod iq4_xs_x86;
 #[cfg(target_arch = "x86_64")]
+mod iq_signs;
+#[cfg(target_arch = "x86_64")]
 mod mxfp4_x86;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -46,6 +48,141 @@ mod q4k_x86;
 mod repacked_x86;
 #[cfg(target_arch = "x86_64")]
 mod tq_x86;
+
+/// Generates the three row drivers of an IQ2/IQ3 format (`vec_dot` rows, tiled rows, tiled
+/// four-token rows) around its AVX2 kernels on block slices, `$dot(w, x) -> f32` and
+/// `$tiled_dot::<N>(w, [x; N]) -> [f32; N]`; the drivers are handed out only when the CPU has
+/// AVX2/FMA/F16C.
+#[cfg(target_arch = "x86_64")]
+macro_rules! iq_row_drivers {
+    ($block:ty, $dot:ident, $tiled_dot:ident, $rows:ident, $tiled_rows:ident,
+     $tiled_rows4:ident) => {
+        /// Rows · one token in the `vec_dot` order.
+        fn $rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+            use $crate::blocks::{view, BlockQ8_K};
+            $crate::simd::check_rows::<$block, BlockQ8_K>(w, row_bytes, x, out.len());
+            let x = view::<BlockQ8_K>(x).expect("activation blocks");
+            for (r, o) in out.iter_mut().enumerate() {
+                let wr = view::<$block>(&w[r * row_bytes..][..row_bytes]).expect("weight blocks");
+                // SAFETY: `kernel` hands this function out only when the CPU has
+                // AVX2/FMA/F16C.
+                *o = unsafe { $dot(wr, x) };
+            }
+        }
+
+        /// Rows · one token in the tiled order.
+        fn $tiled_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+            use $crate::blocks::{view, BlockQ8_K};
+            $crate::simd::check_rows::<$block, BlockQ8_K>(w, row_bytes, x, out.len());
+            let x = view::<BlockQ8_K>(x).expect("activation blocks");
+            for (r, o) in out.iter_mut().enumerate() {
+                let wr = view::<$block>(&w[r * row_bytes..][..row_bytes]).expect("weight blocks");
+                // SAFETY: `tiled_kernels` hands this function out only when the CPU has
+                // AVX2/FMA/F16C.
+                *o = unsafe { $tiled_dot::<1>(wr, [x])[0] };
+            }
+        }
+
+        /// Rows · four tokens in the tiled order.
+        fn $tiled_rows4(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
+            use $crate::blocks::{view, BlockQ8_K};
+            let n = out[0].len();
+            assert!(out.iter().all(|o| o.len() == n), "output lengths differ");
+            let x = x.map(|x| {
+                $crate::simd::check_rows::<$block, BlockQ8_K>(w, row_bytes, x, n);
+                view::<BlockQ8_K>(x).expect("activation blocks")
+            });
+            for r in 0..n {
+                let wr = view::<$block>(&w[r * row_bytes..][..row_bytes]).expect("weight blocks");
+                // SAFETY: `tiled_kernels` hands this function out only when the CPU has
+                // AVX2/FMA/F16C.
+                let v = unsafe { $tiled_dot::<4>(wr, x) };
+                for t in 0..4 {
+                    out[t][r] = v[t];
+                }
+            }
+        }
+    };
+}
+/// Lets the IQ2/IQ3 modules name [`iq_row_drivers!`] by path.
+#[cfg(target_arch = "x86_64")]
+use iq_row_drivers;
+
+/// Inputs for the kernels' unit tests that the public API cannot make.
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(crate) mod test_util {
+    /// Pseudo-random bytes (a 64-bit LCG's high bytes).
+    pub(crate) fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 56) as u8
+            })
+            .collect()
+    }
+
+    /// `nb` Q8_K blocks with scale 1 whose quants are often −128 (which the public quantizer
+    /// never makes): `vec_dot`'s sign wraps there and the tiled order's products do not.
+    pub(crate) fn acts(nb: usize, seed: u64) -> Vec<u8> {
+        let mut v = bytes(nb * 292, seed);
+        for b in v.chunks_exact_mut(292) {
+            b[..4].copy_from_slice(&1f32.to_le_bytes());
+            for q in &mut b[4..260] {
+                if *q % 3 == 0 {
+                    *q = 0x80;
+                }
+            }
+        }
+        v
+    }
+
+    /// One test per format: the AVX2 `vec_dot` (`$dot`) and tiled (`$tiled_dot`, one and four
+    /// tokens) kernels of an IQ2/IQ3 format with `$block` weights equal the scalar references
+    /// `$vd` and `$td` bit for bit, on random blocks (f16 scale 1.0) with many −128 activation
+    /// quants. Expands to a `#[test]` named `$name`.
+    macro_rules! check_iq_kernels {
+        ($name:ident, $block:ty, $dot:ident, $tiled_dot:ident, $vd:path, $td:path) => {
+            #[test]
+            fn $name() {
+                use $crate::blocks::{view, BlockQ8_K};
+                use $crate::simd::test_util::{acts, bytes};
+                use $crate::simd::SimdLevel;
+                if !SimdLevel::Avx2.is_available() {
+                    return;
+                }
+                let nb = 3;
+                let size = std::mem::size_of::<$block>();
+                for seed in 0..20u64 {
+                    let mut wb = bytes(nb * size, seed);
+                    for b in wb.chunks_exact_mut(size) {
+                        b[..2].copy_from_slice(&[0x00, 0x3C]); // f16 1.0
+                    }
+                    let w = view::<$block>(&wb).unwrap();
+                    let xb: [Vec<u8>; 4] = std::array::from_fn(|t| acts(nb, 100 * seed + t as u64));
+                    let x: [&[BlockQ8_K]; 4] = std::array::from_fn(|t| view(&xb[t]).unwrap());
+                    // SAFETY: AVX2/FMA/F16C checked above.
+                    let got = unsafe { $dot(w, x[0]) };
+                    assert_eq!(got.to_bits(), $vd(w, x[0]).to_bits(), "vec_dot seed {seed}");
+                    let want: [f32; 4] = std::array::from_fn(|t| $td(w, x[t]));
+                    // SAFETY: as above.
+                    let one = unsafe { $tiled_dot::<1>(w, [x[0]]) };
+                    assert_eq!(one[0].to_bits(), want[0].to_bits(), "tiled seed {seed}");
+                    // SAFETY: as above.
+                    let four = unsafe { $tiled_dot::<4>(w, x) };
+                    assert_eq!(
+                        four.map(f32::to_bits),
+                        want.map(f32::to_bits),
+                        "tiled4 seed {seed}"
+                    );
+                }
+            }
+        };
+    }
+    pub(crate) use check_iq_kernels;
+}
 
 /// Bytes ahead of a pass's first row that a linear prefetch ([`Prefetch::Linear`]) reaches
 /// (measured on AMD Zen 4 with an output head's 640-column Q8_0 rows: 3–4 KiB gave 2.2× the

@@ -12,7 +12,7 @@ use strata_gguf::GgmlType;
 use super::avx2::{h2f, hsum_i32x8, nibbles, reduce8};
 use super::{check_rows, RowsFn, SimdLevel};
 use crate::blocks::{BlockMXFP4, BlockQ8_0, MXFP4_VALUES};
-use crate::scalar::mxfp4::e8m0_half;
+use crate::dequant::e8m0_to_f32_half;
 
 /// The `vec_dot`-order kernel for `ty` at most at `level`, where there is one (MXFP4, AVX2).
 pub(super) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
@@ -30,7 +30,7 @@ fn values(b: &BlockMXFP4) -> __m256i {
 }
 
 /// The eight lane sums (elements `4l..4l+4`, `|v| · sign(y, v)` as llama.cpp forms them) of
-/// block `b` · `a`, and the block's scale `f32(d_x) · e8m0_half(e)`.
+/// block `b` · `a`, and the block's scale `f32(d_x) · e8m0_to_f32_half(e)`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn block(b: &BlockMXFP4, a: &BlockQ8_0) -> (__m256i, f32) {
@@ -41,7 +41,7 @@ fn block(b: &BlockMXFP4, a: &BlockQ8_0) -> (__m256i, f32) {
     let p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(y, v));
     (
         _mm256_madd_epi16(p, _mm256_set1_epi16(1)),
-        h2f(a.d) * e8m0_half(b.e),
+        h2f(a.d) * e8m0_to_f32_half(b.e),
     )
 }
 
@@ -65,7 +65,7 @@ unsafe fn dot(w: *const BlockMXFP4, x: *const BlockQ8_0, nb: usize) -> f32 {
     if i < nb {
         // SAFETY: `i < nb` (caller).
         let (b, a) = unsafe { (&*w.add(i), &*x.add(i)) };
-        let d = h2f(a.d) * e8m0_half(b.e);
+        let d = h2f(a.d) * e8m0_to_f32_half(b.e);
         // The plain-C tail multiplies exactly (no sign trick): v · y widened to i16.
         let v = values(b);
         // SAFETY: reads the 32 bytes of `a.qs`.

@@ -4,7 +4,7 @@
 //! `ggml_gemm_*_8x8_q8_0`, which compute every output alike): one float per output,
 //! `acc = fma(isum, scale_w · f32(d_x), acc)` block after block, `isum` the exact integer dot
 //! product of the whole block and `scale_w` the weight block's scale (`f32(d_w)`; MXFP4:
-//! `e8m0_half(e)`). See [`scalar::q4_0_repacked`](crate::scalar::q4_0_repacked) and
+//! `e8m0_to_f32_half(e)`). See [`scalar::q4_0_repacked`](crate::scalar::q4_0_repacked) and
 //! [`scalar::mxfp4::mxfp4_repacked`](crate::scalar::mxfp4::mxfp4_repacked).
 //!
 //! One lane per weight row, so a vector holds 8 (AVX2) or 16 (AVX-512) rows. Per block, the
@@ -26,7 +26,7 @@ use strata_gguf::GgmlType;
 
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{BlockIQ4_NL, BlockMXFP4, BlockQ4_0, BlockQ8_0, IQ4_NL_VALUES, MXFP4_VALUES};
-use crate::scalar::mxfp4::e8m0_half;
+use crate::dequant::e8m0_to_f32_half;
 
 /// Prefetch distance in blocks; a row's block `i + PF` is prefetched when `i % 3 == 0` (three
 /// 18-byte blocks are 54 bytes, under a cache line, so no line is skipped).
@@ -111,7 +111,7 @@ impl Nib for BlockMXFP4 {
     const SIGNED: bool = false;
     #[inline(always)]
     unsafe fn scales8(b: &[&Self]) -> __m256 {
-        let s: [f32; 8] = std::array::from_fn(|k| e8m0_half(b[k].e));
+        let s: [f32; 8] = std::array::from_fn(|k| e8m0_to_f32_half(b[k].e));
         // SAFETY: reads the 32 bytes of `s`; AVX (caller).
         unsafe { _mm256_loadu_ps(s.as_ptr()) }
     }

@@ -1,6 +1,7 @@
 //! Shared test helpers: a deterministic RNG and generators of valid random blocks.
 
 use strata_gguf::GgmlType;
+use strata_quant::{matmul_q_with, quantize_acts, vec_dot_type, SimdLevel};
 
 /// xorshift64*: deterministic, dependency-free.
 pub struct Rng(u64);
@@ -194,4 +195,146 @@ pub fn random_acts(n: usize, rng: &mut Rng) -> Vec<f32> {
             }
         })
         .collect()
+}
+
+/// Bits of each output, all NaNs read as one (their payloads are not part of the contract).
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter()
+        .map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() })
+        .collect()
+}
+
+/// `ty` weights `w` (`rows × cols`) times `n` tokens `x` at `level`, through the public API:
+/// the activations are quantized to `ty`'s `vec_dot_type`, the outputs are `n × rows`.
+pub fn product(
+    level: SimdLevel,
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+) -> Vec<f32> {
+    let acts = quantize_acts(vec_dot_type(ty).unwrap(), x, n, cols).unwrap();
+    let mut y = vec![0f32; rows * n];
+    matmul_q_with(level, ty, w, rows, cols, &acts, &mut y).unwrap();
+    y
+}
+
+/// Checks that every SIMD level available on this CPU gives the scalar reference's outputs bit
+/// for bit (see [`bits`]) for `ty` weights `w` and `n` tokens `x`; `what` names the case in
+/// the failure message.
+pub fn check_levels(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    what: &str,
+) {
+    let want = product(SimdLevel::Scalar, ty, w, rows, cols, x, n);
+    for level in SimdLevel::ALL.into_iter().filter(|l| l.is_available()) {
+        let got = product(level, ty, w, rows, cols, x, n);
+        assert_eq!(
+            bits(&got),
+            bits(&want),
+            "{ty} {what} rows {rows} cols {cols} n {n} {level:?}"
+        );
+    }
+}
+
+/// `len` integer activations in −127..=127, −127 at every index `≡ at (mod block)` and the
+/// others drawn from `rng` (in index order): every block of `block` activations then has
+/// `amax = 127`, so its Q8_0/Q8_K quants are exact (`d = 1`).
+pub fn integer_acts(len: usize, block: usize, at: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            if i % block == at {
+                -127.0
+            } else {
+                ((rng.u64() % 255) as i32 - 127) as f32
+            }
+        })
+        .collect()
+}
+
+/// Asserts that each output of `y` (`n × rows`, token-major) is within
+/// `rel · Σ|w·x| + abs` of the f64 dot product of its row of `wf` (dequantized weights,
+/// `rows × cols`) and its token of `x` (`n × cols`); `what` names the case.
+pub fn assert_near_f64_dot(
+    wf: &[f32],
+    x: &[f32],
+    y: &[f32],
+    (rows, cols): (usize, usize),
+    (rel, abs): (f64, f64),
+    what: &str,
+) {
+    for t in 0..y.len() / rows {
+        for r in 0..rows {
+            let terms = (0..cols).map(|c| wf[r * cols + c] as f64 * x[t * cols + c] as f64);
+            let exact: f64 = terms.clone().sum();
+            let scale: f64 = terms.map(f64::abs).sum();
+            let got = y[t * rows + r] as f64;
+            assert!(
+                (got - exact).abs() <= rel * scale + abs,
+                "{what} row {r} token {t}: {got} vs {exact}"
+            );
+        }
+    }
+}
+
+/// Activations (`element index → value`) for the extreme-block tests: mixed −1/−0.25 (one
+/// sign), ±1e30 (extreme size), all 0.5, all −3.
+pub const EXTREME_ACTS: [fn(usize) -> f32; 4] = [
+    |i| if i % 3 == 0 { -1.0 } else { -0.25 },
+    |i| if i % 2 == 0 { 1e30 } else { -1e30 },
+    |_| 0.5,
+    |_| -3.0,
+];
+
+/// The IQ2/IQ3 families' random-block test: every available level against the scalar
+/// reference, bitwise, for each of `types`, every kind of f16 scale, row counts that are and
+/// are not multiples of 4, n = 1..3 (`vec_dot`) and 8, 9, 13 (tiled: groups of four and single
+/// tokens), drawn from `Rng::new(seed)`.
+pub fn grid_iq_every_level(types: &[GgmlType], seed: u64) {
+    let mut rng = Rng::new(seed);
+    for &ty in types {
+        for scales in [Scales::Normal, Scales::Subnormal, Scales::Max, Scales::Zero] {
+            for (rows, cols) in [(5, 256), (13, 512), (8, 768), (3, 1024)] {
+                let w = random_blocks(ty, cols / 256 * rows, &mut rng, scales);
+                for n in [1, 2, 3, 8, 9, 13] {
+                    let x = random_acts(cols * n, &mut rng);
+                    check_levels(ty, &w, rows, cols, &x, n, &format!("{scales:?}"));
+                }
+            }
+        }
+    }
+}
+
+/// The IQ2/IQ3 families' extreme-block test: for each of `types`, blocks whose quant bytes
+/// (all but the f16 scale) are all 0xFF, 0x00, 0x55 or 0xAA, with the largest f16 scale
+/// (drawn from `Rng::new(seed)`), against activations all at ±1 and mixed ±1 (every quant at
+/// ±127), every available level against the scalar reference, bitwise.
+pub fn grid_iq_extreme_blocks(types: &[GgmlType], seed: u64) {
+    let mut rng = Rng::new(seed);
+    let (rows, cols) = (7, 512);
+    for &ty in types {
+        for fill in [0xFFu8, 0x00, 0x55, 0xAA] {
+            let mut w = random_blocks(ty, cols / 256 * rows, &mut rng, Scales::Max);
+            for b in w.chunks_exact_mut(ty.type_size()) {
+                b[2..].fill(fill);
+            }
+            for n in [1, 8] {
+                for sign in [1.0f32, -1.0] {
+                    let x = vec![sign; cols * n];
+                    check_levels(ty, &w, rows, cols, &x, n, &format!("fill {fill:#x} {sign}"));
+                }
+                let x: Vec<f32> = (0..cols * n)
+                    .map(|i| if i % 3 == 0 { -1.0 } else { 1.0 })
+                    .collect();
+                check_levels(ty, &w, rows, cols, &x, n, &format!("fill {fill:#x} mixed"));
+            }
+        }
+    }
 }
