@@ -30,10 +30,10 @@
 //! - Q4_K and Q2_K with `rows % 8 == 0` (weights it repacks): its gemm for the tokens in whole
 //!   groups of four (the first `n - n % 4`), its gemv for the rest (see the `scalar::q4k` and
 //!   `scalar::q2k` modules);
-//! - Q4_0 and IQ4_NL with `rows % 8 == 0` (also repacked): one order for every token
-//!   (`scalar::q4_0_repacked`);
-//! - any other K-quant matrix (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) with `n >= 8`: its tiled matmul
-//!   (the `tiled` module);
+//! - Q4_0, IQ4_NL and MXFP4 with `rows % 8 == 0` (also repacked): one order for every token
+//!   (`scalar::q4_0_repacked`, `scalar::mxfp4::mxfp4_repacked`);
+//! - any other K-quant matrix (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), IQ4_XS and the IQ1/IQ2/IQ3
+//!   formats with `n >= 8`: its tiled matmul (the `tiled` module);
 //! - F16 (`cols % 16 == 0`) and BF16 (`cols % 32 == 0`) with `rows % 4 == 0` and `n >= 2`:
 //!   llamafile's tinyBLAS;
 //! - everything else: its `vec_dot`, one element at a time (the order [`vec_dot`] always uses),
