@@ -22,6 +22,14 @@ const TILE_BYTES: usize = 48 * 1024;
 const BATCH_MIN_TOKENS: usize = 4;
 /// Most tokens per batch-kernel task (each task unpacks its weight rows once).
 const BATCH_CHUNK: usize = 128;
+/// Fewest tokens for which the IQ formats' tiled order decodes each weight block once per tile
+/// of tokens ([`simd::IqTiles`]) instead of once per token (or four).
+#[cfg(target_arch = "x86_64")]
+const IQ_TILES_MIN_TOKENS: usize = 16;
+/// Most tokens per [`simd::IqTiles`] task: the decoding is paid once per task, so the whole
+/// of a usual batch.
+#[cfg(target_arch = "x86_64")]
+const IQ_TILES_CHUNK: usize = 512;
 /// Below this many weight bytes a product runs on the calling thread (threads would cost more
 /// than they save); results are the same either way.
 #[cfg(feature = "rayon")]
@@ -410,6 +418,15 @@ impl Kernel {
     }
 }
 
+/// A kernel for many tokens at once with its activations prepared (see [`run`]).
+enum Many {
+    /// The Q8_0-family `vec_dot`/tinyBLAS batch kernels.
+    Q0(simd::BatchKernel, simd::BatchActs),
+    /// The IQ formats' tiled order, each weight block decoded once per tile of tokens.
+    #[cfg(target_arch = "x86_64")]
+    Iq(simd::IqTiles),
+}
+
 /// Computes tokens `part.first..part.first + n` of a batch of `part.batch` (`xrow(t)` is token
 /// `part.first + t`) in the whole batch's float order.
 #[allow(clippy::too_many_arguments)]
@@ -479,18 +496,32 @@ fn run<'x>(
     let out = OutPtr(y.as_mut_ptr());
     // The multi-token `vec_dot` kernels keep `vec_dot`'s bits, except IQ4_NL's (tinyBLAS's
     // lanes): for a batch of one (`matmul_q_id` runs several rows as such) it stays row by row.
-    let batch = match kind {
+    // The IQ formats' tiled order at 16 tokens or more: each weight block decoded once per
+    // tile of tokens.
+    let nb = rb / ty.type_size();
+    let many = match kind {
         Kernel::VecDot if ty == GgmlType::IQ4_NL && part.batch == 1 => None,
-        Kernel::VecDot if n >= BATCH_MIN_TOKENS => simd::batch_kernel(level, ty),
+        Kernel::VecDot if n >= BATCH_MIN_TOKENS => simd::batch_kernel(level, ty).map(|bk| {
+            let acts = bk.prepare(n, nb, &xrow);
+            Many::Q0(bk, acts)
+        }),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Tiled if n >= IQ_TILES_MIN_TOKENS => {
+            simd::IqTiles::prepare(level, ty, n, nb, &xrow).map(Many::Iq)
+        }
         _ => None,
     };
-    if let Some(bk) = batch {
-        let acts = bk.prepare(n, rb / ty.type_size(), &xrow);
-        // Tasks: tiles of a multiple of 8 rows (the batch kernel's row group) × chunks of at
-        // most BATCH_CHUNK tokens (balanced), so that small matrices still split over threads.
+    if let Some(many) = many {
+        // Tasks: tiles of a multiple of 8 rows (the batch kernels' row group) × chunks of at
+        // most `chunk_max` tokens (balanced), so that small matrices still split over threads.
+        let chunk_max = match many {
+            Many::Q0(..) => BATCH_CHUNK,
+            #[cfg(target_arch = "x86_64")]
+            Many::Iq(_) => IQ_TILES_CHUNK,
+        };
         let tile = ((TILE_BYTES / rb.max(1)) / 8 * 8).clamp(8, 256);
         let n_tiles = rows.div_ceil(tile);
-        let n_chunks = n.div_ceil(BATCH_CHUNK);
+        let n_chunks = n.div_ceil(chunk_max);
         let chunk = n.div_ceil(n_chunks).next_multiple_of(4);
         let n_chunks = n.div_ceil(chunk);
         let task = |i: usize| {
@@ -500,7 +531,12 @@ fn run<'x>(
             // of each token `t < n` lie inside it; tasks own disjoint (row tile, token chunk)
             // pairs, so only this task writes them, and `y` is not read meanwhile.
             let mut yt = unsafe { simd::OutRows::new(out.ptr().add(r0), rows, r1 - r0, t0..t1) };
-            (bk.run)(&w[r0 * rb..r1 * rb], rb, &acts, t0..t1, &mut yt);
+            let wt = &w[r0 * rb..r1 * rb];
+            match &many {
+                Many::Q0(bk, acts) => (bk.run)(wt, rb, acts, t0..t1, &mut yt),
+                #[cfg(target_arch = "x86_64")]
+                Many::Iq(k) => k.run(wt, rb, &mut yt),
+            }
         };
         #[cfg(feature = "rayon")]
         if w.len().saturating_mul(n) >= PAR_MIN_BYTES && n_tiles * n_chunks > 1 {

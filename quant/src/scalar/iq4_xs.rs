@@ -19,7 +19,7 @@
 //! into the exact integer `S1`; then `acc = fma(S1 · d_w, d_x, acc)` ([`AccTiled`]).
 
 use super::lanes::reduce8;
-use super::tiled::AccTiled;
+use super::tiled::{AccTiled, BlockWeights};
 use crate::blocks::*;
 use crate::dequant::{iq4_xs_scales, iq4_xs_values};
 
@@ -76,4 +76,28 @@ pub(crate) fn iq4_xs_tiled(w: &[BlockIQ4_XS], x: &[BlockQ8_K]) -> f32 {
         acc.add_no_min(f16_to_f32(b.d), a.d(), tiled_total(b, a));
     }
     acc.finish()
+}
+
+/// A block's tiled-order weights `(ls − 32) · q` and scale `f16(d)`. Its `S1 = Σ w·q` equals
+/// [`tiled_total`] for activations whose `bsums` are their quants' sums (as `quantize_acts`
+/// makes them).
+#[inline]
+pub(crate) fn iq4_xs_weights(b: &BlockIQ4_XS) -> BlockWeights {
+    let ls = iq4_xs_scales(b);
+    let mut w = [0i16; 256];
+    for (j, (w, qs)) in w
+        .chunks_exact_mut(32)
+        .zip(b.qs.chunks_exact(16))
+        .enumerate()
+    {
+        let (lo, hi) = w.split_at_mut(16);
+        for ((lo, hi), &byte) in lo.iter_mut().zip(hi).zip(qs) {
+            *lo = (ls[j] * IQ4_NL_VALUES[(byte & 0x0F) as usize] as i32) as i16;
+            *hi = (ls[j] * IQ4_NL_VALUES[(byte >> 4) as usize] as i32) as i16;
+        }
+    }
+    BlockWeights {
+        w,
+        d: f16_to_f32(b.d),
+    }
 }

@@ -150,7 +150,7 @@ fn scale_words_pair_512(b0: &BlockIQ4_XS, b1: &BlockIQ4_XS) -> __m256i {
 /// `bsums` entry is the sum of its 16 quants. Then the tiled order's `S1` equals the sign-trick
 /// lanes' total. (Checked once per kernel call, so it must be cheap: `vpsadbw` of the quants
 /// + 128 gives the sums of eight.)
-fn acts_plain(x: &[BlockQ8_K]) -> bool {
+pub(super) fn acts_plain(x: &[BlockQ8_K]) -> bool {
     // SAFETY: the tiled kernels that call this are handed out only when the CPU has AVX2.
     unsafe { acts_plain_avx2(x) }
 }
@@ -625,7 +625,7 @@ fn total_vec_512(u: &UnpackedT, a: &BlockQ8_K) -> __m512i {
 /// The sums of four vectors of sixteen i32 lanes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-fn totals4_512(t: [__m512i; 4]) -> __m128i {
+pub(super) fn totals4_512(t: [__m512i; 4]) -> __m128i {
     let half =
         |v: __m512i| _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
     let pair = |a: __m256i, b: __m256i| {

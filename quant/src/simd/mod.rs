@@ -37,6 +37,10 @@ mod iq4_xs_x86;
 #[cfg(target_arch = "x86_64")]
 mod iq_signs;
 #[cfg(target_arch = "x86_64")]
+mod iq_tiles_x86;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use iq_tiles_x86::IqTiles;
+#[cfg(target_arch = "x86_64")]
 mod mxfp4_x86;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -468,6 +472,18 @@ impl OutRows {
             rows,
             tokens,
         }
+    }
+
+    /// The rows of each token.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The tokens.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn tokens(&self) -> std::ops::Range<usize> {
+        self.tokens.clone()
     }
 
     /// Writes `v` to rows `r..r + v.len()` of token `t`.
