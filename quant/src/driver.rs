@@ -30,6 +30,9 @@ const IQ_TILES_MIN_TOKENS: usize = 16;
 /// of a usual batch.
 #[cfg(target_arch = "x86_64")]
 const IQ_TILES_CHUNK: usize = 512;
+/// Rows per [`simd::IqTiles`] task.
+#[cfg(target_arch = "x86_64")]
+const IQ_TILES_ROWS: usize = 64;
 /// Below this many weight bytes a product runs on the calling thread (threads would cost more
 /// than they save); results are the same either way.
 #[cfg(feature = "rayon")]
@@ -514,12 +517,17 @@ fn run<'x>(
     if let Some(many) = many {
         // Tasks: tiles of a multiple of 8 rows (the batch kernels' row group) × chunks of at
         // most `chunk_max` tokens (balanced), so that small matrices still split over threads.
-        let chunk_max = match many {
-            Many::Q0(..) => BATCH_CHUNK,
+        // The IQ kernel keeps a decoded block of each row (512 bytes, whatever the row
+        // length), so its tiles are as tall as IQ_TILES_ROWS however long the rows are: each
+        // tile reads the tokens' activations once.
+        let (chunk_max, tile) = match many {
+            Many::Q0(..) => (
+                BATCH_CHUNK,
+                ((TILE_BYTES / rb.max(1)) / 8 * 8).clamp(8, 256),
+            ),
             #[cfg(target_arch = "x86_64")]
-            Many::Iq(_) => IQ_TILES_CHUNK,
+            Many::Iq(_) => (IQ_TILES_CHUNK, IQ_TILES_ROWS),
         };
-        let tile = ((TILE_BYTES / rb.max(1)) / 8 * 8).clamp(8, 256);
         let n_tiles = rows.div_ceil(tile);
         let n_chunks = n.div_ceil(chunk_max);
         let chunk = n.div_ceil(n_chunks).next_multiple_of(4);
