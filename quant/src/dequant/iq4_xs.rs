@@ -24,12 +24,15 @@ pub(crate) fn iq4_xs_scales(b: &BlockIQ4_XS) -> [i32; 8] {
 /// sub-block of 32: the 16 low nibbles, then the 16 high nibbles).
 #[inline(always)]
 pub(crate) fn iq4_xs_values(b: &BlockIQ4_XS) -> [i8; 256] {
-    std::array::from_fn(|e| {
-        let (j, k) = (e / 32, e % 32);
-        let byte = b.qs[16 * j + k % 16];
-        let n = if k < 16 { byte & 0x0F } else { byte >> 4 };
-        IQ4_NL_VALUES[n as usize]
-    })
+    let mut q = [0i8; 256];
+    for (q, qs) in q.chunks_exact_mut(32).zip(b.qs.chunks_exact(16)) {
+        let (lo, hi) = q.split_at_mut(16);
+        for ((lo, hi), &byte) in lo.iter_mut().zip(hi).zip(qs) {
+            *lo = IQ4_NL_VALUES[(byte & 0x0F) as usize];
+            *hi = IQ4_NL_VALUES[(byte >> 4) as usize];
+        }
+    }
+    q
 }
 
 /// IQ4_XS → f32.

@@ -84,17 +84,10 @@ pub(crate) fn iq4_xs_tiled(w: &[BlockIQ4_XS], x: &[BlockQ8_K]) -> f32 {
 #[inline]
 pub(crate) fn iq4_xs_weights(b: &BlockIQ4_XS) -> BlockWeights {
     let ls = iq4_xs_scales(b);
+    let q = iq4_xs_values(b);
     let mut w = [0i16; 256];
-    for (j, (w, qs)) in w
-        .chunks_exact_mut(32)
-        .zip(b.qs.chunks_exact(16))
-        .enumerate()
-    {
-        let (lo, hi) = w.split_at_mut(16);
-        for ((lo, hi), &byte) in lo.iter_mut().zip(hi).zip(qs) {
-            *lo = (ls[j] * IQ4_NL_VALUES[(byte & 0x0F) as usize] as i32) as i16;
-            *hi = (ls[j] * IQ4_NL_VALUES[(byte >> 4) as usize] as i32) as i16;
-        }
+    for (e, w) in w.iter_mut().enumerate() {
+        *w = (ls[e / 32] * q[e] as i32) as i16;
     }
     BlockWeights {
         w,
