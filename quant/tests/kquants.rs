@@ -3,27 +3,13 @@
 //! count.
 
 use strata_gguf::GgmlType;
-use strata_quant::{matmul_q_with, matvec, quantize_acts, SimdLevel};
+use strata_quant::{matvec, SimdLevel};
 
 use crate::common::*;
 
+/// Exact bits, NaN payloads included (stricter than `common::bits`).
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|v| v.to_bits()).collect()
-}
-
-fn product(
-    level: SimdLevel,
-    ty: GgmlType,
-    w: &[u8],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    n: usize,
-) -> Vec<f32> {
-    let acts = quantize_acts(GgmlType::Q8_K, x, n, cols).unwrap();
-    let mut y = vec![0f32; rows * n];
-    matmul_q_with(level, ty, w, rows, cols, &acts, &mut y).unwrap();
-    y
 }
 
 /// Row counts with and without the multiple of 8 that selects Q2_K's gemv/gemm orders, and with
