@@ -15,7 +15,93 @@
 //! probabilities are rounded to f16 before weighting V, which is what ggml's f16 matrix products
 //! do to their f32 operand.
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
 use crate::ops;
+
+/// One layer's cached keys or values, `[n_kv, n_head_kv · dim]`, as the cache stores them.
+#[derive(Clone, Copy, Debug)]
+pub enum KvRows<'a> {
+    /// Single precision, read in place.
+    F32(&'a [f32]),
+    /// Half precision: each task of [`attention`] converts the rows of its own KV head and
+    /// visible positions (exactly: every f16 is an f32), so one token's conversions run in
+    /// parallel and stay in cache.
+    F16(&'a [f16]),
+}
+
+impl<'a> KvRows<'a> {
+    /// All rows as f32: `self` for f32, else converted into `scratch` (exact). Worth it for a
+    /// batch of tokens, whose tasks would otherwise each convert the same rows.
+    pub fn to_f32(self, scratch: &'a mut Vec<f32>) -> KvRows<'a> {
+        match self {
+            KvRows::F32(_) => self,
+            KvRows::F16(h) => {
+                scratch.resize(h.len(), 0.0);
+                h.convert_to_f32_slice(scratch);
+                KvRows::F32(scratch)
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            KvRows::F32(x) => x.len(),
+            KvRows::F16(x) => x.len(),
+        }
+    }
+}
+
+/// The rows of one KV head for positions `first..end` as f32: position `j`'s row is
+/// `x[(j − x0)·stride + off..][..dim]`.
+struct HeadRows<'a> {
+    x: &'a [f32],
+    x0: usize,
+    stride: usize,
+    off: usize,
+}
+
+impl<'a> HeadRows<'a> {
+    /// Head `g`'s `dim`-wide rows of `src` (rows of `width` elements) for positions
+    /// `first..end`: f32 storage in place, f16 converted into `buf`.
+    fn new(
+        src: KvRows<'a>,
+        (width, g, dim): (usize, usize, usize),
+        (first, end): (usize, usize),
+        buf: &'a mut Vec<f32>,
+    ) -> HeadRows<'a> {
+        match src {
+            KvRows::F32(x) => HeadRows {
+                x,
+                x0: 0,
+                stride: width,
+                off: g * dim,
+            },
+            KvRows::F16(h) => {
+                buf.resize((end - first) * dim, 0.0);
+                if width == dim {
+                    h[first * dim..end * dim].convert_to_f32_slice(buf);
+                } else {
+                    for (j, row) in (first..end).zip(buf.chunks_exact_mut(dim)) {
+                        h[j * width + g * dim..][..dim].convert_to_f32_slice(row);
+                    }
+                }
+                HeadRows {
+                    x: buf,
+                    x0: first,
+                    stride: dim,
+                    off: 0,
+                }
+            }
+        }
+    }
+
+    /// Position `j`'s row.
+    fn row(&self, j: usize, dim: usize) -> &[f32] {
+        &self.x[(j - self.x0) * self.stride + self.off..][..dim]
+    }
+}
 
 /// Shapes and rules of one layer's attention.
 #[derive(Clone, Copy, Debug)]
@@ -45,12 +131,13 @@ pub struct AttnParams {
 ///
 /// Shapes: `q`: `[n_tok, n_head · head_dim]`; `keys`: `[n_kv, n_head_kv · head_dim]` and
 /// `values`: `[n_kv, n_head_kv · head_dim_v]` for positions `0..n_kv` (`n_kv ≥ pos0 + n_tok`);
-/// `out`: `[n_tok, n_head · head_dim_v]`.
+/// `out`: `[n_tok, n_head · head_dim_v]`. f16 rows are converted by the tasks that read them
+/// (for a batch, [`KvRows::to_f32`] first converts them once for every token).
 pub fn attention(
     q: &[f32],
     pos0: usize,
-    keys: &[f32],
-    values: &[f32],
+    keys: KvRows<'_>,
+    values: KvRows<'_>,
     p: &AttnParams,
     out: &mut [f32],
 ) {
@@ -58,6 +145,12 @@ pub fn attention(
     let o_dim = p.n_head * p.head_dim_v;
     let n_tok = q.len() / q_dim;
     assert_eq!(out.len(), n_tok * o_dim, "attention output size");
+    let n_kv = pos0 + n_tok;
+    assert!(
+        keys.len() >= n_kv * p.n_head_kv * p.head_dim
+            && values.len() >= n_kv * p.n_head_kv * p.head_dim_v,
+        "keys or values shorter than {n_kv} positions"
+    );
     // The query heads that share one KV head are adjacent (`h / group` is the KV head), and so
     // are their outputs.
     let group = p.n_head / p.n_head_kv;
@@ -103,8 +196,8 @@ fn attend_group(
     q_group: &[f32],
     pos: usize,
     g: usize,
-    keys: &[f32],
-    values: &[f32],
+    keys: KvRows<'_>,
+    values: KvRows<'_>,
     p: &AttnParams,
     out: &mut [f32],
 ) {
@@ -134,6 +227,9 @@ fn attend_group(
     let base = first / 16 * 16;
     let end = pos + 1;
     let width = end - base;
+    let (mut kbuf, mut vbuf) = HEAD_BUFS.take();
+    let keys = HeadRows::new(keys, (k_dim, g, p.head_dim), (first, end), &mut kbuf);
+    let values = HeadRows::new(values, (v_dim, g, p.head_dim_v), (first, end), &mut vbuf);
     let mut scores = vec![f32::NEG_INFINITY; n_q * width];
     let finish = |s: f32| {
         let s = if p.softcap > 0.0 {
@@ -145,7 +241,7 @@ fn attend_group(
         s * p.scale
     };
     for j in first..end {
-        let k = &keys[j * k_dim + g * p.head_dim..][..p.head_dim];
+        let k = keys.row(j, p.head_dim);
         let mut h = 0;
         if p.batched {
             // Four heads at a time: the key is loaded once for the four.
@@ -178,18 +274,18 @@ fn attend_group(
     let hv = p.head_dim_v;
     let lanes = if p.batched { 16 } else { 64 };
     let mut acc = vec![0.0f32; n_q * lanes * hv];
-    let rows = (v_dim, g * hv, hv);
+    let rows = (values.x0, values.stride, values.off, hv);
     let mut coef = scores.chunks(width);
     let mut accs = acc.chunks_mut(lanes * hv);
     let mut left = n_q;
     while left >= 4 {
         let c: [&[f32]; 4] = std::array::from_fn(|_| coef.next().expect("a row per head"));
         let a: [&mut [f32]; 4] = std::array::from_fn(|_| accs.next().expect("a row per head"));
-        ops::fma_axpy_lanes::<4, 16>(c, base, (first, end), values, rows, lanes, a);
+        ops::fma_axpy_lanes::<4, 16>(c, base, (first, end), values.x, rows, lanes, a);
         left -= 4;
     }
     for (c, a) in coef.zip(accs) {
-        ops::fma_axpy_lanes::<1, 64>([c], base, (first, end), values, rows, lanes, [a]);
+        ops::fma_axpy_lanes::<1, 64>([c], base, (first, end), values.x, rows, lanes, [a]);
     }
     for (o, acc) in out.chunks_mut(hv).zip(acc.chunks(lanes * hv)) {
         for (d, o) in o.iter_mut().enumerate() {
@@ -204,6 +300,14 @@ fn attend_group(
             *o = ops::reduce16(&l16);
         }
     }
+    HEAD_BUFS.set((kbuf, vbuf));
+}
+
+thread_local! {
+    /// This thread's buffers for a task's converted f16 keys and values, kept from task to
+    /// task (a fresh allocation each time costed Gemma 3 270M's decode about 1%).
+    static HEAD_BUFS: std::cell::Cell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// The output of [`attention`] as raw chunks for tasks that each write their own one.
@@ -252,7 +356,14 @@ mod tests {
         let keys = [0.3, 0.4];
         let values = [5.0, -7.0];
         let mut out = [0.0; 4];
-        attention(&q, 0, &keys, &values, &params(None), &mut out);
+        attention(
+            &q,
+            0,
+            KvRows::F32(&keys),
+            KvRows::F32(&values),
+            &params(None),
+            &mut out,
+        );
         assert_eq!(out, [5.0, -7.0, 5.0, -7.0]);
     }
 
@@ -263,13 +374,87 @@ mod tests {
         let values = [1.0, 1.0, 3.0, 3.0, 1000.0, 1000.0];
         let q = [1.0, 1.0, 1.0, 1.0];
         let mut out = [0.0; 4];
-        attention(&q, 1, &keys, &values, &params(None), &mut out);
+        attention(
+            &q,
+            1,
+            KvRows::F32(&keys),
+            KvRows::F32(&values),
+            &params(None),
+            &mut out,
+        );
         assert!((out[0] - 2.0).abs() < 1e-6, "{out:?}"); // mean of 1 and 3
                                                          // Window 1: position 1 sees only itself.
-        attention(&q, 1, &keys, &values, &params(Some(1)), &mut out);
+        attention(
+            &q,
+            1,
+            KvRows::F32(&keys),
+            KvRows::F32(&values),
+            &params(Some(1)),
+            &mut out,
+        );
         assert!((out[0] - 3.0).abs() < 1e-6, "{out:?}");
         // Window 2 at position 2: sees 1 and 2, not 0 (2 − 0 ≥ 2).
-        attention(&q, 2, &keys, &values, &params(Some(2)), &mut out);
+        attention(
+            &q,
+            2,
+            KvRows::F32(&keys),
+            KvRows::F32(&values),
+            &params(Some(2)),
+            &mut out,
+        );
         assert!(out[0] > 999.0);
+    }
+
+    /// f16 rows converted per task (one token) or for the batch give the bits of the f32
+    /// rows they convert to, with one KV head (contiguous rows) and several, with and without
+    /// a window.
+    #[test]
+    fn f16_rows_equal_their_f32_conversion() {
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        for (n_head, n_head_kv, window) in [(4, 1, None), (4, 2, None), (6, 3, Some(5))] {
+            let (hd, n_kv) = (24, 37);
+            let p = AttnParams {
+                n_head,
+                n_head_kv,
+                head_dim: hd,
+                head_dim_v: hd,
+                scale: 0.2,
+                softcap: 0.0,
+                window,
+                f16_operands: true,
+                batched: false,
+            };
+            let kv: Vec<f16> = (0..2 * n_kv * n_head_kv * hd)
+                .map(|_| f16::from_f32(next()))
+                .collect();
+            let (k16, v16) = kv.split_at(n_kv * n_head_kv * hd);
+            let (k32, v32): (Vec<f32>, Vec<f32>) = (
+                k16.iter().map(|h| h.to_f32()).collect(),
+                v16.iter().map(|h| h.to_f32()).collect(),
+            );
+            let q: Vec<f32> = (0..n_head * hd).map(|_| next()).collect();
+            let pos = n_kv - 1;
+            let mut want = vec![0.0; n_head * hd];
+            attention(&q, pos, KvRows::F32(&k32), KvRows::F32(&v32), &p, &mut want);
+            let mut got = vec![0.0; n_head * hd];
+            attention(&q, pos, KvRows::F16(k16), KvRows::F16(v16), &p, &mut got);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{n_head}/{n_head_kv} heads, {window:?}"
+            );
+            let mut scratch = Vec::new();
+            assert!(matches!(
+                KvRows::F16(k16).to_f32(&mut scratch),
+                KvRows::F32(x) if bits(x) == bits(&k32)
+            ));
+        }
     }
 }

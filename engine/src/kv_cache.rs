@@ -8,6 +8,7 @@ use half::f16;
 use half::slice::HalfBitsSliceExt;
 use half::slice::HalfFloatSliceExt;
 
+use crate::attention::KvRows;
 use crate::config::ModelConfig;
 use crate::error::EngineError;
 
@@ -85,17 +86,11 @@ impl Rows {
         }
     }
 
-    /// The first `n` elements as f32 (borrowed for f32 storage, converted into `scratch` for f16).
-    fn read<'a>(&'a self, n: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+    /// The first `n` elements, in the storage type.
+    fn view(&self, n: usize) -> KvRows<'_> {
         match self {
-            Rows::F16(bits) => {
-                scratch.resize(n, 0.0);
-                bits[..n]
-                    .reinterpret_cast::<f16>()
-                    .convert_to_f32_slice(scratch);
-                scratch
-            }
-            Rows::F32(v) => &v[..n],
+            Rows::F16(bits) => KvRows::F16(bits[..n].reinterpret_cast::<f16>()),
+            Rows::F32(v) => KvRows::F32(&v[..n]),
         }
     }
 }
@@ -180,23 +175,13 @@ impl KvCache {
         self.v[layer].write(pos0 * self.v_dim, v);
     }
 
-    /// Keys of positions `0..n_pos` of `layer` as f32: `[n_pos, k_dim]`.
-    pub(crate) fn keys<'a>(
-        &'a self,
-        layer: usize,
-        n_pos: usize,
-        scratch: &'a mut Vec<f32>,
-    ) -> &'a [f32] {
-        self.k[layer].read(n_pos * self.k_dim, scratch)
+    /// Keys of positions `0..n_pos` of `layer`: `[n_pos, k_dim]`, in the storage type.
+    pub(crate) fn keys(&self, layer: usize, n_pos: usize) -> KvRows<'_> {
+        self.k[layer].view(n_pos * self.k_dim)
     }
 
-    /// Values of positions `0..n_pos` of `layer` as f32: `[n_pos, v_dim]`.
-    pub(crate) fn values<'a>(
-        &'a self,
-        layer: usize,
-        n_pos: usize,
-        scratch: &'a mut Vec<f32>,
-    ) -> &'a [f32] {
-        self.v[layer].read(n_pos * self.v_dim, scratch)
+    /// Values of positions `0..n_pos` of `layer`: `[n_pos, v_dim]`, in the storage type.
+    pub(crate) fn values(&self, layer: usize, n_pos: usize) -> KvRows<'_> {
+        self.v[layer].view(n_pos * self.v_dim)
     }
 }

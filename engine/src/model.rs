@@ -364,8 +364,14 @@ impl Model {
                 batched: n > 1,
             };
             // att: [m, n_head·hd_v] for this sequence's rows
-            let keys = kv.keys(il, n_kv, &mut s.kbuf);
-            let values = kv.values(il, n_kv, &mut s.vbuf);
+            // Several tokens of one sequence convert f16 rows once for all of them; a single
+            // token's tasks convert only the rows of their own KV head, in parallel.
+            let (keys, values) = (kv.keys(il, n_kv), kv.values(il, n_kv));
+            let (keys, values) = if m > 1 {
+                (keys.to_f32(&mut s.kbuf), values.to_f32(&mut s.vbuf))
+            } else {
+                (keys, values)
+            };
             attention(
                 &s.q[t0 * q_dim..(t0 + m) * q_dim],
                 seq.pos0,
@@ -678,7 +684,8 @@ struct Scratch {
     /// FFN gate and up projections: `[n, n_ff]`.
     gate: Vec<f32>,
     up: Vec<f32>,
-    /// Cached keys/values of this layer as f32 when the cache is f16: `[n_kv, kv_dim]`.
+    /// Cached keys/values of this layer as f32 when the cache is f16 and a sequence brings
+    /// several tokens: `[n_kv, kv_dim]`.
     kbuf: Vec<f32>,
     vbuf: Vec<f32>,
     /// The position of each token of the batch: `[n]`.

@@ -400,7 +400,8 @@ pub fn fma_axpy(a: f32, x: &[f32], y: &mut [f32]) {
 
 /// For each of `H` coefficient rows `coef[h]` and accumulators `acc[h]`:
 /// `acc[h][l·n + d] = fma(coef[h][j − base], rows[j][d], acc[h][l·n + d])` for `j` in `j0..j1`
-/// in increasing order, `l = j mod lanes`, `d < n`, where `rows[j] = &x[j·stride + off..][..n]`:
+/// in increasing order, `l = j mod lanes`, `d < n`, where
+/// `rows[j] = &x[(j − x0)·stride + off..][..n]` (`x` starts at position `x0 ≤ j0`):
 /// exactly the fused multiply-adds of [`fma_axpy`] called once per `j` and `h`, in the same
 /// order per element, so the same bits. The loops run the other way round (per block of `D`
 /// elements and lane, over that lane's `j`, all `H` rows at once), so the accumulators stay in
@@ -412,7 +413,7 @@ pub fn fma_axpy_lanes<const H: usize, const D: usize>(
     base: usize,
     (j0, j1): (usize, usize),
     x: &[f32],
-    (stride, off, n): (usize, usize, usize),
+    (x0, stride, off, n): (usize, usize, usize, usize),
     lanes: usize,
     acc: [&mut [f32]; H],
 ) {
@@ -424,6 +425,7 @@ pub fn fma_axpy_lanes<const H: usize, const D: usize>(
         j0: usize,
         j1: usize,
         x: &[f32],
+        x0: usize,
         stride: usize,
         off: usize,
         n: usize,
@@ -442,7 +444,9 @@ pub fn fma_axpy_lanes<const H: usize, const D: usize>(
                     std::array::from_fn(|h| acc[h][l * n + d0..][..D].try_into().expect("D"));
                 let mut j = first;
                 while j < j1 {
-                    let xr: &[f32; D] = x[j * stride + off + d0..][..D].try_into().expect("D");
+                    let xr: &[f32; D] = x[(j - x0) * stride + off + d0..][..D]
+                        .try_into()
+                        .expect("D");
                     for h in 0..H {
                         let c = coef[h][j - base];
                         for d in 0..D {
@@ -462,7 +466,7 @@ pub fn fma_axpy_lanes<const H: usize, const D: usize>(
                     let mut j = first;
                     while j < j1 {
                         let c = coef[h][j - base];
-                        let xr = &x[j * stride + off + d0..][..a.len()];
+                        let xr = &x[(j - x0) * stride + off + d0..][..a.len()];
                         for (r, &xi) in a.iter_mut().zip(xr) {
                             *r = c.mul_add(xi, *r);
                         }
@@ -478,6 +482,7 @@ pub fn fma_axpy_lanes<const H: usize, const D: usize>(
         j0: usize,
         j1: usize,
         x: &[f32],
+        x0: usize,
         stride: usize,
         off: usize,
         n: usize,
@@ -718,7 +723,7 @@ mod tests {
             base,
             (j0, j1),
             &x,
-            (stride, off, n),
+            (0, stride, off, n),
             lanes,
             [a0, a1, a2, a3],
         );
@@ -728,15 +733,28 @@ mod tests {
             base,
             (j0, j1),
             &x,
-            (stride, off, n),
+            (0, stride, off, n),
             lanes,
             [&mut one],
+        );
+        // The same rows from a buffer that starts at position x0 = 30 (≤ j0).
+        let x0 = 30;
+        let mut shifted = values(lanes * n, 42);
+        fma_axpy_lanes::<1, 64>(
+            [&coef[2]],
+            base,
+            (j0, j1),
+            &x[x0 * stride..],
+            (x0, stride, off, n),
+            lanes,
+            [&mut shifted],
         );
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         for h in 0..4 {
             assert_eq!(bits(&four[h]), bits(&expected[h]), "head {h}");
         }
         assert_eq!(bits(&one), bits(&expected[2]));
+        assert_eq!(bits(&shifted), bits(&expected[2]));
     }
 
     #[test]
