@@ -187,7 +187,7 @@ pub fn attention(
 ///
 /// Summation orders follow llama.cpp's CPU path so that results agree closely: for a batch,
 /// tinyBLAS's 16-lane products ([`ops::dot`]); for one token, `ggml_vec_dot_f16`'s 64-wide
-/// steps ([`ops::dot_step64`]). Masked positions stay in the score row as `-inf` so the
+/// steps ([`ops::dot_step64`], and [`ops::weighted_rows_step64`] for the values). Masked positions stay in the score row as `-inf` so the
 /// 16-element chunks of the softmax start where ggml's do (at position 0); chunks that are
 /// entirely masked contribute exact zeros and are skipped. Each head's arithmetic is its own
 /// (the heads only share loads of the keys and values), so the results are those of one head
@@ -272,9 +272,18 @@ fn attend_group(
     // out[d] = Σ_j a_j · v_j[d], accumulated per lane like the matching ggml kernel:
     // 16 lanes (batch) or 64 lanes (single token), lane = j mod lanes.
     let hv = p.head_dim_v;
-    let lanes = if p.batched { 16 } else { 64 };
-    let mut acc = vec![0.0f32; n_q * lanes * hv];
     let rows = (values.x0, values.stride, values.off, hv);
+    if !p.batched {
+        for (c, o) in scores.chunks(width).zip(out.chunks_mut(hv)) {
+            ops::weighted_rows_step64(c, base, (first, end), values.x, rows, o);
+        }
+        HEAD_BUFS.set((kbuf, vbuf));
+        return;
+    }
+    // A batch: 16 lane accumulators per head and element, four heads at a time so that each
+    // value row is loaded once for the four, then reduce16 per element.
+    let lanes = 16;
+    let mut acc = vec![0.0f32; n_q * lanes * hv];
     let mut coef = scores.chunks(width);
     let mut accs = acc.chunks_mut(lanes * hv);
     let mut left = n_q;
@@ -289,15 +298,7 @@ fn attend_group(
     }
     for (o, acc) in out.chunks_mut(hv).zip(acc.chunks(lanes * hv)) {
         for (d, o) in o.iter_mut().enumerate() {
-            let l16: [f32; 16] = if p.batched {
-                std::array::from_fn(|l| acc[l * hv + d])
-            } else {
-                std::array::from_fn(|l| {
-                    let a = |jj: usize| acc[(16 * jj + l) * hv + d];
-                    (a(0) + a(2)) + (a(1) + a(3))
-                })
-            };
-            *o = ops::reduce16(&l16);
+            *o = ops::reduce16(&std::array::from_fn(|l| acc[l * hv + d]));
         }
     }
     HEAD_BUFS.set((kbuf, vbuf));

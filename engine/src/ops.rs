@@ -140,6 +140,7 @@ macro_rules! with_fma {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "fma")]
+            #[allow(clippy::too_many_arguments)]
             unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
                 $body($($arg),*)
             }
@@ -491,6 +492,147 @@ pub fn fma_axpy_lanes<const H: usize, const D: usize>(
     ))
 }
 
+/// `out[d] = Σ_j coef[j − base] · rows[j][d]` for `j` in `j0..j1` and `d < n`, where
+/// `rows[j] = &x[(j − x0)·stride + off..][..n]` (`x` starts at position `x0 ≤ j0`), in the
+/// order of [`fma_axpy_lanes`] with 64 lanes followed by the single-token fold: lane `L`
+/// (`j ≡ L mod 64`) accumulates its `j` in increasing order with fused multiply-adds from +0,
+/// then `(a_0 + a_2) + (a_1 + a_3)` (`a_k` = lane `16k + l`) and [`reduce16`] over `l`. The
+/// loops run per block of 16 elements with the four lanes of each `l` as independent chains,
+/// all in registers: no `64 × n` accumulator buffer, no scalar reduction.
+pub fn weighted_rows_step64(
+    coef: &[f32],
+    base: usize,
+    (j0, j1): (usize, usize),
+    x: &[f32],
+    (x0, stride, off, n): (usize, usize, usize, usize),
+    out: &mut [f32],
+) {
+    const LANES: usize = 64;
+    #[inline(always)]
+    fn add<const W: usize>(p: &mut [f32; W], q: &[f32; W]) {
+        for d in 0..W {
+            p[d] += q[d];
+        }
+    }
+    /// Lanes `l, l + 16, l + 32, l + 48` for elements `d0..d0 + W`, folded.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn lane_l<const W: usize>(
+        coef: &[f32],
+        base: usize,
+        (j0, j1): (usize, usize),
+        x: &[f32],
+        (x0, stride, off): (usize, usize, usize),
+        l: usize,
+        d0: usize,
+    ) -> [f32; W] {
+        let mut a = [[0.0f32; W]; 4];
+        // Each lane's first j ≥ j0, and the steps all four lanes take.
+        let mut start = [0usize; 4];
+        let mut steps = usize::MAX;
+        for (k, s) in start.iter_mut().enumerate() {
+            *s = j0 + (16 * k + l + LANES - j0 % LANES) % LANES;
+            steps = steps.min(j1.saturating_sub(*s).div_ceil(LANES));
+        }
+        let fma_row = |a: &mut [f32; W], j: usize| {
+            let c = coef[j - base];
+            let r: &[f32; W] = x[(j - x0) * stride + off + d0..][..W]
+                .try_into()
+                .expect("W");
+            for d in 0..W {
+                a[d] = c.mul_add(r[d], a[d]);
+            }
+        };
+        for t in 0..steps {
+            for k in 0..4 {
+                fma_row(&mut a[k], start[k] + t * LANES);
+            }
+        }
+        for k in 0..4 {
+            let mut j = start[k] + steps * LANES;
+            while j < j1 {
+                fma_row(&mut a[k], j);
+                j += LANES;
+            }
+        }
+        let [mut a0, mut a1, a2, a3] = a;
+        add(&mut a0, &a2);
+        add(&mut a1, &a3);
+        add(&mut a0, &a1);
+        a0
+    }
+    /// Elements `d0..d0 + W` of the result. Plain loops rather than `array::from_fn`, whose
+    /// closures would be compiled outside the FMA target feature (`mul_add` a libm call).
+    #[inline(always)]
+    fn block<const W: usize>(
+        coef: &[f32],
+        base: usize,
+        js: (usize, usize),
+        x: &[f32],
+        rows: (usize, usize, usize),
+        d0: usize,
+    ) -> [f32; W] {
+        let mut s = [[0.0f32; W]; 16];
+        for (l, sl) in s.iter_mut().enumerate() {
+            *sl = lane_l::<W>(coef, base, js, x, rows, l, d0);
+        }
+        // reduce16, element-wise: halves, quarters, pairs.
+        for i in 0..8 {
+            let hi = s[i + 8];
+            add(&mut s[i], &hi);
+        }
+        for i in 0..4 {
+            let hi = s[i + 4];
+            add(&mut s[i], &hi);
+        }
+        let (mut a, mut b) = (s[0], s[1]);
+        add(&mut a, &s[2]);
+        add(&mut b, &s[3]);
+        add(&mut a, &b);
+        a
+    }
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn body(
+        coef: &[f32],
+        base: usize,
+        j0: usize,
+        j1: usize,
+        x: &[f32],
+        x0: usize,
+        stride: usize,
+        off: usize,
+        n: usize,
+        out: &mut [f32],
+    ) {
+        assert!(
+            x0 <= j0 && base <= j0,
+            "rows or coefficients start after position {j0}"
+        );
+        let (js, rows) = ((j0, j1), (x0, stride, off));
+        let mut blocks = out[..n].chunks_exact_mut(16);
+        for (k, o) in blocks.by_ref().enumerate() {
+            o.copy_from_slice(&block::<16>(coef, base, js, x, rows, 16 * k));
+        }
+        let d0 = n / 16 * 16;
+        for (d, o) in blocks.into_remainder().iter_mut().enumerate() {
+            *o = block::<1>(coef, base, js, x, rows, d0 + d)[0];
+        }
+    }
+    with_fma!(body(
+        coef: &[f32],
+        base: usize,
+        j0: usize,
+        j1: usize,
+        x: &[f32],
+        x0: usize,
+        stride: usize,
+        off: usize,
+        n: usize,
+        out: &mut [f32]
+    ))
+}
+
 /// [`dot`] of `a` with each of four vectors: the same bits as four calls (and as `dot(b[k], a)`:
 /// a fused multiply-add's product is exact, so the operands' order does not matter), with four
 /// independent accumulator chains in flight and `a` loaded once for the four.
@@ -755,6 +897,48 @@ mod tests {
         }
         assert_eq!(bits(&one), bits(&expected[2]));
         assert_eq!(bits(&shifted), bits(&expected[2]));
+    }
+
+    /// The single-token weighted sum against its definition: [`fma_axpy_lanes`] into 64 lane
+    /// accumulators, then the fold and [`reduce16`] per element.
+    #[test]
+    fn weighted_rows_step64_equals_lane_accumulators_bit_for_bit() {
+        // Rows of n = 70 elements (a tail past 64), stride 3n, offset n; j0 not aligned; fewer
+        // positions than lanes, and several per lane.
+        let (n, stride, off, lanes) = (70usize, 210usize, 70usize, 64usize);
+        let (base, j0) = (32usize, 37usize);
+        for j1 in [40usize, 101, 300] {
+            let x = values(j1 * stride + off + n, 9);
+            let coef = values(j1 - base, 20 + j1 as u64);
+            let mut acc = vec![0.0f32; lanes * n];
+            let rows = (0, stride, off, n);
+            fma_axpy_lanes::<1, 64>([&coef], base, (j0, j1), &x, rows, lanes, [&mut acc]);
+            let expected: Vec<f32> = (0..n)
+                .map(|d| {
+                    let a = |l: usize| acc[l * n + d];
+                    reduce16(&std::array::from_fn(|l| {
+                        (a(l) + a(32 + l)) + (a(16 + l) + a(48 + l))
+                    }))
+                })
+                .collect();
+            let mut got = vec![0.0; n];
+            weighted_rows_step64(&coef, base, (j0, j1), &x, rows, &mut got);
+            // The same rows from a buffer that starts at position x0 = 30 (≤ j0).
+            let x0 = 30;
+            let mut shifted = vec![0.0; n];
+            let xs = &x[x0 * stride..];
+            weighted_rows_step64(
+                &coef,
+                base,
+                (j0, j1),
+                xs,
+                (x0, stride, off, n),
+                &mut shifted,
+            );
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&expected), "j1 {j1}");
+            assert_eq!(bits(&shifted), bits(&expected), "j1 {j1}, x0 {x0}");
+        }
     }
 
     #[test]
