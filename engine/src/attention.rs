@@ -351,20 +351,24 @@ mod tests {
         }
     }
 
+    /// Attention over f32 rows with [`params`].
+    fn run(
+        q: &[f32],
+        pos0: usize,
+        keys: &[f32],
+        values: &[f32],
+        window: Option<usize>,
+    ) -> [f32; 4] {
+        let mut out = [0.0; 4];
+        let (k, v) = (KvRows::F32(keys), KvRows::F32(values));
+        attention(q, pos0, k, v, &params(window), &mut out);
+        out
+    }
+
     #[test]
     fn first_position_returns_its_own_value() {
         let q = [1.0, 0.0, 0.0, 1.0]; // two heads
-        let keys = [0.3, 0.4];
-        let values = [5.0, -7.0];
-        let mut out = [0.0; 4];
-        attention(
-            &q,
-            0,
-            KvRows::F32(&keys),
-            KvRows::F32(&values),
-            &params(None),
-            &mut out,
-        );
+        let out = run(&q, 0, &[0.3, 0.4], &[5.0, -7.0], None);
         assert_eq!(out, [5.0, -7.0, 5.0, -7.0]);
     }
 
@@ -374,35 +378,13 @@ mod tests {
         let keys = [0.0, 0.0, 0.0, 0.0, 100.0, 100.0];
         let values = [1.0, 1.0, 3.0, 3.0, 1000.0, 1000.0];
         let q = [1.0, 1.0, 1.0, 1.0];
-        let mut out = [0.0; 4];
-        attention(
-            &q,
-            1,
-            KvRows::F32(&keys),
-            KvRows::F32(&values),
-            &params(None),
-            &mut out,
-        );
+        let out = run(&q, 1, &keys, &values, None);
         assert!((out[0] - 2.0).abs() < 1e-6, "{out:?}"); // mean of 1 and 3
                                                          // Window 1: position 1 sees only itself.
-        attention(
-            &q,
-            1,
-            KvRows::F32(&keys),
-            KvRows::F32(&values),
-            &params(Some(1)),
-            &mut out,
-        );
+        let out = run(&q, 1, &keys, &values, Some(1));
         assert!((out[0] - 3.0).abs() < 1e-6, "{out:?}");
         // Window 2 at position 2: sees 1 and 2, not 0 (2 − 0 ≥ 2).
-        attention(
-            &q,
-            2,
-            KvRows::F32(&keys),
-            KvRows::F32(&values),
-            &params(Some(2)),
-            &mut out,
-        );
+        let out = run(&q, 2, &keys, &values, Some(2));
         assert!(out[0] > 999.0);
     }
 
