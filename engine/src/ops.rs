@@ -576,20 +576,7 @@ pub fn weighted_rows_step64(
         for (l, sl) in s.iter_mut().enumerate() {
             *sl = lane_l::<W>(coef, base, js, x, rows, l, d0);
         }
-        // reduce16, element-wise: halves, quarters, pairs.
-        for i in 0..8 {
-            let hi = s[i + 8];
-            add(&mut s[i], &hi);
-        }
-        for i in 0..4 {
-            let hi = s[i + 4];
-            add(&mut s[i], &hi);
-        }
-        let (mut a, mut b) = (s[0], s[1]);
-        add(&mut a, &s[2]);
-        add(&mut b, &s[3]);
-        add(&mut a, &b);
-        a
+        reduce16_each(s)
     }
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
@@ -669,9 +656,34 @@ pub fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
 /// Sum of 16 lanes in the order of `_mm512_reduce_add_ps` (halves, quarters, pairs).
 #[inline]
 pub fn reduce16(l: &[f32; 16]) -> f32 {
-    let t8: [f32; 8] = std::array::from_fn(|i| l[i] + l[i + 8]);
-    let t4: [f32; 4] = std::array::from_fn(|i| t8[i] + t8[i + 4]);
-    (t4[0] + t4[2]) + (t4[1] + t4[3])
+    reduce16_each::<1>(l.map(|v| [v]))[0]
+}
+
+/// [`reduce16`] of each of `W` elements: `out[d]` sums `s[l][d]` over the 16 lanes `l` in
+/// [`reduce16`]'s order. Plain loops (no `array::from_fn` closures), so it inlines into a
+/// caller's target features.
+#[inline(always)]
+fn reduce16_each<const W: usize>(mut s: [[f32; W]; 16]) -> [f32; W] {
+    #[inline(always)]
+    fn add<const W: usize>(p: &mut [f32; W], q: &[f32; W]) {
+        for d in 0..W {
+            p[d] += q[d];
+        }
+    }
+    // Halves, quarters, pairs.
+    for i in 0..8 {
+        let hi = s[i + 8];
+        add(&mut s[i], &hi);
+    }
+    for i in 0..4 {
+        let hi = s[i + 4];
+        add(&mut s[i], &hi);
+    }
+    let (mut a, mut b) = (s[0], s[1]);
+    add(&mut a, &s[2]);
+    add(&mut b, &s[3]);
+    add(&mut a, &b);
+    a
 }
 
 /// Dot product with 16 lanes: lane `j` accumulates elements `j, j+16, …` with fused
