@@ -187,9 +187,10 @@ pub fn attention(
 ///
 /// Summation orders follow llama.cpp's CPU path so that results agree closely: for a batch,
 /// tinyBLAS's 16-lane products ([`ops::dot`]); for one token, `ggml_vec_dot_f16`'s 64-wide
-/// steps ([`ops::dot_step64`], and [`ops::weighted_rows_step64`] for the values). Masked positions stay in the score row as `-inf` so the
-/// 16-element chunks of the softmax start where ggml's do (at position 0); chunks that are
-/// entirely masked contribute exact zeros and are skipped. Each head's arithmetic is its own
+/// steps ([`ops::dot_step64`], and [`ops::weighted_rows_step64`] for the values). Masked
+/// positions stay in the score row as `-inf` so the 16-element chunks of the softmax start
+/// where ggml's do (at position 0); chunks that are entirely masked contribute exact zeros and
+/// are skipped. Each head's arithmetic is its own
 /// (the heads only share loads of the keys and values), so the results are those of one head
 /// at a time.
 fn attend_group(
@@ -277,11 +278,26 @@ fn attend_group(
         for (c, o) in scores.chunks(width).zip(out.chunks_mut(hv)) {
             ops::weighted_rows_step64(c, base, (first, end), values.x, rows, o);
         }
-        HEAD_BUFS.set((kbuf, vbuf));
-        return;
+    } else {
+        weighted_rows_batch(&scores, width, base, (first, end), values.x, rows, out);
     }
-    // A batch: 16 lane accumulators per head and element, four heads at a time so that each
-    // value row is loaded once for the four, then reduce16 per element.
+    HEAD_BUFS.set((kbuf, vbuf));
+}
+
+/// A batch's `out[h][d] = Σ_j coef[h][j − base] · rows[j][d]` for each head's score row: 16
+/// lane accumulators per head and element, four heads at a time so that each value row is
+/// loaded once for the four, then [`ops::reduce16`] per element.
+fn weighted_rows_batch(
+    scores: &[f32],
+    width: usize,
+    base: usize,
+    (first, end): (usize, usize),
+    x: &[f32],
+    rows: (usize, usize, usize, usize),
+    out: &mut [f32],
+) {
+    let hv = rows.3;
+    let n_q = scores.len() / width;
     let lanes = 16;
     let mut acc = vec![0.0f32; n_q * lanes * hv];
     let mut coef = scores.chunks(width);
@@ -290,18 +306,17 @@ fn attend_group(
     while left >= 4 {
         let c: [&[f32]; 4] = std::array::from_fn(|_| coef.next().expect("a row per head"));
         let a: [&mut [f32]; 4] = std::array::from_fn(|_| accs.next().expect("a row per head"));
-        ops::fma_axpy_lanes::<4, 16>(c, base, (first, end), values.x, rows, lanes, a);
+        ops::fma_axpy_lanes::<4, 16>(c, base, (first, end), x, rows, lanes, a);
         left -= 4;
     }
     for (c, a) in coef.zip(accs) {
-        ops::fma_axpy_lanes::<1, 64>([c], base, (first, end), values.x, rows, lanes, [a]);
+        ops::fma_axpy_lanes::<1, 64>([c], base, (first, end), x, rows, lanes, [a]);
     }
     for (o, acc) in out.chunks_mut(hv).zip(acc.chunks(lanes * hv)) {
         for (d, o) in o.iter_mut().enumerate() {
             *o = ops::reduce16(&std::array::from_fn(|l| acc[l * hv + d]));
         }
     }
-    HEAD_BUFS.set((kbuf, vbuf));
 }
 
 thread_local! {
