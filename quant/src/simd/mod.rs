@@ -555,9 +555,9 @@ pub(crate) type Rows4Fn = fn(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&m
 pub(crate) type Rows16Fn = fn(w: &[u8], row_bytes: usize, x: &Prep16, out: [&mut [f32]; 16]);
 
 /// Sixteen tokens' Q8_K activation rows laid out for a [`Rows16Fn`], token `t` in lane (or
-/// byte group) `t`: per block, for each group of four elements the sixteen tokens' four quants
-/// as unsigned bytes (`q + 128`, so that `vpdpbusd` can take the weights as its signed operand,
-/// broadcast); per pair of sub-blocks the tokens' two 32-element sums; the scales.
+/// byte group) `t`: per block, for each group of four elements the sixteen tokens' four signed
+/// quants (`vpdpbusd`'s signed operand, against the weights' broadcast unsigned nibbles); per
+/// pair of sub-blocks the tokens' two 32-element sums; the scales.
 pub(crate) struct Prep16 {
     /// Blocks per row.
     pub(crate) nb: usize,
@@ -591,10 +591,9 @@ impl Prep16 {
             for (t, row) in rows.iter().enumerate() {
                 let a = &row[i];
                 for (k, q4) in a.qs.chunks_exact(4).enumerate() {
-                    let v =
-                        u32::from_le_bytes([q4[0] as u8, q4[1] as u8, q4[2] as u8, q4[3] as u8]);
-                    p.q[64 * i + k][4 * t..4 * t + 4]
-                        .copy_from_slice(&(v ^ 0x8080_8080).to_le_bytes());
+                    for (o, &v) in p.q[64 * i + k][4 * t..4 * t + 4].iter_mut().zip(q4) {
+                        *o = v as u8;
+                    }
                 }
                 for j in 0..8 {
                     p.bs[4 * i + j / 2][2 * t + j % 2] = a.bsum(2 * j) + a.bsum(2 * j + 1);

@@ -968,10 +968,10 @@ pub(super) fn gemm_rows16_512(w: &[u8], row_bytes: usize, x: &Prep16, out: [&mut
 }
 
 /// gemm order for four rows and sixteen tokens, the tokens in the lanes: per block and row,
-/// the weights' nibbles in element order are broadcast four at a time (the signed operand of
-/// `vpdpbusd`) against the sixteen tokens' four quants + 128, one register of sums per
-/// sub-block; `S = S' − 128·Σw` and `P_p = sc_2p·S_2p + sc_2p+1·S_2p+1` are exact integers, and
-/// the four FMAs of each of `acc` and `accm` run per lane in the order of [`gemm_step4`].
+/// the weights' nibbles in element order are broadcast four at a time (the unsigned operand of
+/// `vpdpbusd`) against the sixteen tokens' four signed quants, one register of sums per
+/// sub-block; `P_p = sc_2p·S_2p + sc_2p+1·S_2p+1` is an exact integer, and the four FMAs of
+/// each of `acc` and `accm` run per lane in the order of [`gemm_step4`].
 ///
 /// # Safety
 /// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `x.d.len()`
@@ -986,7 +986,6 @@ unsafe fn gemm_lanes16_512(w: [*const BlockQ4_K; 4], x: &Prep16) -> [[f32; 16]; 
     for (i, d16) in x.d.iter().enumerate() {
         let mut sc = [[0i32; 8]; 4];
         let mut mins = [[0i32; 4]; 4];
-        let mut corr = [[0i32; 4]; 4];
         let mut dd = [_mm512_setzero_ps(); 4];
         let mut ddm = [_mm512_setzero_ps(); 4];
         // SAFETY: reads the 64 bytes of `x.d[i]`.
@@ -996,7 +995,6 @@ unsafe fn gemm_lanes16_512(w: [*const BlockQ4_K; 4], x: &Prep16) -> [[f32; 16]; 
             let b = unsafe { &*w[r].add(i) };
             let (scu, mu) = k4_scales_mins_u64(&b.scales);
             let (scb, mb) = (scu.to_le_bytes(), mu.to_le_bytes());
-            let mut wsum = [0u64; 8];
             for h in 0..2 {
                 // SAFETY: reads bytes 64h..64h+64 of the 128-byte `b.qs`.
                 let v = unsafe { _mm512_loadu_si512(b.qs.as_ptr().add(64 * h).cast()) };
@@ -1015,15 +1013,9 @@ unsafe fn gemm_lanes16_512(w: [*const BlockQ4_K; 4], x: &Prep16) -> [[f32; 16]; 
                     unsafe {
                         _mm512_storeu_si512(q[r].as_mut_ptr().add(32 * h + 16 * j).cast(), ej)
                     };
-                    let sad = _mm512_sad_epu8(ej, _mm512_setzero_si512());
-                    // SAFETY: writes the 64 bytes of `wsum`.
-                    unsafe { _mm512_storeu_si512(wsum.as_mut_ptr().cast(), sad) };
                     let s = 4 * h + 2 * j;
                     sc[r][s] = i32::from(scb[s]);
                     sc[r][s + 1] = i32::from(scb[s + 1]);
-                    let w0 = (wsum[0] + wsum[1] + wsum[2] + wsum[3]) as i32;
-                    let w1 = (wsum[4] + wsum[5] + wsum[6] + wsum[7]) as i32;
-                    corr[r][s / 2] = 128 * (sc[r][s] * w0 + sc[r][s + 1] * w1);
                 }
             }
             for pr in 0..4 {
@@ -1045,20 +1037,17 @@ unsafe fn gemm_lanes16_512(w: [*const BlockQ4_K; 4], x: &Prep16) -> [[f32; 16]; 
                     )
                 };
                 for r in 0..4 {
-                    s0[r] = _mm512_dpbusd_epi32(s0[r], y0, _mm512_set1_epi32(q[r][16 * pr + k]));
+                    s0[r] = _mm512_dpbusd_epi32(s0[r], _mm512_set1_epi32(q[r][16 * pr + k]), y0);
                     s1[r] =
-                        _mm512_dpbusd_epi32(s1[r], y1, _mm512_set1_epi32(q[r][16 * pr + 8 + k]));
+                        _mm512_dpbusd_epi32(s1[r], _mm512_set1_epi32(q[r][16 * pr + 8 + k]), y1);
                 }
             }
             // SAFETY: reads the 64 bytes of `x.bs[4i + p]`.
             let bs = unsafe { _mm512_loadu_si512(x.bs[4 * i + pr].as_ptr().cast()) };
             for r in 0..4 {
-                let p = _mm512_sub_epi32(
-                    _mm512_add_epi32(
-                        _mm512_mullo_epi32(s0[r], _mm512_set1_epi32(sc[r][2 * pr])),
-                        _mm512_mullo_epi32(s1[r], _mm512_set1_epi32(sc[r][2 * pr + 1])),
-                    ),
-                    _mm512_set1_epi32(corr[r][pr]),
+                let p = _mm512_add_epi32(
+                    _mm512_mullo_epi32(s0[r], _mm512_set1_epi32(sc[r][2 * pr])),
+                    _mm512_mullo_epi32(s1[r], _mm512_set1_epi32(sc[r][2 * pr + 1])),
                 );
                 let m = _mm512_madd_epi16(bs, _mm512_set1_epi32(mins[r][pr]));
                 acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), dd[r], acc[r]);
