@@ -995,6 +995,7 @@ unsafe fn gemm_lanes16_512(w: [*const BlockQ4_K; 4], x: &Prep16) -> [[f32; 16]; 
             let b = unsafe { &*w[r].add(i) };
             let (scu, mu) = k4_scales_mins_u64(&b.scales);
             let (scb, mb) = (scu.to_le_bytes(), mu.to_le_bytes());
+            sc[r] = scb.map(i32::from);
             for h in 0..2 {
                 // SAFETY: reads bytes 64h..64h+64 of the 128-byte `b.qs`.
                 let v = unsafe { _mm512_loadu_si512(b.qs.as_ptr().add(64 * h).cast()) };
@@ -1013,9 +1014,6 @@ unsafe fn gemm_lanes16_512(w: [*const BlockQ4_K; 4], x: &Prep16) -> [[f32; 16]; 
                     unsafe {
                         _mm512_storeu_si512(q[r].as_mut_ptr().add(32 * h + 16 * j).cast(), ej)
                     };
-                    let s = 4 * h + 2 * j;
-                    sc[r][s] = i32::from(scb[s]);
-                    sc[r][s + 1] = i32::from(scb[s + 1]);
                 }
             }
             for pr in 0..4 {
