@@ -248,10 +248,11 @@ impl Prefetch {
         }
     }
 
-    /// Issues the prefetches of block step `i` for rows `w`. A prefetch never faults, and
+    /// Issues the prefetches of block step `i` for the pass's rows `w` (all of them in one
+    /// call: a linear prefetch covers the whole pass at once). A prefetch never faults, and
     /// `wrapping_add` keeps the address arithmetic defined past the end of the weights.
     #[inline(always)]
-    pub(super) fn step<B, const N: usize>(self, w: &[*const B; N], i: usize) {
+    pub(super) fn step<B>(self, w: &[*const B], i: usize) {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         match self {
             Prefetch::Rows(n) => {
