@@ -163,13 +163,14 @@ impl Q0Block for BlockQ4_0 {
 }
 
 impl Q0Block for BlockQ5_0 {
-    // q − 16 for the 5-bit quant q = nib | h·16: nib | 0xF0 where the fifth bit is clear.
+    // q − 16 for the 5-bit quant q = nib | h·16: nib − 16 (one masked subtraction) where the
+    // fifth bit is clear.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     unsafe fn pair(a: &Self, b: &Self) -> __m512i {
         let h = u32::from_le_bytes(a.qh) as u64 | (u32::from_le_bytes(b.qh) as u64) << 32;
-        let off = _mm512_maskz_mov_epi8(!h, _mm512_set1_epi8(0xF0u8 as i8));
-        _mm512_or_si512(nibbles2(&a.qs, &b.qs), off)
+        let nib = nibbles2(&a.qs, &b.qs);
+        _mm512_mask_sub_epi8(nib, !h, nib, _mm512_set1_epi8(16))
     }
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -614,13 +615,13 @@ impl Q0Unsigned for BlockQ4_0 {
 
 impl Q0Unsigned for BlockQ5_0 {
     const OFF: u8 = 16;
-    // nib | h·16.
+    // nib + h·16: one masked add where the high bit is set.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     unsafe fn pair_u(a: &Self, b: &Self) -> __m512i {
         let h = u32::from_le_bytes(a.qh) as u64 | (u32::from_le_bytes(b.qh) as u64) << 32;
-        let high = _mm512_maskz_mov_epi8(h, _mm512_set1_epi8(0x10));
-        _mm512_or_si512(nibbles2(&a.qs, &b.qs), high)
+        let nib = nibbles2(&a.qs, &b.qs);
+        _mm512_mask_add_epi8(nib, h, nib, _mm512_set1_epi8(0x10))
     }
 }
 
