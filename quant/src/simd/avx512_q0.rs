@@ -342,22 +342,23 @@ unsafe fn row_scales<B: Q0Block, const P: usize>(
 /// one token, the one-token kernel. Per lane the same operations as [`pairs`], with fewer
 /// instructions per block: the integer lane sums come from `vpdpbusd` with the weights as the
 /// unsigned operand (`q + OFF`, as the batch kernel) and the accumulator starting at
-/// `-OFF · Σ y` over the lane's four activation bytes (shared by all rows and passes, so made
-/// once per product: [`MvActs`]; the same exact integers as the sign trick), and the `2P` rows'
-/// scales are converted with one instruction.
+/// `-OFF · Σ y` over the lane's four activation bytes (shared by all rows and passes, so
+/// prepared once per product as the batch kernel's [`ActBlock`](super::ActBlock)s; the same
+/// exact integers as the sign trick), and the `2P` rows' scales are converted with one
+/// instruction.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[p][h]` points to `prep.len()`
-/// readable blocks, `x` to as many Q8_0 blocks, and `prep` holds their [`mv_acts`].
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[p][h]` points to `acts.len()`
+/// readable blocks; `acts` and `dx` are one activation row's [`prepare_row`] for format `B`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn mv<B: Q0Unsigned, const P: usize>(
     w: [[*const B; 2]; P],
-    x: *const BlockQ8_0,
-    prep: &[MvActs],
+    acts: &[super::ActBlock],
+    dx: &[f32],
     ahead: Prefetch,
 ) -> [[f32; 2]; P] {
-    let nb = prep.len();
+    let nb = acts.len();
     let mut acc = [_mm512_setzero_ps(); P];
     // Pair `p` takes scale lane `2p` in its low half, `2p + 1` in its high half.
     let pick: [__m512i; P] = std::array::from_fn(|p| {
@@ -366,15 +367,16 @@ unsafe fn mv<B: Q0Unsigned, const P: usize>(
     });
     for i in 0..nb {
         ahead.step(w.as_flattened(), i);
-        // SAFETY: `i < nb` (caller).
-        let xb = unsafe { &*x.add(i) };
-        // SAFETY: reads the 32 bytes of `xb.qs`.
-        let y = unsafe { _mm512_broadcast_i64x4(_mm256_loadu_si256(xb.qs.as_ptr().cast())) };
-        let pa = &prep[i];
-        // SAFETY: reads the 32 bytes of `pa.init`.
-        let init = unsafe { _mm512_broadcast_i64x4(_mm256_loadu_si256(pa.init.as_ptr().cast())) };
+        let a = &acts[i];
+        // SAFETY: each load reads the 32 bytes of `a.y` or of `a.init`.
+        let (y, init) = unsafe {
+            (
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(a.y.as_ptr().cast())),
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(a.init.as_ptr().cast())),
+            )
+        };
         // SAFETY: `i < nb` (caller); the features are enabled here.
-        let d = unsafe { row_scales::<B, P>(&w, i, _mm256_set1_ps(pa.dx)) };
+        let d = unsafe { row_scales::<B, P>(&w, i, _mm256_set1_ps(dx[i])) };
         let d = _mm512_castps256_ps512(d);
         for p in 0..P {
             // SAFETY: `i < nb` (caller).
@@ -397,60 +399,25 @@ unsafe fn mv<B: Q0Unsigned, const P: usize>(
     })
 }
 
-/// What [`mv`] needs of one activation block besides its quants, computed once per product
-/// rather than once per pass: the accumulator's start (`-OFF` times each lane's four quants'
-/// sum, an exact integer) and the scale as f32.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct MvActs {
-    init: [i32; 8],
-    dx: f32,
-}
-
-/// [`MvActs`] of the `nb` activation blocks at `x`, for weights of type `B`.
-///
-/// # Safety
-/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; `x` points to `nb` readable Q8_0 blocks.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn mv_acts<B: Q0Unsigned>(x: *const BlockQ8_0, nb: usize) -> Vec<MvActs> {
-    let off = _mm256_set1_epi8(B::OFF as i8);
-    let zero = _mm256_setzero_si256();
-    (0..nb)
-        .map(|i| {
-            // SAFETY: `i < nb` (caller).
-            let b = unsafe { &*x.add(i) };
-            // SAFETY: reads the 32 bytes of `b.qs`.
-            let y = unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) };
-            let mut a = MvActs {
-                init: [0; 8],
-                dx: h2f(b.d),
-            };
-            let init = _mm256_sub_epi32(zero, _mm256_dpbusd_epi32(zero, off, y));
-            // SAFETY: writes the 32 bytes of `a.init`.
-            unsafe { _mm256_storeu_si256(a.init.as_mut_ptr().cast(), init) };
-            a
-        })
-        .collect()
-}
-
 /// Passes of `2P` rows over the first rows of `out` (as many as whole passes cover); returns
 /// the rows done.
 fn passes<B: Q0Unsigned + crate::blocks::Block, const P: usize>(
     w: &[u8],
     row_bytes: usize,
-    xp: *const BlockQ8_0,
-    prep: &[MvActs],
+    acts: &[super::ActBlock],
+    dx: &[f32],
     out: &mut [f32],
 ) -> usize {
-    let nb = prep.len();
+    let nb = acts.len();
     let ptr = |r: usize| row_ptr::<B>(w, row_bytes, r);
     let mut r = 0;
     while r + 2 * P <= out.len() {
         let wp: [[*const B; 2]; P] = std::array::from_fn(|p| [ptr(r + 2 * p), ptr(r + 2 * p + 1)]);
         // SAFETY: `kernel` hands `rows` (the only caller) out only when the CPU has every
         // feature `mv` enables; `rows` checked (`check_rows`) that every row holds `nb` blocks
-        // and `xp` the matching activation blocks, which is all `mv` reads.
-        let res = unsafe { mv::<B, P>(wp, xp, prep, ahead(wp[0][0], 2 * P, nb)) };
+        // and `x` the matching activation blocks (prepared into `acts`, `dx`), which is all
+        // `mv` reads.
+        let res = unsafe { mv::<B, P>(wp, acts, dx, ahead(wp[0][0], 2 * P, nb)) };
         for p in 0..P {
             out[r + 2 * p] = res[p][0];
             out[r + 2 * p + 1] = res[p][1];
@@ -469,21 +436,21 @@ fn rows<B: Q0Unsigned + crate::blocks::Block>(
 ) {
     let nb = check_rows::<B, BlockQ8_0>(w, row_bytes, x, out.len());
     let xp = x.as_ptr().cast::<BlockQ8_0>();
-    // SAFETY: `kernel` hands `rows` out only when the CPU has every feature `mv_acts`
-    // enables; `check_rows` verified that `x` holds `nb` Q8_0 blocks.
-    let prep = unsafe { mv_acts::<B>(xp, nb) };
+    let mut acts = vec![super::ActBlock::default(); nb];
+    let mut dx = vec![0f32; nb];
+    prepare_row::<B>(x, &mut acts, &mut dx);
     let ptr = |r: usize| row_ptr::<B>(w, row_bytes, r);
     let rows = out.len();
     // Short rows make a pass one contiguous region: there four rows per pass keep up with memory
     // (measured on Zen 4: 22 GiB/s against 14 with eight, for an output head's rows).
     let mut r = if 2 * G_SHORT * nb <= PF_PASS_BLOCKS {
-        passes::<B, G_SHORT>(w, row_bytes, xp, &prep, out)
+        passes::<B, G_SHORT>(w, row_bytes, &acts, &dx, out)
     } else {
-        passes::<B, G>(w, row_bytes, xp, &prep, out)
+        passes::<B, G>(w, row_bytes, &acts, &dx, out)
     };
     while r + 2 <= rows {
         // SAFETY: as above.
-        let res = unsafe { mv::<B, 1>([[ptr(r), ptr(r + 1)]], xp, &prep, ahead(ptr(r), 2, nb)) };
+        let res = unsafe { mv::<B, 1>([[ptr(r), ptr(r + 1)]], &acts, &dx, ahead(ptr(r), 2, nb)) };
         out[r] = res[0][0];
         out[r + 1] = res[0][1];
         r += 2;
@@ -664,8 +631,9 @@ fn prepare_row<B: Q0Unsigned>(x: &[u8], out: &mut [super::ActBlock], d: &mut [f3
         out.len() == xb.len() && d.len() == xb.len(),
         "prepared activation size mismatch"
     );
-    // SAFETY: `batch_kernel` hands this function out only when the CPU has every feature
-    // `prepare_blocks` enables; the three slices have the same length (checked above).
+    // SAFETY: `batch_kernel` hands this function out, and `kernel` the one-token `rows` that
+    // calls it, only when the CPU has every feature `prepare_blocks` enables; the three slices
+    // have the same length (checked above).
     unsafe { prepare_blocks::<B>(xb, out, d) }
 }
 

@@ -403,8 +403,9 @@ pub(crate) fn iq4_nl_vec_dot(level: SimdLevel) -> RowsFn {
     scalar_iq4_nl_vec_dot
 }
 
-/// One token's Q8_0 activation block prepared for a [`BatchKernel`]: the 32 quants and the
-/// integer each of the eight lane sums starts from (a per-format offset correction).
+/// One token's Q8_0 activation block prepared for a [`BatchKernel`] (and for the AVX-512
+/// one-token Q0 kernel): the 32 quants and the integer each of the eight lane sums starts
+/// from (a per-format offset correction).
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct ActBlock {
