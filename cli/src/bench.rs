@@ -212,6 +212,26 @@ fn run_tests(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The one-token kernel levels calibrated so far in this process (`strata_quant::calibrations`),
+/// as `TYPE/cols level [avx2 T / avx512 T µs]` joined with `; ` (empty where nothing was
+/// calibrated: no AVX-512, `STRATA_CALIBRATE=0`, or no one-token product yet).
+fn one_token_kernels() -> String {
+    strata_quant::calibrations()
+        .iter()
+        .map(|c| {
+            format!(
+                "{:?}/{} {} [avx2 {:.2} / avx512 {:.2} µs]",
+                c.ty,
+                c.cols,
+                simd_name(c.chosen),
+                c.avx2.as_secs_f64() * 1e6,
+                c.avx512.as_secs_f64() * 1e6
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// What describes the machine.
 struct Host {
     /// `model name` of /proc/cpuinfo (`None` where it cannot be read).
@@ -386,6 +406,7 @@ impl Run<'_> {
             ("stddev_ts", Val::Float(r.stddev_ts())),
             // Strata's own.
             ("simd_level", Val::Str(self.host.simd.into())),
+            ("one_token_kernels", Val::Str(one_token_kernels())),
             ("storage_backend", Val::Str(self.storage_backend().into())),
             ("budget_bytes", Val::Int(stats.budget_bytes)),
             ("prefetch", Val::Int(self.prefetch() as u64)),
@@ -584,6 +605,10 @@ impl Printer {
                         s.simd,
                         s.storage
                     )?;
+                    let kernels = one_token_kernels();
+                    if !kernels.is_empty() {
+                        writeln!(o, "one-token kernels (calibrated): {kernels}")?;
+                    }
                 }
             }
             Format::Json => writeln!(o, "\n]")?,

@@ -6,15 +6,17 @@
 //! because CPUs differ in how they run 512-bit instructions: Intel cores of the AVX-512 era run
 //! them natively, while AMD Zen 4 splits each into two 256-bit halves, so there a 256-bit body
 //! with fewer shuffles can be faster. Rather than hard-coding a vendor rule, the first one-token
-//! product of each weight type times both kernels on a small matrix that stays in L2 (so the
-//! kernels' compute, not DRAM, is measured: the case where the choice matters), and keeps the
-//! faster one for the life of the process. Batches (`n >= 2`) keep the highest level: the
+//! product of each weight type and row-length class (`ceil(log2(cols))`: short rows, such as an
+//! output head's 640 columns, take other passes and prefetching than long ones) times both
+//! kernels on a matrix of that row length that stays in L2 (so the kernels' compute, not DRAM,
+//! is measured: the case where the choice matters), in alternating samples of about 100 µs each,
+//! and keeps the faster one for the life of the process ([`calibrations`] lists what was chosen). Batches (`n >= 2`) keep the highest level: the
 //! AVX-512 batch kernels have no 256-bit counterpart of the same design.
 //!
 //! `STRATA_SIMD` still caps the level; `STRATA_CALIBRATE=0` skips the calibration (the highest
 //! level is used everywhere).
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use strata_gguf::GgmlType;
@@ -39,21 +41,31 @@ const TYPES: [GgmlType; 13] = [
     GgmlType::BF16,
 ];
 
-/// The calibration matrix: 16 rows (a multiple of 8, so repacked formats take their repacked
-/// kernels, as real weights do) × 4096 columns (whole blocks of every format; rows long enough
-/// that passes take the long-row path, as a large model's matrices do, rather than the short-row
-/// one with linear prefetching, where both levels keep up with memory): 36–128 KiB of weights,
-/// resident in L2 after the first pass and small enough to run on one thread.
-const ROWS: usize = 16;
-const COLS: usize = 4096;
+/// Row-length classes: `ceil(log2(cols))`, so 640 and 1024 columns share a class and 2048
+/// starts the next. Kernels take different paths for short and long rows (a short-row pass is
+/// one contiguous region, prefetched linearly; long rows are separate streams), so the faster
+/// level can differ between an output head's 640 columns and an FFN's 11008.
+const CLASSES: usize = 33;
+
+/// Weights per calibration matrix: about this many bytes (rows are added in eights up to it),
+/// so the matrix stays in L2 after the first pass and the kernels' compute, not DRAM, is timed.
+const MATRIX_BYTES: usize = 64 << 10;
+/// Widest calibration row: wider calls are timed at this many columns (still long rows).
+const MAX_COLS: usize = 16384;
+/// Each timing sample repeats the product until it takes about this long, so a sample is long
+/// against the timer's resolution and a single interruption.
+const SAMPLE: Duration = Duration::from_micros(100);
+/// Alternating samples per level; the fastest of each level is compared.
+const ROUNDS: usize = 7;
 /// The 512-bit kernel is kept unless the 256-bit one is faster by more than this share (a
 /// margin against timing noise).
 const MARGIN: f64 = 0.05;
 
-/// The SIMD level the kernels use for `n` tokens of `ty` weights: [`SimdLevel::active`], or,
-/// for one token on a CPU with AVX-512, the calibrated faster of AVX2 and AVX-512 (measured
-/// once per type, on first use). Results are the same at every level.
-pub fn kernel_level(ty: GgmlType, n: usize) -> SimdLevel {
+/// The SIMD level the kernels use for `n` tokens of `ty` weights with rows of `cols` columns:
+/// [`SimdLevel::active`], or, for one token on a CPU with AVX-512, the calibrated faster of AVX2
+/// and AVX-512 (measured once per type and row-length class, on first use, at the first width
+/// seen in the class). Results are the same at every level.
+pub fn kernel_level(ty: GgmlType, n: usize, cols: usize) -> SimdLevel {
     let active = SimdLevel::active();
     if n != 1 || active < SimdLevel::Avx512 || !enabled() {
         return active;
@@ -61,15 +73,38 @@ pub fn kernel_level(ty: GgmlType, n: usize) -> SimdLevel {
     let Some(i) = TYPES.iter().position(|&t| t == ty) else {
         return active;
     };
-    static CHOICE: [OnceLock<SimdLevel>; TYPES.len()] = [const { OnceLock::new() }; TYPES.len()];
-    *CHOICE[i].get_or_init(|| calibrate(ty).map_or(active, |c| c.chosen))
+    static CHOICE: [[OnceLock<SimdLevel>; CLASSES]; TYPES.len()] =
+        [const { [const { OnceLock::new() }; CLASSES] }; TYPES.len()];
+    *CHOICE[i][class(cols)].get_or_init(|| {
+        calibrate(ty, cols).map_or(active, |c| {
+            LOG.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+            c.chosen
+        })
+    })
 }
 
-/// What the calibration measured for one type.
+/// The row-length class of `cols` columns: `ceil(log2(cols))`, at most `CLASSES - 1`.
+fn class(cols: usize) -> usize {
+    ((usize::BITS - cols.max(1).saturating_sub(1).leading_zeros()) as usize).min(CLASSES - 1)
+}
+
+/// The calibrations [`kernel_level`] has made in this process so far, in order (for reports
+/// such as `strata bench`'s).
+pub fn calibrations() -> Vec<Calibration> {
+    LOG.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+static LOG: Mutex<Vec<Calibration>> = Mutex::new(Vec::new());
+
+/// What the calibration measured for one type and row length.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Calibration {
     /// The weight type.
     pub ty: GgmlType,
+    /// Columns of the calibration matrix (the row length asked for, at most 16384).
+    pub cols: usize,
+    /// Rows of the calibration matrix (a multiple of 8, about 64 KiB of weights in all).
+    pub rows: usize,
     /// Best time of one product of the calibration matrix with the AVX2 kernel.
     pub avx2: Duration,
     /// Best time with the AVX-512 kernel.
@@ -78,29 +113,37 @@ pub struct Calibration {
     pub chosen: SimdLevel,
 }
 
-/// Times the AVX2 and AVX-512 one-token kernels of `ty` on the calibration matrix and picks one
-/// (AVX2 only when faster by more than 5%). `None` where the CPU lacks AVX-512 (or `STRATA_SIMD`
-/// caps below it) or the type has no kernel here.
-pub fn calibrate(ty: GgmlType) -> Option<Calibration> {
+/// Times the AVX2 and AVX-512 one-token kernels of `ty` on an L2-resident matrix with rows of
+/// `cols` columns (at most 16384) and picks one (AVX2 only when faster by more than 5%). `None`
+/// where the CPU lacks AVX-512 (or `STRATA_SIMD` caps below it), the type has no kernel here, or
+/// `cols` is not a whole number of the type's blocks.
+pub fn calibrate(ty: GgmlType, cols: usize) -> Option<Calibration> {
     if SimdLevel::active() < SimdLevel::Avx512 {
         return None;
     }
-    let (w, x) = calibration_data(ty)?;
-    let mut y = vec![0f32; ROWS];
-    let mut time = |level: SimdLevel| -> Option<Duration> {
+    let cols = if cols > MAX_COLS { MAX_COLS } else { cols };
+    let row_bytes = usize::try_from(ty.row_size(cols as u64)?).ok()?;
+    // Whole eights of rows (repacked formats take their repacked kernels, as real weights do).
+    let rows = (MATRIX_BYTES / row_bytes.max(1) / 8).clamp(1, 32) * 8;
+    let (w, x) = calibration_data(ty, rows, cols)?;
+    let mut y = vec![0f32; rows];
+    let mut run = |level: SimdLevel, reps: u32| -> Option<Duration> {
         let t = Instant::now();
-        for _ in 0..8 {
-            crate::matmul_q_with(level, ty, &w, ROWS, COLS, &x, &mut y).ok()?;
+        for _ in 0..reps {
+            crate::matmul_q_with(level, ty, &w, rows, cols, &x, &mut y).ok()?;
         }
-        Some(t.elapsed() / 8)
+        Some(t.elapsed() / reps)
     };
-    // Warm both (caches, page faults of `y`), then alternate so drift hits both alike.
-    time(SimdLevel::Avx2)?;
-    time(SimdLevel::Avx512)?;
+    // Warm both (caches, page faults of `y`, the 512-bit units), then size the samples.
+    run(SimdLevel::Avx2, 2)?;
+    run(SimdLevel::Avx512, 2)?;
+    let once = run(SimdLevel::Avx2, 1)?.max(run(SimdLevel::Avx512, 1)?);
+    let reps = (SAMPLE.as_nanos() / once.as_nanos().max(1)).clamp(1, 1024) as u32;
+    // Alternate so drift hits both alike.
     let (mut avx2, mut avx512) = (Duration::MAX, Duration::MAX);
-    for _ in 0..5 {
-        avx2 = avx2.min(time(SimdLevel::Avx2)?);
-        avx512 = avx512.min(time(SimdLevel::Avx512)?);
+    for _ in 0..ROUNDS {
+        avx2 = avx2.min(run(SimdLevel::Avx2, reps)?);
+        avx512 = avx512.min(run(SimdLevel::Avx512, reps)?);
     }
     let chosen = if avx2.as_secs_f64() < avx512.as_secs_f64() * (1.0 - MARGIN) {
         SimdLevel::Avx2
@@ -109,6 +152,8 @@ pub fn calibrate(ty: GgmlType) -> Option<Calibration> {
     };
     Some(Calibration {
         ty,
+        cols,
+        rows,
         avx2,
         avx512,
         chosen,
@@ -135,7 +180,11 @@ fn enabled() -> bool {
 /// every f16 or bf16 field read from two such bytes (block scales, or the elements of F16/BF16
 /// rows) is then a normal number between about 2^-9 and 1, never a NaN, an infinity or a
 /// subnormal (which some CPUs compute slowly).
-fn calibration_data(ty: GgmlType) -> Option<(Vec<u8>, crate::QuantizedActs)> {
+fn calibration_data(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+) -> Option<(Vec<u8>, crate::QuantizedActs)> {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = || {
         state = state
@@ -143,12 +192,12 @@ fn calibration_data(ty: GgmlType) -> Option<(Vec<u8>, crate::QuantizedActs)> {
             .wrapping_add(1_442_695_040_888_963_407);
         (state >> 33) as u32
     };
-    let len = usize::try_from(ty.row_size(COLS as u64)?).ok()? * ROWS;
+    let len = usize::try_from(ty.row_size(cols as u64)?).ok()? * rows;
     let w: Vec<u8> = (0..len).map(|_| 0x30 + (next() % 12) as u8).collect();
-    let xf: Vec<f32> = (0..COLS)
+    let xf: Vec<f32> = (0..cols)
         .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
         .collect();
-    let x = crate::quantize_acts(crate::vec_dot_type(ty).ok()?, &xf, 1, COLS).ok()?;
+    let x = crate::quantize_acts(crate::vec_dot_type(ty).ok()?, &xf, 1, cols).ok()?;
     Some((w, x))
 }
 
@@ -156,33 +205,74 @@ fn calibration_data(ty: GgmlType) -> Option<(Vec<u8>, crate::QuantizedActs)> {
 mod tests {
     use super::*;
 
+    /// Row lengths every type takes (whole blocks of 256): a short-row class and a long one.
+    const WIDTHS: [usize; 2] = [512, 4096];
+
     #[test]
     fn the_level_is_one_this_cpu_runs_and_never_above_active() {
         for ty in TYPES {
-            for n in [1, 2, 7] {
-                let l = kernel_level(ty, n);
-                assert!(l.is_available(), "{ty:?} n={n}: {l:?}");
-                assert!(l <= SimdLevel::active(), "{ty:?} n={n}: {l:?}");
-                if n > 1 {
-                    assert_eq!(l, SimdLevel::active());
+            for cols in WIDTHS {
+                for n in [1, 2, 7] {
+                    let l = kernel_level(ty, n, cols);
+                    assert!(l.is_available(), "{ty:?} n={n} cols={cols}: {l:?}");
+                    assert!(l <= SimdLevel::active(), "{ty:?} n={n} cols={cols}: {l:?}");
+                    if n > 1 {
+                        assert_eq!(l, SimdLevel::active());
+                    }
+                }
+            }
+        }
+        // Each type and class asked for was calibrated, and logged once (other tests may have
+        // asked first, at another width of the same class).
+        let log = calibrations();
+        for c in &log {
+            let same = log
+                .iter()
+                .filter(|d| d.ty == c.ty && class(d.cols) == class(c.cols))
+                .count();
+            assert_eq!(same, 1, "{c:?} logged {same} times");
+        }
+        if SimdLevel::active() == SimdLevel::Avx512 && enabled() {
+            for ty in TYPES {
+                for cols in WIDTHS {
+                    assert!(
+                        log.iter()
+                            .any(|c| c.ty == ty && class(c.cols) == class(cols)),
+                        "{ty:?} cols={cols} not calibrated: {log:?}"
+                    );
                 }
             }
         }
     }
 
     #[test]
+    fn row_lengths_fall_in_power_of_two_classes() {
+        let classes: Vec<usize> = [0, 1, 2, 32, 33, 512, 513, 640, 1024, 1025, 2048, 11008]
+            .map(class)
+            .to_vec();
+        assert_eq!(classes, [0, 0, 1, 5, 6, 9, 10, 10, 10, 11, 11, 14]);
+        assert_eq!(class(usize::MAX), CLASSES - 1);
+    }
+
+    #[test]
     fn calibration_times_both_kernels_where_there_is_avx512() {
         for ty in TYPES {
-            match calibrate(ty) {
-                Some(c) => {
-                    assert_eq!(SimdLevel::active(), SimdLevel::Avx512);
-                    assert!(
-                        c.avx2 > Duration::ZERO && c.avx512 > Duration::ZERO,
-                        "{c:?}"
-                    );
-                    assert!(matches!(c.chosen, SimdLevel::Avx2 | SimdLevel::Avx512));
+            for cols in [512, 640, 4096, 65536] {
+                let valid = ty.row_size(cols as u64).is_some();
+                match calibrate(ty, cols) {
+                    Some(c) => {
+                        assert_eq!(SimdLevel::active(), SimdLevel::Avx512);
+                        assert!(valid, "{c:?}");
+                        assert!(
+                            c.avx2 > Duration::ZERO && c.avx512 > Duration::ZERO,
+                            "{c:?}"
+                        );
+                        assert!(matches!(c.chosen, SimdLevel::Avx2 | SimdLevel::Avx512));
+                        assert_eq!(c.cols, cols.min(MAX_COLS), "{c:?}");
+                        assert!(c.rows % 8 == 0 && (8..=256).contains(&c.rows), "{c:?}");
+                    }
+                    None => assert!(SimdLevel::active() < SimdLevel::Avx512 || !valid),
                 }
-                None => assert!(SimdLevel::active() < SimdLevel::Avx512),
             }
         }
     }
@@ -190,13 +280,17 @@ mod tests {
     #[test]
     fn calibrated_and_highest_level_give_the_same_bits() {
         for ty in TYPES {
-            let (w, x) = calibration_data(ty).unwrap();
-            let mut a = vec![0f32; ROWS];
-            let mut b = vec![0f32; ROWS];
-            crate::matmul_q_with(kernel_level(ty, 1), ty, &w, ROWS, COLS, &x, &mut a).unwrap();
-            crate::matmul_q_with(SimdLevel::active(), ty, &w, ROWS, COLS, &x, &mut b).unwrap();
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&a), bits(&b), "{ty:?}");
+            for cols in WIDTHS {
+                let rows = 24;
+                let (w, x) = calibration_data(ty, rows, cols).unwrap();
+                let mut a = vec![0f32; rows];
+                let mut b = vec![0f32; rows];
+                let level = kernel_level(ty, 1, cols);
+                crate::matmul_q_with(level, ty, &w, rows, cols, &x, &mut a).unwrap();
+                crate::matmul_q_with(SimdLevel::active(), ty, &w, rows, cols, &x, &mut b).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&b), "{ty:?} cols={cols}");
+            }
         }
     }
 }

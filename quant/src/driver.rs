@@ -72,7 +72,7 @@ pub fn matvec_q(
     y: &mut [f32],
 ) -> Result<(), QuantError> {
     matvec_q_with(
-        crate::calibrate::kernel_level(ty, 1),
+        crate::calibrate::kernel_level(ty, 1, cols),
         ty,
         w,
         rows,
@@ -133,7 +133,7 @@ pub fn matmul(
         let bytes = f32_bytes(x);
         let xrow = cols * 4;
         return run(
-            crate::calibrate::kernel_level(ty, n),
+            crate::calibrate::kernel_level(ty, n, cols),
             ty,
             w,
             rows,
@@ -158,7 +158,7 @@ pub fn matmul_q(
     y: &mut [f32],
 ) -> Result<(), QuantError> {
     matmul_q_with(
-        crate::calibrate::kernel_level(ty, x.n_rows()),
+        crate::calibrate::kernel_level(ty, x.n_rows(), cols),
         ty,
         w,
         rows,
@@ -214,7 +214,7 @@ pub fn matmul_q_part(
     y: &mut [f32],
 ) -> Result<(), QuantError> {
     matmul_q_part_with(
-        crate::calibrate::kernel_level(ty, part.batch),
+        crate::calibrate::kernel_level(ty, part.batch, cols),
         ty,
         w,
         rows,
@@ -285,7 +285,7 @@ pub fn matmul_q_id(
         _ => 1,
     };
     run(
-        crate::calibrate::kernel_level(ty, batch),
+        crate::calibrate::kernel_level(ty, batch, cols),
         ty,
         w,
         rows,
@@ -314,7 +314,7 @@ pub fn vec_dot(ty: GgmlType, w_row: &[u8], x: &QuantizedActs, t: usize) -> Resul
     }
     let mut y = [0f32];
     run(
-        crate::calibrate::kernel_level(ty, 1),
+        crate::calibrate::kernel_level(ty, 1, x.cols()),
         ty,
         w_row,
         1,

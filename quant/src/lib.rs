@@ -85,7 +85,7 @@ use strata_gguf::GgmlType;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-pub use calibrate::{calibrate, kernel_level, Calibration};
+pub use calibrate::{calibrate, calibrations, kernel_level, Calibration};
 pub use driver::{
     matmul, matmul_q, matmul_q_id, matmul_q_part, matmul_q_part_with, matmul_q_with, matvec,
     matvec_q, matvec_q_with, vec_dot, Part,

@@ -46,6 +46,9 @@ pub(crate) struct StrataRecord {
     /// `model name` of /proc/cpuinfo, if it could be read.
     pub cpu_info: Option<String>,
     pub simd_level: String,
+    /// The one-token kernel levels calibrated so far in that process (empty where none).
+    #[serde(default)]
+    pub one_token_kernels: String,
     pub storage_backend: String,
     pub model_size: u64,
     pub n_threads: usize,
@@ -346,6 +349,7 @@ struct Report<'a> {
     cpu_info: &'a str,
     strata_version: &'a str,
     strata_simd_level: &'a str,
+    strata_one_token_kernels: &'a str,
     strata_storage_backend: &'a str,
     strata_args: &'a [String],
     llama_build_commit: &'a str,
@@ -396,6 +400,11 @@ pub fn run(args: &[String]) -> Result<()> {
         l0.model_size
     );
     let cpu = s0.cpu_info.as_deref().unwrap_or(&l0.cpu_info);
+    // The first round's last record: every calibration that round's process made.
+    let kernels = rounds[0]
+        .0
+        .last()
+        .map_or("", |r| r.one_token_kernels.as_str());
 
     println!();
     println!("model: {} ({})", o.model.display(), l0.model_type);
@@ -420,6 +429,9 @@ pub fn run(args: &[String]) -> Result<()> {
         o.rounds,
         o.repetitions
     );
+    if !kernels.is_empty() {
+        println!("strata one-token kernels (calibrated, first round): {kernels}");
+    }
     println!();
     println!("| test | threads | Strata t/s | llama.cpp t/s | Strata / llama.cpp |");
     println!("|---|--:|--:|--:|--:|");
@@ -440,6 +452,7 @@ pub fn run(args: &[String]) -> Result<()> {
         cpu_info: cpu,
         strata_version: &s0.strata_version,
         strata_simd_level: &s0.simd_level,
+        strata_one_token_kernels: kernels,
         strata_storage_backend: &s0.storage_backend,
         strata_args: &o.strata_args,
         llama_build_commit: &l0.build_commit,
@@ -502,6 +515,7 @@ mod tests {
             strata_version: "0.1.0".into(),
             cpu_info: Some("cpu".into()),
             simd_level: "avx512".into(),
+            one_token_kernels: String::new(),
             storage_backend: "mmap".into(),
             model_size: 1,
             n_threads,
