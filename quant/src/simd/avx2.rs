@@ -170,9 +170,16 @@ rows_kernel!(iq4_nl_rows, iq4_nl_dot, BlockIQ4_NL, BlockQ8_0);
 rows_kernel!(q6_k_rows, q6_k_dot, BlockQ6_K, BlockQ8_K);
 rows_kernel!(q6_k_tiled_rows, q6_k_tiled_dot, BlockQ6_K, BlockQ8_K);
 
-/// Q8_0-activation kernels: `unpack` turns weight block `b` into 32 signed bytes.
+/// Q8_0-activation kernels: `unpack` turns weight block `b` into 32 bytes, the signed quants
+/// (`off = 0`), or the quants plus `off` as unsigned bytes of at most 31 (`off > 0`). The second
+/// form takes `vpmaddubsw` directly (pairs of products at most 2·31·128 in magnitude: no
+/// saturation) and subtracts `off · Σ y` over each lane's four activation bytes: the same exact
+/// lane sums as the sign trick, in fewer instructions.
 macro_rules! q8_0_family {
     ($fname:ident, $wb:ty, |$b:ident| $unpack:expr) => {
+        q8_0_family!($fname, $wb, off = 0, |$b| $unpack);
+    };
+    ($fname:ident, $wb:ty, off = $off:literal, |$b:ident| $unpack:expr) => {
         /// # Safety
         /// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb`
         /// activation blocks.
@@ -209,11 +216,25 @@ macro_rules! q8_0_family {
                     _mm_set1_ps(h2f(a.d)),
                 );
                 let d = _mm256_castps128_ps256(d);
+                let ones = _mm256_set1_epi16(1);
+                // `off · Σ y` per lane (only read by the unsigned form).
+                let y_off = if $off == 0 {
+                    _mm256_setzero_si256()
+                } else {
+                    // Word pairs `off · (y_a + y_b)`, at most 31·2·128 in magnitude.
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8($off), y), ones)
+                };
                 for r in 0..N {
                     // SAFETY: as for `a`.
                     let $b = unsafe { &*w[r].add(i) };
                     let q: __m256i = $unpack;
-                    let s = _mm256_cvtepi32_ps(dot_i8(q, y));
+                    let lanes = if $off == 0 {
+                        dot_i8(q, y)
+                    } else {
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones);
+                        _mm256_sub_epi32(p, y_off)
+                    };
+                    let s = _mm256_cvtepi32_ps(lanes);
                     let scale = _mm256_permutevar8x32_ps(d, lane[r]);
                     acc[r] = _mm256_fmadd_ps(scale, s, acc[r]);
                 }
@@ -234,17 +255,17 @@ q8_0_family!(q8_0_dot, BlockQ8_0, |b| {
 pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
     // SAFETY: reads the 16 bytes of `qs`.
     let q = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
-    let m = _mm_set1_epi8(0x0F);
-    _mm256_set_m128i(
-        _mm_and_si128(_mm_srli_epi16::<4>(q), m),
-        _mm_and_si128(q, m),
-    )
+    // The bytes in both 128-bit lanes (a broadcast load), the high lane shifted right by four:
+    // one shift and one mask, no lane insert.
+    let v = _mm256_srlv_epi64(
+        _mm256_broadcastsi128_si256(q),
+        _mm256_setr_epi64x(0, 0, 4, 4),
+    );
+    _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
 }
 
-q8_0_family!(q4_0_dot, BlockQ4_0, |b| _mm256_sub_epi8(
-    nibbles(&b.qs),
-    _mm256_set1_epi8(8)
-));
+// Q4_0: the nibbles are the quants plus 8.
+q8_0_family!(q4_0_dot, BlockQ4_0, off = 8, |b| nibbles(&b.qs));
 
 /// Expands 32 bits into 32 bytes: byte j = 0xFF where bit j is set, else 0.
 #[inline]
@@ -266,12 +287,12 @@ pub(super) fn bits_to_bytes(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(probe, _mm256_set1_epi64x(-1))
 }
 
-// q − 16 for the 5-bit quant q = nib | h·16: nib | 0xF0 when h = 0 (nib − 16), nib when h = 1.
-q8_0_family!(q5_0_dot, BlockQ5_0, |b| {
+// Q5_0: the 5-bit value nib | h·16 is the quant plus 16.
+q8_0_family!(q5_0_dot, BlockQ5_0, off = 16, |b| {
     let high = bits_to_bytes(u32::from_le_bytes(b.qh));
     _mm256_or_si256(
         nibbles(&b.qs),
-        _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8)),
+        _mm256_and_si256(high, _mm256_set1_epi8(0x10)),
     )
 });
 
