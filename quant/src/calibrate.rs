@@ -10,8 +10,9 @@
 //! output head's 640 columns, take other passes and prefetching than long ones) times both
 //! kernels on a matrix of that row length that stays in L2 (so the kernels' compute, not DRAM,
 //! is measured: the case where the choice matters), in alternating samples of about 100 µs each,
-//! and keeps the faster one for the life of the process ([`calibrations`] lists what was chosen). Batches (`n >= 2`) keep the highest level: the
-//! AVX-512 batch kernels have no 256-bit counterpart of the same design.
+//! and keeps the faster one for the life of the process ([`calibrations`] lists what was
+//! chosen). Batches (`n >= 2`) keep the highest level: the AVX-512 batch kernels have no 256-bit
+//! counterpart of the same design.
 //!
 //! `STRATA_SIMD` still caps the level; `STRATA_CALIBRATE=0` skips the calibration (the highest
 //! level is used everywhere).
@@ -47,8 +48,9 @@ const TYPES: [GgmlType; 13] = [
 /// level can differ between an output head's 640 columns and an FFN's 11008.
 const CLASSES: usize = 33;
 
-/// Weights per calibration matrix: about this many bytes (rows are added in eights up to it),
-/// so the matrix stays in L2 after the first pass and the kernels' compute, not DRAM, is timed.
+/// Weights per calibration matrix: about this many bytes (rows are added in eights up to it,
+/// 8 to 256 rows), so the matrix stays in L2 after the first pass and the kernels' compute, not
+/// DRAM, is timed.
 const MATRIX_BYTES: usize = 64 << 10;
 /// Widest calibration row: wider calls are timed at this many columns (still long rows).
 const MAX_COLS: usize = 16384;
@@ -103,7 +105,8 @@ pub struct Calibration {
     pub ty: GgmlType,
     /// Columns of the calibration matrix (the row length asked for, at most 16384).
     pub cols: usize,
-    /// Rows of the calibration matrix (a multiple of 8, about 64 KiB of weights in all).
+    /// Rows of the calibration matrix (a multiple of 8 from 8 to 256: about 64 KiB of weights,
+    /// more where 8 rows are wider).
     pub rows: usize,
     /// Best time of one product of the calibration matrix with the AVX2 kernel.
     pub avx2: Duration,
@@ -121,7 +124,7 @@ pub fn calibrate(ty: GgmlType, cols: usize) -> Option<Calibration> {
     if SimdLevel::active() < SimdLevel::Avx512 {
         return None;
     }
-    let cols = if cols > MAX_COLS { MAX_COLS } else { cols };
+    let cols = cols.min(MAX_COLS);
     let row_bytes = usize::try_from(ty.row_size(cols as u64)?).ok()?;
     // Whole eights of rows (repacked formats take their repacked kernels, as real weights do).
     let rows = (MATRIX_BYTES / row_bytes.max(1) / 8).clamp(1, 32) * 8;
