@@ -781,16 +781,17 @@ fn lin_scale_picks() -> [__m512i; 2] {
     })
 }
 
-/// The integer totals of one weight block against one prepared activation block: four lanes
-/// whose sum is `I` (`Σ_j scale_j · Σ q·y` over sub-blocks `j`) and four whose sum is `M`, as
-/// `[I lanes | M lanes]`. Exact, so any lane split gives the same totals.
+/// The integer totals of one weight block against one prepared activation block: sixteen
+/// lanes whose sum is `I` (`Σ_j scale_j · Σ q·y` over sub-blocks `j`) and four whose sum is
+/// `M`. Exact, so any lane split gives the same totals; [`reduce_lin4`] sums them for four
+/// blocks at once.
 ///
 /// Each nibble vector meets its activations in one `vpdpbusd` (dwords of four products, at
 /// most 4·15·128 in magnitude, so they fit in words); `vpackssdw` packs two such vectors into
 /// words and `vpdpwssd` multiplies them by their sub-blocks' scales.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn totals_lin_512(b: &BlockQ4_K, a: &PrepQ8K, picks: &[__m512i; 2]) -> __m256i {
+fn totals_lin_512(b: &BlockQ4_K, a: &PrepQ8K, picks: &[__m512i; 2]) -> (__m512i, __m128i) {
     let m4 = _mm512_set1_epi8(0x0F);
     let (sc, mins) = scales_mins(b);
     let sc8 = _mm512_set1_epi64(sc as i64);
@@ -813,29 +814,30 @@ fn totals_lin_512(b: &BlockQ4_K, a: &PrepQ8K, picks: &[__m512i; 2]) -> __m256i {
         w23,
         _mm512_shuffle_epi8(sc8, picks[1]),
     );
-    let t = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64::<1>(t));
-    let t = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
     // SAFETY: reads the 16 bytes of `a.bsums32`.
     let bs = unsafe { _mm_loadu_si128(a.bsums32.as_ptr().cast()) };
-    _mm256_set_m128i(_mm_madd_epi16(mins, bs), t)
+    (t, _mm_madd_epi16(mins, bs))
 }
 
-/// `[I_0, M_0, I_1, M_1 | I_2, M_2, I_3, M_3]` (as two halves) from four blocks'
-/// [`totals_lin_512`] vectors.
+/// `[I_0, M_0, I_1, M_1 | I_2, M_2, I_3, M_3]` from four blocks' [`totals_lin_512`] lanes: one
+/// tree for the four blocks (each step adds two blocks' lanes side by side), where reducing
+/// each block on its own took three more lane moves a block.
 #[inline]
-#[target_feature(enable = "avx2")]
-fn reduce_lin4(t: [__m256i; 4]) -> (__m128i, __m128i) {
-    let pair = |a: __m256i, b: __m256i| {
-        _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+fn reduce_lin4(t: [__m512i; 4], m: [__m128i; 4]) -> __m256i {
+    let pair = |a: __m512i, b: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
     };
-    let (a01, a23) = (pair(t[0], t[1]), pair(t[2], t[3]));
-    // [I_0, I_1, I_2, I_3 | M_0, M_1, M_2, M_3]
-    let s = _mm256_add_epi32(
-        _mm256_unpacklo_epi64(a01, a23),
-        _mm256_unpackhi_epi64(a01, a23),
-    );
-    let (i, m) = (_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
-    (_mm_unpacklo_epi32(i, m), _mm_unpackhi_epi32(i, m))
+    let (a, b) = (pair(t[0], t[1]), pair(t[2], t[3]));
+    // Each 128-bit lane: [I_0, I_1, I_2, I_3] partial sums.
+    let c = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+    let d = _mm256_add_epi32(_mm512_castsi512_si256(c), _mm512_extracti64x4_epi64::<1>(c));
+    // Lane 0: [I_0, I_1, I_0, I_1] partials, lane 1 the same for blocks 2 and 3.
+    let d = _mm256_permute4x64_epi64::<0xD8>(d);
+    let (x, y) = (_mm256_set_m128i(m[2], m[0]), _mm256_set_m128i(m[3], m[1]));
+    // Lane 0: [M_0, M_1, M_0, M_1] partials, lane 1 the same for blocks 2 and 3.
+    let e = _mm256_add_epi32(_mm256_unpacklo_epi32(x, y), _mm256_unpackhi_epi32(x, y));
+    _mm256_add_epi32(_mm256_unpacklo_epi32(d, e), _mm256_unpackhi_epi32(d, e))
 }
 
 /// How far ahead of the block being read [`gemv_lin_512`] prefetches its stream (two lines a
@@ -859,9 +861,10 @@ const LIN_SEGMENT: usize = 64;
 unsafe fn gemv_lin_512(w: [*const BlockQ4_K; 4], x: &[PrepQ8K]) -> [f32; 4] {
     let picks = lin_scale_picks();
     let mut acc4 = _mm256_setzero_ps();
-    // `tot[i]` = `[I_r0, M_r0, I_r1, M_r1, …]` of block `i0 + i`, as gemv_float gathers them.
-    let mut tot = std::mem::MaybeUninit::<[[i64; 4]; LIN_SEGMENT]>::uninit();
-    let tp = tot.as_mut_ptr().cast::<[i64; 4]>();
+    // `tot[r][g]` = `[I, M]` of row `r` and blocks `i0 + 4g .. + 4`, as [`reduce_lin4`] makes
+    // them.
+    let mut tot = std::mem::MaybeUninit::<[[__m256i; LIN_SEGMENT / 4]; 4]>::uninit();
+    let tp = tot.as_mut_ptr().cast::<[__m256i; LIN_SEGMENT / 4]>();
     for seg in x
         .chunks(LIN_SEGMENT)
         .enumerate()
@@ -879,7 +882,7 @@ unsafe fn gemv_lin_512(w: [*const BlockQ4_K; 4], x: &[PrepQ8K]) -> [f32; 4] {
                     totals_lin_512(unsafe { &*wr.add(i0 + 4 * g + k) }, &xg[k], &picks)
                 };
                 // A full group keeps its four vectors in registers (a loop over `xg` would
-                // spill them, and reloading the halves as one vector stalls store forwarding).
+                // spill them).
                 let t = if xg.len() == 4 {
                     [block(0), block(1), block(2), block(3)]
                 } else {
@@ -887,34 +890,50 @@ unsafe fn gemv_lin_512(w: [*const BlockQ4_K; 4], x: &[PrepQ8K]) -> [f32; 4] {
                         if k < xg.len() {
                             block(k)
                         } else {
-                            _mm256_setzero_si256()
+                            (_mm512_setzero_si512(), _mm_setzero_si128())
                         }
                     })
                 };
-                let (p01, p23) = reduce_lin4(t);
-                let pairs = [
-                    _mm_cvtsi128_si64(p01),
-                    _mm_extract_epi64::<1>(p01),
-                    _mm_cvtsi128_si64(p23),
-                    _mm_extract_epi64::<1>(p23),
-                ];
-                for (k, &p) in pairs.iter().take(xg.len()).enumerate() {
-                    // SAFETY: `4g + k` < `xs.len()` ≤ LIN_SEGMENT.
-                    unsafe { (*tp.add(4 * g + k))[r] = p };
-                }
+                // SAFETY: `r < 4`, `g < LIN_SEGMENT / 4` (`xs.len()` ≤ LIN_SEGMENT).
+                unsafe { (*tp.add(r))[g] = reduce_lin4(t.map(|t| t.0), t.map(|t| t.1)) };
             }
         }
-        for (k, a) in xs.iter().enumerate() {
-            // SAFETY: block `i0 + k` < `x.len()` (caller).
-            let b: [&BlockQ4_K; 4] = std::array::from_fn(|r| unsafe { &*w[r].add(i0 + k) });
-            // SAFETY: reads the 32 bytes of `tot[k]`, all four of whose rows were written above
-            // (`k` < `xs.len()`).
-            let v = unsafe { _mm256_loadu_si256(tp.add(k).cast()) };
-            let dd = _mm256_mul_ps(d_dmin4(b), _mm256_set1_ps(a.d));
-            acc4 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), dd, acc4);
+        for (g, xg) in xs.chunks(4).enumerate() {
+            // SAFETY: group `g` of every row was written above.
+            let v = std::array::from_fn(|r| unsafe { (*tp.add(r))[g] });
+            // Block `k`'s `[I_r0, M_r0, I_r1, M_r1, …]`.
+            let v = transpose_i64x4(v);
+            for (k, a) in xg.iter().enumerate() {
+                let i = i0 + 4 * g + k;
+                // SAFETY: block `i` < `x.len()` (caller).
+                let b: [&BlockQ4_K; 4] = std::array::from_fn(|r| unsafe { &*w[r].add(i) });
+                let dd = _mm256_mul_ps(d_dmin4(b), _mm256_set1_ps(a.d));
+                acc4 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v[k]), dd, acc4);
+            }
         }
     }
     gemv_finish::<4>(acc4, [Acc2::default(); 4])
+}
+
+/// The 4 × 4 transpose of 64-bit elements: `out[k]` holds element `k` of each `v[r]`, in
+/// order of `r`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose_i64x4(v: [__m256i; 4]) -> [__m256i; 4] {
+    let (a0, a1) = (
+        _mm256_unpacklo_epi64(v[0], v[1]),
+        _mm256_unpackhi_epi64(v[0], v[1]),
+    );
+    let (a2, a3) = (
+        _mm256_unpacklo_epi64(v[2], v[3]),
+        _mm256_unpackhi_epi64(v[2], v[3]),
+    );
+    [
+        _mm256_permute2x128_si256::<0x20>(a0, a2),
+        _mm256_permute2x128_si256::<0x20>(a1, a3),
+        _mm256_permute2x128_si256::<0x31>(a0, a2),
+        _mm256_permute2x128_si256::<0x31>(a1, a3),
+    ]
 }
 
 fn gemm_rows4_512(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]) {
