@@ -593,10 +593,13 @@ fn run<'x>(
     // Its activations, laid out once per group of sixteen tokens for every tile.
     let prep = |g: usize| simd::Prep16::new(std::array::from_fn(|j| xrow(16 * g + j)));
     let groups = if kernel16.is_some() { n4 / 16 } else { 0 };
+    // (A single token has none: no parallel loop to set up for it.)
     #[cfg(feature = "rayon")]
-    let preps: Vec<simd::Prep16> = {
+    let preps: Vec<simd::Prep16> = if groups > 1 {
         use rayon::prelude::*;
         (0..groups).into_par_iter().map(prep).collect()
+    } else {
+        (0..groups).map(prep).collect()
     };
     #[cfg(not(feature = "rayon"))]
     let preps: Vec<simd::Prep16> = (0..groups).map(prep).collect();

@@ -436,8 +436,11 @@ fn rows<B: Q0Unsigned + crate::blocks::Block>(
 ) {
     let nb = check_rows::<B, BlockQ8_0>(w, row_bytes, x, out.len());
     let xp = x.as_ptr().cast::<BlockQ8_0>();
-    let mut acts = vec![super::ActBlock::default(); nb];
-    let mut dx = vec![0f32; nb];
+    // The prepared activations live in this thread's scratch (a tile of a token's product
+    // calls this once; an output head has a thousand tiles a token), overwritten here.
+    let (mut acts, mut dx) = ACTS.take();
+    acts.resize(nb, super::ActBlock::default());
+    dx.resize(nb, 0.0);
     prepare_row::<B>(x, &mut acts, &mut dx);
     let ptr = |r: usize| row_ptr::<B>(w, row_bytes, r);
     let rows = out.len();
@@ -459,6 +462,13 @@ fn rows<B: Q0Unsigned + crate::blocks::Block>(
         // SAFETY: as above (`single` enables the same features).
         out[r] = unsafe { single::<B, 1>(ptr(r), [xp], nb, PF_BLOCKS) }[0];
     }
+    ACTS.set((acts, dx));
+}
+
+thread_local! {
+    /// [`rows`]' prepared activations, kept between calls on this thread.
+    static ACTS: std::cell::Cell<(Vec<super::ActBlock>, Vec<f32>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// `out[t][r] = W[r] · x[t]` for four tokens: two rows × four tokens per pass, then one row.

@@ -704,14 +704,22 @@ fn vec_dot_rows4_512(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]
 fn gemv_rows_512(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
     let nb = check_rows::<BlockQ4_K, BlockQ8_K>(w, row_bytes, x, out.len());
     let xp = x.as_ptr().cast::<BlockQ8_K>();
+    // This thread's scratch, overwritten here (a token's product calls this once a tile).
+    let mut prep = PREP.take();
     // SAFETY: `kernels` hands this function out only when the CPU has AVX-512 F/BW/VL and
     // AVX2; `check_rows` verified that `x` holds `nb` Q8_K blocks.
-    let prep = unsafe { prepare_acts_512(xp, nb) };
+    unsafe { prepare_acts_512(xp, nb, &mut prep) };
     by_rows!(w, row_bytes, out,
         // SAFETY: as in `vec_dot_rows_512`; `prep` holds the `nb` prepared blocks of `x`.
         |p: [4]| unsafe { gemv_lin_512(p.map(|p| p.cast()), &prep) },
         // SAFETY: as in `vec_dot_rows_512`.
-        |p: [1]| unsafe { gemv_512::<1>(p.map(|p| p.cast()), xp, nb) })
+        |p: [1]| unsafe { gemv_512::<1>(p.map(|p| p.cast()), xp, nb) });
+    PREP.set(prep);
+}
+
+thread_local! {
+    /// [`gemv_rows_512`]'s prepared activations, kept between calls on this thread.
+    static PREP: std::cell::Cell<Vec<PrepQ8K>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// A Q8_K block prepared for [`gemv_lin_512`]: the quants in the order of a weight block's
@@ -729,27 +737,28 @@ struct PrepQ8K {
 /// their high nibbles elements `32..64` and `96..128`; `q[2h]` and `q[2h + 1]` put half `h`'s
 /// activations in those two orders, so the nibbles need no shuffle in the row loop.
 ///
+/// They replace the contents of `out`.
+///
 /// # Safety
 /// AVX-512 F/BW and AVX2 available; `x` points to `nb` Q8_K blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-unsafe fn prepare_acts_512(x: *const BlockQ8_K, nb: usize) -> Vec<PrepQ8K> {
-    (0..nb)
-        .map(|i| {
-            // SAFETY: `i < nb` (caller).
-            let a = unsafe { &*x.add(i) };
-            let mut p = PrepQ8K {
-                q: [[0; 64]; 4],
-                bsums32: [0; 8],
-                d: a.d(),
-            };
-            for (k, src) in [0, 64, 32, 96, 128, 192, 160, 224].into_iter().enumerate() {
-                p.q[k / 2][32 * (k % 2)..32 * (k % 2) + 32].copy_from_slice(&a.qs[src..src + 32]);
-            }
-            // SAFETY: writes the 16 bytes of `p.bsums32`.
-            unsafe { _mm_storeu_si128(p.bsums32.as_mut_ptr().cast(), bsums32(a)) };
-            p
-        })
-        .collect()
+unsafe fn prepare_acts_512(x: *const BlockQ8_K, nb: usize, out: &mut Vec<PrepQ8K>) {
+    out.clear();
+    out.extend((0..nb).map(|i| {
+        // SAFETY: `i < nb` (caller).
+        let a = unsafe { &*x.add(i) };
+        let mut p = PrepQ8K {
+            q: [[0; 64]; 4],
+            bsums32: [0; 8],
+            d: a.d(),
+        };
+        for (k, src) in [0, 64, 32, 96, 128, 192, 160, 224].into_iter().enumerate() {
+            p.q[k / 2][32 * (k % 2)..32 * (k % 2) + 32].copy_from_slice(&a.qs[src..src + 32]);
+        }
+        // SAFETY: writes the 16 bytes of `p.bsums32`.
+        unsafe { _mm_storeu_si128(p.bsums32.as_mut_ptr().cast(), bsums32(a)) };
+        p
+    }));
 }
 
 /// Scale words for [`totals_lin_512`]'s two packed product vectors, as `vpshufb` indices into
