@@ -16,7 +16,6 @@
 //! do to their f32 operand.
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 
 use crate::ops;
 
@@ -39,7 +38,7 @@ impl<'a> KvRows<'a> {
             KvRows::F32(_) => self,
             KvRows::F16(h) => {
                 scratch.resize(h.len(), 0.0);
-                h.convert_to_f32_slice(scratch);
+                ops::f16_to_f32(h, scratch);
                 KvRows::F32(scratch)
             }
         }
@@ -81,10 +80,10 @@ impl<'a> HeadRows<'a> {
             KvRows::F16(h) => {
                 buf.resize((end - first) * dim, 0.0);
                 if width == dim {
-                    h[first * dim..end * dim].convert_to_f32_slice(buf);
+                    ops::f16_to_f32(&h[first * dim..end * dim], buf);
                 } else {
                     for (j, row) in (first..end).zip(buf.chunks_exact_mut(dim)) {
-                        h[j * width + g * dim..][..dim].convert_to_f32_slice(row);
+                        ops::f16_to_f32(&h[j * width + g * dim..][..dim], row);
                     }
                 }
                 HeadRows {

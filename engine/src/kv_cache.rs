@@ -6,7 +6,6 @@
 
 use half::f16;
 use half::slice::HalfBitsSliceExt;
-use half::slice::HalfFloatSliceExt;
 
 use crate::attention::KvRows;
 use crate::config::ModelConfig;
@@ -79,9 +78,9 @@ impl Rows {
     /// Writes `src` at element offset `at`, rounding to f16 if the storage is f16.
     fn write(&mut self, at: usize, src: &[f32]) {
         match self {
-            Rows::F16(bits) => bits[at..at + src.len()]
-                .reinterpret_cast_mut::<f16>()
-                .convert_from_f32_slice(src),
+            Rows::F16(bits) => {
+                crate::ops::f32_to_f16(src, bits[at..at + src.len()].reinterpret_cast_mut())
+            }
             Rows::F32(v) => v[at..at + src.len()].copy_from_slice(src),
         }
     }

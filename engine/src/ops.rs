@@ -368,24 +368,86 @@ pub fn swiglu_inplace(gate: &mut [f32], up: &[f32], row: usize) {
 
 /// Rounds every value to the nearest f16 and back (what storing into an f16 buffer does).
 pub fn round_to_f16(x: &mut [f32]) {
-    // Through `half`'s slice conversions (F16C eight at a time where the CPU has it; the same
-    // round-to-nearest-even as `f16::from_f32` one value at a time).
+    // Through the slice conversions below (the same round-to-nearest-even as `f16::from_f32`
+    // one value at a time).
     let mut h = [f16::ZERO; 64];
     for c in x.chunks_mut(64) {
         let h = &mut h[..c.len()];
-        h.convert_from_f32_slice(c);
-        h.convert_to_f32_slice(c);
+        f32_to_f16(c, h);
+        f16_to_f32(h, c);
     }
 }
 
-/// Converts f32 values to f16 (round to nearest even).
+/// Converts f32 values to f16 (round to nearest even): F16C eight at a time where the CPU has
+/// it, else `half`'s conversion. Panics if the lengths differ.
 pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
+    assert_eq!(src.len(), dst.len(), "f32_to_f16: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU has F16C (checked just above); the lengths are equal (asserted).
+        unsafe { f16c::from_f32(src, dst) };
+        return;
+    }
     dst.convert_from_f32_slice(src);
 }
 
-/// Converts f16 values to f32 (exact).
+/// Converts f16 values to f32 (exact): F16C eight at a time where the CPU has it, else
+/// `half`'s conversion. Panics if the lengths differ.
+///
+/// `half`'s own slice conversion calls an out-of-line function per eight values; this loop is
+/// one instruction per eight, which matters where attention converts a KV head's rows for
+/// every token.
 pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "f16_to_f32: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU has F16C (checked just above); the lengths are equal (asserted).
+        unsafe { f16c::to_f32(src, dst) };
+        return;
+    }
     src.convert_to_f32_slice(dst);
+}
+
+/// F16C slice conversions (exact to f32; round to nearest even to f16, as `half`).
+#[cfg(target_arch = "x86_64")]
+mod f16c {
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// F16C available; `dst.len() == src.len()`.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn to_f32(src: &[f16], dst: &mut [f32]) {
+        let n8 = src.len() / 8 * 8;
+        for i in (0..n8).step_by(8) {
+            // SAFETY: `i + 8 <= n8 <= len` of both slices (caller: equal lengths).
+            unsafe {
+                let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            }
+        }
+        for (d, s) in dst[n8..].iter_mut().zip(&src[n8..]) {
+            *d = s.to_f32();
+        }
+    }
+
+    /// # Safety
+    /// F16C available; `dst.len() == src.len()`.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn from_f32(src: &[f32], dst: &mut [f16]) {
+        let n8 = src.len() / 8 * 8;
+        for i in (0..n8).step_by(8) {
+            // SAFETY: as in `to_f32`.
+            unsafe {
+                let x = _mm256_loadu_ps(src.as_ptr().add(i));
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+                _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
+            }
+        }
+        for (d, s) in dst[n8..].iter_mut().zip(&src[n8..]) {
+            *d = f16::from_f32(*s);
+        }
+    }
 }
 
 /// `y = a·x + y` element-wise with fused multiply-adds (see `with_fma!`).
@@ -1050,6 +1112,22 @@ mod tests {
         round_to_f16(&mut x);
         let got: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
         assert_eq!(got, want);
+    }
+
+    /// `f16_to_f32` converts every f16 value as `f16::to_f32` does, in the eights and in a tail.
+    #[test]
+    fn f16_to_f32_equals_one_at_a_time() {
+        let h: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+        for n in [h.len(), h.len() - 1, 7] {
+            let mut got = vec![0f32; n];
+            f16_to_f32(&h[..n], &mut got);
+            let want: Vec<u32> = h[..n].iter().map(|v| v.to_f32().to_bits()).collect();
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want,
+                "n {n}"
+            );
+        }
     }
 
     /// The SIMD GeGLU equals the scalar reference bit for bit: every f16 value as input (and
