@@ -154,35 +154,63 @@ pub fn attention(
     // are their outputs.
     let group = p.n_head / p.n_head_kv;
 
-    // One task per (token, KV head): each writes its own disjoint slice of `out`, the outputs
-    // of the group's query heads.
-    let task = |t: usize, g: usize, o: &mut [f32]| {
-        let q_group = &q[t * q_dim + g * group * p.head_dim..][..group * p.head_dim];
-        attend_group(q_group, pos0 + t, g, keys, values, p, o);
+    // Query heads per task: a whole group, or an equal share of it where there are fewer
+    // (token, KV head) pairs than threads (one token of a model with one or two KV heads, such
+    // as Gemma 3 270M's one): each share converts its KV head's rows itself, and the shares run
+    // side by side. Each head's arithmetic is its own, so the split does not change any bits.
+    #[cfg(feature = "threads")]
+    let per_task = heads_per_task(group, n_tok * p.n_head_kv, rayon::current_num_threads());
+    #[cfg(not(feature = "threads"))]
+    let per_task = group;
+    let shares = group / per_task;
+
+    // Task `i`: token `t`, KV head `g`, share `s` of its query heads; it writes its own
+    // disjoint slice of `out` (its heads' outputs are adjacent), chunk `i` of `per_task` heads.
+    let task = |i: usize, o: &mut [f32]| {
+        let (t, g, s) = (
+            i / (p.n_head_kv * shares),
+            i / shares % p.n_head_kv,
+            i % shares,
+        );
+        let h0 = g * group + s * per_task;
+        let q_heads = &q[t * q_dim + h0 * p.head_dim..][..per_task * p.head_dim];
+        attend_group(q_heads, pos0 + t, g, keys, values, p, o);
     };
 
     // Through `strata_quant::for_each_index`: rayon's threads, or a one-token step's spinning
     // team (`strata_quant::with_team`), whose threads rayon's own loops would not find idle.
     #[cfg(feature = "threads")]
     {
-        let len = group * p.head_dim_v;
-        let out = OutChunks(out.as_mut_ptr(), len);
-        strata_quant::for_each_index(n_tok * p.n_head_kv, &|i| {
-            // SAFETY: chunk `i < n_tok · n_head_kv` of `out` (whose length is that many
-            // chunks, asserted above); each index runs once, so no two tasks touch the
-            // same chunk, and `out` is borrowed mutably by this function for the whole loop.
+        let out = OutChunks(out.as_mut_ptr(), per_task * p.head_dim_v);
+        let n_tasks = n_tok * p.n_head_kv * shares;
+        strata_quant::for_each_index(n_tasks, &|i| {
+            // SAFETY: chunk `i < n_tasks` of `out` (`n_tasks` chunks of `per_task` heads are
+            // `n_tok · n_head` outputs, the length asserted above); each index runs once, so no
+            // two tasks touch the same chunk, and `out` is borrowed mutably by this function
+            // for the whole loop.
             let o = unsafe { out.chunk(i) };
-            task(i / p.n_head_kv, i % p.n_head_kv, o);
+            task(i, o);
         });
     }
     #[cfg(not(feature = "threads"))]
-    for (i, o) in out.chunks_mut(group * p.head_dim_v).enumerate() {
-        task(i / p.n_head_kv, i % p.n_head_kv, o);
+    for (i, o) in out.chunks_mut(per_task * p.head_dim_v).enumerate() {
+        task(i, o);
     }
 }
 
-/// Attention of the query heads of KV head `g` (`q_group`: their `[head_dim]` rows, adjacent)
-/// at position `pos` over keys `0..=pos`; writes their `[head_dim_v]` outputs, adjacent.
+/// Query heads per attention task: the largest divisor of `group` (query heads per KV head)
+/// that still gives `pairs` (token, KV head) pairs at least `threads` tasks, else 1.
+#[cfg_attr(not(feature = "threads"), allow(dead_code))]
+fn heads_per_task(group: usize, pairs: usize, threads: usize) -> usize {
+    (1..=group)
+        .rev()
+        .find(|&d| group.is_multiple_of(d) && pairs * (group / d) >= threads)
+        .unwrap_or(1)
+}
+
+/// Attention of query heads of KV head `g` (`q_group`: their `[head_dim]` rows, adjacent; all
+/// of the group's heads or a share of them) at position `pos` over keys `0..=pos`; writes their
+/// `[head_dim_v]` outputs, adjacent.
 ///
 /// Summation orders follow llama.cpp's CPU path so that results agree closely: for a batch,
 /// tinyBLAS's 16-lane products ([`ops::dot`]); for one token, `ggml_vec_dot_f16`'s 64-wide
@@ -452,6 +480,44 @@ mod tests {
                 KvRows::F16(k16).to_f32(&mut scratch),
                 KvRows::F32(x) if bits(x) == bits(&k32)
             ));
+            // Split into shares of query heads on more threads: the same bits.
+            #[cfg(feature = "threads")]
+            for threads in [2, 3, 8] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut split = vec![0.0; n_head * hd];
+                pool.install(|| {
+                    attention(&q, pos, KvRows::F16(k16), KvRows::F16(v16), &p, &mut split)
+                });
+                assert_eq!(
+                    bits(&split),
+                    bits(&want),
+                    "{n_head}/{n_head_kv}, {threads} threads"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn heads_per_task_shares_a_group_among_threads() {
+        // (query heads per KV head, (token, KV head) pairs, threads) → heads per task.
+        for ((group, pairs, threads), want) in [
+            ((4, 1, 1), 4),
+            ((4, 1, 2), 2),
+            ((4, 2, 2), 4),
+            ((4, 1, 3), 1),
+            ((4, 1, 8), 1),
+            ((8, 1, 2), 4),
+            ((3, 1, 2), 1),
+            ((6, 2, 4), 3),
+        ] {
+            assert_eq!(
+                heads_per_task(group, pairs, threads),
+                want,
+                "{group} {pairs} {threads}"
+            );
         }
     }
 }
