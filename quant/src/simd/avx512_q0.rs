@@ -388,15 +388,28 @@ unsafe fn mv<B: Q0Unsigned, const P: usize>(
             acc[p] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(s), acc[p]);
         }
     }
-    std::array::from_fn(|p| {
-        let v = acc[p];
+    fold_pairs(acc)
+}
+
+/// [`reduce8`] of both halves of each of `P` pair registers: `[row 2p, row 2p + 1]` from
+/// `acc[p]` (low half, high half). The same three steps, `(l_i + l_{i+4})`, then pairs of
+/// those, then the two left, for two rows per instruction (each add the one `reduce8` does).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn fold_pairs<const P: usize>(acc: [__m512; P]) -> [[f32; 2]; P] {
+    let fold = |v: __m512| {
+        // Each 256-bit half: lanes 0..4 = l_i + l_{i+4}.
+        let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b10_11_00_01>(v, v));
+        // Lanes 0, 1 = (l0+l4) + (l2+l6), (l1+l5) + (l3+l7).
+        let v = _mm512_add_ps(v, _mm512_permute_ps::<0b01_00_11_10>(v));
+        // Lane 0 of each half: the row's sum.
+        let v = _mm512_add_ps(v, _mm512_permute_ps::<0b00_00_00_01>(v));
         [
-            reduce8(_mm512_castps512_ps256(v)),
-            reduce8(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                _mm512_castps_pd(v),
-            ))),
+            _mm512_cvtss_f32(v),
+            _mm512_cvtss_f32(_mm512_shuffle_f32x4::<0b10>(v, v)),
         ]
-    })
+    };
+    acc.map(fold)
 }
 
 /// Passes of `2P` rows over the first rows of `out` (as many as whole passes cover); returns
