@@ -422,9 +422,12 @@ impl Kernel {
 }
 
 /// A kernel for many tokens at once with its activations prepared (see [`run`]).
-enum Many {
+enum Many<'x> {
     /// The Q8_0-family `vec_dot`/tinyBLAS batch kernels.
     Q0(simd::BatchKernel, simd::BatchActs),
+    /// The tiled order with 8-bit codes, sixteen rows per register (K-quants, IQ4_XS).
+    #[cfg(target_arch = "x86_64")]
+    Tiles(simd::Tiles<'x>),
     /// The IQ formats' tiled order, each weight block decoded once per tile of tokens.
     #[cfg(target_arch = "x86_64")]
     Iq(simd::IqTiles),
@@ -509,9 +512,13 @@ fn run<'x>(
             Many::Q0(bk, acts)
         }),
         #[cfg(target_arch = "x86_64")]
-        Kernel::Tiled if n >= IQ_TILES_MIN_TOKENS => {
-            simd::IqTiles::prepare(level, ty, n, nb, &xrow).map(Many::Iq)
-        }
+        Kernel::Tiled => simd::Tiles::prepare(level, ty, n, nb, &xrow)
+            .map(Many::Tiles)
+            .or_else(|| {
+                (n >= IQ_TILES_MIN_TOKENS)
+                    .then(|| simd::IqTiles::prepare(level, ty, n, nb, &xrow).map(Many::Iq))
+                    .flatten()
+            }),
         _ => None,
     };
     if let Some(many) = many {
@@ -526,7 +533,7 @@ fn run<'x>(
                 ((TILE_BYTES / rb.max(1)) / 8 * 8).clamp(8, 256),
             ),
             #[cfg(target_arch = "x86_64")]
-            Many::Iq(_) => (IQ_TILES_CHUNK, IQ_TILES_ROWS),
+            Many::Iq(_) | Many::Tiles(_) => (IQ_TILES_CHUNK, IQ_TILES_ROWS),
         };
         let n_tiles = rows.div_ceil(tile);
         let n_chunks = n.div_ceil(chunk_max);
@@ -544,6 +551,8 @@ fn run<'x>(
                 Many::Q0(bk, acts) => (bk.run)(wt, rb, acts, t0..t1, &mut yt),
                 #[cfg(target_arch = "x86_64")]
                 Many::Iq(k) => k.run(wt, rb, &mut yt),
+                #[cfg(target_arch = "x86_64")]
+                Many::Tiles(k) => k.run(wt, rb, &mut yt),
             }
         };
         #[cfg(feature = "rayon")]

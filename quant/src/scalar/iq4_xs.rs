@@ -19,7 +19,7 @@
 //! into the exact integer `S1`; then `acc = fma(S1 · d_w, d_x, acc)` ([`AccTiled`]).
 
 use super::lanes::reduce8;
-use super::tiled::{AccTiled, BlockWeights};
+use super::tiled::AccTiled;
 use crate::blocks::*;
 use crate::dequant::{iq4_xs_scales, iq4_xs_values};
 
@@ -76,21 +76,4 @@ pub(crate) fn iq4_xs_tiled(w: &[BlockIQ4_XS], x: &[BlockQ8_K]) -> f32 {
         acc.add_no_min(f16_to_f32(b.d), a.d(), tiled_total(b, a));
     }
     acc.finish()
-}
-
-/// A block's tiled-order weights `(ls − 32) · q` and scale `f16(d)`. Its `S1 = Σ w·q` equals
-/// [`tiled_total`] for activations whose `bsums` are their quants' sums (as `quantize_acts`
-/// makes them).
-#[inline]
-pub(crate) fn iq4_xs_weights(b: &BlockIQ4_XS) -> BlockWeights {
-    let ls = iq4_xs_scales(b);
-    let q = iq4_xs_values(b);
-    let mut w = [0i16; 256];
-    for (e, w) in w.iter_mut().enumerate() {
-        *w = (ls[e / 32] * q[e] as i32) as i16;
-    }
-    BlockWeights {
-        w,
-        d: f16_to_f32(b.d),
-    }
 }

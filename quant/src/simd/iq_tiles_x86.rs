@@ -14,14 +14,12 @@
 //! integer sum gives the same `S1`, so the results are the scalar tiled references' bits, which
 //! the exactness sweep's IQ lines check against llama.cpp.
 //!
-//! Measured (AMD EPYC Zen 4, 2 threads, `matmul` 4096², criterion): IQ4_XS 64 / 512 tokens
-//! 11.0 / 64.2 ms (the per-token kernels: 12.3 / 97.9), IQ2_XXS 11.2 / 64.4 ms (22.1 / 177).
+//! Measured (AMD EPYC Zen 4, 2 threads, `matmul` 4096², criterion): IQ2_XXS 64 / 512 tokens
+//! 11.2 / 64.4 ms (the per-token kernels: 22.1 / 177).
 //! The decoders are the oracles' scalar ones compiled for AVX-512 (LLVM vectorizes them; per
 //! format SIMD decoders would cut the 64-token case further).
 //!
-//! IQ4_XS's reference total is formed from the activations' `bsums`; it equals `Σ w·q` when
-//! those are the quants' sums, which [`IqTiles::prepare`] checks once per product (otherwise
-//! the caller keeps the per-token kernels).
+//! IQ4_XS, whose quants are bytes, takes the 8-bit kernel of [`super::tiles_x86`] instead.
 
 use std::arch::x86_64::*;
 
@@ -31,15 +29,9 @@ use super::{OutRows, SimdLevel};
 use crate::blocks::{view, BlockQ8_K};
 use crate::blocks::{
     BlockIQ1_M, BlockIQ1_S, BlockIQ2_S, BlockIQ2_XS, BlockIQ2_XXS, BlockIQ3_S, BlockIQ3_XXS,
-    BlockIQ4_XS,
 };
 use crate::scalar::tiled::BlockWeights;
-use crate::scalar::{iq1, iq2, iq3, iq4_xs};
-
-/// Fewest tokens for which IQ4_XS takes this kernel: its per-token kernels unpack a block
-/// cheaply (AVX-512, 8192 columns, one thread, weights in cache: 7.0 ns per block and token at
-/// 16 tokens against this kernel's 8.8; at 32, 6.7 against 6.4).
-const IQ4_XS_MIN_TOKENS: usize = 32;
+use crate::scalar::{iq1, iq2, iq3};
 
 /// A format's block decoder: one block's bytes to its [`BlockWeights`].
 type Decode = fn(&[u8]) -> BlockWeights;
@@ -78,7 +70,6 @@ fn decoder(ty: GgmlType) -> Option<Decode> {
         }};
     }
     Some(match ty {
-        GgmlType::IQ4_XS => decode!(BlockIQ4_XS, iq4_xs::iq4_xs_weights),
         GgmlType::IQ2_XXS => decode!(BlockIQ2_XXS, iq2::iq2_xxs_weights),
         GgmlType::IQ2_XS => decode!(BlockIQ2_XS, iq2::iq2_xs_weights),
         GgmlType::IQ2_S => decode!(BlockIQ2_S, iq2::iq2_s_weights),
@@ -92,8 +83,7 @@ fn decoder(ty: GgmlType) -> Option<Decode> {
 
 impl IqTiles {
     /// The kernel for `n` tokens of `ty` weights (`xrow(t)`: token `t`'s Q8_K row of `nb`
-    /// blocks) at most at `level`, where there is one: AVX-512, an IQ format of the tiled
-    /// order, and for IQ4_XS activations whose `bsums` are their sums.
+    /// blocks) at most at `level`, where there is one: AVX-512 and an IQ1/IQ2/IQ3 format.
     pub(crate) fn prepare<'x>(
         level: SimdLevel,
         ty: GgmlType,
@@ -105,17 +95,11 @@ impl IqTiles {
             return None;
         }
         let decode = decoder(ty)?;
-        if ty == GgmlType::IQ4_XS && n < IQ4_XS_MIN_TOKENS {
-            return None;
-        }
         let rows: Vec<&[BlockQ8_K]> = (0..n)
             .map(|t| view::<BlockQ8_K>(xrow(t)).expect("activation row is whole blocks"))
             .collect();
         for x in &rows {
             assert_eq!(x.len(), nb, "activation row of {nb} blocks");
-            if ty == GgmlType::IQ4_XS && !super::iq4_xs_x86::acts_plain(x) {
-                return None;
-            }
         }
         let acts = (0..nb * n)
             .map(|k| {

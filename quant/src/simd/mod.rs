@@ -42,6 +42,10 @@ mod iq_tiles_x86;
 pub(crate) use iq_tiles_x86::IqTiles;
 #[cfg(target_arch = "x86_64")]
 mod mxfp4_x86;
+#[cfg(target_arch = "x86_64")]
+mod tiles_x86;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use tiles_x86::Tiles;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "x86_64")]

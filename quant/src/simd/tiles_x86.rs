@@ -1,0 +1,548 @@
+//! The tiled order for many tokens at once with 8-bit codes (AVX-512 VNNI): Q2_K, Q3_K, Q4_K,
+//! Q5_K, Q6_K and IQ4_XS.
+//!
+//! llama.cpp's tiled order (see [`crate::scalar::tiled`]) needs, per (row, token) and block,
+//! only the exact integer totals `S1 = Σ_j sc_j · Σ_{e∈j} q_e·y_e` (sub-block scales times the
+//! sub-block sums of weight quants times activation quants) and, for formats with mins,
+//! `S2 = Σ_k m_k · bsum_k`; then the float steps of [`AccTiled`](crate::scalar::tiled::AccTiled).
+//! Any order of an exact integer sum gives the same totals, so this kernel's results are the
+//! scalar tiled references' bits, which the exactness sweep checks against llama.cpp.
+//!
+//! The layout is llama.cpp's own idea (its VNNI microkernel): sixteen weight rows sit in the
+//! sixteen dword lanes of a register. A row group's block is unpacked once per task into a
+//! [`WTile`]: the quants as unsigned codes `q + BIAS` (`BIAS` makes signed quants unsigned:
+//! 4 for Q3_K, 32 for Q6_K, 128 for IQ4_XS, 0 otherwise), four consecutive codes of each of
+//! the sixteen rows per 64-byte vector, plus the sub-block scales and mins per row. Each
+//! token's four activation bytes are broadcast, so one `vpdpbusd` adds four products to each
+//! of sixteen rows: no lane sums to shuffle, and the output lanes are sixteen consecutive rows
+//! of one token. The bias comes back out through the activations' per-16 sums:
+//! `S1 = Σ_j sc_j·raw_j − BIAS · Σ_k sc16_k · bsum_k` (`vpdpwssd` of the scale pairs with a
+//! broadcast pair of `bsums`), exact when `bsums` are the quants' sums (checked once per product
+//! for Q3_K and Q6_K, whose references multiply the signed quants; IQ4_XS's reference is
+//! defined with the `bsums`).
+//!
+//! Per (16 rows, token, block): 64 `vpdpbusd` and one `vpmulld` a sub-block, against
+//! `vpmaddwd`'s 32 products per instruction for the per-token kernels' lane sums and the
+//! horizontal sums they need.
+
+use std::arch::x86_64::*;
+
+use strata_gguf::GgmlType;
+
+use super::{OutRows, SimdLevel};
+use crate::blocks::{
+    f16_to_f32, k4_scales_mins, q3k_scales, view, BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_K,
+    BlockQ5_K, BlockQ6_K, BlockQ8_K,
+};
+
+/// Fewest tokens for which this kernel takes a product (below, the per-token tiled kernels).
+pub(crate) const MIN_TOKENS: usize = 8;
+
+/// Rows per [`WTile`]: one per dword lane of a 512-bit register.
+const LANES: usize = 16;
+
+/// One weight block decoded (by scalar code the compiler vectorizes): the 256 codes
+/// `q + BIAS`, per-sub-block scales, and per-16 scales and mins (for the `bsums` terms).
+struct Codes {
+    q: [u8; 256],
+    /// Scale of each sub-block of the format's size (`256 / SUB` used).
+    sc: [i32; 16],
+    /// Scale of each sixteen elements.
+    sc16: [i16; 16],
+    /// Min of each sixteen elements (formats with mins).
+    mn16: [i16; 16],
+    d: f32,
+    dmin: f32,
+}
+
+impl Codes {
+    const EMPTY: Codes = Codes {
+        q: [0; 256],
+        sc: [0; 16],
+        sc16: [0; 16],
+        mn16: [0; 16],
+        d: 0.0,
+        dmin: 0.0,
+    };
+}
+
+/// Sixteen rows' block, laid out for the kernel.
+#[repr(C, align(64))]
+struct WTile {
+    /// Step `s` (elements `4s..4s + 4`): row `r`'s four codes at bytes `4r..4r + 4`.
+    q: [[u8; 64]; 64],
+    /// Sub-block `j`: row `r`'s scale in lane `r`.
+    sc: [[i32; 16]; 16],
+    /// Pair `k` (elements `32k..32k + 32`): row `r`'s per-16 scales `2k`, `2k + 1` in words
+    /// `2r`, `2r + 1`.
+    scp: [[i16; 32]; 8],
+    /// The same for the per-16 mins.
+    mnp: [[i16; 32]; 8],
+    d: [f32; 16],
+    dmin: [f32; 16],
+}
+
+/// A format of this kernel: its block decoder and the kernel monomorphized for its constants.
+#[derive(Clone, Copy)]
+struct Format {
+    decode: fn(&[u8], &mut Codes),
+    block: BlockFn,
+    /// Whether exactness needs `bsums` that are the quants' sums (a bias, and a reference
+    /// with the signed quants).
+    needs_plain: bool,
+}
+
+/// One [`WTile`] against tokens `acts` (their block), adding to `acc` (one register of
+/// sixteen rows per token).
+type BlockFn = unsafe fn(&WTile, &[&BlockQ8_K], &mut [__m512]);
+
+fn format(ty: GgmlType) -> Option<Format> {
+    let f = |decode, block, needs_plain| {
+        Some(Format {
+            decode,
+            block,
+            needs_plain,
+        })
+    };
+    match ty {
+        GgmlType::Q2_K => f(decode_q2_k, block_tokens::<16, 0, true>, false),
+        GgmlType::Q3_K => f(decode_q3_k, block_tokens::<16, 4, false>, true),
+        GgmlType::Q4_K => f(decode_q4_k, block_tokens::<32, 0, true>, false),
+        GgmlType::Q5_K => f(decode_q5_k, block_tokens::<32, 0, true>, false),
+        GgmlType::Q6_K => f(decode_q6_k, block_tokens::<16, 32, false>, true),
+        GgmlType::IQ4_XS => f(decode_iq4_xs, block_tokens::<32, 128, false>, false),
+        _ => None,
+    }
+}
+
+/// A decoder compiled for AVX-512 (its element loops vectorize), as a plain [`Format::decode`].
+macro_rules! decoder {
+    ($name:ident, |$bytes:ident, $c:ident| $body:block) => {
+        fn $name(bytes: &[u8], c: &mut Codes) {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,bmi2")]
+            fn d($bytes: &[u8], $c: &mut Codes) $body
+            // SAFETY: `Tiles` (the only user of `Format`) exists only where the CPU has
+            // these features.
+            unsafe { d(bytes, c) }
+        }
+    };
+}
+
+decoder!(decode_q2_k, |bytes, c| {
+    let b = &view::<BlockQ2_K>(bytes).expect("one whole block")[0];
+    // Element `128h + 32s + l`: bits `2s..2s + 2` of `qs[32h + l]`.
+    for (h, q) in c.q.chunks_exact_mut(128).enumerate() {
+        for (s, q) in q.chunks_exact_mut(32).enumerate() {
+            for (q, &byte) in q.iter_mut().zip(&b.qs[32 * h..32 * h + 32]) {
+                *q = (byte >> (2 * s)) & 3;
+            }
+        }
+    }
+    for j in 0..16 {
+        c.sc[j] = (b.scales[j] & 0x0F) as i32;
+        c.sc16[j] = (b.scales[j] & 0x0F) as i16;
+        c.mn16[j] = (b.scales[j] >> 4) as i16;
+    }
+    (c.d, c.dmin) = (f16_to_f32(b.d), f16_to_f32(b.dmin));
+});
+
+decoder!(decode_q3_k, |bytes, c| {
+    let b = &view::<BlockQ3_K>(bytes).expect("one whole block")[0];
+    // The quant `q − 4·!h` plus the bias 4: the low two bits (as Q2_K) and bit `e / 32` of
+    // `hmask[e % 32]` as bit 2.
+    for (h, q) in c.q.chunks_exact_mut(128).enumerate() {
+        for (s, q) in q.chunks_exact_mut(32).enumerate() {
+            let lows = &b.qs[32 * h..32 * h + 32];
+            for ((q, &low), &hm) in q.iter_mut().zip(lows).zip(&b.hmask) {
+                *q = ((low >> (2 * s)) & 3) | (((hm >> (4 * h + s)) & 1) << 2);
+            }
+        }
+    }
+    let sc = q3k_scales(&b.scales);
+    for j in 0..16 {
+        c.sc[j] = sc[j] as i32;
+        c.sc16[j] = sc[j] as i16;
+    }
+    c.d = f16_to_f32(b.d);
+});
+
+/// Q4_K/Q5_K scales and mins (sub-blocks of 32) and super-block scales.
+#[inline(always)]
+fn k4_scales(scales: &[u8; 12], d: [u8; 2], dmin: [u8; 2], c: &mut Codes) {
+    let (sc, mn) = k4_scales_mins(scales);
+    for k in 0..16 {
+        c.sc16[k] = sc[k / 2] as i16;
+        c.mn16[k] = mn[k / 2] as i16;
+    }
+    for j in 0..8 {
+        c.sc[j] = sc[j] as i32;
+    }
+    (c.d, c.dmin) = (f16_to_f32(d), f16_to_f32(dmin));
+}
+
+/// Q4_K/Q5_K low nibbles: element `64h + 32n + l` is nibble `n` of `qs[32h + l]`.
+#[inline(always)]
+fn k4_nibbles(qs: &[u8; 128], q: &mut [u8; 256]) {
+    for (q, qs) in q.chunks_exact_mut(64).zip(qs.chunks_exact(32)) {
+        let (lo, hi) = q.split_at_mut(32);
+        for ((lo, hi), &byte) in lo.iter_mut().zip(hi).zip(qs) {
+            *lo = byte & 0x0F;
+            *hi = byte >> 4;
+        }
+    }
+}
+
+decoder!(decode_q4_k, |bytes, c| {
+    let b = &view::<BlockQ4_K>(bytes).expect("one whole block")[0];
+    k4_nibbles(&b.qs, &mut c.q);
+    k4_scales(&b.scales, b.d, b.dmin, c);
+});
+
+decoder!(decode_q5_k, |bytes, c| {
+    let b = &view::<BlockQ5_K>(bytes).expect("one whole block")[0];
+    k4_nibbles(&b.qs, &mut c.q);
+    // The fifth bit of element `32s + l`: bit `s` of `qh[l]`.
+    for (s, q) in c.q.chunks_exact_mut(32).enumerate() {
+        for (q, &h) in q.iter_mut().zip(&b.qh) {
+            *q |= ((h >> s) & 1) << 4;
+        }
+    }
+    k4_scales(&b.scales, b.d, b.dmin, c);
+});
+
+decoder!(decode_q6_k, |bytes, c| {
+    let b = &view::<BlockQ6_K>(bytes).expect("one whole block")[0];
+    // The six-bit quant is `q − 32` plus the bias 32. Element `128h + 32s + l`: nibble `s / 2`
+    // of `ql[64h + 32(s % 2) + l]`, high bits `2s..2s + 2` of `qh[32h + l]`.
+    for (h, q) in c.q.chunks_exact_mut(128).enumerate() {
+        for (s, q) in q.chunks_exact_mut(32).enumerate() {
+            let low = &b.ql[64 * h + 32 * (s % 2)..64 * h + 32 * (s % 2) + 32];
+            let high = &b.qh[32 * h..32 * h + 32];
+            for ((q, &lo), &hi) in q.iter_mut().zip(low).zip(high) {
+                *q = ((lo >> (4 * (s / 2))) & 0x0F) | (((hi >> (2 * s)) & 3) << 4);
+            }
+        }
+    }
+    for j in 0..16 {
+        c.sc[j] = b.scales[j] as i32;
+        c.sc16[j] = b.scales[j] as i16;
+    }
+    c.d = f16_to_f32(b.d);
+});
+
+decoder!(decode_iq4_xs, |bytes, c| {
+    let b = &view::<BlockIQ4_XS>(bytes).expect("one whole block")[0];
+    let v = crate::dequant::iq4_xs_values(b);
+    for (q, v) in c.q.iter_mut().zip(v) {
+        *q = (v as u8) ^ 0x80;
+    }
+    let ls = crate::dequant::iq4_xs_scales(b);
+    for k in 0..16 {
+        c.sc16[k] = ls[k / 2] as i16;
+    }
+    c.sc[..8].copy_from_slice(&ls);
+    c.d = f16_to_f32(b.d);
+});
+
+/// The many-token kernel of one format for one product, holding the tokens' activation rows.
+pub(crate) struct Tiles<'x> {
+    format: Format,
+    /// Each token's Q8_K row.
+    x: Vec<&'x [BlockQ8_K]>,
+}
+
+impl<'x> Tiles<'x> {
+    /// The kernel for `n` tokens of `ty` weights (`xrow(t)`: token `t`'s Q8_K row of `nb`
+    /// blocks) at most at `level`, where there is one: AVX-512 VNNI, a format above, at least
+    /// [`MIN_TOKENS`] tokens, and for Q3_K and Q6_K activations whose `bsums` are their sums.
+    pub(crate) fn prepare(
+        level: SimdLevel,
+        ty: GgmlType,
+        n: usize,
+        nb: usize,
+        xrow: impl Fn(usize) -> &'x [u8],
+    ) -> Option<Tiles<'x>> {
+        if level < SimdLevel::Avx512 || !SimdLevel::Avx512.is_available() || n < MIN_TOKENS {
+            return None;
+        }
+        let format = format(ty)?;
+        let x: Vec<&[BlockQ8_K]> = (0..n)
+            .map(|t| view::<BlockQ8_K>(xrow(t)).expect("activation row is whole blocks"))
+            .collect();
+        for row in &x {
+            assert_eq!(row.len(), nb, "activation row of {nb} blocks");
+            if format.needs_plain && !super::iq4_xs_x86::acts_plain(row) {
+                return None;
+            }
+        }
+        Some(Tiles { format, x })
+    }
+
+    /// `out[t][r] = W[r] · x[t]` in the tiled order for every row `r` of `w` (rows of
+    /// `row_bytes`) and every token `t` in `out`'s tokens.
+    ///
+    /// Per group of sixteen rows and per block: the rows' blocks are unpacked once into a
+    /// [`WTile`], then every token's block meets it; the sixteen rows' accumulators of each
+    /// token stay in one register per token between blocks (a buffer of the tokens').
+    pub(crate) fn run(&self, w: &[u8], row_bytes: usize, out: &mut OutRows) {
+        let rows = out.rows();
+        let tokens = out.tokens();
+        let nb = self.x.first().map_or(0, |x| x.len());
+        let bs = row_bytes / nb.max(1);
+        assert!(w.len() >= rows * row_bytes, "weight tile holds {rows} rows");
+        assert!(tokens.end <= self.x.len(), "tokens were prepared");
+        let mut tile = Box::new(WTile {
+            q: [[0; 64]; 64],
+            sc: [[0; 16]; 16],
+            scp: [[0; 32]; 8],
+            mnp: [[0; 32]; 8],
+            d: [0.0; 16],
+            dmin: [0.0; 16],
+        });
+        let mut codes: Box<[Codes; LANES]> = Box::new(std::array::from_fn(|_| Codes::EMPTY));
+        // SAFETY: (each `_mm512_setzero_ps` below) `Tiles` exists only where `prepare` found
+        // AVX-512 F (`SimdLevel::Avx512`).
+        let zero = unsafe { zero512() };
+        let mut acc = vec![zero; tokens.len()];
+        let mut acts: Vec<&BlockQ8_K> = Vec::with_capacity(tokens.len());
+        let mut r0 = 0;
+        while r0 < rows {
+            let k = (rows - r0).min(LANES);
+            acc.fill(zero);
+            for i in 0..nb {
+                for (r, c) in codes.iter_mut().enumerate() {
+                    // Rows past the last repeat it (their results are dropped).
+                    let at = (r0 + r.min(k - 1)) * row_bytes + i * bs;
+                    // The row's next block, which the next step decodes: sixteen rows' blocks
+                    // lie a row apart, a stride the hardware prefetchers do not follow.
+                    let next = w.as_ptr().wrapping_add(at + bs).cast::<i8>();
+                    for line in (0..bs).step_by(64) {
+                        // SAFETY: SSE is part of x86-64; prefetching has no memory effects and
+                        // never faults.
+                        unsafe { _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(line)) };
+                    }
+                    (self.format.decode)(&w[at..at + bs], c);
+                }
+                // SAFETY: as below.
+                unsafe { place(&codes, &mut tile) };
+                acts.clear();
+                acts.extend(tokens.clone().map(|t| &self.x[t][i]));
+                // SAFETY: `Tiles` exists only where `prepare` found AVX-512 F/BW/VL/VNNI and
+                // AVX2/FMA (`SimdLevel::Avx512`); `acc` has one register per token of `acts`.
+                unsafe { (self.format.block)(&tile, &acts, &mut acc) };
+            }
+            for (t, a) in tokens.clone().zip(&acc) {
+                // SAFETY: a 512-bit vector is sixteen floats, any bits valid.
+                let v: [f32; LANES] = unsafe { std::mem::transmute(*a) };
+                if k == LANES {
+                    out.write(t, r0, &v);
+                } else {
+                    out.write(t, r0, &v[..k]);
+                }
+            }
+            r0 += k;
+        }
+    }
+}
+
+/// Puts the sixteen rows' decoded blocks into the tile: the codes as four 16 × 16 transposes of
+/// dwords (row `r`'s dword `s` to step `s`'s lane `r`), the scales and mins lane by lane.
+///
+/// # Safety
+/// AVX-512 F available.
+#[target_feature(enable = "avx512f")]
+unsafe fn place(c: &[Codes; LANES], t: &mut WTile) {
+    for g in 0..4 {
+        // SAFETY: row `r`'s bytes `64g..64g + 64` of 256.
+        let v: [__m512i; 16] = std::array::from_fn(|r| unsafe {
+            _mm512_loadu_si512(c[r].q[64 * g..].as_ptr().cast())
+        });
+        for (s, v) in transpose16(v).into_iter().enumerate() {
+            // SAFETY: writes the 64 bytes of step `16g + s` (64-byte aligned).
+            unsafe { _mm512_store_si512(t.q[16 * g + s].as_mut_ptr().cast(), v) };
+        }
+    }
+    for (r, c) in c.iter().enumerate() {
+        for (j, sc) in t.sc.iter_mut().enumerate() {
+            sc[r] = c.sc[j];
+        }
+        for k in 0..8 {
+            t.scp[k][2 * r] = c.sc16[2 * k];
+            t.scp[k][2 * r + 1] = c.sc16[2 * k + 1];
+            t.mnp[k][2 * r] = c.mn16[2 * k];
+            t.mnp[k][2 * r + 1] = c.mn16[2 * k + 1];
+        }
+        t.d[r] = c.d;
+        t.dmin[r] = c.dmin;
+    }
+}
+
+/// The 16 × 16 transpose of dwords: `out[s]` lane `r` = `v[r]` lane `s`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(v: [__m512i; 16]) -> [__m512i; 16] {
+    // Pairs of rows interleaved by dwords, then by qwords: each 128-bit lane `l` of `b[4q + i]`
+    // holds dword `4l + i` of rows `4q..4q + 4`.
+    let a: [__m512i; 16] = std::array::from_fn(|i| {
+        let (x, y) = (v[i & !1], v[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_epi32(x, y)
+        } else {
+            _mm512_unpackhi_epi32(x, y)
+        }
+    });
+    // a[2p] lane l: [x4l, y4l, x4l+1, y4l+1], a[2p + 1]: [x4l+2, y4l+2, x4l+3, y4l+3] (rows 2p, 2p+1).
+    let b: [__m512i; 16] = std::array::from_fn(|i| {
+        let q = i / 4;
+        let (lo, hi) = (a[4 * q + (i % 4) / 2], a[4 * q + 2 + (i % 4) / 2]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_epi64(lo, hi)
+        } else {
+            _mm512_unpackhi_epi64(lo, hi)
+        }
+    });
+    // b[4q + i] lane l: dword 4l + i of rows 4q..4q + 4. Gather lane l of the four row quads.
+    let c: [__m512i; 16] = std::array::from_fn(|i| {
+        // c[i]: lanes [b[i] l0, b[i] l2, b[4 + i] l0, b[4 + i] l2] style: first merge quads 0/1
+        // and 2/3 by lane pairs.
+        let (x, y) = if i < 8 {
+            (b[i % 4], b[4 + i % 4])
+        } else {
+            (b[8 + i % 4], b[12 + i % 4])
+        };
+        if (i / 4) % 2 == 0 {
+            _mm512_shuffle_i32x4::<0b10_00_10_00>(x, y)
+        } else {
+            _mm512_shuffle_i32x4::<0b11_01_11_01>(x, y)
+        }
+    });
+    // c[i] (i < 8, i % 4 = e, half h = i / 4): lanes [b[e] l(h), b[e] l(h+2), b[4+e] l(h),
+    // b[4+e] l(h+2)]; c[8 + i] the same for quads 2, 3.
+    std::array::from_fn(|s| {
+        // Step s = 4l + e: lane l of b[e] for the four quads.
+        let (l, e) = (s / 4, s % 4);
+        let (h, second) = (l % 2, l / 2);
+        let (x, y) = (c[4 * h + e], c[8 + 4 * h + e]);
+        if second == 0 {
+            _mm512_shuffle_i32x4::<0b10_00_10_00>(x, y)
+        } else {
+            _mm512_shuffle_i32x4::<0b11_01_11_01>(x, y)
+        }
+    })
+}
+
+/// # Safety
+/// AVX-512 F available.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn zero512() -> __m512 {
+    _mm512_setzero_ps()
+}
+
+/// Four activation bytes of `a` from element `4s`, as one dword broadcast to every lane.
+#[inline(always)]
+fn quad(a: &BlockQ8_K, s: usize) -> i32 {
+    i32::from_le_bytes([
+        a.qs[4 * s] as u8,
+        a.qs[4 * s + 1] as u8,
+        a.qs[4 * s + 2] as u8,
+        a.qs[4 * s + 3] as u8,
+    ])
+}
+
+/// The `bsums` pair `2k`, `2k + 1` of `a` as one dword (two words).
+#[inline(always)]
+fn bsum_pair(a: &BlockQ8_K, k: usize) -> i32 {
+    i32::from_le_bytes([
+        a.bsums[4 * k],
+        a.bsums[4 * k + 1],
+        a.bsums[4 * k + 2],
+        a.bsums[4 * k + 3],
+    ])
+}
+
+/// [`BlockFn`] for sub-blocks of `SUB` elements, codes biased by `BIAS`, with mins or
+/// without: tokens four at a time (their chains interleaved), then one at a time.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA available; `acc.len() == acts.len()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+unsafe fn block_tokens<const SUB: usize, const BIAS: i32, const MIN: bool>(
+    w: &WTile,
+    acts: &[&BlockQ8_K],
+    acc: &mut [__m512],
+) {
+    assert_eq!(acc.len(), acts.len(), "one accumulator per token");
+    let mut quads = acts.chunks_exact(4);
+    let mut accs = acc.chunks_exact_mut(4);
+    for (a, acc) in (&mut quads).zip(&mut accs) {
+        let r = tokens::<SUB, BIAS, MIN, 4>(
+            w,
+            [a[0], a[1], a[2], a[3]],
+            [acc[0], acc[1], acc[2], acc[3]],
+        );
+        acc.copy_from_slice(&r);
+    }
+    for (a, acc) in quads.remainder().iter().zip(accs.into_remainder()) {
+        *acc = tokens::<SUB, BIAS, MIN, 1>(w, [a], [*acc])[0];
+    }
+}
+
+/// `T` tokens' blocks against the tile, returning the accumulators advanced by this block in
+/// the tiled order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+fn tokens<const SUB: usize, const BIAS: i32, const MIN: bool, const T: usize>(
+    w: &WTile,
+    a: [&BlockQ8_K; T],
+    acc: [__m512; T],
+) -> [__m512; T] {
+    let zero = _mm512_setzero_si512();
+    // SAFETY: each load reads one 64-byte row of `w`'s arrays (64-byte aligned).
+    let ld = |p: *const i32| unsafe { _mm512_load_si512(p.cast()) };
+    let mut s1 = [zero; T];
+    for j in 0..256 / SUB {
+        let mut raw = [zero; T];
+        for s in j * SUB / 4..(j + 1) * SUB / 4 {
+            let c = ld(w.q[s].as_ptr().cast());
+            for t in 0..T {
+                raw[t] = _mm512_dpbusd_epi32(raw[t], c, _mm512_set1_epi32(quad(a[t], s)));
+            }
+        }
+        let sc = ld(w.sc[j].as_ptr());
+        for t in 0..T {
+            s1[t] = _mm512_add_epi32(s1[t], _mm512_mullo_epi32(raw[t], sc));
+        }
+    }
+    if BIAS != 0 {
+        let mut c = [zero; T];
+        for k in 0..8 {
+            let p = ld(w.scp[k].as_ptr().cast());
+            for t in 0..T {
+                c[t] = _mm512_dpwssd_epi32(c[t], p, _mm512_set1_epi32(bsum_pair(a[t], k)));
+            }
+        }
+        for t in 0..T {
+            s1[t] = _mm512_sub_epi32(s1[t], _mm512_mullo_epi32(c[t], _mm512_set1_epi32(BIAS)));
+        }
+    }
+    // SAFETY: reads the sixteen floats of `w.d` / `w.dmin`.
+    let (d, dmin) = unsafe {
+        (
+            _mm512_load_ps(w.d.as_ptr()),
+            _mm512_load_ps(w.dmin.as_ptr()),
+        )
+    };
+    std::array::from_fn(|t| {
+        let mut r = _mm512_mul_ps(_mm512_cvtepi32_ps(s1[t]), d);
+        if MIN {
+            let mut s2 = zero;
+            for k in 0..8 {
+                let p = ld(w.mnp[k].as_ptr().cast());
+                s2 = _mm512_dpwssd_epi32(s2, p, _mm512_set1_epi32(bsum_pair(a[t], k)));
+            }
+            r = _mm512_fnmadd_ps(dmin, _mm512_cvtepi32_ps(s2), r);
+        }
+        _mm512_fmadd_ps(r, _mm512_set1_ps(a[t].d()), acc[t])
+    })
+}
