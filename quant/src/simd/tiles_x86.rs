@@ -32,7 +32,7 @@ use strata_gguf::GgmlType;
 use super::{OutRows, SimdLevel};
 use crate::blocks::{
     f16_to_f32, k4_scales_mins, q3k_scales, view, BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_K,
-    BlockQ5_K, BlockQ6_K, BlockQ8_K,
+    BlockQ5_K, BlockQ6_K, BlockQ8_K, IQ4_NL_VALUES,
 };
 
 /// Fewest tokens for which this kernel takes a product (below, the per-token tiled kernels).
@@ -128,15 +128,44 @@ macro_rules! decoder {
     };
 }
 
+/// Bit fields of 32 bytes, twice: bytes `0..32` of the result are `(v >> lo) & mask` of `v`'s
+/// bytes, bytes `32..64` are `(v >> hi) & mask` (shifts below 8).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+fn fields(v: __m256i, lo: u16, hi: u16, mask: i8) -> __m512i {
+    let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v), v);
+    let counts =
+        _mm512_inserti64x4::<1>(_mm512_set1_epi16(lo as i16), _mm256_set1_epi16(hi as i16));
+    // A word shift moves the high byte's bits into the low byte's top, which the mask drops.
+    _mm512_and_si512(_mm512_srlv_epi16(both, counts), _mm512_set1_epi8(mask))
+}
+
+/// Loads the first 32 bytes of `p`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load32(p: &[u8]) -> __m256i {
+    assert!(p.len() >= 32, "32 bytes to load");
+    // SAFETY: `p` holds at least 32 bytes (checked).
+    unsafe { _mm256_loadu_si256(p.as_ptr().cast()) }
+}
+
+/// Stores 64 codes at `c.q[64m..]`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn store64(c: &mut Codes, m: usize, v: __m512i) {
+    let q = &mut c.q[64 * m..64 * m + 64];
+    // SAFETY: writes the 64 bytes of `q`.
+    unsafe { _mm512_storeu_si512(q.as_mut_ptr().cast(), v) }
+}
+
 decoder!(decode_q2_k, |bytes, c| {
     let b = &view::<BlockQ2_K>(bytes).expect("one whole block")[0];
-    // Element `128h + 32s + l`: bits `2s..2s + 2` of `qs[32h + l]`.
-    for (h, q) in c.q.chunks_exact_mut(128).enumerate() {
-        for (s, q) in q.chunks_exact_mut(32).enumerate() {
-            for (q, &byte) in q.iter_mut().zip(&b.qs[32 * h..32 * h + 32]) {
-                *q = (byte >> (2 * s)) & 3;
-            }
-        }
+    // Element `128h + 32s + l`: bits `2s..2s + 2` of `qs[32h + l]`; vector `m` holds
+    // `h = m / 2`, `s = s0, s0 + 1` with `s0 = 2 (m % 2)`.
+    for m in 0..4 {
+        let (h, s0) = (m / 2, 2 * (m % 2) as u16);
+        let q = load32(&b.qs[32 * h..]);
+        store64(c, m, fields(q, 2 * s0, 2 * s0 + 2, 3));
     }
     for j in 0..16 {
         c.sc[j] = (b.scales[j] & 0x0F) as i32;
@@ -150,13 +179,17 @@ decoder!(decode_q3_k, |bytes, c| {
     let b = &view::<BlockQ3_K>(bytes).expect("one whole block")[0];
     // The quant `q − 4·!h` plus the bias 4: the low two bits (as Q2_K) and bit `e / 32` of
     // `hmask[e % 32]` as bit 2.
-    for (h, q) in c.q.chunks_exact_mut(128).enumerate() {
-        for (s, q) in q.chunks_exact_mut(32).enumerate() {
-            let lows = &b.qs[32 * h..32 * h + 32];
-            for ((q, &low), &hm) in q.iter_mut().zip(lows).zip(&b.hmask) {
-                *q = ((low >> (2 * s)) & 3) | (((hm >> (4 * h + s)) & 1) << 2);
-            }
-        }
+    let hm = load32(&b.hmask);
+    for m in 0..4 {
+        let (h, s0) = (m / 2, 2 * (m % 2) as u16);
+        let q = load32(&b.qs[32 * h..]);
+        let bit = 4 * h as u16 + s0;
+        let high = _mm512_slli_epi16::<2>(fields(hm, bit, bit + 1, 1));
+        store64(
+            c,
+            m,
+            _mm512_or_si512(fields(q, 2 * s0, 2 * s0 + 2, 3), high),
+        );
     }
     let sc = q3k_scales(&b.scales);
     for j in 0..16 {
@@ -181,31 +214,31 @@ fn k4_scales(scales: &[u8; 12], d: [u8; 2], dmin: [u8; 2], c: &mut Codes) {
 }
 
 /// Q4_K/Q5_K low nibbles: element `64h + 32n + l` is nibble `n` of `qs[32h + l]`.
-#[inline(always)]
-fn k4_nibbles(qs: &[u8; 128], q: &mut [u8; 256]) {
-    for (q, qs) in q.chunks_exact_mut(64).zip(qs.chunks_exact(32)) {
-        let (lo, hi) = q.split_at_mut(32);
-        for ((lo, hi), &byte) in lo.iter_mut().zip(hi).zip(qs) {
-            *lo = byte & 0x0F;
-            *hi = byte >> 4;
-        }
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+fn k4_nibbles(qs: &[u8; 128], c: &mut Codes) {
+    for h in 0..4 {
+        store64(c, h, fields(load32(&qs[32 * h..]), 0, 4, 0x0F));
     }
 }
 
 decoder!(decode_q4_k, |bytes, c| {
     let b = &view::<BlockQ4_K>(bytes).expect("one whole block")[0];
-    k4_nibbles(&b.qs, &mut c.q);
+    k4_nibbles(&b.qs, c);
     k4_scales(&b.scales, b.d, b.dmin, c);
 });
 
 decoder!(decode_q5_k, |bytes, c| {
     let b = &view::<BlockQ5_K>(bytes).expect("one whole block")[0];
-    k4_nibbles(&b.qs, &mut c.q);
-    // The fifth bit of element `32s + l`: bit `s` of `qh[l]`.
-    for (s, q) in c.q.chunks_exact_mut(32).enumerate() {
-        for (q, &h) in q.iter_mut().zip(&b.qh) {
-            *q |= ((h >> s) & 1) << 4;
-        }
+    k4_nibbles(&b.qs, c);
+    // The fifth bit of element `32s + l`: bit `s` of `qh[l]`; vector `m` holds `s = 2m, 2m + 1`.
+    let qh = load32(&b.qh);
+    for m in 0..4 {
+        let s = 2 * m as u16;
+        let high = _mm512_slli_epi16::<4>(fields(qh, s, s + 1, 1));
+        // SAFETY: bytes `64m..64m + 64` of the 256 of `c.q`.
+        let q = unsafe { _mm512_loadu_si512(c.q[64 * m..].as_ptr().cast()) };
+        store64(c, m, _mm512_or_si512(q, high));
     }
     k4_scales(&b.scales, b.d, b.dmin, c);
 });
@@ -213,15 +246,20 @@ decoder!(decode_q5_k, |bytes, c| {
 decoder!(decode_q6_k, |bytes, c| {
     let b = &view::<BlockQ6_K>(bytes).expect("one whole block")[0];
     // The six-bit quant is `q − 32` plus the bias 32. Element `128h + 32s + l`: nibble `s / 2`
-    // of `ql[64h + 32(s % 2) + l]`, high bits `2s..2s + 2` of `qh[32h + l]`.
-    for (h, q) in c.q.chunks_exact_mut(128).enumerate() {
-        for (s, q) in q.chunks_exact_mut(32).enumerate() {
-            let low = &b.ql[64 * h + 32 * (s % 2)..64 * h + 32 * (s % 2) + 32];
-            let high = &b.qh[32 * h..32 * h + 32];
-            for ((q, &lo), &hi) in q.iter_mut().zip(low).zip(high) {
-                *q = ((lo >> (4 * (s / 2))) & 0x0F) | (((hi >> (2 * s)) & 3) << 4);
-            }
-        }
+    // of `ql[64h + 32(s % 2) + l]`, high bits `2s..2s + 2` of `qh[32h + l]`; vector `m` holds
+    // `h = m / 2`, `s = s0, s0 + 1` with `s0 = 2 (m % 2)`.
+    for m in 0..4 {
+        let (h, s0) = (m / 2, 2 * (m % 2) as u16);
+        let (l0, l1) = (load32(&b.ql[64 * h..]), load32(&b.ql[64 * h + 32..]));
+        let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(l0), l1);
+        let both = if s0 == 0 {
+            both
+        } else {
+            _mm512_srli_epi16::<4>(both)
+        };
+        let low = _mm512_and_si512(both, _mm512_set1_epi8(0x0F));
+        let high = _mm512_slli_epi16::<4>(fields(load32(&b.qh[32 * h..]), 2 * s0, 2 * s0 + 2, 3));
+        store64(c, m, _mm512_or_si512(low, high));
     }
     for j in 0..16 {
         c.sc[j] = b.scales[j] as i32;
@@ -232,9 +270,23 @@ decoder!(decode_q6_k, |bytes, c| {
 
 decoder!(decode_iq4_xs, |bytes, c| {
     let b = &view::<BlockIQ4_XS>(bytes).expect("one whole block")[0];
-    let v = crate::dequant::iq4_xs_values(b);
-    for (q, v) in c.q.iter_mut().zip(v) {
-        *q = (v as u8) ^ 0x80;
+    // The value table plus 128, looked up with `vpshufb` for 64 index bytes (four sub-blocks:
+    // low nibbles are a sub-block's elements 0..16, high nibbles 16..32).
+    let table = IQ4_NL_VALUES.map(|v| (v as u8 ^ 0x80) as i8);
+    // SAFETY: reads the sixteen bytes of `table`.
+    let lut = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(table.as_ptr().cast()) });
+    let m4 = _mm512_set1_epi8(0x0F);
+    for h in 0..2 {
+        // SAFETY: bytes `64h..64h + 64` of the 128 of `b.qs`.
+        let v = unsafe { _mm512_loadu_si512(b.qs[64 * h..].as_ptr().cast()) };
+        let lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, m4));
+        let hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4));
+        // Sub-block `j`'s lanes: `lo` lane `j`, then `hi` lane `j`.
+        let first = _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), hi);
+        let second =
+            _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15), hi);
+        store64(c, 2 * h, first);
+        store64(c, 2 * h + 1, second);
     }
     let ls = crate::dequant::iq4_xs_scales(b);
     for k in 0..16 {
