@@ -92,9 +92,9 @@ struct Format {
     needs_plain: bool,
 }
 
-/// One [`WTile`] against tokens `acts` (their block), adding to `acc` (one register of
+/// One [`WTile`] against block `i` of the tokens' rows `x`, adding to `acc` (one register of
 /// sixteen rows per token).
-type BlockFn = unsafe fn(&WTile, &[&BlockQ8_K], &mut [__m512]);
+type BlockFn = unsafe fn(&WTile, &[&[BlockQ8_K]], usize, &mut [__m512]);
 
 fn format(ty: GgmlType) -> Option<Format> {
     let f = |decode, block, needs_plain| {
@@ -356,7 +356,6 @@ impl<'x> Tiles<'x> {
         // AVX-512 F (`SimdLevel::Avx512`).
         let zero = unsafe { zero512() };
         let mut acc = vec![zero; tokens.len()];
-        let mut acts: Vec<&BlockQ8_K> = Vec::with_capacity(tokens.len());
         let mut r0 = 0;
         while r0 < rows {
             let k = (rows - r0).min(LANES);
@@ -377,11 +376,9 @@ impl<'x> Tiles<'x> {
                 }
                 // SAFETY: as below.
                 unsafe { place(&codes, &mut tile) };
-                acts.clear();
-                acts.extend(tokens.clone().map(|t| &self.x[t][i]));
                 // SAFETY: `Tiles` exists only where `prepare` found AVX-512 F/BW/VL/VNNI and
-                // AVX2/FMA (`SimdLevel::Avx512`); `acc` has one register per token of `acts`.
-                unsafe { (self.format.block)(&tile, &acts, &mut acc) };
+                // AVX2/FMA (`SimdLevel::Avx512`); `acc` has one register per token.
+                unsafe { (self.format.block)(&tile, &self.x[tokens.clone()], i, &mut acc) };
             }
             for (t, a) in tokens.clone().zip(&acc) {
                 // SAFETY: a 512-bit vector is sixteen floats, any bits valid.
@@ -514,31 +511,44 @@ fn bsum_pair(a: &BlockQ8_K, k: usize) -> i32 {
 }
 
 /// [`BlockFn`] for sub-blocks of `SUB` elements, codes biased by `BIAS`, with mins or
-/// without: tokens four at a time (their chains interleaved), then one at a time.
+/// without: tokens [`TG`] at a time, then four, then one.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL/VNNI and AVX2/FMA available; `acc.len() == acts.len()`.
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
 unsafe fn block_tokens<const SUB: usize, const BIAS: i32, const MIN: bool>(
     w: &WTile,
-    acts: &[&BlockQ8_K],
+    x: &[&[BlockQ8_K]],
+    i: usize,
     acc: &mut [__m512],
 ) {
-    assert_eq!(acc.len(), acts.len(), "one accumulator per token");
-    let mut quads = acts.chunks_exact(4);
-    let mut accs = acc.chunks_exact_mut(4);
-    for (a, acc) in (&mut quads).zip(&mut accs) {
+    assert_eq!(acc.len(), x.len(), "one accumulator per token");
+    let whole = x.len() / TG * TG;
+    let quads = x.len() / 4 * 4;
+    for t0 in (0..whole).step_by(TG) {
+        let r = tokens::<SUB, BIAS, MIN, TG>(
+            w,
+            std::array::from_fn(|t| &x[t0 + t][i]),
+            std::array::from_fn(|t| acc[t0 + t]),
+        );
+        acc[t0..t0 + TG].copy_from_slice(&r);
+    }
+    for t0 in (whole..quads).step_by(4) {
         let r = tokens::<SUB, BIAS, MIN, 4>(
             w,
-            [a[0], a[1], a[2], a[3]],
-            [acc[0], acc[1], acc[2], acc[3]],
+            std::array::from_fn(|t| &x[t0 + t][i]),
+            std::array::from_fn(|t| acc[t0 + t]),
         );
-        acc.copy_from_slice(&r);
+        acc[t0..t0 + 4].copy_from_slice(&r);
     }
-    for (a, acc) in quads.remainder().iter().zip(accs.into_remainder()) {
-        *acc = tokens::<SUB, BIAS, MIN, 1>(w, [a], [*acc])[0];
+    for t in quads..x.len() {
+        acc[t] = tokens::<SUB, BIAS, MIN, 1>(w, [&x[t][i]], [acc[t]])[0];
     }
 }
+
+/// Tokens per pass of [`block_tokens`] (their chains interleaved, each code vector loaded once
+/// for all of them).
+const TG: usize = 8;
 
 /// `T` tokens' blocks against the tile, returning the accumulators advanced by this block in
 /// the tiled order.
