@@ -431,6 +431,10 @@ enum Many<'x> {
     /// The IQ formats' tiled order, each weight block decoded once per tile of tokens.
     #[cfg(target_arch = "x86_64")]
     Iq(simd::IqTiles),
+    /// Never made: no kernel of other targets borrows the activations (this keeps `'x` in
+    /// use there).
+    #[cfg(not(target_arch = "x86_64"))]
+    _Borrows(std::convert::Infallible, std::marker::PhantomData<&'x ()>),
 }
 
 /// Computes tokens `part.first..part.first + n` of a batch of `part.batch` (`xrow(t)` is token
@@ -534,6 +538,8 @@ fn run<'x>(
             ),
             #[cfg(target_arch = "x86_64")]
             Many::Iq(_) | Many::Tiles(_) => (IQ_TILES_CHUNK, IQ_TILES_ROWS),
+            #[cfg(not(target_arch = "x86_64"))]
+            Many::_Borrows(never, _) => match never {},
         };
         let n_tiles = rows.div_ceil(tile);
         let n_chunks = n.div_ceil(chunk_max);
@@ -553,6 +559,8 @@ fn run<'x>(
                 Many::Iq(k) => k.run(wt, rb, &mut yt),
                 #[cfg(target_arch = "x86_64")]
                 Many::Tiles(k) => k.run(wt, rb, &mut yt),
+                #[cfg(not(target_arch = "x86_64"))]
+                Many::_Borrows(never, _) => match *never {},
             }
         };
         #[cfg(feature = "rayon")]
