@@ -26,13 +26,13 @@ const BATCH_CHUNK: usize = 128;
 /// of tokens ([`simd::IqTiles`]) instead of once per token (or four).
 #[cfg(target_arch = "x86_64")]
 const IQ_TILES_MIN_TOKENS: usize = 16;
-/// Most tokens per [`simd::IqTiles`] task: the decoding is paid once per task, so the whole
-/// of a usual batch.
+/// Most tokens per [`simd::Tiles`] and [`simd::IqTiles`] task: the decoding is paid once per
+/// task, so the whole of a usual batch.
 #[cfg(target_arch = "x86_64")]
-const IQ_TILES_CHUNK: usize = 512;
-/// Rows per [`simd::IqTiles`] task.
+const TILES_CHUNK: usize = 512;
+/// Rows per [`simd::Tiles`] and [`simd::IqTiles`] task.
 #[cfg(target_arch = "x86_64")]
-const IQ_TILES_ROWS: usize = 64;
+const TILES_ROWS: usize = 64;
 /// Below this many weight bytes a product runs on the calling thread (threads would cost more
 /// than they save); results are the same either way.
 #[cfg(feature = "rayon")]
@@ -528,16 +528,16 @@ fn run<'x>(
     if let Some(many) = many {
         // Tasks: tiles of a multiple of 8 rows (the batch kernels' row group) × chunks of at
         // most `chunk_max` tokens (balanced), so that small matrices still split over threads.
-        // The IQ kernel keeps a decoded block of each row (512 bytes, whatever the row
-        // length), so its tiles are as tall as IQ_TILES_ROWS however long the rows are: each
-        // tile reads the tokens' activations once.
+        // The tile kernels keep one decoded block of each row (whatever the row length), so
+        // their tiles are as tall as TILES_ROWS however long the rows are: each tile reads the
+        // tokens' activations once.
         let (chunk_max, tile) = match many {
             Many::Q0(..) => (
                 BATCH_CHUNK,
                 ((TILE_BYTES / rb.max(1)) / 8 * 8).clamp(8, 256),
             ),
             #[cfg(target_arch = "x86_64")]
-            Many::Iq(_) | Many::Tiles(_) => (IQ_TILES_CHUNK, IQ_TILES_ROWS),
+            Many::Iq(_) | Many::Tiles(_) => (TILES_CHUNK, TILES_ROWS),
             #[cfg(not(target_arch = "x86_64"))]
             Many::_Borrows(never, _) => match never {},
         };

@@ -26,7 +26,7 @@ use std::arch::x86_64::*;
 use strata_gguf::GgmlType;
 
 use super::{OutRows, SimdLevel};
-use crate::blocks::{view, BlockQ8_K};
+use crate::blocks::view;
 use crate::blocks::{
     BlockIQ1_M, BlockIQ1_S, BlockIQ2_S, BlockIQ2_XS, BlockIQ2_XXS, BlockIQ3_S, BlockIQ3_XXS,
 };
@@ -95,12 +95,7 @@ impl IqTiles {
             return None;
         }
         let decode = decoder(ty)?;
-        let rows: Vec<&[BlockQ8_K]> = (0..n)
-            .map(|t| view::<BlockQ8_K>(xrow(t)).expect("activation row is whole blocks"))
-            .collect();
-        for x in &rows {
-            assert_eq!(x.len(), nb, "activation row of {nb} blocks");
-        }
+        let rows = super::tiles_x86::token_rows(n, nb, &xrow);
         let acts = (0..nb * n)
             .map(|k| {
                 let a = &rows[k % n][k / n];

@@ -41,8 +41,8 @@ pub(crate) const MIN_TOKENS: usize = 8;
 /// Rows per [`WTile`]: one per dword lane of a 512-bit register.
 const LANES: usize = 16;
 
-/// One weight block decoded (by scalar code the compiler vectorizes): the 256 codes
-/// `q + BIAS`, per-sub-block scales, and per-16 scales and mins (for the `bsums` terms).
+/// One weight block decoded: the 256 codes `q + BIAS`, per-sub-block scales, and per-16 scales
+/// and mins (for the `bsums` terms).
 struct Codes {
     q: [u8; 256],
     /// Scale of each sub-block of the format's size (`256 / SUB` used).
@@ -115,7 +115,8 @@ fn format(ty: GgmlType) -> Option<Format> {
     }
 }
 
-/// A decoder compiled for AVX-512 (its element loops vectorize), as a plain [`Format::decode`].
+/// A decoder compiled with AVX-512 enabled (its intrinsics inline), as a plain
+/// [`Format::decode`].
 macro_rules! decoder {
     ($name:ident, |$bytes:ident, $c:ident| $body:block) => {
         fn $name(bytes: &[u8], c: &mut Codes) {
@@ -296,6 +297,21 @@ decoder!(decode_iq4_xs, |bytes, c| {
     c.d = f16_to_f32(b.d);
 });
 
+/// The `n` tokens' activation rows `xrow(t)` as Q8_K blocks, `nb` each.
+pub(super) fn token_rows<'x>(
+    n: usize,
+    nb: usize,
+    xrow: impl Fn(usize) -> &'x [u8],
+) -> Vec<&'x [BlockQ8_K]> {
+    (0..n)
+        .map(|t| {
+            let row = view::<BlockQ8_K>(xrow(t)).expect("activation row is whole blocks");
+            assert_eq!(row.len(), nb, "activation row of {nb} blocks");
+            row
+        })
+        .collect()
+}
+
 /// The many-token kernel of one format for one product, holding the tokens' activation rows.
 pub(crate) struct Tiles<'x> {
     format: Format,
@@ -318,14 +334,9 @@ impl<'x> Tiles<'x> {
             return None;
         }
         let format = format(ty)?;
-        let x: Vec<&[BlockQ8_K]> = (0..n)
-            .map(|t| view::<BlockQ8_K>(xrow(t)).expect("activation row is whole blocks"))
-            .collect();
-        for row in &x {
-            assert_eq!(row.len(), nb, "activation row of {nb} blocks");
-            if format.needs_plain && !super::iq4_xs_x86::acts_plain(row) {
-                return None;
-            }
+        let x = token_rows(n, nb, xrow);
+        if format.needs_plain && !x.iter().all(|row| super::iq4_xs_x86::acts_plain(row)) {
+            return None;
         }
         Some(Tiles { format, x })
     }
