@@ -22,15 +22,11 @@ const TILE_BYTES: usize = 48 * 1024;
 const BATCH_MIN_TOKENS: usize = 4;
 /// Most tokens per batch-kernel task (each task unpacks its weight rows once).
 const BATCH_CHUNK: usize = 128;
-/// Fewest tokens for which the IQ formats' tiled order decodes each weight block once per tile
-/// of tokens ([`simd::IqTiles`]) instead of once per token (or four).
-#[cfg(target_arch = "x86_64")]
-const IQ_TILES_MIN_TOKENS: usize = 16;
-/// Most tokens per [`simd::Tiles`] and [`simd::IqTiles`] task: the decoding is paid once per
+/// Most tokens per [`simd::Tiles`] task: the decoding is paid once per
 /// task, so the whole of a usual batch.
 #[cfg(target_arch = "x86_64")]
 const TILES_CHUNK: usize = 512;
-/// Rows per [`simd::Tiles`] and [`simd::IqTiles`] task.
+/// Rows per [`simd::Tiles`] task.
 #[cfg(target_arch = "x86_64")]
 const TILES_ROWS: usize = 64;
 /// Below this many weight bytes a product runs on the calling thread (threads would cost more
@@ -425,12 +421,9 @@ impl Kernel {
 enum Many<'x> {
     /// The Q8_0-family `vec_dot`/tinyBLAS batch kernels.
     Q0(simd::BatchKernel, simd::BatchActs),
-    /// The tiled order with 8-bit codes, sixteen rows per register (K-quants, IQ4_XS).
+    /// The tiled order with 8-bit codes, sixteen rows per register (K-quants, IQ formats).
     #[cfg(target_arch = "x86_64")]
     Tiles(simd::Tiles<'x>),
-    /// The IQ formats' tiled order, each weight block decoded once per tile of tokens.
-    #[cfg(target_arch = "x86_64")]
-    Iq(simd::IqTiles),
     /// Never made: no kernel of other targets borrows the activations (this keeps `'x` in
     /// use there).
     #[cfg(not(target_arch = "x86_64"))]
@@ -506,8 +499,7 @@ fn run<'x>(
     let out = OutPtr(y.as_mut_ptr());
     // The multi-token `vec_dot` kernels keep `vec_dot`'s bits, except IQ4_NL's (tinyBLAS's
     // lanes): for a batch of one (`matmul_q_id` runs several rows as such) it stays row by row.
-    // The IQ formats' tiled order at 16 tokens or more: each weight block decoded once per
-    // tile of tokens.
+    // The tiled order at 8 tokens or more: each weight block decoded once per tile of tokens.
     let nb = rb / ty.type_size();
     let many = match kind {
         Kernel::VecDot if ty == GgmlType::IQ4_NL && part.batch == 1 => None,
@@ -516,13 +508,7 @@ fn run<'x>(
             Many::Q0(bk, acts)
         }),
         #[cfg(target_arch = "x86_64")]
-        Kernel::Tiled => simd::Tiles::prepare(level, ty, n, nb, &xrow)
-            .map(Many::Tiles)
-            .or_else(|| {
-                (n >= IQ_TILES_MIN_TOKENS)
-                    .then(|| simd::IqTiles::prepare(level, ty, n, nb, &xrow).map(Many::Iq))
-                    .flatten()
-            }),
+        Kernel::Tiled => simd::Tiles::prepare(level, ty, n, nb, &xrow).map(Many::Tiles),
         _ => None,
     };
     if let Some(many) = many {
@@ -537,7 +523,7 @@ fn run<'x>(
                 ((TILE_BYTES / rb.max(1)) / 8 * 8).clamp(8, 256),
             ),
             #[cfg(target_arch = "x86_64")]
-            Many::Iq(_) | Many::Tiles(_) => (TILES_CHUNK, TILES_ROWS),
+            Many::Tiles(_) => (TILES_CHUNK, TILES_ROWS),
             #[cfg(not(target_arch = "x86_64"))]
             Many::_Borrows(never, _) => match never {},
         };
@@ -555,8 +541,6 @@ fn run<'x>(
             let wt = &w[r0 * rb..r1 * rb];
             match &many {
                 Many::Q0(bk, acts) => (bk.run)(wt, rb, acts, t0..t1, &mut yt),
-                #[cfg(target_arch = "x86_64")]
-                Many::Iq(k) => k.run(wt, rb, &mut yt),
                 #[cfg(target_arch = "x86_64")]
                 Many::Tiles(k) => k.run(wt, rb, &mut yt),
                 #[cfg(not(target_arch = "x86_64"))]

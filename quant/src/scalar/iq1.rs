@@ -23,7 +23,7 @@
 //! [`AccTiled::add_no_min`].
 
 use super::reduce8;
-use super::tiled::{AccTiled, BlockWeights};
+use super::tiled::AccTiled;
 use crate::blocks::*;
 use crate::grids::IQ1S;
 
@@ -164,32 +164,6 @@ pub(crate) fn iq1_s_tiled(w: &[BlockIQ1_S], x: &[BlockQ8_K]) -> f32 {
         acc.add_no_min(f16_to_f32(b.d) * 0.125, a.d(), s1);
     }
     acc.finish()
-}
-
-/// An IQ1_S block's tiled-order weights `(2s+1) · (8g ± 1)` and scale `f16(d) · 0.125`.
-#[inline]
-pub(crate) fn iq1_s_weights(b: &BlockIQ1_S) -> BlockWeights {
-    let u = iq1s_block(b);
-    BlockWeights {
-        w: std::array::from_fn(|e| {
-            let delta = if u.neg[e / 32] { -1 } else { 1 };
-            (u.ls[e / 32] * (8 * u.g[e] as i32 + delta)) as i16
-        }),
-        d: f16_to_f32(b.d) * 0.125,
-    }
-}
-
-/// An IQ1_M block's tiled-order weights `(2s+1) · (8g ± 1)` and scale `d · 0.125`.
-#[inline]
-pub(crate) fn iq1_m_weights(b: &BlockIQ1_M) -> BlockWeights {
-    let u = iq1m_block(b);
-    BlockWeights {
-        w: std::array::from_fn(|e| {
-            let delta = if u.neg[e / 8] { -1 } else { 1 };
-            (u.ls[e / 16] * (8 * u.g[e] as i32 + delta)) as i16
-        }),
-        d: u.d * 0.125,
-    }
 }
 
 /// IQ1_M · Q8_K in `ggml_vec_dot_iq1_m_q8_K`'s x86 order (see the module docs).

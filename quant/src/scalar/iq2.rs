@@ -17,7 +17,7 @@
 //! exact (the act-bias trick has no wrap), and each block does [`AccTiled::add_no_min`].
 
 use super::reduce8;
-use super::tiled::{AccTiled, BlockWeights};
+use super::tiled::AccTiled;
 use crate::blocks::*;
 use crate::grids::{IQ2S, IQ2XS, IQ2XXS, KSIGNS};
 
@@ -151,36 +151,6 @@ fn tiled<B>(w: &[B], x: &[BlockQ8_K], dec: impl Fn(&B) -> ([u8; 2], Decoded)) ->
         acc.add_no_min(f16_to_f32(dw) * 0.125, a.d(), block_total(&dd, a));
     }
     acc.finish()
-}
-
-/// A decoded block's tiled-order weights `(2s+1) · (±g)` and scale `f16(d) · 0.125`.
-#[inline(always)]
-fn weights(dw: [u8; 2], d: &Decoded) -> BlockWeights {
-    BlockWeights {
-        w: std::array::from_fn(|e| {
-            let (g, neg) = elem(d, e);
-            (d.scales[e / 16] * if neg { -g } else { g }) as i16
-        }),
-        d: f16_to_f32(dw) * 0.125,
-    }
-}
-
-/// An IQ2_XXS block's [`BlockWeights`].
-#[inline]
-pub(crate) fn iq2_xxs_weights(b: &BlockIQ2_XXS) -> BlockWeights {
-    weights(b.d, &decode_xxs(b))
-}
-
-/// An IQ2_XS block's [`BlockWeights`].
-#[inline]
-pub(crate) fn iq2_xs_weights(b: &BlockIQ2_XS) -> BlockWeights {
-    weights(b.d, &decode_xs(b))
-}
-
-/// An IQ2_S block's [`BlockWeights`].
-#[inline]
-pub(crate) fn iq2_s_weights(b: &BlockIQ2_S) -> BlockWeights {
-    weights(b.d, &decode_s(b))
 }
 
 /// IQ2_XXS · Q8_K in `ggml_vec_dot_iq2_xxs_q8_K`'s x86 order.

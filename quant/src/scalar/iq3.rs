@@ -17,7 +17,7 @@
 //! block does [`AccTiled::add_no_min`].
 
 use super::reduce8;
-use super::tiled::{AccTiled, BlockWeights};
+use super::tiled::AccTiled;
 use crate::blocks::*;
 use crate::grids::{IQ3S, IQ3XXS, KSIGNS};
 
@@ -138,30 +138,6 @@ fn tiled<B>(w: &[B], x: &[BlockQ8_K], factor: f32, dec: impl Fn(&B) -> ([u8; 2],
         acc.add_no_min(f16_to_f32(dw) * factor, a.d(), block_total(&dd, a));
     }
     acc.finish()
-}
-
-/// A decoded block's tiled-order weights `(2s+1) · (±g)` and scale `f16(d) · factor`.
-#[inline(always)]
-fn weights(dw: [u8; 2], d: &Decoded, factor: f32) -> BlockWeights {
-    BlockWeights {
-        w: std::array::from_fn(|e| {
-            let g = d.g[e] as i32;
-            (d.scales[e / 32] * if neg(d, e) { -g } else { g }) as i16
-        }),
-        d: f16_to_f32(dw) * factor,
-    }
-}
-
-/// An IQ3_XXS block's [`BlockWeights`].
-#[inline]
-pub(crate) fn iq3_xxs_weights(b: &BlockIQ3_XXS) -> BlockWeights {
-    weights(b.d, &decode_xxs(b), 0.25)
-}
-
-/// An IQ3_S block's [`BlockWeights`].
-#[inline]
-pub(crate) fn iq3_s_weights(b: &BlockIQ3_S) -> BlockWeights {
-    weights(b.d, &decode_s(b), 1.0)
 }
 
 /// IQ3_XXS · Q8_K in `ggml_vec_dot_iq3_xxs_q8_K`'s x86 order.

@@ -51,19 +51,6 @@ impl AccTiled {
     }
 }
 
-/// One block of an IQ format in the tiled order as integers: the block's total is
-/// `S1 = Σ w[e] · q[e]` over the activation quants `q` (exact: every format's `|w|` is below
-/// 2^12), and `d` is the `d_w` of its [`AccTiled::add_no_min`]. Kernels that meet one block
-/// with many tokens decode it once into this form (`simd::iq_tiles_x86`).
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-pub(crate) struct BlockWeights {
-    /// The 256 integer weights, element order.
-    pub(crate) w: [i16; 256],
-    /// The block's weight scale in the tiled order.
-    pub(crate) d: f32,
-}
-
 /// Q5_K · Q8_K, one row, tiled order.
 pub(crate) fn q5_k(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
     let mut acc = AccTiled::default();

@@ -625,7 +625,7 @@ fn total_vec_512(u: &UnpackedT, a: &BlockQ8_K) -> __m512i {
 /// The sums of four vectors of sixteen i32 lanes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-pub(super) fn totals4_512(t: [__m512i; 4]) -> __m128i {
+fn totals4_512(t: [__m512i; 4]) -> __m128i {
     let half =
         |v: __m512i| _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
     let pair = |a: __m256i, b: __m256i| {

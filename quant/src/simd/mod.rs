@@ -37,10 +37,6 @@ mod iq4_xs_x86;
 #[cfg(target_arch = "x86_64")]
 mod iq_signs;
 #[cfg(target_arch = "x86_64")]
-mod iq_tiles_x86;
-#[cfg(target_arch = "x86_64")]
-pub(crate) use iq_tiles_x86::IqTiles;
-#[cfg(target_arch = "x86_64")]
 mod mxfp4_x86;
 #[cfg(target_arch = "x86_64")]
 mod tiles_x86;

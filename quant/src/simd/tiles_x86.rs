@@ -1,5 +1,6 @@
 //! The tiled order for many tokens at once with 8-bit codes (AVX-512 VNNI): Q2_K, Q3_K, Q4_K,
-//! Q5_K, Q6_K and IQ4_XS.
+//! Q5_K, Q6_K, IQ4_XS and the lattice IQ formats (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S,
+//! IQ3_XXS, IQ3_S).
 //!
 //! llama.cpp's tiled order (see [`crate::scalar::tiled`]) needs, per (row, token) and block,
 //! only the exact integer totals `S1 = Σ_j sc_j · Σ_{e∈j} q_e·y_e` (sub-block scales times the
@@ -11,15 +12,18 @@
 //! The layout is llama.cpp's own idea (its VNNI microkernel): sixteen weight rows sit in the
 //! sixteen dword lanes of a register. A row group's block is unpacked once per task into a
 //! [`WTile`]: the quants as unsigned codes `q + BIAS` (`BIAS` makes signed quants unsigned:
-//! 4 for Q3_K, 32 for Q6_K, 128 for IQ4_XS, 0 otherwise), four consecutive codes of each of
+//! 4 for Q3_K, 32 for Q6_K, 128 for IQ4_XS, the largest magnitude for the lattice formats —
+//! 43 for IQ2, 62 for IQ3_XXS, 15 for IQ3_S, 9 for IQ1's `8g ± 1` — and 0 for the formats
+//! with mins), four consecutive codes of each of
 //! the sixteen rows per 64-byte vector, plus the sub-block scales and mins per row. Each
 //! token's four activation bytes are broadcast, so one `vpdpbusd` adds four products to each
 //! of sixteen rows: no lane sums to shuffle, and the output lanes are sixteen consecutive rows
 //! of one token. The bias comes back out through the activations' per-16 sums:
 //! `S1 = Σ_j sc_j·raw_j − BIAS · Σ_k sc16_k · bsum_k` (`vpdpwssd` of the scale pairs with a
 //! broadcast pair of `bsums`), exact when `bsums` are the quants' sums (checked once per product
-//! for Q3_K and Q6_K, whose references multiply the signed quants; IQ4_XS's reference is
-//! defined with the `bsums`).
+//! for Q3_K, Q6_K and the lattice formats, whose references multiply the signed weights; IQ4_XS's
+//! reference is defined with the `bsums`). The lattice formats' blocks are decoded by their
+//! oracles' decoders (grid and sign look-ups) and turned into codes with masked byte ops.
 //!
 //! Per (16 rows, token, block): 64 `vpdpbusd` (eight tokens per code vector loaded) and one
 //! `vpmulld` a sub-block. The per-token kernels this replaces for 8+ tokens decoded every weight
@@ -31,7 +35,8 @@ use strata_gguf::GgmlType;
 
 use super::{OutRows, SimdLevel};
 use crate::blocks::{
-    f16_to_f32, k4_scales_mins, q3k_scales, view, BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_K,
+    f16_to_f32, k4_scales_mins, q3k_scales, view, BlockIQ1_M, BlockIQ1_S, BlockIQ2_S, BlockIQ2_XS,
+    BlockIQ2_XXS, BlockIQ3_S, BlockIQ3_XXS, BlockIQ4_XS, BlockQ2_K, BlockQ3_K, BlockQ4_K,
     BlockQ5_K, BlockQ6_K, BlockQ8_K, IQ4_NL_VALUES,
 };
 
@@ -111,6 +116,13 @@ fn format(ty: GgmlType) -> Option<Format> {
         GgmlType::Q5_K => f(decode_q5_k, block_tokens::<32, 0, true>, false),
         GgmlType::Q6_K => f(decode_q6_k, block_tokens::<16, 32, false>, true),
         GgmlType::IQ4_XS => f(decode_iq4_xs, block_tokens::<32, 128, false>, false),
+        GgmlType::IQ2_XXS => f(decode_iq2_xxs, block_tokens::<32, 43, false>, true),
+        GgmlType::IQ2_XS => f(decode_iq2_xs, block_tokens::<16, 43, false>, true),
+        GgmlType::IQ2_S => f(decode_iq2_s, block_tokens::<16, 43, false>, true),
+        GgmlType::IQ3_XXS => f(decode_iq3_xxs, block_tokens::<32, 62, false>, true),
+        GgmlType::IQ3_S => f(decode_iq3_s, block_tokens::<32, 15, false>, true),
+        GgmlType::IQ1_S => f(decode_iq1_s, block_tokens::<32, 9, false>, true),
+        GgmlType::IQ1_M => f(decode_iq1_m, block_tokens::<16, 9, false>, true),
         _ => None,
     }
 }
@@ -295,6 +307,109 @@ decoder!(decode_iq4_xs, |bytes, c| {
     }
     c.sc[..8].copy_from_slice(&ls);
     c.d = f16_to_f32(b.d);
+});
+
+/// Codes `BIAS ± g` of 256 magnitudes `g` (element order) and their sign bits (bit `e % 8` of
+/// `signs[e / 8]` set: element `e` negative), as the IQ2 and IQ3 formats store them.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn signed_codes<const BIAS: i8>(g: &[u8; 256], signs: &[u8; 32], c: &mut Codes) {
+    let bias = _mm512_set1_epi8(BIAS);
+    for m in 0..4 {
+        // SAFETY: bytes `64m..64m + 64` of the 256 of `g`.
+        let gv = unsafe { _mm512_loadu_si512(g[64 * m..].as_ptr().cast()) };
+        let neg = u64::from_le_bytes(signs[8 * m..8 * m + 8].try_into().expect("8 bytes"));
+        let v = _mm512_mask_sub_epi8(_mm512_add_epi8(bias, gv), neg, bias, gv);
+        store64(c, m, v);
+    }
+}
+
+/// The per-sub-block and per-16 scales from one scale per `256 / N` elements.
+#[inline(always)]
+fn odd_scales<const N: usize>(ls: &[i32; N], c: &mut Codes) {
+    c.sc[..N].copy_from_slice(ls);
+    for k in 0..16 {
+        c.sc16[k] = ls[k * N / 16] as i16;
+    }
+}
+
+/// An IQ2 block decoded by its oracle: the grid rows are the magnitudes in element order.
+#[inline(always)]
+fn iq2_codes(d: &crate::scalar::iq2::Decoded, dw: [u8; 2], c: &mut Codes) {
+    let mut g = [0u8; 256];
+    for (k, row) in d.grid.iter().enumerate() {
+        g[8 * k..8 * k + 8].copy_from_slice(&row.to_le_bytes());
+    }
+    // SAFETY: the decoders run only where `Tiles` found AVX-512 F/BW.
+    unsafe { signed_codes::<43>(&g, &d.signs, c) };
+    c.d = f16_to_f32(dw) * 0.125;
+}
+
+decoder!(decode_iq2_xxs, |bytes, c| {
+    let b = &view::<BlockIQ2_XXS>(bytes).expect("one whole block")[0];
+    let d = crate::scalar::iq2::decode_xxs(b);
+    iq2_codes(&d, b.d, c);
+    // One scale per 32 elements (the oracle repeats it per 16).
+    odd_scales::<8>(&std::array::from_fn(|j| d.scales[2 * j]), c);
+});
+
+decoder!(decode_iq2_xs, |bytes, c| {
+    let b = &view::<BlockIQ2_XS>(bytes).expect("one whole block")[0];
+    let d = crate::scalar::iq2::decode_xs(b);
+    iq2_codes(&d, b.d, c);
+    odd_scales::<16>(&d.scales, c);
+});
+
+decoder!(decode_iq2_s, |bytes, c| {
+    let b = &view::<BlockIQ2_S>(bytes).expect("one whole block")[0];
+    let d = crate::scalar::iq2::decode_s(b);
+    iq2_codes(&d, b.d, c);
+    odd_scales::<16>(&d.scales, c);
+});
+
+decoder!(decode_iq3_xxs, |bytes, c| {
+    let b = &view::<BlockIQ3_XXS>(bytes).expect("one whole block")[0];
+    let d = crate::scalar::iq3::decode_xxs(b);
+    signed_codes::<62>(&d.g, &d.signs, c);
+    odd_scales::<8>(&d.scales, c);
+    c.d = f16_to_f32(b.d) * 0.25;
+});
+
+decoder!(decode_iq3_s, |bytes, c| {
+    let b = &view::<BlockIQ3_S>(bytes).expect("one whole block")[0];
+    let d = crate::scalar::iq3::decode_s(b);
+    signed_codes::<15>(&d.g, &d.signs, c);
+    odd_scales::<8>(&d.scales, c);
+    c.d = f16_to_f32(b.d);
+});
+
+/// IQ1 codes `8g ± 1 + 9` of grid values `g ∈ {−1, 0, 1}`, the sign of `δ` per `256 / N`
+/// elements.
+#[inline(always)]
+fn iq1_codes<const N: usize>(g: &[i8; 256], neg: &[bool; N], c: &mut Codes) {
+    let per = 256 / N;
+    for (k, &neg) in neg.iter().enumerate() {
+        let off = if neg { 8 } else { 10 };
+        for e in per * k..per * (k + 1) {
+            c.q[e] = (8 * g[e] + off) as u8;
+        }
+    }
+}
+
+decoder!(decode_iq1_s, |bytes, c| {
+    let b = &view::<BlockIQ1_S>(bytes).expect("one whole block")[0];
+    let u = crate::scalar::iq1::iq1s_block(b);
+    iq1_codes(&u.g, &u.neg, c);
+    odd_scales::<8>(&u.ls, c);
+    c.d = f16_to_f32(b.d) * 0.125;
+});
+
+decoder!(decode_iq1_m, |bytes, c| {
+    let b = &view::<BlockIQ1_M>(bytes).expect("one whole block")[0];
+    let u = crate::scalar::iq1::iq1m_block(b);
+    iq1_codes(&u.g, &u.neg, c);
+    odd_scales::<16>(&u.ls, c);
+    c.d = u.d * 0.125;
 });
 
 /// The `n` tokens' activation rows `xrow(t)` as Q8_K blocks, `nb` each.
