@@ -383,33 +383,48 @@ decoder!(decode_iq3_s, |bytes, c| {
     c.d = f16_to_f32(b.d);
 });
 
-/// IQ1 codes `8g ± 1 + 9` of grid values `g ∈ {−1, 0, 1}`, the sign of `δ` per `256 / N`
-/// elements.
+/// The eight codes `8g + 9 ± 1` of IQ1 grid row `idx` (values `g ∈ {−1, 0, 1}` as bytes),
+/// `−1` where `neg`. Byte-wise without carries: `g + 1 ∈ {0, 1, 2}`, times eight, plus 0 or 2.
 #[inline(always)]
-fn iq1_codes<const N: usize>(g: &[i8; 256], neg: &[bool; N], c: &mut Codes) {
-    let per = 256 / N;
-    for (k, &neg) in neg.iter().enumerate() {
-        let off = if neg { 8 } else { 10 };
-        for e in per * k..per * (k + 1) {
-            c.q[e] = (8 * g[e] + off) as u8;
-        }
-    }
+fn iq1_codes(idx: usize, neg: bool) -> [u8; 8] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let g = crate::grids::IQ1S[idx];
+    let g1 = ((g & !(ONES << 7)) + ONES) ^ (g & (ONES << 7));
+    ((g1 << 3) + if neg { 0 } else { 2 * ONES }).to_le_bytes()
 }
 
 decoder!(decode_iq1_s, |bytes, c| {
     let b = &view::<BlockIQ1_S>(bytes).expect("one whole block")[0];
-    let u = crate::scalar::iq1::iq1s_block(b);
-    iq1_codes(&u.g, &u.neg, c);
-    odd_scales::<8>(&u.ls, c);
+    // Per 32 elements: a u16 of `qh` with three high index bits per eight, the scale and the
+    // sign of the shift.
+    let mut ls = [0i32; 8];
+    for (ib, ls) in ls.iter_mut().enumerate() {
+        let h = u16::from_le_bytes([b.qh[2 * ib], b.qh[2 * ib + 1]]);
+        *ls = 2 * ((h >> 12) & 7) as i32 + 1;
+        for l in 0..4 {
+            let idx = b.qs[4 * ib + l] as usize | (((h >> (3 * l)) & 7) as usize) << 8;
+            let e = 32 * ib + 8 * l;
+            c.q[e..e + 8].copy_from_slice(&iq1_codes(idx, h & 0x8000 != 0));
+        }
+    }
+    odd_scales::<8>(&ls, c);
     c.d = f16_to_f32(b.d) * 0.125;
 });
 
 decoder!(decode_iq1_m, |bytes, c| {
     let b = &view::<BlockIQ1_M>(bytes).expect("one whole block")[0];
-    let u = crate::scalar::iq1::iq1m_block(b);
-    iq1_codes(&u.g, &u.neg, c);
-    odd_scales::<16>(&u.ls, c);
-    c.d = u.d * 0.125;
+    // Per eight elements a nibble of `qh`: three high index bits and the shift's sign.
+    for j in 0..32 {
+        let n = (b.qh[j / 2] >> (4 * (j % 2))) & 0x0F;
+        let idx = b.qs[j] as usize | ((n & 7) as usize) << 8;
+        c.q[8 * j..8 * j + 8].copy_from_slice(&iq1_codes(idx, n & 8 != 0));
+    }
+    let ls = std::array::from_fn(|g| {
+        let w = u16::from_le_bytes([b.scales[2 * (g / 4)], b.scales[2 * (g / 4) + 1]]);
+        2 * ((w >> (3 * (g % 4))) & 7) as i32 + 1
+    });
+    odd_scales::<16>(&ls, c);
+    c.d = f16_to_f32(crate::scalar::iq1::iq1m_scale_bits(b).to_le_bytes()) * 0.125;
 });
 
 /// The `n` tokens' activation rows `xrow(t)` as Q8_K blocks, `nb` each.
