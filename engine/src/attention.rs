@@ -268,10 +268,31 @@ fn attend_group(
         };
         s * p.scale
     };
+    // A batch's scores four keys × four heads at a time (the keys and queries loaded once for
+    // the sixteen, their lane trees done together); the rest below, one key at a time.
+    let mut j4 = first;
+    if p.batched && n_q >= 4 {
+        while j4 + 4 <= end {
+            let k: [&[f32]; 4] = std::array::from_fn(|i| keys.row(j4 + i, p.head_dim));
+            for h in (0..n_q / 4 * 4).step_by(4) {
+                let s = ops::dot4x4(k, std::array::from_fn(|i| q_row(h + i)));
+                for (i, s) in s.iter().enumerate() {
+                    let row = &mut scores[(h + i) * width + j4 - base..][..4];
+                    for (r, &s) in row.iter_mut().zip(s) {
+                        *r = finish(s);
+                    }
+                }
+            }
+            j4 += 4;
+        }
+    }
     for j in first..end {
         let k = keys.row(j, p.head_dim);
         let mut h = 0;
-        if p.batched {
+        if p.batched && j < j4 {
+            // Only the heads past the last four remain.
+            h = n_q / 4 * 4;
+        } else if p.batched {
             // Four heads at a time: the key is loaded once for the four.
             while h + 4 <= n_q {
                 let s4 = ops::dot4(k, [q_row(h), q_row(h + 1), q_row(h + 2), q_row(h + 3)]);

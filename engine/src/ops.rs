@@ -189,6 +189,12 @@ fn rope_body(head: &mut [f32], n_rot: usize, style: RopeStyle, cos: &[f32], sin:
 /// (each chunk summed by [`reduce16`]). Entries equal to `-inf` (masked) become 0. The chunks
 /// start at index 0 of `x`, so callers keep masked entries in place to keep the alignment.
 pub fn softmax_inplace(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F (checked just above).
+        unsafe { avx512::softmax(x) };
+        return;
+    }
     with_fma!(softmax_body(x: &mut [f32]))
 }
 
@@ -715,6 +721,195 @@ pub fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
     with_fma!(body(a: &[f32], b: [&[f32]; 4]) -> [f32; 4])
 }
 
+/// [`dot`] of each of four vectors `k[j]` with each of four vectors `q[h]` (all of one length):
+/// `out[h][j] = dot(q[h], k[j])`, the same bits. With AVX-512 the sixteen accumulator chains run
+/// side by side and their [`reduce16`] trees are done together, across registers, so sixteen
+/// sums cost fifteen vector adds instead of sixteen lane-by-lane trees.
+pub fn dot4x4(k: [&[f32]; 4], q: [&[f32]; 4]) -> [[f32; 4]; 4] {
+    let n = q[0].len();
+    for v in k.iter().chain(&q) {
+        assert_eq!(v.len(), n, "dot4x4: lengths differ");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F (checked just above); the lengths are equal (asserted).
+        return unsafe { avx512::dot4x4(k, q) };
+    }
+    let by_key = k.map(|kj| dot4(kj, q));
+    std::array::from_fn(|h| std::array::from_fn(|j| by_key[j][h]))
+}
+
+/// AVX-512 kernels of the attention scores.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// [`super::dot4x4`]: accumulator `4j + h` holds pair (`q[h]`, `k[j]`) in 16 lanes, exactly
+    /// as [`super::dot`]'s (a tail below 16 elements through masked lanes, the others left
+    /// as they are); then [`super::reduce16`]'s tree for all sixteen at once: halves, quarters,
+    /// pairs and the last add, each step adding the same lanes as the scalar tree.
+    ///
+    /// # Safety
+    /// AVX-512 F available; all eight slices have the same length.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dot4x4(k: [&[f32]; 4], q: [&[f32]; 4]) -> [[f32; 4]; 4] {
+        let n = q[0].len();
+        let mut acc = [_mm512_setzero_ps(); 16];
+        let mut c = 0;
+        while c + 16 <= n {
+            // SAFETY: elements `c..c + 16` of slices of length `n` (caller).
+            let qv = q.map(|v| unsafe { _mm512_loadu_ps(v.as_ptr().add(c)) });
+            for (j, kj) in k.iter().enumerate() {
+                // SAFETY: as above.
+                let kv = unsafe { _mm512_loadu_ps(kj.as_ptr().add(c)) };
+                for (h, qv) in qv.iter().enumerate() {
+                    acc[4 * j + h] = _mm512_fmadd_ps(kv, *qv, acc[4 * j + h]);
+                }
+            }
+            c += 16;
+        }
+        if c < n {
+            let m: __mmask16 = (1 << (n - c)) - 1;
+            // SAFETY: the masked lanes are elements `c..n` of each slice (caller: length `n`).
+            let qv = q.map(|v| unsafe { _mm512_maskz_loadu_ps(m, v.as_ptr().add(c)) });
+            for (j, kj) in k.iter().enumerate() {
+                // SAFETY: as above.
+                let kv = unsafe { _mm512_maskz_loadu_ps(m, kj.as_ptr().add(c)) };
+                for (h, qv) in qv.iter().enumerate() {
+                    acc[4 * j + h] = _mm512_mask3_fmadd_ps(kv, *qv, acc[4 * j + h], m);
+                }
+            }
+        }
+        // Halves: `w[i]` = [a_lo + a_hi, b_lo + b_hi] of `a = acc[2i]`, `b = acc[2i + 1]`.
+        let w: [__m512; 8] = std::array::from_fn(|i| {
+            let (a, b) = (acc[2 * i], acc[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+            )
+        });
+        // Quarters: 128-bit lane `l` of `z[i]` holds accumulator `4i + l`'s four partials.
+        let z: [__m512; 4] = std::array::from_fn(|i| {
+            let (a, b) = (w[2 * i], w[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+            )
+        });
+        // Pairs: per 128-bit lane `[u0 + u2, u1 + u3]` of `z[2i]`'s then of `z[2i + 1]`'s.
+        let r: [__m512; 2] = std::array::from_fn(|i| {
+            let (a, b) = (z[2 * i], z[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_ps::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_ps::<0b11_10_11_10>(a, b),
+            )
+        });
+        // Last: element `e` of 128-bit lane `l` is accumulator `4e + l`'s sum, that is
+        // (`q[l]`, `k[e]`).
+        let f = _mm512_add_ps(
+            _mm512_shuffle_ps::<0b10_00_10_00>(r[0], r[1]),
+            _mm512_shuffle_ps::<0b11_01_11_01>(r[0], r[1]),
+        );
+        // SAFETY: sixteen floats are a 512-bit vector, any bits valid.
+        unsafe { std::mem::transmute::<__m512, [[f32; 4]; 4]>(f) }
+    }
+
+    /// [`super::expf_ggml`] of sixteen lanes: ggml's `ggml_v_expf`, whose steps the scalar
+    /// function spells out (`vscalefps` is its `scale_by_pow2`).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn expf(x: __m512) -> __m512 {
+        let c = |bits: u32| _mm512_set1_ps(f32::from_bits(bits));
+        let r = c(0x4B40_0000);
+        let n = _mm512_sub_ps(_mm512_fmadd_ps(x, c(0x3FB8_AA3B), r), r);
+        let b = _mm512_fnmadd_ps(n, c(0x35BF_BE8E), _mm512_fnmadd_ps(n, c(0x3F31_7200), x));
+        let u = _mm512_mul_ps(b, b);
+        let p = _mm512_fmadd_ps(
+            _mm512_fmadd_ps(c(0x3C07_2010), b, c(0x3D2B_9F17)),
+            u,
+            _mm512_fmadd_ps(c(0x3E2A_AF33), b, c(0x3EFF_FEDB)),
+        );
+        let j = _mm512_fmadd_ps(
+            p,
+            u,
+            _mm512_fmadd_ps(c(0x3F7F_FFF6), b, _mm512_set1_ps(1.0)),
+        );
+        let res = _mm512_scalef_ps(j, n);
+        // Far out of range (and `x = −inf`, where `n` is −inf): 0 below, inf above.
+        let far = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_abs_ps(n), _mm512_set1_ps(192.0));
+        if far == 0 {
+            return res;
+        }
+        let below = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(n, _mm512_setzero_ps());
+        let alt = _mm512_mask_blend_ps(below, _mm512_set1_ps(f32::INFINITY), _mm512_setzero_ps());
+        _mm512_mask_blend_ps(far, res, alt)
+    }
+
+    /// [`super::reduce16`] of a vector's lanes (halves, quarters, pairs).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn reduce16(v: __m512) -> f32 {
+        let h = _mm256_add_ps(
+            _mm512_castps512_ps256(v),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+        );
+        let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+        let p = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)))
+    }
+
+    /// [`super::softmax_inplace`] sixteen lanes at a time: the same chunks, the same
+    /// [`expf`], the same f64 sum of each chunk's [`reduce16`] (a last partial chunk's missing
+    /// lanes are zeros, as in the scalar body) and the same scale.
+    ///
+    /// # Safety
+    /// AVX-512 F available.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn softmax(x: &mut [f32]) {
+        let n = x.len();
+        let ptr = x.as_mut_ptr();
+        let mask = |i: usize| -> __mmask16 {
+            let left = n - i;
+            if left >= 16 {
+                0xFFFF
+            } else {
+                (1 << left) - 1
+            }
+        };
+        // `vmaxps` returns its second operand where the first is NaN, so NaNs are skipped as
+        // `f32::max` skips them.
+        let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..n).step_by(16) {
+            // SAFETY: the masked lanes are elements `i..min(i + 16, n)` of `x`.
+            let v = unsafe {
+                _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask(i), ptr.add(i))
+            };
+            m = _mm512_max_ps(v, m);
+        }
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+        let mut sum = 0.0f64;
+        for i in (0..n).step_by(16) {
+            let k = mask(i);
+            // SAFETY: as above; missing lanes read as −inf, whose exponential is 0.
+            let v =
+                unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), k, ptr.add(i)) };
+            let e = expf(_mm512_sub_ps(v, max));
+            // SAFETY: as above.
+            unsafe { _mm512_mask_storeu_ps(ptr.add(i), k, e) };
+            sum += f64::from(reduce16(e));
+        }
+        let inv = _mm512_set1_ps((1.0 / sum) as f32);
+        for i in (0..n).step_by(16) {
+            let k = mask(i);
+            // SAFETY: as above.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(k, ptr.add(i));
+                _mm512_mask_storeu_ps(ptr.add(i), k, _mm512_mul_ps(v, inv));
+            }
+        }
+    }
+}
+
 /// Sum of 16 lanes in the order of `_mm512_reduce_add_ps` (halves, quarters, pairs).
 #[inline]
 pub fn reduce16(l: &[f32; 16]) -> f32 {
@@ -898,6 +1093,42 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * (1 << (s % 7)) as f32
             })
             .collect()
+    }
+
+    #[test]
+    fn softmax_simd_equals_scalar_body_bit_for_bit() {
+        for n in 1..80 {
+            // Mixed magnitudes (some differences reach exp's subnormal and zero range), with
+            // masked (−inf) entries in front as attention's score rows have them.
+            let mut x: Vec<f32> = values(n, 30 + n as u64).iter().map(|v| v * 9.0).collect();
+            for v in x.iter_mut().take(n / 5) {
+                *v = f32::NEG_INFINITY;
+            }
+            let mut want = x.clone();
+            softmax_body(&mut want);
+            let mut got = x.clone();
+            softmax_inplace(&mut got);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "n {n}");
+        }
+    }
+
+    #[test]
+    fn dot4x4_equals_sixteen_dots_bit_for_bit() {
+        for n in [1, 5, 15, 16, 17, 64, 80, 100, 128, 256] {
+            let k: Vec<Vec<f32>> = (0..4).map(|j| values(n, 10 + j)).collect();
+            let q: Vec<Vec<f32>> = (0..4).map(|h| values(n, 20 + h)).collect();
+            let got = dot4x4(
+                std::array::from_fn(|j| &k[j][..]),
+                std::array::from_fn(|h| &q[h][..]),
+            );
+            for h in 0..4 {
+                for j in 0..4 {
+                    let want = dot(&q[h], &k[j]);
+                    assert_eq!(got[h][j].to_bits(), want.to_bits(), "n {n} h {h} j {j}");
+                }
+            }
+        }
     }
 
     #[test]
