@@ -545,6 +545,27 @@ pub fn fma_axpy_lanes<const H: usize, const D: usize>(
             }
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        for a in &acc {
+            assert!(a.len() >= lanes * n, "accumulator shorter than lanes × n");
+        }
+        if j0 < j1 {
+            assert!(
+                x0 <= j0 && base <= j0,
+                "rows or coefficients start after {j0}"
+            );
+            assert!(
+                coef.iter().all(|c| c.len() >= j1 - base)
+                    && x.len() >= (j1 - 1 - x0) * stride + off + n,
+                "coefficients or rows end before position {j1}"
+            );
+        }
+        // SAFETY: the CPU has AVX-512 F (checked just above); the accumulators, coefficients
+        // and rows cover every index the kernel reads or writes (asserted just above).
+        unsafe { avx512::axpy_lanes(coef, base, (j0, j1), x, (x0, stride, off, n), lanes, acc) };
+        return;
+    }
     with_fma!(body::<const H: usize, const D: usize>(
         coef: [&[f32]; H],
         base: usize,
@@ -812,6 +833,62 @@ mod avx512 {
         );
         // SAFETY: sixteen floats are a 512-bit vector, any bits valid.
         unsafe { std::mem::transmute::<__m512, [[f32; 4]; 4]>(f) }
+    }
+
+    /// [`super::fma_axpy_lanes`] with sixteen elements per register: per lane `l` and block of
+    /// sixteen elements (the last one masked), the `H` accumulators stay in registers over that
+    /// lane's positions `j`, each row block loaded once and each coefficient broadcast; the
+    /// same fused multiply-adds in the same order per element.
+    ///
+    /// # Safety
+    /// AVX-512 F available; for `j` in `j0..j1`: `coef[h][j − base]` and
+    /// `x[(j − x0)·stride + off..][..n]` exist (`base, x0 ≤ j0`), and each `acc[h]` holds
+    /// `lanes · n` elements.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn axpy_lanes<const H: usize>(
+        coef: [&[f32]; H],
+        base: usize,
+        (j0, j1): (usize, usize),
+        x: &[f32],
+        (x0, stride, off, n): (usize, usize, usize, usize),
+        lanes: usize,
+        acc: [&mut [f32]; H],
+    ) {
+        let acc = acc.map(|a| a.as_mut_ptr());
+        for first in j0..j1.min(j0 + lanes) {
+            let l = first % lanes;
+            let count = (j1 - first).div_ceil(lanes);
+            for d0 in (0..n).step_by(16) {
+                let m: __mmask16 = if n - d0 >= 16 {
+                    0xFFFF
+                } else {
+                    (1 << (n - d0)) - 1
+                };
+                // Pointers move with wrapping arithmetic; each one is read only while it points
+                // at an element the caller's contract covers.
+                let at = l * n + d0;
+                let mut xp = x.as_ptr().wrapping_add((first - x0) * stride + off + d0);
+                let mut cp = coef.map(|c| c.as_ptr().wrapping_add(first - base));
+                // SAFETY: the masked lanes of accumulator rows `l·n + d0..` are below `lanes·n`.
+                let mut r: [__m512; H] =
+                    std::array::from_fn(|h| unsafe { _mm512_maskz_loadu_ps(m, acc[h].add(at)) });
+                for _ in 0..count {
+                    // SAFETY: `xp` is row `j`'s element `d0` and `cp[h]` coefficient `j − base`
+                    // of a position `j < j1` (`count` steps of `lanes` from `first`); the masked
+                    // lanes stay below `n`.
+                    let (xv, c) = unsafe { (_mm512_maskz_loadu_ps(m, xp), cp.map(|p| *p)) };
+                    for h in 0..H {
+                        r[h] = _mm512_fmadd_ps(_mm512_set1_ps(c[h]), xv, r[h]);
+                        cp[h] = cp[h].wrapping_add(lanes);
+                    }
+                    xp = xp.wrapping_add(lanes * stride);
+                }
+                for (h, r) in r.iter().enumerate() {
+                    // SAFETY: as the loads of `r`.
+                    unsafe { _mm512_mask_storeu_ps(acc[h].add(at), m, *r) };
+                }
+            }
+        }
     }
 
     /// [`super::expf_ggml`] of sixteen lanes: ggml's `ggml_v_expf`, whose steps the scalar
