@@ -211,8 +211,48 @@ fn nearest_int(x: f32) -> i32 {
 /// sums of 16 quants. Round trip: `|x − x̂| ≤ |d|/2`. Bit-identical to llama.cpp's, which x86
 /// runs for activations too.
 pub(crate) fn q8_k(x: &[f32], out: &mut [BlockQ8_K]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        fn wide(x: &[f32], out: &mut [BlockQ8_K]) {
+            q8_k_body(x, out)
+        }
+        // SAFETY: the CPU has AVX2 (checked just above), the only requirement of `wide`.
+        return unsafe { wide(x, out) };
+    }
+    q8_k_body(x, out)
+}
+
+/// The element of largest magnitude: `(|v|, v)` of the first such `v` (NaNs skipped, as
+/// [`signed_absmax`]'s comparisons skip them; `(0, 0)` when there is none), in three passes
+/// that vectorize: the largest magnitude's bits, the first index holding it, its value.
+#[inline(always)]
+fn signed_absmax_wide<const N: usize>(x: &[f32; N]) -> (f32, f32) {
+    // Magnitudes as bits order like the magnitudes; a NaN counts as 0.
+    let mut mag = [0u32; N];
+    for (m, v) in mag.iter_mut().zip(x) {
+        let b = v.to_bits() & 0x7FFF_FFFF;
+        *m = if b > 0x7F80_0000 { 0 } else { b };
+    }
+    let mut top = 0;
+    for &m in &mag {
+        top = top.max(m);
+    }
+    if top == 0 {
+        return (0.0, 0.0);
+    }
+    let mut first = u32::MAX;
+    for (i, &m) in mag.iter().enumerate() {
+        first = first.min(if m == top { i as u32 } else { u32::MAX });
+    }
+    (f32::from_bits(top), x[first as usize])
+}
+
+/// [`q8_k`]'s body (inlined into a copy compiled for AVX2 where the CPU has it).
+#[inline(always)]
+fn q8_k_body(x: &[f32], out: &mut [BlockQ8_K]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
-        let (amax, max) = signed_absmax(x);
+        let (amax, max) = signed_absmax_wide::<QK_K>(x.try_into().expect("a block"));
         if amax == 0.0 {
             b.d = 0f32.to_le_bytes();
             b.qs = [0; 256];
@@ -402,6 +442,40 @@ pub(crate) fn f32(x: &[f32], out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::round_ties_even_small;
+    use super::{signed_absmax, signed_absmax_wide};
+
+    #[test]
+    fn signed_absmax_wide_equals_the_scan() {
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for case in 0..2000 {
+            let n = 1 + (next() % 300) as usize;
+            let mut x: Vec<f32> = (0..n)
+                .map(|_| ((next() % 41) as f32 - 20.0) * 0.25)
+                .collect();
+            // Ties of opposite signs are common above; add zeros, NaNs and infinities.
+            match case % 5 {
+                0 => x.iter_mut().for_each(|v| *v = 0.0 * v.signum()),
+                1 => x[(next() % n as u64) as usize] = f32::NAN,
+                2 => x[(next() % n as u64) as usize] = f32::NEG_INFINITY,
+                3 => x.iter_mut().for_each(|v| *v = f32::NAN),
+                _ => {}
+            }
+            x.resize(300, 0.0);
+            let x: [f32; 300] = x.try_into().unwrap();
+            let (a, b) = (signed_absmax(&x), signed_absmax_wide(&x));
+            assert_eq!(
+                (a.0.to_bits(), a.1.to_bits()),
+                (b.0.to_bits(), b.1.to_bits()),
+                "{x:?}"
+            );
+        }
+    }
 
     #[test]
     fn magic_rounding_equals_round_ties_even() {
