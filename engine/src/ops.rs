@@ -353,23 +353,41 @@ fn gelu_table() -> &'static [f16] {
 /// As ggml's CPU backend does: in each row, the elements of whole 16-element chunks take
 /// `e^(−x)` from [`expf_ggml`] (its AVX-512 `exp`), the tail past the last chunk from libm.
 pub fn swiglu_inplace(gate: &mut [f32], up: &[f32], row: usize) {
-    #[inline(always)]
-    fn body(gate: &mut [f32], up: &[f32], row: usize) {
-        debug_assert_eq!(gate.len(), up.len());
+    assert_eq!(gate.len(), up.len(), "swiglu: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
         for (gr, ur) in gate.chunks_mut(row.max(1)).zip(up.chunks(row.max(1))) {
             let simd = gr.len() / 16 * 16;
-            for (i, (g, &u)) in gr.iter_mut().zip(ur).enumerate() {
-                let x = *g;
-                let e = if i < simd {
-                    expf_ggml(0.0 - x)
-                } else {
-                    crate::mathf::expf(-x)
-                };
-                *g = x / (1.0 + e) * u;
-            }
+            // SAFETY: the CPU has AVX-512 F (checked just above); both slices hold `simd`
+            // elements.
+            unsafe { avx512::swiglu(&mut gr[..simd], &ur[..simd]) };
+            swiglu_tail(&mut gr[simd..], &ur[simd..]);
         }
+        return;
     }
-    with_fma!(body(gate: &mut [f32], up: &[f32], row: usize))
+    with_fma!(swiglu_body(gate: &mut [f32], up: &[f32], row: usize))
+}
+
+/// [`swiglu_inplace`]'s scalar body.
+#[inline(always)]
+fn swiglu_body(gate: &mut [f32], up: &[f32], row: usize) {
+    for (gr, ur) in gate.chunks_mut(row.max(1)).zip(up.chunks(row.max(1))) {
+        let simd = gr.len() / 16 * 16;
+        for (g, &u) in gr[..simd].iter_mut().zip(ur) {
+            let x = *g;
+            *g = x / (1.0 + expf_ggml(0.0 - x)) * u;
+        }
+        swiglu_tail(&mut gr[simd..], &ur[simd..]);
+    }
+}
+
+/// SwiGLU of a row's elements past its last 16-element chunk (libm's `exp`, as ggml's tail).
+#[inline(always)]
+fn swiglu_tail(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = x / (1.0 + crate::mathf::expf(-x)) * u;
+    }
 }
 
 /// Rounds every value to the nearest f16 and back (what storing into an f16 buffer does).
@@ -922,6 +940,28 @@ mod avx512 {
         _mm512_mask_blend_ps(far, res, alt)
     }
 
+    /// [`super::swiglu_inplace`] of whole 16-element chunks: `x / (1 + e^(0 − x)) · u` with
+    /// [`expf`], as the scalar body.
+    ///
+    /// # Safety
+    /// AVX-512 F available; `up` holds `gate.len()` elements, a multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+        let one = _mm512_set1_ps(1.0);
+        for (g, u) in gate.chunks_exact_mut(16).zip(up.chunks_exact(16)) {
+            // SAFETY: sixteen elements of each chunk.
+            unsafe {
+                let x = _mm512_loadu_ps(g.as_ptr());
+                let e = expf(_mm512_sub_ps(_mm512_setzero_ps(), x));
+                let s = _mm512_div_ps(x, _mm512_add_ps(one, e));
+                _mm512_storeu_ps(
+                    g.as_mut_ptr(),
+                    _mm512_mul_ps(s, _mm512_loadu_ps(u.as_ptr())),
+                );
+            }
+        }
+    }
+
     /// [`super::reduce16`] of a vector's lanes (halves, quarters, pairs).
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -1170,6 +1210,23 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * (1 << (s % 7)) as f32
             })
             .collect()
+    }
+
+    #[test]
+    fn swiglu_simd_equals_scalar_body_bit_for_bit() {
+        for row in [1, 15, 16, 17, 40, 64, 70] {
+            let gate: Vec<f32> = values(3 * row, 50 + row as u64)
+                .iter()
+                .map(|v| v * 5.0)
+                .collect();
+            let up = values(3 * row, 60 + row as u64);
+            let mut want = gate.clone();
+            swiglu_body(&mut want, &up, row);
+            let mut got = gate.clone();
+            swiglu_inplace(&mut got, &up, row);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "row {row}");
+        }
     }
 
     #[test]
