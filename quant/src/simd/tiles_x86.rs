@@ -452,7 +452,8 @@ pub(crate) struct Tiles<'x> {
 impl<'x> Tiles<'x> {
     /// The kernel for `n` tokens of `ty` weights (`xrow(t)`: token `t`'s Q8_K row of `nb`
     /// blocks) at most at `level`, where there is one: AVX-512 VNNI, a format above, at least
-    /// [`MIN_TOKENS`] tokens, and for Q3_K and Q6_K activations whose `bsums` are their sums.
+    /// [`MIN_TOKENS`] tokens, and for Q3_K, Q6_K and the lattice IQ formats activations whose
+    /// `bsums` are their sums.
     pub(crate) fn prepare(
         level: SimdLevel,
         ty: GgmlType,
