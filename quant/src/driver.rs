@@ -22,8 +22,8 @@ const TILE_BYTES: usize = 48 * 1024;
 const BATCH_MIN_TOKENS: usize = 4;
 /// Most tokens per batch-kernel task (each task unpacks its weight rows once).
 const BATCH_CHUNK: usize = 128;
-/// Most tokens per [`simd::Tiles`] task: the decoding is paid once per
-/// task, so the whole of a usual batch.
+/// Most tokens per [`simd::Tiles`] task: the decoding is paid once per task, so the whole of a
+/// usual batch.
 #[cfg(target_arch = "x86_64")]
 const TILES_CHUNK: usize = 512;
 /// Rows per [`simd::Tiles`] task.

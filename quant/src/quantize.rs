@@ -8,20 +8,6 @@
 
 use crate::blocks::*;
 
-/// The first element of largest magnitude and that magnitude (ggml's `amax`/`max` loop:
-/// strictly greater replaces, so ties keep the first).
-#[inline(always)]
-fn signed_absmax(x: &[f32]) -> (f32, f32) {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    (amax, max)
-}
-
 #[inline(always)]
 fn inv(d: f32) -> f32 {
     if d != 0.0 {
@@ -49,7 +35,7 @@ fn min_max(x: &[f32]) -> (f32, f32) {
 /// (the f16 rounding of `d` adds at most 2⁻¹¹ relative).
 pub(crate) fn q4_0(x: &[f32], out: &mut [BlockQ4_0]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
-        let (_, max) = signed_absmax(x);
+        let (_, max) = signed_absmax::<QK>(x.try_into().expect("a block"));
         let d = max / -8.0;
         let id = inv(d);
         b.d = f32_to_f16(d);
@@ -94,7 +80,7 @@ fn pack_q5(q: &[u8; 32]) -> ([u8; 4], [u8; 16]) {
 /// f32 → Q5_0. Round trip: `|x − x̂| ≤ |d|/2`, `d = max/−16`.
 pub(crate) fn q5_0(x: &[f32], out: &mut [BlockQ5_0]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK)) {
-        let (_, max) = signed_absmax(x);
+        let (_, max) = signed_absmax::<QK>(x.try_into().expect("a block"));
         let d = max / -16.0;
         let id = inv(d);
         b.d = f32_to_f16(d);
@@ -223,11 +209,11 @@ pub(crate) fn q8_k(x: &[f32], out: &mut [BlockQ8_K]) {
     q8_k_body(x, out)
 }
 
-/// The element of largest magnitude: `(|v|, v)` of the first such `v` (NaNs skipped, as
-/// [`signed_absmax`]'s comparisons skip them; `(0, 0)` when there is none), in three passes
-/// that vectorize: the largest magnitude's bits, the first index holding it, its value.
+/// The element of largest magnitude: `(|v|, v)` of the first such `v` (NaNs skipped; `(0, 0)`
+/// when there is none), in three passes that vectorize: the largest magnitude's bits, the
+/// first index holding it, its value.
 #[inline(always)]
-fn signed_absmax_wide<const N: usize>(x: &[f32; N]) -> (f32, f32) {
+fn signed_absmax<const N: usize>(x: &[f32; N]) -> (f32, f32) {
     // Magnitudes as bits order like the magnitudes; a NaN counts as 0.
     let mut mag = [0u32; N];
     for (m, v) in mag.iter_mut().zip(x) {
@@ -252,7 +238,7 @@ fn signed_absmax_wide<const N: usize>(x: &[f32; N]) -> (f32, f32) {
 #[inline(always)]
 fn q8_k_body(x: &[f32], out: &mut [BlockQ8_K]) {
     for (b, x) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
-        let (amax, max) = signed_absmax_wide::<QK_K>(x.try_into().expect("a block"));
+        let (amax, max) = signed_absmax::<QK_K>(x.try_into().expect("a block"));
         if amax == 0.0 {
             b.d = 0f32.to_le_bytes();
             b.qs = [0; 256];
@@ -442,10 +428,22 @@ pub(crate) fn f32(x: &[f32], out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::round_ties_even_small;
-    use super::{signed_absmax, signed_absmax_wide};
+    use super::signed_absmax;
+
+    /// `(|v|, v)` of the first element of largest magnitude, by a plain scan (ggml's loop).
+    fn scan_absmax(x: &[f32]) -> (f32, f32) {
+        let (mut amax, mut max) = (0.0f32, 0.0f32);
+        for &v in x {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        (amax, max)
+    }
 
     #[test]
-    fn signed_absmax_wide_equals_the_scan() {
+    fn signed_absmax_equals_the_scan() {
         let mut s = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move || {
             s ^= s << 13;
@@ -468,7 +466,7 @@ mod tests {
             }
             x.resize(300, 0.0);
             let x: [f32; 300] = x.try_into().unwrap();
-            let (a, b) = (signed_absmax(&x), signed_absmax_wide(&x));
+            let (a, b) = (scan_absmax(&x), signed_absmax(&x));
             assert_eq!(
                 (a.0.to_bits(), a.1.to_bits()),
                 (b.0.to_bits(), b.1.to_bits()),
