@@ -288,11 +288,9 @@ fn attend_group(
     }
     for j in first..end {
         let k = keys.row(j, p.head_dim);
-        let mut h = 0;
-        if p.batched && j < j4 {
-            // Only the heads past the last four remain.
-            h = n_q / 4 * 4;
-        } else if p.batched {
+        // Keys before `j4` have their scores of whole groups of four heads already.
+        let mut h = if j < j4 { n_q / 4 * 4 } else { 0 };
+        if p.batched {
             // Four heads at a time: the key is loaded once for the four.
             while h + 4 <= n_q {
                 let s4 = ops::dot4(k, [q_row(h), q_row(h + 1), q_row(h + 2), q_row(h + 3)]);

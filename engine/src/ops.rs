@@ -354,30 +354,32 @@ fn gelu_table() -> &'static [f16] {
 /// `e^(−x)` from [`expf_ggml`] (its AVX-512 `exp`), the tail past the last chunk from libm.
 pub fn swiglu_inplace(gate: &mut [f32], up: &[f32], row: usize) {
     assert_eq!(gate.len(), up.len(), "swiglu: lengths differ");
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        for (gr, ur) in gate.chunks_mut(row.max(1)).zip(up.chunks(row.max(1))) {
-            let simd = gr.len() / 16 * 16;
-            // SAFETY: the CPU has AVX-512 F (checked just above); both slices hold `simd`
-            // elements.
-            unsafe { avx512::swiglu(&mut gr[..simd], &ur[..simd]) };
-            swiglu_tail(&mut gr[simd..], &ur[simd..]);
-        }
-        return;
-    }
-    with_fma!(swiglu_body(gate: &mut [f32], up: &[f32], row: usize))
-}
-
-/// [`swiglu_inplace`]'s scalar body.
-#[inline(always)]
-fn swiglu_body(gate: &mut [f32], up: &[f32], row: usize) {
     for (gr, ur) in gate.chunks_mut(row.max(1)).zip(up.chunks(row.max(1))) {
         let simd = gr.len() / 16 * 16;
-        for (g, &u) in gr[..simd].iter_mut().zip(ur) {
-            let x = *g;
-            *g = x / (1.0 + expf_ggml(0.0 - x)) * u;
-        }
+        swiglu_chunks(&mut gr[..simd], &ur[..simd]);
         swiglu_tail(&mut gr[simd..], &ur[simd..]);
+    }
+}
+
+/// SwiGLU of whole 16-element chunks (`gate.len()` a multiple of 16): in AVX-512 where the CPU
+/// has it, else [`swiglu_chunks_body`].
+fn swiglu_chunks(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F (checked just above); `up` is as long as `gate`, a
+        // multiple of 16 (the caller's chunks).
+        unsafe { avx512::swiglu(gate, up) };
+        return;
+    }
+    with_fma!(swiglu_chunks_body(gate: &mut [f32], up: &[f32]))
+}
+
+/// [`swiglu_chunks`]' scalar body: `e^(−x)` from [`expf_ggml`].
+#[inline(always)]
+fn swiglu_chunks_body(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = x / (1.0 + expf_ggml(0.0 - x)) * u;
     }
 }
 
@@ -519,9 +521,6 @@ pub fn fma_axpy_lanes<const H: usize, const D: usize>(
         lanes: usize,
         acc: [&mut [f32]; H],
     ) {
-        for a in &acc {
-            assert!(a.len() >= lanes * n, "accumulator shorter than lanes × n");
-        }
         // Each lane's first j is one of j0..j0 + lanes.
         for first in j0..j1.min(j0 + lanes) {
             let l = first % lanes;
@@ -563,11 +562,11 @@ pub fn fma_axpy_lanes<const H: usize, const D: usize>(
             }
         }
     }
+    for a in &acc {
+        assert!(a.len() >= lanes * n, "accumulator shorter than lanes × n");
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        for a in &acc {
-            assert!(a.len() >= lanes * n, "accumulator shorter than lanes × n");
-        }
         if j0 < j1 {
             assert!(
                 x0 <= j0 && base <= j0,
@@ -783,6 +782,16 @@ pub fn dot4x4(k: [&[f32]; 4], q: [&[f32]; 4]) -> [[f32; 4]; 4] {
 mod avx512 {
     use std::arch::x86_64::*;
 
+    /// The mask of the first `min(left, 16)` lanes.
+    #[inline(always)]
+    fn lanes_mask(left: usize) -> __mmask16 {
+        if left >= 16 {
+            0xFFFF
+        } else {
+            (1 << left) - 1
+        }
+    }
+
     /// [`super::dot4x4`]: accumulator `4j + h` holds pair (`q[h]`, `k[j]`) in 16 lanes, exactly
     /// as [`super::dot`]'s (a tail below 16 elements through masked lanes, the others left
     /// as they are); then [`super::reduce16`]'s tree for all sixteen at once: halves, quarters,
@@ -808,7 +817,7 @@ mod avx512 {
             c += 16;
         }
         if c < n {
-            let m: __mmask16 = (1 << (n - c)) - 1;
+            let m = lanes_mask(n - c);
             // SAFETY: the masked lanes are elements `c..n` of each slice (caller: length `n`).
             let qv = q.map(|v| unsafe { _mm512_maskz_loadu_ps(m, v.as_ptr().add(c)) });
             for (j, kj) in k.iter().enumerate() {
@@ -877,11 +886,7 @@ mod avx512 {
             let l = first % lanes;
             let count = (j1 - first).div_ceil(lanes);
             for d0 in (0..n).step_by(16) {
-                let m: __mmask16 = if n - d0 >= 16 {
-                    0xFFFF
-                } else {
-                    (1 << (n - d0)) - 1
-                };
+                let m = lanes_mask(n - d0);
                 // Pointers move with wrapping arithmetic; each one is read only while it points
                 // at an element the caller's contract covers.
                 let at = l * n + d0;
@@ -985,14 +990,7 @@ mod avx512 {
     pub(super) unsafe fn softmax(x: &mut [f32]) {
         let n = x.len();
         let ptr = x.as_mut_ptr();
-        let mask = |i: usize| -> __mmask16 {
-            let left = n - i;
-            if left >= 16 {
-                0xFFFF
-            } else {
-                (1 << left) - 1
-            }
-        };
+        let mask = |i: usize| lanes_mask(n - i);
         // `vmaxps` returns its second operand where the first is NaN, so NaNs are skipped as
         // `f32::max` skips them.
         let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
@@ -1221,7 +1219,11 @@ mod tests {
                 .collect();
             let up = values(3 * row, 60 + row as u64);
             let mut want = gate.clone();
-            swiglu_body(&mut want, &up, row);
+            for (gr, ur) in want.chunks_mut(row).zip(up.chunks(row)) {
+                let simd = gr.len() / 16 * 16;
+                swiglu_chunks_body(&mut gr[..simd], &ur[..simd]);
+                swiglu_tail(&mut gr[simd..], &ur[simd..]);
+            }
             let mut got = gate.clone();
             swiglu_inplace(&mut got, &up, row);
             let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
