@@ -1,11 +1,14 @@
-//! x86-64 AVX-512 (F, BW, VL, VNNI) kernels for Q6_K × Q8_K, for matvec (four rows per pass)
-//! and for matmul (two rows × four tokens per pass); Q8_0, Q5_0, Q4_0 × Q8_0 are in
+//! x86-64 AVX-512 (F, BW, VL, VNNI) kernels for Q5_K and Q6_K × Q8_K, for matvec (four rows per
+//! pass) and for matmul (two rows × four tokens per pass); Q8_0, Q5_0, Q4_0 × Q8_0 are in
 //! [`avx512_q0`](super::avx512_q0), Q4_K in `q4k_x86` (llama.cpp's float orders). Other formats
 //! use the AVX2 kernels at this level.
 //!
 //! - Q6_K: quants are unpacked in element order 64 at a time so that one 64-byte activation
 //!   load meets them; `vpmaddubsw` forms pair products and `vpdpwssd` (VNNI) multiplies by the
 //!   sub-block scales (picked with `vpermw`) and accumulates in one instruction.
+//! - Q5_K: each 32 bytes of `qs` broadcast to both 256-bit halves give 64 elements in element
+//!   order (low nibbles below, high nibbles above); the fifth bits join with one `vpternlogd`,
+//!   and the scales (picked with `vpshufb`) multiply in `vpdpwssd` as for Q6_K.
 //! - Matmul: each weight block is unpacked once and used for four tokens; for a given (row,
 //!   token) the operations are exactly those of the matvec kernel, so results are identical.
 //! - Software prefetch of the blocks a few ahead in every row.
@@ -18,7 +21,7 @@ use strata_gguf::GgmlType;
 
 use super::avx2::{by_rows, h2f, hsum_i32x8, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
-use crate::blocks::{BlockQ6_K, BlockQ8_K};
+use crate::blocks::{k4_scales_mins_u64, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 use crate::scalar::tiled::AccTiled;
 
 /// The AVX-512 kernel for weight type `ty`, where one exists.
@@ -30,6 +33,7 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         return Some(k);
     }
     Some(match ty {
+        GgmlType::Q5_K => q5_k_rows,
         GgmlType::Q6_K => q6_k_rows,
         _ => return None,
     })
@@ -44,6 +48,7 @@ pub(super) fn kernel4(ty: GgmlType) -> Option<Rows4Fn> {
         return Some(k);
     }
     Some(match ty {
+        GgmlType::Q5_K => q5_k_rows4,
         GgmlType::Q6_K => q6_k_rows4,
         _ => return None,
     })
@@ -56,6 +61,7 @@ pub(super) fn tiled_kernels(ty: GgmlType) -> Option<(RowsFn, Rows4Fn)> {
         return None;
     }
     Some(match ty {
+        GgmlType::Q5_K => (q5_k_tiled_rows, q5_k_tiled_rows4),
         GgmlType::Q6_K => (q6_k_tiled_rows, q6_k_tiled_rows4),
         _ => return None,
     })
@@ -247,5 +253,155 @@ mt_kernels!(
     q6_k_tiled_rows4,
     q6_k_tiled_mt,
     BlockQ6_K,
+    BlockQ8_K
+);
+
+/// Q5_K · Q8_K for `N` weight rows and `T` tokens at once (as [`q6_k_mt`]). Vector `v` of a
+/// block holds elements `64v..64v+64` in element order: the 32 bytes `qs[32v..32v+32]`
+/// broadcast to both 256-bit halves give the low nibbles below (sub-block `2v`) and the high
+/// nibbles above (sub-block `2v+1`); `qh` broadcast the same way, its upper half shifted right
+/// by one, holds both halves' fifth bits at bit `2v` of each byte.
+///
+/// Float order is llama.cpp's (`ggml_vec_dot_q5_K_q8_K`, AVX2 branch) and the scalar
+/// reference's: i32 lane `k` of the integer sum holds the elements with `(e mod 32)/4 == k`
+/// (as [`q6_k_mt`]), one 8-lane FMA by `d_x·d_w` per block accumulates them, and the mins term
+/// `Σ m_j · bsum_j` (exact) is a scalar FMA by `−d_x·dmin_w` per block, added after the lanes
+/// are reduced.
+///
+/// # Safety
+/// As [`q6_k_mt`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q5_k_mt<const N: usize, const T: usize>(
+    w: [*const BlockQ5_K; N],
+    x: [*const BlockQ8_K; T],
+    nb: usize,
+) -> [[f32; T]; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q5_k_any::<N, T, false>(w, x, nb) }
+}
+
+/// [`q5_k_mt`] in the float order of llama.cpp's tiled matmul (see [`crate::tiled`]): per block
+/// `acc = fma(fma(−dmin_w, f32(m), f32(s)·d_w), d_x, acc)` with the exact sums `s` and `m`.
+///
+/// # Safety
+/// As [`q6_k_mt`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q5_k_tiled_mt<const N: usize, const T: usize>(
+    w: [*const BlockQ5_K; N],
+    x: [*const BlockQ8_K; T],
+    nb: usize,
+) -> [[f32; T]; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q5_k_any::<N, T, true>(w, x, nb) }
+}
+
+/// The Q5_K kernel body: `TILED` picks the float order (see [`q5_k_mt`], [`q5_k_tiled_mt`]).
+///
+/// # Safety
+/// As [`q6_k_mt`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q5_k_any<const N: usize, const T: usize, const TILED: bool>(
+    w: [*const BlockQ5_K; N],
+    x: [*const BlockQ8_K; T],
+    nb: usize,
+) -> [[f32; T]; N] {
+    let mut acc = [[_mm256_setzero_ps(); T]; N];
+    let mut summs = [[0f32; T]; N];
+    let mut tiled = [[AccTiled::default(); T]; N];
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m16 = _mm512_set1_epi8(0x10);
+    // Scale words for vector v from the eight scale bytes (in every 128-bit lane): words of
+    // the lower half take byte 2v, of the upper half byte 2v + 1 (index 0x80: a zero high byte).
+    let pick: [__m512i; 4] = std::array::from_fn(|v| {
+        let bytes: [u8; 64] = std::array::from_fn(|k| match k % 2 {
+            0 => (2 * v + k / 32) as u8,
+            _ => 0x80,
+        });
+        // SAFETY: reads the 64 bytes of `bytes`.
+        unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
+    });
+    // Rows of a pass are consecutive (`by_rows`).
+    let pf = super::Prefetch::for_pass(w[0], N, nb, super::avx2::PF_BLOCKS);
+    for i in 0..nb {
+        pf.step(&w, i);
+        for r in 0..N {
+            // SAFETY: `i < nb` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            let (sc, mins) = k4_scales_mins_u64(&b.scales);
+            let sc8 = _mm512_set1_epi64(sc as i64);
+            // SAFETY: reads the 32 bytes of `b.qh`.
+            let qh = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(b.qh.as_ptr().cast()) });
+            let qh = _mm512_mask_srli_epi16(qh, 0xFFFF_0000, qh, 1);
+            // Bit 2v of each `qh` byte moved to bit 4 (16-bit shifts: a byte's bit 4 comes
+            // from the same byte).
+            let hb = [
+                _mm512_slli_epi16::<4>(qh),
+                _mm512_slli_epi16::<2>(qh),
+                qh,
+                _mm512_srli_epi16::<2>(qh),
+            ];
+            let q: [__m512i; 4] = std::array::from_fn(|v| {
+                // SAFETY: reads bytes 32v..32v+32 of the 128-byte `b.qs`.
+                let qs = _mm512_broadcast_i64x4(unsafe {
+                    _mm256_loadu_si256(b.qs.as_ptr().add(32 * v).cast())
+                });
+                let nib = _mm512_and_si512(_mm512_mask_srli_epi16(qs, 0xFFFF_0000, qs, 4), m4);
+                // nib | (hb & 0x10)
+                _mm512_ternarylogic_epi32::<0xF8>(nib, hb[v], m16)
+            });
+            let scale: [__m512i; 4] = std::array::from_fn(|v| _mm512_shuffle_epi8(sc8, pick[v]));
+            let m16x8 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mins as i64));
+            let (d, dmin) = (h2f(b.d), h2f(b.dmin));
+            for t in 0..T {
+                // SAFETY: `i < nb` (caller).
+                let a = unsafe { &*x[t].add(i) };
+                let mut isum = _mm512_setzero_si512();
+                for v in 0..4 {
+                    // SAFETY: reads bytes 64v..64v+64 of the 256-byte `a.qs`.
+                    let y = unsafe { _mm512_loadu_si512(a.qs.as_ptr().add(64 * v).cast()) };
+                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(q[v], y), scale[v]);
+                }
+                // Elements 32j + 4k..32j + 4k + 4 of every sub-block j meet in i32 lane k.
+                let isum8 = _mm256_add_epi32(
+                    _mm512_castsi512_si256(isum),
+                    _mm512_extracti64x4_epi64::<1>(isum),
+                );
+                // SAFETY: reads the 32 bytes of `a.bsums`.
+                let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+                // The eight 32-element sums, times the mins: Σ_j m_j · bsum32_j (exact).
+                let bs32 = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bsums),
+                    _mm256_extracti128_si256::<1>(bsums),
+                );
+                let mp = _mm_madd_epi16(m16x8, bs32);
+                let mp = _mm_add_epi32(mp, _mm_unpackhi_epi64(mp, mp));
+                let msum = _mm_cvtsi128_si32(_mm_add_epi32(mp, _mm_shuffle_epi32::<1>(mp)));
+                let dx = a.d();
+                if TILED {
+                    tiled[r][t].add(d, dmin, dx, hsum_i32x8(isum8), msum);
+                } else {
+                    acc[r][t] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(dx * d),
+                        _mm256_cvtepi32_ps(isum8),
+                        acc[r][t],
+                    );
+                    summs[r][t] = (msum as f32).mul_add(-dx * dmin, summs[r][t]);
+                }
+            }
+        }
+    }
+    if TILED {
+        return tiled.map(|row| row.map(AccTiled::finish));
+    }
+    std::array::from_fn(|r| std::array::from_fn(|t| reduce8(acc[r][t]) + summs[r][t]))
+}
+
+mt_kernels!(q5_k_rows, q5_k_rows4, q5_k_mt, BlockQ5_K, BlockQ8_K);
+mt_kernels!(
+    q5_k_tiled_rows,
+    q5_k_tiled_rows4,
+    q5_k_tiled_mt,
+    BlockQ5_K,
     BlockQ8_K
 );
