@@ -1,4 +1,4 @@
-//! x86-64 AVX-512 (F, BW, VL, VNNI) kernels for Q5_K and Q6_K × Q8_K, for matvec (four rows per
+//! x86-64 AVX-512 (F, BW, VL, VNNI) kernels for Q3_K, Q5_K and Q6_K × Q8_K, for matvec (four rows per
 //! pass) and for matmul (two rows × four tokens per pass); Q8_0, Q5_0, Q4_0 × Q8_0 are in
 //! [`avx512_q0`](super::avx512_q0), Q4_K in `q4k_x86` (llama.cpp's float orders). Other formats
 //! use the AVX2 kernels at this level.
@@ -9,6 +9,9 @@
 //! - Q5_K: each 32 bytes of `qs` broadcast to both 256-bit halves give 64 elements in element
 //!   order (low nibbles below, high nibbles above); the fifth bits join with one `vpternlogd`,
 //!   and the scales (picked with `vpshufb`) multiply in `vpdpwssd` as for Q6_K.
+//! - Q3_K: the same element order from 32 bytes of `qs` (two bit pairs a vector); the quants
+//!   take `vpmaddubsw` as `q + 4` (0..7), and four times each pair of activations (once per
+//!   token and block) is subtracted from the pair products before the scales.
 //! - Matmul: each weight block is unpacked once and used for four tokens; for a given (row,
 //!   token) the operations are exactly those of the matvec kernel, so results are identical.
 //! - Software prefetch of the blocks a few ahead in every row.
@@ -21,7 +24,7 @@ use strata_gguf::GgmlType;
 
 use super::avx2::{by_rows, h2f, hsum_i32x8, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
-use crate::blocks::{k4_scales_mins_u64, BlockQ5_K, BlockQ6_K, BlockQ8_K};
+use crate::blocks::{k4_scales_mins_u64, q3k_scales, BlockQ3_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 use crate::scalar::tiled::AccTiled;
 
 /// The AVX-512 kernel for weight type `ty`, where one exists.
@@ -33,6 +36,7 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         return Some(k);
     }
     Some(match ty {
+        GgmlType::Q3_K => q3_k_rows,
         GgmlType::Q5_K => q5_k_rows,
         GgmlType::Q6_K => q6_k_rows,
         _ => return None,
@@ -48,6 +52,7 @@ pub(super) fn kernel4(ty: GgmlType) -> Option<Rows4Fn> {
         return Some(k);
     }
     Some(match ty {
+        GgmlType::Q3_K => q3_k_rows4,
         GgmlType::Q5_K => q5_k_rows4,
         GgmlType::Q6_K => q6_k_rows4,
         _ => return None,
@@ -61,6 +66,7 @@ pub(super) fn tiled_kernels(ty: GgmlType) -> Option<(RowsFn, Rows4Fn)> {
         return None;
     }
     Some(match ty {
+        GgmlType::Q3_K => (q3_k_tiled_rows, q3_k_tiled_rows4),
         GgmlType::Q5_K => (q5_k_tiled_rows, q5_k_tiled_rows4),
         GgmlType::Q6_K => (q6_k_tiled_rows, q6_k_tiled_rows4),
         _ => return None,
@@ -403,5 +409,158 @@ mt_kernels!(
     q5_k_tiled_rows4,
     q5_k_tiled_mt,
     BlockQ5_K,
+    BlockQ8_K
+);
+
+/// Q3_K · Q8_K for `N` weight rows and `T` tokens at once (as [`q6_k_mt`]). Vector `v` of a
+/// block holds elements `64v..64v+64` in element order: the 32 bytes `qs[32c..32c+32]`
+/// (`c = v / 2`) broadcast to both 256-bit halves, the upper one shifted right by two, hold
+/// bit pairs `2v` (below) and `2v + 1` (above) at bits `4(v mod 2)`; `hmask` broadcast the same
+/// way, its upper half shifted right by one, holds both halves' high bits at bit `2v`.
+///
+/// Float order is llama.cpp's (`ggml_vec_dot_q3_K_q8_K`, AVX2 branch) and the scalar
+/// reference's: i32 lane `k` of the integer sum holds the elements with `(e mod 32)/4 == k`
+/// (as [`q6_k_mt`]); each pair product is `(q + 4)·y − 4·y` summed over the pair (exact, at
+/// most 2·4·128 in magnitude), as llama.cpp's difference of two unsigned products; one 8-lane
+/// FMA by `d_x·d_w` per block accumulates.
+///
+/// # Safety
+/// As [`q6_k_mt`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q3_k_mt<const N: usize, const T: usize>(
+    w: [*const BlockQ3_K; N],
+    x: [*const BlockQ8_K; T],
+    nb: usize,
+) -> [[f32; T]; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q3_k_any::<N, T, false>(w, x, nb) }
+}
+
+/// [`q3_k_mt`] in the float order of llama.cpp's tiled matmul (see [`crate::tiled`]): per block
+/// the eight i32 lanes are added up (exact), then `acc = fma(f32(s)·d_w, d_x, acc)`.
+///
+/// # Safety
+/// As [`q6_k_mt`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q3_k_tiled_mt<const N: usize, const T: usize>(
+    w: [*const BlockQ3_K; N],
+    x: [*const BlockQ8_K; T],
+    nb: usize,
+) -> [[f32; T]; N] {
+    // SAFETY: the caller's guarantees are this function's.
+    unsafe { q3_k_any::<N, T, true>(w, x, nb) }
+}
+
+/// The Q3_K kernel body: `TILED` picks the float order (see [`q3_k_mt`], [`q3_k_tiled_mt`]).
+///
+/// # Safety
+/// As [`q6_k_mt`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q3_k_any<const N: usize, const T: usize, const TILED: bool>(
+    w: [*const BlockQ3_K; N],
+    x: [*const BlockQ8_K; T],
+    nb: usize,
+) -> [[f32; T]; N] {
+    let mut acc = [[_mm256_setzero_ps(); T]; N];
+    let mut tiled = [[AccTiled::default(); T]; N];
+    let m3 = _mm512_set1_epi8(3);
+    let m4 = _mm512_set1_epi8(4);
+    // Scale words for vector v: word k takes sub-block 4v + k/8 (as Q6_K's).
+    let pick: [__m512i; 4] = std::array::from_fn(|v| {
+        let base = 4 * v as i16;
+        let lanes: [i16; 32] = std::array::from_fn(|k| base + k as i16 / 8);
+        // SAFETY: reads the 64 bytes of `lanes`.
+        unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
+    });
+    // Rows of a pass are consecutive (`by_rows`).
+    let pf = super::Prefetch::for_pass(w[0], N, nb, super::avx2::PF_BLOCKS);
+    for i in 0..nb {
+        pf.step(&w, i);
+        // Four times each pair of activations, per token and vector (i16, at most 4·2·128).
+        let y4: [[__m512i; 4]; T] = std::array::from_fn(|t| {
+            std::array::from_fn(|v| {
+                // SAFETY: `i < nb` (caller); reads bytes 64v..64v+64 of the 256-byte `qs`.
+                let y =
+                    unsafe { _mm512_loadu_si512((*x[t].add(i)).qs.as_ptr().add(64 * v).cast()) };
+                _mm512_maddubs_epi16(m4, y)
+            })
+        });
+        for r in 0..N {
+            // SAFETY: `i < nb` (caller).
+            let b = unsafe { &*w[r].add(i) };
+            let sc = q3k_scales(&b.scales);
+            // SAFETY: reads the 16 bytes of `sc`.
+            let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(sc.as_ptr().cast()) });
+            let sc512 = _mm512_castsi256_si512(sc16);
+            // SAFETY: reads the 32 bytes of `b.hmask`.
+            let hm = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(b.hmask.as_ptr().cast()) });
+            let hm = _mm512_mask_srli_epi16(hm, 0xFFFF_0000, hm, 1);
+            // Bit 2v of each `hmask` byte moved to bit 2 (16-bit shifts: a byte's bit 2 comes
+            // from the same byte).
+            let hb = [
+                _mm512_slli_epi16::<2>(hm),
+                hm,
+                _mm512_srli_epi16::<2>(hm),
+                _mm512_srli_epi16::<4>(hm),
+            ];
+            let mut q = [_mm512_setzero_si512(); 4];
+            for c in 0..2 {
+                // SAFETY: reads bytes 32c..32c+32 of the 64-byte `b.qs`.
+                let qs = _mm512_broadcast_i64x4(unsafe {
+                    _mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast())
+                });
+                let qs = _mm512_mask_srli_epi16(qs, 0xFFFF_0000, qs, 2);
+                let low = [
+                    _mm512_and_si512(qs, m3),
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(qs), m3),
+                ];
+                for h in 0..2 {
+                    // q + 4 = low | (high bit · 4)
+                    q[2 * c + h] = _mm512_ternarylogic_epi32::<0xF8>(low[h], hb[2 * c + h], m4);
+                }
+            }
+            let scale: [__m512i; 4] =
+                std::array::from_fn(|v| _mm512_permutexvar_epi16(pick[v], sc512));
+            let d = h2f(b.d);
+            for t in 0..T {
+                // SAFETY: `i < nb` (caller).
+                let a = unsafe { &*x[t].add(i) };
+                let mut isum = _mm512_setzero_si512();
+                for v in 0..4 {
+                    // SAFETY: reads bytes 64v..64v+64 of the 256-byte `a.qs`.
+                    let y = unsafe { _mm512_loadu_si512(a.qs.as_ptr().add(64 * v).cast()) };
+                    let p = _mm512_sub_epi16(_mm512_maddubs_epi16(q[v], y), y4[t][v]);
+                    isum = _mm512_dpwssd_epi32(isum, p, scale[v]);
+                }
+                // Elements 32j + 4k..32j + 4k + 4 of every chunk j meet in i32 lane k.
+                let isum8 = _mm256_add_epi32(
+                    _mm512_castsi512_si256(isum),
+                    _mm512_extracti64x4_epi64::<1>(isum),
+                );
+                if TILED {
+                    tiled[r][t].add_no_min(d, a.d(), hsum_i32x8(isum8));
+                } else {
+                    acc[r][t] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(a.d() * d),
+                        _mm256_cvtepi32_ps(isum8),
+                        acc[r][t],
+                    );
+                }
+            }
+        }
+    }
+    if TILED {
+        return tiled.map(|row| row.map(AccTiled::finish));
+    }
+    std::array::from_fn(|r| std::array::from_fn(|t| reduce8(acc[r][t])))
+}
+
+mt_kernels!(q3_k_rows, q3_k_rows4, q3_k_mt, BlockQ3_K, BlockQ8_K);
+mt_kernels!(
+    q3_k_tiled_rows,
+    q3_k_tiled_rows4,
+    q3_k_tiled_mt,
+    BlockQ3_K,
     BlockQ8_K
 );
