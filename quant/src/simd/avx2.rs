@@ -355,7 +355,10 @@ unsafe fn q6_k_any<const N: usize, const TILED: bool>(
         let hi8 = hi * 0x0001_0001_0001_0001;
         _mm256_setr_epi64x(lo8, lo8, hi8, hi8)
     });
+    // Rows of a pass are consecutive (`by_rows`).
+    let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS);
     for i in 0..nb {
+        pf.step(&w, i);
         // SAFETY: `i < nb` (caller).
         let a = unsafe { &*x.add(i) };
         let dx = a.d();
@@ -363,7 +366,6 @@ unsafe fn q6_k_any<const N: usize, const TILED: bool>(
         let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
         let y: [__m256i; 8] = load_y8(&a.qs);
         for r in 0..N {
-            prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             // SAFETY: reads the 16 bytes of `b.scales`.
@@ -634,13 +636,15 @@ unsafe fn q3_k_impl<const N: usize, const TILED: bool>(
     let m3 = _mm256_set1_epi8(3);
     let one = _mm256_set1_epi8(1);
     let pick = pick_pairs();
+    // Rows of a pass are consecutive (`by_rows`).
+    let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS);
     for i in 0..nb {
+        pf.step(&w, i);
         // SAFETY: `i < nb` (caller).
         let a = unsafe { &*x.add(i) };
         let dx = a.d();
         let y = load_y8(&a.qs);
         for r in 0..N {
-            prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             let sc = q3k_scales(&b.scales);
@@ -721,7 +725,10 @@ unsafe fn q5_k_impl<const N: usize, const TILED: bool>(
     let mut summs = [0f32; N];
     let mut tiled = [AccTiled::default(); N];
     let m4 = _mm256_set1_epi8(0x0F);
+    // Rows of a pass are consecutive (`by_rows`).
+    let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS);
     for i in 0..nb {
+        pf.step(&w, i);
         // SAFETY: `i < nb` (caller).
         let a = unsafe { &*x.add(i) };
         let dx = a.d();
@@ -734,7 +741,6 @@ unsafe fn q5_k_impl<const N: usize, const TILED: bool>(
         );
         let y = load_y8(&a.qs);
         for r in 0..N {
-            prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             let (sc64, m) = k4_scales_mins_u64(&b.scales);

@@ -13,7 +13,9 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{by_rows, h2f, hsum_i32x8, load_y8, pick_pairs, prefetch_ahead, reduce8};
+use super::avx2::{
+    by_rows, h2f, hsum_i32x8, load_y8, pick_pairs, prefetch_ahead, reduce8, PF_BLOCKS,
+};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{BlockQ2_K, BlockQ8_K};
 use crate::scalar::q4k::Acc2;
@@ -106,11 +108,13 @@ unsafe fn vec_dot_256<const N: usize>(
     nb: usize,
 ) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
+    // Rows of a pass are consecutive (`by_rows`).
+    let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS);
     for i in 0..nb {
+        pf.step(&w, i);
         // SAFETY: `i < nb` (caller).
         let a = acts(unsafe { &*x.add(i) });
         for r in 0..N {
-            prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             let (h, mins) = block_ints(b, &a);
@@ -140,11 +144,13 @@ unsafe fn gemv_256<const N: usize>(
     nb: usize,
 ) -> [f32; N] {
     let mut acc = [Acc2::default(); N];
+    // Rows of a pass are consecutive (`by_rows`).
+    let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS);
     for i in 0..nb {
+        pf.step(&w, i);
         // SAFETY: `i < nb` (caller).
         let a = acts(unsafe { &*x.add(i) });
         for r in 0..N {
-            prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             let (h, mins) = block_ints(b, &a);
@@ -170,11 +176,13 @@ unsafe fn tiled_256<const N: usize>(
     nb: usize,
 ) -> [f32; N] {
     let mut acc = [AccTiled::default(); N];
+    // Rows of a pass are consecutive (`by_rows`).
+    let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS);
     for i in 0..nb {
+        pf.step(&w, i);
         // SAFETY: `i < nb` (caller).
         let a = acts(unsafe { &*x.add(i) });
         for r in 0..N {
-            prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             let (h, mins) = block_ints(b, &a);

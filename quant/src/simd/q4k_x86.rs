@@ -32,7 +32,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{by_rows, h2f, prefetch_ahead};
+use super::avx2::{by_rows, h2f, prefetch_ahead, PF_BLOCKS};
 use super::{check_rows, Prep16, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ8_K};
 use crate::scalar::q4k::Acc2;
@@ -232,13 +232,15 @@ unsafe fn vec_dot_256<const N: usize>(
 ) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
     let mut acc_m = [_mm_setzero_ps(); N];
+    // Rows of a pass are consecutive (`by_rows`).
+    let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS);
     for i in 0..nb {
+        pf.step(&w, i);
         // SAFETY: `i < nb` (caller).
         let a = unsafe { &*x.add(i) };
         let dx = a.d();
         let bs = bsums32(a);
         for r in 0..N {
-            prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             let (sc, mins) = scales_mins(b);
@@ -276,7 +278,10 @@ unsafe fn gemv_256<const N: usize>(
 ) -> [f32; N] {
     let mut acc4 = _mm256_setzero_ps();
     let mut acc1 = [Acc2::default(); N];
+    // Rows of a pass are consecutive (`by_rows`).
+    let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS);
     for i in 0..nb {
+        pf.step(&w, i);
         // SAFETY: `i < nb` (caller).
         let a = unsafe { &*x.add(i) };
         let dx = a.d();
@@ -284,7 +289,6 @@ unsafe fn gemv_256<const N: usize>(
         let mut tot = [_mm256_setzero_si256(); N];
         let mut mp = [_mm_setzero_si128(); N];
         for r in 0..N {
-            prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             let (sc, mins) = scales_mins(b);
@@ -349,12 +353,14 @@ unsafe fn tiled_256<const N: usize>(
     nb: usize,
 ) -> [f32; N] {
     let mut acc = [AccTiled::default(); N];
+    // Rows of a pass are consecutive (`by_rows`).
+    let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS);
     for i in 0..nb {
+        pf.step(&w, i);
         // SAFETY: `i < nb` (caller).
         let a = unsafe { &*x.add(i) };
         let bs = bsums32(a);
         for r in 0..N {
-            prefetch_ahead(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             let (sc, mins) = scales_mins(b);
