@@ -571,14 +571,16 @@ macro_rules! q8_1_family {
         ) -> [f32; N] {
             let mut acc = [_mm256_setzero_ps(); N];
             let mut acc_m = [0f32; N];
+            // The rows of a pass are consecutive (`by_rows`).
+            let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS);
             for i in 0..nb {
+                pf.step(&w, i);
                 // SAFETY: `i < nb` (caller).
                 let a = unsafe { &*x.add(i) };
                 // SAFETY: reads the 32 bytes of `a.qs`.
                 let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
                 let (dy, sy) = (h2f(a.d), h2f(a.s));
                 for r in 0..N {
-                    _mm_prefetch::<_MM_HINT_T0>(w[r].wrapping_add(i + PF_BLOCKS).cast());
                     // SAFETY: `i < nb` (caller).
                     let $b = unsafe { &*w[r].add(i) };
                     let q: __m256i = $unpack;

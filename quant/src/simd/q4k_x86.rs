@@ -546,9 +546,11 @@ unsafe fn vec_dot_512<const N: usize, const T: usize>(
 ) -> [[f32; T]; N] {
     let mut acc = [[_mm256_setzero_ps(); T]; N];
     let mut acc_m = [[_mm_setzero_ps(); T]; N];
+    // The rows of a pass are consecutive (`by_rows`, or two rows of a four-token pass).
+    let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS_K);
     for i in 0..nb {
+        pf.step(&w, i);
         for r in 0..N {
-            prefetch_512(w[r], i);
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
             let (sc, mins) = scales_mins(b);
