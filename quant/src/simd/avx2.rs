@@ -70,13 +70,22 @@ pub(super) fn reduce8(v: __m256) -> f32 {
     _mm_cvtss_f32(s1)
 }
 
+/// Sum of four i32 lanes (exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum_i32x4(v: __m128i) -> i32 {
+    let s = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<1>(s)))
+}
+
 /// Sum of eight i32 lanes (exact).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn hsum_i32x8(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<1>(s)))
+    hsum_i32x4(_mm_add_epi32(
+        _mm256_castsi256_si128(v),
+        _mm256_extracti128_si256::<1>(v),
+    ))
 }
 
 /// Σ over the 32 bytes of signed `w` · signed `y`, as 8 × i32 (`|y| ≤ 127`).
@@ -607,6 +616,26 @@ q8_1_family!(q5_1_dot, BlockQ5_1, |b| {
     )
 });
 
+/// The eight 32-element sums of a Q8_K block's quants (from its sixteen `bsums`) as i16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn bsums32(a: &BlockQ8_K) -> __m128i {
+    // SAFETY: reads the 32 bytes of `a.bsums`.
+    let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
+    _mm_hadd_epi16(
+        _mm256_castsi256_si128(bsums),
+        _mm256_extracti128_si256::<1>(bsums),
+    )
+}
+
+/// `Σ_j m_j · s_j` over eight i16 mins and eight i16 32-element sums ([`bsums32`]): the mins
+/// term of Q4_K/Q5_K, exact.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn min_sum(mins: __m128i, bs32: __m128i) -> i32 {
+    hsum_i32x4(_mm_madd_epi16(mins, bs32))
+}
+
 /// Word-broadcast patterns for 16-element sub-blocks: for chunk `s` of 32 elements, words `2s`
 /// (low 128-bit lane) and `2s + 1` (high lane) of a lane holding 8 scales.
 #[inline]
@@ -734,13 +763,7 @@ unsafe fn q5_k_impl<const N: usize, const TILED: bool>(
         // SAFETY: `i < nb` (caller).
         let a = unsafe { &*x.add(i) };
         let dx = a.d();
-        // SAFETY: reads the 32 bytes of `a.bsums`.
-        let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
-        // The eight 32-element sums.
-        let bs32 = _mm_hadd_epi16(
-            _mm256_castsi256_si128(bsums),
-            _mm256_extracti128_si256::<1>(bsums),
-        );
+        let bs32 = bsums32(a);
         let y = load_y8(&a.qs);
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
@@ -768,9 +791,7 @@ unsafe fn q5_k_impl<const N: usize, const TILED: bool>(
                 );
                 isum = _mm256_add_epi32(isum, _mm256_add_epi32(p_lo, p_hi));
             }
-            let mp = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64)), bs32);
-            let mp = _mm_add_epi32(mp, _mm_unpackhi_epi64(mp, mp));
-            let msum = _mm_cvtsi128_si32(_mm_add_epi32(mp, _mm_shuffle_epi32::<1>(mp)));
+            let msum = min_sum(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64)), bs32);
             if TILED {
                 tiled[r].add(h2f(b.d), h2f(b.dmin), dx, hsum_i32x8(isum), msum);
             } else {

@@ -22,7 +22,7 @@ use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
-use super::avx2::{by_rows, h2f, hsum_i32x8, reduce8};
+use super::avx2::{bsums32, by_rows, h2f, hsum_i32x8, min_sum, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{k4_scales_mins_u64, q3k_scales, BlockQ3_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 use crate::scalar::tiled::AccTiled;
@@ -120,6 +120,32 @@ macro_rules! mt_kernels {
     };
 }
 
+/// `vpermw` indices of the scale words for vector `v` of a block with sixteen 16-element
+/// sub-blocks (Q6_K, Q3_K), from its sixteen scales as words: word `k` takes sub-block
+/// `4v + k/8`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn sub16_picks() -> [__m512i; 4] {
+    std::array::from_fn(|v| {
+        let base = 4 * v as i16;
+        let lanes: [i16; 32] = std::array::from_fn(|k| base + k as i16 / 8);
+        // SAFETY: reads the 64 bytes of `lanes`.
+        unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
+    })
+}
+
+/// The two 256-bit halves of a 64-element vector's i32 sums added: with elements
+/// `64v..64v+64` in element order, lane `k` then holds those with `(e mod 32)/4 == k`,
+/// llama.cpp's eight lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn fold_halves(isum: __m512i) -> __m256i {
+    _mm256_add_epi32(
+        _mm512_castsi512_si256(isum),
+        _mm512_extracti64x4_epi64::<1>(isum),
+    )
+}
+
 /// Q6_K · Q8_K for `N` weight rows and `T` tokens at once (as [`q4_k_mt`]). Per half c of the
 /// block, the 64 bytes `ql[64c..64c+64]` and `qh[32c..32c+32]` broadcast to both 256-bit halves
 /// (the upper one shifted right by two) give the quants of elements `128c..128c+64` (low
@@ -175,13 +201,7 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
     let mut tiled = [[AccTiled::default(); T]; N];
     let m4 = _mm512_set1_epi8(0x0F);
     let m2 = _mm512_set1_epi8(0x30);
-    // Scale words for vector (c, h): word k takes sub-block 8c + 4h + k/8.
-    let pick: [__m512i; 4] = std::array::from_fn(|v| {
-        let base = 4 * v as i16;
-        let lanes: [i16; 32] = std::array::from_fn(|k| base + k as i16 / 8);
-        // SAFETY: reads the 64 bytes of `lanes`.
-        unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
-    });
+    let pick = sub16_picks();
     // Rows of a pass are consecutive (`by_rows`).
     let pf = super::Prefetch::for_pass(w[0], N, nb, super::avx2::PF_BLOCKS);
     for i in 0..nb {
@@ -229,11 +249,7 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
                 // SAFETY: reads the 32 bytes of `a.bsums`.
                 let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
                 let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, sc16));
-                // Elements 32j + 4k..32j + 4k + 4 of every chunk j meet in i32 lane k.
-                let isum8 = _mm256_add_epi32(
-                    _mm512_castsi512_si256(isum),
-                    _mm512_extracti64x4_epi64::<1>(isum),
-                );
+                let isum8 = fold_halves(isum);
                 let isum8 = _mm256_sub_epi32(isum8, corr);
                 if TILED {
                     tiled[r][t].add_no_min(d, a.d(), hsum_i32x8(isum8));
@@ -368,21 +384,8 @@ unsafe fn q5_k_any<const N: usize, const T: usize, const TILED: bool>(
                     let y = unsafe { _mm512_loadu_si512(a.qs.as_ptr().add(64 * v).cast()) };
                     isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(q[v], y), scale[v]);
                 }
-                // Elements 32j + 4k..32j + 4k + 4 of every sub-block j meet in i32 lane k.
-                let isum8 = _mm256_add_epi32(
-                    _mm512_castsi512_si256(isum),
-                    _mm512_extracti64x4_epi64::<1>(isum),
-                );
-                // SAFETY: reads the 32 bytes of `a.bsums`.
-                let bsums = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
-                // The eight 32-element sums, times the mins: Σ_j m_j · bsum32_j (exact).
-                let bs32 = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bsums),
-                    _mm256_extracti128_si256::<1>(bsums),
-                );
-                let mp = _mm_madd_epi16(m16x8, bs32);
-                let mp = _mm_add_epi32(mp, _mm_unpackhi_epi64(mp, mp));
-                let msum = _mm_cvtsi128_si32(_mm_add_epi32(mp, _mm_shuffle_epi32::<1>(mp)));
+                let isum8 = fold_halves(isum);
+                let msum = min_sum(m16x8, bsums32(a));
                 let dx = a.d();
                 if TILED {
                     tiled[r][t].add(d, dmin, dx, hsum_i32x8(isum8), msum);
@@ -466,13 +469,7 @@ unsafe fn q3_k_any<const N: usize, const T: usize, const TILED: bool>(
     let mut tiled = [[AccTiled::default(); T]; N];
     let m3 = _mm512_set1_epi8(3);
     let m4 = _mm512_set1_epi8(4);
-    // Scale words for vector v: word k takes sub-block 4v + k/8 (as Q6_K's).
-    let pick: [__m512i; 4] = std::array::from_fn(|v| {
-        let base = 4 * v as i16;
-        let lanes: [i16; 32] = std::array::from_fn(|k| base + k as i16 / 8);
-        // SAFETY: reads the 64 bytes of `lanes`.
-        unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
-    });
+    let pick = sub16_picks();
     // Rows of a pass are consecutive (`by_rows`).
     let pf = super::Prefetch::for_pass(w[0], N, nb, super::avx2::PF_BLOCKS);
     for i in 0..nb {
@@ -533,11 +530,7 @@ unsafe fn q3_k_any<const N: usize, const T: usize, const TILED: bool>(
                     let p = _mm512_sub_epi16(_mm512_maddubs_epi16(q[v], y), y4[t][v]);
                     isum = _mm512_dpwssd_epi32(isum, p, scale[v]);
                 }
-                // Elements 32j + 4k..32j + 4k + 4 of every chunk j meet in i32 lane k.
-                let isum8 = _mm256_add_epi32(
-                    _mm512_castsi512_si256(isum),
-                    _mm512_extracti64x4_epi64::<1>(isum),
-                );
+                let isum8 = fold_halves(isum);
                 if TILED {
                     tiled[r][t].add_no_min(d, a.d(), hsum_i32x8(isum8));
                 } else {

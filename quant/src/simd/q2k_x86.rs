@@ -14,7 +14,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{
-    by_rows, h2f, hsum_i32x8, load_y8, pick_pairs, prefetch_ahead, reduce8, PF_BLOCKS,
+    by_rows, h2f, hsum_i32x4, hsum_i32x8, load_y8, pick_pairs, prefetch_ahead, reduce8, PF_BLOCKS,
 };
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{BlockQ2_K, BlockQ8_K};
@@ -32,14 +32,6 @@ pub(super) fn kernels(level: SimdLevel, repacked: bool) -> Option<(RowsFn, Optio
         });
     }
     None
-}
-
-/// Sum of four i32 lanes (exact).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_i32x4(v: __m128i) -> i32 {
-    let s = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
-    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<1>(s)))
 }
 
 /// One activation block, loaded once for every row it meets.

@@ -32,7 +32,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{by_rows, h2f, prefetch_ahead, PF_BLOCKS};
+use super::avx2::{bsums32, by_rows, h2f, hsum_i32x4, hsum_i32x8, prefetch_ahead, PF_BLOCKS};
 use super::{check_rows, Prep16, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ8_K};
 use crate::scalar::q4k::Acc2;
@@ -75,33 +75,6 @@ fn d_dmin(b: &BlockQ4_K) -> (f32, f32) {
 fn scales_mins(b: &BlockQ4_K) -> (u64, __m128i) {
     let (sc, m) = k4_scales_mins_u64(&b.scales);
     (sc, _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64)))
-}
-
-/// The eight 32-element activation sums of a Q8_K block as i16 words.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn bsums32(a: &BlockQ8_K) -> __m128i {
-    // SAFETY: reads the 32 bytes of `a.bsums`.
-    let v = unsafe { _mm256_loadu_si256(a.bsums.as_ptr().cast()) };
-    _mm_hadd_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v))
-}
-
-/// Sum of four i32 lanes (exact).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_i32x4(v: __m128i) -> i32 {
-    let s = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
-    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<1>(s)))
-}
-
-/// Sum of eight i32 lanes (exact).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_i32x8(v: __m256i) -> i32 {
-    hsum_i32x4(_mm_add_epi32(
-        _mm256_castsi256_si128(v),
-        _mm256_extracti128_si256::<1>(v),
-    ))
 }
 
 /// gemv for four rows: totals `i[r]` (8 lanes each, summed here) and min pair sums `m[r]`
