@@ -616,6 +616,15 @@ q8_1_family!(q5_1_dot, BlockQ5_1, |b| {
     )
 });
 
+/// The eight scales of a Q4_K/Q5_K block as bytes (a little-endian `u64`) and its eight mins
+/// as i16 words (for [`min_sum`]), from the 12 packed bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn scales_mins(s: &[u8; 12]) -> (u64, __m128i) {
+    let (sc, m) = k4_scales_mins_u64(s);
+    (sc, _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64)))
+}
+
 /// The eight 32-element sums of a Q8_K block's quants (from its sixteen `bsums`) as i16.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -768,7 +777,7 @@ unsafe fn q5_k_impl<const N: usize, const TILED: bool>(
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc64, m) = k4_scales_mins_u64(&b.scales);
+            let (sc64, mins) = scales_mins(&b.scales);
             let sc = sc64.to_le_bytes();
             // SAFETY: reads the 32 bytes of `b.qh`.
             let qh = unsafe { _mm256_loadu_si256(b.qh.as_ptr().cast()) };
@@ -791,7 +800,7 @@ unsafe fn q5_k_impl<const N: usize, const TILED: bool>(
                 );
                 isum = _mm256_add_epi32(isum, _mm256_add_epi32(p_lo, p_hi));
             }
-            let msum = min_sum(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64)), bs32);
+            let msum = min_sum(mins, bs32);
             if TILED {
                 tiled[r].add(h2f(b.d), h2f(b.dmin), dx, hsum_i32x8(isum), msum);
             } else {

@@ -22,9 +22,9 @@ use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
-use super::avx2::{bsums32, by_rows, h2f, hsum_i32x8, min_sum, reduce8};
+use super::avx2::{bsums32, by_rows, h2f, hsum_i32x8, min_sum, reduce8, scales_mins};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
-use crate::blocks::{k4_scales_mins_u64, q3k_scales, BlockQ3_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
+use crate::blocks::{q3k_scales, BlockQ3_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 use crate::scalar::tiled::AccTiled;
 
 /// The AVX-512 kernel for weight type `ty`, where one exists.
@@ -347,10 +347,12 @@ unsafe fn q5_k_any<const N: usize, const T: usize, const TILED: bool>(
     let pf = super::Prefetch::for_pass(w[0], N, nb, super::avx2::PF_BLOCKS);
     for i in 0..nb {
         pf.step(&w, i);
+        // SAFETY: `i < nb` (caller).
+        let bs32: [__m128i; T] = std::array::from_fn(|t| bsums32(unsafe { &*x[t].add(i) }));
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, mins) = k4_scales_mins_u64(&b.scales);
+            let (sc, mins) = scales_mins(&b.scales);
             let sc8 = _mm512_set1_epi64(sc as i64);
             // SAFETY: reads the 32 bytes of `b.qh`.
             let qh = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(b.qh.as_ptr().cast()) });
@@ -373,7 +375,6 @@ unsafe fn q5_k_any<const N: usize, const T: usize, const TILED: bool>(
                 _mm512_ternarylogic_epi32::<0xF8>(nib, hb[v], m16)
             });
             let scale: [__m512i; 4] = std::array::from_fn(|v| _mm512_shuffle_epi8(sc8, pick[v]));
-            let m16x8 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mins as i64));
             let (d, dmin) = (h2f(b.d), h2f(b.dmin));
             for t in 0..T {
                 // SAFETY: `i < nb` (caller).
@@ -385,7 +386,7 @@ unsafe fn q5_k_any<const N: usize, const T: usize, const TILED: bool>(
                     isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(q[v], y), scale[v]);
                 }
                 let isum8 = fold_halves(isum);
-                let msum = min_sum(m16x8, bsums32(a));
+                let msum = min_sum(mins, bs32[t]);
                 let dx = a.d();
                 if TILED {
                     tiled[r][t].add(d, dmin, dx, hsum_i32x8(isum8), msum);

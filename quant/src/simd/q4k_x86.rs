@@ -32,7 +32,9 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{bsums32, by_rows, h2f, hsum_i32x4, hsum_i32x8, prefetch_ahead, PF_BLOCKS};
+use super::avx2::{
+    bsums32, by_rows, h2f, hsum_i32x4, hsum_i32x8, min_sum, prefetch_ahead, scales_mins, PF_BLOCKS,
+};
 use super::{check_rows, Prep16, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ8_K};
 use crate::scalar::q4k::Acc2;
@@ -67,14 +69,6 @@ const PF_BLOCKS_K: usize = 8;
 #[target_feature(enable = "avx2,fma,f16c")]
 fn d_dmin(b: &BlockQ4_K) -> (f32, f32) {
     (h2f(b.d), h2f(b.dmin))
-}
-
-/// The eight mins of a block as i16 words (low 128 bits), and its eight scales as bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn scales_mins(b: &BlockQ4_K) -> (u64, __m128i) {
-    let (sc, m) = k4_scales_mins_u64(&b.scales);
-    (sc, _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m as i64)))
 }
 
 /// gemv for four rows: totals `i[r]` (8 lanes each, summed here) and min pair sums `m[r]`
@@ -216,7 +210,7 @@ unsafe fn vec_dot_256<const N: usize>(
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, mins) = scales_mins(b);
+            let (sc, mins) = scales_mins(&b.scales);
             let lanes = sum4(chunks_256(&nibbles_256(b), sc, a));
             let (d, dmin) = d_dmin(b);
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dx * d), _mm256_cvtepi32_ps(lanes), acc[r]);
@@ -264,7 +258,7 @@ unsafe fn gemv_256<const N: usize>(
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, mins) = scales_mins(b);
+            let (sc, mins) = scales_mins(&b.scales);
             tot[r] = sum4(chunks_256(&nibbles_256(b), sc, a));
             mp[r] = _mm_madd_epi16(mins, bs);
         }
@@ -336,16 +330,10 @@ unsafe fn tiled_256<const N: usize>(
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, mins) = scales_mins(b);
+            let (sc, mins) = scales_mins(&b.scales);
             let lanes = sum4(chunks_256(&nibbles_256(b), sc, a));
             let (d, dmin) = d_dmin(b);
-            acc[r].add(
-                d,
-                dmin,
-                a.d(),
-                hsum_i32x8(lanes),
-                hsum_i32x4(_mm_madd_epi16(mins, bs)),
-            );
+            acc[r].add(d, dmin, a.d(), hsum_i32x8(lanes), min_sum(mins, bs));
         }
     }
     acc.map(AccTiled::finish)
@@ -376,7 +364,7 @@ unsafe fn gemm_256(w: *const BlockQ4_K, x: [*const BlockQ8_K; 4], nb: usize) -> 
         let b = unsafe { &*w.add(i) };
         // SAFETY: `i < nb` (caller).
         let a: [&BlockQ8_K; 4] = std::array::from_fn(|t| unsafe { &*x[t].add(i) });
-        let (sc, mins) = scales_mins(b);
+        let (sc, mins) = scales_mins(&b.scales);
         let q = nibbles_256(b);
         let p: [__m128i; 4] = std::array::from_fn(|t| {
             let d = chunks_256(&q, sc, a[t]);
@@ -526,7 +514,7 @@ unsafe fn vec_dot_512<const N: usize, const T: usize>(
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, mins) = scales_mins(b);
+            let (sc, mins) = scales_mins(&b.scales);
             let u = unpack_512(b, sc);
             let (d, dmin) = d_dmin(b);
             for t in 0..T {
@@ -573,7 +561,7 @@ unsafe fn gemv_512<const N: usize>(
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, mins) = scales_mins(b);
+            let (sc, mins) = scales_mins(&b.scales);
             tot[r] = lanes_512(&unpack_512(b, sc), a);
             mp[r] = _mm_madd_epi16(mins, bs);
         }
@@ -624,7 +612,7 @@ unsafe fn gemm_512(w: *const BlockQ4_K, x: [*const BlockQ8_K; 4], nb: usize) -> 
         prefetch_512(w, i);
         // SAFETY: `i < nb` (caller).
         let b = unsafe { &*w.add(i) };
-        let (sc, mins) = scales_mins(b);
+        let (sc, mins) = scales_mins(&b.scales);
         let u = unpack_512(b, sc);
         let (d, dmin) = d_dmin(b);
         // SAFETY: `i < nb` (caller).
@@ -783,7 +771,7 @@ fn lin_scale_picks() -> [__m512i; 2] {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn totals_lin_512(b: &BlockQ4_K, a: &PrepQ8K, picks: &[__m512i; 2]) -> (__m512i, __m128i) {
     let m4 = _mm512_set1_epi8(0x0F);
-    let (sc, mins) = scales_mins(b);
+    let (sc, mins) = scales_mins(&b.scales);
     let sc8 = _mm512_set1_epi64(sc as i64);
     // SAFETY: reads the 128 bytes of `b.qs` and the 256 of `a.q`.
     let (v, y) = unsafe {
