@@ -242,8 +242,8 @@ fn matvec(c: &mut Criterion) {
                     BenchmarkId::new(format!("{ty}/{n}"), format!("{threads}t")),
                     |b| {
                         let (w, x) = case.get();
-                        b.iter(|| {
-                            p.install(|| matvec_q(ty, black_box(w), n, n, x, &mut y).unwrap())
+                        p.install(|| {
+                            b.iter(|| matvec_q(ty, black_box(w), n, n, x, &mut y).unwrap())
                         })
                     },
                 );
@@ -293,10 +293,12 @@ fn matvec_cold(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new(&id, format!("{threads}t")), |b| {
                 let (w, x) = case.get();
                 let mut k = 0;
-                b.iter(|| {
-                    k = (k + 1) % copies;
-                    let wk = &w[k * size..(k + 1) * size];
-                    p.install(|| matvec_q(ty, black_box(wk), rows, cols, x, &mut y).unwrap())
+                p.install(|| {
+                    b.iter(|| {
+                        k = (k + 1) % copies;
+                        let wk = &w[k * size..(k + 1) * size];
+                        matvec_q(ty, black_box(wk), rows, cols, x, &mut y).unwrap()
+                    })
                 })
             });
         }
