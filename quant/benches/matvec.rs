@@ -37,6 +37,14 @@ const TYPES: &[GgmlType] = &[
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::F32,
+    GgmlType::IQ4_XS,
+    GgmlType::IQ3_S,
+    GgmlType::IQ3_XXS,
+    GgmlType::IQ2_S,
+    GgmlType::IQ2_XS,
+    GgmlType::IQ2_XXS,
+    GgmlType::IQ1_M,
+    GgmlType::IQ1_S,
 ];
 
 fn pool(threads: usize) -> rayon::ThreadPool {

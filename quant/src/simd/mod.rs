@@ -27,6 +27,8 @@ mod half_rows;
 #[cfg(target_arch = "x86_64")]
 mod iq1_x86;
 #[cfg(target_arch = "x86_64")]
+mod iq2_512;
+#[cfg(target_arch = "x86_64")]
 mod iq2_x86;
 #[cfg(target_arch = "x86_64")]
 mod iq3_x86;
