@@ -26,7 +26,7 @@ use crate::simd::SimdLevel;
 
 /// Weight types with one-token kernels at several levels (every type [`crate::is_supported`]
 /// multiplies, F32 excluded: its kernel is the same at both levels).
-const TYPES: [GgmlType; 14] = [
+const TYPES: [GgmlType; 15] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -39,6 +39,7 @@ const TYPES: [GgmlType; 14] = [
     GgmlType::Q6_K,
     GgmlType::IQ4_NL,
     GgmlType::IQ2_XXS,
+    GgmlType::IQ3_XXS,
     GgmlType::F16,
     GgmlType::BF16,
 ];

@@ -16,7 +16,7 @@
 //!   `d_w = f16(d) · 0.125`. The four-token kernel decodes each block once for four tokens.
 //!
 //! The work is dominated by the table look-ups. AVX-512 with VBMI and BITALG keeps IQ2_XXS's
-//! tables in registers instead ([`super::iq2_512`], its one-token `vec_dot` kernel, chosen by
+//! tables in registers instead ([`super::iq_vbmi`], its one-token `vec_dot` kernel, chosen by
 //! the calibration against this one); otherwise `Avx512` gets these AVX2 kernels. (Hardware
 //! gathers of the grid rows measured 6× slower than these scalar loads on the Intel VM.)
 
@@ -255,8 +255,8 @@ pub(super) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
         return None;
     }
     Some(match ty {
-        GgmlType::IQ2_XXS if level >= SimdLevel::Avx512 && super::iq2_512::available() => {
-            super::iq2_512::xxs_rows
+        GgmlType::IQ2_XXS if level >= SimdLevel::Avx512 && super::iq_vbmi::available() => {
+            super::iq_vbmi::xxs2_rows
         }
         GgmlType::IQ2_XXS => xxs_rows,
         GgmlType::IQ2_XS => xs_rows,

@@ -27,8 +27,6 @@ mod half_rows;
 #[cfg(target_arch = "x86_64")]
 mod iq1_x86;
 #[cfg(target_arch = "x86_64")]
-mod iq2_512;
-#[cfg(target_arch = "x86_64")]
 mod iq2_x86;
 #[cfg(target_arch = "x86_64")]
 mod iq3_x86;
@@ -38,6 +36,8 @@ mod iq4_nl_x86;
 mod iq4_xs_x86;
 #[cfg(target_arch = "x86_64")]
 mod iq_signs;
+#[cfg(target_arch = "x86_64")]
+mod iq_vbmi;
 #[cfg(target_arch = "x86_64")]
 mod mxfp4_x86;
 #[cfg(target_arch = "x86_64")]

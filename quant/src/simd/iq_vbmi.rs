@@ -1,0 +1,381 @@
+//! IQ2_XXS and IQ3_XXS · Q8_K in the `vec_dot` order on AVX-512 with VBMI and BITALG: the
+//! grid and sign tables live in registers, so a block needs no scalar look-ups.
+//!
+//! The AVX2 kernels ([`super::iq2_x86`], [`super::iq3_x86`]) read each sub-block's grid rows
+//! and sign rows from memory one load at a time and assemble them into vectors: on the Intel VM
+//! about 70 cycles an IQ2_XXS block, nearly all of it look-ups and moves between
+//! general-purpose and vector registers. Here, per block of 256 weights:
+//!
+//! - **Grid.** Each format's grid values come from a small alphabet (IQ2_XXS: 8, 25, 43;
+//!   IQ3_XXS: 4, 12, …, 52, 62), so a grid row is a string of 2- or 3-bit codes that fits in
+//!   16 bits: a low and a high byte. Both bytes of every row a block names come from two
+//!   256-byte tables with `vpermi2b` (four of them, the index's bit 7 picking the table half).
+//!   For each 64 weights a `vpermi2b` puts the code bytes of the rows they need side by side in
+//!   each qword, `vpmultishiftqb` moves every weight's code to the bottom of its byte, and
+//!   `vpermb` turns codes into values.
+//! - **Signs.** `vpmultishiftqb` cuts the four 7-bit sign indices of each sub-block out of its
+//!   qword, a `vpermi2b` look-up in ggml's 128-byte `ksigns_iq2xs` table adds the parity bit,
+//!   and `vpshufbitqmb` turns 64 sign bits into a mask that negates the activations
+//!   (`0 − y` wraps at −128 exactly as llama.cpp's `vpsignb`).
+//! - **Scales.** The same shift puts each sub-block's 4-bit scale in byte 4 of its qword;
+//!   `vpermb` makes `2s + 1` of it and a zero-masked `vpermb` spreads it over 16-bit lanes.
+//! - **Products.** `vpmaddubsw` (grid values ≤ 62 against signed activations: no saturation,
+//!   as in llama.cpp) and `vpmaddwd` with the scales give sixteen i32 lanes per 64 weights; the
+//!   block's sum of the four vectors, folded to eight lanes, is llama.cpp's eight lanes exactly
+//!   (lane `l` holds weights `4l..4l+4` of every sub-block), and the float step is the AVX2
+//!   kernels': `acc = fma(f16(d_w)·d_x, lanes, acc)`, then `0.125 · reduce8(acc)` (IQ2_XXS)
+//!   or `0.25 · reduce8(acc)` (IQ3_XXS).
+//!
+//! The calibration ([`crate::calibrate`]) times these against the AVX2 kernels and keeps the
+//! faster.
+
+use std::arch::x86_64::*;
+
+use super::avx2::{h2f, reduce8};
+use super::iq_signs::ksign;
+use crate::blocks::{view, Block, BlockIQ2_XXS, BlockIQ3_XXS, BlockQ8_K};
+use crate::grids::{IQ2XXS, IQ3XXS};
+
+/// Whether this CPU has what these kernels need (on top of the AVX-512 level).
+pub(super) fn available() -> bool {
+    super::SimdLevel::Avx512.is_available()
+        && is_x86_feature_detected!("avx512vbmi")
+        && is_x86_feature_detected!("avx512bitalg")
+}
+
+/// ggml's `ksigns_iq2xs`: a 7-bit sign index with its parity as bit 7.
+const KSIGNS: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = ksign(i);
+        i += 1;
+    }
+    t
+};
+
+/// The code of grid value `v` in `values`, at compile time.
+const fn code_of(values: &[u8], v: u8) -> u8 {
+    let mut c = 0;
+    while c < values.len() {
+        if values[c] == v {
+            return c as u8;
+        }
+        c += 1;
+    }
+    panic!("grid value outside the format's alphabet")
+}
+
+/// A lattice format whose grid rows fit in 16 bits of codes.
+trait Lattice: Block {
+    /// The grid values, by code.
+    const VALUES: &'static [u8];
+    /// `[low byte, high byte]` of each grid row's codes.
+    const CODES: [[u8; 256]; 2];
+    /// Per qword `q` and byte `k`: the byte indices (into the low code bytes, or 64 + into the
+    /// high ones) that put, for the 64 weights `64m..64m + 64`, the code bytes of the grid rows
+    /// of the weights of qword `q` in that qword (what [`Lattice::CODE_SHIFT`] expects).
+    fn expand(m: usize, q: usize, k: usize) -> u8;
+    /// Per qword byte `k`: the bit offset of weight `k`'s code among the bytes [`expand`]
+    /// gathered.
+    ///
+    /// [`expand`]: Lattice::expand
+    const CODE_SHIFT: [u8; 8];
+    /// Per qword byte: the bit offsets of the four 7-bit sign indices (bytes 0..4) and of the
+    /// 4-bit scale (byte 4) in the qword [`Lattice::split`] gives each sub-block.
+    const SIGN_SHIFT: [u8; 8];
+    /// The factor of the final sum (llama.cpp's `0.125` or `0.25`).
+    const FINAL: f32;
+    /// The block's 64 grid indices, or 32 of them at bytes `8j..8j + 4` (others unused), and
+    /// its sub-blocks' sign-and-scale words, one per qword.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW available.
+    unsafe fn split(&self) -> (__m512i, __m512i);
+    /// The f16 scale.
+    fn d(&self) -> [u8; 2];
+}
+
+/// Codes of 16-bit grid rows: value `k` of a row at bits `bits·(k % per)` of byte `k / per`.
+const fn codes<const N: usize>(grid: &[[u8; N]; 256], values: &[u8], bits: u32) -> [[u8; 256]; 2] {
+    let mut t = [[0u8; 256]; 2];
+    let per = N / 2;
+    let mut i = 0;
+    while i < 256 {
+        let mut k = 0;
+        while k < N {
+            t[k / per][i] |= code_of(values, grid[i][k]) << (bits as usize * (k % per));
+            k += 1;
+        }
+        i += 1;
+    }
+    t
+}
+
+/// The IQ2_XXS grid rows as bytes.
+const IQ2XXS_ROWS: [[u8; 8]; 256] = {
+    let mut t = [[0u8; 8]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = IQ2XXS[i].to_le_bytes();
+        i += 1;
+    }
+    t
+};
+
+/// The IQ3_XXS grid rows as bytes.
+const IQ3XXS_ROWS: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = IQ3XXS[i].to_le_bytes();
+        i += 1;
+    }
+    t
+};
+
+impl Lattice for BlockIQ2_XXS {
+    const VALUES: &'static [u8] = &[8, 25, 43];
+    const CODES: [[u8; 256]; 2] = codes(&IQ2XXS_ROWS, Self::VALUES, 2);
+    // Qword `q` of weights `64m..`: sub-block `2m + q / 4`, its grid row `q % 4` (bytes 0..4 of
+    // the sub-block's qword hold its four row indices); its low code byte to byte 0, its high
+    // one to byte 1.
+    fn expand(m: usize, q: usize, k: usize) -> u8 {
+        let at = (8 * (2 * m + q / 4) + q % 4) as u8;
+        if k == 1 {
+            64 + at
+        } else {
+            at
+        }
+    }
+    const CODE_SHIFT: [u8; 8] = [0, 2, 4, 6, 8, 10, 12, 14];
+    const SIGN_SHIFT: [u8; 8] = [32, 39, 46, 53, 60, 60, 60, 60];
+    const FINAL: f32 = 0.125;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn split(&self) -> (__m512i, __m512i) {
+        // SAFETY: reads the 64 bytes of `qs`; each qword is a sub-block's four row indices
+        // then its sign-and-scale word.
+        let q = unsafe { _mm512_loadu_si512(self.qs.as_ptr().cast()) };
+        (q, q)
+    }
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+impl Lattice for BlockIQ3_XXS {
+    const VALUES: &'static [u8] = &[4, 12, 20, 28, 36, 44, 52, 62];
+    const CODES: [[u8; 256]; 2] = codes(&IQ3XXS_ROWS, Self::VALUES, 3);
+    // Qword `q` of weights `64m..`: grid rows `16m + 2q` and `+ 1` (four weights each); their
+    // code bytes as [low, high, low, high].
+    fn expand(m: usize, q: usize, k: usize) -> u8 {
+        let at = (16 * m + 2 * q + (k % 4) / 2) as u8;
+        if k % 2 == 1 {
+            64 + at
+        } else {
+            at
+        }
+    }
+    const CODE_SHIFT: [u8; 8] = [0, 3, 8, 11, 16, 19, 24, 27];
+    const SIGN_SHIFT: [u8; 8] = [0, 7, 14, 21, 28, 28, 28, 28];
+    const FINAL: f32 = 0.25;
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn split(&self) -> (__m512i, __m512i) {
+        // SAFETY: reads the 96 bytes of `qs`: 64 row indices, then eight u32 sign-and-scale
+        // words, each widened to a qword.
+        unsafe {
+            (
+                _mm512_loadu_si512(self.qs.as_ptr().cast()),
+                _mm512_cvtepu32_epi64(_mm256_loadu_si256(self.qs.as_ptr().add(64).cast())),
+            )
+        }
+    }
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+/// The loop-invariant vectors of [`dot`].
+#[derive(Clone, Copy)]
+struct Consts {
+    /// The low code bytes as four 64-byte tables (rows 0..64, …, 192..256), then the high ones.
+    codes: [__m512i; 8],
+    /// [`KSIGNS`] as two 64-byte tables.
+    ksigns: [__m512i; 2],
+    /// [`Lattice::CODE_SHIFT`] in every qword.
+    code_shift: __m512i,
+    /// A code (the low bits of a byte) → its grid value, repeated over 64 entries.
+    values: __m512i,
+    /// [`Lattice::SIGN_SHIFT`] in every qword.
+    sign_shift: __m512i,
+    /// A byte whose low nibble is a scale `s` → `2s + 1`, over 64 entries.
+    scale_lut: __m512i,
+    /// [`Lattice::expand`] for each 64 weights `m`.
+    expand: [__m512i; 4],
+    /// For each `m`: qwords `2m` (four times) then `2m + 1` (four times).
+    sign_rows: [__m512i; 4],
+    /// Per qword `q`: the sign bit indices `8·(q % 4) + t`, `t = 0..8`.
+    sign_bits: __m512i,
+    /// For each `m`: byte indices of sub-block `2m`'s scale byte (words 0..16) and `2m + 1`'s
+    /// (words 16..32), at even bytes.
+    scale_words: [__m512i; 4],
+}
+
+/// A vector of 64 bytes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn bytes64(b: [u8; 64]) -> __m512i {
+    // SAFETY: reads the 64 bytes of `b`.
+    unsafe { _mm512_loadu_si512(b.as_ptr().cast()) }
+}
+
+impl Consts {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn new<L: Lattice>() -> Consts {
+        let table = |t: &[u8], k: usize| bytes64(std::array::from_fn(|i| t[64 * k + i]));
+        let per_qword =
+            |f: &dyn Fn(usize, usize) -> u8| bytes64(std::array::from_fn(|i| f(i / 8, i % 8)));
+        Consts {
+            codes: std::array::from_fn(|k| table(&L::CODES[k / 4], k % 4)),
+            ksigns: [table(&KSIGNS, 0), table(&KSIGNS, 1)],
+            code_shift: per_qword(&|_, k| L::CODE_SHIFT[k]),
+            // Codes use the low `log2` bits of the byte; the bits above are other codes.
+            values: bytes64(std::array::from_fn(|i| {
+                let code = i % L::VALUES.len().next_power_of_two();
+                L::VALUES.get(code).copied().unwrap_or(0)
+            })),
+            sign_shift: per_qword(&|_, k| L::SIGN_SHIFT[k]),
+            scale_lut: bytes64(std::array::from_fn(|i| 2 * (i as u8 & 15) + 1)),
+            expand: std::array::from_fn(|m| per_qword(&|q, k| L::expand(m, q, k))),
+            sign_rows: std::array::from_fn(|m| {
+                let (a, b) = (2 * m as i64, 2 * m as i64 + 1);
+                _mm512_setr_epi64(a, a, a, a, b, b, b, b)
+            }),
+            sign_bits: per_qword(&|q, t| (8 * (q % 4) + t) as u8),
+            scale_words: std::array::from_fn(|m| {
+                bytes64(std::array::from_fn(|i| (8 * (2 * m + i / 32) + 4) as u8))
+            }),
+        }
+    }
+}
+
+/// One row · one token in the `vec_dot` order.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VBMI/BITALG and AVX2/FMA/F16C available; `c` made for `L`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512bitalg,avx2,fma,f16c")]
+unsafe fn dot<L: Lattice>(w: &[L], x: &[BlockQ8_K], c: &Consts) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (b, a) in w.iter().zip(x) {
+        // SAFETY: the features `split` needs are enabled here.
+        let (idx, aux) = unsafe { b.split() };
+        // Both code bytes of every byte of `idx` read as a grid index.
+        let high = _mm512_movepi8_mask(idx);
+        let look = |t: usize| {
+            _mm512_mask_blend_epi8(
+                high,
+                _mm512_permutex2var_epi8(c.codes[t], idx, c.codes[t + 1]),
+                _mm512_permutex2var_epi8(c.codes[t + 2], idx, c.codes[t + 3]),
+            )
+        };
+        let (lo, hi) = (look(0), look(4));
+        // Bytes 0..4 of qword j: sub-block j's sign indices; byte 4: its scale (low nibble).
+        let cut = _mm512_multishift_epi64_epi8(c.sign_shift, aux);
+        let signs = _mm512_permutex2var_epi8(c.ksigns[0], cut, c.ksigns[1]);
+        let scales = _mm512_permutexvar_epi8(cut, c.scale_lut);
+        let mut sum = _mm512_setzero_si512();
+        for m in 0..4 {
+            let codes = _mm512_permutex2var_epi8(lo, c.expand[m], hi);
+            let codes = _mm512_multishift_epi64_epi8(c.code_shift, codes);
+            let g = _mm512_permutexvar_epi8(codes, c.values);
+            let neg = _mm512_bitshuffle_epi64_mask(
+                _mm512_permutexvar_epi64(c.sign_rows[m], signs),
+                c.sign_bits,
+            );
+            // SAFETY: reads bytes `64m..64m + 64` of the 256 of `a.qs`.
+            let y = unsafe { _mm512_loadu_si512(a.qs.as_ptr().add(64 * m).cast()) };
+            let y = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
+            let sc = _mm512_maskz_permutexvar_epi8(0x5555_5555_5555_5555, c.scale_words[m], scales);
+            sum = _mm512_add_epi32(sum, _mm512_madd_epi16(_mm512_maddubs_epi16(g, y), sc));
+        }
+        let sum = _mm256_add_epi32(
+            _mm512_castsi512_si256(sum),
+            _mm512_extracti64x4_epi64::<1>(sum),
+        );
+        let d = h2f(b.d()) * a.d();
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc);
+    }
+    L::FINAL * reduce8(acc)
+}
+
+/// Rows · one token in the `vec_dot` order.
+fn rows<L: Lattice>(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    super::check_rows::<L, BlockQ8_K>(w, row_bytes, x, out.len());
+    let x = view::<BlockQ8_K>(x).expect("activation blocks");
+    assert!(available(), "lattice AVX-512 kernel without VBMI/BITALG");
+    // SAFETY: checked just above.
+    let c = unsafe { Consts::new::<L>() };
+    for (r, o) in out.iter_mut().enumerate() {
+        let wr = view::<L>(&w[r * row_bytes..][..row_bytes]).expect("weight blocks");
+        // SAFETY: as above; `c` was made for `L`.
+        *o = unsafe { dot(wr, x, &c) };
+    }
+}
+
+/// IQ2_XXS rows · one token in the `vec_dot` order (callers check [`available`]).
+pub(super) fn xxs2_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    rows::<BlockIQ2_XXS>(w, row_bytes, x, out)
+}
+
+/// IQ3_XXS rows · one token in the `vec_dot` order (callers check [`available`]).
+pub(super) fn xxs3_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    rows::<BlockIQ3_XXS>(w, row_bytes, x, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::test_util::{acts, bytes};
+
+    /// `kernel` equals `reference` bit for bit, on random blocks (f16 scale 1.0: every grid,
+    /// sign and scale index occurs) with many −128 activations.
+    fn check<L: Block>(
+        kernel: fn(&[u8], usize, &[u8], &mut [f32]),
+        reference: fn(&[L], &[BlockQ8_K]) -> f32,
+    ) {
+        if !available() {
+            return;
+        }
+        let (nb, rows) = (3, 7);
+        let size = std::mem::size_of::<L>();
+        for seed in 0..40u64 {
+            let mut wb = bytes(rows * nb * size, seed);
+            for b in wb.chunks_exact_mut(size) {
+                b[..2].copy_from_slice(&[0x00, 0x3C]);
+            }
+            let xb = acts(nb, 1000 + seed);
+            let x = view::<BlockQ8_K>(&xb).unwrap();
+            let want: Vec<u32> = wb
+                .chunks_exact(nb * size)
+                .map(|r| reference(view(r).unwrap(), x).to_bits())
+                .collect();
+            let mut got = vec![0f32; rows];
+            kernel(&wb, nb * size, &xb, &mut got);
+            let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn iq2_xxs_matches_reference() {
+        check(xxs2_rows, crate::scalar::iq2::iq2_xxs);
+    }
+
+    #[test]
+    fn iq3_xxs_matches_reference() {
+        check(xxs3_rows, crate::scalar::iq3::iq3_xxs);
+    }
+}
