@@ -15,8 +15,8 @@
 //!   `maddubs(|y|, sign(w, y))` (no wrap), the block total into [`AccTiled::add_no_min`] with
 //!   `d_w = f16(d) · 0.125`. The four-token kernel decodes each block once for four tokens.
 //!
-//! The work is dominated by the table look-ups. AVX-512 with VBMI and BITALG keeps IQ2_XXS's
-//! tables in registers instead ([`super::iq_vbmi`], its one-token `vec_dot` kernel, chosen by
+//! The work is dominated by the table look-ups. AVX-512 with VBMI and BITALG keeps the tables
+//! of IQ2_XXS and IQ2_S in registers instead ([`super::iq_vbmi`], their one-token `vec_dot` kernels, chosen by
 //! the calibration against this one); otherwise `Avx512` gets these AVX2 kernels. (Hardware
 //! gathers of the grid rows measured 6× slower than these scalar loads on the Intel VM.)
 
@@ -259,6 +259,9 @@ pub(super) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
             super::iq_vbmi::xxs2_rows
         }
         GgmlType::IQ2_XXS => xxs_rows,
+        GgmlType::IQ2_S if level >= SimdLevel::Avx512 && super::iq_vbmi::iq2s_available() => {
+            super::iq_vbmi::iq2s_rows
+        }
         GgmlType::IQ2_XS => xs_rows,
         GgmlType::IQ2_S => s_rows,
         _ => return None,

@@ -1,5 +1,9 @@
-//! IQ2_XXS and IQ3_XXS · Q8_K in the `vec_dot` order on AVX-512 with VBMI and BITALG: the
-//! grid and sign tables live in registers, so a block needs no scalar look-ups.
+//! IQ2_XXS, IQ3_XXS and IQ2_S · Q8_K in the `vec_dot` order on AVX-512 with VBMI and BITALG:
+//! the grid and sign tables live in registers, so a block needs no scalar look-ups.
+//!
+//! IQ2_S differs in the details ([`dot_iq2s`]): 10-bit grid indices (1024 rows: eight
+//! look-ups per code byte, two blocks sharing them), explicit sign bytes, a scale per 16
+//! weights.
 //!
 //! The AVX2 kernels ([`super::iq2_x86`], [`super::iq3_x86`]) read each sub-block's grid rows
 //! and sign rows from memory one load at a time and assemble them into vectors: on the Intel VM
@@ -33,8 +37,8 @@ use std::arch::x86_64::*;
 
 use super::avx2::{h2f, reduce8};
 use super::iq_signs::ksign;
-use crate::blocks::{view, Block, BlockIQ2_XXS, BlockIQ3_XXS, BlockQ8_K};
-use crate::grids::{IQ2XXS, IQ3XXS};
+use crate::blocks::{view, Block, BlockIQ2_S, BlockIQ2_XXS, BlockIQ3_XXS, BlockQ8_K};
+use crate::grids::{IQ2S, IQ2XXS, IQ3XXS};
 
 /// Whether this CPU has what these kernels need (on top of the AVX-512 level).
 pub(super) fn available() -> bool {
@@ -335,6 +339,207 @@ pub(super) fn xxs3_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
     rows::<BlockIQ3_XXS>(w, row_bytes, x, out)
 }
 
+/// IQ2_S's grid rows (1024, the same three values as IQ2_XXS) as `[low, high]` code bytes.
+const IQ2S_CODES: [[u8; 1024]; 2] = {
+    let mut t = [[0u8; 1024]; 2];
+    let mut i = 0;
+    while i < 1024 {
+        let row = IQ2S[i].to_le_bytes();
+        let mut k = 0;
+        while k < 8 {
+            t[k / 4][i] |= code_of(BlockIQ2_XXS::VALUES, row[k]) << (2 * (k % 4));
+            k += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// The loop-invariant vectors of [`dot_iq2s`].
+#[derive(Clone, Copy)]
+struct ConstsS {
+    /// [`IQ2S_CODES`]: sixteen 64-byte tables of low code bytes, then sixteen of high ones.
+    codes: [__m512i; 32],
+    /// Per qword: the code bytes' bit offsets `2k`.
+    code_shift: __m512i,
+    /// A code → its grid value, over 64 entries.
+    values: __m512i,
+    /// For each 64 weights `m` of the first block of a pair, then of the second: row
+    /// `8m + q` (`32 + 8m + q`)'s low code byte to byte 0 of qword `q`, its high one (from the
+    /// second table) to byte 1.
+    expand: [__m512i; 8],
+    /// Bit indices `0..64` (the sign bits of 64 weights in order).
+    iota: __m512i,
+    /// For each `m`: byte indices of the `2s + 1` scale bytes of words `0..32` (weights
+    /// `64m + 2w`), at even bytes.
+    scale_words: [__m512i; 4],
+}
+
+impl ConstsS {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn new() -> ConstsS {
+        let per_qword =
+            |f: &dyn Fn(usize, usize) -> u8| bytes64(std::array::from_fn(|i| f(i / 8, i % 8)));
+        ConstsS {
+            codes: std::array::from_fn(|k| {
+                bytes64(std::array::from_fn(|i| {
+                    IQ2S_CODES[k / 16][64 * (k % 16) + i]
+                }))
+            }),
+            code_shift: per_qword(&|_, k| 2 * k as u8),
+            values: bytes64(std::array::from_fn(|i| {
+                BlockIQ2_XXS::VALUES.get(i % 4).copied().unwrap_or(0)
+            })),
+            expand: std::array::from_fn(|m| {
+                per_qword(&|q, k| (8 * m + q) as u8 + if k == 1 { 64 } else { 0 })
+            }),
+            iota: bytes64(std::array::from_fn(|i| i as u8)),
+            // Word `w` of weights `64m..`: sub-block `2m + w / 16`, its half `(w % 16) / 8`:
+            // scale byte `2·(2m + w / 16) + half` of the unpacked nibbles.
+            scale_words: std::array::from_fn(|m| {
+                bytes64(std::array::from_fn(|i| {
+                    let w = i / 2;
+                    (2 * (2 * m + w / 16) + (w % 16) / 8) as u8
+                }))
+            }),
+        }
+    }
+}
+
+/// The `vec_dot` lanes of one IQ2_S block whose rows' code bytes are at `base..base + 32` of
+/// `lo` and `hi` (see [`dot_iq2s`]).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512bitalg,bmi2,avx2,fma,f16c")]
+fn lanes_iq2s(
+    b: &BlockIQ2_S,
+    a: &BlockQ8_K,
+    c: &ConstsS,
+    (lo, hi): (__m512i, __m512i),
+    base: usize,
+) -> __m256i {
+    // SAFETY: reads the 64 bytes of `qs`; its last 32 are the sign bytes (row `l` of sub-block
+    // `j` at `4j + l`, bit `t` for the row's weight `t`).
+    let qs = unsafe { _mm512_loadu_si512(b.qs.as_ptr().cast()) };
+    // The sixteen scales `2s + 1` in bytes `2j` (first 16 weights of sub-block `j`) and
+    // `2j + 1` (the other 16).
+    let sc = _mm_cvtsi64_si128(u64::from_le_bytes(b.scales) as i64);
+    let sc = _mm_unpacklo_epi8(
+        _mm_and_si128(sc, _mm_set1_epi8(0x0F)),
+        _mm_and_si128(_mm_srli_epi16::<4>(sc), _mm_set1_epi8(0x0F)),
+    );
+    let sc = _mm_add_epi8(_mm_add_epi8(sc, sc), _mm_set1_epi8(1));
+    let sc = _mm512_castsi128_si512(sc);
+    let mut sum = _mm512_setzero_si512();
+    for m in 0..4 {
+        let codes = _mm512_permutex2var_epi8(lo, c.expand[base / 8 + m], hi);
+        let codes = _mm512_multishift_epi64_epi8(c.code_shift, codes);
+        let g = _mm512_permutexvar_epi8(codes, c.values);
+        // Sign bytes `8m..8m + 8` (qword `4 + m` of `qs`): bit `t` of byte `q` is weight
+        // `8q + t`'s.
+        let neg = _mm512_bitshuffle_epi64_mask(
+            _mm512_permutexvar_epi64(_mm512_set1_epi64(4 + m as i64), qs),
+            c.iota,
+        );
+        // SAFETY: reads bytes `64m..64m + 64` of the 256 of `a.qs`.
+        let y = unsafe { _mm512_loadu_si512(a.qs.as_ptr().add(64 * m).cast()) };
+        let y = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
+        let s = _mm512_maskz_permutexvar_epi8(0x5555_5555_5555_5555, c.scale_words[m], sc);
+        sum = _mm512_add_epi32(sum, _mm512_madd_epi16(_mm512_maddubs_epi16(g, y), s));
+    }
+    _mm256_add_epi32(
+        _mm512_castsi512_si256(sum),
+        _mm512_extracti64x4_epi64::<1>(sum),
+    )
+}
+
+/// The code bytes `(low, high)` of the 64 grid rows whose indices' low bytes are `idx` and
+/// whose bits 8 and 9 are the bits of `k8` and `k9`: eight `vpermi2b` look-ups per code byte,
+/// picked by index bits 7, 8 and 9.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+fn look_iq2s(c: &ConstsS, idx: __m512i, k8: u64, k9: u64) -> (__m512i, __m512i) {
+    let k7 = _mm512_movepi8_mask(idx);
+    let look = |t: usize| {
+        let p: [__m512i; 8] = std::array::from_fn(|h| {
+            _mm512_permutex2var_epi8(c.codes[t + 2 * h], idx, c.codes[t + 2 * h + 1])
+        });
+        let a: [__m512i; 4] =
+            std::array::from_fn(|r| _mm512_mask_blend_epi8(k7, p[2 * r], p[2 * r + 1]));
+        let b0 = _mm512_mask_blend_epi8(k8, a[0], a[1]);
+        let b1 = _mm512_mask_blend_epi8(k8, a[2], a[3]);
+        _mm512_mask_blend_epi8(k9, b0, b1)
+    };
+    (look(0), look(16))
+}
+
+/// One IQ2_S row · one token in the `vec_dot` order: as [`dot`], with IQ2_S's 10-bit grid
+/// indices, its explicit sign bytes and its scales per 16 weights. A block names 32 rows, so
+/// two blocks share each look-up ([`look_iq2s`]); the float steps stay one block at a time.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VBMI/BITALG, BMI2 and AVX2/FMA/F16C available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512bitalg,bmi2,avx2,fma,f16c")]
+unsafe fn dot_iq2s(w: &[BlockIQ2_S], x: &[BlockQ8_K], c: &ConstsS) -> f32 {
+    // A block's 32 low index bytes (row `l` of sub-block `j` at `4j + l`) and its index bits 8
+    // and 9 (bit `4j + l`: bits `2l`, `2l + 1` of `qh[j]`).
+    let index = |b: &BlockIQ2_S| {
+        // SAFETY: reads the first 32 bytes of `qs`.
+        let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) };
+        let qh = u64::from_le_bytes(b.qh);
+        (
+            q,
+            _pext_u64(qh, 0x5555_5555_5555_5555),
+            _pext_u64(qh, 0xAAAA_AAAA_AAAA_AAAA),
+        )
+    };
+    let mut acc = _mm256_setzero_ps();
+    let mut step = |b: &BlockIQ2_S, a: &BlockQ8_K, lanes: __m256i| {
+        let d = h2f(b.d) * a.d();
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes), acc);
+    };
+    let pairs = w.len() / 2;
+    for i in 0..pairs {
+        let (b0, b1, a0, a1) = (&w[2 * i], &w[2 * i + 1], &x[2 * i], &x[2 * i + 1]);
+        let ((q0, k80, k90), (q1, k81, k91)) = (index(b0), index(b1));
+        let idx = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q0), q1);
+        let codes = look_iq2s(c, idx, k80 | k81 << 32, k90 | k91 << 32);
+        let l0 = lanes_iq2s(b0, a0, c, codes, 0);
+        let l1 = lanes_iq2s(b1, a1, c, codes, 32);
+        step(b0, a0, l0);
+        step(b1, a1, l1);
+    }
+    if w.len() % 2 == 1 {
+        let (b, a) = (&w[w.len() - 1], &x[w.len() - 1]);
+        let (q, k8, k9) = index(b);
+        let codes = look_iq2s(c, _mm512_castsi256_si512(q), k8, k9);
+        step(b, a, lanes_iq2s(b, a, c, codes, 0));
+    }
+    0.125 * reduce8(acc)
+}
+
+/// Whether this CPU has what [`iq2s_rows`] needs.
+pub(super) fn iq2s_available() -> bool {
+    available() && is_x86_feature_detected!("bmi2")
+}
+
+/// IQ2_S rows · one token in the `vec_dot` order (callers check [`iq2s_available`]).
+pub(super) fn iq2s_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    super::check_rows::<BlockIQ2_S, BlockQ8_K>(w, row_bytes, x, out.len());
+    let x = view::<BlockQ8_K>(x).expect("activation blocks");
+    assert!(
+        iq2s_available(),
+        "IQ2_S AVX-512 kernel without VBMI/BITALG/BMI2"
+    );
+    // SAFETY: checked just above.
+    let c = unsafe { ConstsS::new() };
+    for (r, o) in out.iter_mut().enumerate() {
+        let wr = view::<BlockIQ2_S>(&w[r * row_bytes..][..row_bytes]).expect("weight blocks");
+        // SAFETY: as above.
+        *o = unsafe { dot_iq2s(wr, x, &c) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +577,13 @@ mod tests {
     #[test]
     fn iq2_xxs_matches_reference() {
         check(xxs2_rows, crate::scalar::iq2::iq2_xxs);
+    }
+
+    #[test]
+    fn iq2_s_matches_reference() {
+        if iq2s_available() {
+            check(iq2s_rows, crate::scalar::iq2::iq2_s);
+        }
     }
 
     #[test]
