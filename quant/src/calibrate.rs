@@ -26,7 +26,7 @@ use crate::simd::SimdLevel;
 
 /// Weight types with one-token kernels at several levels (every type [`crate::is_supported`]
 /// multiplies, F32 excluded: its kernel is the same at both levels).
-const TYPES: [GgmlType; 16] = [
+const TYPES: [GgmlType; 17] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -41,6 +41,7 @@ const TYPES: [GgmlType; 16] = [
     GgmlType::IQ2_XXS,
     GgmlType::IQ3_XXS,
     GgmlType::IQ2_S,
+    GgmlType::IQ3_S,
     GgmlType::F16,
     GgmlType::BF16,
 ];

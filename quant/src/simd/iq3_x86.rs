@@ -16,8 +16,9 @@
 //!   with `d_w = f16(d) · 0.25` (IQ3_XXS) or `f16(d)` (IQ3_S). The four-token kernel decodes
 //!   each block once for four tokens.
 //!
-//! The work is dominated by the table look-ups. AVX-512 with VBMI and BITALG keeps IQ3_XXS's
-//! tables in registers instead ([`super::iq_vbmi`], its one-token `vec_dot` kernel, chosen by
+//! The work is dominated by the table look-ups. AVX-512 with VBMI and BITALG keeps the tables
+//! of IQ3_XXS and IQ3_S in registers instead ([`super::iq_vbmi`], their one-token `vec_dot`
+//! kernels, chosen by
 //! the calibration against this one); otherwise `Avx512` gets these AVX2 kernels.
 
 use std::arch::x86_64::*;
@@ -233,6 +234,9 @@ pub(super) fn kernel(level: SimdLevel, ty: GgmlType) -> Option<RowsFn> {
             super::iq_vbmi::xxs3_rows
         }
         GgmlType::IQ3_XXS => xxs_rows,
+        GgmlType::IQ3_S if level >= SimdLevel::Avx512 && super::iq_vbmi::available() => {
+            super::iq_vbmi::iq3s_rows
+        }
         GgmlType::IQ3_S => s_rows,
         _ => return None,
     })

@@ -1,9 +1,10 @@
-//! IQ2_XXS, IQ3_XXS and IQ2_S · Q8_K in the `vec_dot` order on AVX-512 with VBMI and BITALG:
-//! the grid and sign tables live in registers, so a block needs no scalar look-ups.
+//! IQ2_XXS, IQ3_XXS, IQ2_S and IQ3_S · Q8_K in the `vec_dot` order on AVX-512 with VBMI (and
+//! BITALG for the 7-bit sign indices): the grid and sign tables live in registers, so a block
+//! needs no scalar look-ups.
 //!
-//! IQ2_S differs in the details ([`dot_iq2s`]): 10-bit grid indices (1024 rows: eight
-//! look-ups per code byte, two blocks sharing them), explicit sign bytes, a scale per 16
-//! weights.
+//! IQ2_S and IQ3_S differ in the details ([`dot_iq2s`], [`dot_iq3s`]): 10- and 9-bit grid
+//! indices (1024 and 512 rows: eight or four look-ups per code byte; two IQ2_S blocks share
+//! them), explicit sign bits (a mask straight from memory), packed 4-bit scales.
 //!
 //! The AVX2 kernels ([`super::iq2_x86`], [`super::iq3_x86`]) read each sub-block's grid rows
 //! and sign rows from memory one load at a time and assemble them into vectors: on the Intel VM
@@ -37,8 +38,8 @@ use std::arch::x86_64::*;
 
 use super::avx2::{h2f, reduce8};
 use super::iq_signs::ksign;
-use crate::blocks::{view, Block, BlockIQ2_S, BlockIQ2_XXS, BlockIQ3_XXS, BlockQ8_K};
-use crate::grids::{IQ2S, IQ2XXS, IQ3XXS};
+use crate::blocks::{view, Block, BlockIQ2_S, BlockIQ2_XXS, BlockIQ3_S, BlockIQ3_XXS, BlockQ8_K};
+use crate::grids::{IQ2S, IQ2XXS, IQ3S, IQ3XXS};
 
 /// Whether this CPU has what these kernels need (on top of the AVX-512 level).
 pub(super) fn available() -> bool {
@@ -368,8 +369,6 @@ struct ConstsS {
     /// `8m + q` (`32 + 8m + q`)'s low code byte to byte 0 of qword `q`, its high one (from the
     /// second table) to byte 1.
     expand: [__m512i; 8],
-    /// Bit indices `0..64` (the sign bits of 64 weights in order).
-    iota: __m512i,
     /// For each `m`: byte indices of the `2s + 1` scale bytes of words `0..32` (weights
     /// `64m + 2w`), at even bytes.
     scale_words: [__m512i; 4],
@@ -394,7 +393,6 @@ impl ConstsS {
             expand: std::array::from_fn(|m| {
                 per_qword(&|q, k| (8 * m + q) as u8 + if k == 1 { 64 } else { 0 })
             }),
-            iota: bytes64(std::array::from_fn(|i| i as u8)),
             // Word `w` of weights `64m..`: sub-block `2m + w / 16`, its half `(w % 16) / 8`:
             // scale byte `2·(2m + w / 16) + half` of the unpacked nibbles.
             scale_words: std::array::from_fn(|m| {
@@ -418,29 +416,16 @@ fn lanes_iq2s(
     (lo, hi): (__m512i, __m512i),
     base: usize,
 ) -> __m256i {
-    // SAFETY: reads the 64 bytes of `qs`; its last 32 are the sign bytes (row `l` of sub-block
-    // `j` at `4j + l`, bit `t` for the row's weight `t`).
-    let qs = unsafe { _mm512_loadu_si512(b.qs.as_ptr().cast()) };
     // The sixteen scales `2s + 1` in bytes `2j` (first 16 weights of sub-block `j`) and
     // `2j + 1` (the other 16).
-    let sc = _mm_cvtsi64_si128(u64::from_le_bytes(b.scales) as i64);
-    let sc = _mm_unpacklo_epi8(
-        _mm_and_si128(sc, _mm_set1_epi8(0x0F)),
-        _mm_and_si128(_mm_srli_epi16::<4>(sc), _mm_set1_epi8(0x0F)),
-    );
-    let sc = _mm_add_epi8(_mm_add_epi8(sc, sc), _mm_set1_epi8(1));
-    let sc = _mm512_castsi128_si512(sc);
+    let sc = unpack_scales(u64::from_le_bytes(b.scales));
     let mut sum = _mm512_setzero_si512();
     for m in 0..4 {
         let codes = _mm512_permutex2var_epi8(lo, c.expand[base / 8 + m], hi);
         let codes = _mm512_multishift_epi64_epi8(c.code_shift, codes);
         let g = _mm512_permutexvar_epi8(codes, c.values);
-        // Sign bytes `8m..8m + 8` (qword `4 + m` of `qs`): bit `t` of byte `q` is weight
-        // `8q + t`'s.
-        let neg = _mm512_bitshuffle_epi64_mask(
-            _mm512_permutexvar_epi64(_mm512_set1_epi64(4 + m as i64), qs),
-            c.iota,
-        );
+        // Sign bytes `8m..8m + 8`: bit `t` of byte `q` is weight `8q + t`'s.
+        let neg = sign_mask(&b.qs[32 + 8 * m..][..8]);
         // SAFETY: reads bytes `64m..64m + 64` of the 256 of `a.qs`.
         let y = unsafe { _mm512_loadu_si512(a.qs.as_ptr().add(64 * m).cast()) };
         let y = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
@@ -518,6 +503,143 @@ unsafe fn dot_iq2s(w: &[BlockIQ2_S], x: &[BlockQ8_K], c: &ConstsS) -> f32 {
     0.125 * reduce8(acc)
 }
 
+/// The negation mask of 64 weights from their eight sign bytes (bit `t` of byte `q`: weight
+/// `8q + t`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn sign_mask(bytes: &[u8]) -> __mmask64 {
+    u64::from_le_bytes(bytes.try_into().expect("eight sign bytes"))
+}
+
+/// The sixteen IQ2_S scales (or the eight IQ3_S ones) `2s + 1` from their packed nibbles: byte
+/// `2j` from the low nibble of `packed[j]`, `2j + 1` from its high one.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn unpack_scales(packed: u64) -> __m512i {
+    let sc = _mm_cvtsi64_si128(packed as i64);
+    let sc = _mm_unpacklo_epi8(
+        _mm_and_si128(sc, _mm_set1_epi8(0x0F)),
+        _mm_and_si128(_mm_srli_epi16::<4>(sc), _mm_set1_epi8(0x0F)),
+    );
+    _mm512_castsi128_si512(_mm_add_epi8(_mm_add_epi8(sc, sc), _mm_set1_epi8(1)))
+}
+
+/// IQ3_S's grid rows (512, four of the magnitudes 1, 3, …, 15 each) as `[low, high]` code
+/// bytes (3-bit codes, two per byte).
+const IQ3S_CODES: [[u8; 512]; 2] = {
+    const VALUES: [u8; 8] = [1, 3, 5, 7, 9, 11, 13, 15];
+    let mut t = [[0u8; 512]; 2];
+    let mut i = 0;
+    while i < 512 {
+        let row = IQ3S[i].to_le_bytes();
+        let mut k = 0;
+        while k < 4 {
+            t[k / 2][i] |= code_of(&VALUES, row[k]) << (3 * (k % 2));
+            k += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// The loop-invariant vectors of [`dot_iq3s`].
+#[derive(Clone, Copy)]
+struct Consts3S {
+    /// [`IQ3S_CODES`]: eight 64-byte tables of low code bytes, then eight of high ones.
+    codes: [__m512i; 16],
+    /// As [`Consts::code_shift`], for IQ3_XXS's layout of code bytes.
+    code_shift: __m512i,
+    /// A code → its magnitude `2c + 1`, over 64 entries.
+    values: __m512i,
+    /// As [`Consts::expand`] for IQ3_XXS (the same four-weight rows).
+    expand: [__m512i; 4],
+    /// For each `m`: byte indices of sub-block `2m`'s scale (words 0..16) and `2m + 1`'s
+    /// (words 16..32) in [`unpack_scales`]' bytes, at even bytes.
+    scale_words: [__m512i; 4],
+}
+
+impl Consts3S {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn new() -> Consts3S {
+        let xxs = Consts::new::<BlockIQ3_XXS>();
+        Consts3S {
+            codes: std::array::from_fn(|k| {
+                bytes64(std::array::from_fn(|i| IQ3S_CODES[k / 8][64 * (k % 8) + i]))
+            }),
+            code_shift: xxs.code_shift,
+            values: bytes64(std::array::from_fn(|i| 2 * (i % 8) as u8 + 1)),
+            expand: xxs.expand,
+            scale_words: std::array::from_fn(|m| {
+                bytes64(std::array::from_fn(|i| (2 * m + i / 32) as u8))
+            }),
+        }
+    }
+}
+
+/// One IQ3_S row · one token in the `vec_dot` order: as [`dot`] for IQ3_XXS's four-weight
+/// rows, with 9-bit grid indices (four `vpermi2b` look-ups per code byte, picked by index bits 7
+/// and 8: bit 8 of the 64 rows is `qh` itself), explicit sign bits, packed scales and no final
+/// factor.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VBMI and AVX2/FMA/F16C available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c")]
+unsafe fn dot_iq3s(w: &[BlockIQ3_S], x: &[BlockQ8_K], c: &Consts3S) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (b, a) in w.iter().zip(x) {
+        // SAFETY: reads the 64 bytes of `qs`: the low index bytes, row `l` of sub-block `j` at
+        // `8j + l`, whose bit 8 is bit `8j + l` of `qh`.
+        let idx = unsafe { _mm512_loadu_si512(b.qs.as_ptr().cast()) };
+        let (k7, k8) = (_mm512_movepi8_mask(idx), u64::from_le_bytes(b.qh));
+        let look = |t: usize| {
+            let p: [__m512i; 4] = std::array::from_fn(|h| {
+                _mm512_permutex2var_epi8(c.codes[t + 2 * h], idx, c.codes[t + 2 * h + 1])
+            });
+            _mm512_mask_blend_epi8(
+                k8,
+                _mm512_mask_blend_epi8(k7, p[0], p[1]),
+                _mm512_mask_blend_epi8(k7, p[2], p[3]),
+            )
+        };
+        let (lo, hi) = (look(0), look(8));
+        let sc = unpack_scales(u32::from_le_bytes(b.scales) as u64);
+        let mut sum = _mm512_setzero_si512();
+        for m in 0..4 {
+            let codes = _mm512_permutex2var_epi8(lo, c.expand[m], hi);
+            let codes = _mm512_multishift_epi64_epi8(c.code_shift, codes);
+            let g = _mm512_permutexvar_epi8(codes, c.values);
+            let neg = sign_mask(&b.signs[8 * m..][..8]);
+            // SAFETY: reads bytes `64m..64m + 64` of the 256 of `a.qs`.
+            let y = unsafe { _mm512_loadu_si512(a.qs.as_ptr().add(64 * m).cast()) };
+            let y = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
+            let s = _mm512_maskz_permutexvar_epi8(0x5555_5555_5555_5555, c.scale_words[m], sc);
+            sum = _mm512_add_epi32(sum, _mm512_madd_epi16(_mm512_maddubs_epi16(g, y), s));
+        }
+        let sum = _mm256_add_epi32(
+            _mm512_castsi512_si256(sum),
+            _mm512_extracti64x4_epi64::<1>(sum),
+        );
+        let d = h2f(b.d) * a.d();
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sum), acc);
+    }
+    reduce8(acc)
+}
+
+/// IQ3_S rows · one token in the `vec_dot` order (callers check [`available`]).
+pub(super) fn iq3s_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    super::check_rows::<BlockIQ3_S, BlockQ8_K>(w, row_bytes, x, out.len());
+    let x = view::<BlockQ8_K>(x).expect("activation blocks");
+    assert!(available(), "IQ3_S AVX-512 kernel without VBMI/BITALG");
+    // SAFETY: checked just above.
+    let c = unsafe { Consts3S::new() };
+    for (r, o) in out.iter_mut().enumerate() {
+        let wr = view::<BlockIQ3_S>(&w[r * row_bytes..][..row_bytes]).expect("weight blocks");
+        // SAFETY: as above.
+        *o = unsafe { dot_iq3s(wr, x, &c) };
+    }
+}
+
 /// Whether this CPU has what [`iq2s_rows`] needs.
 pub(super) fn iq2s_available() -> bool {
     available() && is_x86_feature_detected!("bmi2")
@@ -584,6 +706,11 @@ mod tests {
         if iq2s_available() {
             check(iq2s_rows, crate::scalar::iq2::iq2_s);
         }
+    }
+
+    #[test]
+    fn iq3_s_matches_reference() {
+        check(iq3s_rows, crate::scalar::iq3::iq3_s);
     }
 
     #[test]
