@@ -101,15 +101,16 @@ trait Lattice: Block {
     fn d(&self) -> [u8; 2];
 }
 
-/// Codes of 16-bit grid rows: value `k` of a row at bits `bits·(k % per)` of byte `k / per`.
-const fn codes<const N: usize>(grid: &[[u8; N]; 256], values: &[u8], bits: u32) -> [[u8; 256]; 2] {
-    let mut t = [[0u8; 256]; 2];
-    let per = N / 2;
+/// Code tables of a grid of 64-bit rows (eight values, 2-bit codes): `[low byte (values
+/// 0..4), high byte (values 4..8)]` of each row.
+const fn codes64<const R: usize>(grid: &[u64; R], values: &[u8]) -> [[u8; R]; 2] {
+    let mut t = [[0u8; R]; 2];
     let mut i = 0;
-    while i < 256 {
+    while i < R {
+        let row = grid[i].to_le_bytes();
         let mut k = 0;
-        while k < N {
-            t[k / per][i] |= code_of(values, grid[i][k]) << (bits as usize * (k % per));
+        while k < 8 {
+            t[k / 4][i] |= code_of(values, row[k]) << (2 * (k % 4));
             k += 1;
         }
         i += 1;
@@ -117,31 +118,26 @@ const fn codes<const N: usize>(grid: &[[u8; N]; 256], values: &[u8], bits: u32) 
     t
 }
 
-/// The IQ2_XXS grid rows as bytes.
-const IQ2XXS_ROWS: [[u8; 8]; 256] = {
-    let mut t = [[0u8; 8]; 256];
+/// Code tables of a grid of 32-bit rows (four values, 3-bit codes): `[low byte (values 0, 1),
+/// high byte (values 2, 3)]` of each row.
+const fn codes32<const R: usize>(grid: &[u32; R], values: &[u8]) -> [[u8; R]; 2] {
+    let mut t = [[0u8; R]; 2];
     let mut i = 0;
-    while i < 256 {
-        t[i] = IQ2XXS[i].to_le_bytes();
+    while i < R {
+        let row = grid[i].to_le_bytes();
+        let mut k = 0;
+        while k < 4 {
+            t[k / 2][i] |= code_of(values, row[k]) << (3 * (k % 2));
+            k += 1;
+        }
         i += 1;
     }
     t
-};
-
-/// The IQ3_XXS grid rows as bytes.
-const IQ3XXS_ROWS: [[u8; 4]; 256] = {
-    let mut t = [[0u8; 4]; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = IQ3XXS[i].to_le_bytes();
-        i += 1;
-    }
-    t
-};
+}
 
 impl Lattice for BlockIQ2_XXS {
     const VALUES: &'static [u8] = &[8, 25, 43];
-    const CODES: [[u8; 256]; 2] = codes(&IQ2XXS_ROWS, Self::VALUES, 2);
+    const CODES: [[u8; 256]; 2] = codes64(&IQ2XXS, Self::VALUES);
     // Qword `q` of weights `64m..`: sub-block `2m + q / 4`, its grid row `q % 4` (bytes 0..4 of
     // the sub-block's qword hold its four row indices); its low code byte to byte 0, its high
     // one to byte 1.
@@ -171,7 +167,7 @@ impl Lattice for BlockIQ2_XXS {
 
 impl Lattice for BlockIQ3_XXS {
     const VALUES: &'static [u8] = &[4, 12, 20, 28, 36, 44, 52, 62];
-    const CODES: [[u8; 256]; 2] = codes(&IQ3XXS_ROWS, Self::VALUES, 3);
+    const CODES: [[u8; 256]; 2] = codes32(&IQ3XXS, Self::VALUES);
     // Qword `q` of weights `64m..`: grid rows `16m + 2q` and `+ 1` (four weights each); their
     // code bytes as [low, high, low, high].
     fn expand(m: usize, q: usize, k: usize) -> u8 {
@@ -341,55 +337,49 @@ pub(super) fn xxs3_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
 }
 
 /// IQ2_S's grid rows (1024, the same three values as IQ2_XXS) as `[low, high]` code bytes.
-const IQ2S_CODES: [[u8; 1024]; 2] = {
-    let mut t = [[0u8; 1024]; 2];
-    let mut i = 0;
-    while i < 1024 {
-        let row = IQ2S[i].to_le_bytes();
-        let mut k = 0;
-        while k < 8 {
-            t[k / 4][i] |= code_of(BlockIQ2_XXS::VALUES, row[k]) << (2 * (k % 4));
-            k += 1;
-        }
-        i += 1;
-    }
-    t
-};
+const IQ2S_CODES: [[u8; 1024]; 2] = codes64(&IQ2S, BlockIQ2_XXS::VALUES);
 
-/// The loop-invariant vectors of [`dot_iq2s`].
+/// The loop-invariant vectors of [`dot_iq2s`] (`T` = 32, `E` = 8) and [`dot_iq3s`] (16, 4).
 #[derive(Clone, Copy)]
-struct ConstsS {
-    /// [`IQ2S_CODES`]: sixteen 64-byte tables of low code bytes, then sixteen of high ones.
-    codes: [__m512i; 32],
-    /// Per qword: the code bytes' bit offsets `2k`.
+struct WideConsts<const T: usize, const E: usize> {
+    /// The grid's code tables, 64 rows a vector: the low code bytes, then the high ones.
+    codes: [__m512i; T],
+    /// Per qword: each weight's bit offset among the code bytes `expand` gathered.
     code_shift: __m512i,
     /// A code → its grid value, over 64 entries.
     values: __m512i,
-    /// For each 64 weights `m` of the first block of a pair, then of the second: row
-    /// `8m + q` (`32 + 8m + q`)'s low code byte to byte 0 of qword `q`, its high one (from the
-    /// second table) to byte 1.
-    expand: [__m512i; 8],
-    /// For each `m`: byte indices of the `2s + 1` scale bytes of words `0..32` (weights
-    /// `64m + 2w`), at even bytes.
+    /// For each 64 weights `m` (IQ2_S: of the first block of a pair, then of the second): the
+    /// byte indices that gather the code bytes of their rows into each qword.
+    expand: [__m512i; E],
+    /// For each `m`: byte indices of the `2s + 1` scale bytes ([`unpack_scales`]) of words
+    /// `0..32` (weights `64m + 2w`), at even bytes.
     scale_words: [__m512i; 4],
 }
 
-impl ConstsS {
+/// The code tables `t` as `T` vectors of 64 bytes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn code_vectors<const R: usize, const T: usize>(t: &[[u8; R]; 2]) -> [__m512i; T] {
+    std::array::from_fn(|k| {
+        bytes64(std::array::from_fn(|i| {
+            t[k / (T / 2)][64 * (k % (T / 2)) + i]
+        }))
+    })
+}
+
+impl WideConsts<32, 8> {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn new() -> ConstsS {
+    fn iq2s() -> Self {
+        let xxs = Consts::new::<BlockIQ2_XXS>();
         let per_qword =
             |f: &dyn Fn(usize, usize) -> u8| bytes64(std::array::from_fn(|i| f(i / 8, i % 8)));
-        ConstsS {
-            codes: std::array::from_fn(|k| {
-                bytes64(std::array::from_fn(|i| {
-                    IQ2S_CODES[k / 16][64 * (k % 16) + i]
-                }))
-            }),
-            code_shift: per_qword(&|_, k| 2 * k as u8),
-            values: bytes64(std::array::from_fn(|i| {
-                BlockIQ2_XXS::VALUES.get(i % 4).copied().unwrap_or(0)
-            })),
+        WideConsts {
+            codes: code_vectors(&IQ2S_CODES),
+            code_shift: xxs.code_shift,
+            values: xxs.values,
+            // Row `8m + q` (`32 + 8m + q`)'s low code byte to byte 0 of qword `q`, its high one
+            // (from the second table) to byte 1.
             expand: std::array::from_fn(|m| {
                 per_qword(&|q, k| (8 * m + q) as u8 + if k == 1 { 64 } else { 0 })
             }),
@@ -405,6 +395,24 @@ impl ConstsS {
     }
 }
 
+impl WideConsts<16, 4> {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn iq3s() -> Self {
+        let xxs = Consts::new::<BlockIQ3_XXS>();
+        WideConsts {
+            codes: code_vectors(&IQ3S_CODES),
+            code_shift: xxs.code_shift,
+            values: bytes64(std::array::from_fn(|i| 2 * (i % 8) as u8 + 1)),
+            expand: xxs.expand,
+            // Word `w` of weights `64m..`: sub-block `2m + w / 16`, scale byte `2m + w / 16`.
+            scale_words: std::array::from_fn(|m| {
+                bytes64(std::array::from_fn(|i| (2 * m + i / 32) as u8))
+            }),
+        }
+    }
+}
+
 /// The `vec_dot` lanes of one IQ2_S block whose rows' code bytes are at `base..base + 32` of
 /// `lo` and `hi` (see [`dot_iq2s`]).
 #[inline]
@@ -412,7 +420,7 @@ impl ConstsS {
 fn lanes_iq2s(
     b: &BlockIQ2_S,
     a: &BlockQ8_K,
-    c: &ConstsS,
+    c: &WideConsts<32, 8>,
     (lo, hi): (__m512i, __m512i),
     base: usize,
 ) -> __m256i {
@@ -443,7 +451,7 @@ fn lanes_iq2s(
 /// picked by index bits 7, 8 and 9.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-fn look_iq2s(c: &ConstsS, idx: __m512i, k8: u64, k9: u64) -> (__m512i, __m512i) {
+fn look_iq2s(c: &WideConsts<32, 8>, idx: __m512i, k8: u64, k9: u64) -> (__m512i, __m512i) {
     let k7 = _mm512_movepi8_mask(idx);
     let look = |t: usize| {
         let p: [__m512i; 8] = std::array::from_fn(|h| {
@@ -465,7 +473,7 @@ fn look_iq2s(c: &ConstsS, idx: __m512i, k8: u64, k9: u64) -> (__m512i, __m512i) 
 /// # Safety
 /// AVX-512 F/BW/VL/VBMI/BITALG, BMI2 and AVX2/FMA/F16C available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512bitalg,bmi2,avx2,fma,f16c")]
-unsafe fn dot_iq2s(w: &[BlockIQ2_S], x: &[BlockQ8_K], c: &ConstsS) -> f32 {
+unsafe fn dot_iq2s(w: &[BlockIQ2_S], x: &[BlockQ8_K], c: &WideConsts<32, 8>) -> f32 {
     // A block's 32 low index bytes (row `l` of sub-block `j` at `4j + l`) and its index bits 8
     // and 9 (bit `4j + l`: bits `2l`, `2l + 1` of `qh[j]`).
     let index = |b: &BlockIQ2_S| {
@@ -526,56 +534,7 @@ fn unpack_scales(packed: u64) -> __m512i {
 
 /// IQ3_S's grid rows (512, four of the magnitudes 1, 3, …, 15 each) as `[low, high]` code
 /// bytes (3-bit codes, two per byte).
-const IQ3S_CODES: [[u8; 512]; 2] = {
-    const VALUES: [u8; 8] = [1, 3, 5, 7, 9, 11, 13, 15];
-    let mut t = [[0u8; 512]; 2];
-    let mut i = 0;
-    while i < 512 {
-        let row = IQ3S[i].to_le_bytes();
-        let mut k = 0;
-        while k < 4 {
-            t[k / 2][i] |= code_of(&VALUES, row[k]) << (3 * (k % 2));
-            k += 1;
-        }
-        i += 1;
-    }
-    t
-};
-
-/// The loop-invariant vectors of [`dot_iq3s`].
-#[derive(Clone, Copy)]
-struct Consts3S {
-    /// [`IQ3S_CODES`]: eight 64-byte tables of low code bytes, then eight of high ones.
-    codes: [__m512i; 16],
-    /// As [`Consts::code_shift`], for IQ3_XXS's layout of code bytes.
-    code_shift: __m512i,
-    /// A code → its magnitude `2c + 1`, over 64 entries.
-    values: __m512i,
-    /// As [`Consts::expand`] for IQ3_XXS (the same four-weight rows).
-    expand: [__m512i; 4],
-    /// For each `m`: byte indices of sub-block `2m`'s scale (words 0..16) and `2m + 1`'s
-    /// (words 16..32) in [`unpack_scales`]' bytes, at even bytes.
-    scale_words: [__m512i; 4],
-}
-
-impl Consts3S {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw")]
-    fn new() -> Consts3S {
-        let xxs = Consts::new::<BlockIQ3_XXS>();
-        Consts3S {
-            codes: std::array::from_fn(|k| {
-                bytes64(std::array::from_fn(|i| IQ3S_CODES[k / 8][64 * (k % 8) + i]))
-            }),
-            code_shift: xxs.code_shift,
-            values: bytes64(std::array::from_fn(|i| 2 * (i % 8) as u8 + 1)),
-            expand: xxs.expand,
-            scale_words: std::array::from_fn(|m| {
-                bytes64(std::array::from_fn(|i| (2 * m + i / 32) as u8))
-            }),
-        }
-    }
-}
+const IQ3S_CODES: [[u8; 512]; 2] = codes32(&IQ3S, &[1, 3, 5, 7, 9, 11, 13, 15]);
 
 /// One IQ3_S row · one token in the `vec_dot` order: as [`dot`] for IQ3_XXS's four-weight
 /// rows, with 9-bit grid indices (four `vpermi2b` look-ups per code byte, picked by index bits 7
@@ -585,7 +544,7 @@ impl Consts3S {
 /// # Safety
 /// AVX-512 F/BW/VL/VBMI and AVX2/FMA/F16C available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c")]
-unsafe fn dot_iq3s(w: &[BlockIQ3_S], x: &[BlockQ8_K], c: &Consts3S) -> f32 {
+unsafe fn dot_iq3s(w: &[BlockIQ3_S], x: &[BlockQ8_K], c: &WideConsts<16, 4>) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (b, a) in w.iter().zip(x) {
         // SAFETY: reads the 64 bytes of `qs`: the low index bytes, row `l` of sub-block `j` at
@@ -632,7 +591,7 @@ pub(super) fn iq3s_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
     let x = view::<BlockQ8_K>(x).expect("activation blocks");
     assert!(available(), "IQ3_S AVX-512 kernel without VBMI/BITALG");
     // SAFETY: checked just above.
-    let c = unsafe { Consts3S::new() };
+    let c = unsafe { WideConsts::iq3s() };
     for (r, o) in out.iter_mut().enumerate() {
         let wr = view::<BlockIQ3_S>(&w[r * row_bytes..][..row_bytes]).expect("weight blocks");
         // SAFETY: as above.
@@ -654,7 +613,7 @@ pub(super) fn iq2s_rows(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
         "IQ2_S AVX-512 kernel without VBMI/BITALG/BMI2"
     );
     // SAFETY: checked just above.
-    let c = unsafe { ConstsS::new() };
+    let c = unsafe { WideConsts::iq2s() };
     for (r, o) in out.iter_mut().enumerate() {
         let wr = view::<BlockIQ2_S>(&w[r * row_bytes..][..row_bytes]).expect("weight blocks");
         // SAFETY: as above.
