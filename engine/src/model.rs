@@ -285,9 +285,12 @@ impl Model {
                 s.v[t * v_dim..(t + 1) * v_dim].copy_from_slice(&row[q_dim + k_dim..]);
             }
         } else {
-            linear(layer, "attn_q", &mut acts, q_dim, &mut s.q)?;
-            linear(layer, "attn_k", &mut acts, k_dim, &mut s.k)?;
-            linear(layer, "attn_v", &mut acts, v_dim, &mut s.v)?;
+            let mut qkv = [
+                ("attn_q", q_dim, &mut s.q),
+                ("attn_k", k_dim, &mut s.k),
+                ("attn_v", v_dim, &mut s.v),
+            ];
+            linear_many(layer, &mut qkv, &mut acts)?;
         }
 
         // Gemma 3, Qwen3: per-head RMSNorm of q and k (weights [hd], shared by all heads).
@@ -419,8 +422,8 @@ impl Model {
         s.gate.resize(n * ff, 0.0);
         s.up.resize(n * ff, 0.0);
         if !c.ffn_up_fused {
-            linear(layer, "ffn_gate", &mut acts, ff, &mut s.gate)?;
-            linear(layer, "ffn_up", &mut acts, ff, &mut s.up)?;
+            let mut gate_up = [("ffn_gate", ff, &mut s.gate), ("ffn_up", ff, &mut s.up)];
+            linear_many(layer, &mut gate_up, &mut acts)?;
         } else {
             // Fused (phi3): ffn_up has 2·n_ff rows, the gate's first, as ggml_swiglu splits them.
             s.fused.resize(n * 2 * ff, 0.0);
@@ -715,17 +718,21 @@ impl<'x> Acts<'x> {
     }
 
     fn for_weight(&mut self, w: &TensorView<'_>) -> Result<&QuantizedActs, EngineError> {
-        let dot_ty = vec_dot_type(w.ty).map_err(|source| kernel_err(w, source))?;
-        let i = match self.quantized.iter().position(|(t, _)| *t == dot_ty) {
-            Some(i) => i,
-            None => {
-                let q = quantize_acts(dot_ty, self.x, self.n, self.cols)
-                    .map_err(|source| kernel_err(w, source))?;
-                self.quantized.push((dot_ty, q));
-                self.quantized.len() - 1
-            }
-        };
+        let i = self.quantize_for(w)?;
         Ok(&self.quantized[i].1)
+    }
+
+    /// Quantizes the activations for `w`'s `vec_dot_type` unless done; returns their index in
+    /// `quantized`.
+    fn quantize_for(&mut self, w: &TensorView<'_>) -> Result<usize, EngineError> {
+        let dot_ty = vec_dot_type(w.ty).map_err(|source| kernel_err(w, source))?;
+        if let Some(i) = self.quantized.iter().position(|(t, _)| *t == dot_ty) {
+            return Ok(i);
+        }
+        let q = quantize_acts(dot_ty, self.x, self.n, self.cols)
+            .map_err(|source| kernel_err(w, source))?;
+        self.quantized.push((dot_ty, q));
+        Ok(self.quantized.len() - 1)
     }
 }
 
@@ -740,6 +747,48 @@ fn linear(
 ) -> Result<(), EngineError> {
     let w = layer.tensor(&format!("{name}.weight"))?;
     matmul(&w, acts, rows, y)?;
+    add_bias(layer, name, rows, y)
+}
+
+/// [`linear`] for several tensors of `layer` that take the same activations (Q, K and V; the
+/// FFN's gate and up): `(name, rows, y)` each. For one token their products run as one
+/// parallel loop ([`strata_quant::matvec_q_many`]: one hand-off to the threads, and products
+/// too small to split alone share them), else one after another; the bits are the same.
+fn linear_many(
+    layer: &LayerRef,
+    products: &mut [(&str, usize, &mut Vec<f32>)],
+    acts: &mut Acts<'_>,
+) -> Result<(), EngineError> {
+    if acts.n != 1 {
+        for (name, rows, y) in products.iter_mut() {
+            linear(layer, name, acts, *rows, y)?;
+        }
+        return Ok(());
+    }
+    let cols = acts.cols;
+    let mut ws = Vec::with_capacity(products.len());
+    for (name, rows, _) in products.iter() {
+        let w = layer.tensor(&format!("{name}.weight"))?;
+        expect_dims(&w, &[cols as u64, *rows as u64])?;
+        let i = acts.quantize_for(&w)?;
+        ws.push((w, i));
+    }
+    let mut group = Vec::with_capacity(products.len());
+    for ((w, i), (_, rows, y)) in ws.iter().zip(products.iter_mut()) {
+        let x = &acts.quantized[*i].1;
+        let mv = strata_quant::Matvec::new(w.ty, w.bytes, *rows, cols, x, y)
+            .map_err(|source| kernel_err(w, source))?;
+        group.push(mv);
+    }
+    strata_quant::matvec_q_many(&mut group);
+    for (name, rows, y) in products.iter_mut() {
+        add_bias(layer, name, *rows, y)?;
+    }
+    Ok(())
+}
+
+/// Adds the optional bias `<name>.bias` (`[rows]`) of `layer` to each row of `y`.
+fn add_bias(layer: &LayerRef, name: &str, rows: usize, y: &mut [f32]) -> Result<(), EngineError> {
     if let Some(b) = layer.get(&format!("{name}.bias")) {
         expect_dims(&b, &[rows as u64])?;
         let bias = f32_tensor(&b)?;

@@ -88,15 +88,135 @@ pub fn matvec_q_with(
     x: &QuantizedActs,
     y: &mut [f32],
 ) -> Result<(), QuantError> {
-    if x.n_rows() != 1 {
-        return Err(QuantError::SizeMismatch {
-            ty: x.ty(),
-            what: "activation rows for matvec",
-            expected: 1,
-            got: x.n_rows(),
-        });
+    matvec_q_many(&mut [Matvec::with_level(level, ty, w, rows, cols, x, y)?]);
+    Ok(())
+}
+
+/// One single-token product `y = W x` of a [`matvec_q_many`] group: checked, with its kernel
+/// chosen, not yet run ([`matvec_q`] is a group of one).
+pub struct Matvec<'a> {
+    kernel: simd::RowsFn,
+    w: &'a [u8],
+    /// Bytes per weight row.
+    rb: usize,
+    rows: usize,
+    /// Rows per task ([`one_token_tile`]).
+    tile: usize,
+    /// The quantized activation row.
+    x: &'a [u8],
+    /// `rows` outputs, written by the tasks (disjoint tiles) during [`matvec_q_many`].
+    y: OutPtr,
+    _y: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> Matvec<'a> {
+    /// [`matvec_q`]'s product, checked as [`matvec_q`] checks it (the same errors).
+    pub fn new(
+        ty: GgmlType,
+        w: &'a [u8],
+        rows: usize,
+        cols: usize,
+        x: &'a QuantizedActs,
+        y: &'a mut [f32],
+    ) -> Result<Matvec<'a>, QuantError> {
+        let level = crate::calibrate::kernel_level(ty, 1, cols);
+        Matvec::with_level(level, ty, w, rows, cols, x, y)
     }
-    matmul_q_with(level, ty, w, rows, cols, x, y)
+
+    /// [`Matvec::new`] at a given SIMD level (for tests and benchmarks comparing kernels).
+    pub fn with_level(
+        level: SimdLevel,
+        ty: GgmlType,
+        w: &'a [u8],
+        rows: usize,
+        cols: usize,
+        x: &'a QuantizedActs,
+        y: &'a mut [f32],
+    ) -> Result<Matvec<'a>, QuantError> {
+        if x.n_rows() != 1 {
+            return Err(QuantError::SizeMismatch {
+                ty: x.ty(),
+                what: "activation rows for matvec",
+                expected: 1,
+                got: x.n_rows(),
+            });
+        }
+        acts_for(ty, x, cols)?;
+        if !level.is_available() {
+            return Err(QuantError::SimdUnavailable(level));
+        }
+        let (kernel, _) = kernels(level, Kernel::for_product(ty, rows, cols, 1), ty, 1)?;
+        let rb = check_shapes(ty, w, rows, cols, 1, y.len())?;
+        Ok(Matvec {
+            kernel,
+            w,
+            rb,
+            rows,
+            tile: one_token_tile(rb, rows),
+            x: x.row(0),
+            y: OutPtr(y.as_mut_ptr()),
+            _y: std::marker::PhantomData,
+        })
+    }
+
+    /// Its tasks: tiles of `tile` rows.
+    fn tasks(&self) -> usize {
+        self.rows.div_ceil(self.tile)
+    }
+
+    /// Runs tile `i`.
+    fn run_tile(&self, i: usize) {
+        let r0 = i * self.tile;
+        let r1 = (r0 + self.tile).min(self.rows);
+        // SAFETY: `y` pointed to `rows` elements borrowed mutably for `'a` (`with_level`), and
+        // `r0..r1` lies in `0..rows`; tile `i` is the only task writing these rows, and `y` is
+        // not read meanwhile.
+        let y = unsafe { std::slice::from_raw_parts_mut(self.y.ptr().add(r0), r1 - r0) };
+        (self.kernel)(&self.w[r0 * self.rb..r1 * self.rb], self.rb, self.x, y);
+    }
+}
+
+/// Runs single-token products as one parallel loop over all their row tiles: products that
+/// take the same activations (a layer's Q, K and V; its FFN gate and up) then pay one hand-off
+/// to the threads instead of one each, and a product too small to split on its own (K, V) still
+/// shares the threads. Each output gets the bits [`matvec_q`] gives it.
+pub fn matvec_q_many(products: &mut [Matvec<'_>]) {
+    let tasks: usize = products.iter().map(Matvec::tasks).sum();
+    let products = &*products;
+    let task = |mut i: usize| {
+        for p in products {
+            if i < p.tasks() {
+                return p.run_tile(i);
+            }
+            i -= p.tasks();
+        }
+    };
+    #[cfg(feature = "rayon")]
+    {
+        let bytes: usize = products.iter().map(|p| p.w.len()).sum();
+        if bytes >= PAR_MIN_BYTES && tasks > 1 {
+            crate::team::for_each_index(tasks, &task);
+            return;
+        }
+    }
+    (0..tasks).for_each(task);
+}
+
+/// Rows per task of a single-token product with rows of `rb` bytes: [`batch_tile`]'s, or as
+/// tall as four tasks per thread allow (up to 256 rows), so each task reads one long stretch of memory that the hardware prefetchers
+/// follow (Q4_K 8192², one thread on Zen 4: 9.5 GiB/s with 8-row tiles, 13 with 128) and pays
+/// the per-call set-up once.
+fn one_token_tile(rb: usize, rows: usize) -> usize {
+    batch_tile(rb)
+        .max((rows / (4 * threads())) / 8 * 8)
+        .min(256)
+}
+
+/// Rows per tile of a batch: a multiple of 8 rows (the largest SIMD row group, that of the
+/// Q8_0-family AVX-512 kernel; a tile of fewer rows would leave long rows to its two-row tail)
+/// near [`TILE_BYTES`], where the tokens reuse the tile from cache.
+fn batch_tile(rb: usize) -> usize {
+    ((TILE_BYTES / rb.max(1)) / 8 * 8).clamp(8, 256)
 }
 
 /// `Y[t][r] = Σ_c W[r][c] · X[t][c]` for `t in 0..n`: `X` row-major `n × cols`, `Y` row-major
@@ -448,51 +568,8 @@ fn run<'x>(
         return Err(QuantError::SimdUnavailable(level));
     }
     let kind = Kernel::for_product(ty, rows, cols, part.batch);
-    let (kernel, kernel4) = match kind {
-        Kernel::Repacked if ty == GgmlType::Q4_K => crate::q4k::kernels(level, true),
-        Kernel::Repacked if ty == GgmlType::Q2_K => crate::q2k::kernels(level, true),
-        Kernel::Repacked => simd::repacked(level, ty).ok_or(QuantError::Unsupported {
-            ty,
-            op: "repacked dot product",
-        })?,
-        Kernel::Tiled => crate::tiled::kernels(level, ty),
-        Kernel::Sgemm => simd::sgemm_kernels(level, ty),
-        Kernel::VecDot if ty == GgmlType::Q4_K => crate::q4k::kernels(level, false),
-        Kernel::VecDot if ty == GgmlType::Q2_K => crate::q2k::kernels(level, false),
-        Kernel::VecDot if ty == GgmlType::IQ4_NL && part.batch == 1 => {
-            (simd::iq4_nl_vec_dot(level), None)
-        }
-        Kernel::VecDot => {
-            let k = simd::kernel(level, ty).ok_or(QuantError::Unsupported {
-                ty,
-                op: "dot product",
-            })?;
-            (k, simd::kernel4(level, ty))
-        }
-    };
-    let rb = row_bytes(ty, cols, "columns (a whole number of blocks)")?;
-    let expected = rb.checked_mul(rows).ok_or(QuantError::SizeMismatch {
-        ty,
-        what: "weight bytes",
-        expected: usize::MAX,
-        got: w.len(),
-    })?;
-    if w.len() != expected {
-        return Err(QuantError::SizeMismatch {
-            ty,
-            what: "weight bytes",
-            expected,
-            got: w.len(),
-        });
-    }
-    if y.len() != rows * n {
-        return Err(QuantError::SizeMismatch {
-            ty,
-            what: "output elements",
-            expected: rows * n,
-            got: y.len(),
-        });
-    }
+    let (kernel, kernel4) = kernels(level, kind, ty, part.batch)?;
+    let rb = check_shapes(ty, w, rows, cols, n, y.len())?;
     if rows == 0 || n == 0 {
         return Ok(());
     }
@@ -518,10 +595,7 @@ fn run<'x>(
         // their tiles are as tall as TILES_ROWS however long the rows are: each tile reads the
         // tokens' activations once.
         let (chunk_max, tile) = match many {
-            Many::Q0(..) => (
-                BATCH_CHUNK,
-                ((TILE_BYTES / rb.max(1)) / 8 * 8).clamp(8, 256),
-            ),
+            Many::Q0(..) => (BATCH_CHUNK, batch_tile(rb)),
             #[cfg(target_arch = "x86_64")]
             Many::Tiles(_) => (TILES_CHUNK, TILES_ROWS),
             #[cfg(not(target_arch = "x86_64"))]
@@ -555,17 +629,12 @@ fn run<'x>(
         (0..n_tiles * n_chunks).for_each(task);
         return Ok(());
     }
-    // Tile height: a multiple of 8 rows (the largest SIMD row group, that of the Q8_0-family
-    // AVX-512 kernel; a tile of fewer rows would leave long rows to its two-row tail) near
-    // TILE_BYTES, where tokens reuse the tile from cache. A single token reuses nothing: its
-    // tiles are as tall as four tasks per thread allow (up to 256 rows), so each task reads one
-    // long stretch of memory that the hardware prefetchers follow (Q4_K 8192², one thread on
-    // Zen 4: 9.5 GiB/s with 8-row tiles, 13 with 128) and pays the per-call set-up once.
-    let tile = ((TILE_BYTES / rb.max(1)) / 8 * 8).clamp(8, 256);
+    // Tile height: a batch's tiles stay in cache for its tokens; a single token reuses
+    // nothing, so its tiles are taller.
     let tile = if n == 1 {
-        tile.max((rows / (4 * threads())) / 8 * 8).min(256)
+        one_token_tile(rb, rows)
     } else {
-        tile
+        batch_tile(rb)
     };
     let n_tiles = rows.div_ceil(tile);
     // Four tokens per pass over a tile where the kernel choice has such a kernel (each weight
@@ -665,6 +734,73 @@ fn run<'x>(
     }
     (0..n_tiles).for_each(task);
     Ok(())
+}
+
+/// The one-token and four-token kernels of `kind` for `ty` at `level` (`batch`: the whole
+/// batch's token count).
+fn kernels(
+    level: SimdLevel,
+    kind: Kernel,
+    ty: GgmlType,
+    batch: usize,
+) -> Result<(simd::RowsFn, Option<simd::Rows4Fn>), QuantError> {
+    Ok(match kind {
+        Kernel::Repacked if ty == GgmlType::Q4_K => crate::q4k::kernels(level, true),
+        Kernel::Repacked if ty == GgmlType::Q2_K => crate::q2k::kernels(level, true),
+        Kernel::Repacked => simd::repacked(level, ty).ok_or(QuantError::Unsupported {
+            ty,
+            op: "repacked dot product",
+        })?,
+        Kernel::Tiled => crate::tiled::kernels(level, ty),
+        Kernel::Sgemm => simd::sgemm_kernels(level, ty),
+        Kernel::VecDot if ty == GgmlType::Q4_K => crate::q4k::kernels(level, false),
+        Kernel::VecDot if ty == GgmlType::Q2_K => crate::q2k::kernels(level, false),
+        Kernel::VecDot if ty == GgmlType::IQ4_NL && batch == 1 => {
+            (simd::iq4_nl_vec_dot(level), None)
+        }
+        Kernel::VecDot => {
+            let k = simd::kernel(level, ty).ok_or(QuantError::Unsupported {
+                ty,
+                op: "dot product",
+            })?;
+            (k, simd::kernel4(level, ty))
+        }
+    })
+}
+/// Checks that `w` is `rows` rows of `cols` elements of type `ty` and that the output has
+/// `rows * n` elements (`y_len`); returns the bytes per row.
+fn check_shapes(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    n: usize,
+    y_len: usize,
+) -> Result<usize, QuantError> {
+    let rb = row_bytes(ty, cols, "columns (a whole number of blocks)")?;
+    let expected = rb.checked_mul(rows).ok_or(QuantError::SizeMismatch {
+        ty,
+        what: "weight bytes",
+        expected: usize::MAX,
+        got: w.len(),
+    })?;
+    if w.len() != expected {
+        return Err(QuantError::SizeMismatch {
+            ty,
+            what: "weight bytes",
+            expected,
+            got: w.len(),
+        });
+    }
+    if y_len != rows * n {
+        return Err(QuantError::SizeMismatch {
+            ty,
+            what: "output elements",
+            expected: rows * n,
+            got: y_len,
+        });
+    }
+    Ok(rb)
 }
 
 /// Applies `f` to each (input row, output row) pair of `x` (rows of `cols`) and `out` (rows of

@@ -88,7 +88,7 @@ pub struct ReadmeDoctests;
 pub use calibrate::{calibrate, calibrations, kernel_level, Calibration};
 pub use driver::{
     matmul, matmul_q, matmul_q_id, matmul_q_part, matmul_q_part_with, matmul_q_with, matvec,
-    matvec_q, matvec_q_with, vec_dot, Part,
+    matvec_q, matvec_q_many, matvec_q_with, vec_dot, Matvec, Part,
 };
 pub use simd::SimdLevel;
 pub use team::{for_each_index, with_team};

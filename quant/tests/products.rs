@@ -189,6 +189,66 @@ fn results_identical_for_any_thread_count() {
     }
 }
 
+/// A group of one-token products of different types and sizes (some too small to split on their
+/// own) run as one loop: every output equals `vec_dot` of its row (a separate path), with one
+/// thread and with a spinning team of three.
+#[cfg(feature = "rayon")]
+#[test]
+fn matvec_group_equals_vec_dot_rows() {
+    let mut rng = Rng::new(5);
+    let cols = 768;
+    let x = random_acts(cols, &mut rng);
+    let shapes = [
+        (GgmlType::Q5_0, 1024),
+        (GgmlType::Q5_0, 256),
+        (GgmlType::Q6_K, 264),
+        (GgmlType::Q8_0, 2049),
+        (GgmlType::Q4_K, 3),
+    ];
+    let products: Vec<_> = shapes
+        .iter()
+        .map(|&(ty, rows)| {
+            let w = random_blocks(ty, cols / ty.block_size() * rows, &mut rng, Scales::Normal);
+            let acts = quantize_acts(vec_dot_type(ty).unwrap(), &x, 1, cols).unwrap();
+            (ty, rows, w, acts)
+        })
+        .collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut ys: Vec<Vec<f32>> = shapes.iter().map(|&(_, rows)| vec![0f32; rows]).collect();
+        pool.install(|| {
+            strata_quant::with_team(|| {
+                let mut group: Vec<_> = products
+                    .iter()
+                    .zip(ys.iter_mut())
+                    .map(|((ty, rows, w, acts), y)| {
+                        strata_quant::Matvec::new(*ty, w, *rows, cols, acts, y).unwrap()
+                    })
+                    .collect();
+                strata_quant::matvec_q_many(&mut group);
+            })
+        });
+        ys
+    };
+    for threads in [1, 3] {
+        let ys = run(threads);
+        for ((ty, rows, w, acts), y) in products.iter().zip(&ys) {
+            let rb = w.len() / rows;
+            for (r, got) in y.iter().enumerate() {
+                let want = strata_quant::vec_dot(*ty, &w[r * rb..(r + 1) * rb], acts, 0).unwrap();
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{ty} row {r} of {rows}, {threads} threads"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn shape_and_type_errors() {
     let w = vec![0u8; 144 * 2];
