@@ -93,6 +93,14 @@ fn join(lo: __m256i, hi: __m256i) -> __m512i {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn nibbles2(a: &[u8; 16], b: &[u8; 16]) -> __m512i {
+    _mm512_and_si512(shifted2(a, b), _mm512_set1_epi8(0x0F))
+}
+
+/// [`nibbles2`] before its mask: each element's nibble in the low four bits of its byte, other
+/// bits undefined.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn shifted2(a: &[u8; 16], b: &[u8; 16]) -> __m512i {
     // SAFETY: each load reads the 16 bytes of its array.
     let (a, b) = unsafe {
         (
@@ -104,9 +112,8 @@ fn nibbles2(a: &[u8; 16], b: &[u8; 16]) -> __m512i {
         _mm256_broadcastsi128_si256(a),
         _mm256_broadcastsi128_si256(b),
     );
-    // Shift the odd 128-bit lanes (words 8..16 and 24..32) right by four, then keep nibbles.
-    let t = _mm512_mask_srli_epi16(t, 0xFF00_FF00, t, 4);
-    _mm512_and_si512(t, _mm512_set1_epi8(0x0F))
+    // Shift the odd 128-bit lanes (words 8..16 and 24..32) right by four.
+    _mm512_mask_srli_epi16(t, 0xFF00_FF00, t, 4)
 }
 
 /// A weight block whose 32 quants unpack to signed bytes (the values llama.cpp multiplies).
@@ -605,13 +612,17 @@ impl Q0Unsigned for BlockQ4_0 {
 
 impl Q0Unsigned for BlockQ5_0 {
     const OFF: u8 = 16;
-    // nib + h·16: one masked add where the high bit is set.
+    // nib | h·16: the fifth bits as bytes 0x10 (a zero-masked move), merged with the nibbles by
+    // one bitwise select that also does `nibbles2`'s mask (a masked add became an OR and a
+    // blend, one instruction more).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     unsafe fn pair_u(a: &Self, b: &Self) -> __m512i {
         let h = u32::from_le_bytes(a.qh) as u64 | (u32::from_le_bytes(b.qh) as u64) << 32;
-        let nib = nibbles2(&a.qs, &b.qs);
-        _mm512_mask_add_epi8(nib, h, nib, _mm512_set1_epi8(0x10))
+        let fifth = _mm512_maskz_mov_epi8(h, _mm512_set1_epi8(0x10));
+        // 0xCA: `first ? second : third` bitwise, so bits of the shifted bytes where the
+        // constant 0x0F is set and of `fifth` elsewhere.
+        _mm512_ternarylogic_epi32::<0xCA>(_mm512_set1_epi8(0x0F), shifted2(&a.qs, &b.qs), fifth)
     }
 }
 
