@@ -145,7 +145,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--strata" => o.strata = Some(PathBuf::from(value()?)),
             other => bail!(
                 "unknown flag `{other}`; accepted: --llama-bench --model -p -n -t -r --rounds \
-                 --llama-args --strata-args --strata"
+                 --llama-args --strata-args --strata (--help for details)"
             ),
         }
     }
@@ -361,7 +361,20 @@ struct Report<'a> {
 }
 
 /// `cargo xtask bench compare ...`
+/// `--help`'s text.
+const USAGE: &str = "\
+cargo xtask bench compare --llama-bench PATH [--model M] [-p 512] [-n 128] [-t 1,2] [-r 3]
+                          [--rounds 2] [--llama-args \"...\"] [--strata-args \"...\"] [--strata BIN]
+  Runs `strata bench` and a llama-bench built outside the repository (README, \"Benchmarking\")
+  on the same model, sizes and threads, alternating per round, and prints each ratio.
+  --model: default models/gemma-3-270m-q4_k_m.gguf; -t: default all cores
+  --strata BIN: a strata binary to run instead of building the release one";
+
 pub fn run(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let o = parse(args)?;
     let strata = match &o.strata {
         Some(p) => p.clone(),
@@ -484,6 +497,18 @@ mod tests {
     /// Output of the real llama-bench (llama.cpp 0c1e57098, this repository's README build) on
     /// the Gemma 3 270M model: `-p 8 -n 4 -t 1,2 -r 2 -o json`.
     const LLAMA_SAMPLE: &str = include_str!("../data/llama-bench-sample.json");
+
+    /// `--help` prints the usage and runs nothing (no llama-bench needed); unknown flags fail.
+    #[test]
+    fn help_runs_nothing() {
+        assert!(run(&["--help".to_string()]).is_ok());
+        assert!(run(&["-p".to_string(), "8".to_string(), "-h".to_string()]).is_ok());
+        let err = match parse(&["--bogus".to_string()]) {
+            Ok(_) => panic!("--bogus accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("--help"), "{err}");
+    }
 
     #[test]
     fn parses_llama_bench_json() {
