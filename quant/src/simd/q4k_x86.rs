@@ -688,16 +688,27 @@ fn gemv_rows_512(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
 
 thread_local! {
     /// [`gemv_rows_512`]'s prepared activations, kept between calls on this thread.
-    static PREP: std::cell::Cell<Vec<PrepQ8K>> = const { std::cell::Cell::new(Vec::new()) };
+    static PREP: std::cell::Cell<PrepLin> = const {
+        std::cell::Cell::new(PrepLin { blocks: Vec::new(), sums: Vec::new() })
+    };
+}
+
+/// One row of Q8_K activations prepared for [`gemv_lin_512`] by [`prepare_acts_512`].
+#[derive(Default)]
+struct PrepLin {
+    /// The blocks' quants in the order of a weight block's nibbles, and their scales.
+    blocks: Vec<PrepQ8K>,
+    /// The eight 32-element sums of each block, four blocks to a register
+    /// (`sums[g]` lane `k` = block `4g + k`; a last, short group is padded with zeros).
+    sums: Vec<[i16; 32]>,
 }
 
 /// A Q8_K block prepared for [`gemv_lin_512`]: the quants in the order of a weight block's
-/// nibbles (see [`prepare_acts_512`]), the eight 32-element sums and the scale.
+/// nibbles (see [`prepare_acts_512`]) and the scale.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct PrepQ8K {
     q: [[i8; 64]; 4],
-    bsums32: [i16; 8],
     d: f32,
 }
 
@@ -711,29 +722,36 @@ struct PrepQ8K {
 /// # Safety
 /// AVX-512 F/BW and AVX2 available; `x` points to `nb` Q8_K blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-unsafe fn prepare_acts_512(x: *const BlockQ8_K, nb: usize, out: &mut Vec<PrepQ8K>) {
-    out.clear();
-    out.extend((0..nb).map(|i| {
-        // SAFETY: `i < nb` (caller).
-        let a = unsafe { &*x.add(i) };
+unsafe fn prepare_acts_512(x: *const BlockQ8_K, nb: usize, out: &mut PrepLin) {
+    // SAFETY: `x` points to `nb` blocks (caller).
+    let x = unsafe { std::slice::from_raw_parts(x, nb) };
+    out.blocks.clear();
+    out.blocks.extend(x.iter().map(|a| {
         let mut p = PrepQ8K {
             q: [[0; 64]; 4],
-            bsums32: [0; 8],
             d: a.d(),
         };
         for (k, src) in [0, 64, 32, 96, 128, 192, 160, 224].into_iter().enumerate() {
             p.q[k / 2][32 * (k % 2)..32 * (k % 2) + 32].copy_from_slice(&a.qs[src..src + 32]);
         }
-        // SAFETY: writes the 16 bytes of `p.bsums32`.
-        unsafe { _mm_storeu_si128(p.bsums32.as_mut_ptr().cast(), bsums32(a)) };
         p
+    }));
+    out.sums.clear();
+    out.sums.extend(x.chunks(4).map(|g| {
+        let mut s = [0i16; 32];
+        for (k, a) in g.iter().enumerate() {
+            // SAFETY: writes the 16 bytes of `s[8k..8k + 8]`, `k < 4`.
+            unsafe { _mm_storeu_si128(s.as_mut_ptr().add(8 * k).cast(), bsums32(a)) };
+        }
+        s
     }));
 }
 
 /// Scale words for [`totals_lin_512`]'s two packed product vectors, as `vpshufb` indices into
-/// the broadcast scale bytes (`0x80`: a zero high byte). `vpackssdw` of the products of nibble
-/// vectors `2h` and `2h + 1` puts, in 128-bit lanes 0 and 1, four words of sub-block `4h` then
-/// four of `4h + 1`, and in lanes 2 and 3 four of `4h + 2` then four of `4h + 3`.
+/// a block's eight scale bytes, which every 128-bit lane holds in its low eight bytes (`0x80`:
+/// a zero high byte). `vpackssdw` of the products of nibble vectors `2h` and `2h + 1` puts, in
+/// 128-bit lanes 0 and 1, four words of sub-block `4h` then four of `4h + 1`, and in lanes 2
+/// and 3 four of `4h + 2` then four of `4h + 3`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 fn lin_scale_picks() -> [__m512i; 2] {
@@ -759,20 +777,53 @@ fn lin_scale_picks() -> [__m512i; 2] {
     })
 }
 
-/// The integer totals of one weight block against one prepared activation block: sixteen
-/// lanes whose sum is `I` (`Σ_j scale_j · Σ q·y` over sub-blocks `j`) and four whose sum is
-/// `M`. Exact, so any lane split gives the same totals; [`reduce_lin4`] sums them for four
-/// blocks at once.
+/// The scales and mins of four Q4_K blocks whose first 16 bytes (`d`, `dmin`, the 12 packed
+/// scale bytes) are the 128-bit lanes of `h`: lane `k` becomes block `k`'s eight 6-bit scales
+/// then its eight mins, as bytes. [`k4_scales_mins_u64`]'s unpacking, four blocks at once.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn scales_mins4(h: __m512i) -> __m512i {
+    // A lane's dwords: [d·dmin, w0, w1, w2]; the result's: [sc_lo, sc_hi, m_lo, m_hi] with
+    // sc_lo = w0 & 0x3f…, sc_hi = (w2 & 0x0f…) | ((w0 >> 2) & 0x30…),
+    // m_lo = w1 & 0x3f…,  m_hi = ((w2 >> 4) & 0x0f…) | ((w1 >> 2) & 0x30…).
+    let (m6, m4, h2) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x3030_3030);
+    // [w0, w2, w1, w2 >> 4]
+    let x = _mm512_srlv_epi32(
+        _mm512_shuffle_epi32::<0b11_10_11_01>(h),
+        _mm512_set4_epi32(4, 0, 0, 0),
+    );
+    // [w0 >> 2, w0 >> 2, w1 >> 2, w1 >> 2]
+    let y = _mm512_srli_epi32::<2>(_mm512_shuffle_epi32::<0b10_10_01_01>(h));
+    let lows = _mm512_and_si512(x, _mm512_set4_epi32(m4, m6, m4, m6));
+    // lows | (y & [0, h2, 0, h2])
+    _mm512_ternarylogic_epi32::<0xF8>(lows, y, _mm512_set4_epi32(h2, 0, h2, 0))
+}
+
+/// Lane `K` of `v` in every lane.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn lane_to_all<const K: usize>(v: __m512i) -> __m512i {
+    match K {
+        0 => _mm512_shuffle_i32x4::<0x00>(v, v),
+        1 => _mm512_shuffle_i32x4::<0x55>(v, v),
+        2 => _mm512_shuffle_i32x4::<0xAA>(v, v),
+        _ => _mm512_shuffle_i32x4::<0xFF>(v, v),
+    }
+}
+
+/// The integer total `I` (`Σ_j scale_j · Σ q·y` over sub-blocks `j`) of one weight block
+/// against one prepared activation block, as sixteen lanes whose sum it is. Exact, so any lane
+/// split gives the same totals; [`reduce_lin4`] sums them for four blocks at once. `sc` holds
+/// the block's scale bytes in the low eight bytes of every 128-bit lane ([`scales_mins4`],
+/// [`lane_to_all`]).
 ///
 /// Each nibble vector meets its activations in one `vpdpbusd` (dwords of four products, at
 /// most 4·15·128 in magnitude, so they fit in words); `vpackssdw` packs two such vectors into
 /// words and `vpdpwssd` multiplies them by their sub-blocks' scales.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn totals_lin_512(b: &BlockQ4_K, a: &PrepQ8K, picks: &[__m512i; 2]) -> (__m512i, __m128i) {
+fn totals_lin_512(b: &BlockQ4_K, a: &PrepQ8K, sc: __m512i, picks: &[__m512i; 2]) -> __m512i {
     let m4 = _mm512_set1_epi8(0x0F);
-    let (sc, mins) = scales_mins(&b.scales);
-    let sc8 = _mm512_set1_epi64(sc as i64);
     // SAFETY: reads the 128 bytes of `b.qs` and the 256 of `a.q`.
     let (v, y) = unsafe {
         (
@@ -787,22 +838,20 @@ fn totals_lin_512(b: &BlockQ4_K, a: &PrepQ8K, picks: &[__m512i; 2]) -> (__m512i,
     let p: [__m512i; 4] = std::array::from_fn(|k| _mm512_dpbusd_epi32(z, q[k], y[k]));
     let w01 = _mm512_packs_epi32(p[0], p[1]);
     let w23 = _mm512_packs_epi32(p[2], p[3]);
-    let t = _mm512_dpwssd_epi32(
-        _mm512_madd_epi16(w01, _mm512_shuffle_epi8(sc8, picks[0])),
+    _mm512_dpwssd_epi32(
+        _mm512_madd_epi16(w01, _mm512_shuffle_epi8(sc, picks[0])),
         w23,
-        _mm512_shuffle_epi8(sc8, picks[1]),
-    );
-    // SAFETY: reads the 16 bytes of `a.bsums32`.
-    let bs = unsafe { _mm_loadu_si128(a.bsums32.as_ptr().cast()) };
-    (t, _mm_madd_epi16(mins, bs))
+        _mm512_shuffle_epi8(sc, picks[1]),
+    )
 }
 
-/// `[I_0, M_0, I_1, M_1 | I_2, M_2, I_3, M_3]` from four blocks' [`totals_lin_512`] lanes: one
-/// tree for the four blocks (each step adds two blocks' lanes side by side), where reducing
-/// each block on its own took three more lane moves a block.
+/// `[I_0, M_0, I_1, M_1 | I_2, M_2, I_3, M_3]` from four blocks' [`totals_lin_512`] lanes `t`
+/// and their mins terms `m` (lane `k`: four dwords whose sum is block `k`'s `M`): one tree for
+/// the four blocks (each step adds two blocks' lanes side by side), where reducing each block
+/// on its own took three more lane moves a block.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-fn reduce_lin4(t: [__m512i; 4], m: [__m128i; 4]) -> __m256i {
+fn reduce_lin4(t: [__m512i; 4], m: __m512i) -> __m256i {
     let pair = |a: __m512i, b: __m512i| {
         _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
     };
@@ -812,10 +861,74 @@ fn reduce_lin4(t: [__m512i; 4], m: [__m128i; 4]) -> __m256i {
     let d = _mm256_add_epi32(_mm512_castsi512_si256(c), _mm512_extracti64x4_epi64::<1>(c));
     // Lane 0: [I_0, I_1, I_0, I_1] partials, lane 1 the same for blocks 2 and 3.
     let d = _mm256_permute4x64_epi64::<0xD8>(d);
-    let (x, y) = (_mm256_set_m128i(m[2], m[0]), _mm256_set_m128i(m[3], m[1]));
+    // `m`'s lanes [0, 2] and [1, 3].
+    let x = _mm512_castsi512_si256(_mm512_shuffle_i32x4::<0b10_00>(m, m));
+    let y = _mm512_castsi512_si256(_mm512_shuffle_i32x4::<0b11_01>(m, m));
     // Lane 0: [M_0, M_1, M_0, M_1] partials, lane 1 the same for blocks 2 and 3.
     let e = _mm256_add_epi32(_mm256_unpacklo_epi32(x, y), _mm256_unpackhi_epi32(x, y));
     _mm256_add_epi32(_mm256_unpacklo_epi32(d, e), _mm256_unpackhi_epi32(d, e))
+}
+
+/// [`reduce_lin4`]'s totals of `n` (1 to 4) consecutive blocks of one row, `w` pointing to the
+/// first, against prepared blocks `a` (at least `n`) and their sums `sums`; blocks past `n`
+/// count zero and are not read. The scales and mins of the four blocks are unpacked together
+/// ([`scales_mins4`]), and the mins terms are one `vpmaddwd` for all four.
+///
+/// # Safety
+/// As [`gemv_lin_512`]'s; `w` points to `n` readable blocks.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn group_lin_512(
+    w: *const BlockQ4_K,
+    n: usize,
+    a: &[PrepQ8K],
+    sums: &[i16; 32],
+    picks: &[__m512i; 2],
+) -> __m256i {
+    let head = |k: usize| {
+        if k < n {
+            // SAFETY: block `k < n` is readable (caller); its first 16 bytes are `d`, `dmin`,
+            // `scales`.
+            unsafe { _mm_loadu_si128(w.add(k).cast()) }
+        } else {
+            _mm_setzero_si128()
+        }
+    };
+    let h = _mm512_inserti32x4::<3>(
+        _mm512_inserti32x4::<2>(
+            _mm512_inserti32x4::<1>(_mm512_castsi128_si512(head(0)), head(1)),
+            head(2),
+        ),
+        head(3),
+    );
+    let sm = scales_mins4(h);
+    let block = |k: usize, sc: __m512i| {
+        if k >= n {
+            return _mm512_setzero_si512();
+        }
+        let at = w.wrapping_add(k).cast::<i8>();
+        // Prefetching has no memory effects and never faults.
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(LIN_PF_BYTES));
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(LIN_PF_BYTES + 64));
+        // SAFETY: `k < n` (checked above, caller).
+        totals_lin_512(unsafe { &*w.add(k) }, &a[k], sc, picks)
+    };
+    // Written out (not a loop) so the four vectors stay in registers.
+    let t = [
+        block(0, lane_to_all::<0>(sm)),
+        block(1, lane_to_all::<1>(sm)),
+        block(2, lane_to_all::<2>(sm)),
+        block(3, lane_to_all::<3>(sm)),
+    ];
+    // Each lane's mins as words, bytes 8..16 of the lane.
+    let (lo, hi) = (
+        0x800b_800a_8009_8008_u64 as i64,
+        0x800f_800e_800d_800c_u64 as i64,
+    );
+    let mins = _mm512_shuffle_epi8(sm, _mm512_set4_epi64(hi, lo, hi, lo));
+    // SAFETY: reads the 64 bytes of `sums`.
+    let s = unsafe { _mm512_loadu_si512(sums.as_ptr().cast()) };
+    reduce_lin4(t, _mm512_madd_epi16(mins, s))
 }
 
 /// How far ahead of the block being read [`gemv_lin_512`] prefetches its stream (two lines a
@@ -833,47 +946,33 @@ const LIN_SEGMENT: usize = 64;
 /// [`gemv_512`]. Rows longer than [`LIN_SEGMENT`] blocks run in segments.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `x.len()` readable
-/// blocks.
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `x.blocks.len()`
+/// readable blocks, and `x` was prepared by [`prepare_acts_512`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn gemv_lin_512(w: [*const BlockQ4_K; 4], x: &[PrepQ8K]) -> [f32; 4] {
+unsafe fn gemv_lin_512(w: [*const BlockQ4_K; 4], x: &PrepLin) -> [f32; 4] {
     let picks = lin_scale_picks();
     let mut acc4 = _mm256_setzero_ps();
     // `tot[r][g]` = `[I, M]` of row `r` and blocks `i0 + 4g .. + 4`, as [`reduce_lin4`] makes
     // them.
     let mut tot = std::mem::MaybeUninit::<[[__m256i; LIN_SEGMENT / 4]; 4]>::uninit();
     let tp = tot.as_mut_ptr().cast::<[__m256i; LIN_SEGMENT / 4]>();
-    for seg in x
-        .chunks(LIN_SEGMENT)
-        .enumerate()
-        .map(|(s, c)| (s * LIN_SEGMENT, c))
-    {
-        let (i0, xs) = seg;
+    for (s, xs) in x.blocks.chunks(LIN_SEGMENT).enumerate() {
+        let i0 = s * LIN_SEGMENT;
+        let sums = &x.sums[i0 / 4..];
         for (r, &wr) in w.iter().enumerate() {
             for (g, xg) in xs.chunks(4).enumerate() {
-                let block = |k: usize| {
-                    let at = wr.wrapping_add(i0 + 4 * g + k).cast::<i8>();
-                    // Prefetching has no memory effects and never faults.
-                    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(LIN_PF_BYTES));
-                    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(LIN_PF_BYTES + 64));
-                    // SAFETY: block `i0 + 4g + k` < `x.len()` (caller).
-                    totals_lin_512(unsafe { &*wr.add(i0 + 4 * g + k) }, &xg[k], &picks)
-                };
-                // A full group keeps its four vectors in registers (a loop over `xg` would
-                // spill them).
-                let t = if xg.len() == 4 {
-                    [block(0), block(1), block(2), block(3)]
-                } else {
-                    std::array::from_fn(|k| {
-                        if k < xg.len() {
-                            block(k)
-                        } else {
-                            (_mm512_setzero_si512(), _mm_setzero_si128())
-                        }
-                    })
+                let at = wr.wrapping_add(i0 + 4 * g);
+                // SAFETY: blocks `i0 + 4g .. + xg.len()` < `x.blocks.len()` (caller); a full
+                // group passes a constant count, so its checks fold away.
+                let v = unsafe {
+                    if xg.len() == 4 {
+                        group_lin_512(at, 4, xg, &sums[g], &picks)
+                    } else {
+                        group_lin_512(at, xg.len(), xg, &sums[g], &picks)
+                    }
                 };
                 // SAFETY: `r < 4`, `g < LIN_SEGMENT / 4` (`xs.len()` ≤ LIN_SEGMENT).
-                unsafe { (*tp.add(r))[g] = reduce_lin4(t.map(|t| t.0), t.map(|t| t.1)) };
+                unsafe { (*tp.add(r))[g] = v };
             }
         }
         for (g, xg) in xs.chunks(4).enumerate() {
@@ -883,7 +982,7 @@ unsafe fn gemv_lin_512(w: [*const BlockQ4_K; 4], x: &[PrepQ8K]) -> [f32; 4] {
             let v = transpose_i64x4(v);
             for (k, a) in xg.iter().enumerate() {
                 let i = i0 + 4 * g + k;
-                // SAFETY: block `i` < `x.len()` (caller).
+                // SAFETY: block `i` < `x.blocks.len()` (caller).
                 let b: [&BlockQ4_K; 4] = std::array::from_fn(|r| unsafe { &*w[r].add(i) });
                 let dd = _mm256_mul_ps(d_dmin4(b), _mm256_set1_ps(a.d));
                 acc4 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v[k]), dd, acc4);
