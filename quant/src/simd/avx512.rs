@@ -22,7 +22,7 @@ use std::arch::x86_64::*;
 
 use strata_gguf::GgmlType;
 
-use super::avx2::{bsums32, by_rows, h2f, hsum_i32x8, min_sum, reduce8, scales_mins};
+use super::avx2::{bsums32, by_rows, h2f, hsum_i32x8, k_scales_mins, min_sum, reduce8};
 use super::{check_rows, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{q3k_scales, BlockQ3_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 use crate::scalar::tiled::AccTiled;
@@ -352,8 +352,8 @@ unsafe fn q5_k_any<const N: usize, const T: usize, const TILED: bool>(
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, mins) = scales_mins(&b.scales);
-            let sc8 = _mm512_set1_epi64(sc as i64);
+            let (sc, mins) = k_scales_mins(b);
+            let sc8 = _mm512_broadcast_i32x4(sc);
             // SAFETY: reads the 32 bytes of `b.qh`.
             let qh = _mm512_broadcast_i64x4(unsafe { _mm256_loadu_si256(b.qh.as_ptr().cast()) });
             let qh = _mm512_mask_srli_epi16(qh, 0xFFFF_0000, qh, 1);

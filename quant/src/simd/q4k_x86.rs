@@ -33,7 +33,8 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{
-    bsums32, by_rows, h2f, hsum_i32x4, hsum_i32x8, min_sum, prefetch_ahead, scales_mins, PF_BLOCKS,
+    bsums32, by_rows, h2f, hsum_i32x4, hsum_i32x8, k_scales_mins, min_sum, prefetch_ahead,
+    PF_BLOCKS,
 };
 use super::{check_rows, Prep16, Rows4Fn, RowsFn, SimdLevel};
 use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ8_K};
@@ -158,8 +159,10 @@ fn nibbles_256(b: &BlockQ4_K) -> [[__m256i; 2]; 4] {
 /// `D_c` for the four chunks (see the module docs).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn chunks_256(q: &[[__m256i; 2]; 4], sc: u64, a: &BlockQ8_K) -> [__m256i; 4] {
-    let sc = sc.to_le_bytes();
+fn chunks_256(q: &[[__m256i; 2]; 4], sc: __m128i, a: &BlockQ8_K) -> [__m256i; 4] {
+    // Scale `j` in every word: byte `j` of each lane, zero-extended (control byte 0x80).
+    let sc = _mm256_broadcastsi128_si256(sc);
+    let pick = |j: usize| _mm256_shuffle_epi8(sc, _mm256_set1_epi16((0x8000 | j) as i16));
     std::array::from_fn(|c| {
         // SAFETY: reads bytes 64c..64c+64 of the 256-byte `a.qs`.
         let (ylo, yhi) = unsafe {
@@ -169,14 +172,8 @@ fn chunks_256(q: &[[__m256i; 2]; 4], sc: u64, a: &BlockQ8_K) -> [__m256i; 4] {
                 _mm256_loadu_si256(p.add(32).cast()),
             )
         };
-        let lo = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(q[c][0], ylo),
-            _mm256_set1_epi16(sc[2 * c] as i16),
-        );
-        let hi = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(q[c][1], yhi),
-            _mm256_set1_epi16(sc[2 * c + 1] as i16),
-        );
+        let lo = _mm256_madd_epi16(_mm256_maddubs_epi16(q[c][0], ylo), pick(2 * c));
+        let hi = _mm256_madd_epi16(_mm256_maddubs_epi16(q[c][1], yhi), pick(2 * c + 1));
         _mm256_add_epi32(lo, hi)
     })
 }
@@ -210,7 +207,7 @@ unsafe fn vec_dot_256<const N: usize>(
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, mins) = scales_mins(&b.scales);
+            let (sc, mins) = k_scales_mins(b);
             let lanes = sum4(chunks_256(&nibbles_256(b), sc, a));
             let (d, dmin) = d_dmin(b);
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dx * d), _mm256_cvtepi32_ps(lanes), acc[r]);
@@ -258,7 +255,7 @@ unsafe fn gemv_256<const N: usize>(
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, mins) = scales_mins(&b.scales);
+            let (sc, mins) = k_scales_mins(b);
             tot[r] = sum4(chunks_256(&nibbles_256(b), sc, a));
             mp[r] = _mm_madd_epi16(mins, bs);
         }
@@ -330,7 +327,7 @@ unsafe fn tiled_256<const N: usize>(
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, mins) = scales_mins(&b.scales);
+            let (sc, mins) = k_scales_mins(b);
             let lanes = sum4(chunks_256(&nibbles_256(b), sc, a));
             let (d, dmin) = d_dmin(b);
             acc[r].add(d, dmin, a.d(), hsum_i32x8(lanes), min_sum(mins, bs));
@@ -364,7 +361,7 @@ unsafe fn gemm_256(w: *const BlockQ4_K, x: [*const BlockQ8_K; 4], nb: usize) -> 
         let b = unsafe { &*w.add(i) };
         // SAFETY: `i < nb` (caller).
         let a: [&BlockQ8_K; 4] = std::array::from_fn(|t| unsafe { &*x[t].add(i) });
-        let (sc, mins) = scales_mins(&b.scales);
+        let (sc, mins) = k_scales_mins(b);
         let q = nibbles_256(b);
         let p: [__m128i; 4] = std::array::from_fn(|t| {
             let d = chunks_256(&q, sc, a[t]);
@@ -439,10 +436,11 @@ struct Unpacked512 {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn unpack_512(b: &BlockQ4_K, sc: u64) -> Unpacked512 {
+fn unpack_512(b: &BlockQ4_K, sc: __m128i) -> Unpacked512 {
     let m4 = _mm512_set1_epi8(0x0F);
-    // The eight scale bytes in every quadword; an in-lane byte shuffle makes the words.
-    let sc8 = _mm512_set1_epi64(sc as i64);
+    // The eight scale bytes at the start of every lane ([`k_scales_mins`]); an in-lane byte
+    // shuffle makes the words.
+    let sc8 = _mm512_broadcast_i32x4(sc);
     Unpacked512 {
         q: std::array::from_fn(|c| {
             // SAFETY: reads bytes 32c..32c+32 of the 128-byte `b.qs`.
@@ -453,7 +451,7 @@ fn unpack_512(b: &BlockQ4_K, sc: u64) -> Unpacked512 {
         }),
         scale: std::array::from_fn(|c| {
             // Words 0..16: scale of sub-block 2c; words 16..32: of 2c+1 (byte `k` of the
-            // quadword, zero-extended: control byte 0x80 gives zero).
+            // lane, zero-extended: control byte 0x80 gives zero).
             let (lo, hi) = (
                 (0x8000 | (2 * c as u16)) as i16,
                 (0x8000 | (2 * c as u16 + 1)) as i16,
@@ -514,7 +512,7 @@ unsafe fn vec_dot_512<const N: usize, const T: usize>(
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, mins) = scales_mins(&b.scales);
+            let (sc, mins) = k_scales_mins(b);
             let u = unpack_512(b, sc);
             let (d, dmin) = d_dmin(b);
             for t in 0..T {
@@ -561,7 +559,7 @@ unsafe fn gemv_512<const N: usize>(
         for r in 0..N {
             // SAFETY: `i < nb` (caller).
             let b = unsafe { &*w[r].add(i) };
-            let (sc, mins) = scales_mins(&b.scales);
+            let (sc, mins) = k_scales_mins(b);
             tot[r] = lanes_512(&unpack_512(b, sc), a);
             mp[r] = _mm_madd_epi16(mins, bs);
         }
@@ -612,7 +610,7 @@ unsafe fn gemm_512(w: *const BlockQ4_K, x: [*const BlockQ8_K; 4], nb: usize) -> 
         prefetch_512(w, i);
         // SAFETY: `i < nb` (caller).
         let b = unsafe { &*w.add(i) };
-        let (sc, mins) = scales_mins(&b.scales);
+        let (sc, mins) = k_scales_mins(b);
         let u = unpack_512(b, sc);
         let (d, dmin) = d_dmin(b);
         // SAFETY: `i < nb` (caller).
