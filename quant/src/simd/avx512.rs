@@ -200,7 +200,7 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
     let mut acc = [[_mm256_setzero_ps(); T]; N];
     let mut tiled = [[AccTiled::default(); T]; N];
     let m4 = _mm512_set1_epi8(0x0F);
-    let m2 = _mm512_set1_epi8(0x30);
+    let m33 = _mm512_set1_epi8(0x33);
     let pick = sub16_picks();
     // Rows of a pass are consecutive (`by_rows`).
     let pf = super::Prefetch::for_pass(w[0], N, nb, super::avx2::PF_BLOCKS);
@@ -224,15 +224,13 @@ unsafe fn q6_k_any<const N: usize, const T: usize, const TILED: bool>(
                         )),
                     )
                 };
-                let qh = _mm512_mask_srli_epi16(qh, 0xFFFF_0000, qh, 2);
-                q[2 * c] = _mm512_or_si512(
-                    _mm512_and_si512(ql, m4),
-                    _mm512_and_si512(_mm512_slli_epi16::<4>(qh), m2),
-                );
-                q[2 * c + 1] = _mm512_or_si512(
-                    _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
-                    _mm512_and_si512(qh, m2),
-                );
+                // Bits 0-1 and 4-5 of each `qh` byte (upper half: bits 2-3 and 6-7), the rest
+                // cleared, so that neither shift below carries a stray bit into bits 4-7.
+                let qh = _mm512_and_si512(_mm512_mask_srli_epi16(qh, 0xFFFF_0000, qh, 2), m33);
+                // Bits 0-3 from the nibble, bits 4-7 from `qh` (bits 6-7 are zero there).
+                q[2 * c] = _mm512_ternarylogic_epi32::<0xCA>(m4, ql, _mm512_slli_epi16::<4>(qh));
+                q[2 * c + 1] =
+                    _mm512_ternarylogic_epi32::<0xCA>(m4, _mm512_srli_epi16::<4>(ql), qh);
             }
             let scale: [__m512i; 4] =
                 std::array::from_fn(|v| _mm512_permutexvar_epi16(pick[v], sc512));
