@@ -203,9 +203,9 @@ pub fn matvec_q_many(products: &mut [Matvec<'_>]) {
 }
 
 /// Rows per task of a single-token product with rows of `rb` bytes: [`batch_tile`]'s, or as
-/// tall as four tasks per thread allow (up to 256 rows), so each task reads one long stretch of memory that the hardware prefetchers
-/// follow (Q4_K 8192², one thread on Zen 4: 9.5 GiB/s with 8-row tiles, 13 with 128) and pays
-/// the per-call set-up once.
+/// tall as four tasks per thread allow (up to 256 rows), so each task reads one long stretch
+/// of memory that the hardware prefetchers follow (Q4_K 8192², one thread on Zen 4: 9.5 GiB/s
+/// with 8-row tiles, 13 with 128) and pays the per-call set-up once.
 fn one_token_tile(rb: usize, rows: usize) -> usize {
     batch_tile(rb)
         .max((rows / (4 * threads())) / 8 * 8)

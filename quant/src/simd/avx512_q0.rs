@@ -447,7 +447,8 @@ fn passes<B: Q0Unsigned + crate::blocks::Block, const P: usize>(
     r
 }
 
-/// `out[r] = W[r] · x` for every row: eight rows (four pairs) per pass (four for short rows), then pairs, then one.
+/// `out[r] = W[r] · x` for every row: eight rows (four pairs) per pass (four for short rows),
+/// then pairs, then one.
 fn rows<B: Q0Unsigned + crate::blocks::Block>(
     w: &[u8],
     row_bytes: usize,

@@ -10,6 +10,9 @@
 //!   8..16 sub-block `2c+1`); lanes `l` and `l + 8` together are `D_c`'s lane `l`.
 //! - Mins: `vphaddw` of the Q8_K `bsums` gives the eight 32-element sums; `vpmaddwd` with the
 //!   eight mins gives the four pair sums `M_p` of all three orders.
+//! - Scales and mins are unpacked from their 12 packed bytes in vector registers
+//!   ([`k_scales_mins`]; the AVX-512 gemv four blocks at once, [`scales_mins4`]), and each
+//!   scale's words are one byte shuffle of them.
 //!
 //! Float part, per order:
 //! - vec_dot: `Σ_c D_c` is exactly vec_dot's eight lanes; one FMA into eight f32 lanes and one
