@@ -618,9 +618,15 @@ q8_1_family!(q5_1_dot, BlockQ5_1, |b| {
 
 /// Q4_K and Q5_K blocks: both begin with `d`, `dmin` and the 12 packed bytes of eight 6-bit
 /// scales and eight 6-bit mins.
-pub(super) trait KHead {}
-impl KHead for BlockQ4_K {}
-impl KHead for BlockQ5_K {}
+///
+/// # Safety
+/// An implementing type's first 16 bytes are those fields, in that order ([`k_scales_mins`]
+/// reads them through a pointer to the block).
+pub(super) unsafe trait KHead {}
+// SAFETY: `BlockQ4_K` is `repr(C)`: `d`, `dmin`, `scales`, then `qs` (144 bytes in all).
+unsafe impl KHead for BlockQ4_K {}
+// SAFETY: `BlockQ5_K` is `repr(C)`: `d`, `dmin`, `scales`, then `qh` and `qs` (176 bytes).
+unsafe impl KHead for BlockQ5_K {}
 
 /// A Q4_K/Q5_K block's eight scales as bytes `0..8` of a register (bytes `8..16`: its mins),
 /// and its eight mins as i16 words (for [`min_sum`]): the unpacking of
@@ -629,8 +635,7 @@ impl KHead for BlockQ5_K {}
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn k_scales_mins<B: KHead>(b: &B) -> (__m128i, __m128i) {
-    // SAFETY: `B` is a Q4_K or Q5_K block (`KHead`), whose first 16 bytes are `d`, `dmin` and
-    // the 12 of `scales`.
+    // SAFETY: `B: KHead`, so its first 16 bytes are `d`, `dmin` and the 12 of `scales`.
     let h = unsafe { _mm_loadu_si128((b as *const B).cast()) };
     // The dwords [d·dmin, w0, w1, w2] become [sc_lo, sc_hi, m_lo, m_hi]:
     // sc_lo = w0 & 0x3f…, sc_hi = (w2 & 0x0f…) | ((w0 >> 2) & 0x30…),
