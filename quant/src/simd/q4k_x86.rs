@@ -12,7 +12,8 @@
 //!   eight mins gives the four pair sums `M_p` of all three orders.
 //! - Scales and mins are unpacked from their 12 packed bytes in vector registers
 //!   ([`k_scales_mins`]; the AVX-512 gemv four blocks at once, [`scales_mins4`]), and each
-//!   scale's words are one byte shuffle of them.
+//!   scale's words are one byte shuffle of them; only the sixteen-token gemm, which unpacks a
+//!   block once for sixteen tokens, keeps the scalar [`k4_scales_mins_u64`].
 //!
 //! Float part, per order:
 //! - vec_dot: `Σ_c D_c` is exactly vec_dot's eight lanes; one FMA into eight f32 lanes and one
