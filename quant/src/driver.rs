@@ -686,11 +686,9 @@ fn run<'x>(
         };
         let mut t = 0;
         if let Some(k16) = kernel16 {
-            while t + 16 <= n4 {
-                let y16: [&mut [f32]; 16] = std::array::from_fn(|j| yt(t + j));
-                k16(wt, rb, &preps[t / 16], y16);
-                t += 16;
-            }
+            let mut ys: Vec<&mut [f32]> = (0..16 * groups).map(yt).collect();
+            k16(wt, rb, &preps, &mut ys);
+            t = 16 * groups;
         }
         if let Some(k4) = kernel4 {
             while t + 4 <= n4 {

@@ -551,9 +551,10 @@ pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32
 /// their token groups.
 pub(crate) type Rows4Fn = fn(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]);
 
-/// Sixteen tokens at once (their activations laid out by [`Prep16::new`]): four groups of
-/// four, bit-identical to four calls of the matching [`Rows4Fn`].
-pub(crate) type Rows16Fn = fn(w: &[u8], row_bytes: usize, x: &Prep16, out: [&mut [f32]; 16]);
+/// Groups of sixteen tokens at once (each group's activations laid out by [`Prep16::new`];
+/// `out[16 g + j]` is token `j` of group `g`): each group four groups of four, bit-identical to
+/// four calls of the matching [`Rows4Fn`].
+pub(crate) type Rows16Fn = fn(w: &[u8], row_bytes: usize, x: &[Prep16], out: &mut [&mut [f32]]);
 
 /// Sixteen tokens' Q8_K activation rows laid out for a [`Rows16Fn`], token `t` in lane (or
 /// byte group) `t`: per block, for each group of four elements the sixteen tokens' four signed
@@ -563,12 +564,18 @@ pub(crate) struct Prep16 {
     /// Blocks per row.
     pub(crate) nb: usize,
     /// `[block][group of four elements][token][4]`.
-    pub(crate) q: Vec<[u8; 64]>,
+    pub(crate) q: Vec<Line<[u8; 64]>>,
     /// `[block][pair p][token][sum of sub-block 2p, of 2p + 1]`.
-    pub(crate) bs: Vec<[i16; 32]>,
+    pub(crate) bs: Vec<Line<[i16; 32]>>,
     /// `[block][token]`.
-    pub(crate) d: Vec<[f32; 16]>,
+    pub(crate) d: Vec<Line<[f32; 16]>>,
 }
+
+/// One 64-byte value aligned to a cache line, so that a 512-bit load of it never spans two
+/// lines (a split load costs about twice a whole one).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Line<T>(pub(crate) T);
 
 impl Prep16 {
     /// Lays out sixteen Q8_K rows of equal length.
@@ -584,22 +591,22 @@ impl Prep16 {
         );
         let mut p = Prep16 {
             nb,
-            q: vec![[0; 64]; nb * 64],
-            bs: vec![[0; 32]; nb * 4],
-            d: vec![[0.0; 16]; nb],
+            q: vec![Line([0; 64]); nb * 64],
+            bs: vec![Line([0; 32]); nb * 4],
+            d: vec![Line([0.0; 16]); nb],
         };
         for i in 0..nb {
             for (t, row) in rows.iter().enumerate() {
                 let a = &row[i];
                 for (k, q4) in a.qs.chunks_exact(4).enumerate() {
-                    for (o, &v) in p.q[64 * i + k][4 * t..4 * t + 4].iter_mut().zip(q4) {
+                    for (o, &v) in p.q[64 * i + k].0[4 * t..4 * t + 4].iter_mut().zip(q4) {
                         *o = v as u8;
                     }
                 }
                 for j in 0..8 {
-                    p.bs[4 * i + j / 2][2 * t + j % 2] = a.bsum(2 * j) + a.bsum(2 * j + 1);
+                    p.bs[4 * i + j / 2].0[2 * t + j % 2] = a.bsum(2 * j) + a.bsum(2 * j + 1);
                 }
-                p.d[i][t] = a.d();
+                p.d[i].0[t] = a.d();
             }
         }
         p

@@ -1027,134 +1027,247 @@ fn gemm_rows4_512(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4
     }
 }
 
-/// [`gemm_rows4_512`] for sixteen tokens (four groups of four) at once, with the tokens in the
-/// sixteen lanes of a register ([`gemm_lanes16_512`]). Same bits as four calls of
-/// [`gemm_rows4_512`]: every token's arithmetic is the gemm order's.
-pub(super) fn gemm_rows16_512(w: &[u8], row_bytes: usize, x: &Prep16, out: [&mut [f32]; 16]) {
+/// [`gemm_rows4_512`] for every group of sixteen tokens (each four groups of four) at once, with
+/// the tokens in the sixteen lanes of a register ([`gemm_lanes16_512`]). Same bits as four calls
+/// of [`gemm_rows4_512`] per group: every token's arithmetic is the gemm order's.
+///
+/// Four rows at a time, their blocks are decoded once ([`decode4`]) for all the groups; then
+/// the groups go through the kernel two at a time (the last one alone where their count is
+/// odd). `out[16 g + j]` is token `j` of group `g`.
+pub(super) fn gemm_rows16_512(w: &[u8], row_bytes: usize, x: &[Prep16], out: &mut [&mut [f32]]) {
     assert!(
         SimdLevel::Avx512.is_available(),
         "gemm_rows16_512 needs AVX-512"
     );
     let nb = row_bytes / std::mem::size_of::<BlockQ4_K>();
-    let rows = out[0].len();
+    assert!(
+        out.len() == 16 * x.len(),
+        "not sixteen outputs per token group"
+    );
+    let rows = out.first().map_or(0, |o| o.len());
     assert!(
         row_bytes == nb * std::mem::size_of::<BlockQ4_K>() && w.len() >= rows * row_bytes,
         "weights are not {rows} rows of whole Q4_K blocks"
     );
-    assert!(x.nb == nb, "activations are not rows of {nb} blocks");
+    assert!(
+        x.iter().all(|p| p.nb == nb),
+        "activations are not rows of {nb} blocks"
+    );
     assert!(
         out.iter().all(|o| o.len() == rows),
         "outputs differ in length"
     );
-    let mut out = out;
+    let mut dec = DECODED.take();
+    dec.resize(nb, Decoded4::ZERO);
     let mut r = 0;
     while r < rows {
         let k = (rows - r).min(4);
         // Rows past the last one repeat it (their results are dropped).
-        let wp: [*const BlockQ4_K; 4] =
-            std::array::from_fn(|j| w[(r + j.min(k - 1)) * row_bytes..].as_ptr().cast());
-        // SAFETY: AVX-512 checked above; every row holds `nb` blocks (checked above), which is
-        // all `gemm_lanes16_512` reads of the weights.
-        let res = unsafe { gemm_lanes16_512(wp, x) };
-        for (j, rj) in res.iter().take(k).enumerate() {
-            for (t, o) in out.iter_mut().enumerate() {
-                o[r + j] = rj[t];
+        let wp: [&[BlockQ4_K]; 4] = std::array::from_fn(|j| {
+            let at = (r + j.min(k - 1)) * row_bytes;
+            crate::blocks::view::<BlockQ4_K>(&w[at..at + row_bytes]).expect("whole Q4_K blocks")
+        });
+        for (i, d) in dec.iter_mut().enumerate() {
+            // SAFETY: AVX-512 checked above.
+            unsafe { decode4(wp.map(|row| &row[i]), d) };
+        }
+        let mut put = |g: usize, res: [[f32; 16]; 4]| {
+            for (j, rj) in res.iter().take(k).enumerate() {
+                for (t, &v) in rj.iter().enumerate() {
+                    out[16 * g + t][r + j] = v;
+                }
             }
+        };
+        let mut g = 0;
+        while g + 2 <= x.len() {
+            // SAFETY: AVX-512 checked above; `dec` and every `x[g]` hold `nb` blocks.
+            let res = unsafe { gemm_lanes16_512::<2>(&dec, [&x[g], &x[g + 1]]) };
+            put(g, res[0]);
+            put(g + 1, res[1]);
+            g += 2;
+        }
+        if g < x.len() {
+            // SAFETY: as above.
+            let res = unsafe { gemm_lanes16_512::<1>(&dec, [&x[g]]) };
+            put(g, res[0]);
         }
         r += k;
     }
+    DECODED.set(dec);
 }
 
-/// gemm order for four rows and sixteen tokens, the tokens in the lanes: per block and row,
-/// the weights' nibbles in element order are broadcast four at a time (the unsigned operand of
-/// `vpdpbusd`) against the sixteen tokens' four signed quants, one register of sums per
-/// sub-block; `P_p = sc_2p·S_2p + sc_2p+1·S_2p+1` is an exact integer, and the four FMAs of
-/// each of `acc` and `accm` run per lane in the order of [`gemm_step4`].
+thread_local! {
+    /// [`gemm_rows16_512`]'s decoded blocks, kept between calls on this thread.
+    static DECODED: std::cell::Cell<Vec<Decoded4>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Block `i` of four Q4_K rows, decoded for [`gemm_lanes16_512`].
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Decoded4 {
+    /// Row `r`'s 256 quants in element order, four to a dword: sub-block `j` is dwords
+    /// `8j..8j + 8`.
+    q: [[i32; 64]; 4],
+    /// Row `r`'s eight sub-block scales, as floats.
+    sc: [[f32; 8]; 4],
+    /// Row `r`'s mins in pairs, `m_2p | m_2p+1 << 16` (the words `vpmaddwd` multiplies with the
+    /// activations' pair sums).
+    mins: [[i32; 4]; 4],
+    /// `d` of each row.
+    d: [f32; 4],
+    /// `dmin` of each row.
+    dmin: [f32; 4],
+}
+
+impl Decoded4 {
+    /// All zeros (overwritten by [`decode4`] before use).
+    const ZERO: Decoded4 = Decoded4 {
+        q: [[0; 64]; 4],
+        sc: [[0.0; 8]; 4],
+        mins: [[0; 4]; 4],
+        d: [0.0; 4],
+        dmin: [0.0; 4],
+    };
+}
+
+/// [`Decoded4`] of one block of each of four rows.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; each `w[r]` points to `x.d.len()`
-/// readable blocks.
+/// AVX-512 F available.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn gemm_lanes16_512(w: [*const BlockQ4_K; 4], x: &Prep16) -> [[f32; 16]; 4] {
+unsafe fn decode4(b: [&BlockQ4_K; 4], out: &mut Decoded4) {
     let m4 = _mm512_set1_epi8(0x0F);
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut accm = [_mm512_setzero_ps(); 4];
-    // The weights of the current block: nibbles in element order, as dwords of four.
-    let mut q = [[0i32; 64]; 4];
-    for (i, d16) in x.d.iter().enumerate() {
-        let mut sc = [[0i32; 8]; 4];
-        let mut mins = [[0i32; 4]; 4];
-        let mut dd = [_mm512_setzero_ps(); 4];
-        let mut ddm = [_mm512_setzero_ps(); 4];
-        // SAFETY: reads the 64 bytes of `x.d[i]`.
-        let dx = unsafe { _mm512_loadu_ps(d16.as_ptr()) };
-        for r in 0..4 {
-            // SAFETY: block `i` of row `r` (caller).
-            let b = unsafe { &*w[r].add(i) };
-            let (scu, mu) = k4_scales_mins_u64(&b.scales);
-            let (scb, mb) = (scu.to_le_bytes(), mu.to_le_bytes());
-            sc[r] = scb.map(i32::from);
-            for h in 0..2 {
-                // SAFETY: reads bytes 64h..64h+64 of the 128-byte `b.qs`.
-                let v = unsafe { _mm512_loadu_si512(b.qs.as_ptr().add(64 * h).cast()) };
-                let (lo, hi) = (
-                    _mm512_and_si512(v, m4),
-                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4),
-                );
-                // [low nibbles of chunk 2h, high of 2h], [low of 2h+1, high of 2h+1]: the
-                // elements of sub-blocks 4h..4h+4 in order.
-                let e = [
-                    _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi),
-                    _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi),
-                ];
-                for (j, ej) in e.into_iter().enumerate() {
-                    // SAFETY: writes 64 bytes at dword 32h + 16j of `q[r]`.
-                    unsafe {
-                        _mm512_storeu_si512(q[r].as_mut_ptr().add(32 * h + 16 * j).cast(), ej)
-                    };
-                }
-            }
-            for pr in 0..4 {
-                mins[r][pr] = i32::from(mb[2 * pr]) | i32::from(mb[2 * pr + 1]) << 16;
-            }
-            let (d, dmin) = d_dmin(b);
-            dd[r] = _mm512_mul_ps(_mm512_set1_ps(d), dx);
-            ddm[r] = _mm512_mul_ps(_mm512_set1_ps(dmin), dx);
+    for (r, b) in b.into_iter().enumerate() {
+        let (scu, mu) = k4_scales_mins_u64(&b.scales);
+        let (scb, mb) = (scu.to_le_bytes(), mu.to_le_bytes());
+        out.sc[r] = scb.map(f32::from);
+        for p in 0..4 {
+            out.mins[r][p] = i32::from(mb[2 * p]) | i32::from(mb[2 * p + 1]) << 16;
         }
-        for pr in 0..4 {
-            let mut s0 = [_mm512_setzero_si512(); 4];
-            let mut s1 = [_mm512_setzero_si512(); 4];
-            for k in 0..8 {
-                // SAFETY: group 16p + k (and + 8) of block `i`: inside `x.q`.
-                let (y0, y1) = unsafe {
-                    (
-                        _mm512_loadu_si512(x.q[64 * i + 16 * pr + k].as_ptr().cast()),
-                        _mm512_loadu_si512(x.q[64 * i + 16 * pr + 8 + k].as_ptr().cast()),
-                    )
+        for h in 0..2 {
+            // SAFETY: reads bytes 64h..64h+64 of the 128-byte `b.qs`.
+            let v = unsafe { _mm512_loadu_si512(b.qs.as_ptr().add(64 * h).cast()) };
+            let (lo, hi) = (
+                _mm512_and_si512(v, m4),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4),
+            );
+            // [low nibbles of chunk 2h, high of 2h], [low of 2h+1, high of 2h+1]: the elements
+            // of sub-blocks 4h..4h+4 in order.
+            let e = [
+                _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi),
+                _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi),
+            ];
+            for (j, ej) in e.into_iter().enumerate() {
+                // SAFETY: writes 64 bytes at dword 32h + 16j of `out.q[r]` (64-byte aligned).
+                unsafe {
+                    _mm512_store_si512(out.q[r].as_mut_ptr().add(32 * h + 16 * j).cast(), ej)
                 };
-                for r in 0..4 {
-                    s0[r] = _mm512_dpbusd_epi32(s0[r], _mm512_set1_epi32(q[r][16 * pr + k]), y0);
-                    s1[r] =
-                        _mm512_dpbusd_epi32(s1[r], _mm512_set1_epi32(q[r][16 * pr + 8 + k]), y1);
+            }
+        }
+        (out.d[r], out.dmin[r]) = d_dmin(b);
+    }
+}
+
+/// gemm order for four rows and `16·T` tokens (`T` groups of sixteen), the tokens in the lanes:
+/// per block and row, the decoded weights are broadcast four at a time (the unsigned operand of
+/// `vpdpbusd`) against the sixteen tokens' four signed quants, one register of sums per
+/// (sub-block, group); `P_p = sc_2p·S_2p + sc_2p+1·S_2p+1` is an exact integer, and the four
+/// FMAs of each of `acc` and `accm` run per lane in the order of [`gemm_step4`]. The `accm`
+/// chain (the mins) does not depend on the sums, so it runs in a loop of its own after the
+/// main one (fewer registers live at once; the same operations per lane).
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; every `x[t]` has `w.len()` blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [[[f32; 16]; 4]; T] {
+    let nb = w.len();
+    let mut acc = [[_mm512_setzero_ps(); T]; 4];
+    for (i, b) in w.iter().enumerate() {
+        // SAFETY: reads the 64 bytes of `x[t].d[i]` (`i < nb`, caller).
+        let dx: [__m512; T] =
+            std::array::from_fn(|t| unsafe { _mm512_load_ps(x[t].d.get_unchecked(i).0.as_ptr()) });
+        for pr in 0..4 {
+            let mut s0 = [[_mm512_setzero_si512(); T]; 4];
+            let mut s1 = [[_mm512_setzero_si512(); T]; 4];
+            for k in 0..8 {
+                for t in 0..T {
+                    // SAFETY: groups 16p + k and 16p + 8 + k of block `i` (`i < nb`, caller);
+                    // `Line`s are 64-byte aligned.
+                    let (y0, y1) = unsafe {
+                        (
+                            _mm512_load_si512(
+                                x[t].q.get_unchecked(64 * i + 16 * pr + k).0.as_ptr().cast(),
+                            ),
+                            _mm512_load_si512(
+                                x[t].q
+                                    .get_unchecked(64 * i + 16 * pr + 8 + k)
+                                    .0
+                                    .as_ptr()
+                                    .cast(),
+                            ),
+                        )
+                    };
+                    for r in 0..4 {
+                        s0[r][t] = _mm512_dpbusd_epi32(
+                            s0[r][t],
+                            _mm512_set1_epi32(b.q[r][16 * pr + k]),
+                            y0,
+                        );
+                        s1[r][t] = _mm512_dpbusd_epi32(
+                            s1[r][t],
+                            _mm512_set1_epi32(b.q[r][16 * pr + 8 + k]),
+                            y1,
+                        );
+                    }
                 }
             }
-            // SAFETY: reads the 64 bytes of `x.bs[4i + p]`.
-            let bs = unsafe { _mm512_loadu_si512(x.bs[4 * i + pr].as_ptr().cast()) };
             for r in 0..4 {
-                let p = _mm512_add_epi32(
-                    _mm512_mullo_epi32(s0[r], _mm512_set1_epi32(sc[r][2 * pr])),
-                    _mm512_mullo_epi32(s1[r], _mm512_set1_epi32(sc[r][2 * pr + 1])),
-                );
-                let m = _mm512_madd_epi16(bs, _mm512_set1_epi32(mins[r][pr]));
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), dd[r], acc[r]);
-                accm[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), ddm[r], accm[r]);
+                for t in 0..T {
+                    // `P_p` in float arithmetic, exact: |S| ≤ 32·15·128 < 2^16 and scales
+                    // < 2^6, so each product, their sum and hence every rounding step is an
+                    // integer below 2^24 (the same float as converting the integer `P_p`, with
+                    // no integer multiply: those compete with `vpdpbusd` for its ports).
+                    let p = _mm512_fmadd_ps(
+                        _mm512_cvtepi32_ps(s1[r][t]),
+                        _mm512_set1_ps(b.sc[r][2 * pr + 1]),
+                        _mm512_mul_ps(
+                            _mm512_cvtepi32_ps(s0[r][t]),
+                            _mm512_set1_ps(b.sc[r][2 * pr]),
+                        ),
+                    );
+                    let dd = _mm512_mul_ps(_mm512_set1_ps(b.d[r]), dx[t]);
+                    acc[r][t] = _mm512_fmadd_ps(p, dd, acc[r][t]);
+                }
             }
         }
     }
-    std::array::from_fn(|r| {
-        let mut o = [0f32; 16];
-        // SAFETY: writes the 64 bytes of `o`.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), _mm512_sub_ps(acc[r], accm[r])) };
-        o
+    let mut accm = [[_mm512_setzero_ps(); T]; 4];
+    for (i, b) in w.iter().enumerate() {
+        // SAFETY: as above.
+        let dx: [__m512; T] =
+            std::array::from_fn(|t| unsafe { _mm512_load_ps(x[t].d.get_unchecked(i).0.as_ptr()) });
+        for pr in 0..4 {
+            for t in 0..T {
+                // SAFETY: reads the 64 bytes of `x[t].bs[4i + p]` (`i < nb`, caller).
+                let bs = unsafe {
+                    _mm512_load_si512(x[t].bs.get_unchecked(4 * i + pr).0.as_ptr().cast())
+                };
+                for r in 0..4 {
+                    let m = _mm512_madd_epi16(bs, _mm512_set1_epi32(b.mins[r][pr]));
+                    let ddm = _mm512_mul_ps(_mm512_set1_ps(b.dmin[r]), dx[t]);
+                    accm[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), ddm, accm[r][t]);
+                }
+            }
+        }
+    }
+    let _ = nb;
+    std::array::from_fn(|t| {
+        std::array::from_fn(|r| {
+            let mut o = [0f32; 16];
+            // SAFETY: writes the 64 bytes of `o`.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), _mm512_sub_ps(acc[r][t], accm[r][t])) };
+            o
+        })
     })
 }
