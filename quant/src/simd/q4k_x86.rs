@@ -1071,10 +1071,19 @@ pub(super) fn gemm_rows16_512(w: &[u8], row_bytes: usize, x: &[Prep16], out: &mu
             // SAFETY: AVX-512 checked above.
             unsafe { decode4(wp.map(|row| &row[i]), d) };
         }
+        // The next four rows' weights, which the next decoding reads: fetched into L2 while
+        // the token groups run (a burst of decoding alone would wait on DRAM for each line).
+        let next = (r + 4) * row_bytes;
+        for line in (next..w.len().min(next + 4 * row_bytes)).step_by(64) {
+            // SAFETY: SSE is part of x86-64; `line` lies inside `w`, and prefetching has no
+            // memory effects.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(w.as_ptr().add(line).cast()) };
+        }
         let mut put = |g: usize, res: [[f32; 16]; 4]| {
-            for (j, rj) in res.iter().take(k).enumerate() {
-                for (t, &v) in rj.iter().enumerate() {
-                    out[16 * g + t][r + j] = v;
+            // Token `t`'s outputs of these rows are consecutive.
+            for t in 0..16 {
+                for (o, rj) in out[16 * g + t][r..r + k].iter_mut().zip(&res) {
+                    *o = rj[t];
                 }
             }
         };
