@@ -12,8 +12,7 @@
 //!   eight mins gives the four pair sums `M_p` of all three orders.
 //! - Scales and mins are unpacked from their 12 packed bytes in vector registers
 //!   ([`k_scales_mins`]; the AVX-512 gemv four blocks at once, [`scales_mins4`]), and each
-//!   scale's words are one byte shuffle of them; only the sixteen-token gemm, which unpacks a
-//!   block once for sixteen tokens, keeps the scalar [`k4_scales_mins_u64`].
+//!   scale's words are one byte shuffle of them.
 //!
 //! Float part, per order:
 //! - vec_dot: `Σ_c D_c` is exactly vec_dot's eight lanes; one FMA into eight f32 lanes and one
@@ -27,9 +26,12 @@
 //! - gemm: four tokens of one row at once; each chunk's lanes are summed into `P_p` (AVX2:
 //!   `vphaddd`; AVX-512: unpack-and-add within 128-bit lanes, then across them for the four
 //!   tokens together); a 4 × 4 transpose puts the four tokens' `P_p` and `M_p` side by side,
-//!   and four FMAs (`p = 0..4`, in order) update `[acc_t0..t3, accm_t0..t3]`. Sixteen tokens
-//!   (AVX-512, [`gemm_lanes16_512`]): the tokens are the sixteen lanes, `P_p` and `M_p` come out
-//!   per lane without any summing across lanes, and the same four FMAs run per lane.
+//!   and four FMAs (`p = 0..4`, in order) update `[acc_t0..t3, accm_t0..t3]`. Groups of
+//!   sixteen tokens (AVX-512, [`gemm_rows16_512`]): four rows' blocks are decoded once for all
+//!   the groups ([`decode4`]: element-order nibbles as dwords, float scales, min pairs), then
+//!   two groups at a time run with the tokens in the sixteen lanes ([`gemm_lanes16_512`]):
+//!   `P_p` and `M_p` come out per lane without any summing across lanes, and the same four FMAs
+//!   run per lane.
 //!
 //! Each lane runs exactly the scalar reference's sequence of FMAs for its (row, token), so the
 //! results equal [`crate::scalar::q4k::dot`] bit for bit, whatever the grouping of rows.
@@ -41,7 +43,7 @@ use super::avx2::{
     PF_BLOCKS,
 };
 use super::{check_rows, Prep16, Rows4Fn, RowsFn, SimdLevel};
-use crate::blocks::{k4_scales_mins_u64, BlockQ4_K, BlockQ8_K};
+use crate::blocks::{BlockQ4_K, BlockQ8_K};
 use crate::scalar::q4k::Acc2;
 use crate::scalar::tiled::AccTiled;
 
@@ -781,7 +783,8 @@ fn lin_scale_picks() -> [__m512i; 2] {
 
 /// The scales and mins of four Q4_K blocks whose first 16 bytes (`d`, `dmin`, the 12 packed
 /// scale bytes) are the 128-bit lanes of `h`: lane `k` becomes block `k`'s eight 6-bit scales
-/// then its eight mins, as bytes. [`k4_scales_mins_u64`]'s unpacking, four blocks at once.
+/// then its eight mins, as bytes. [`crate::blocks::k4_scales_mins_u64`]'s unpacking, four
+/// blocks at once.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 fn scales_mins4(h: __m512i) -> __m512i {
@@ -1122,10 +1125,8 @@ struct Decoded4 {
     /// Row `r`'s mins in pairs, `m_2p | m_2p+1 << 16` (the words `vpmaddwd` multiplies with the
     /// activations' pair sums).
     mins: [[i32; 4]; 4],
-    /// `d` of each row.
-    d: [f32; 4],
-    /// `dmin` of each row.
-    dmin: [f32; 4],
+    /// `d` and `dmin` of row `r` at `2r`, `2r + 1`.
+    dd: [f32; 8],
 }
 
 impl Decoded4 {
@@ -1134,25 +1135,26 @@ impl Decoded4 {
         q: [[0; 64]; 4],
         sc: [[0.0; 8]; 4],
         mins: [[0; 4]; 4],
-        d: [0.0; 4],
-        dmin: [0.0; 4],
+        dd: [0.0; 8],
     };
 }
 
 /// [`Decoded4`] of one block of each of four rows.
 ///
 /// # Safety
-/// AVX-512 F available.
+/// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn decode4(b: [&BlockQ4_K; 4], out: &mut Decoded4) {
     let m4 = _mm512_set1_epi8(0x0F);
     for (r, b) in b.into_iter().enumerate() {
-        let (scu, mu) = k4_scales_mins_u64(&b.scales);
-        let (scb, mb) = (scu.to_le_bytes(), mu.to_le_bytes());
-        out.sc[r] = scb.map(f32::from);
-        for p in 0..4 {
-            out.mins[r][p] = i32::from(mb[2 * p]) | i32::from(mb[2 * p + 1]) << 16;
+        let (sm, mins) = k_scales_mins(b);
+        let sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
+        // SAFETY: writes the 32 bytes of `out.sc[r]` and the 16 of `out.mins[r]` (the mins as
+        // words: word 2p + h of the register is m_2p+h, so dword p is the pair).
+        unsafe {
+            _mm256_storeu_ps(out.sc[r].as_mut_ptr(), sc);
+            _mm_storeu_si128(out.mins[r].as_mut_ptr().cast(), mins);
         }
         for h in 0..2 {
             // SAFETY: reads bytes 64h..64h+64 of the 128-byte `b.qs`.
@@ -1174,8 +1176,9 @@ unsafe fn decode4(b: [&BlockQ4_K; 4], out: &mut Decoded4) {
                 };
             }
         }
-        (out.d[r], out.dmin[r]) = d_dmin(b);
     }
+    // SAFETY: writes the 32 bytes of `out.dd`.
+    unsafe { _mm256_storeu_ps(out.dd.as_mut_ptr(), d_dmin4(b)) };
 }
 
 /// gemm order for four rows and `16·T` tokens (`T` groups of sixteen), the tokens in the lanes:
@@ -1245,7 +1248,7 @@ unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [
                             _mm512_set1_ps(b.sc[r][2 * pr]),
                         ),
                     );
-                    let dd = _mm512_mul_ps(_mm512_set1_ps(b.d[r]), dx[t]);
+                    let dd = _mm512_mul_ps(_mm512_set1_ps(b.dd[2 * r]), dx[t]);
                     acc[r][t] = _mm512_fmadd_ps(p, dd, acc[r][t]);
                 }
             }
@@ -1264,7 +1267,7 @@ unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [
                 };
                 for r in 0..4 {
                     let m = _mm512_madd_epi16(bs, _mm512_set1_epi32(b.mins[r][pr]));
-                    let ddm = _mm512_mul_ps(_mm512_set1_ps(b.dmin[r]), dx[t]);
+                    let ddm = _mm512_mul_ps(_mm512_set1_ps(b.dd[2 * r + 1]), dx[t]);
                     accm[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), ddm, accm[r][t]);
                 }
             }
