@@ -689,7 +689,7 @@ pub(super) fn pick_pairs() -> [__m256i; 4] {
     [one(0), one(1), one(2), one(3)]
 }
 
-/// Q3_K in `ggml_vec_dot_q3_K_q8_K`'s order (see [`crate::q3k`]): lanes as the scalar
+/// Q3_K in `ggml_vec_dot_q3_K_q8_K`'s order (see [`crate::scalar::q3k`]): lanes as the scalar
 /// reference's, one FMA per block into eight f32 lanes; with `TILED`, llama.cpp's tiled order
 /// (see [`crate::tiled`]) on the lanes' total.
 ///
@@ -779,7 +779,7 @@ fn bit_to_4(v: __m256i, bit: i32) -> __m256i {
     _mm256_and_si256(moved, _mm256_set1_epi8(0x10))
 }
 
-/// Q5_K in `ggml_vec_dot_q5_K_q8_K`'s order (see [`crate::q5k`]): lanes as the scalar
+/// Q5_K in `ggml_vec_dot_q5_K_q8_K`'s order (see [`crate::scalar::q5k`]): lanes as the scalar
 /// reference's, one FMA per block into eight f32 lanes, and the min total `M` into one scalar;
 /// with `TILED`, llama.cpp's tiled order (see [`crate::tiled`]) on the lanes' total and `M`.
 ///

@@ -146,7 +146,7 @@ fn fold_halves(isum: __m512i) -> __m256i {
     )
 }
 
-/// Q6_K · Q8_K for `N` weight rows and `T` tokens at once (as [`q4_k_mt`]). Per half c of the
+/// Q6_K · Q8_K for `N` weight rows and `T` tokens at once. Per half c of the
 /// block, the 64 bytes `ql[64c..64c+64]` and `qh[32c..32c+32]` broadcast to both 256-bit halves
 /// (the upper one shifted right by two) give the quants of elements `128c..128c+64` (low
 /// nibbles) and `128c+64..128c+128` (high nibbles) in element order; the −32 offset is taken

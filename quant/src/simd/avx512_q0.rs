@@ -659,7 +659,8 @@ pub(super) fn batch_kernel(ty: strata_gguf::GgmlType) -> Option<super::BatchKern
     })
 }
 
-/// One token's Q8_0 row `x` → its [`ActBlock`]s and f32 scales for weights of format `B`.
+/// One token's Q8_0 row `x` → its [`ActBlock`](super::ActBlock)s and f32 scales for weights of
+/// format `B`.
 fn prepare_row<B: Q0Unsigned>(x: &[u8], out: &mut [super::ActBlock], d: &mut [f32]) {
     let xb = crate::blocks::view::<BlockQ8_0>(x).expect("activation row is whole blocks");
     assert!(

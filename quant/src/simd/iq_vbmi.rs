@@ -31,7 +31,7 @@
 //!   kernels': `acc = fma(f16(d_w)·d_x, lanes, acc)`, then `0.125 · reduce8(acc)` (IQ2_XXS)
 //!   or `0.25 · reduce8(acc)` (IQ3_XXS).
 //!
-//! The calibration ([`crate::calibrate`]) times these against the AVX2 kernels and keeps the
+//! The calibration ([`calibrate`](mod@crate::calibrate)) times these against the AVX2 kernels and keeps the
 //! faster.
 
 use std::arch::x86_64::*;
