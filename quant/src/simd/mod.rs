@@ -552,8 +552,8 @@ pub(crate) type RowsFn = fn(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32
 pub(crate) type Rows4Fn = fn(w: &[u8], row_bytes: usize, x: [&[u8]; 4], out: [&mut [f32]; 4]);
 
 /// Groups of sixteen tokens at once (each group's activations laid out by [`Prep16::new`];
-/// `out[16 g + j]` is token `j` of group `g`): each group four groups of four, bit-identical to
-/// four calls of the matching [`Rows4Fn`].
+/// `out[16 g + j]` is token `j` of group `g`): each group is four groups of four, bit-identical
+/// to four calls of the matching [`Rows4Fn`].
 pub(crate) type Rows16Fn = fn(w: &[u8], row_bytes: usize, x: &[Prep16], out: &mut [&mut [f32]]);
 
 /// Sixteen tokens' Q8_K activation rows laid out for a [`Rows16Fn`], token `t` in lane (or
@@ -572,7 +572,8 @@ pub(crate) struct Prep16 {
 }
 
 /// One 64-byte value aligned to a cache line, so that a 512-bit load of it never spans two
-/// lines (a split load costs about twice a whole one).
+/// lines (a split load costs about twice a whole one; a `Vec<[u8; 64]>` is only as aligned as
+/// the allocator happens to make it).
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 pub(crate) struct Line<T>(pub(crate) T);

@@ -1193,10 +1193,9 @@ unsafe fn decode4(b: [&BlockQ4_K; 4], out: &mut Decoded4) {
 /// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available; every `x[t]` has `w.len()` blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [[[f32; 16]; 4]; T] {
-    let nb = w.len();
     let mut acc = [[_mm512_setzero_ps(); T]; 4];
     for (i, b) in w.iter().enumerate() {
-        // SAFETY: reads the 64 bytes of `x[t].d[i]` (`i < nb`, caller).
+        // SAFETY: reads the 64 bytes of `x[t].d[i]` (`i < w.len()`, caller).
         let dx: [__m512; T] =
             std::array::from_fn(|t| unsafe { _mm512_load_ps(x[t].d.get_unchecked(i).0.as_ptr()) });
         for pr in 0..4 {
@@ -1204,8 +1203,8 @@ unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [
             let mut s1 = [[_mm512_setzero_si512(); T]; 4];
             for k in 0..8 {
                 for t in 0..T {
-                    // SAFETY: groups 16p + k and 16p + 8 + k of block `i` (`i < nb`, caller);
-                    // `Line`s are 64-byte aligned.
+                    // SAFETY: groups 16p + k and 16p + 8 + k of block `i` (`i < w.len()`,
+                    // caller); `Line`s are 64-byte aligned.
                     let (y0, y1) = unsafe {
                         (
                             _mm512_load_si512(
@@ -1238,8 +1237,8 @@ unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [
                 for t in 0..T {
                     // `P_p` in float arithmetic, exact: |S| ≤ 32·15·128 < 2^16 and scales
                     // < 2^6, so each product, their sum and hence every rounding step is an
-                    // integer below 2^24 (the same float as converting the integer `P_p`, with
-                    // no integer multiply: those compete with `vpdpbusd` for its ports).
+                    // integer below 2^24: the same float as converting the integer `P_p`, with
+                    // no `vpmulld` (two uops each on Intel, on the ports `vpdpbusd` uses).
                     let p = _mm512_fmadd_ps(
                         _mm512_cvtepi32_ps(s1[r][t]),
                         _mm512_set1_ps(b.sc[r][2 * pr + 1]),
@@ -1261,7 +1260,7 @@ unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [
             std::array::from_fn(|t| unsafe { _mm512_load_ps(x[t].d.get_unchecked(i).0.as_ptr()) });
         for pr in 0..4 {
             for t in 0..T {
-                // SAFETY: reads the 64 bytes of `x[t].bs[4i + p]` (`i < nb`, caller).
+                // SAFETY: reads the 64 bytes of `x[t].bs[4i + p]` (`i < w.len()`, caller).
                 let bs = unsafe {
                     _mm512_load_si512(x[t].bs.get_unchecked(4 * i + pr).0.as_ptr().cast())
                 };
@@ -1273,7 +1272,6 @@ unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [
             }
         }
     }
-    let _ = nb;
     std::array::from_fn(|t| {
         std::array::from_fn(|r| {
             let mut o = [0f32; 16];
