@@ -1146,7 +1146,6 @@ impl Decoded4 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn decode4(b: [&BlockQ4_K; 4], out: &mut Decoded4) {
-    let m4 = _mm512_set1_epi8(0x0F);
     for (r, b) in b.into_iter().enumerate() {
         let (sm, mins) = k_scales_mins(b);
         let sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
@@ -1156,25 +1155,11 @@ unsafe fn decode4(b: [&BlockQ4_K; 4], out: &mut Decoded4) {
             _mm256_storeu_ps(out.sc[r].as_mut_ptr(), sc);
             _mm_storeu_si128(out.mins[r].as_mut_ptr().cast(), mins);
         }
-        for h in 0..2 {
-            // SAFETY: reads bytes 64h..64h+64 of the 128-byte `b.qs`.
-            let v = unsafe { _mm512_loadu_si512(b.qs.as_ptr().add(64 * h).cast()) };
-            let (lo, hi) = (
-                _mm512_and_si512(v, m4),
-                _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4),
-            );
-            // [low nibbles of chunk 2h, high of 2h], [low of 2h+1, high of 2h+1]: the elements
-            // of sub-blocks 4h..4h+4 in order.
-            let e = [
-                _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi),
-                _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi),
-            ];
-            for (j, ej) in e.into_iter().enumerate() {
-                // SAFETY: writes 64 bytes at dword 32h + 16j of `out.q[r]` (64-byte aligned).
-                unsafe {
-                    _mm512_store_si512(out.q[r].as_mut_ptr().add(32 * h + 16 * j).cast(), ej)
-                };
-            }
+        // Chunk `c`'s 64 quants in element order are sub-blocks 2c and 2c + 1 (the scale words
+        // `unpack_512` also makes are not used here, and not computed once inlined).
+        for (c, q) in unpack_512(b, sm).q.into_iter().enumerate() {
+            // SAFETY: writes 64 bytes at dword 16c of `out.q[r]` (64-byte aligned).
+            unsafe { _mm512_store_si512(out.q[r].as_mut_ptr().add(16 * c).cast(), q) };
         }
     }
     // SAFETY: writes the 32 bytes of `out.dd`.
@@ -1198,6 +1183,9 @@ unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [
         // SAFETY: reads the 64 bytes of `x[t].d[i]` (`i < w.len()`, caller).
         let dx: [__m512; T] =
             std::array::from_fn(|t| unsafe { _mm512_load_ps(x[t].d.get_unchecked(i).0.as_ptr()) });
+        // d_w·d_x, as the f32 product llama.cpp forms, once per block.
+        let dd: [[__m512; T]; 4] =
+            std::array::from_fn(|r| dx.map(|d| _mm512_mul_ps(_mm512_set1_ps(b.dd[2 * r]), d)));
         for pr in 0..4 {
             let mut s0 = [[_mm512_setzero_si512(); T]; 4];
             let mut s1 = [[_mm512_setzero_si512(); T]; 4];
@@ -1247,8 +1235,7 @@ unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [
                             _mm512_set1_ps(b.sc[r][2 * pr]),
                         ),
                     );
-                    let dd = _mm512_mul_ps(_mm512_set1_ps(b.dd[2 * r]), dx[t]);
-                    acc[r][t] = _mm512_fmadd_ps(p, dd, acc[r][t]);
+                    acc[r][t] = _mm512_fmadd_ps(p, dd[r][t], acc[r][t]);
                 }
             }
         }
@@ -1258,6 +1245,9 @@ unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [
         // SAFETY: as above.
         let dx: [__m512; T] =
             std::array::from_fn(|t| unsafe { _mm512_load_ps(x[t].d.get_unchecked(i).0.as_ptr()) });
+        // dmin_w·d_x, once per block.
+        let ddm: [[__m512; T]; 4] =
+            std::array::from_fn(|r| dx.map(|d| _mm512_mul_ps(_mm512_set1_ps(b.dd[2 * r + 1]), d)));
         for pr in 0..4 {
             for t in 0..T {
                 // SAFETY: reads the 64 bytes of `x[t].bs[4i + p]` (`i < w.len()`, caller).
@@ -1266,8 +1256,7 @@ unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [
                 };
                 for r in 0..4 {
                     let m = _mm512_madd_epi16(bs, _mm512_set1_epi32(b.mins[r][pr]));
-                    let ddm = _mm512_mul_ps(_mm512_set1_ps(b.dd[2 * r + 1]), dx[t]);
-                    accm[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), ddm, accm[r][t]);
+                    accm[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(m), ddm[r][t], accm[r][t]);
                 }
             }
         }
