@@ -15,6 +15,8 @@ use crate::{blocks, scalar};
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx2_q0;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_q0;
@@ -429,7 +431,7 @@ pub(crate) struct BatchActs {
     pub(crate) d: Vec<f32>,
 }
 
-/// A kernel for many tokens at once (Q8_0, Q5_0, Q4_0, IQ4_NL × Q8_0 on AVX-512): the same
+/// A kernel for many tokens at once (Q8_0, Q5_0, Q4_0, IQ4_NL × Q8_0 on AVX-512 and on AVX2): the same
 /// per-output float order as the [`RowsFn`] of its type, with register tiles of several rows
 /// × several tokens and each weight block unpacked once per row group.
 #[derive(Clone, Copy)]
@@ -531,12 +533,17 @@ impl BatchKernel {
     }
 }
 
-/// The batch kernel for `ty` at most at `level`, where there is one (AVX-512 Q8_0, Q5_0, Q4_0,
-/// IQ4_NL; the caller decides that the product uses their `vec_dot`/tinyBLAS lane order).
+/// The batch kernel for `ty` at most at `level`, where there is one (Q8_0, Q5_0, Q4_0, IQ4_NL
+/// at AVX-512 or AVX2; the caller decides that the product uses their `vec_dot`/tinyBLAS lane
+/// order).
 pub(crate) fn batch_kernel(level: SimdLevel, ty: GgmlType) -> Option<BatchKernel> {
     #[cfg(target_arch = "x86_64")]
     if level >= SimdLevel::Avx512 && level.is_available() {
         return avx512_q0::batch_kernel(ty);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 && SimdLevel::Avx2.is_available() {
+        return avx2_q0::batch_kernel(ty);
     }
     let _ = (level, ty);
     None
