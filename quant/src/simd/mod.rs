@@ -227,7 +227,11 @@ pub(super) enum Prefetch {
 impl Prefetch {
     /// The prefetch of a pass over `rows` consecutive rows of `nb` blocks from `first`: linear
     /// when the pass is at most [`PF_PASS_BLOCKS`] blocks, else each row `row_ahead` blocks
-    /// ahead.
+    /// ahead. A linear prefetch starts [`PF_LINEAR_BYTES`] past the pass's start, or one whole
+    /// pass ahead where the pass is longer (so that every row of the next pass is fetched while
+    /// this one runs: with a lead of 3 KiB, the AVX2 Q4_K gemv's passes of four 4096- or
+    /// 8192-column rows, 9 to 18 KiB, read the last rows' first blocks unfetched, and an
+    /// 8192² matrix went from 8.8 to 13.3 GiB/s from DRAM on one thread of an AMD EPYC Zen 3).
     #[inline(always)]
     pub(super) fn for_pass<B>(
         first: *const B,
@@ -236,8 +240,9 @@ impl Prefetch {
         row_ahead: usize,
     ) -> Prefetch {
         if rows * nb <= PF_PASS_BLOCKS {
+            let pass = rows * nb * std::mem::size_of::<B>();
             Prefetch::Linear {
-                at: first.cast::<u8>().wrapping_add(PF_LINEAR_BYTES),
+                at: first.cast::<u8>().wrapping_add(PF_LINEAR_BYTES.max(pass)),
             }
         } else {
             Prefetch::Rows(row_ahead)
