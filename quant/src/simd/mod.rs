@@ -627,11 +627,15 @@ impl Prep16 {
 }
 
 /// The sixteen-token kernel of llama.cpp's gemm order for repacked Q4_K at most at `level`,
-/// where there is one (AVX-512).
+/// where there is one (AVX-512, AVX2).
 pub(crate) fn q4k_gemm16(level: SimdLevel) -> Option<Rows16Fn> {
     #[cfg(target_arch = "x86_64")]
     if level >= SimdLevel::Avx512 && SimdLevel::Avx512.is_available() {
         return Some(q4k_x86::gemm_rows16_512);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 && SimdLevel::Avx2.is_available() {
+        return Some(q4k_x86::gemm_rows16_256);
     }
     let _ = level;
     None

@@ -27,11 +27,12 @@
 //!   `vphaddd`; AVX-512: unpack-and-add within 128-bit lanes, then across them for the four
 //!   tokens together); a 4 × 4 transpose puts the four tokens' `P_p` and `M_p` side by side,
 //!   and four FMAs (`p = 0..4`, in order) update `[acc_t0..t3, accm_t0..t3]`. Groups of
-//!   sixteen tokens (AVX-512, [`gemm_rows16_512`]): four rows' blocks are decoded once for all
-//!   the groups ([`decode4`]: element-order nibbles as dwords, float scales, min pairs), then
-//!   two groups at a time run with the tokens in the sixteen lanes ([`gemm_lanes16_512`]):
-//!   `P_p` and `M_p` come out per lane without any summing across lanes, and the same four FMAs
-//!   run per lane.
+//!   sixteen tokens ([`gemm_rows16_512`], [`gemm_rows16_256`]): four rows' blocks are decoded
+//!   once for all the groups ([`decode4`]: element-order nibbles as dwords, float scales, min
+//!   pairs), then two groups at a time run with the tokens in the lanes
+//!   ([`gemm_lanes16_512`]: sixteen tokens per register, `vpdpbusd`; [`gemm_lanes16_256`]:
+//!   eight, `vpmaddubsw` and word sums): `P_p` and `M_p` come out per lane without any summing
+//!   across lanes, and the same four FMAs run per lane.
 //!
 //! Each lane runs exactly the scalar reference's sequence of FMAs for its (row, token), so the
 //! results equal [`crate::scalar::q4k::dot`] bit for bit, whatever the grouping of rows.
@@ -1042,6 +1043,21 @@ pub(super) fn gemm_rows16_512(w: &[u8], row_bytes: usize, x: &[Prep16], out: &mu
         SimdLevel::Avx512.is_available(),
         "gemm_rows16_512 needs AVX-512"
     );
+    gemm_rows16::<true>(w, row_bytes, x, out);
+}
+
+/// [`gemm_rows16_512`] with AVX2 only ([`decode4_256`], [`gemm_lanes16_256`]): same bits.
+pub(super) fn gemm_rows16_256(w: &[u8], row_bytes: usize, x: &[Prep16], out: &mut [&mut [f32]]) {
+    assert!(
+        SimdLevel::Avx2.is_available(),
+        "gemm_rows16_256 needs AVX2, FMA and F16C"
+    );
+    gemm_rows16::<false>(w, row_bytes, x, out);
+}
+
+/// The driver of [`gemm_rows16_512`] (`WIDE`) and [`gemm_rows16_256`]; the caller checked that
+/// the CPU has the features of the kernels `WIDE` picks.
+fn gemm_rows16<const WIDE: bool>(w: &[u8], row_bytes: usize, x: &[Prep16], out: &mut [&mut [f32]]) {
     let nb = row_bytes / std::mem::size_of::<BlockQ4_K>();
     assert!(
         out.len() == 16 * x.len(),
@@ -1071,8 +1087,15 @@ pub(super) fn gemm_rows16_512(w: &[u8], row_bytes: usize, x: &[Prep16], out: &mu
             crate::blocks::view::<BlockQ4_K>(&w[at..at + row_bytes]).expect("whole Q4_K blocks")
         });
         for (i, d) in dec.iter_mut().enumerate() {
-            // SAFETY: AVX-512 checked above.
-            unsafe { decode4(wp.map(|row| &row[i]), d) };
+            let b = wp.map(|row| &row[i]);
+            // SAFETY: the caller checked the features (AVX-512 for `WIDE`, else AVX2).
+            unsafe {
+                if WIDE {
+                    decode4(b, d)
+                } else {
+                    decode4_256(b, d)
+                }
+            };
         }
         // The next four rows' weights, which the next decoding reads: fetched into L2 while
         // the token groups run (a burst of decoding alone would wait on DRAM for each line).
@@ -1092,15 +1115,29 @@ pub(super) fn gemm_rows16_512(w: &[u8], row_bytes: usize, x: &[Prep16], out: &mu
         };
         let mut g = 0;
         while g + 2 <= x.len() {
-            // SAFETY: AVX-512 checked above; `dec` and every `x[g]` hold `nb` blocks.
-            let res = unsafe { gemm_lanes16_512::<2>(&dec, [&x[g], &x[g + 1]]) };
+            let xg = [&x[g], &x[g + 1]];
+            // SAFETY: the caller checked the features; `dec` and every `x[g]` hold `nb`
+            // blocks.
+            let res = unsafe {
+                if WIDE {
+                    gemm_lanes16_512::<2>(&dec, xg)
+                } else {
+                    gemm_lanes16_256::<2>(&dec, xg)
+                }
+            };
             put(g, res[0]);
             put(g + 1, res[1]);
             g += 2;
         }
         if g < x.len() {
             // SAFETY: as above.
-            let res = unsafe { gemm_lanes16_512::<1>(&dec, [&x[g]]) };
+            let res = unsafe {
+                if WIDE {
+                    gemm_lanes16_512::<1>(&dec, [&x[g]])
+                } else {
+                    gemm_lanes16_256::<1>(&dec, [&x[g]])
+                }
+            };
             put(g, res[0]);
         }
         r += k;
@@ -1269,4 +1306,150 @@ unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [
             o
         })
     })
+}
+
+/// [`decode4`] with AVX2.
+///
+/// # Safety
+/// AVX2/FMA/F16C available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode4_256(b: [&BlockQ4_K; 4], out: &mut Decoded4) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    for (r, b) in b.into_iter().enumerate() {
+        let (sm, mins) = k_scales_mins(b);
+        let sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
+        // SAFETY: writes the 32 bytes of `out.sc[r]` and the 16 of `out.mins[r]` (as in
+        // `decode4`).
+        unsafe {
+            _mm256_storeu_ps(out.sc[r].as_mut_ptr(), sc);
+            _mm_storeu_si128(out.mins[r].as_mut_ptr().cast(), mins);
+        }
+        // Chunk `c`'s 32 bytes: the low nibbles are sub-block 2c, the high ones 2c + 1.
+        for c in 0..4 {
+            // SAFETY: reads bytes 32c..32c+32 of the 128-byte `b.qs`; writes 32 bytes at
+            // dwords 16c and 16c + 8 of `out.q[r]` (32-byte aligned: `Decoded4` is 64-byte
+            // aligned and each row 256 bytes).
+            unsafe {
+                let q = _mm256_loadu_si256(b.qs.as_ptr().add(32 * c).cast());
+                let at = out.q[r].as_mut_ptr().add(16 * c);
+                _mm256_store_si256(at.cast(), _mm256_and_si256(q, m4));
+                _mm256_store_si256(
+                    at.add(8).cast(),
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
+                );
+            }
+        }
+    }
+    // SAFETY: writes the 32 bytes of `out.dd`.
+    unsafe { _mm256_storeu_ps(out.dd.as_mut_ptr(), d_dmin4(b)) };
+}
+
+/// [`gemm_lanes16_512`] with AVX2: the same float operations per lane (so the same bits), a
+/// group of sixteen tokens as two halves of eight lanes. Without `vpdpbusd`, each broadcast
+/// weight dword meets a half's eight tokens through `vpmaddubsw` (word pairs of at most
+/// 2·15·128), and a sub-block's eight such words are summed as words (at most 8·3840 < 2^15:
+/// exact) before one `vpmaddwd` with ones widens them to the tokens' dword sums `S_j`. One row
+/// at a time, so that the accumulators stay in registers.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; every `x[t]` has `w.len()` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_lanes16_256<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [[[f32; 16]; 4]; T] {
+    let ones = _mm256_set1_epi16(1);
+    // Token half `h` of group `t`'s scales of block `i` (a bounds-checked line, once per
+    // block).
+    let dx = |t: usize, h: usize, i: usize| {
+        let line = &x[t].d[i].0[8 * h..8 * h + 8];
+        // SAFETY: reads the 32 bytes of `line`, 32-byte aligned (half of a 64-byte `Line`).
+        unsafe { _mm256_load_ps(line.as_ptr()) }
+    };
+    let mut res = [[[0f32; 16]; 4]; T];
+    for r in 0..4 {
+        let mut acc = [[_mm256_setzero_ps(); 2]; T];
+        for (i, b) in w.iter().enumerate() {
+            // d_w·d_x, as the f32 product llama.cpp forms, once per block.
+            let dw = _mm256_set1_ps(b.dd[2 * r]);
+            let dd: [[__m256; 2]; T] =
+                std::array::from_fn(|t| std::array::from_fn(|h| _mm256_mul_ps(dw, dx(t, h, i))));
+            for pr in 0..4 {
+                let mut s0 = [[_mm256_setzero_si256(); 2]; T];
+                let mut s1 = [[_mm256_setzero_si256(); 2]; T];
+                for k in 0..8 {
+                    let w0 = _mm256_set1_epi32(b.q[r][16 * pr + k]);
+                    let w1 = _mm256_set1_epi32(b.q[r][16 * pr + 8 + k]);
+                    for t in 0..T {
+                        // SAFETY: groups 16p + k and 16p + 8 + k of block `i` (`i < w.len()`,
+                        // caller); `Line`s are 64-byte aligned, halves 32 bytes into them.
+                        let (l0, l1) = unsafe {
+                            (
+                                x[t].q.get_unchecked(64 * i + 16 * pr + k).0.as_ptr(),
+                                x[t].q.get_unchecked(64 * i + 16 * pr + 8 + k).0.as_ptr(),
+                            )
+                        };
+                        for h in 0..2 {
+                            // SAFETY: as above.
+                            let (y0, y1) = unsafe {
+                                (
+                                    _mm256_load_si256(l0.add(32 * h).cast()),
+                                    _mm256_load_si256(l1.add(32 * h).cast()),
+                                )
+                            };
+                            s0[t][h] = _mm256_add_epi16(s0[t][h], _mm256_maddubs_epi16(w0, y0));
+                            s1[t][h] = _mm256_add_epi16(s1[t][h], _mm256_maddubs_epi16(w1, y1));
+                        }
+                    }
+                }
+                let sc0 = _mm256_set1_ps(b.sc[r][2 * pr]);
+                let sc1 = _mm256_set1_ps(b.sc[r][2 * pr + 1]);
+                for t in 0..T {
+                    for h in 0..2 {
+                        // `P_p` exact in floats, as in `gemm_lanes16_512`.
+                        let a0 = _mm256_cvtepi32_ps(_mm256_madd_epi16(s0[t][h], ones));
+                        let a1 = _mm256_cvtepi32_ps(_mm256_madd_epi16(s1[t][h], ones));
+                        let p = _mm256_fmadd_ps(a1, sc1, _mm256_mul_ps(a0, sc0));
+                        acc[t][h] = _mm256_fmadd_ps(p, dd[t][h], acc[t][h]);
+                    }
+                }
+            }
+        }
+        let mut accm = [[_mm256_setzero_ps(); 2]; T];
+        for (i, b) in w.iter().enumerate() {
+            // dmin_w·d_x, once per block.
+            let dw = _mm256_set1_ps(b.dd[2 * r + 1]);
+            for pr in 0..4 {
+                let mv = _mm256_set1_epi32(b.mins[r][pr]);
+                for t in 0..T {
+                    for h in 0..2 {
+                        // SAFETY: reads 32 bytes of the 64-byte-aligned `x[t].bs[4i + p]`
+                        // (`i < w.len()`, caller).
+                        let bs = unsafe {
+                            _mm256_load_si256(
+                                x[t].bs
+                                    .get_unchecked(4 * i + pr)
+                                    .0
+                                    .as_ptr()
+                                    .add(16 * h)
+                                    .cast(),
+                            )
+                        };
+                        let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mv));
+                        accm[t][h] = _mm256_fmadd_ps(m, _mm256_mul_ps(dw, dx(t, h, i)), accm[t][h]);
+                    }
+                }
+            }
+        }
+        for t in 0..T {
+            for h in 0..2 {
+                // SAFETY: writes 32 bytes of `res[t][r]`.
+                unsafe {
+                    _mm256_storeu_ps(
+                        res[t][r].as_mut_ptr().add(8 * h),
+                        _mm256_sub_ps(acc[t][h], accm[t][h]),
+                    )
+                };
+            }
+        }
+    }
+    res
 }
