@@ -11,8 +11,9 @@
 //! kernels on a matrix of that row length that stays in L2 (so the kernels' compute, not DRAM,
 //! is measured: the case where the choice matters), in alternating samples of about 100 µs each,
 //! and keeps the faster one for the life of the process ([`calibrations`] lists what was
-//! chosen). Batches (`n >= 2`) keep the highest level: the AVX-512 batch kernels have no 256-bit
-//! counterpart of the same design.
+//! chosen). Batches (`n >= 2`) keep the highest level: they are not calibrated (most AVX-512
+//! batch kernels have no 256-bit counterpart of the same design; the Q8_0-family batch kernel
+//! and the sixteen-token Q4_K gemm have one, for CPUs without AVX-512).
 //!
 //! `STRATA_SIMD` still caps the level; `STRATA_CALIBRATE=0` skips the calibration (the highest
 //! level is used everywhere).

@@ -325,19 +325,7 @@ fn batch<B: Q0Avx2>(
     tokens: std::ops::Range<usize>,
     out: &mut OutRows,
 ) {
-    let nb = row_bytes / std::mem::size_of::<B>();
-    assert!(
-        row_bytes == nb * std::mem::size_of::<B>() && nb == x.nb && nb > 0,
-        "row is not the activations' whole {} blocks",
-        B::TYPE
-    );
-    let rows = w.len() / row_bytes;
-    assert!(rows * row_bytes == w.len(), "weights are not whole rows");
-    assert!(tokens.end <= x.n, "token range past the activations");
-    assert!(
-        x.blocks.len() == x.n * nb && x.d.len() == x.n * nb,
-        "prepared activations have the wrong size"
-    );
+    let (nb, rows) = x.check::<B>(w, row_bytes, &tokens);
     if rows == 0 {
         return;
     }

@@ -510,6 +510,37 @@ impl OutRows {
     }
 }
 
+impl BatchActs {
+    /// Checks a batch kernel's arguments for weight blocks `B`: `w` is whole rows of
+    /// `row_bytes`, each the activations' `nb > 0` blocks, and `tokens` were prepared. Returns
+    /// `(nb, rows)`.
+    ///
+    /// # Panics
+    /// If any of these does not hold.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn check<B: Block>(
+        &self,
+        w: &[u8],
+        row_bytes: usize,
+        tokens: &std::ops::Range<usize>,
+    ) -> (usize, usize) {
+        let nb = row_bytes / std::mem::size_of::<B>();
+        assert!(
+            row_bytes == nb * std::mem::size_of::<B>() && nb == self.nb && nb > 0,
+            "row is not the activations' whole {} blocks",
+            B::TYPE
+        );
+        let rows = w.len() / row_bytes;
+        assert!(rows * row_bytes == w.len(), "weights are not whole rows");
+        assert!(tokens.end <= self.n, "token range past the activations");
+        assert!(
+            self.blocks.len() == self.n * nb && self.d.len() == self.n * nb,
+            "prepared activations have the wrong size"
+        );
+        (nb, rows)
+    }
+}
+
 impl BatchKernel {
     /// The `n` tokens' rows `xrow(t)` (Q8_0, `nb` blocks each), prepared.
     pub(crate) fn prepare<'x>(
