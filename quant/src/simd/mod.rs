@@ -192,11 +192,16 @@ pub(crate) mod test_util {
     pub(crate) use check_iq_kernels;
 }
 
-/// Bytes ahead of a pass's first row that a linear prefetch ([`Prefetch::Linear`]) reaches
-/// (measured on AMD Zen 4 with an output head's 640-column Q8_0 rows: 3–4 KiB gave 2.2× the
-/// throughput of per-row prefetching, which lands in the rows being read).
+/// Bytes ahead of a pass's first row that a linear prefetch ([`Prefetch::Linear`]) reaches.
+/// The lead must cover the memory's bandwidth × latency, which grows with the bandwidth: on
+/// AMD Zen 4 a lead of 3–4 KiB gave an output head's 640-column Q8_0 rows 2.2× the throughput
+/// of per-row prefetching (which lands in the rows being read), but on AMD Zen 5 (one core
+/// reads 31 GiB/s) the 640-column Q5_0 rows read 19.5–19.8 GiB/s from DRAM with 3 KiB, 22–24
+/// with 6 KiB, 23.7–24 with 12 KiB and 23–26 with 24 KiB (one thread; criterion
+/// `matvec_cold/Q5_0/65536x640`), and Gemma 3 270M decoded 6% faster with 12 KiB. 12 KiB is a
+/// quarter of the smallest L1 data cache of the CPUs measured (32 KiB on Zen 3/4).
 #[cfg(target_arch = "x86_64")]
-pub(super) const PF_LINEAR_BYTES: usize = 3072;
+pub(super) const PF_LINEAR_BYTES: usize = 12288;
 /// Largest pass (rows × blocks) prefetched linearly ([`Prefetch::for_pass`]; ~8.7 KiB of Q8_0).
 #[cfg(target_arch = "x86_64")]
 pub(super) const PF_PASS_BLOCKS: usize = 256;
@@ -229,7 +234,7 @@ impl Prefetch {
     /// when the pass is at most [`PF_PASS_BLOCKS`] blocks, else each row `row_ahead` blocks
     /// ahead. A linear prefetch starts [`PF_LINEAR_BYTES`] past the pass's start, or one whole
     /// pass ahead where the pass is longer (so that every row of the next pass is fetched while
-    /// this one runs: with a lead of 3 KiB, the AVX2 Q4_K gemv's passes of four 4096- or
+    /// this one runs: with a lead of 3 KiB (the lead then), the AVX2 Q4_K gemv's passes of four 4096- or
     /// 8192-column rows, 9 to 18 KiB, read the last rows' first blocks unfetched, and an
     /// 8192² matrix went from 8.8 to 13.3 GiB/s from DRAM on one thread of an AMD EPYC Zen 3).
     #[inline(always)]
