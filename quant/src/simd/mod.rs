@@ -234,9 +234,10 @@ impl Prefetch {
     /// when the pass is at most [`PF_PASS_BLOCKS`] blocks, else each row `row_ahead` blocks
     /// ahead. A linear prefetch starts [`PF_LINEAR_BYTES`] past the pass's start, or one whole
     /// pass ahead where the pass is longer (so that every row of the next pass is fetched while
-    /// this one runs: with a lead of 3 KiB (the lead then), the AVX2 Q4_K gemv's passes of four 4096- or
-    /// 8192-column rows, 9 to 18 KiB, read the last rows' first blocks unfetched, and an
-    /// 8192² matrix went from 8.8 to 13.3 GiB/s from DRAM on one thread of an AMD EPYC Zen 3).
+    /// this one runs: with the earlier lead of 3 KiB, the AVX2 Q4_K gemv's passes of four
+    /// 4096- or 8192-column rows, 9 to 18 KiB, read the last rows' first blocks unfetched, and
+    /// an 8192² matrix went from 8.8 to 13.3 GiB/s from DRAM on one thread of an AMD EPYC
+    /// Zen 3).
     #[inline(always)]
     pub(super) fn for_pass<B>(
         first: *const B,
@@ -441,9 +442,9 @@ pub(crate) struct BatchActs {
     pub(crate) d: Vec<f32>,
 }
 
-/// A kernel for many tokens at once (Q8_0, Q5_0, Q4_0, IQ4_NL × Q8_0 on AVX-512 and on AVX2): the same
-/// per-output float order as the [`RowsFn`] of its type, with register tiles of several rows
-/// × several tokens and each weight block unpacked once per row group.
+/// A kernel for many tokens at once (Q8_0, Q5_0, Q4_0, IQ4_NL × Q8_0 on AVX-512 and on
+/// AVX2): the same per-output float order as the [`RowsFn`] of its type, with register tiles
+/// of several rows × several tokens and each weight block unpacked once per row group.
 #[derive(Clone, Copy)]
 pub(crate) struct BatchKernel {
     /// Prepares one token's Q8_0 row: its blocks and scales.

@@ -1174,6 +1174,21 @@ impl Decoded4 {
         mins: [[0; 4]; 4],
         dd: [0.0; 8],
     };
+
+    /// Row `r`'s scales (as f32) and mins (as words: word 2p + h of the register is m_2p+h, so
+    /// dword p is the pair) from block `b`; returns [`k_scales_mins`]' scale bytes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn scales_mins(&mut self, r: usize, b: &BlockQ4_K) -> __m128i {
+        let (sm, mins) = k_scales_mins(b);
+        let sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
+        // SAFETY: writes the 32 bytes of `self.sc[r]` and the 16 of `self.mins[r]`.
+        unsafe {
+            _mm256_storeu_ps(self.sc[r].as_mut_ptr(), sc);
+            _mm_storeu_si128(self.mins[r].as_mut_ptr().cast(), mins);
+        }
+        sm
+    }
 }
 
 /// [`Decoded4`] of one block of each of four rows.
@@ -1184,14 +1199,7 @@ impl Decoded4 {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn decode4(b: [&BlockQ4_K; 4], out: &mut Decoded4) {
     for (r, b) in b.into_iter().enumerate() {
-        let (sm, mins) = k_scales_mins(b);
-        let sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
-        // SAFETY: writes the 32 bytes of `out.sc[r]` and the 16 of `out.mins[r]` (the mins as
-        // words: word 2p + h of the register is m_2p+h, so dword p is the pair).
-        unsafe {
-            _mm256_storeu_ps(out.sc[r].as_mut_ptr(), sc);
-            _mm_storeu_si128(out.mins[r].as_mut_ptr().cast(), mins);
-        }
+        let sm = out.scales_mins(r, b);
         // Chunk `c`'s 64 quants in element order are sub-blocks 2c and 2c + 1 (the scale words
         // `unpack_512` also makes are not used here, and not computed once inlined).
         for (c, q) in unpack_512(b, sm).q.into_iter().enumerate() {
@@ -1317,14 +1325,7 @@ unsafe fn gemm_lanes16_512<const T: usize>(w: &[Decoded4], x: [&Prep16; T]) -> [
 unsafe fn decode4_256(b: [&BlockQ4_K; 4], out: &mut Decoded4) {
     let m4 = _mm256_set1_epi8(0x0F);
     for (r, b) in b.into_iter().enumerate() {
-        let (sm, mins) = k_scales_mins(b);
-        let sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
-        // SAFETY: writes the 32 bytes of `out.sc[r]` and the 16 of `out.mins[r]` (as in
-        // `decode4`).
-        unsafe {
-            _mm256_storeu_ps(out.sc[r].as_mut_ptr(), sc);
-            _mm_storeu_si128(out.mins[r].as_mut_ptr().cast(), mins);
-        }
+        out.scales_mins(r, b);
         // Chunk `c`'s 32 bytes: the low nibbles are sub-block 2c, the high ones 2c + 1.
         for c in 0..4 {
             // SAFETY: reads bytes 32c..32c+32 of the 128-byte `b.qs`; writes 32 bytes at
