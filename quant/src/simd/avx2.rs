@@ -37,10 +37,10 @@ pub(super) fn kernel(ty: GgmlType) -> Option<RowsFn> {
         return None;
     }
     Some(match ty {
-        GgmlType::Q8_0 => q8_0_rows,
-        GgmlType::Q4_0 => q4_0_rows,
-        GgmlType::Q5_0 => q5_0_rows,
-        GgmlType::IQ4_NL => iq4_nl_rows,
+        GgmlType::Q8_0 => q0_rows::<BlockQ8_0>,
+        GgmlType::Q4_0 => q0_rows::<BlockQ4_0>,
+        GgmlType::Q5_0 => q0_rows::<BlockQ5_0>,
+        GgmlType::IQ4_NL => q0_rows::<BlockIQ4_NL>,
         GgmlType::Q6_K => q6_k_rows,
         GgmlType::F32 => f32_rows,
         GgmlType::Q4_1 => q4_1_rows,
@@ -172,91 +172,104 @@ macro_rules! rows_kernel {
 }
 pub(super) use by_rows;
 
-rows_kernel!(q8_0_rows, q8_0_dot, BlockQ8_0, BlockQ8_0);
-rows_kernel!(q4_0_rows, q4_0_dot, BlockQ4_0, BlockQ8_0);
-rows_kernel!(q5_0_rows, q5_0_dot, BlockQ5_0, BlockQ8_0);
-rows_kernel!(iq4_nl_rows, iq4_nl_dot, BlockIQ4_NL, BlockQ8_0);
 rows_kernel!(q6_k_rows, q6_k_dot, BlockQ6_K, BlockQ8_K);
 rows_kernel!(q6_k_tiled_rows, q6_k_tiled_dot, BlockQ6_K, BlockQ8_K);
 
-/// Q8_0-activation kernels: `unpack` turns weight block `b` into 32 bytes, the signed quants
-/// (`off = 0`), or the quants plus `off` as unsigned bytes of at most 31 (`off > 0`). The second
-/// form takes `vpmaddubsw` directly (pairs of products at most 2·31·128 in magnitude: no
-/// saturation) and subtracts `off · Σ y` over each lane's four activation bytes: the same exact
-/// lane sums as the sign trick, in fewer instructions.
-macro_rules! q8_0_family {
-    ($fname:ident, $wb:ty, |$b:ident| $unpack:expr) => {
-        q8_0_family!($fname, $wb, off = 0, |$b| $unpack);
-    };
-    ($fname:ident, $wb:ty, off = $off:literal, |$b:ident| $unpack:expr) => {
-        /// # Safety
-        /// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb`
-        /// activation blocks.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $fname<const N: usize>(
-            w: [*const $wb; N],
-            x: *const BlockQ8_0,
-            nb: usize,
-        ) -> [f32; N] {
-            const { assert!(N <= 4) };
-            let mut acc = [_mm256_setzero_ps(); N];
-            // Row `r`'s scale product sits in lane `r` of `d` below.
-            let lane: [__m256i; N] = std::array::from_fn(|r| _mm256_set1_epi32(r as i32));
-            // The rows of a pass are consecutive (`by_rows`). Blocks are under 64 bytes: one
-            // line per row and block covers every line of long rows.
-            let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS);
-            for i in 0..nb {
-                pf.step(&w, i);
-                // SAFETY: `i < nb`, so block `i` of `x` and of every row is in bounds (caller).
-                let a = unsafe { &*x.add(i) };
-                // SAFETY: reads the 32 bytes of `a.qs`.
-                let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
-                // The rows' f16 scales packed in one u64 (integer loads and shifts), converted
-                // with one instruction and multiplied by the activation's scale: the same f32
-                // products `d_w · d_x` as one conversion and multiplication per row.
-                let mut packed = 0u64;
-                for r in 0..N {
-                    // SAFETY: as for `a`.
-                    let d = unsafe { (*w[r].add(i)).d };
-                    packed |= (u16::from_le_bytes(d) as u64) << (16 * r);
-                }
-                let d = _mm_mul_ps(
-                    _mm_cvtph_ps(_mm_cvtsi64_si128(packed as i64)),
-                    _mm_set1_ps(h2f(a.d)),
-                );
-                let d = _mm256_castps128_ps256(d);
-                let ones = _mm256_set1_epi16(1);
-                // `off · Σ y` per lane (only read by the unsigned form).
-                let y_off = if $off == 0 {
-                    _mm256_setzero_si256()
-                } else {
-                    // Word pairs `off · (y_a + y_b)`, at most 31·2·128 in magnitude.
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8($off), y), ones)
-                };
-                for r in 0..N {
-                    // SAFETY: as for `a`.
-                    let $b = unsafe { &*w[r].add(i) };
-                    let q: __m256i = $unpack;
-                    let lanes = if $off == 0 {
-                        dot_i8(q, y)
-                    } else {
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones);
-                        _mm256_sub_epi32(p, y_off)
-                    };
-                    let s = _mm256_cvtepi32_ps(lanes);
-                    let scale = _mm256_permutevar8x32_ps(d, lane[r]);
-                    acc[r] = _mm256_fmadd_ps(scale, s, acc[r]);
-                }
+/// A format multiplied with Q8_0 activations (Q8_0, Q5_0, Q4_0, IQ4_NL) as the AVX2-level
+/// kernels unpack a block: its 32 quants as bytes, either the signed quants (`OFF = 0`, the
+/// sign form) or the quants plus `OFF` as unsigned bytes of at most 31 (the offset form). The
+/// one-token kernel here ([`q0_dot`]), the AVX2 batch kernel (`avx2_q0`) and the AVX-512
+/// kernels' 256-bit paths (`avx512_q0`) all unpack through it.
+pub(super) trait Q0Avx2: crate::blocks::Block {
+    /// The offset form's `OFF`, or 0 for the sign form.
+    const OFF: u8;
+    /// The quants: `q + OFF` in the offset form, the signed `q` in the sign form.
+    ///
+    /// # Safety
+    /// AVX2/FMA/F16C available.
+    unsafe fn quants(b: &Self) -> __m256i;
+    /// The signed quants `q` whatever the form.
+    ///
+    /// # Safety
+    /// As [`quants`](Q0Avx2::quants).
+    #[inline(always)]
+    unsafe fn signed(b: &Self) -> __m256i {
+        // SAFETY: the caller's guarantees are `quants`' (`_mm256_sub_epi8`, AVX2, is available
+        // by the same).
+        unsafe {
+            let q = Self::quants(b);
+            if Self::OFF == 0 {
+                q
+            } else {
+                _mm256_sub_epi8(q, _mm256_set1_epi8(Self::OFF as i8))
             }
-            acc.map(|v| reduce8(v))
         }
-    };
+    }
+    /// The f16 scale.
+    fn d(&self) -> [u8; 2];
 }
 
-q8_0_family!(q8_0_dot, BlockQ8_0, |b| {
-    // SAFETY: reads the 32 bytes of `b.qs`.
-    unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) }
-});
+impl Q0Avx2 for BlockQ8_0 {
+    const OFF: u8 = 0;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quants(b: &Self) -> __m256i {
+        // SAFETY: reads the 32 bytes of `b.qs`.
+        unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) }
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+impl Q0Avx2 for BlockIQ4_NL {
+    // The nibbles index the value table (`vpshufb`).
+    const OFF: u8 = 0;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quants(b: &Self) -> __m256i {
+        // SAFETY: reads the 16 bytes of the table.
+        let lut = unsafe { _mm_loadu_si128(IQ4_NL_VALUES.as_ptr().cast()) };
+        _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(lut), nibbles(&b.qs))
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+impl Q0Avx2 for BlockQ4_0 {
+    // The nibbles are the quants plus 8.
+    const OFF: u8 = 8;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quants(b: &Self) -> __m256i {
+        nibbles(&b.qs)
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
+
+impl Q0Avx2 for BlockQ5_0 {
+    // The 5-bit value nib | h·16 is the quant plus 16.
+    const OFF: u8 = 16;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quants(b: &Self) -> __m256i {
+        let high = bits_to_bytes(u32::from_le_bytes(b.qh));
+        _mm256_or_si256(
+            nibbles(&b.qs),
+            _mm256_and_si256(high, _mm256_set1_epi8(0x10)),
+        )
+    }
+    #[inline(always)]
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+}
 
 /// 16 packed nibble bytes → 32 bytes (low nibbles = elements 0..16, high = 16..32).
 #[inline]
@@ -272,9 +285,6 @@ pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
     );
     _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
 }
-
-// Q4_0: the nibbles are the quants plus 8.
-q8_0_family!(q4_0_dot, BlockQ4_0, off = 8, |b| nibbles(&b.qs));
 
 /// Expands 32 bits into 32 bytes: byte j = 0xFF where bit j is set, else 0.
 #[inline]
@@ -296,21 +306,88 @@ pub(super) fn bits_to_bytes(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(probe, _mm256_set1_epi64x(-1))
 }
 
-// Q5_0: the 5-bit value nib | h·16 is the quant plus 16.
-q8_0_family!(q5_0_dot, BlockQ5_0, off = 16, |b| {
-    let high = bits_to_bytes(u32::from_le_bytes(b.qh));
-    _mm256_or_si256(
-        nibbles(&b.qs),
-        _mm256_and_si256(high, _mm256_set1_epi8(0x10)),
-    )
-});
+/// The one-token row kernel of a [`Q0Avx2`] format: rows in groups of four, then one.
+fn q0_rows<B: Q0Avx2>(w: &[u8], row_bytes: usize, x: &[u8], out: &mut [f32]) {
+    let nb = check_rows::<B, BlockQ8_0>(w, row_bytes, x, out.len());
+    let xp = x.as_ptr().cast::<BlockQ8_0>();
+    by_rows!(w, row_bytes, out,
+        // SAFETY: `kernel` hands this function out only when the CPU has every feature
+        // `q0_dot` enables; `check_rows` verified every row holds `nb` blocks and `x` the
+        // matching activation blocks, which is all `q0_dot` reads.
+        |p: [4]| unsafe { q0_dot::<B, 4>(p.map(|p| p.cast::<B>()), xp, nb) },
+        // SAFETY: as above.
+        |p: [1]| unsafe { q0_dot::<B, 1>(p.map(|p| p.cast::<B>()), xp, nb) })
+}
 
-// IQ4_NL: the nibbles index the value table (`vpshufb`).
-q8_0_family!(iq4_nl_dot, BlockIQ4_NL, |b| {
-    // SAFETY: reads the 16 bytes of the table.
-    let lut = unsafe { _mm_loadu_si128(IQ4_NL_VALUES.as_ptr().cast()) };
-    _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(lut), nibbles(&b.qs))
-});
+/// `N` rows of a [`Q0Avx2`] format × one token of Q8_0 activations. The sign form multiplies
+/// `|q|` by `y` with the sign of `q`; the offset form takes `vpmaddubsw` directly (pairs of
+/// products at most 2·31·128 in magnitude: no saturation) and subtracts `OFF · Σ y` over each
+/// lane's four activation bytes: the same exact lane sums as the sign trick, in fewer
+/// instructions.
+///
+/// # Safety
+/// AVX2/FMA/F16C available; each `w[r]` points to `nb` readable blocks, `x` to `nb`
+/// activation blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q0_dot<B: Q0Avx2, const N: usize>(
+    w: [*const B; N],
+    x: *const BlockQ8_0,
+    nb: usize,
+) -> [f32; N] {
+    const { assert!(N <= 4) };
+    let mut acc = [_mm256_setzero_ps(); N];
+    // Row `r`'s scale product sits in lane `r` of `d` below.
+    let lane: [__m256i; N] = std::array::from_fn(|r| _mm256_set1_epi32(r as i32));
+    // The rows of a pass are consecutive (`by_rows`). Blocks are under 64 bytes: one line per
+    // row and block covers every line of long rows.
+    let pf = super::Prefetch::for_pass(w[0], N, nb, PF_BLOCKS);
+    for i in 0..nb {
+        pf.step(&w, i);
+        // SAFETY: `i < nb`, so block `i` of `x` and of every row is in bounds (caller).
+        let a = unsafe { &*x.add(i) };
+        // SAFETY: reads the 32 bytes of `a.qs`.
+        let y = unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) };
+        // The rows' f16 scales packed in one u64 (integer loads and shifts), converted with one
+        // instruction and multiplied by the activation's scale: the same f32 products
+        // `d_w · d_x` as one conversion and multiplication per row.
+        let mut packed = 0u64;
+        for r in 0..N {
+            // SAFETY: as for `a`.
+            let d = unsafe { (*w[r].add(i)).d() };
+            packed |= (u16::from_le_bytes(d) as u64) << (16 * r);
+        }
+        let d = _mm_mul_ps(
+            _mm_cvtph_ps(_mm_cvtsi64_si128(packed as i64)),
+            _mm_set1_ps(h2f(a.d)),
+        );
+        let d = _mm256_castps128_ps256(d);
+        let ones = _mm256_set1_epi16(1);
+        // `OFF · Σ y` per lane (only read by the offset form).
+        let y_off = if B::OFF == 0 {
+            _mm256_setzero_si256()
+        } else {
+            // Word pairs `OFF · (y_a + y_b)`, at most 31·2·128 in magnitude.
+            _mm256_madd_epi16(
+                _mm256_maddubs_epi16(_mm256_set1_epi8(B::OFF as i8), y),
+                ones,
+            )
+        };
+        for r in 0..N {
+            // SAFETY: as for `a`; the features `quants` needs are enabled here.
+            let q = unsafe { B::quants(&*w[r].add(i)) };
+            let lanes = if B::OFF == 0 {
+                dot_i8(q, y)
+            } else {
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones);
+                _mm256_sub_epi32(p, y_off)
+            };
+            let s = _mm256_cvtepi32_ps(lanes);
+            let scale = _mm256_permutevar8x32_ps(d, lane[r]);
+            acc[r] = _mm256_fmadd_ps(scale, s, acc[r]);
+        }
+    }
+    acc.map(|v| reduce8(v))
+}
 
 /// Q6_K · Q8_K in llama.cpp's `ggml_vec_dot_q6_K_q8_K` (AVX2) order.
 ///

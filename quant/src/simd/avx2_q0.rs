@@ -25,9 +25,9 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{bits_to_bytes, h2f, nibbles};
+use super::avx2::{h2f, Q0Avx2};
 use super::{ActBlock, BatchActs, BatchKernel, OutRows};
-use crate::blocks::{Block, BlockIQ4_NL, BlockQ4_0, BlockQ5_0, BlockQ8_0, IQ4_NL_VALUES};
+use crate::blocks::{BlockIQ4_NL, BlockQ4_0, BlockQ5_0, BlockQ8_0};
 
 /// Rows per register tile (and per unpacked row group).
 const BR: usize = 4;
@@ -45,80 +45,6 @@ struct WBlock {
     s: [i8; 32],
     /// The block's scale, eight lanes.
     d: [f32; 8],
-}
-
-/// A weight format as the batch kernel unpacks it.
-trait Q0Avx2: Block {
-    /// The offset form's `OFF`, or 0 for the sign form.
-    const OFF: u8;
-    /// The quants: `q + OFF` in the offset form, the signed `q` in the sign form.
-    ///
-    /// # Safety
-    /// AVX2/FMA/F16C available.
-    unsafe fn quants(b: &Self) -> __m256i;
-    /// The f16 scale.
-    fn d(&self) -> [u8; 2];
-}
-
-impl Q0Avx2 for BlockQ8_0 {
-    const OFF: u8 = 0;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn quants(b: &Self) -> __m256i {
-        // SAFETY: reads the 32 bytes of `b.qs`.
-        unsafe { _mm256_loadu_si256(b.qs.as_ptr().cast()) }
-    }
-    #[inline(always)]
-    fn d(&self) -> [u8; 2] {
-        self.d
-    }
-}
-
-impl Q0Avx2 for BlockIQ4_NL {
-    const OFF: u8 = 0;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn quants(b: &Self) -> __m256i {
-        // SAFETY: reads the 16 bytes of the table.
-        let lut = unsafe { _mm_loadu_si128(IQ4_NL_VALUES.as_ptr().cast()) };
-        _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(lut), nibbles(&b.qs))
-    }
-    #[inline(always)]
-    fn d(&self) -> [u8; 2] {
-        self.d
-    }
-}
-
-impl Q0Avx2 for BlockQ4_0 {
-    // The nibbles are the quants plus 8.
-    const OFF: u8 = 8;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn quants(b: &Self) -> __m256i {
-        nibbles(&b.qs)
-    }
-    #[inline(always)]
-    fn d(&self) -> [u8; 2] {
-        self.d
-    }
-}
-
-impl Q0Avx2 for BlockQ5_0 {
-    // The 5-bit value nib | h·16 is the quant plus 16.
-    const OFF: u8 = 16;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn quants(b: &Self) -> __m256i {
-        let high = bits_to_bytes(u32::from_le_bytes(b.qh));
-        _mm256_or_si256(
-            nibbles(&b.qs),
-            _mm256_and_si256(high, _mm256_set1_epi8(0x10)),
-        )
-    }
-    #[inline(always)]
-    fn d(&self) -> [u8; 2] {
-        self.d
-    }
 }
 
 /// The batch kernel for `ty` (`Some` for Q8_0, Q5_0, Q4_0, IQ4_NL); the caller checked that

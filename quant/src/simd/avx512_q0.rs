@@ -29,7 +29,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{bits_to_bytes, h2f, nibbles, reduce8};
+use super::avx2::{h2f, reduce8, Q0Avx2};
 use super::{check_rows, Prefetch, Rows4Fn, RowsFn, PF_PASS_BLOCKS};
 use crate::blocks::{BlockIQ4_NL, BlockQ4_0, BlockQ5_0, BlockQ8_0, IQ4_NL_VALUES};
 
@@ -116,38 +116,23 @@ fn shifted2(a: &[u8; 16], b: &[u8; 16]) -> __m512i {
     _mm512_mask_srli_epi16(t, 0xFF00_FF00, t, 4)
 }
 
-/// A weight block whose 32 quants unpack to signed bytes (the values llama.cpp multiplies).
-trait Q0Block {
+/// A weight block whose 32 quants unpack to signed bytes (the values llama.cpp multiplies),
+/// two blocks per 512-bit register; one block at a time, and the scale, come from
+/// [`Q0Avx2`] ([`Q0Avx2::signed`], [`Q0Avx2::d`]).
+trait Q0Block: Q0Avx2 {
     /// The 32 signed quants of `a` (low half) and `b` (high half).
     ///
     /// # Safety
     /// AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C available.
     unsafe fn pair(a: &Self, b: &Self) -> __m512i;
-    /// The 32 signed quants of `a`.
-    ///
-    /// # Safety
-    /// As [`pair`](Q0Block::pair).
-    unsafe fn one(a: &Self) -> __m256i;
-    /// The f16 scale.
-    fn d(&self) -> [u8; 2];
 }
 
 impl Q0Block for BlockQ8_0 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     unsafe fn pair(a: &Self, b: &Self) -> __m512i {
-        // SAFETY: the features `one` needs are enabled here.
-        unsafe { join(Self::one(a), Self::one(b)) }
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn one(a: &Self) -> __m256i {
-        // SAFETY: reads the 32 bytes of `a.qs`.
-        unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) }
-    }
-    #[inline(always)]
-    fn d(&self) -> [u8; 2] {
-        self.d
+        // SAFETY: the features `signed` needs are enabled here.
+        unsafe { join(Self::signed(a), Self::signed(b)) }
     }
 }
 
@@ -157,15 +142,6 @@ impl Q0Block for BlockQ4_0 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     unsafe fn pair(a: &Self, b: &Self) -> __m512i {
         _mm512_sub_epi8(nibbles2(&a.qs, &b.qs), _mm512_set1_epi8(8))
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn one(a: &Self) -> __m256i {
-        _mm256_sub_epi8(nibbles(&a.qs), _mm256_set1_epi8(8))
-    }
-    #[inline(always)]
-    fn d(&self) -> [u8; 2] {
-        self.d
     }
 }
 
@@ -179,19 +155,6 @@ impl Q0Block for BlockQ5_0 {
         let nib = nibbles2(&a.qs, &b.qs);
         _mm512_mask_sub_epi8(nib, !h, nib, _mm512_set1_epi8(16))
     }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn one(a: &Self) -> __m256i {
-        let high = bits_to_bytes(u32::from_le_bytes(a.qh));
-        _mm256_or_si256(
-            nibbles(&a.qs),
-            _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8)),
-        )
-    }
-    #[inline(always)]
-    fn d(&self) -> [u8; 2] {
-        self.d
-    }
 }
 
 impl Q0Block for BlockIQ4_NL {
@@ -202,17 +165,6 @@ impl Q0Block for BlockIQ4_NL {
         // SAFETY: reads the 16 bytes of the table.
         let lut = unsafe { _mm_loadu_si128(IQ4_NL_VALUES.as_ptr().cast()) };
         _mm512_shuffle_epi8(_mm512_broadcast_i32x4(lut), nibbles2(&a.qs, &b.qs))
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    unsafe fn one(a: &Self) -> __m256i {
-        // SAFETY: reads the 16 bytes of the table.
-        let lut = unsafe { _mm_loadu_si128(IQ4_NL_VALUES.as_ptr().cast()) };
-        _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(lut), nibbles(&a.qs))
-    }
-    #[inline(always)]
-    fn d(&self) -> [u8; 2] {
-        self.d
     }
 }
 
@@ -291,7 +243,7 @@ unsafe fn single<B: Q0Block, const T: usize>(
         // SAFETY: `i < nb` (caller).
         let a = unsafe { &*w.add(i) };
         // SAFETY: the features are enabled here.
-        let q = unsafe { B::one(a) };
+        let q = unsafe { B::signed(a) };
         let aq = _mm256_abs_epi8(q);
         let dw = h2f(a.d());
         for t in 0..T {
@@ -582,7 +534,8 @@ struct WBlock {
 
 /// A weight format's quants as unsigned bytes `q + OFF` for the batch kernel.
 trait Q0Unsigned: Q0Block {
-    /// The offset added to every quant.
+    /// The offset added to every quant (for Q8_0 and IQ4_NL 128, where [`Q0Avx2::OFF`], the
+    /// 256-bit kernels' form, is 0).
     const OFF: u8;
     /// `q + OFF` for the 32 quants of `a` (low half) and `b` (high half).
     ///
@@ -681,7 +634,7 @@ unsafe fn prepare_blocks<B: Q0Unsigned>(
     out: &mut [super::ActBlock],
     d: &mut [f32],
 ) {
-    let off = _mm256_set1_epi8(B::OFF as i8);
+    let off = _mm256_set1_epi8(<B as Q0Unsigned>::OFF as i8);
     let zero = _mm256_setzero_si256();
     for ((b, o), d) in xb.iter().zip(out.iter_mut()).zip(d.iter_mut()) {
         // SAFETY: reads the 32 bytes of `b.qs`.
