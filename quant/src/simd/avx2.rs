@@ -192,17 +192,15 @@ pub(super) trait Q0Avx2: crate::blocks::Block {
     ///
     /// # Safety
     /// As [`quants`](Q0Avx2::quants).
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn signed(b: &Self) -> __m256i {
-        // SAFETY: the caller's guarantees are `quants`' (`_mm256_sub_epi8`, AVX2, is available
-        // by the same).
-        unsafe {
-            let q = Self::quants(b);
-            if Self::OFF == 0 {
-                q
-            } else {
-                _mm256_sub_epi8(q, _mm256_set1_epi8(Self::OFF as i8))
-            }
+        // SAFETY: the features `quants` needs are enabled here.
+        let q = unsafe { Self::quants(b) };
+        if Self::OFF == 0 {
+            q
+        } else {
+            _mm256_sub_epi8(q, _mm256_set1_epi8(Self::OFF as i8))
         }
     }
     /// The f16 scale.
