@@ -39,18 +39,22 @@ pub fn run(args: &[String]) -> Result<()> {
         Some((what, rest)) if what == "cache" => bench_cache(rest),
         Some((what, rest)) if what == "compare" => crate::bench_compare::run(rest),
         Some((what, rest)) if what == "serve" => crate::bench_serve::run(rest),
-        Some((other, _)) => bail!("unknown bench `{other}`; accepted: cache, compare, serve"),
-        None => {
-            bail!(
-                "usage: cargo xtask bench cache [--model PATH] [--budget 25%] [--prefetch 2] ...\n\
-                 \x20      cargo xtask bench compare --llama-bench PATH [--model M] [-p 512] [-n 128] \
-                 [-t 1,2] [-r 3] [--rounds 2] [--llama-args \"...\"]\n\
-                 \x20      cargo xtask bench serve [--llama-server PATH] [--model M] [--big MODEL_7B] \
-                 [--clients 1,2,4,8] [--tokens N] [--out DIR]"
-            )
+        Some((what, _)) if matches!(what.as_str(), "-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
         }
+        Some((other, _)) => bail!("unknown bench `{other}`\n\n{USAGE}"),
+        None => bail!("{USAGE}"),
     }
 }
+
+/// What `cargo xtask bench`, `cargo xtask bench --help` and an unknown bench print.
+const USAGE: &str =
+    "usage: cargo xtask bench cache [--model PATH] [--budget 25%] [--prefetch 2] ...
+       cargo xtask bench compare --llama-bench PATH [--model M] [-p 512] [-n 128] \
+[-t 1,2] [-r 3] [--rounds 2] [--llama-args \"...\"]
+       cargo xtask bench serve [--llama-server PATH] [--model M] [--big MODEL_7B] \
+[--clients 1,2,4,8] [--tokens N] [--out DIR]";
 
 struct Options {
     model: Option<PathBuf>,
