@@ -198,8 +198,8 @@ pub(crate) mod test_util {
 /// of per-row prefetching (which lands in the rows being read), but on AMD Zen 5 (one core
 /// reads 31 GiB/s) the 640-column Q5_0 rows read 19.5–19.8 GiB/s from DRAM with 3 KiB, 22–24
 /// with 6 KiB, 23.7–24 with 12 KiB and 23–26 with 24 KiB (one thread; criterion
-/// `matvec_cold/Q5_0/65536x640`), and Gemma 3 270M decoded 6% faster with 12 KiB. 12 KiB is a
-/// quarter of the smallest L1 data cache of the CPUs measured (32 KiB on Zen 3/4).
+/// `matvec_cold/Q5_0/65536x640`), and Gemma 3 270M decoded 6% faster with 12 KiB. 12 KiB is
+/// 3/8 of the smallest L1 data cache of the CPUs measured (32 KiB on Zen 3/4).
 #[cfg(target_arch = "x86_64")]
 pub(super) const PF_LINEAR_BYTES: usize = 12288;
 /// Largest pass (rows × blocks) prefetched linearly ([`Prefetch::for_pass`]; ~8.7 KiB of Q8_0).
