@@ -383,9 +383,9 @@ const EXPF_POLY: [f64; 3] = [
 /// `sysdeps/ieee754/flt-32/e_expf.c`, MIT OR Apache-2.0 WITH LLVM-exception; written here from
 /// its description): in double precision `z = x·32/ln 2 = k + r` with `k` an integer (rounded
 /// to nearest by adding and subtracting 0x1.8p+52) and |r| ≤ 1/2; then
-/// `e^x = 2^(k/32) · 2^(r/32)`, `2^(k/32)` from [`EXP2_TAB`] with `k/32`'s integer part added
-/// to the exponent field, `2^(r/32)` a cubic; one rounding to f32 at the end. glibc's FMA
-/// variant (`e_expf-fma.c`) contracts `x·32/ln 2` into both of its uses (the rounding
+/// `e^x = 2^(k/32) · 2^(r/32)`, `2^(k/32)` from the table `EXP2_TAB` with `k/32`'s integer
+/// part added to the exponent field, `2^(r/32)` a cubic; one rounding to f32 at the end.
+/// glibc's FMA variant (`e_expf-fma.c`) contracts `x·32/ln 2` into both of its uses (the rounding
 /// `z + shift` and `r = z − k`), and the polynomial's `a + b·c`; those `mul_add`s are the ones
 /// here. The reduction's matter: with `z` rounded first, two inputs (32.564632 among them)
 /// differ in the last bit — glibc's non-FMA variant, which a CPU without FMA gets, does that.

@@ -1,4 +1,4 @@
-//! [`AlignedBuf`]: one zeroed heap allocation aligned to [`READ_ALIGN`](crate::READ_ALIGN).
+//! [`AlignedBuf`]: one zeroed heap allocation aligned to [`READ_ALIGN`].
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;

@@ -10,7 +10,7 @@
 //! *dense part*: [`LayerInfo::tensors`] lists the dense tensors only, [`LayerInfo::experts`] the
 //! expert tensors, and [`LayerInfo::dense`] the file ranges the cache reads for the dense part —
 //! the maximal runs of the layer's dense tensors, in file order, that no expert tensor of the
-//! layer interrupts (runs less than [`READ_ALIGN`](crate::READ_ALIGN) apart are merged, since
+//! layer interrupts (runs less than [`READ_ALIGN`] apart are merged, since
 //! their aligned reads would touch anyway). A layer without expert tensors has one run, its
 //! extent: the cache reads it with one read, rounded out to `READ_ALIGN`, as before experts.
 

@@ -63,6 +63,17 @@ fn steps() -> Vec<Step> {
                 "warnings",
             ],
         ),
+        // Every crate's docs, private items included: a broken or private intra-doc link fails.
+        cargo_env(
+            "docs",
+            &[
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--document-private-items",
+            ],
+            &[("RUSTDOCFLAGS", "-D warnings")],
+        ),
         Step {
             name: "fetch model",
             action: Action::EnsureModel,
