@@ -158,7 +158,18 @@ pub fn open_engine(path: &Path, cfg: EngineConfig) -> Result<Engine> {
     let t = Instant::now();
     let engine = Engine::open(path, cfg).with_context(|| format!("opening {}", path.display()))?;
     if owned {
-        eprintln!("globals read in {:.2} s", t.elapsed().as_secs_f64());
+        let rows = engine.layer_cache().plan().row_globals_bytes;
+        eprintln!(
+            "globals read in {:.2} s{}",
+            t.elapsed().as_secs_f64(),
+            match rows {
+                0 => String::new(),
+                _ => format!(
+                    " (embedding table, {}, left in storage: rows read per token)",
+                    human_bytes(rows)
+                ),
+            }
+        );
         let bar = indicatif::ProgressBar::new(0).with_style(
             indicatif::ProgressStyle::with_template(
                 "resident layers [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {elapsed}",

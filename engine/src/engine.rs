@@ -68,13 +68,32 @@ pub struct Engine {
 impl Engine {
     /// Opens the GGUF model at `path`: parses its header, reads its configuration and tokenizer,
     /// and sets up the layer cache (reading the globals; see [`Engine::preload`] for the layers).
+    /// The cache is opened with [`Engine::row_globals`] of the file.
     #[cfg(feature = "file")]
     pub fn open(path: impl AsRef<Path>, config: EngineConfig) -> Result<Engine, EngineError> {
         let t0 = Clock::now();
-        let cache = LayerCache::open_path(path.as_ref(), &config.cache)?;
+        let path = path.as_ref();
+        let gguf = strata_gguf::Gguf::open(path).map_err(strata_layer_cache::Error::from)?;
+        let cache_config = CacheConfig {
+            row_globals: Engine::row_globals(&gguf),
+            ..config.cache.clone()
+        };
+        let storage = LayerCache::open_storage(path, &cache_config)?;
+        let cache = LayerCache::open(storage, gguf, &cache_config)?;
         let mut engine = Engine::from_cache(cache, config)?;
         engine.load_time = t0.elapsed();
         Ok(engine)
+    }
+
+    /// The global tensors this engine reads only a row at a time, for
+    /// [`CacheConfig::row_globals`]: `token_embd.weight` when the model has its own
+    /// `output.weight` (a tied model multiplies by the whole embedding matrix for its logits).
+    /// Left in storage when the budget is below the model, its rows are read per token.
+    pub fn row_globals(gguf: &strata_gguf::Gguf) -> Vec<String> {
+        match gguf.tensor("output.weight") {
+            Some(_) => vec![String::from("token_embd.weight")],
+            None => Vec::new(),
+        }
     }
 
     /// Builds an engine over a layer cache opened by the caller (any [`strata_layer_cache::Storage`],

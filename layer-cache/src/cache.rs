@@ -82,6 +82,10 @@ pub struct CachePlan {
     pub minimum_bytes: u64,
     /// Memory taken by the pinned globals.
     pub globals_bytes: u64,
+    /// Bytes of the row globals ([`CacheConfig::row_globals`]) left in storage, read a row at
+    /// a time by [`LayerCache::read_global`]; 0 when the budget holds the whole model (they
+    /// are pinned with the other globals then) or there are none.
+    pub row_globals_bytes: u64,
     /// The largest layer's aligned read size: the size of an LRU slot, and the unit of the
     /// minimum budget.
     pub slot_bytes: u64,
@@ -322,18 +326,24 @@ impl std::fmt::Debug for LayerCache {
     }
 }
 
+/// The offset of a global tensor that is not in the globals region: a row global left in
+/// storage ([`CacheConfig::row_globals`]).
+const NOT_PINNED: u64 = u64::MAX;
+
 /// Global tensors grouped into runs that are read with one aligned read each.
 struct GlobalsLayout {
     /// (file read, offset of the read's first byte in the globals region).
     runs: Vec<(ReadRange, u64)>,
-    /// Per global tensor: offset from the globals base.
+    /// Per global tensor: offset from the globals base ([`NOT_PINNED`] for one left out).
     offsets: Vec<u64>,
     /// Bytes of the globals region.
     bytes: u64,
 }
 
-fn plan_globals(globals: &[TensorEntry], file_len: u64) -> GlobalsLayout {
-    let mut order: Vec<usize> = (0..globals.len()).collect();
+/// The layout of the global tensors not marked in `skip` (the row globals left in storage,
+/// whose offset is [`NOT_PINNED`]).
+fn plan_globals(globals: &[TensorEntry], skip: &[bool], file_len: u64) -> GlobalsLayout {
+    let mut order: Vec<usize> = (0..globals.len()).filter(|&i| !skip[i]).collect();
     order.sort_by_key(|&i| globals[i].offset);
     let mut ranges: Vec<(Range<u64>, Vec<usize>)> = Vec::new();
     for i in order {
@@ -347,7 +357,7 @@ fn plan_globals(globals: &[TensorEntry], file_len: u64) -> GlobalsLayout {
             _ => ranges.push((r, vec![i])),
         }
     }
-    let mut offsets = vec![0; globals.len()];
+    let mut offsets = vec![NOT_PINNED; globals.len()];
     let mut runs = Vec::with_capacity(ranges.len());
     let mut at = 0u64;
     for (range, members) in ranges {
@@ -446,7 +456,19 @@ impl LayerCache {
     #[cfg(feature = "file")]
     pub fn open_path(path: &std::path::Path, config: &CacheConfig) -> Result<LayerCache, Error> {
         let gguf = Gguf::open(path)?;
-        let storage: Arc<dyn Storage> = match config.backend {
+        LayerCache::open(LayerCache::open_storage(path, config)?, gguf, config)
+    }
+
+    /// The storage [`LayerCache::open_path`] reads `path` through for `config`'s backend: a
+    /// memory map, or the file with or without O_DIRECT. For a caller that parses the header
+    /// itself first (to choose [`CacheConfig::row_globals`], say) and then calls
+    /// [`LayerCache::open`]. The same obligation as `open_path` holds for the mmap backend.
+    #[cfg(feature = "file")]
+    pub fn open_storage(
+        path: &std::path::Path,
+        config: &CacheConfig,
+    ) -> Result<Arc<dyn Storage>, Error> {
+        Ok(match config.backend {
             Backend::Mmap => {
                 if config.direct_io {
                     return Err(Error::Config {
@@ -472,8 +494,7 @@ impl LayerCache {
             Backend::File | Backend::Arena => {
                 Arc::new(crate::FileStorage::open(path, config.direct_io)?)
             }
-        };
-        LayerCache::open(storage, gguf, config)
+        })
     }
 
     /// Open over any storage; `gguf` is the storage's parsed header. The mmap backend needs a
@@ -485,7 +506,21 @@ impl LayerCache {
     ) -> Result<LayerCache, Error> {
         let file_len = storage.len();
         let map = LayerMap::from_gguf(&gguf, file_len)?;
-        let layout = plan_globals(map.globals(), file_len);
+        let rows: Vec<bool> = map
+            .globals()
+            .iter()
+            .map(|t| config.row_globals.contains(&t.name))
+            .collect();
+        let all_layout = plan_globals(map.globals(), &vec![false; rows.len()], file_len);
+        let pinned_layout = plan_globals(map.globals(), &rows, file_len);
+        let globals = GlobalsSizes {
+            all: all_layout.bytes,
+            pinned: pinned_layout.bytes,
+            rows: (map.globals().iter().zip(&rows))
+                .filter(|(_, &r)| r)
+                .map(|(t, _)| t.n_bytes)
+                .sum(),
+        };
         let dense: Vec<DenseLayout> = map
             .layers()
             .iter()
@@ -493,7 +528,11 @@ impl LayerCache {
             .collect();
         let experts_plan = ExpertsPlan::new(&gguf, &map, file_len)?;
         let (plan, slot_sizes) =
-            plan_slots(&map, &dense, &experts_plan, layout.bytes, file_len, config)?;
+            plan_slots(&map, &dense, &experts_plan, globals, file_len, config)?;
+        let layout = match plan.row_globals_bytes {
+            0 => all_layout,
+            _ => pinned_layout,
+        };
         let memory = Memory::allocate(&plan, &slot_sizes, storage.as_ref())?;
         let clock = Clock::now();
         let (globals_offsets, globals_len, bytes_read) =
@@ -566,6 +605,44 @@ impl LayerCache {
     /// The pinned global tensors (full names: `token_embd.weight`, `output_norm.weight`, ...).
     pub fn globals(&self) -> &LayerRef {
         &self.globals
+    }
+
+    /// Copies `out.len()` bytes of the global tensor `name`, from byte `offset` of the tensor
+    /// on: from the pinned globals, or, for a row global left in storage
+    /// ([`CachePlan::row_globals_bytes`]), read from storage now (counted in
+    /// [`CacheStats::bytes_read`]). Meant for a few rows at a time (one token's embedding).
+    /// Errors: [`Error::NoSuchTensor`], [`Error::OutOfBounds`] for a range past the tensor's
+    /// end, and the storage's read errors.
+    pub fn read_global(&self, name: &str, offset: u64, out: &mut [u8]) -> Result<(), Error> {
+        let shared = &self.shared;
+        let entries = shared.map.globals();
+        let i = entries
+            .binary_search_by(|t| t.name.as_str().cmp(name))
+            .map_err(|_| Error::NoSuchTensor {
+                name: name.to_string(),
+                scope: String::from("globals"),
+            })?;
+        let t = &entries[i];
+        let len = out.len() as u64;
+        if offset.checked_add(len).is_none_or(|end| end > t.n_bytes) {
+            return Err(Error::OutOfBounds {
+                what: format!("global tensor `{name}`"),
+                offset,
+                len,
+                available: t.n_bytes,
+            });
+        }
+        if let Some(view) = self.globals.get(name) {
+            let start = offset as usize;
+            out.copy_from_slice(&view.bytes[start..start + out.len()]);
+            return Ok(());
+        }
+        let clock = Clock::now();
+        shared.storage.read_at(t.offset + offset, out)?;
+        let mut st = shared.lock();
+        st.stats.bytes_read += len;
+        st.stats.read_time += clock.elapsed();
+        Ok(())
     }
 
     /// A snapshot of the counters.
@@ -652,14 +729,24 @@ impl Drop for LayerCache {
     }
 }
 
+/// The globals region's size with every global pinned and without the row globals, and the
+/// row globals' own bytes.
+#[derive(Debug, Clone, Copy)]
+struct GlobalsSizes {
+    all: u64,
+    pinned: u64,
+    rows: u64,
+}
+
 /// Step 1 of [`LayerCache::open`]: the budget in bytes, checked against the minimum, and the
 /// slots it pays for (sizes in slot order: cyclic `[resident 0..R | streaming]`, LRU `[K pool
-/// slots]`). `globals` is the globals region's size.
+/// slots]`). The row globals are pinned only when the budget holds everything; otherwise the
+/// plan is made over the globals without them (and so is the minimum).
 fn plan_slots(
     map: &LayerMap,
     dense: &[DenseLayout],
     experts: &ExpertsPlan,
-    globals: u64,
+    globals: GlobalsSizes,
     file_len: u64,
     config: &CacheConfig,
 ) -> Result<(CachePlan, Vec<u64>), Error> {
@@ -668,7 +755,7 @@ fn plan_slots(
     let streaming = window.max(1);
     let footprints: Vec<u64> = dense.iter().map(|d| d.footprint).collect();
     let slot_bytes = footprints.iter().copied().max().unwrap_or(0);
-    let g = globals;
+    let g = globals.all;
     let min_slots = (streaming + 1).min(n) as u64;
     // The K routed experts of one layer, reserved before the dense split (see `CachePlan`).
     let reserve = experts.used as u64 * experts.slot_bytes;
@@ -680,7 +767,7 @@ fn plan_slots(
         };
     // Room for every layer is always enough, even where (w + 1) × the largest layer is more
     // (few layers of uneven sizes).
-    let minimum = (g + min_slots * slot_bytes + reserve).min(all);
+    let minimum = (globals.pinned + min_slots * slot_bytes + reserve).min(all);
     let budget_bytes = match config.budget {
         Budget::Bytes(b) => b,
         Budget::Percent(p) => (file_len as f64 * p / 100.0).floor() as u64,
@@ -691,7 +778,7 @@ fn plan_slots(
         return Err(Error::BudgetTooSmall {
             budget: budget_bytes,
             minimum,
-            globals: g,
+            globals: globals.pinned,
             largest_layer: slot_bytes,
             slots: min_slots,
             experts_used: experts.used as u64,
@@ -700,6 +787,12 @@ fn plan_slots(
     }
     // More than room for everything buys nothing (and would only grow the arena).
     let budget_bytes = budget_bytes.min(all);
+    // Below room for everything, a byte of a resident layer saves a read every token, a byte of
+    // a row global one only when its row is asked for: the row globals stay in storage.
+    let (g, row_globals_bytes) = match budget_bytes < all {
+        true => (globals.pinned, globals.rows),
+        false => (globals.all, 0),
+    };
     // The dense slots are planned over what the reserved experts leave.
     let dense_budget = budget_bytes - reserve;
     let (resident, streaming_slots, stream_slot_bytes, slot_sizes) = match config.policy {
@@ -731,6 +824,7 @@ fn plan_slots(
         budget_bytes,
         minimum_bytes: minimum,
         globals_bytes: g,
+        row_globals_bytes,
         slot_bytes,
         stream_slot_bytes,
         slots: slot_sizes.len(),
@@ -853,7 +947,19 @@ fn read_globals(
                 unsafe { touch_pages(base.wrapping_add(run.offset as usize), run.len as usize) };
                 bytes_read += run.len;
             }
-            map.globals().iter().map(|t| t.offset).collect()
+            // The mapping lends every global; the row globals left in storage are still read
+            // through `read_global` (counted, not faulted in here).
+            map.globals()
+                .iter()
+                .zip(&layout.offsets)
+                .map(|(t, &at)| {
+                    if at == NOT_PINNED {
+                        NOT_PINNED
+                    } else {
+                        t.offset
+                    }
+                })
+                .collect()
         }
         _ => {
             let base = memory.globals_ptr();
@@ -1604,29 +1710,50 @@ impl LayerRef {
         }
     }
 
-    /// The tensor `name` (without `blk.N.` for layers, full name for globals), or `None`.
+    /// Whether entry `i` has bytes here: every layer tensor does; a global does unless it is a
+    /// row global left in storage.
+    fn present(&self, i: usize) -> bool {
+        self.inner.layer.is_some() || self.inner.shared.globals_offsets[i] != NOT_PINNED
+    }
+
+    /// The tensor `name` (without `blk.N.` for layers, full name for globals), or `None` (also
+    /// for a row global left in storage: read its rows with [`LayerCache::read_global`]).
     pub fn get(&self, name: &str) -> Option<TensorView<'_>> {
         let i = self
             .entries()
             .binary_search_by(|t| t.name.as_str().cmp(name))
             .ok()?;
-        Some(self.view(i))
+        self.present(i).then(|| self.view(i))
     }
 
-    /// The tensor `name`, or [`Error::NoSuchTensor`].
+    /// The tensor `name`, or [`Error::NoSuchTensor`] ([`Error::NotPinned`] for a row global
+    /// left in storage).
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, Error> {
-        self.get(name).ok_or_else(|| Error::NoSuchTensor {
-            name: name.to_string(),
-            scope: match self.inner.layer {
-                Some(l) => format!("layer {l}"),
-                None => String::from("globals"),
-            },
+        self.get(name).ok_or_else(|| {
+            let i = self
+                .entries()
+                .binary_search_by(|t| t.name.as_str().cmp(name));
+            match (self.inner.layer, i) {
+                (None, Ok(_)) => Error::NotPinned {
+                    name: name.to_string(),
+                },
+                (layer, _) => Error::NoSuchTensor {
+                    name: name.to_string(),
+                    scope: match layer {
+                        Some(l) => format!("layer {l}"),
+                        None => String::from("globals"),
+                    },
+                },
+            }
         })
     }
 
-    /// Every tensor, sorted by name.
+    /// Every tensor with bytes here, sorted by name (the globals without the row globals left
+    /// in storage).
     pub fn tensors(&self) -> impl Iterator<Item = TensorView<'_>> + '_ {
-        (0..self.entries().len()).map(|i| self.view(i))
+        (0..self.entries().len())
+            .filter(|&i| self.present(i))
+            .map(|i| self.view(i))
     }
 }
 
@@ -1709,6 +1836,88 @@ mod tests {
             s.budget_bytes,
             cache.plan().globals_bytes + 2 * cache.plan().slot_bytes
         );
+    }
+
+    #[test]
+    fn row_globals_stay_in_storage_below_a_full_budget() {
+        let bytes = model(6);
+        let gguf = Gguf::from_bytes(&bytes).unwrap();
+        let open = |budget, rows: &[&str]| {
+            let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.clone()));
+            let config = CacheConfig {
+                backend: Backend::Arena,
+                budget,
+                prefetch: 1,
+                io_threads: 1,
+                row_globals: rows.iter().map(|r| r.to_string()).collect(),
+                ..CacheConfig::default()
+            };
+            LayerCache::open(storage, gguf.clone(), &config).unwrap()
+        };
+        let embd = gguf.tensor("token_embd.weight").unwrap();
+        let table = gguf.tensor_data(&bytes, embd).unwrap();
+        let pinned = open(Budget::Min, &["not.in.the.file"]);
+        let cache = open(Budget::Min, &["token_embd.weight", "not.in.the.file"]);
+        assert_eq!(pinned.plan().row_globals_bytes, 0);
+        assert_eq!(cache.plan().row_globals_bytes, embd.n_bytes);
+        assert!(cache.plan().globals_bytes < pinned.plan().globals_bytes);
+        assert!(cache.plan().minimum_bytes < pinned.plan().minimum_bytes);
+        let g = cache.globals();
+        assert!(g.get("token_embd.weight").is_none());
+        assert!(matches!(
+            g.tensor("token_embd.weight"),
+            Err(Error::NotPinned { .. })
+        ));
+        assert!(matches!(
+            g.tensor("no.such.weight"),
+            Err(Error::NoSuchTensor { .. })
+        ));
+        let names: Vec<&str> = g.tensors().map(|t| t.name).collect();
+        assert_eq!(names, ["output_norm.weight"]);
+        // A row (256 bytes of F32 × 64) read from storage and counted; the other globals served.
+        let before = cache.stats().bytes_read;
+        let mut row = vec![0u8; 256];
+        cache
+            .read_global("token_embd.weight", 3 * 256, &mut row)
+            .unwrap();
+        assert_eq!(row, table[768..1024]);
+        assert_eq!(cache.stats().bytes_read, before + 256);
+        let norm = gguf.tensor("output_norm.weight").unwrap();
+        let mut out = vec![0u8; 8];
+        cache
+            .read_global("output_norm.weight", 4, &mut out)
+            .unwrap();
+        assert_eq!(out, gguf.tensor_data(&bytes, norm).unwrap()[4..12]);
+        assert_eq!(
+            cache.stats().bytes_read,
+            before + 256,
+            "pinned: copied, not read"
+        );
+        assert!(matches!(
+            cache.read_global("token_embd.weight", 9 * 256 + 1, &mut row),
+            Err(Error::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            cache.read_global("no.such.weight", 0, &mut row),
+            Err(Error::NoSuchTensor { .. })
+        ));
+        // The streamed layers still come whole.
+        let t = gguf.tensor("blk.5.a.weight").unwrap();
+        assert_eq!(
+            cache.get(5).unwrap().tensor("a.weight").unwrap().bytes,
+            gguf.tensor_data(&bytes, t).unwrap()
+        );
+        // Room for everything: the table is pinned with the other globals.
+        let all = open(Budget::All, &["token_embd.weight"]);
+        assert_eq!(all.plan().row_globals_bytes, 0);
+        assert_eq!(
+            all.globals().tensor("token_embd.weight").unwrap().bytes,
+            table
+        );
+        let before = all.stats().bytes_read;
+        all.read_global("token_embd.weight", 256, &mut row).unwrap();
+        assert_eq!(row, table[256..512]);
+        assert_eq!(all.stats().bytes_read, before);
     }
 
     #[cfg(feature = "threads")]

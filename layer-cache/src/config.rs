@@ -56,8 +56,9 @@ pub enum Budget {
     /// Enough for every layer: nothing is streamed twice.
     #[default]
     All,
-    /// The smallest budget the model allows: globals + (window + 1) × largest layer, or room
-    /// for every layer where that is less.
+    /// The smallest budget the model allows: the pinned globals (without the row globals,
+    /// [`CacheConfig::row_globals`]) + (window + 1) × largest layer, or room for everything
+    /// where that is less.
     Min,
 }
 
@@ -123,10 +124,18 @@ pub struct CacheConfig {
     pub expert_policy: ExpertPolicy,
     /// Concurrent reads per layer load (a layer is split into this many pieces).
     pub io_threads: usize,
+    /// Global tensors the caller reads only a row at a time, never whole (an engine's
+    /// `token_embd.weight` when the model has a separate `output.weight`). Where the budget
+    /// cannot hold the whole model they stay in storage, outside the budget, and
+    /// [`LayerCache::read_global`](crate::LayerCache::read_global) reads the rows asked for:
+    /// their bytes go to resident layers instead, which every token reads whole. Names the
+    /// file lacks are ignored. Not a file or flag setting: the caller that knows how it uses
+    /// the tensors sets it.
+    pub row_globals: Vec<String>,
 }
 
 impl Default for CacheConfig {
-    /// mmap, budget all, prefetch 2, cyclic, LFU experts, 4 reads in flight.
+    /// mmap, budget all, prefetch 2, cyclic, LFU experts, 4 reads in flight, no row globals.
     fn default() -> CacheConfig {
         CacheConfig {
             backend: Backend::Mmap,
@@ -136,6 +145,7 @@ impl Default for CacheConfig {
             policy: Policy::Cyclic,
             expert_policy: ExpertPolicy::Lfu,
             io_threads: 4,
+            row_globals: Vec::new(),
         }
     }
 }
@@ -314,6 +324,7 @@ impl CacheConfig {
             prefetch: c.prefetch.unwrap_or(self.prefetch),
             policy: c.policy.unwrap_or(self.policy),
             expert_policy: c.expert_policy.unwrap_or(self.expert_policy),
+            row_globals: self.row_globals.clone(),
         }
     }
 

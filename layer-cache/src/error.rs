@@ -124,6 +124,15 @@ pub enum Error {
         /// `"globals"` or `"layer N"`.
         scope: String,
     },
+    /// `LayerRef::tensor` was asked for a row global that the budget left in storage.
+    #[error(
+        "global tensor `{name}` is left in storage by the budget (a row global): read its rows \
+         with LayerCache::read_global"
+    )]
+    NotPinned {
+        /// The requested name.
+        name: String,
+    },
     /// A configuration value was rejected.
     #[error("config key `{key}`: invalid value `{value}`; accepted: {accepted}")]
     Config {

@@ -97,7 +97,8 @@ impl FileStorage {
     }
 
     /// O_DIRECT read of any range: aligned middle straight into `buf`, unaligned pieces through
-    /// an aligned bounce buffer.
+    /// an aligned bounce buffer of at most 256 KiB, sized to the aligned blocks the range
+    /// covers (a small read, such as one embedding row, reads one or two blocks).
     fn read_direct(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         const BOUNCE: usize = 256 << 10;
         let align = READ_ALIGN as usize;
@@ -114,13 +115,18 @@ impl FileStorage {
                 out += n;
                 continue;
             }
-            let bounce = match &mut bounce {
-                Some(b) => b,
-                None => bounce.insert(AlignedBuf::new(BOUNCE as u64, "O_DIRECT bounce buffer")?),
-            };
             let block = pos / READ_ALIGN * READ_ALIGN;
             let skip = (pos - block) as usize;
-            let got = self.read_some(block, bounce.as_mut_slice())?;
+            let cover = (skip + rest.len()).div_ceil(align) * align;
+            let bounce = match &mut bounce {
+                Some(b) => b,
+                None => bounce.insert(AlignedBuf::new(
+                    cover.min(BOUNCE) as u64,
+                    "O_DIRECT bounce buffer",
+                )?),
+            };
+            let want = cover.min(bounce.as_slice().len());
+            let got = self.read_some(block, &mut bounce.as_mut_slice()[..want])?;
             if got <= skip {
                 return Err(self.eof_error(offset, buf.len()));
             }

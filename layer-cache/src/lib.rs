@@ -9,7 +9,9 @@
 //! - [`LayerMap`]: the GGUF tensor table split into pinned globals and `blk.N` layers with byte
 //!   extents.
 //! - [`LayerCache`]: `get(layer)` returns a [`LayerRef`] whose [`TensorView`]s borrow the
-//!   layer's bytes. The budget ([`Budget`]) is divided into globals and layer slots; the
+//!   layer's bytes. The budget ([`Budget`]) is divided into globals and layer slots (below a
+//!   full budget, the caller's row globals stay in storage and
+//!   [`LayerCache::read_global`] reads their rows); the
 //!   [`Policy::Cyclic`] policy keeps as many whole layers resident for good as fit beside w
 //!   streaming slots (each resident layer at its own size) and streams the others through those
 //!   slots while a background thread reads the next w layers; [`Policy::Lru`] is kept for

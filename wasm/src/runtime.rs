@@ -186,6 +186,8 @@ impl Runtime {
             prefetch: 1,
             io_threads: 1,
             direct_io: false,
+            // An untied model's embedding table stays in storage below a full budget.
+            row_globals: Engine::row_globals(&gguf),
             ..CacheConfig::default()
         };
         let layer_cache = LayerCache::open(storage, gguf, &cache).map_err(|e| {
