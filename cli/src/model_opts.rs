@@ -158,16 +158,27 @@ pub fn open_engine(path: &Path, cfg: EngineConfig) -> Result<Engine> {
     let t = Instant::now();
     let engine = Engine::open(path, cfg).with_context(|| format!("opening {}", path.display()))?;
     if owned {
-        let rows = engine.layer_cache().plan().row_globals_bytes;
+        let plan = engine.layer_cache().plan();
+        let mut notes = Vec::new();
+        if plan.row_globals_bytes > 0 {
+            notes.push(format!(
+                "embedding table ({}) left in storage: rows read per token",
+                human_bytes(plan.row_globals_bytes)
+            ));
+        }
+        if plan.head_bytes > 0 {
+            notes.push(format!(
+                "{} of layer {} resident with them",
+                human_bytes(plan.head_bytes),
+                plan.resident_layers
+            ));
+        }
         eprintln!(
             "globals read in {:.2} s{}",
             t.elapsed().as_secs_f64(),
-            match rows {
-                0 => String::new(),
-                _ => format!(
-                    " (embedding table, {}, left in storage: rows read per token)",
-                    human_bytes(rows)
-                ),
+            match notes.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", notes.join("; ")),
             }
         );
         let bar = indicatif::ProgressBar::new(0).with_style(

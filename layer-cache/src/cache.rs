@@ -6,7 +6,9 @@
 //! resident for good, each in a slot of exactly its aligned read size, and the other layers
 //! stream in turn through `w` slots sized for the largest of them, with R as large as the
 //! budget allows: globals + the R resident layers + w × the largest streamed layer ≤ budget
-//! (see [`cyclic_split`]). With LRU the budget is K slots of the largest layer, all one pool.
+//! (see [`cyclic_split`]); what that leaves keeps the first tensors of layer R resident (its
+//! *head*, [`CachePlan::head_bytes`]) so that each token reads only the rest of it. With LRU
+//! the budget is K slots of the largest layer, all one pool.
 //! A layer's slot holds its *dense part* only: for a mixture-of-experts layer, every tensor but
 //! the expert tensors, read as one aligned read per run of adjacent dense tensors
 //! ([`DenseLayout`]). The experts live in *expert slots* of one expert each, managed by LRU or
@@ -99,6 +101,11 @@ pub struct CachePlan {
     pub resident_layers: usize,
     /// Memory of the resident layers' slots (the sum of their aligned read sizes).
     pub resident_bytes: u64,
+    /// Memory of the *resident head* of layer R, the first streamed layer: its first tensors,
+    /// kept for good in what the whole layers leave of the budget (less than a layer), so that
+    /// each token reads only the rest of it. 0 when nothing is left, or with the mmap backend,
+    /// the LRU policy or experts (whose slots take the leftover instead).
+    pub head_bytes: u64,
     /// Slots shared by streamed layers (cyclic) or all slots (LRU).
     pub streaming_slots: usize,
     /// Prefetch window w.
@@ -121,6 +128,12 @@ pub struct CachePlan {
 }
 
 impl CachePlan {
+    /// The region read once at open and never evicted: the pinned globals, then the resident
+    /// head of layer R.
+    fn pinned_bytes(&self) -> u64 {
+        self.globals_bytes + self.head_bytes
+    }
+
     /// Slot index reserved for `layer`, if the policy gives it one of its own.
     fn dedicated_slot(&self, layer: usize) -> Option<usize> {
         (self.policy == Policy::Cyclic && layer < self.resident_layers).then_some(layer)
@@ -381,6 +394,9 @@ fn plan_globals(globals: &[TensorEntry], skip: &[bool], file_len: u64) -> Global
 struct DenseLayout {
     /// (file read, offset of the read's first byte in the slot), in file order.
     reads: Vec<(ReadRange, u64)>,
+    /// The resident head (layer R only, see [`CachePlan::head_bytes`]): its read and the
+    /// offset of the read's first byte in the pinned region; `reads` is then the rest.
+    head: Option<(ReadRange, u64)>,
     /// Slot bytes the reads take (the sum of their footprints): the layer's size in the plan.
     footprint: u64,
     /// Bytes the reads fetch (the sum of their lengths).
@@ -400,17 +416,65 @@ impl DenseLayout {
         }
         DenseLayout {
             reads,
+            head: None,
             footprint: at,
             read_bytes,
         }
     }
 
-    /// Offset in the slot of the file byte `offset` of a dense tensor of `len` bytes.
-    fn slot_offset(&self, offset: u64, len: u64) -> Option<u64> {
-        self.reads.iter().find_map(|(r, at)| {
-            (offset >= r.offset && offset + len <= r.offset + r.len).then(|| at + offset - r.offset)
-        })
+    /// Where the file byte `offset` of a dense tensor of `len` bytes is: in the resident head
+    /// (offset in the pinned region) or in the slot (offset in the slot).
+    fn place(&self, offset: u64, len: u64) -> Option<Place> {
+        let inside = |r: &ReadRange| offset >= r.offset && offset + len <= r.offset + r.len;
+        if let Some((r, at)) = &self.head {
+            if inside(r) {
+                return Some(Place::Pinned(at + offset - r.offset));
+            }
+        }
+        self.reads
+            .iter()
+            .find_map(|(r, at)| inside(r).then(|| Place::Slot(at + offset - r.offset)))
     }
+
+    /// Keep the first tensors of this layer (one run, no experts: `tensors` are its dense
+    /// tensors) resident at offset `at` of the pinned region, as many as an aligned read of
+    /// at most `room` bytes holds, and read only the rest into its slot. Returns the head's
+    /// footprint (0: nothing fits, or everything would, and the layer is left whole).
+    fn split_head(&mut self, tensors: &[TensorEntry], room: u64, at: u64, file_len: u64) -> u64 {
+        let [(whole, 0)] = self.reads[..] else {
+            return 0;
+        };
+        let mut order: Vec<&TensorEntry> = tensors.iter().collect();
+        order.sort_by_key(|t| t.offset);
+        let start = whole.offset + whole.head;
+        let end = whole.offset + whole.len;
+        // The longest prefix of whole tensors whose read fits `room`, short of the whole layer.
+        let mut cut = None;
+        for (k, t) in order.iter().enumerate().take(order.len().saturating_sub(1)) {
+            let head = ReadRange::covering(&(start..t.offset + t.n_bytes), file_len);
+            if head.footprint() > room {
+                break;
+            }
+            cut = Some((head, order[k + 1].offset));
+        }
+        let Some((head, rest_start)) = cut else {
+            return 0;
+        };
+        let rest = ReadRange::covering(&(rest_start..end), file_len);
+        self.head = Some((head, at));
+        self.reads = vec![(rest, 0)];
+        self.footprint = rest.footprint();
+        self.read_bytes = rest.len;
+        head.footprint()
+    }
+}
+
+/// Where a layer tensor's bytes are (see [`DenseLayout::place`]).
+enum Place {
+    /// At this offset of the pinned region (the resident head).
+    Pinned(u64),
+    /// At this offset of the layer's slot.
+    Slot(u64),
 }
 
 /// How the cyclic policy divides `budget` bytes, given each layer's aligned read size
@@ -521,27 +585,40 @@ impl LayerCache {
                 .map(|(t, _)| t.n_bytes)
                 .sum(),
         };
-        let dense: Vec<DenseLayout> = map
+        let mut dense: Vec<DenseLayout> = map
             .layers()
             .iter()
             .map(|l| DenseLayout::new(l, file_len))
             .collect();
         let experts_plan = ExpertsPlan::new(&gguf, &map, file_len)?;
-        let (plan, slot_sizes) =
+        let (mut plan, slot_sizes) =
             plan_slots(&map, &dense, &experts_plan, globals, file_len, config)?;
         let layout = match plan.row_globals_bytes {
             0 => all_layout,
             _ => pinned_layout,
         };
+        // What the whole layers leave of the budget keeps the head of layer R resident.
+        let r = plan.resident_layers;
+        if plan.policy == Policy::Cyclic
+            && plan.backend != Backend::Mmap
+            && plan.expert_slots == 0
+            && r < map.n_layers()
+        {
+            let used = plan.globals_bytes + slot_sizes.iter().sum::<u64>();
+            let room = plan.budget_bytes.saturating_sub(used);
+            plan.head_bytes =
+                dense[r].split_head(&map.layers()[r].tensors, room, plan.globals_bytes, file_len);
+        }
+        let head = dense.get(r).and_then(|d| d.head);
         let memory = Memory::allocate(&plan, &slot_sizes, storage.as_ref())?;
         let clock = Clock::now();
         let (globals_offsets, globals_len, bytes_read) =
-            read_globals(storage.as_ref(), &memory, &map, layout, &plan)?;
+            read_globals(storage.as_ref(), &memory, &map, layout, head, &plan)?;
         let stats = CacheStats {
             bytes_read,
             read_time: clock.elapsed(),
-            resident_bytes: plan.globals_bytes,
-            peak_resident_bytes: plan.globals_bytes,
+            resident_bytes: plan.pinned_bytes(),
+            peak_resident_bytes: plan.pinned_bytes(),
             budget_bytes: plan.budget_bytes,
             ..CacheStats::default()
         };
@@ -830,6 +907,7 @@ fn plan_slots(
         slots: slot_sizes.len(),
         resident_layers: resident,
         resident_bytes: footprints[..resident].iter().sum(),
+        head_bytes: 0,
         streaming_slots,
         window,
         io_threads: config.io_threads.max(1),
@@ -851,7 +929,7 @@ impl Memory {
         slot_sizes: &[u64],
         storage: &dyn Storage,
     ) -> Result<Memory, Error> {
-        let g = plan.globals_bytes;
+        let g = plan.pinned_bytes();
         Ok(match plan.backend {
             Backend::Mmap => {
                 let base =
@@ -919,16 +997,18 @@ impl Memory {
 }
 
 /// Step 3 of [`LayerCache::open`]: the globals made resident, read run by run into owned
-/// memory or faulted in from the mapping. Returns each global tensor's offset from the
-/// globals' base, the length of the globals' region, and the bytes read.
+/// memory or faulted in from the mapping, and the resident head of layer R (`head`: its read
+/// and offset in the pinned region, owned memory only). Returns each global tensor's offset
+/// from the globals' base, the length of the pinned region, and the bytes read.
 fn read_globals(
     storage: &dyn Storage,
     memory: &Memory,
     map: &LayerMap,
     layout: GlobalsLayout,
+    head: Option<(ReadRange, u64)>,
     plan: &CachePlan,
 ) -> Result<(Vec<u64>, usize, u64), Error> {
-    let g = plan.globals_bytes;
+    let g = plan.pinned_bytes();
     let globals_len = usize::try_from(match memory {
         Memory::Mapped { .. } => plan.file_len,
         _ => g,
@@ -963,9 +1043,9 @@ fn read_globals(
         }
         _ => {
             let base = memory.globals_ptr();
-            for (run, at) in &layout.runs {
-                // SAFETY: the globals region is `g` bytes, the sum of the runs' footprints, so
-                // `at..at + len` is inside it. Globals step of the slot protocol (`Status`):
+            for (run, at) in layout.runs.iter().chain(&head) {
+                // SAFETY: the pinned region is `g` bytes, the sum of the globals runs' and the
+                // head's footprints, each placed after the previous, so `at..at + len` is inside it. Globals step of the slot protocol (`Status`):
                 // `open` has not shared the memory yet (no `Shared`, no `LayerRef`, no
                 // prefetcher), so this is the only reference to those bytes, and the runs are
                 // disjoint.
@@ -1684,24 +1764,29 @@ impl LayerRef {
         let entries = self.entries();
         let t = &entries[i];
         let shared = &self.inner.shared;
-        let off = match self.inner.layer {
-            Some(_) if matches!(shared.memory, Memory::Mapped { .. }) => t.offset,
-            Some(l) => shared.dense[l]
-                .slot_offset(t.offset, t.n_bytes)
-                .expect("a dense tensor lies inside one of its layer's reads (by construction)"),
-            None => shared.globals_offsets[i],
-        } as usize;
-        let len = t.n_bytes as usize;
+        let pinned = (shared.memory.globals_ptr() as *const u8, shared.globals_len);
+        let here = (self.inner.base, self.inner.len);
+        let ((base, base_len), off) = match self.inner.layer {
+            Some(_) if matches!(shared.memory, Memory::Mapped { .. }) => (here, t.offset),
+            Some(l) => match shared.dense[l].place(t.offset, t.n_bytes) {
+                Some(Place::Slot(off)) => (here, off),
+                Some(Place::Pinned(off)) => (pinned, off),
+                None => unreachable!("a dense tensor lies inside one of its layer's reads"),
+            },
+            None => (here, shared.globals_offsets[i]),
+        };
+        let (off, len) = (off as usize, t.n_bytes as usize);
         assert!(
-            off + len <= self.inner.len,
-            "tensor view inside its layer (checked at open)"
+            off + len <= base_len,
+            "tensor view inside its layer or the pinned region (checked at open)"
         );
-        // SAFETY: `off + len <= self.inner.len`, the bytes valid from `base`. Read step of the
-        // slot protocol (`Status`): `self` pins its slot, made Ready under the mutex after its
-        // load's writes (happens-before), and no loader claims a pinned slot, so the bytes stay
-        // unchanged while `self` lives, which bounds the returned lifetime (the globals are
-        // never written after open). `Shared`, which owns the memory, lives as long.
-        let bytes = unsafe { std::slice::from_raw_parts(self.inner.base.add(off), len) };
+        // SAFETY: `off + len <= base_len`, the bytes valid from `base` (this slot, or the pinned
+        // region: the globals and the resident head, written only by `open` before any
+        // LayerRef exists). Read step of the slot protocol (`Status`): `self` pins its slot,
+        // made Ready under the mutex after its load's writes (happens-before), and no loader
+        // claims a pinned slot, so the bytes stay unchanged while `self` lives, which bounds
+        // the returned lifetime. `Shared`, which owns the memory, lives as long.
+        let bytes = unsafe { std::slice::from_raw_parts(base.add(off), len) };
         TensorView {
             name: &t.name,
             ty: t.ty,
@@ -1836,6 +1921,76 @@ mod tests {
             s.budget_bytes,
             cache.plan().globals_bytes + 2 * cache.plan().slot_bytes
         );
+    }
+
+    #[test]
+    fn the_leftover_keeps_the_head_of_the_first_streamed_layer() {
+        // Layers of three tensors, two of them several aligned blocks long.
+        let mut w = GgufWriter::new();
+        w.add_tensor("token_embd.weight", GgmlType::F32, &[64, 10], vec![1; 2560])
+            .unwrap();
+        let names = ["a.weight", "b.weight", "c.bias"];
+        for i in 0..4u8 {
+            for (short, n) in names.iter().zip([5000u64, 4000, 8]) {
+                let data: Vec<u8> = (0..4 * n).map(|k| (k as u8).wrapping_mul(7) ^ i).collect();
+                w.add_tensor(format!("blk.{i}.{short}"), GgmlType::F32, &[n], data)
+                    .unwrap();
+            }
+        }
+        let bytes = w.to_vec().unwrap();
+        let gguf = Gguf::from_bytes(&bytes).unwrap();
+        let open = |budget| {
+            let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.clone()));
+            // No prefetcher: every read is made by the `get` that needs it, so the bytes read
+            // per token are exact.
+            let config = CacheConfig {
+                backend: Backend::Arena,
+                budget,
+                prefetch: 0,
+                io_threads: 1,
+                ..CacheConfig::default()
+            };
+            LayerCache::open(storage, gguf.clone(), &config).unwrap()
+        };
+        let min = open(Budget::Min).plan().clone();
+        let mut heads = 0;
+        for extra in (0..2 * min.slot_bytes).step_by(2 * READ_ALIGN as usize) {
+            let cache = open(Budget::Bytes(min.minimum_bytes + extra));
+            let plan = cache.plan().clone();
+            let r = plan.resident_layers;
+            if plan.head_bytes > 0 {
+                heads += 1;
+                let d = &cache.shared.dense[r];
+                assert!(
+                    d.head.is_some() && d.read_bytes < min.slot_bytes,
+                    "{plan:?}"
+                );
+            }
+            assert!(plan.pinned_bytes() + plan.resident_bytes <= plan.budget_bytes);
+            let mut per_token = Vec::new();
+            for _token in 0..2 {
+                let before = cache.stats().bytes_read;
+                for layer in 0..4 {
+                    let l = cache.get(layer).unwrap();
+                    for short in names {
+                        let t = gguf.tensor(&format!("blk.{layer}.{short}")).unwrap();
+                        assert_eq!(
+                            l.tensor(short).unwrap().bytes,
+                            gguf.tensor_data(&bytes, t).unwrap(),
+                            "layer {layer} {short}, {plan:?}"
+                        );
+                    }
+                }
+                per_token.push(cache.stats().bytes_read - before);
+            }
+            // The second token reads exactly the streamed layers' reads (layer R without its
+            // head); the first read the resident layers as well.
+            let streamed: u64 = (r..4).map(|l| cache.shared.dense[l].read_bytes).sum();
+            assert_eq!(per_token[1], streamed, "{plan:?}");
+            let s = cache.stats();
+            assert!(s.peak_resident_bytes <= s.budget_bytes, "{s:?}");
+        }
+        assert!(heads > 0, "no budget between two slots kept a head");
     }
 
     #[test]

@@ -932,6 +932,53 @@ fn check_row_globals(root: &Path) -> Result<Vec<String>> {
             ));
         }
     }
+    // Half a layer above the minimum: the leftover keeps the first tensors of the first
+    // streamed layer resident (`CachePlan::head_bytes`), and each token reads only the rest.
+    let plan = Engine::open(&model, EngineConfig::default())?
+        .model()
+        .cache()
+        .plan()
+        .clone();
+    let min = {
+        let cfg = EngineConfig {
+            cache: CacheConfig {
+                budget: Budget::Min,
+                ..CacheConfig::default()
+            },
+            ..EngineConfig::default()
+        };
+        Engine::open(&model, cfg)?.model().cache().plan().clone()
+    };
+    let budget = Budget::Bytes(min.minimum_bytes + plan.slot_bytes / 2);
+    for backend in [Backend::File, Backend::Arena] {
+        let cfg = EngineConfig {
+            cache: CacheConfig {
+                backend,
+                direct_io: backend == Backend::File,
+                budget,
+                ..CacheConfig::default()
+            },
+            ..EngineConfig::default()
+        };
+        let e = Engine::open(&model, cfg)?;
+        let head = e.model().cache().plan().head_bytes;
+        let same = fingerprint(&mut Native::new(&e)?, &r)? == base;
+        println!(
+            "{name:<18} {backend:<6} {budget}: head of the first streamed layer resident \
+             ({head} bytes), logits {}",
+            if same { "same" } else { "DIFF" }
+        );
+        if !same {
+            failures.push(format!(
+                "{name}: logits with a resident head ({backend}, {budget}) differ from budget all"
+            ));
+        }
+        if head == 0 {
+            failures.push(format!(
+                "{name}: at {budget} on {backend} no head of a streamed layer stayed resident"
+            ));
+        }
+    }
     Ok(failures)
 }
 
