@@ -384,6 +384,7 @@ impl Run<'_> {
     fn fields(&self) -> Vec<(&'static str, Val)> {
         let r = &self.result;
         let stats = self.engine.cache_stats();
+        let plan = self.engine.layer_cache().plan();
         vec![
             ("strata_version", Val::Str(env!("CARGO_PKG_VERSION").into())),
             ("cpu_info", Val::opt_str(self.host.cpu_info.as_deref())),
@@ -410,6 +411,13 @@ impl Run<'_> {
             ("storage_backend", Val::Str(self.storage_backend().into())),
             ("budget_bytes", Val::Int(stats.budget_bytes)),
             ("prefetch", Val::Int(self.prefetch() as u64)),
+            // How the budget was divided (see `CachePlan`).
+            ("resident_layers", Val::Int(plan.resident_layers as u64)),
+            ("resident_head_bytes", Val::Int(plan.head_bytes)),
+            (
+                "row_globals_in_storage_bytes",
+                Val::Int(plan.row_globals_bytes),
+            ),
             ("load_s", Val::Float(self.load_s)),
             ("bytes_read_per_token", Val::Float(r.bytes_read_per_token())),
             ("stall_share", Val::Float(r.stall_share())),

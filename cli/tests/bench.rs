@@ -72,6 +72,10 @@ fn check_record(r: &Value, reps: usize) {
     }
     let stall = n("stall_share");
     assert!((0.0..=1.0).contains(&stall), "{r}");
+    // Gemma has 18 layers and ties its output head to the embedding table (no row globals).
+    assert!((0.0..=18.0).contains(&n("resident_layers")), "{r}");
+    assert!(n("resident_head_bytes") < n("budget_bytes"), "{r}");
+    assert_eq!(n("row_globals_in_storage_bytes"), 0.0, "{r}");
     assert!(n("bytes_read_per_token") >= 0.0);
     #[cfg(target_os = "linux")]
     {
