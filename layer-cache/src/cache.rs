@@ -1879,6 +1879,17 @@ mod tests {
         w.to_vec().unwrap()
     }
 
+    /// A cache over `bytes` in memory with the arena backend.
+    fn open_arena(bytes: &[u8], config: CacheConfig) -> LayerCache {
+        let gguf = Gguf::from_bytes(bytes).unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.to_vec()));
+        let config = CacheConfig {
+            backend: Backend::Arena,
+            ..config
+        };
+        LayerCache::open(storage, gguf, &config).unwrap()
+    }
+
     #[test]
     fn arena_over_memory_serves_exact_bytes_within_the_budget() {
         let bytes = model(6);
@@ -1939,18 +1950,16 @@ mod tests {
         }
         let bytes = w.to_vec().unwrap();
         let gguf = Gguf::from_bytes(&bytes).unwrap();
+        // No prefetcher: every read is made by the `get` that needs it, so the bytes read per
+        // token are exact.
         let open = |budget| {
-            let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.clone()));
-            // No prefetcher: every read is made by the `get` that needs it, so the bytes read
-            // per token are exact.
             let config = CacheConfig {
-                backend: Backend::Arena,
                 budget,
                 prefetch: 0,
                 io_threads: 1,
                 ..CacheConfig::default()
             };
-            LayerCache::open(storage, gguf.clone(), &config).unwrap()
+            open_arena(&bytes, config)
         };
         let min = open(Budget::Min).plan().clone();
         let mut heads = 0;
@@ -1998,16 +2007,14 @@ mod tests {
         let bytes = model(6);
         let gguf = Gguf::from_bytes(&bytes).unwrap();
         let open = |budget, rows: &[&str]| {
-            let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.clone()));
             let config = CacheConfig {
-                backend: Backend::Arena,
                 budget,
                 prefetch: 1,
                 io_threads: 1,
                 row_globals: rows.iter().map(|r| r.to_string()).collect(),
                 ..CacheConfig::default()
             };
-            LayerCache::open(storage, gguf.clone(), &config).unwrap()
+            open_arena(&bytes, config)
         };
         let embd = gguf.tensor("token_embd.weight").unwrap();
         let table = gguf.tensor_data(&bytes, embd).unwrap();
@@ -2371,15 +2378,13 @@ mod tests {
         let bytes = model_of_sizes(&sizes);
         let gguf = Gguf::from_bytes(&bytes).unwrap();
         let open = |budget| {
-            let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes.clone()));
             let config = CacheConfig {
-                backend: Backend::Arena,
                 budget,
                 prefetch: 2,
                 io_threads: 2,
                 ..CacheConfig::default()
             };
-            LayerCache::open(storage, gguf.clone(), &config).unwrap()
+            open_arena(&bytes, config)
         };
         let probe = open(Budget::Min).plan().clone();
         let fp: Vec<u64> = (0..sizes.len())
