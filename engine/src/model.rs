@@ -223,53 +223,40 @@ impl Model {
         self.logits(&x, out, sink)
     }
 
-    /// Embedding rows of `tokens` (dequantized one row at a time): `[n, n_embd]`. From the
-    /// pinned globals, or, where the budget left the table in storage (a row global, see
-    /// [`crate::Engine::row_globals`]), read a row at a time through the cache.
+    /// Embedding rows of `tokens` (dequantized one row at a time): `[n, n_embd]`, each row
+    /// copied by [`LayerCache::read_global`] from the pinned globals, or read from storage
+    /// where the budget left the table there (a row global, see [`crate::Engine::row_globals`]).
     fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
         const NAME: &str = "token_embd.weight";
         let d = self.cfg.n_embd;
-        let mut x = vec![0.0f32; tokens.len() * d];
-        let out_of_range = |id| EngineError::TokenOutOfRange {
-            id,
-            n_vocab: self.cfg.n_vocab,
-        };
-        if let Some(t) = self.cache.globals().get(NAME) {
-            let row_bytes = row_size(&t, d)?;
-            for (row, &id) in x.chunks_exact_mut(d).zip(tokens) {
-                let start = id as usize * row_bytes;
-                let bytes = t
-                    .bytes
-                    .get(start..start + row_bytes)
-                    .ok_or(out_of_range(id))?;
-                strata_quant::dequantize(t.ty, bytes, row)
-                    .map_err(|source| kernel_err(&t, source))?;
-            }
-        } else {
-            let entries = self.cache.layer_map().globals();
-            let e = entries.iter().find(|e| e.name == NAME).ok_or_else(|| {
-                strata_layer_cache::Error::NoSuchTensor {
-                    name: NAME.into(),
-                    scope: "globals".into(),
-                }
+        let ty = self
+            .cache
+            .gguf()
+            .tensor(NAME)
+            .ok_or_else(|| crate::error::ConfigError::MissingTensor { name: NAME.into() })?
+            .ty;
+        let row_bytes = ty
+            .row_size(d as u64)
+            .ok_or_else(|| EngineError::TensorType {
+                name: NAME.into(),
+                ty,
+                usage: "rows of this width",
             })?;
-            let t = TensorView {
-                name: &e.name,
-                ty: e.ty,
-                dims: &e.dims,
-                bytes: &[],
-            };
-            let row_bytes = row_size(&t, d)?;
-            let mut bytes = vec![0u8; row_bytes];
-            for (row, &id) in x.chunks_exact_mut(d).zip(tokens) {
-                if id as usize >= self.cfg.n_vocab {
-                    return Err(out_of_range(id));
-                }
-                let start = id as u64 * row_bytes as u64;
-                self.cache.read_global(NAME, start, &mut bytes)?;
-                strata_quant::dequantize(t.ty, &bytes, row)
-                    .map_err(|source| kernel_err(&t, source))?;
+        let mut bytes = vec![0u8; row_bytes as usize];
+        let mut x = vec![0.0f32; tokens.len() * d];
+        for (row, &id) in x.chunks_exact_mut(d).zip(tokens) {
+            if id as usize >= self.cfg.n_vocab {
+                return Err(EngineError::TokenOutOfRange {
+                    id,
+                    n_vocab: self.cfg.n_vocab,
+                });
             }
+            self.cache
+                .read_global(NAME, id as u64 * row_bytes, &mut bytes)?;
+            strata_quant::dequantize(ty, &bytes, row).map_err(|source| EngineError::Kernel {
+                tensor: NAME.into(),
+                source,
+            })?;
         }
         if self.cfg.scale_embeddings {
             let scale = (d as f32).sqrt();
@@ -1041,17 +1028,6 @@ fn f32_tensor(t: &TensorView<'_>) -> Result<Vec<f32>, EngineError> {
         });
     }
     Ok(out)
-}
-
-/// Bytes per row of `cols` elements of the tensor's type.
-fn row_size(t: &TensorView<'_>, cols: usize) -> Result<usize, EngineError> {
-    t.ty.row_size(cols as u64)
-        .map(|r| r as usize)
-        .ok_or(EngineError::TensorType {
-            name: t.name.to_string(),
-            ty: t.ty,
-            usage: "rows of this width",
-        })
 }
 
 fn expect_dims(t: &TensorView<'_>, expected: &[u64]) -> Result<(), EngineError> {

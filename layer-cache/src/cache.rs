@@ -709,9 +709,9 @@ impl LayerCache {
                 available: t.n_bytes,
             });
         }
-        if let Some(view) = self.globals.get(name) {
+        if self.globals.present(i) {
             let start = offset as usize;
-            out.copy_from_slice(&view.bytes[start..start + out.len()]);
+            out.copy_from_slice(&self.globals.view(i).bytes[start..start + out.len()]);
             return Ok(());
         }
         let clock = Clock::now();
@@ -1814,23 +1814,22 @@ impl LayerRef {
     /// The tensor `name`, or [`Error::NoSuchTensor`] ([`Error::NotPinned`] for a row global
     /// left in storage).
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, Error> {
-        self.get(name).ok_or_else(|| {
-            let i = self
-                .entries()
-                .binary_search_by(|t| t.name.as_str().cmp(name));
-            match (self.inner.layer, i) {
-                (None, Ok(_)) => Error::NotPinned {
-                    name: name.to_string(),
+        match self
+            .entries()
+            .binary_search_by(|t| t.name.as_str().cmp(name))
+        {
+            Ok(i) if self.present(i) => Ok(self.view(i)),
+            Ok(_) => Err(Error::NotPinned {
+                name: name.to_string(),
+            }),
+            Err(_) => Err(Error::NoSuchTensor {
+                name: name.to_string(),
+                scope: match self.inner.layer {
+                    Some(l) => format!("layer {l}"),
+                    None => String::from("globals"),
                 },
-                (layer, _) => Error::NoSuchTensor {
-                    name: name.to_string(),
-                    scope: match layer {
-                        Some(l) => format!("layer {l}"),
-                        None => String::from("globals"),
-                    },
-                },
-            }
-        })
+            }),
+        }
     }
 
     /// Every tensor with bytes here, sorted by name (the globals without the row globals left

@@ -888,11 +888,12 @@ fn check_row_globals(root: &Path) -> Result<Vec<String>> {
         &std::fs::read_to_string(dir.join(format!("{name}.json")))?,
         SYNTHETIC_GREEDY_STEPS,
     )?;
-    let base = fingerprint(
-        &mut Native::new(&Engine::open(&model, EngineConfig::default())?)?,
-        &r,
-    )?;
+    let all = Engine::open(&model, EngineConfig::default())?;
+    let base = fingerprint(&mut Native::new(&all)?, &r)?;
+    let slot_bytes = all.model().cache().plan().slot_bytes;
+    drop(all);
     let mut failures = Vec::new();
+    let mut minimum = 0;
     println!();
     for (backend, direct_io) in [
         (Backend::File, true),
@@ -911,6 +912,7 @@ fn check_row_globals(root: &Path) -> Result<Vec<String>> {
         let e = Engine::open(&model, cfg)
             .with_context(|| format!("opening {name} on {backend} at the minimum budget"))?;
         let left = e.model().cache().plan().row_globals_bytes;
+        minimum = e.model().cache().plan().minimum_bytes;
         let stats0 = e.cache_stats();
         let same = fingerprint(&mut Native::new(&e)?, &r)? == base;
         let read = e.cache_stats().since(&stats0).bytes_read;
@@ -934,22 +936,7 @@ fn check_row_globals(root: &Path) -> Result<Vec<String>> {
     }
     // Half a layer above the minimum: the leftover keeps the first tensors of the first
     // streamed layer resident (`CachePlan::head_bytes`), and each token reads only the rest.
-    let plan = Engine::open(&model, EngineConfig::default())?
-        .model()
-        .cache()
-        .plan()
-        .clone();
-    let min = {
-        let cfg = EngineConfig {
-            cache: CacheConfig {
-                budget: Budget::Min,
-                ..CacheConfig::default()
-            },
-            ..EngineConfig::default()
-        };
-        Engine::open(&model, cfg)?.model().cache().plan().clone()
-    };
-    let budget = Budget::Bytes(min.minimum_bytes + plan.slot_bytes / 2);
+    let budget = Budget::Bytes(minimum + slot_bytes / 2);
     for backend in [Backend::File, Backend::Arena] {
         let cfg = EngineConfig {
             cache: CacheConfig {
